@@ -1,0 +1,280 @@
+//! The one place that decides what a failed attempt means: retry it (transient), record an error
+//! for the row (permanent), or stop the whole run (fatal). Also reads the server's advice on when
+//! to retry (`retry-after-ms`, `Retry-After`, `x-ratelimit-reset-*`).
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+/// What a failure means for the row and the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Retry with backoff (429, 5xx, timeouts, dropped connections, unparsable 2xx bodies).
+    Transient,
+    /// An error record for this row, no retry (400, 413, 422, other 4xx).
+    Permanent,
+    /// Stop the run: bad key, unknown model, no quota or billing problem.
+    Fatal,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// What happened, with the HTTP status and the API's own message when there is one.
+    pub message: String,
+    /// HTTP status, when an answer arrived.
+    pub status: Option<u16>,
+    /// The server's advised wait before retrying, when it gave one.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A transient failure without an HTTP answer (connect error, reset, timeout).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::Transient,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// Whether this is a rate-limit answer that should pause every worker.
+    pub fn is_rate_limit(&self) -> bool {
+        self.status == Some(429) && self.kind == FailureKind::Transient
+    }
+}
+
+/// Classifies a non-2xx answer.
+pub fn classify_status(status: u16, headers: &HeaderMap, body: &[u8]) -> Failure {
+    let api = ApiError::from_body(body);
+    let kind = if api.is_quota_or_billing() {
+        FailureKind::Fatal
+    } else {
+        match status {
+            401 | 402 | 403 | 404 => FailureKind::Fatal,
+            408 | 409 | 425 | 429 => FailureKind::Transient,
+            400..=499 => FailureKind::Permanent,
+            _ => FailureKind::Transient,
+        }
+    };
+    let mut message = format!("HTTP {status}");
+    if !api.message.is_empty() {
+        message.push_str(": ");
+        message.push_str(&api.message);
+    }
+    if let Some(code) = api.code.filter(|c| !api.message.contains(c.as_str())) {
+        message.push_str(&format!(" ({code})"));
+    }
+    Failure {
+        kind,
+        message,
+        status: Some(status),
+        retry_after: retry_after(headers),
+    }
+}
+
+/// The error object of an API answer: `{"error": {"message", "type", "code"}}` or close to it.
+struct ApiError {
+    message: String,
+    code: Option<String>,
+    kind: Option<String>,
+}
+
+impl ApiError {
+    fn from_body(body: &[u8]) -> Self {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let error = parsed.as_ref().map(|v| v.get("error").unwrap_or(v));
+        let text = |key: &str| {
+            error.and_then(|e| e.get(key)).and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let message = match error {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => text("message").unwrap_or_default(),
+            None => {
+                let raw = String::from_utf8_lossy(body);
+                let raw = raw.trim();
+                match raw.char_indices().nth(300) {
+                    Some((cut, _)) => format!("{}…", &raw[..cut]),
+                    None => raw.to_string(),
+                }
+            }
+        };
+        ApiError {
+            message,
+            code: text("code"),
+            kind: text("type"),
+        }
+    }
+
+    fn is_quota_or_billing(&self) -> bool {
+        [&self.code, &self.kind].into_iter().flatten().any(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("insufficient_quota") || s.contains("billing")
+        })
+    }
+}
+
+/// The longest wait the server advised: `retry-after-ms`, `Retry-After` (seconds or HTTP date),
+/// or, when neither is present, `x-ratelimit-reset-requests` / `x-ratelimit-reset-tokens`.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let direct = [
+        header("retry-after-ms")
+            .and_then(|v| v.parse::<f64>().ok())
+            .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()),
+        header("retry-after").and_then(parse_retry_after),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    direct.or_else(|| {
+        [
+            header("x-ratelimit-reset-requests"),
+            header("x-ratelimit-reset-tokens"),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(parse_go_duration)
+        .max()
+    })
+}
+
+/// `Retry-After`: delay in seconds (possibly fractional) or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Durations such as `1s`, `6m0s`, `20ms`, `1m30.5s` (the `x-ratelimit-reset-*` format).
+pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    let mut total = 0.0f64;
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" | "" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn transient_statuses_are_retried() {
+        for status in [408, 409, 425, 429, 500, 502, 503, 504, 529] {
+            let f = classify_status(status, &HeaderMap::new(), b"");
+            assert_eq!(f.kind, FailureKind::Transient, "{status}");
+        }
+    }
+
+    #[test]
+    fn permanent_statuses_carry_the_api_message() {
+        for status in [400, 413, 422, 418] {
+            let f = classify_status(
+                status,
+                &HeaderMap::new(),
+                br#"{"error":{"message":"bad things","type":"invalid_request_error"}}"#,
+            );
+            assert_eq!(f.kind, FailureKind::Permanent, "{status}");
+            assert_eq!(f.message, format!("HTTP {status}: bad things"));
+        }
+    }
+
+    #[test]
+    fn fatal_statuses_and_quota_errors_stop_the_run() {
+        for status in [401, 402, 403, 404] {
+            assert_eq!(
+                classify_status(status, &HeaderMap::new(), b"{}").kind,
+                FailureKind::Fatal
+            );
+        }
+        let quota = br#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#;
+        let f = classify_status(429, &HeaderMap::new(), quota);
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert!(!f.is_rate_limit());
+    }
+
+    #[test]
+    fn non_json_error_bodies_are_quoted() {
+        let f = classify_status(502, &HeaderMap::new(), b"<html>Bad Gateway</html>");
+        assert_eq!(f.message, "HTTP 502: <html>Bad Gateway</html>");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2")])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("retry-after-ms", "1500"),
+                ("retry-after", "1")
+            ])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset-requests", "1m30.5s")])),
+            Some(Duration::from_secs_f64(90.5))
+        );
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let got = retry_after(&headers(&[("retry-after", &date)])).unwrap();
+        assert!(got > Duration::from_secs(27) && got <= Duration::from_secs(30));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_go_duration("abc"), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Talking to an OpenAI-compatible chat-completions endpoint: request bodies, the HTTP client,
+//! response parsing and the classification of failures.
+
+pub mod classify;
+pub mod client;
+pub mod request;
+pub mod response;
+
+pub use classify::{Failure, FailureKind};
+pub use client::{ApiClient, ApiKey};
+pub use request::ChatRequest;
+pub use response::{Completion, TokenUsage};

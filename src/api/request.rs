@@ -1,0 +1,249 @@
+//! Building the JSON body of one chat-completions request from a row's messages, the command-line
+//! defaults (model, max_tokens, …, `--param`) and, for Batch API lines, the line's own `body`.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::cli::RunOptions;
+use crate::tokens;
+
+/// A request ready to send: its serialized body plus what the runner needs to know about it.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The exact JSON body sent (identical on every retry).
+    pub body: Bytes,
+    /// The `model` field of the body.
+    pub model: String,
+    /// Text of the last user message, content parts joined with newlines.
+    pub prompt: String,
+    /// Estimated prompt tokens (for --tpm).
+    pub estimated_prompt_tokens: u64,
+    /// `max_tokens` / `max_completion_tokens` of the body, if any.
+    pub max_tokens: Option<u64>,
+}
+
+/// Why a row cannot become a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// The row is malformed (stops the run unless --skip-invalid).
+    Malformed(String),
+    /// The prompt is empty: an error record, no request.
+    EmptyPrompt { prompt: String },
+}
+
+/// The body fields every request starts from, taken from the command line.
+#[derive(Debug, Clone)]
+pub struct RequestDefaults {
+    fields: Map<String, Value>,
+    system: Option<String>,
+}
+
+impl RequestDefaults {
+    /// Collects `--model`, `--max-tokens`, `--temperature`, `--reasoning-effort`, `--param`
+    /// and `--system`.
+    pub fn from_options(opts: &RunOptions) -> Self {
+        let mut fields = Map::new();
+        fields.insert("model".into(), Value::String(opts.model.clone()));
+        if let Some(n) = opts.max_tokens {
+            fields.insert("max_tokens".into(), Value::from(n));
+        }
+        if let Some(t) = opts.temperature {
+            fields.insert("temperature".into(), Value::from(t));
+        }
+        if let Some(effort) = &opts.reasoning_effort {
+            fields.insert("reasoning_effort".into(), Value::String(effort.clone()));
+        }
+        for (key, value) in &opts.params {
+            fields.insert(key.clone(), value.clone());
+        }
+        RequestDefaults {
+            fields,
+            system: opts.system.clone(),
+        }
+    }
+
+    /// A request with a single user message.
+    pub fn from_prompt(
+        &self,
+        prompt: String,
+        overrides: Option<&Map<String, Value>>,
+    ) -> Result<ChatRequest, BuildError> {
+        let message = serde_json::json!({"role": "user", "content": prompt});
+        self.build(vec![message], overrides)
+    }
+
+    /// A request from chat messages; `overrides` (a Batch API line's `body`) win over the
+    /// defaults, except for `messages`, which is always the given list.
+    pub fn build(
+        &self,
+        mut messages: Vec<Value>,
+        overrides: Option<&Map<String, Value>>,
+    ) -> Result<ChatRequest, BuildError> {
+        for (i, message) in messages.iter().enumerate() {
+            if !message.is_object() {
+                return Err(BuildError::Malformed(format!(
+                    "`messages[{i}]` is not an object with `role` and `content`"
+                )));
+            }
+        }
+        let mut body = self.fields.clone();
+        if let Some(overrides) = overrides {
+            for (key, value) in overrides {
+                if key != "messages" {
+                    body.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if let Some(system) = &self.system {
+            if !messages.first().is_some_and(is_system_message) {
+                messages.insert(0, serde_json::json!({"role": "system", "content": system}));
+            }
+        }
+        if messages.is_empty() {
+            return Err(BuildError::Malformed("`messages` is empty".into()));
+        }
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            _ => {
+                return Err(BuildError::Malformed(
+                    "`model` must be a non-empty string".into(),
+                ))
+            }
+        };
+        let prompt = last_user_text(&messages);
+        let all_blank = messages.iter().all(|m| message_text(m).trim().is_empty());
+        if all_blank {
+            return Err(BuildError::EmptyPrompt { prompt });
+        }
+        let estimated_prompt_tokens = messages
+            .iter()
+            .map(|m| tokens::estimate(&message_text(m)) + tokens::PER_MESSAGE_OVERHEAD)
+            .sum();
+        let max_tokens = body
+            .get("max_tokens")
+            .or_else(|| body.get("max_completion_tokens"))
+            .and_then(Value::as_u64);
+        body.insert("messages".into(), Value::Array(messages));
+        let bytes = serde_json::to_vec(&body).expect("a JSON map always serializes");
+        Ok(ChatRequest {
+            body: Bytes::from(bytes),
+            model,
+            prompt,
+            estimated_prompt_tokens,
+            max_tokens,
+        })
+    }
+}
+
+fn is_system_message(message: &Value) -> bool {
+    matches!(
+        message.get("role").and_then(Value::as_str),
+        Some("system") | Some("developer")
+    )
+}
+
+/// The text of a message's `content`: a string as is, content parts' `text` joined with newlines.
+pub fn message_text(message: &Value) -> String {
+    content_text(message.get("content").unwrap_or(&Value::Null))
+}
+
+/// The text of a `content` value (string, or array of parts).
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| match p {
+                Value::String(s) => Some(s.as_str()),
+                other => other.get("text").and_then(Value::as_str),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Text of the last message whose role is `user` (empty when there is none).
+pub fn last_user_text(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(message_text)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn defaults(extra: &[&str]) -> RequestDefaults {
+        let mut args = vec!["promptbatch", "run", "in.csv", "-o", "out.jsonl"];
+        args.extend_from_slice(extra);
+        let cli = crate::cli::Cli::parse_from(args);
+        match cli.command {
+            crate::cli::Command::Run(opts) => RequestDefaults::from_options(&opts),
+            _ => unreachable!(),
+        }
+    }
+
+    fn body(req: &ChatRequest) -> Value {
+        serde_json::from_slice(&req.body).unwrap()
+    }
+
+    #[test]
+    fn prompt_becomes_user_message_with_defaults() {
+        let d = defaults(&[
+            "--max-tokens",
+            "50",
+            "--param",
+            "seed=7",
+            "--system",
+            "Be brief.",
+        ]);
+        let req = d.from_prompt("  Hi  ".into(), None).unwrap();
+        let b = body(&req);
+        assert_eq!(b["model"], "gpt-5.2");
+        assert_eq!(b["max_tokens"], 50);
+        assert_eq!(b["seed"], 7);
+        assert_eq!(b["messages"][0]["role"], "system");
+        assert_eq!(b["messages"][1]["content"], "  Hi  ");
+        assert_eq!(req.prompt, "  Hi  ");
+        assert_eq!(req.max_tokens, Some(50));
+    }
+
+    #[test]
+    fn batch_body_wins_and_existing_system_is_kept() {
+        let d = defaults(&["--model", "gpt-5.2", "--system", "S"]);
+        let overrides: Map<String, Value> =
+            serde_json::from_str(r#"{"model":"gemini-3.1-pro-preview","max_tokens":9}"#).unwrap();
+        let messages = vec![
+            serde_json::json!({"role":"system","content":"mine"}),
+            serde_json::json!({"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}),
+        ];
+        let req = d.build(messages, Some(&overrides)).unwrap();
+        let b = body(&req);
+        assert_eq!(req.model, "gemini-3.1-pro-preview");
+        assert_eq!(b["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(b["messages"][0]["content"], "mine");
+        assert_eq!(req.prompt, "a\nb");
+    }
+
+    #[test]
+    fn blank_prompt_and_bad_messages_are_rejected() {
+        let d = defaults(&[]);
+        assert!(matches!(
+            d.from_prompt(" \n".into(), None),
+            Err(BuildError::EmptyPrompt { .. })
+        ));
+        assert!(matches!(
+            d.build(vec![], None),
+            Err(BuildError::Malformed(_))
+        ));
+        assert!(matches!(
+            d.build(vec![Value::from(3)], None),
+            Err(BuildError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,216 @@
+//! Command-line definitions (clap) and nothing else: every flag is documented where it is defined,
+//! and `--help` is generated from these doc comments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::sim::LatencySpec;
+
+/// Exit codes, shown at the end of `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    every row has an ok record
+  1    configuration, input or fatal API error (bad key, unknown model, no quota, malformed input)
+  2    command-line usage error
+  3    the run finished but some rows are error records
+  4    stopped by the budget cap
+  130  interrupted (Ctrl-C / SIGTERM); re-run the same command to resume";
+
+/// promptbatch: run a whole dataset of prompts through a chat-completions API, within rate limits,
+/// one result record per row.
+#[derive(Debug, Parser)]
+#[command(name = "promptbatch", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output on stderr (-v: info, -vv: debug). `RUST_LOG` overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send every row of INPUT to the API and write one record per row to OUTPUT.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run(RunOptions),
+    /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
+    MockServer(MockServerOptions),
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// Chosen from the file extension (.csv → csv, anything else → jsonl).
+    Auto,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Everything `promptbatch run` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// Input file: CSV with a header row, or JSONL (one object per line: `prompt`, `messages`
+    /// or an OpenAI Batch API line). `-` reads standard input (then give --input-format).
+    pub input: PathBuf,
+
+    /// Output file. `.csv` writes CSV; anything else writes JSONL. An existing output is never
+    /// overwritten: pass --fresh to move it to OUTPUT.bak and start over.
+    #[arg(short, long)]
+    pub output: PathBuf,
+
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    pub input_format: InputFormat,
+
+    /// Column (CSV) or field (JSONL) holding the prompt, when no --template is given.
+    #[arg(long, default_value = "prompt")]
+    pub prompt_column: String,
+
+    /// Prompt template filled from the row's columns, e.g. "Summarize {title}: {text}".
+    /// Write `{{` and `}}` for literal braces.
+    #[arg(long)]
+    pub template: Option<String>,
+
+    /// System message prepended to every request whose messages do not already start with one.
+    #[arg(long)]
+    pub system: Option<String>,
+
+    /// Column or field holding the row id. Default: `id` if present, else `custom_id`, else the
+    /// row number.
+    #[arg(long)]
+    pub id_column: Option<String>,
+
+    /// Turn malformed input records into error records instead of stopping the run.
+    #[arg(long)]
+    pub skip_invalid: bool,
+
+    /// Model name sent with every request (a Batch API line's own `body.model` wins).
+    #[arg(long, default_value = "gpt-5.2")]
+    pub model: String,
+
+    /// `max_tokens` for every request (also the output part of the --tpm estimate).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+
+    /// `temperature` for every request.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+
+    /// `reasoning_effort` for every request (e.g. none, low, medium, high).
+    #[arg(long)]
+    pub reasoning_effort: Option<String>,
+
+    /// Any other request body field, as KEY=JSON (repeatable), e.g. --param 'seed=7'
+    /// --param 'response_format={"type":"json_object"}'. A bare word that is not JSON is sent as a
+    /// string.
+    #[arg(long = "param", value_name = "KEY=JSON", value_parser = parse_param)]
+    pub params: Vec<(String, serde_json::Value)>,
+
+    /// API base URL; requests go to {base-url}/chat/completions.
+    #[arg(
+        long,
+        env = "PROMPTBATCH_BASE_URL",
+        default_value = "https://api.evolink.ai/v1"
+    )]
+    pub base_url: String,
+
+    /// Environment variable holding the API key. Default: EVOLINK_API_KEY, else OPENAI_API_KEY.
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
+
+    /// Requests in flight at once.
+    #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// Requests per minute cap (spread evenly, no burst at start-up).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
+
+    /// Tokens per minute cap, counted per request as estimated prompt tokens + --max-tokens.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tpm: Option<u32>,
+
+    /// Write records in input order (bounded reorder buffer) instead of completion order.
+    #[arg(long)]
+    pub ordered: bool,
+
+    /// Start over: move an existing OUTPUT to OUTPUT.bak (replacing an older backup).
+    #[arg(long)]
+    pub fresh: bool,
+
+    /// No key, no network, no cost: run the real pipeline against the built-in simulator on a
+    /// free loopback port.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Simulator latency for --dry-run, e.g. `0ms`, `50ms` or `20ms..200ms`.
+    #[arg(long, default_value = "0ms", value_parser = LatencySpec::parse)]
+    pub dry_run_latency: LatencySpec,
+
+    /// Retries per row for transient failures (429, 5xx, timeouts, dropped connections).
+    #[arg(long, default_value_t = 8)]
+    pub max_retries: u32,
+
+    /// Bound on one whole attempt, from connecting to the last byte of the answer.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Bound on establishing a connection.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// First retry backoff; doubles per attempt, with full jitter.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+
+    /// Longest backoff between two attempts of a row.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+
+    /// After the first Ctrl-C, how long in-flight requests may still finish.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// When stderr is not a terminal: one progress line every this often.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub log_every: Duration,
+
+    /// No progress display (the end-of-run summary is still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Everything `promptbatch mock-server` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct MockServerOptions {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub sim: crate::sim::SimOptions,
+}
+
+/// Parses `KEY=JSON`; a value that is not valid JSON is taken as a string.
+fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=JSON, got `{s}`"))?;
+    if key.is_empty() {
+        return Err(format!("empty key in `{s}`"));
+    }
+    let value = serde_json::from_str(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((key.to_string(), value))
+}
+
+/// Parses a human duration such as `90s`, `10m`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}`: {e} (examples: 90s, 10m, 250ms)"))
+}

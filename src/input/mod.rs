@@ -1,0 +1,230 @@
+//! Streaming input: CSV and JSONL files become [`Row`]s one at a time, never the whole file.
+//!
+//! Each format's reader turns a record into a prompt or messages; [`RowFactory`] (shared) turns
+//! those into a request, assigns the row id, rejects duplicate ids and applies `--skip-invalid`.
+
+mod csv;
+mod jsonl;
+pub mod template;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::api::request::{BuildError, ChatRequest, RequestDefaults};
+use crate::cli::{InputFormat, RunOptions};
+use crate::error::Error;
+pub use template::Template;
+
+/// One input record, ready for the worker pool.
+#[derive(Debug)]
+pub struct Row {
+    /// 1-based number of the data record (CSV records after the header; non-blank JSONL lines).
+    pub row: u64,
+    /// Line in the input file where the record starts (for messages).
+    pub line: u64,
+    /// The row id, always a string.
+    pub id: String,
+    /// What to do with the row.
+    pub content: RowContent,
+}
+
+/// A row is either sent, or written straight out as an error record.
+#[derive(Debug)]
+pub enum RowContent {
+    /// Send this request.
+    Request(ChatRequest),
+    /// No request: an error record with this prompt and message (empty prompt, or a malformed
+    /// record under --skip-invalid).
+    Invalid { prompt: String, message: String },
+}
+
+/// A stream of rows; an `Err` item stops the run (after the rows before it).
+pub type RowStream = Box<dyn Iterator<Item = Result<Row, Error>> + Send>;
+
+/// Where a record's prompt comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum PromptSource {
+    Template(Template),
+    Column(String),
+}
+
+/// Where a record's id comes from, once the input's fields are known.
+#[derive(Debug, Clone)]
+pub(crate) enum IdSource {
+    /// This column/field must be present.
+    Required(String),
+    /// Default: `id`, else `custom_id`, else the row number.
+    Default,
+}
+
+/// What a format reader extracted from one record, before it becomes a request.
+pub(crate) enum Extracted {
+    Prompt {
+        prompt: String,
+        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    Messages {
+        messages: Vec<serde_json::Value>,
+        overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+}
+
+/// Shared per-row logic of every format: request building, ids, duplicate check, --skip-invalid.
+pub(crate) struct RowFactory {
+    pub path: PathBuf,
+    defaults: RequestDefaults,
+    skip_invalid: bool,
+    /// Hash of each explicit id → line where it was first seen (8+8 bytes per row with an id).
+    seen_ids: HashMap<u64, u64>,
+    hasher: RandomState,
+}
+
+impl RowFactory {
+    fn new(opts: &RunOptions) -> Self {
+        RowFactory {
+            path: opts.input.clone(),
+            defaults: RequestDefaults::from_options(opts),
+            skip_invalid: opts.skip_invalid,
+            seen_ids: HashMap::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Turns an extracted record (or the reason it could not be read) into a row.
+    /// `id` is `None` when the record has no explicit id (then the row number is used).
+    pub fn make(
+        &mut self,
+        row: u64,
+        line: u64,
+        id: Option<String>,
+        extracted: Result<Extracted, String>,
+    ) -> Result<Row, Error> {
+        let id = match id {
+            Some(id) => {
+                let key = self.hasher.hash_one(&id);
+                if let Some(first) = self.seen_ids.insert(key, line) {
+                    return Err(Error::input(
+                        &self.path,
+                        line,
+                        format!(
+                            "duplicate id `{id}` (first used at line {first}); ids must be unique \
+                             (choose another column with --id-column, or fix the input)"
+                        ),
+                    ));
+                }
+                id
+            }
+            None => row.to_string(),
+        };
+        let built = extracted
+            .map_err(BuildError::Malformed)
+            .and_then(|e| match e {
+                Extracted::Prompt { prompt, overrides } => {
+                    self.defaults.from_prompt(prompt, overrides.as_ref())
+                }
+                Extracted::Messages {
+                    messages,
+                    overrides,
+                } => self.defaults.build(messages, overrides.as_ref()),
+            });
+        let content = match built {
+            Ok(request) => RowContent::Request(request),
+            Err(BuildError::EmptyPrompt { prompt }) => RowContent::Invalid {
+                prompt,
+                message: "empty prompt: nothing was sent".into(),
+            },
+            Err(BuildError::Malformed(message)) if self.skip_invalid => RowContent::Invalid {
+                prompt: String::new(),
+                message: format!(
+                    "invalid input at {}:{line}: {message}",
+                    self.path.display()
+                ),
+            },
+            Err(BuildError::Malformed(message)) => {
+                return Err(Error::input(
+                    &self.path,
+                    line,
+                    format!("{message} (fix the record, or pass --skip-invalid to record it as an error and go on)"),
+                ))
+            }
+        };
+        Ok(Row {
+            row,
+            line,
+            id,
+            content,
+        })
+    }
+
+    /// A record the format reader could not parse at all (broken quoting, invalid JSON).
+    pub fn unreadable(&mut self, row: u64, line: u64, message: String) -> Result<Row, Error> {
+        self.make(row, line, None, Err(message))
+    }
+}
+
+/// The input format for these options (by extension when `auto`).
+pub fn resolve_format(opts: &RunOptions) -> InputFormat {
+    match opts.input_format {
+        InputFormat::Auto => {
+            let is_csv = opts
+                .input
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            if is_csv {
+                InputFormat::Csv
+            } else {
+                InputFormat::Jsonl
+            }
+        }
+        other => other,
+    }
+}
+
+/// Opens the input and checks everything that can be checked before the first row (header,
+/// template columns, id column). Rows are read lazily from the returned stream.
+pub fn open(opts: &RunOptions) -> Result<RowStream, Error> {
+    let prompt = match &opts.template {
+        Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
+        None => PromptSource::Column(opts.prompt_column.clone()),
+    };
+    let ids = match &opts.id_column {
+        Some(name) => IdSource::Required(name.clone()),
+        None => IdSource::Default,
+    };
+    let reader = open_reader(&opts.input)?;
+    let factory = RowFactory::new(opts);
+    match resolve_format(opts) {
+        InputFormat::Csv => Ok(Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?)),
+        _ => Ok(Box::new(jsonl::JsonlRows::new(
+            reader, factory, prompt, ids,
+        ))),
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Box<dyn Read + Send>, Error> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::io(
+            format!("cannot open input {} (check the path)", path.display()),
+            e,
+        )
+    })?;
+    Ok(Box::new(file))
+}
+
+/// Counts the data records of an input quickly (for the progress bar's total); `None` for stdin
+/// or when the file cannot be read.
+pub fn count_rows(opts: &RunOptions) -> Option<u64> {
+    if opts.input.as_os_str() == "-" {
+        return None;
+    }
+    let file = std::fs::File::open(&opts.input).ok()?;
+    match resolve_format(opts) {
+        InputFormat::Csv => csv::count_records(file),
+        _ => jsonl::count_lines(file),
+    }
+}

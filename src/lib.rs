@@ -1,0 +1,23 @@
+//! promptbatch: run a whole dataset of prompts through an OpenAI-compatible chat-completions API,
+//! concurrently and within rate limits, writing one result record per row.
+//!
+//! The pipeline (see ARCHITECTURE.md): [`input`] streams rows, [`run`] dispatches them to
+//! [`worker`]s paced by [`limit`], [`api`] talks HTTP, and the [`output`] writer owns the result
+//! file. [`sim`] is the built-in OpenAI-compatible simulator used by `--dry-run` and the tests.
+
+pub mod api;
+pub mod cli;
+pub mod error;
+pub mod input;
+pub mod limit;
+pub mod output;
+pub mod progress;
+pub mod run;
+pub mod shutdown;
+pub mod sim;
+pub mod tokens;
+pub mod worker;
+
+pub use error::Error;
+pub use progress::{StopReason, Summary};
+pub use run::run;

@@ -1,0 +1,161 @@
+//! Request pacing shared by all workers: the RPM and TPM caps (governor, no start-up burst) and the
+//! shared 429 cool-down that pauses every worker until the server's advised time, then ramps back
+//! up gradually.
+//!
+//! Invariant: every attempt (first try or retry) passes through [`Limits::acquire`] exactly once
+//! before it is sent, so the caps bound attempts, not rows.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+/// After a cool-down, the paused workers restart spread over this long.
+const RAMP_UP: Duration = Duration::from_secs(2);
+
+/// How many token cells the TPM limiter hands out at once: 1/6000 of a minute's budget
+/// (10 ms worth), so no start-up burst is noticeable and a big request waits in small steps.
+fn tpm_chunk(tpm: u32) -> NonZeroU32 {
+    NonZeroU32::new((tpm / 6000).max(1)).expect("max(1) is non-zero")
+}
+
+fn limiter(per_minute: u32, burst: NonZeroU32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(60.0 / f64::from(per_minute));
+    let quota = Quota::with_period(period)
+        .expect("per_minute is at least 1, so the period is non-zero")
+        .allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
+/// The RPM/TPM caps and the shared cool-down.
+pub struct Limits {
+    rpm: Option<DefaultDirectRateLimiter>,
+    tpm: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    cooldown: Mutex<Cooldown>,
+    /// Waiters queue here (FIFO) so only one polls the limiters at a time: no thundering herd.
+    gate: tokio::sync::Mutex<()>,
+    ramp_step: Duration,
+}
+
+#[derive(Default)]
+struct Cooldown {
+    /// No attempt starts before this instant.
+    until: Option<Instant>,
+    /// During the ramp after a cool-down, the next attempt may start at this instant.
+    next_slot: Option<Instant>,
+}
+
+impl Limits {
+    /// Caps for `rpm` requests and `tpm` tokens per minute (either optional); `concurrency` sets
+    /// the ramp-up step after a cool-down.
+    pub fn new(rpm: Option<u32>, tpm: Option<u32>, concurrency: u32) -> Self {
+        let one = NonZeroU32::MIN;
+        Limits {
+            rpm: rpm.map(|r| limiter(r, one)),
+            tpm: tpm.map(|t| {
+                let chunk = tpm_chunk(t);
+                (limiter(t, chunk), chunk)
+            }),
+            cooldown: Mutex::new(Cooldown::default()),
+            gate: tokio::sync::Mutex::new(()),
+            ramp_step: RAMP_UP / concurrency.max(1),
+        }
+    }
+
+    /// Waits until one request of `tokens` estimated tokens may be sent.
+    pub async fn acquire(&self, tokens: u64) {
+        self.wait_cooldown().await;
+        let _turn = self.gate.lock().await;
+        self.wait_cooldown().await;
+        self.wait_ramp_slot().await;
+        if let Some(rpm) = &self.rpm {
+            rpm.until_ready().await;
+        }
+        if let Some((tpm, chunk)) = &self.tpm {
+            let mut left = tokens.max(1);
+            while left > 0 {
+                let n = left.min(u64::from(chunk.get()));
+                let n = NonZeroU32::new(n as u32).expect("n is at least 1");
+                tpm.until_n_ready(n)
+                    .await
+                    .expect("n never exceeds the burst size");
+                left -= u64::from(n.get());
+            }
+        }
+    }
+
+    /// Pauses every worker for `pause` (a 429's advised wait), extending any current cool-down.
+    pub fn cool_down(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut c = self.cooldown.lock().expect("cooldown lock");
+        if c.until.is_none_or(|u| u < until) {
+            c.until = Some(until);
+            c.next_slot = Some(until);
+        }
+    }
+
+    /// The current cool-down's end, if one is in force.
+    pub fn cooling_until(&self) -> Option<Instant> {
+        let c = self.cooldown.lock().expect("cooldown lock");
+        c.until.filter(|u| *u > Instant::now())
+    }
+
+    async fn wait_cooldown(&self) {
+        while let Some(until) = self.cooling_until() {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// During the ramp after a cool-down, spaces attempts `ramp_step` apart.
+    async fn wait_ramp_slot(&self) {
+        let slot = {
+            let mut c = self.cooldown.lock().expect("cooldown lock");
+            let (Some(until), Some(next)) = (c.until, c.next_slot) else {
+                return;
+            };
+            let now = Instant::now();
+            if now > until + RAMP_UP {
+                c.next_slot = None;
+                return;
+            }
+            let slot = next.max(now);
+            c.next_slot = Some(slot + self.ramp_step);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rpm_spreads_requests_evenly_without_burst() {
+        let limits = Limits::new(Some(600), None, 4);
+        let start = Instant::now();
+        for _ in 0..11 {
+            limits.acquire(1).await;
+        }
+        // 600/min = one per 100 ms; the first is immediate, the 11th at 1 s.
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(990), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cool_down_blocks_until_advised_time() {
+        let limits = Limits::new(None, None, 1);
+        limits.cool_down(Duration::from_secs(3));
+        let start = Instant::now();
+        limits.acquire(1).await;
+        assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn tpm_chunk_is_small_but_positive() {
+        assert_eq!(tpm_chunk(100).get(), 1);
+        assert_eq!(tpm_chunk(600_000).get(), 100);
+    }
+}

@@ -1,0 +1,113 @@
+//! The `promptbatch` binary: parse the command line, run the library, report the outcome and map
+//! it to an exit code (documented in `--help` and the README).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use promptbatch::cli::{Cli, Command, MockServerOptions, RunOptions};
+use promptbatch::error::exit_code;
+use promptbatch::shutdown::Shutdown;
+use promptbatch::{StopReason, Summary};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::FAILURE as u8);
+        }
+    };
+    let code = match cli.command {
+        Command::Run(opts) => runtime.block_on(run(opts)),
+        Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "promptbatch=info,warn",
+        _ => "promptbatch=debug,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(opts: RunOptions) -> i32 {
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals(opts.grace);
+    match promptbatch::run(&opts, shutdown).await {
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code::FAILURE
+        }
+        Ok(summary) => report(&opts, &summary),
+    }
+}
+
+/// Prints the summary and what to do next; returns the exit code.
+fn report(opts: &RunOptions, summary: &Summary) -> i32 {
+    eprintln!("{summary}");
+    let output = opts.output.display();
+    match &summary.stop {
+        StopReason::Completed if summary.errors == 0 => {
+            eprintln!("done: every row is in {output}");
+            exit_code::OK
+        }
+        StopReason::Completed => {
+            eprintln!(
+                "done with errors: {} rows are error records in {output} (see their `error` field)",
+                summary.errors
+            );
+            exit_code::ROW_ERRORS
+        }
+        StopReason::Interrupted => {
+            eprintln!("interrupted: {output} holds whole records for the rows finished so far");
+            exit_code::INTERRUPTED
+        }
+        StopReason::Fatal(message) => {
+            eprintln!("error: the API refused the run: {message}");
+            eprintln!(
+                "nothing more was sent; rows without a record were not processed. Check the key \
+                 (EVOLINK_API_KEY / --api-key-env), --model, --base-url and your account's quota."
+            );
+            exit_code::FAILURE
+        }
+        StopReason::Failed(e) => {
+            eprintln!("error: {e}");
+            exit_code::FAILURE
+        }
+    }
+}
+
+async fn mock_server(opts: MockServerOptions) -> i32 {
+    let listener = match tokio::net::TcpListener::bind(&opts.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", opts.listen);
+            return exit_code::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or(opts.listen.clone(), |a| a.to_string());
+    eprintln!("simulator listening on http://{addr}/v1 (Ctrl-C to stop)");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serve = promptbatch::sim::serve(listener, opts.sim, stop.clone());
+    tokio::select! {
+        _ = serve => {}
+        _ = tokio::signal::ctrl_c() => stop.cancel(),
+    }
+    exit_code::OK
+}

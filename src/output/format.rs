@@ -1,0 +1,121 @@
+//! Output formats behind one small trait, one type per format (like hyperfine's exporters):
+//! JSONL (one object per line) and CSV (RFC 4180 quoting, multi-line text safe).
+
+use std::path::Path;
+
+use super::record::{Record, COLUMNS};
+
+/// Encodes records as whole lines of one output format.
+pub trait RecordFormat: Send {
+    /// Bytes written once at the top of a new, empty file.
+    fn header(&self) -> Vec<u8>;
+    /// Appends one complete record, including its line ending, to `out`.
+    fn encode(&mut self, record: &Record, out: &mut Vec<u8>);
+}
+
+/// Picks the format from the output's extension: `.csv` is CSV, anything else JSONL.
+pub fn for_path(path: &Path) -> Box<dyn RecordFormat> {
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv {
+        Box::new(Csv)
+    } else {
+        Box::new(Jsonl)
+    }
+}
+
+/// One JSON object per line, fields in schema order.
+pub struct Jsonl;
+
+impl RecordFormat for Jsonl {
+    fn header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, record).expect("a record always serializes");
+        out.push(b'\n');
+    }
+}
+
+/// CSV with a header row; null is an empty field.
+pub struct Csv;
+
+impl Csv {
+    fn writer(out: &mut Vec<u8>) -> csv::Writer<&mut Vec<u8>> {
+        csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(out)
+    }
+}
+
+impl RecordFormat for Csv {
+    fn header(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Csv::writer(&mut out);
+        w.write_record(COLUMNS).expect("writing to memory");
+        w.flush().expect("writing to memory");
+        drop(w);
+        out
+    }
+
+    fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
+        let mut w = Csv::writer(out);
+        w.serialize(record).expect("a record always serializes");
+        w.flush().expect("writing to memory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::record::Status;
+
+    fn sample() -> Record {
+        Record {
+            id: "a\"1".into(),
+            row: 1,
+            prompt: "line one\nline, two".into(),
+            completion: Some("ok".into()),
+            finish_reason: Some("stop".into()),
+            model: "gpt-5.2".into(),
+            prompt_tokens: 13,
+            cached_tokens: 0,
+            completion_tokens: 1891,
+            reasoning_tokens: 1480,
+            total_tokens: 1904,
+            latency_ms: 5,
+            attempts: 1,
+            status: Status::Ok,
+            error: None,
+            response_id: None,
+        }
+    }
+
+    #[test]
+    fn jsonl_is_one_line_in_schema_order() {
+        let mut out = Vec::new();
+        Jsonl.encode(&sample(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(text.starts_with(r#"{"id":"a\"1","row":1,"prompt":"#));
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn csv_quotes_and_round_trips() {
+        let mut out = Csv.header();
+        Csv.encode(&sample(), &mut out);
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            COLUMNS
+        );
+        let back: Record = reader.deserialize().next().unwrap().unwrap();
+        assert_eq!(back, sample());
+    }
+}

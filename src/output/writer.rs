@@ -1,0 +1,198 @@
+//! The writer: the only code that touches the output file. It runs on its own thread, appends
+//! whole records (each encoded completely before it is written, batches written with one
+//! `write_all`), writes as records arrive, and syncs to disk every few seconds and at the end.
+//! With `--ordered` it holds early records in a bounded reorder buffer and releases one slot of
+//! the dispatcher's window per record written.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::format::{self, RecordFormat};
+use super::record::Record;
+use crate::error::Error;
+use crate::progress::Counters;
+
+/// How often written data is forced to disk while the run goes on.
+const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Write out the batch buffer when it grows past this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A record and its position among dispatched rows (for --ordered).
+#[derive(Debug)]
+pub struct Sequenced {
+    pub seq: u64,
+    pub record: Record,
+}
+
+/// Checks the output path before a run: an existing output is refused unless `fresh`, in which
+/// case it is moved to `OUTPUT.bak` (replacing an older backup). Nothing is created here.
+pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(Error::Config(format!(
+                "output folder {} does not exist (create it first)",
+                parent.display()
+            )));
+        }
+    }
+    if !path.exists() {
+        return Ok(());
+    }
+    if !fresh {
+        return Err(Error::Config(format!(
+            "output {} already exists; pass --fresh to move it to {} and start over, or choose another --output",
+            path.display(),
+            backup_path(path).display()
+        )));
+    }
+    let backup = backup_path(path);
+    std::fs::rename(path, &backup).map_err(|e| {
+        Error::io(
+            format!("cannot move {} to {}", path.display(), backup.display()),
+            e,
+        )
+    })
+}
+
+/// `OUTPUT.bak`.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".bak");
+    PathBuf::from(name)
+}
+
+/// A running writer thread.
+pub struct Writer {
+    pub sender: mpsc::Sender<Sequenced>,
+    thread: std::thread::JoinHandle<Result<(), Error>>,
+}
+
+impl Writer {
+    /// Creates the output file and starts the writer thread. `window` (ordered mode) receives one
+    /// permit back per record written.
+    pub fn start(
+        path: &Path,
+        capacity: usize,
+        window: Option<Arc<Semaphore>>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("cannot create output {}", path.display()), e))?;
+        let (sender, receiver) = mpsc::channel(capacity);
+        let mut task = WriterTask {
+            path: path.to_path_buf(),
+            format: format::for_path(path),
+            file,
+            buf: Vec::with_capacity(BATCH_BYTES),
+            pending: BTreeMap::new(),
+            next_seq: 0,
+            window,
+            counters,
+            last_sync: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("promptbatch-writer".into())
+            .spawn(move || task.run(receiver))
+            .map_err(|e| Error::io("cannot start the writer thread", e))?;
+        Ok(Writer { sender, thread })
+    }
+
+    /// Waits for the writer to drain its queue, flush and sync (drop every sender first).
+    pub fn finish(self) -> Result<(), Error> {
+        drop(self.sender);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Config("the writer thread panicked".into())))
+    }
+}
+
+struct WriterTask {
+    path: PathBuf,
+    format: Box<dyn RecordFormat>,
+    file: File,
+    buf: Vec<u8>,
+    pending: BTreeMap<u64, Record>,
+    next_seq: u64,
+    window: Option<Arc<Semaphore>>,
+    counters: Arc<Counters>,
+    last_sync: Instant,
+}
+
+impl WriterTask {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Sequenced>) -> Result<(), Error> {
+        let empty = self.file.metadata().map_err(|e| self.io_error(e))?.len() == 0;
+        if empty {
+            self.buf.extend_from_slice(&self.format.header());
+        }
+        while let Some(first) = receiver.blocking_recv() {
+            self.accept(first);
+            while let Ok(next) = receiver.try_recv() {
+                self.accept(next);
+                if self.buf.len() >= BATCH_BYTES {
+                    self.write_out()?;
+                }
+            }
+            self.write_out()?;
+            if self.last_sync.elapsed() >= SYNC_EVERY {
+                self.file.sync_data().map_err(|e| self.io_error(e))?;
+                self.last_sync = Instant::now();
+            }
+        }
+        // Rows abandoned by a halting run leave gaps: write what is held, in order.
+        for record in std::mem::take(&mut self.pending).into_values() {
+            self.encode(&record);
+        }
+        self.write_out()?;
+        self.file.sync_all().map_err(|e| self.io_error(e))
+    }
+
+    fn accept(&mut self, item: Sequenced) {
+        if self.window.is_none() {
+            self.encode(&item.record);
+            return;
+        }
+        self.pending.insert(item.seq, item.record);
+        while let Some(record) = self.pending.remove(&self.next_seq) {
+            self.encode(&record);
+            self.next_seq += 1;
+            if let Some(window) = &self.window {
+                window.add_permits(1);
+            }
+        }
+    }
+
+    fn encode(&mut self, record: &Record) {
+        self.format.encode(record, &mut self.buf);
+        self.counters.record_written(record);
+    }
+
+    fn write_out(&mut self) -> Result<(), Error> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| self.io_error(e))?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn io_error(&self, e: std::io::Error) -> Error {
+        Error::io(
+            format!(
+                "cannot write output {} (is the disk full?)",
+                self.path.display()
+            ),
+            e,
+        )
+    }
+}

@@ -1,0 +1,233 @@
+//! Run counters (atomics updated by workers and the writer) and how they are shown: an
+//! `indicatif` bar on a terminal (redrawn at most 10 times a second), one plain line every
+//! `--log-every` otherwise, nothing with `--quiet`; and the end-of-run summary.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::TokenUsage;
+use crate::output::{Record, Status};
+
+/// Live counters of a run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub retries: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub cached_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub reasoning_tokens: AtomicU64,
+    /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
+    pub total_rows: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a record as written.
+    pub fn record_written(&self, record: &Record) {
+        match record.status {
+            Status::Ok => self.ok.fetch_add(1, Relaxed),
+            Status::Error => self.errors.fetch_add(1, Relaxed),
+        };
+        self.prompt_tokens.fetch_add(record.prompt_tokens, Relaxed);
+        self.cached_tokens.fetch_add(record.cached_tokens, Relaxed);
+        self.completion_tokens
+            .fetch_add(record.completion_tokens, Relaxed);
+        self.reasoning_tokens
+            .fetch_add(record.reasoning_tokens, Relaxed);
+    }
+
+    /// Rows with a record so far.
+    pub fn done(&self) -> u64 {
+        self.ok.load(Relaxed) + self.errors.load(Relaxed)
+    }
+
+    /// Token totals of the records written so far.
+    pub fn usage(&self) -> TokenUsage {
+        let prompt = self.prompt_tokens.load(Relaxed);
+        let completion = self.completion_tokens.load(Relaxed);
+        TokenUsage {
+            prompt,
+            cached: self.cached_tokens.load(Relaxed),
+            completion,
+            reasoning: self.reasoning_tokens.load(Relaxed),
+            total: prompt + completion,
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let u = self.usage();
+        format!(
+            "in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            self.in_flight.load(Relaxed),
+            self.retries.load(Relaxed),
+            self.errors.load(Relaxed),
+            u.prompt,
+            u.cached,
+            u.completion,
+            u.reasoning
+        )
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy)]
+pub enum Display {
+    /// Nothing until the summary.
+    Quiet,
+    /// A bar on the terminal.
+    Bar,
+    /// One line per interval.
+    Lines(Duration),
+}
+
+impl Display {
+    /// A bar when stderr is a terminal, plain lines otherwise, nothing when quiet.
+    pub fn choose(quiet: bool, log_every: Duration) -> Self {
+        if quiet {
+            Display::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar
+        } else {
+            Display::Lines(log_every)
+        }
+    }
+}
+
+/// Shows progress until [`Reporter::finish`].
+pub struct Reporter {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Reporter {
+    /// Starts showing `counters` in the chosen way.
+    pub fn start(counters: Arc<Counters>, display: Display) -> Self {
+        let stop = CancellationToken::new();
+        let task = match display {
+            Display::Quiet => None,
+            Display::Bar => Some(tokio::spawn(draw_bar(counters, stop.clone()))),
+            Display::Lines(every) => Some(tokio::spawn(log_lines(counters, every, stop.clone()))),
+        };
+        Reporter { stop, task }
+    }
+
+    /// Stops and clears the display.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn draw_bar(counters: Arc<Counters>, stop: CancellationToken) {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows {per_sec} ETA {eta}\n  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let total = counters.total_rows.load(Relaxed);
+        if total > 0 && bar.length() != Some(total) {
+            bar.set_length(total);
+        }
+        bar.set_position(counters.done());
+        bar.set_message(counters.status_line());
+    }
+    bar.finish_and_clear();
+}
+
+async fn log_lines(counters: Arc<Counters>, every: Duration, stop: CancellationToken) {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let done = counters.done();
+        let total = counters.total_rows.load(Relaxed);
+        let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let of_total = if total > 0 {
+            format!("/{total} ({:.1}%)", 100.0 * done as f64 / total as f64)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "progress: {done}{of_total} rows · {rate:.1} rows/s · {}",
+            counters.status_line()
+        );
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug)]
+pub enum StopReason {
+    /// Every row was processed.
+    Completed,
+    /// Ctrl-C / SIGTERM.
+    Interrupted,
+    /// The API refused the run (bad key, unknown model, no quota); the message says why.
+    Fatal(String),
+    /// A malformed input record or an output failure stopped the run.
+    Failed(crate::error::Error),
+}
+
+/// The end-of-run summary.
+#[derive(Debug)]
+pub struct Summary {
+    pub ok: u64,
+    pub errors: u64,
+    pub usage: TokenUsage,
+    pub elapsed: Duration,
+    pub stop: StopReason,
+}
+
+impl Summary {
+    /// The summary of `counters` after `elapsed`.
+    pub fn new(counters: &Counters, elapsed: Duration, stop: StopReason) -> Self {
+        Summary {
+            ok: counters.ok.load(Relaxed),
+            errors: counters.errors.load(Relaxed),
+            usage: counters.usage(),
+            elapsed,
+            stop,
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = self.ok + self.errors;
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { rows as f64 / secs } else { 0.0 };
+        writeln!(
+            f,
+            "rows: {} ok, {} error ({} written this run) in {:.1}s, {:.1} rows/s",
+            self.ok, self.errors, rows, secs, rate
+        )?;
+        write!(
+            f,
+            "tokens: prompt {} (cached {}), completion {} (reasoning {}), total {}",
+            self.usage.prompt,
+            self.usage.cached,
+            self.usage.completion,
+            self.usage.reasoning,
+            self.usage.total
+        )
+    }
+}

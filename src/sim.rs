@@ -1,0 +1,584 @@
+//! The built-in simulator: a small OpenAI-compatible `POST /v1/chat/completions` server (hyper,
+//! HTTP/1.1 keep-alive) for `--dry-run`, `mock-server`, tests and benchmarks.
+//!
+//! Answers are deterministic functions of the request, so a test can tell which row got which
+//! answer:
+//! - content: `"echo: "` + the text of the last user message (cut at `max_tokens`×4 bytes, with
+//!   `finish_reason: "length"`, when longer);
+//! - usage: prompt tokens = Σ over messages of (⌈bytes/4⌉ + 4); cached tokens = the share of
+//!   that from leading system messages (a shared prefix, as a provider's cache would serve it);
+//!   reasoning tokens = 16/32/64 for `reasoning_effort` low/medium/high (0 otherwise);
+//!   completion tokens = ⌈content bytes/4⌉ + reasoning; total = prompt + completion.
+//!
+//! Faults are injected at the configured rates (429 with `Retry-After`, 500, 503, dropped
+//! connections, truncated 200 bodies), and per request by directives in the last user message:
+//! `#sim:status=NNN` answers that status; `#sim:fail=N` makes the first N requests with that exact
+//! body answer 503; `#sim:sleep=DURATION` adds latency. `GET /_sim/stats` returns counters and the
+//! arrival time and status of the first 100,000 requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::request::{last_user_text, message_text};
+use crate::tokens;
+
+/// Most request arrivals kept for `/_sim/stats`.
+const MAX_ARRIVALS: usize = 100_000;
+
+/// A fixed latency or a uniform range, parsed from `50ms` or `20ms..200ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LatencySpec {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl LatencySpec {
+    /// Parses `50ms` or `20ms..200ms`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parse = |s: &str| crate::cli::parse_duration(s);
+        let (min, max) = match text.split_once("..") {
+            Some((a, b)) => (parse(a)?, parse(b)?),
+            None => {
+                let d = parse(text)?;
+                (d, d)
+            }
+        };
+        if min > max {
+            return Err(format!(
+                "latency range `{text}` has its minimum above its maximum"
+            ));
+        }
+        Ok(LatencySpec { min, max })
+    }
+
+    fn sample(&self) -> Duration {
+        if self.max.is_zero() {
+            return Duration::ZERO;
+        }
+        let span = (self.max - self.min).as_secs_f64();
+        self.min + Duration::from_secs_f64(span * rand::random::<f64>())
+    }
+}
+
+/// Simulator behaviour (flags of `mock-server`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SimOptions {
+    /// Latency of every answer: `0ms`, `50ms` or a uniform range `20ms..200ms`.
+    #[arg(long, default_value = "0ms", value_parser = LatencySpec::parse)]
+    pub latency: LatencySpec,
+
+    /// Fraction of requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_429: f64,
+
+    /// Retry-After sent with injected 429s (whole seconds are also sent as `Retry-After`,
+    /// the exact value as `retry-after-ms`).
+    #[arg(long, default_value = "1s", value_parser = crate::cli::parse_duration)]
+    pub retry_after: Duration,
+
+    /// Fraction of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_500: f64,
+
+    /// Fraction of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_503: f64,
+
+    /// Fraction of requests whose connection is dropped without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_drop: f64,
+
+    /// Fraction of requests answered 200 with a truncated (unparsable) body.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_malformed: f64,
+
+    /// Only this bearer key is accepted (others get 401). Default: any key.
+    #[arg(long)]
+    pub require_key: Option<String>,
+
+    /// Only these models exist (others get 404), comma-separated. Default: any model.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+}
+
+/// Shared simulator state.
+struct Sim {
+    options: SimOptions,
+    started: Instant,
+    requests: AtomicU64,
+    completions: AtomicU64,
+    arrivals: Mutex<Vec<(u64, u16)>>,
+    fail_counts: Mutex<HashMap<u64, u32>>,
+}
+
+/// A running in-process simulator.
+pub struct SimHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl SimHandle {
+    /// The base URL to give the client (`http://ADDR/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a simulator on `addr` (port 0 picks a free one) in the background.
+pub async fn start(addr: &str, options: SimOptions) -> std::io::Result<SimHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, options, stop.clone()));
+    Ok(SimHandle { addr, stop })
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, options: SimOptions, stop: CancellationToken) {
+    let sim = Arc::new(Sim {
+        options,
+        started: Instant::now(),
+        requests: AtomicU64::new(0),
+        completions: AtomicU64::new(0),
+        arrivals: Mutex::new(Vec::new()),
+        fail_counts: Mutex::new(HashMap::new()),
+    });
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let sim = sim.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let sim = sim.clone();
+                async move { sim.handle(req).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Why the service drops a connection instead of answering.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("simulated dropped connection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+type SimResponse = Response<Full<Bytes>>;
+
+fn json_response(status: u16, body: &Value) -> SimResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
+    response
+}
+
+fn error_response(status: u16, message: &str, kind: &str, code: &str) -> SimResponse {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": kind, "code": code}}),
+    )
+}
+
+impl Sim {
+    async fn handle(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
+        if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
+            return Ok(json_response(200, &self.stats()));
+        }
+        let arrived = self.started.elapsed().as_millis() as u64;
+        self.requests.fetch_add(1, Relaxed);
+        let response = self.answer(req).await;
+        let status = match &response {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        if let Ok(mut arrivals) = self.arrivals.lock() {
+            if arrivals.len() < MAX_ARRIVALS {
+                arrivals.push((arrived, status));
+            }
+        }
+        if status == 200 {
+            self.completions.fetch_add(1, Relaxed);
+        }
+        response
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
+        if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
+            return Ok(error_response(
+                404,
+                "only POST /v1/chat/completions exists here",
+                "invalid_request_error",
+                "not_found",
+            ));
+        }
+        if let Some(required) = &self.options.require_key {
+            let given = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(required.as_str()) {
+                return Ok(error_response(
+                    401,
+                    "Incorrect API key provided.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ));
+            }
+        }
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| Dropped)?
+            .to_bytes();
+        let request: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(error_response(
+                    400,
+                    &format!("We could not parse the JSON body of your request: {e}"),
+                    "invalid_request_error",
+                    "invalid_json",
+                ))
+            }
+        };
+        let messages = match request.get("messages").and_then(Value::as_array) {
+            Some(m) if !m.is_empty() => m.as_slice(),
+            _ => {
+                return Ok(error_response(
+                    400,
+                    "`messages` must be a non-empty array",
+                    "invalid_request_error",
+                    "invalid_messages",
+                ))
+            }
+        };
+        let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+        if model.is_empty() {
+            return Ok(error_response(
+                400,
+                "`model` is required",
+                "invalid_request_error",
+                "missing_model",
+            ));
+        }
+        if !self.options.models.is_empty() && !self.options.models.iter().any(|m| m == model) {
+            return Ok(error_response(
+                404,
+                &format!("The model `{model}` does not exist or you do not have access to it."),
+                "invalid_request_error",
+                "model_not_found",
+            ));
+        }
+        let prompt = last_user_text(messages);
+        let directives = Directives::parse(&prompt);
+
+        let delay = self.options.latency.sample() + directives.sleep;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(status) = directives.status {
+            return Ok(error_response(
+                status,
+                &format!("simulated HTTP {status} (requested by #sim:status)"),
+                "invalid_request_error",
+                "simulated",
+            ));
+        }
+        if directives.fail > 0 {
+            let key = fnv1a(&body);
+            let mut counts = self.fail_counts.lock().map_err(|_| Dropped)?;
+            let seen = counts.entry(key).or_insert(0);
+            if *seen < directives.fail {
+                *seen += 1;
+                return Ok(error_response(
+                    503,
+                    "simulated overload (#sim:fail)",
+                    "server_error",
+                    "overloaded",
+                ));
+            }
+        }
+        if let Some(fault) = self.injected_fault()? {
+            return Ok(fault);
+        }
+
+        let answer = completion_body(&request, messages, &prompt, &body);
+        if roll(self.options.rate_malformed) {
+            let text = answer.to_string();
+            let cut = text.len() / 2;
+            let mut response = json_response(200, &Value::Null);
+            *response.body_mut() = Full::new(Bytes::from(text.into_bytes()).slice(..cut));
+            return Ok(response);
+        }
+        Ok(json_response(200, &answer))
+    }
+
+    /// A randomly injected fault, by the configured rates.
+    fn injected_fault(&self) -> Result<Option<SimResponse>, Dropped> {
+        let o = &self.options;
+        if roll(o.rate_drop) {
+            return Err(Dropped);
+        }
+        if roll(o.rate_429) {
+            let mut response = error_response(
+                429,
+                "Rate limit reached for requests (simulated)",
+                "requests",
+                "rate_limit_exceeded",
+            );
+            let headers = response.headers_mut();
+            let ms = o.retry_after.as_millis().to_string();
+            let secs = o.retry_after.as_secs_f64().ceil().to_string();
+            headers.insert("retry-after-ms", ms.parse().expect("digits"));
+            headers.insert("retry-after", secs.parse().expect("digits"));
+            return Ok(Some(response));
+        }
+        if roll(o.rate_500) {
+            return Ok(Some(error_response(
+                500,
+                "simulated internal error",
+                "server_error",
+                "internal",
+            )));
+        }
+        if roll(o.rate_503) {
+            return Ok(Some(error_response(
+                503,
+                "simulated overload",
+                "server_error",
+                "overloaded",
+            )));
+        }
+        Ok(None)
+    }
+
+    fn stats(&self) -> Value {
+        let arrivals = self
+            .arrivals
+            .lock()
+            .map(|a| a.iter().map(|(t, s)| json!([t, s])).collect::<Vec<_>>())
+            .unwrap_or_default();
+        json!({
+            "requests": self.requests.load(Relaxed),
+            "completions": self.completions.load(Relaxed),
+            "arrivals": arrivals,
+        })
+    }
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
+}
+
+/// The deterministic answer to a request (see the module docs).
+fn completion_body(request: &Value, messages: &[Value], prompt: &str, raw: &[u8]) -> Value {
+    let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+    let message_tokens =
+        |m: &Value| tokens::estimate(&message_text(m)) + tokens::PER_MESSAGE_OVERHEAD;
+    let prompt_tokens: u64 = messages.iter().map(message_tokens).sum();
+    let cached_tokens: u64 = messages
+        .iter()
+        .take_while(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+        .map(message_tokens)
+        .sum();
+    let reasoning_tokens = match request.get("reasoning_effort").and_then(Value::as_str) {
+        Some("low") | Some("minimal") => 16,
+        Some("medium") => 32,
+        Some("high") | Some("xhigh") => 64,
+        _ => 0,
+    };
+    let mut content = format!("echo: {prompt}");
+    let mut finish_reason = "stop";
+    let limit = request
+        .get("max_tokens")
+        .or_else(|| request.get("max_completion_tokens"))
+        .and_then(Value::as_u64);
+    if let Some(limit) = limit {
+        let max_bytes = (limit * 4) as usize;
+        if content.len() > max_bytes {
+            let mut cut = max_bytes;
+            while !content.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            content.truncate(cut);
+            finish_reason = "length";
+        }
+    }
+    let completion_tokens = tokens::estimate(&content) + reasoning_tokens;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "id": format!("chatcmpl-sim-{:016x}", fnv1a(raw)),
+        "model": model,
+        "object": "chat.completion",
+        "created": created,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": finish_reason,
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {
+                "cached_tokens": cached_tokens,
+                "text_tokens": prompt_tokens,
+                "audio_tokens": 0,
+                "image_tokens": 0
+            },
+            "completion_tokens_details": {
+                "text_tokens": completion_tokens - reasoning_tokens,
+                "audio_tokens": 0,
+                "reasoning_tokens": reasoning_tokens
+            },
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "input_tokens_details": null
+        }
+    })
+}
+
+/// Per-request fault directives found in the prompt.
+#[derive(Debug, Default, PartialEq)]
+struct Directives {
+    status: Option<u16>,
+    fail: u32,
+    sleep: Duration,
+}
+
+impl Directives {
+    fn parse(prompt: &str) -> Self {
+        let mut d = Directives::default();
+        if !prompt.contains("#sim:") {
+            return d;
+        }
+        for word in prompt.split_whitespace() {
+            let Some(rest) = word.strip_prefix("#sim:") else {
+                continue;
+            };
+            match rest.split_once('=') {
+                Some(("status", v)) => d.status = v.parse().ok(),
+                Some(("fail", v)) => d.fail = v.parse().unwrap_or(0),
+                Some(("sleep", v)) => d.sleep = crate::cli::parse_duration(v).unwrap_or_default(),
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for response ids and `#sim:fail` bookkeeping.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_spec_forms() {
+        assert_eq!(
+            LatencySpec::parse("50ms").unwrap(),
+            LatencySpec {
+                min: Duration::from_millis(50),
+                max: Duration::from_millis(50)
+            }
+        );
+        let r = LatencySpec::parse("20ms..200ms").unwrap();
+        assert_eq!(
+            (r.min, r.max),
+            (Duration::from_millis(20), Duration::from_millis(200))
+        );
+        assert!(LatencySpec::parse("2s..1s").is_err());
+        for _ in 0..100 {
+            let d = r.sample();
+            assert!(d >= r.min && d <= r.max);
+        }
+    }
+
+    #[test]
+    fn directives_are_read_from_the_prompt() {
+        let d = Directives::parse("hello #sim:status=400 #sim:fail=2 #sim:sleep=1s");
+        assert_eq!(
+            d,
+            Directives {
+                status: Some(400),
+                fail: 2,
+                sleep: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(Directives::parse("plain"), Directives::default());
+    }
+
+    #[test]
+    fn answer_is_derived_from_the_request() {
+        let request = json!({"model": "m", "max_tokens": 2, "reasoning_effort": "high", "messages": [
+            {"role": "system", "content": "sys!"},
+            {"role": "user", "content": "hello world"}
+        ]});
+        let messages = request["messages"].as_array().unwrap();
+        let a = completion_body(&request, messages, "hello world", b"raw");
+        assert_eq!(a["choices"][0]["message"]["content"], "echo: he");
+        assert_eq!(a["choices"][0]["finish_reason"], "length");
+        assert_eq!(a["usage"]["prompt_tokens"], (1 + 4) + (3 + 4));
+        assert_eq!(a["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+        assert_eq!(a["usage"]["completion_tokens"], 2 + 64);
+        assert_eq!(
+            a["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            64
+        );
+    }
+}

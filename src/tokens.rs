@@ -1,0 +1,24 @@
+//! Token estimates used for `--tpm` accounting before a request is sent. The API's own `usage`
+//! is what records and totals report; this is only a fast, deterministic approximation
+//! (about four bytes of UTF-8 per token, as for English text with the o200k/cl100k vocabularies).
+
+/// Tokens a chat message costs beyond its text (role markers and separators).
+pub const PER_MESSAGE_OVERHEAD: u64 = 4;
+
+/// Approximate token count of a text: one token per four bytes, rounded up.
+pub fn estimate(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_up_per_four_bytes() {
+        assert_eq!(estimate(""), 0);
+        assert_eq!(estimate("abc"), 1);
+        assert_eq!(estimate("abcd"), 1);
+        assert_eq!(estimate("abcde"), 2);
+    }
+}

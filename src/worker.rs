@@ -1,0 +1,182 @@
+//! One row's life in the worker pool: wait for the rate limiter, send, and on a transient failure
+//! back off (exponential, full jitter, at least the server's advised wait) and try again, up to
+//! `--max-retries`. Produces the row's record, or nothing when the run is halting (the row then
+//! stays unsent, for resume).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::api::{ApiClient, ChatRequest, FailureKind};
+use crate::limit::Limits;
+use crate::output::Record;
+use crate::progress::Counters;
+use crate::shutdown::Shutdown;
+
+/// Retry settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// Full-jitter backoff before attempt `attempt + 1`: uniform in [0, min(max, base·2^(attempt-1))].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
+        let ceiling = exp.min(self.max);
+        ceiling.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Everything the workers share.
+pub struct WorkerContext {
+    pub client: ApiClient,
+    pub limits: Limits,
+    pub counters: Arc<Counters>,
+    pub shutdown: Shutdown,
+    pub retry: RetryPolicy,
+    /// The first fatal error; once set, no new attempt starts.
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl WorkerContext {
+    /// Whether new attempts must not start (interrupt or fatal error).
+    fn halting(&self) -> bool {
+        self.shutdown.stop_dispatch.is_cancelled()
+    }
+
+    /// Stops the run because of a fatal API error (the first one is kept).
+    fn fail_run(&self, message: String) {
+        if let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert(message);
+        }
+        self.shutdown.stop_dispatch.cancel();
+    }
+}
+
+/// Identity of the row being processed.
+pub struct RowMeta {
+    pub id: String,
+    pub row: u64,
+}
+
+/// Sends one row until it has an answer, a permanent error or no retries left. `None` means
+/// the run is halting and the row gets no record.
+pub async fn process(ctx: &WorkerContext, meta: RowMeta, request: ChatRequest) -> Option<Record> {
+    let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
+    let abort = &ctx.shutdown.abort;
+    let mut attempts = 0u32;
+    loop {
+        if ctx.halting() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = abort.cancelled() => return None,
+            _ = ctx.limits.acquire(tokens) => {}
+        }
+        if ctx.halting() {
+            return None;
+        }
+        attempts += 1;
+        ctx.counters.in_flight.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            biased;
+            _ = abort.cancelled() => None,
+            outcome = ctx.client.send(request.body.clone()) => Some(outcome),
+        };
+        ctx.counters.in_flight.fetch_sub(1, Relaxed);
+        let outcome = outcome?;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let failure = match outcome {
+            Ok(completion) => {
+                return Some(Record::ok(
+                    meta.id,
+                    meta.row,
+                    request.prompt,
+                    &request.model,
+                    completion,
+                    latency_ms,
+                    attempts,
+                ))
+            }
+            Err(failure) => failure,
+        };
+        let error_record = |message: String| {
+            Record::error(
+                meta.id.clone(),
+                meta.row,
+                request.prompt.clone(),
+                &request.model,
+                message,
+                latency_ms,
+                attempts,
+            )
+        };
+        match failure.kind {
+            FailureKind::Fatal => {
+                ctx.fail_run(failure.message);
+                return None;
+            }
+            FailureKind::Permanent => {
+                warn!(id = %meta.id, row = meta.row, "row failed: {}", failure.message);
+                return Some(error_record(failure.message));
+            }
+            FailureKind::Transient if attempts > ctx.retry.max_retries => {
+                let message = format!("gave up after {attempts} attempts: {}", failure.message);
+                warn!(id = %meta.id, row = meta.row, "row failed: {message}");
+                return Some(error_record(message));
+            }
+            FailureKind::Transient => {
+                let advised = failure.retry_after.unwrap_or(Duration::ZERO);
+                if failure.is_rate_limit() {
+                    ctx.limits
+                        .cool_down(advised.max(ctx.retry.backoff(attempts)));
+                }
+                let wait = ctx.retry.backoff(attempts).max(advised);
+                ctx.counters.retries.fetch_add(1, Relaxed);
+                debug!(
+                    id = %meta.id,
+                    row = meta.row,
+                    attempt = attempts,
+                    "retrying in {:?}: {}",
+                    wait,
+                    failure.message
+                );
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return None,
+                    _ = ctx.shutdown.stop_dispatch.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_full_jitter() {
+        let p = RetryPolicy {
+            max_retries: 8,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        for attempt in 1..20 {
+            let ceiling = Duration::from_secs(1u64 << (attempt - 1).min(30)).min(p.max);
+            for _ in 0..50 {
+                assert!(p.backoff(attempt) <= ceiling);
+            }
+        }
+    }
+}
