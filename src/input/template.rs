@@ -62,10 +62,12 @@ impl Template {
                     }
                     pieces.push(Piece::Field(name));
                 }
-                '}' => return Err(format!(
+                '}' => {
+                    return Err(format!(
                     "template: unmatched `}}` at character {} (write `}}}}` for a literal brace)",
                     at + 1
-                )),
+                ))
+                }
                 c => literal.push(c),
             }
         }

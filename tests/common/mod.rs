@@ -1,0 +1,165 @@
+//! Test harness: the real `promptbatch` binary against the built-in simulator, over real loopback
+//! HTTP. The simulator runs in this test process on a runtime of its own, so its request
+//! counters can be read back through `GET /_sim/stats`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use promptbatch::sim::{self, SimHandle, SimOptions};
+use serde_json::Value;
+
+/// The key every test run uses; it must never show up in any output.
+pub const KEY: &str = "sk-test-7f3a9c1e5b-SECRET";
+
+/// A simulator on a free loopback port, alive as long as this value.
+pub struct Sim {
+    runtime: tokio::runtime::Runtime,
+    handle: Option<SimHandle>,
+    pub base_url: String,
+}
+
+impl Sim {
+    pub fn start(options: SimOptions) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime
+            .block_on(sim::start("127.0.0.1:0", options))
+            .unwrap();
+        let base_url = handle.base_url();
+        Sim {
+            runtime,
+            handle: Some(handle),
+            base_url,
+        }
+    }
+
+    pub fn plain() -> Self {
+        Sim::start(SimOptions::default())
+    }
+
+    /// The simulator's counters: `requests`, `completions`, `arrivals` ([ms, status] pairs).
+    pub fn stats(&self) -> Value {
+        let url = self.base_url.replace("/v1", "/_sim/stats");
+        self.runtime.block_on(async {
+            let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+            serde_json::from_slice(&body).unwrap()
+        })
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats()["requests"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        self.handle.take();
+    }
+}
+
+/// A temporary folder with helpers to write inputs.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+/// What a run of the binary produced.
+pub struct RunResult {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl RunResult {
+    fn from(output: Output, elapsed: Duration) -> Self {
+        RunResult {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed,
+        }
+    }
+}
+
+/// The binary with a clean environment: the test key set, no base URL from the environment.
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptbatch"));
+    cmd.env("EVOLINK_API_KEY", KEY)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("PROMPTBATCH_BASE_URL")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// `promptbatch run INPUT -o OUTPUT --base-url SIM ARGS...`, waited for.
+pub fn run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> RunResult {
+    let mut cmd = command();
+    cmd.arg("run")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--base-url", &sim.base_url])
+        .args(args);
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    RunResult::from(out, start.elapsed())
+}
+
+/// Any command of the binary, waited for.
+pub fn run_args(args: &[&str]) -> RunResult {
+    let start = Instant::now();
+    let out = command().args(args).output().unwrap();
+    RunResult::from(out, start.elapsed())
+}
+
+/// The records of a JSONL output; panics on any line that is not a whole JSON object.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "output must end with a newline"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// The simulator's prompt-token count for messages with these texts (see `sim` docs).
+pub fn sim_prompt_tokens(texts: &[&str]) -> u64 {
+    texts.iter().map(|t| (t.len() as u64).div_ceil(4) + 4).sum()
+}
+
+/// Asserts the API key appears nowhere in these texts.
+pub fn assert_no_key(texts: &[&str]) {
+    for t in texts {
+        assert!(!t.contains(KEY), "the API key leaked into: {t}");
+        assert!(
+            !t.contains("SECRET"),
+            "part of the API key leaked into: {t}"
+        );
+    }
+}
