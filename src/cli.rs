@@ -35,7 +35,7 @@ pub struct Cli {
 pub enum Command {
     /// Send every row of INPUT to the API and write one record per row to OUTPUT.
     #[command(after_help = EXIT_CODES_HELP)]
-    Run(RunOptions),
+    Run(Box<RunOptions>),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
     MockServer(MockServerOptions),
 }

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run(opts) => runtime.block_on(run(opts)),
+        Command::Run(opts) => runtime.block_on(run(*opts)),
         Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
     };
     ExitCode::from(code as u8)

@@ -54,7 +54,7 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &[u8]) -> Failure
         FailureKind::Fatal
     } else {
         match status {
-            401 | 402 | 403 | 404 => FailureKind::Fatal,
+            401..=404 => FailureKind::Fatal,
             408 | 409 | 425 | 429 => FailureKind::Transient,
             400..=499 => FailureKind::Permanent,
             _ => FailureKind::Transient,
