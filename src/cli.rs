@@ -36,6 +36,10 @@ pub enum Command {
     /// Send every row of INPUT to the API and write one record per row to OUTPUT.
     #[command(after_help = EXIT_CODES_HELP)]
     Run(Box<RunOptions>),
+    /// Count the prompt tokens of INPUT exactly (offline) and estimate the cost and time of a run.
+    Estimate(Box<EstimateOptions>),
+    /// Summarize an output file (finished or partial): rows, errors, tokens, cost, latency.
+    Report(ReportOptions),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
     MockServer(MockServerOptions),
 }
@@ -51,17 +55,13 @@ pub enum InputFormat {
     Jsonl,
 }
 
-/// Everything `promptbatch run` accepts.
+/// Where the rows come from and how a row becomes a prompt (shared by `run` and `estimate`).
 #[derive(Debug, Clone, Args)]
-pub struct RunOptions {
+pub struct InputOptions {
     /// Input file: CSV with a header row, or JSONL (one object per line: `prompt`, `messages`
     /// or an OpenAI Batch API line). `-` reads standard input (then give --input-format).
-    pub input: PathBuf,
-
-    /// Output file. `.csv` writes CSV; anything else writes JSONL. An existing output is never
-    /// overwritten: pass --fresh to move it to OUTPUT.bak and start over.
-    #[arg(short, long)]
-    pub output: PathBuf,
+    #[arg(value_name = "INPUT")]
+    pub path: PathBuf,
 
     /// Input format.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
@@ -76,10 +76,6 @@ pub struct RunOptions {
     #[arg(long)]
     pub template: Option<String>,
 
-    /// System message prepended to every request whose messages do not already start with one.
-    #[arg(long)]
-    pub system: Option<String>,
-
     /// Column or field holding the row id. Default: `id` if present, else `custom_id`, else the
     /// row number.
     #[arg(long)]
@@ -88,6 +84,14 @@ pub struct RunOptions {
     /// Turn malformed input records into error records instead of stopping the run.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+/// What every request carries besides its messages (shared by `run` and `estimate`).
+#[derive(Debug, Clone, Args)]
+pub struct RequestOptions {
+    /// System message prepended to every request whose messages do not already start with one.
+    #[arg(long)]
+    pub system: Option<String>,
 
     /// Model name sent with every request (a Batch API line's own `body.model` wins).
     #[arg(long, default_value = "gpt-5.2")]
@@ -110,6 +114,31 @@ pub struct RunOptions {
     /// string.
     #[arg(long = "param", value_name = "KEY=JSON", value_parser = parse_param)]
     pub params: Vec<(String, serde_json::Value)>,
+}
+
+/// Everything `promptbatch run` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    #[command(flatten)]
+    pub input: InputOptions,
+
+    /// Output file. `.csv` writes CSV; anything else writes JSONL. An existing output is never
+    /// overwritten: pass --fresh to move it to OUTPUT.bak and start over.
+    #[arg(short, long)]
+    pub output: PathBuf,
+
+    #[command(flatten)]
+    pub request: RequestOptions,
+
+    /// Price table overrides (TOML, same shape as the embedded prices.toml): USD per 1M tokens.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Budget cap in USD for the total cost recorded in OUTPUT (earlier runs included). The run
+    /// stops dispatching before spend plus the worst case of the requests in flight would pass
+    /// it, and exits with code 4; raise the cap and re-run to continue.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
 
     /// API base URL; requests go to {base-url}/chat/completions.
     #[arg(
@@ -185,6 +214,57 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
+/// Everything `promptbatch estimate` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct EstimateOptions {
+    #[command(flatten)]
+    pub input: InputOptions,
+
+    #[command(flatten)]
+    pub request: RequestOptions,
+
+    /// Expected completion tokens per row (reasoning included), for the expected-case cost.
+    #[arg(long, value_name = "N")]
+    pub expect_output: Option<u64>,
+
+    /// An earlier run's output: its mean completion and reasoning tokens per ok row give the
+    /// expected case.
+    #[arg(long, value_name = "OUTPUT")]
+    pub from_output: Option<PathBuf>,
+
+    /// Requests per minute the run would be allowed (for the time estimate).
+    #[arg(long)]
+    pub rpm: Option<u32>,
+
+    /// Tokens per minute the run would be allowed (for the time estimate).
+    #[arg(long)]
+    pub tpm: Option<u32>,
+
+    /// Price table overrides (TOML, same shape as the embedded prices.toml).
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything `promptbatch report` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct ReportOptions {
+    /// A run's output file (.jsonl or .csv).
+    #[arg(value_name = "OUTPUT")]
+    pub output: PathBuf,
+
+    /// Price table overrides, for records written without a cost.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Everything `promptbatch mock-server` accepts.
 #[derive(Debug, Clone, Args)]
 pub struct MockServerOptions {
@@ -194,6 +274,20 @@ pub struct MockServerOptions {
 
     #[command(flatten)]
     pub sim: crate::sim::SimOptions,
+}
+
+/// Parses a positive dollar amount.
+fn parse_usd(s: &str) -> Result<f64, String> {
+    let value: f64 = s
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("`{s}` is not an amount in USD (example: 25 or 2.50)"))?;
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("`{s}`: the budget must be a positive amount"))
+    }
 }
 
 /// Parses `KEY=JSON`; a value that is not valid JSON is taken as a string.

@@ -7,11 +7,15 @@
 
 pub mod api;
 pub mod cli;
+pub mod cost;
 pub mod error;
+pub mod estimate;
+pub mod fingerprint;
 pub mod input;
 pub mod limit;
 pub mod output;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod shutdown;
 pub mod sim;

@@ -25,9 +25,19 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(opts) => runtime.block_on(run(*opts)),
+        Command::Estimate(opts) => finish(promptbatch::estimate::run(&opts)),
+        Command::Report(opts) => finish(promptbatch::report::run(&opts)),
         Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
     };
     ExitCode::from(code as u8)
+}
+
+/// The exit code of a command that reports its own output, printing its error if it failed.
+fn finish(result: Result<i32, promptbatch::Error>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        exit_code::FAILURE
+    })
 }
 
 fn init_logging(verbose: u8) {
@@ -87,6 +97,13 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
         StopReason::Failed(e) => {
             eprintln!("error: {e}");
             exit_code::FAILURE
+        }
+        StopReason::Budget { cap } => {
+            eprintln!(
+                "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue",
+                promptbatch::cost::format_usd(*cap)
+            );
+            exit_code::BUDGET
         }
     }
 }

@@ -2,16 +2,18 @@
 //! `indicatif` bar on a terminal (redrawn at most 10 times a second), one plain line every
 //! `--log-every` otherwise, nothing with `--quiet`; and the end-of-run summary.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::TokenUsage;
+use crate::cost::format_usd;
 use crate::output::{Record, Status};
 
 /// Live counters of a run.
@@ -27,6 +29,43 @@ pub struct Counters {
     pub reasoning_tokens: AtomicU64,
     /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
     pub total_rows: AtomicU64,
+    /// Cost of the records written, by model.
+    pub costs: Mutex<CostTotals>,
+}
+
+/// Spend by model, and how many ok rows had no price.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CostTotals {
+    pub by_model: BTreeMap<String, f64>,
+    pub unpriced_rows: BTreeMap<String, u64>,
+}
+
+impl CostTotals {
+    /// Adds one record's cost.
+    pub fn add(&mut self, record: &Record) {
+        match record.cost_usd {
+            Some(usd) if record.status == Status::Ok => {
+                *self.by_model.entry(record.model.clone()).or_default() += usd;
+            }
+            None => *self.unpriced_rows.entry(record.model.clone()).or_default() += 1,
+            Some(_) => {}
+        }
+    }
+
+    /// The total of the priced rows.
+    pub fn total(&self) -> f64 {
+        self.by_model.values().sum()
+    }
+
+    /// `$1.23`, with a note when some rows are unpriced.
+    pub fn describe_total(&self) -> String {
+        let unpriced: u64 = self.unpriced_rows.values().sum();
+        if unpriced == 0 {
+            format_usd(self.total())
+        } else {
+            format!("{} + {unpriced} unpriced rows", format_usd(self.total()))
+        }
+    }
 }
 
 impl Counters {
@@ -42,6 +81,14 @@ impl Counters {
             .fetch_add(record.completion_tokens, Relaxed);
         self.reasoning_tokens
             .fetch_add(record.reasoning_tokens, Relaxed);
+        if let Ok(mut costs) = self.costs.lock() {
+            costs.add(record);
+        }
+    }
+
+    /// A copy of the cost totals.
+    pub fn cost_totals(&self) -> CostTotals {
+        self.costs.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Rows with a record so far.
@@ -65,7 +112,8 @@ impl Counters {
     fn status_line(&self) -> String {
         let u = self.usage();
         format!(
-            "in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            "{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            self.cost_totals().describe_total(),
             self.in_flight.load(Relaxed),
             self.retries.load(Relaxed),
             self.errors.load(Relaxed),
@@ -185,6 +233,8 @@ pub enum StopReason {
     Fatal(String),
     /// A malformed input record or an output failure stopped the run.
     Failed(crate::error::Error),
+    /// --max-cost would have been passed by the next request.
+    Budget { cap: f64 },
 }
 
 /// The end-of-run summary.
@@ -193,6 +243,7 @@ pub struct Summary {
     pub ok: u64,
     pub errors: u64,
     pub usage: TokenUsage,
+    pub costs: CostTotals,
     pub elapsed: Duration,
     pub stop: StopReason,
 }
@@ -204,6 +255,7 @@ impl Summary {
             ok: counters.ok.load(Relaxed),
             errors: counters.errors.load(Relaxed),
             usage: counters.usage(),
+            costs: counters.cost_totals(),
             elapsed,
             stop,
         }
@@ -228,6 +280,19 @@ impl fmt::Display for Summary {
             self.usage.completion,
             self.usage.reasoning,
             self.usage.total
-        )
+        )?;
+        write!(f, "\ncost: {}", self.costs.describe_total())?;
+        if self.costs.by_model.len() > 1 {
+            for (model, usd) in &self.costs.by_model {
+                write!(f, "\n  {model}: {}", format_usd(*usd))?;
+            }
+        }
+        for (model, rows) in &self.costs.unpriced_rows {
+            write!(
+                f,
+                "\n  {model}: unpriced ({rows} rows; add a price with --prices FILE)"
+            )?;
+        }
+        Ok(())
     }
 }

@@ -12,27 +12,30 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::{ApiClient, ApiKey};
-use crate::cli::RunOptions;
+use crate::cli::{InputOptions, RunOptions};
+use crate::cost::PriceTable;
 use crate::error::Error;
 use crate::input::{self, Row, RowContent};
 use crate::limit::Limits;
+use crate::output::record::RowInfo;
 use crate::output::{writer, Record, Sequenced, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::shutdown::Shutdown;
 use crate::sim;
-use crate::worker::{self, RetryPolicy, RowMeta, WorkerContext};
+use crate::worker::{self, RetryPolicy, WorkerContext};
 
 /// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path)
 /// are returned as `Err`; everything after that ends in a [`Summary`] whose `stop` says why the
 /// run ended.
 pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
-    let rows = input::open(opts)?;
+    let rows = input::open(&opts.input, &opts.request)?;
+    let prices = PriceTable::load(opts.prices.as_deref())?;
     let (client, _simulator) = connect(opts).await?;
     writer::prepare(&opts.output, opts.fresh)?;
 
     let counters = Arc::new(Counters::default());
-    spawn_row_count(opts, counters.clone());
+    spawn_row_count(&opts.input, counters.clone());
     let concurrency = opts.concurrency as usize;
     let window = opts
         .ordered
@@ -57,6 +60,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
             base: opts.backoff_base,
             max: opts.backoff_max,
         },
+        prices,
         fatal: Mutex::new(None),
     });
 
@@ -68,7 +72,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         &permits,
         window.as_deref(),
         &writer.sender,
-        &opts.model,
+        &opts.request.model,
     )
     .await;
 
@@ -129,7 +133,7 @@ fn reorder_window(concurrency: usize) -> usize {
 }
 
 /// Counts the input's rows in the background, for the progress total.
-fn spawn_row_count(opts: &RunOptions, counters: Arc<Counters>) {
+fn spawn_row_count(opts: &InputOptions, counters: Arc<Counters>) {
     let opts = opts.clone();
     std::thread::spawn(move || {
         if let Some(n) = input::count_rows(&opts) {
@@ -188,14 +192,17 @@ async fn dispatch(
         };
         let this_seq = seq;
         seq += 1;
-        let meta = RowMeta {
-            id: row.id,
-            row: row.row,
-        };
         match row.content {
             RowContent::Invalid { prompt, message } => {
-                tracing::warn!(id = %meta.id, row = meta.row, "row not sent: {message}");
-                let record = Record::error(meta.id, meta.row, prompt, default_model, message, 0, 0);
+                tracing::warn!(id = %row.id, row = row.row, "row not sent: {message}");
+                let info = RowInfo {
+                    id: row.id,
+                    row: row.row,
+                    prompt,
+                    model: default_model.to_string(),
+                    fingerprint: String::new(),
+                };
+                let record = Record::error(info, message, 0, 0);
                 if records
                     .send(Sequenced {
                         seq: this_seq,
@@ -209,10 +216,17 @@ async fn dispatch(
                 drop(permit);
             }
             RowContent::Request(request) => {
+                let info = RowInfo {
+                    id: row.id,
+                    row: row.row,
+                    prompt: request.prompt.clone(),
+                    model: request.model.clone(),
+                    fingerprint: request.fingerprint.clone(),
+                };
                 let ctx = ctx.clone();
                 let records = records.clone();
                 tokio::spawn(async move {
-                    if let Some(record) = worker::process(&ctx, meta, request).await {
+                    if let Some(record) = worker::process(&ctx, info, request).await {
                         let _ = records
                             .send(Sequenced {
                                 seq: this_seq,

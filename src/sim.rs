@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::request::{last_user_text, message_text};
+use crate::fingerprint::fnv1a;
 use crate::tokens;
 
 /// Most request arrivals kept for `/_sim/stats`.
@@ -512,16 +513,6 @@ impl Directives {
         }
         d
     }
-}
-
-/// FNV-1a, 64 bit: a stable hash for response ids and `#sim:fail` bookkeeping.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 #[cfg(test)]

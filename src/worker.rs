@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::api::{ApiClient, ChatRequest, FailureKind};
+use crate::cost::PriceTable;
 use crate::limit::Limits;
+use crate::output::record::RowInfo;
 use crate::output::Record;
 use crate::progress::Counters;
 use crate::shutdown::Shutdown;
@@ -41,6 +43,7 @@ pub struct WorkerContext {
     pub counters: Arc<Counters>,
     pub shutdown: Shutdown,
     pub retry: RetryPolicy,
+    pub prices: PriceTable,
     /// The first fatal error; once set, no new attempt starts.
     pub fatal: Mutex<Option<String>>,
 }
@@ -60,15 +63,9 @@ impl WorkerContext {
     }
 }
 
-/// Identity of the row being processed.
-pub struct RowMeta {
-    pub id: String,
-    pub row: u64,
-}
-
 /// Sends one row until it has an answer, a permanent error or no retries left. `None` means
 /// the run is halting and the row gets no record.
-pub async fn process(ctx: &WorkerContext, meta: RowMeta, request: ChatRequest) -> Option<Record> {
+pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Record> {
     let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
     let abort = &ctx.shutdown.abort;
     let mut attempts = 0u32;
@@ -97,41 +94,28 @@ pub async fn process(ctx: &WorkerContext, meta: RowMeta, request: ChatRequest) -
         let latency_ms = started.elapsed().as_millis() as u64;
         let failure = match outcome {
             Ok(completion) => {
-                return Some(Record::ok(
-                    meta.id,
-                    meta.row,
-                    request.prompt,
-                    &request.model,
-                    completion,
-                    latency_ms,
-                    attempts,
-                ))
+                let answered_model = completion.model.as_deref().unwrap_or(&request.model);
+                let cost = ctx
+                    .prices
+                    .cost(&[answered_model, &request.model], &completion.usage);
+                return Some(Record::ok(info, completion, latency_ms, attempts, cost));
             }
             Err(failure) => failure,
         };
-        let error_record = |message: String| {
-            Record::error(
-                meta.id.clone(),
-                meta.row,
-                request.prompt.clone(),
-                &request.model,
-                message,
-                latency_ms,
-                attempts,
-            )
-        };
+        let error_record =
+            |message: String| Record::error(info.clone(), message, latency_ms, attempts);
         match failure.kind {
             FailureKind::Fatal => {
                 ctx.fail_run(failure.message);
                 return None;
             }
             FailureKind::Permanent => {
-                warn!(id = %meta.id, row = meta.row, "row failed: {}", failure.message);
+                warn!(id = %info.id, row = info.row, "row failed: {}", failure.message);
                 return Some(error_record(failure.message));
             }
             FailureKind::Transient if attempts > ctx.retry.max_retries => {
                 let message = format!("gave up after {attempts} attempts: {}", failure.message);
-                warn!(id = %meta.id, row = meta.row, "row failed: {message}");
+                warn!(id = %info.id, row = info.row, "row failed: {message}");
                 return Some(error_record(message));
             }
             FailureKind::Transient => {
@@ -143,8 +127,8 @@ pub async fn process(ctx: &WorkerContext, meta: RowMeta, request: ChatRequest) -
                 let wait = ctx.retry.backoff(attempts).max(advised);
                 ctx.counters.retries.fetch_add(1, Relaxed);
                 debug!(
-                    id = %meta.id,
-                    row = meta.row,
+                    id = %info.id,
+                    row = info.row,
                     attempt = attempts,
                     "retrying in {:?}: {}",
                     wait,

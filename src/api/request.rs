@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::cli::RunOptions;
+use crate::cli::RequestOptions;
 use crate::tokens;
 
 /// A request ready to send: its serialized body plus what the runner needs to know about it.
@@ -20,6 +20,8 @@ pub struct ChatRequest {
     pub estimated_prompt_tokens: u64,
     /// `max_tokens` / `max_completion_tokens` of the body, if any.
     pub max_tokens: Option<u64>,
+    /// Hash of the body: any change to what is sent (messages, model, parameters) changes it.
+    pub fingerprint: String,
 }
 
 /// Why a row cannot become a request.
@@ -41,7 +43,7 @@ pub struct RequestDefaults {
 impl RequestDefaults {
     /// Collects `--model`, `--max-tokens`, `--temperature`, `--reasoning-effort`, `--param`
     /// and `--system`.
-    pub fn from_options(opts: &RunOptions) -> Self {
+    pub fn from_options(opts: &RequestOptions) -> Self {
         let mut fields = Map::new();
         fields.insert("model".into(), Value::String(opts.model.clone()));
         if let Some(n) = opts.max_tokens {
@@ -125,7 +127,9 @@ impl RequestDefaults {
             .and_then(Value::as_u64);
         body.insert("messages".into(), Value::Array(messages));
         let bytes = serde_json::to_vec(&body).expect("a JSON map always serializes");
+        let fingerprint = crate::fingerprint::of_body(&bytes);
         Ok(ChatRequest {
+            fingerprint,
             body: Bytes::from(bytes),
             model,
             prompt,
@@ -183,7 +187,7 @@ mod tests {
         args.extend_from_slice(extra);
         let cli = crate::cli::Cli::parse_from(args);
         match cli.command {
-            crate::cli::Command::Run(opts) => RequestDefaults::from_options(&opts),
+            crate::cli::Command::Run(opts) => RequestDefaults::from_options(&opts.request),
             _ => unreachable!(),
         }
     }

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::api::request::{BuildError, ChatRequest, RequestDefaults};
-use crate::cli::{InputFormat, RunOptions};
+use crate::cli::{InputFormat, InputOptions, RequestOptions};
 use crate::error::Error;
 pub use template::Template;
 
@@ -82,10 +82,10 @@ pub(crate) struct RowFactory {
 }
 
 impl RowFactory {
-    fn new(opts: &RunOptions) -> Self {
+    fn new(opts: &InputOptions, request: &RequestOptions) -> Self {
         RowFactory {
-            path: opts.input.clone(),
-            defaults: RequestDefaults::from_options(opts),
+            path: opts.path.clone(),
+            defaults: RequestDefaults::from_options(request),
             skip_invalid: opts.skip_invalid,
             seen_ids: HashMap::new(),
             hasher: RandomState::new(),
@@ -165,11 +165,11 @@ impl RowFactory {
 }
 
 /// The input format for these options (by extension when `auto`).
-pub fn resolve_format(opts: &RunOptions) -> InputFormat {
+pub fn resolve_format(opts: &InputOptions) -> InputFormat {
     match opts.input_format {
         InputFormat::Auto => {
             let is_csv = opts
-                .input
+                .path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if is_csv {
@@ -184,7 +184,7 @@ pub fn resolve_format(opts: &RunOptions) -> InputFormat {
 
 /// Opens the input and checks everything that can be checked before the first row (header,
 /// template columns, id column). Rows are read lazily from the returned stream.
-pub fn open(opts: &RunOptions) -> Result<RowStream, Error> {
+pub fn open(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
     let prompt = match &opts.template {
         Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
         None => PromptSource::Column(opts.prompt_column.clone()),
@@ -193,8 +193,8 @@ pub fn open(opts: &RunOptions) -> Result<RowStream, Error> {
         Some(name) => IdSource::Required(name.clone()),
         None => IdSource::Default,
     };
-    let reader = open_reader(&opts.input)?;
-    let factory = RowFactory::new(opts);
+    let reader = open_reader(&opts.path)?;
+    let factory = RowFactory::new(opts, request);
     match resolve_format(opts) {
         InputFormat::Csv => Ok(Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?)),
         _ => Ok(Box::new(jsonl::JsonlRows::new(
@@ -218,11 +218,11 @@ fn open_reader(path: &Path) -> Result<Box<dyn Read + Send>, Error> {
 
 /// Counts the data records of an input quickly (for the progress bar's total); `None` for stdin
 /// or when the file cannot be read.
-pub fn count_rows(opts: &RunOptions) -> Option<u64> {
-    if opts.input.as_os_str() == "-" {
+pub fn count_rows(opts: &InputOptions) -> Option<u64> {
+    if opts.path.as_os_str() == "-" {
         return None;
     }
-    let file = std::fs::File::open(&opts.input).ok()?;
+    let file = std::fs::File::open(&opts.path).ok()?;
     match resolve_format(opts) {
         InputFormat::Csv => csv::count_records(file),
         _ => jsonl::count_lines(file),

@@ -91,6 +91,8 @@ mod tests {
             status: Status::Ok,
             error: None,
             response_id: None,
+            cost_usd: Some(0.026_496_75),
+            fingerprint: "af63dc4c8601ec8c".into(),
         }
     }
 

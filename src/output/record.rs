@@ -31,10 +31,16 @@ pub struct Record {
     pub status: Status,
     pub error: Option<String>,
     pub response_id: Option<String>,
+    /// USD; `None` (null / empty) when the model has no price.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// Hash of the request body sent (empty when no request could be built); resume compares it.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// The column names, in order (the CSV header).
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 18] = [
     "id",
     "row",
     "prompt",
@@ -51,29 +57,38 @@ pub const COLUMNS: [&str; 16] = [
     "status",
     "error",
     "response_id",
+    "cost_usd",
+    "fingerprint",
 ];
+
+/// What a record says about the row itself, whatever its outcome.
+#[derive(Debug, Clone)]
+pub struct RowInfo {
+    pub id: String,
+    pub row: u64,
+    pub prompt: String,
+    /// The requested model (an answer's own `model` replaces it in ok records).
+    pub model: String,
+    pub fingerprint: String,
+}
 
 impl Record {
     /// An ok record from an answer.
     pub fn ok(
-        id: String,
-        row: u64,
-        prompt: String,
-        requested_model: &str,
+        info: RowInfo,
         completion: Completion,
         latency_ms: u64,
         attempts: u32,
+        cost_usd: Option<f64>,
     ) -> Self {
         let usage = completion.usage;
         Record {
-            id,
-            row,
-            prompt,
+            id: info.id,
+            row: info.row,
+            prompt: info.prompt,
             completion: completion.content,
             finish_reason: completion.finish_reason,
-            model: completion
-                .model
-                .unwrap_or_else(|| requested_model.to_string()),
+            model: completion.model.unwrap_or(info.model),
             prompt_tokens: usage.prompt,
             cached_tokens: usage.cached,
             completion_tokens: usage.completion,
@@ -84,26 +99,20 @@ impl Record {
             status: Status::Ok,
             error: None,
             response_id: completion.response_id,
+            cost_usd,
+            fingerprint: info.fingerprint,
         }
     }
 
     /// An error record (no tokens were billed for it as far as the API told us).
-    pub fn error(
-        id: String,
-        row: u64,
-        prompt: String,
-        model: &str,
-        error: String,
-        latency_ms: u64,
-        attempts: u32,
-    ) -> Self {
+    pub fn error(info: RowInfo, error: String, latency_ms: u64, attempts: u32) -> Self {
         Record {
-            id,
-            row,
-            prompt,
+            id: info.id,
+            row: info.row,
+            prompt: info.prompt,
             completion: None,
             finish_reason: None,
-            model: model.to_string(),
+            model: info.model,
             prompt_tokens: 0,
             cached_tokens: 0,
             completion_tokens: 0,
@@ -114,6 +123,8 @@ impl Record {
             status: Status::Error,
             error: Some(error),
             response_id: None,
+            cost_usd: Some(0.0),
+            fingerprint: info.fingerprint,
         }
     }
 
