@@ -122,8 +122,8 @@ pub struct RunOptions {
     #[command(flatten)]
     pub input: InputOptions,
 
-    /// Output file. `.csv` writes CSV; anything else writes JSONL. An existing output is never
-    /// overwritten: pass --fresh to move it to OUTPUT.bak and start over.
+    /// Output file. `.csv` writes CSV; anything else writes JSONL. When it exists, the run
+    /// resumes: its ok records for unchanged rows are kept and only the other rows are sent.
     #[arg(short, long)]
     pub output: PathBuf,
 
@@ -171,6 +171,10 @@ pub struct RunOptions {
     /// Start over: move an existing OUTPUT to OUTPUT.bak (replacing an older backup).
     #[arg(long)]
     pub fresh: bool,
+
+    /// When resuming, keep earlier error records instead of sending those rows again.
+    #[arg(long)]
+    pub keep_errors: bool,
 
     /// No key, no network, no cost: run the real pipeline against the built-in simulator on a
     /// free loopback port.

@@ -6,6 +6,7 @@
 //! file. [`sim`] is the built-in OpenAI-compatible simulator used by `--dry-run` and the tests.
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod cost;
 pub mod error;

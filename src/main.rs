@@ -71,19 +71,20 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
     eprintln!("{summary}");
     let output = opts.output.display();
     match &summary.stop {
-        StopReason::Completed if summary.errors == 0 => {
-            eprintln!("done: every row is in {output}");
+        StopReason::Completed if summary.errors + summary.kept_errors == 0 => {
+            eprintln!("done: every row has an ok record in {output}");
             exit_code::OK
         }
         StopReason::Completed => {
             eprintln!(
-                "done with errors: {} rows are error records in {output} (see their `error` field)",
-                summary.errors
+                "done with errors: {} rows are error records in {output} (see their `error` field); re-run the same command to retry them",
+                summary.errors + summary.kept_errors
             );
             exit_code::ROW_ERRORS
         }
         StopReason::Interrupted => {
             eprintln!("interrupted: {output} holds whole records for the rows finished so far");
+            eprintln!("to resume, run:\n  {}", resume_command());
             exit_code::INTERRUPTED
         }
         StopReason::Fatal(message) => {
@@ -100,11 +101,33 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
         }
         StopReason::Budget { cap } => {
             eprintln!(
-                "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue",
-                promptbatch::cost::format_usd(*cap)
+                "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
+                promptbatch::cost::format_usd(*cap),
+                resume_command()
             );
             exit_code::BUDGET
         }
+    }
+}
+
+/// The command line of this run, minus `--fresh`, quoted for a POSIX shell.
+fn resume_command() -> String {
+    std::env::args()
+        .filter(|a| a != "--fresh")
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
     }
 }
 

@@ -246,6 +246,10 @@ pub struct Summary {
     pub costs: CostTotals,
     pub elapsed: Duration,
     pub stop: StopReason,
+    /// Rows an earlier run had finished (resume).
+    pub done_before: u64,
+    /// Earlier error records kept by --keep-errors.
+    pub kept_errors: u64,
 }
 
 impl Summary {
@@ -258,6 +262,8 @@ impl Summary {
             costs: counters.cost_totals(),
             elapsed,
             stop,
+            done_before: 0,
+            kept_errors: 0,
         }
     }
 }
@@ -267,11 +273,15 @@ impl fmt::Display for Summary {
         let rows = self.ok + self.errors;
         let secs = self.elapsed.as_secs_f64();
         let rate = if secs > 0.0 { rows as f64 / secs } else { 0.0 };
-        writeln!(
+        write!(
             f,
-            "rows: {} ok, {} error ({} written this run) in {:.1}s, {:.1} rows/s",
-            self.ok, self.errors, rows, secs, rate
+            "rows: {} ok, {} error this run in {:.1}s, {:.1} rows/s",
+            self.ok, self.errors, secs, rate
         )?;
+        if self.done_before > 0 {
+            write!(f, "; {} done by earlier runs", self.done_before)?;
+        }
+        writeln!(f)?;
         write!(
             f,
             "tokens: prompt {} (cached {}), completion {} (reasoning {}), total {}",
@@ -281,7 +291,7 @@ impl fmt::Display for Summary {
             self.usage.reasoning,
             self.usage.total
         )?;
-        write!(f, "\ncost: {}", self.costs.describe_total())?;
+        write!(f, "\ncost this run: {}", self.costs.describe_total())?;
         if self.costs.by_model.len() > 1 {
             for (model, usd) in &self.costs.by_model {
                 write!(f, "\n  {model}: {}", format_usd(*usd))?;

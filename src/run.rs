@@ -1,9 +1,11 @@
-//! The orchestrator of `promptbatch run`: reader thread → bounded queue → dispatcher (one task,
-//! `--concurrency` permits) → worker tasks → bounded queue → writer thread.
+//! The orchestrator of `promptbatch run`: lock the output, plan a resume, then reader thread →
+//! bounded queue → dispatcher (one task, `--concurrency` permits, budget check) → worker tasks →
+//! bounded queue → writer thread.
 //!
 //! Invariants: at most `concurrency` rows are in flight; the queues are bounded, so memory does
-//! not grow with the input; every row that is dispatched gets exactly one record unless the run is
-//! halting (interrupt, fatal API error), in which case unfinished rows get none.
+//! not grow with the input; every dispatched row gets exactly one record unless the run is
+//! halting (interrupt, fatal API error), in which case unfinished rows get none and stay for
+//! resume; rows an earlier run finished are never dispatched.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -12,40 +14,46 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::{ApiClient, ApiKey};
+use crate::budget::Budget;
 use crate::cli::{InputOptions, RunOptions};
 use crate::cost::PriceTable;
 use crate::error::Error;
 use crate::input::{self, Row, RowContent};
 use crate::limit::Limits;
+use crate::output::lock::OutputLock;
 use crate::output::record::RowInfo;
+use crate::output::resume::{self, Claim, Plan, ResumeIndex};
 use crate::output::{writer, Record, Sequenced, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::shutdown::Shutdown;
 use crate::sim;
 use crate::worker::{self, RetryPolicy, WorkerContext};
 
-/// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path)
-/// are returned as `Err`; everything after that ends in a [`Summary`] whose `stop` says why the
-/// run ended.
+/// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path,
+/// a locked output) are returned as `Err`; everything after that ends in a [`Summary`] whose
+/// `stop` says why the run ended.
 pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
     let rows = input::open(&opts.input, &opts.request)?;
     let prices = PriceTable::load(opts.prices.as_deref())?;
     let (client, _simulator) = connect(opts).await?;
+    let _lock = OutputLock::acquire(&opts.output)?;
     writer::prepare(&opts.output, opts.fresh)?;
+    let (resume, plan) = plan_resume(opts)?;
+    if let Some(plan) = &plan {
+        eprintln!("{}", plan.describe());
+    }
+    let budget = opts
+        .max_cost
+        .map(|cap| Budget::new(cap, plan.as_ref().map_or(0.0, |p| p.spent)));
 
     let counters = Arc::new(Counters::default());
-    spawn_row_count(&opts.input, counters.clone());
+    spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
     let concurrency = opts.concurrency as usize;
     let window = opts
         .ordered
         .then(|| Arc::new(Semaphore::new(reorder_window(concurrency))));
-    let writer = Writer::start(
-        &opts.output,
-        concurrency * 2,
-        window.clone(),
-        counters.clone(),
-    )?;
+    let writer = Writer::start(&opts.output, concurrency * 2, window.clone(), counters.clone())?;
     let reporter = Reporter::start(
         counters.clone(),
         progress::Display::choose(opts.quiet, opts.log_every),
@@ -61,12 +69,13 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
             max: opts.backoff_max,
         },
         prices,
+        budget,
         fatal: Mutex::new(None),
     });
 
-    let row_queue = spawn_reader(rows, concurrency.max(64));
+    let row_queue = spawn_reader(rows, resume, concurrency.max(64));
     let permits = Arc::new(Semaphore::new(concurrency));
-    let input_error = dispatch(
+    let dispatched = dispatch(
         row_queue,
         &ctx,
         &permits,
@@ -75,6 +84,9 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         &opts.request.model,
     )
     .await;
+    if matches!(dispatched, DispatchEnd::Budget) {
+        eprintln!("budget cap reached: no new rows are sent; waiting for the ones in flight");
+    }
 
     // Let in-flight rows finish; after an interrupt or a fatal error, only for --grace.
     let all_done = permits.acquire_many(opts.concurrency);
@@ -90,14 +102,22 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     reporter.finish().await;
 
     let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
-    let stop = match (write_result, input_error, fatal) {
+    let stop = match (write_result, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
         (_, _, Some(message)) => StopReason::Fatal(message),
-        (_, Some(e), _) => StopReason::Failed(e),
+        (_, DispatchEnd::Failed(e), _) => StopReason::Failed(e),
+        (_, DispatchEnd::Budget, _) => StopReason::Budget {
+            cap: ctx.budget.as_ref().map_or(0.0, Budget::cap),
+        },
         _ if shutdown.interrupted() => StopReason::Interrupted,
         _ => StopReason::Completed,
     };
-    Ok(Summary::new(&counters, started.elapsed(), stop))
+    let mut summary = Summary::new(&counters, started.elapsed(), stop);
+    if let Some(plan) = plan {
+        summary.done_before = plan.done;
+        summary.kept_errors = plan.kept_errors;
+    }
+    Ok(summary)
 }
 
 /// The API client: the real endpoint with the user's key, or a fresh simulator for --dry-run
@@ -127,13 +147,46 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
     Ok((client, simulator))
 }
 
+/// When OUTPUT exists: index it, claim the rows already done in a first pass over the input,
+/// and rewrite it without the records that will be redone. `None` for a new output.
+fn plan_resume(opts: &RunOptions) -> Result<(Option<ResumeIndex>, Option<Plan>), Error> {
+    let leftover = resume::temporary_path(&opts.output);
+    if leftover.exists() {
+        let _ = std::fs::remove_file(&leftover);
+    }
+    let has_records = std::fs::metadata(&opts.output).is_ok_and(|m| m.len() > 0);
+    if !has_records {
+        return Ok((None, None));
+    }
+    if opts.input.path.as_os_str() == "-" {
+        return Err(Error::Config(format!(
+            "{} exists, and a run reading standard input cannot resume it; pass the input as a file, or --fresh to start over",
+            opts.output.display()
+        )));
+    }
+    let mut index = ResumeIndex::scan(&opts.output, opts.keep_errors)?;
+    if let Some(bytes) = index.torn_tail().filter(|b| *b > 0) {
+        eprintln!(
+            "{}: dropping a torn last record ({bytes} bytes) left by an interrupted run; that row will be sent again",
+            opts.output.display()
+        );
+    }
+    let plan = index.plan(input::open(&opts.input, &opts.request)?)?;
+    index.rewrite_and_reset()?;
+    Ok((Some(index), Some(plan)))
+}
+
 /// Rows that may wait in the --ordered reorder buffer.
 fn reorder_window(concurrency: usize) -> usize {
     (concurrency * 4).max(1024)
 }
 
-/// Counts the input's rows in the background, for the progress total.
-fn spawn_row_count(opts: &InputOptions, counters: Arc<Counters>) {
+/// Counts the rows to send in the background, for the progress total.
+fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Counters>) {
+    if let Some(plan) = plan {
+        counters.total_rows.store(plan.to_send(), Relaxed);
+        return;
+    }
     let opts = opts.clone();
     std::thread::spawn(move || {
         if let Some(n) = input::count_rows(&opts) {
@@ -142,11 +195,21 @@ fn spawn_row_count(opts: &InputOptions, counters: Arc<Counters>) {
     });
 }
 
-/// Reads rows on a thread of its own into a bounded queue (the reader blocks when it is full).
-fn spawn_reader(rows: input::RowStream, capacity: usize) -> mpsc::Receiver<Result<Row, Error>> {
+/// Reads rows on a thread of its own into a bounded queue (the reader blocks when it is full),
+/// skipping the rows an earlier run finished.
+fn spawn_reader(
+    rows: input::RowStream,
+    mut resume: Option<ResumeIndex>,
+    capacity: usize,
+) -> mpsc::Receiver<Result<Row, Error>> {
     let (sender, receiver) = mpsc::channel(capacity);
     std::thread::spawn(move || {
         for item in rows {
+            if let (Ok(row), Some(index)) = (&item, resume.as_mut()) {
+                if index.claim(row) == Claim::Done {
+                    continue;
+                }
+            }
             let stop = item.is_err();
             if sender.blocking_send(item).is_err() || stop {
                 break;
@@ -156,7 +219,20 @@ fn spawn_reader(rows: input::RowStream, capacity: usize) -> mpsc::Receiver<Resul
     receiver
 }
 
-/// Hands rows to workers until the input ends, the run halts or a row is malformed (returned).
+/// Why dispatching ended.
+enum DispatchEnd {
+    /// Every row was handed out.
+    Exhausted,
+    /// Interrupt, fatal API error or a failed writer.
+    Halted,
+    /// The next row would have passed --max-cost.
+    Budget,
+    /// A malformed input record (or a budget that cannot be enforced).
+    Failed(Error),
+}
+
+/// Hands rows to workers until the input ends, the run halts, the budget is reached or a row is
+/// malformed.
 async fn dispatch(
     mut rows: mpsc::Receiver<Result<Row, Error>>,
     ctx: &Arc<WorkerContext>,
@@ -164,30 +240,43 @@ async fn dispatch(
     window: Option<&Semaphore>,
     records: &mpsc::Sender<Sequenced>,
     default_model: &str,
-) -> Option<Error> {
+) -> DispatchEnd {
     let stop = &ctx.shutdown.stop_dispatch;
     let mut seq = 0u64;
     loop {
         let item = tokio::select! {
             biased;
-            _ = stop.cancelled() => return None,
+            _ = stop.cancelled() => return DispatchEnd::Halted,
             item = rows.recv() => item,
         };
         let row = match item {
-            None => return None,
-            Some(Err(e)) => return Some(e),
+            None => return DispatchEnd::Exhausted,
+            Some(Err(e)) => return DispatchEnd::Failed(e),
             Some(Ok(row)) => row,
+        };
+        let reservation = match (&ctx.budget, &row.content) {
+            (Some(budget), RowContent::Request(request)) => {
+                let worst = match budget.worst_case(&ctx.prices, request) {
+                    Ok(worst) => worst,
+                    Err(e) => return DispatchEnd::Failed(e),
+                };
+                if !budget.try_reserve(worst) {
+                    return DispatchEnd::Budget;
+                }
+                worst
+            }
+            _ => 0.0,
         };
         if let Some(window) = window {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return None,
+                _ = stop.cancelled() => return DispatchEnd::Halted,
                 permit = window.acquire() => permit.expect("never closed").forget(),
             }
         }
         let permit = tokio::select! {
             biased;
-            _ = stop.cancelled() => return None,
+            _ = stop.cancelled() => return DispatchEnd::Halted,
             permit = permits.clone().acquire_owned() => permit.expect("never closed"),
         };
         let this_seq = seq;
@@ -203,15 +292,12 @@ async fn dispatch(
                     fingerprint: String::new(),
                 };
                 let record = Record::error(info, message, 0, 0);
-                if records
-                    .send(Sequenced {
-                        seq: this_seq,
-                        record,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return None;
+                let sent = records.send(Sequenced {
+                    seq: this_seq,
+                    record,
+                });
+                if sent.await.is_err() {
+                    return DispatchEnd::Halted;
                 }
                 drop(permit);
             }
@@ -226,7 +312,13 @@ async fn dispatch(
                 let ctx = ctx.clone();
                 let records = records.clone();
                 tokio::spawn(async move {
-                    if let Some(record) = worker::process(&ctx, info, request).await {
+                    let record = worker::process(&ctx, info, request).await;
+                    if let Some(budget) = &ctx.budget {
+                        let cost = record.as_ref().and_then(|r| r.cost_usd);
+                        let completion = record.as_ref().map_or(0, |r| r.completion_tokens);
+                        budget.settle(reservation, cost, completion);
+                    }
+                    if let Some(record) = record {
                         let _ = records
                             .send(Sequenced {
                                 seq: this_seq,
@@ -239,7 +331,7 @@ async fn dispatch(
             }
         }
         if records.is_closed() {
-            return None;
+            return DispatchEnd::Halted;
         }
     }
 }

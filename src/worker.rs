@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::api::{ApiClient, ChatRequest, FailureKind};
+use crate::budget::Budget;
 use crate::cost::PriceTable;
 use crate::limit::Limits;
 use crate::output::record::RowInfo;
@@ -44,6 +45,8 @@ pub struct WorkerContext {
     pub shutdown: Shutdown,
     pub retry: RetryPolicy,
     pub prices: PriceTable,
+    /// The --max-cost cap, if any.
+    pub budget: Option<Budget>,
     /// The first fatal error; once set, no new attempt starts.
     pub fatal: Mutex<Option<String>>,
 }

@@ -578,7 +578,7 @@ fn ordered_output_follows_input_order() {
 }
 
 #[test]
-fn existing_output_is_refused_unless_fresh() {
+fn foreign_output_is_refused_unless_fresh() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let input = dir.write("in.jsonl", "{\"prompt\":\"a\"}\n");
@@ -586,7 +586,7 @@ fn existing_output_is_refused_unless_fresh() {
     let r = run(&sim, &input, &output, &["-q"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("already exists") && r.stderr.contains("--fresh"),
+        r.stderr.contains("not a promptbatch record") && r.stderr.contains("--fresh"),
         "{}",
         r.stderr
     );

@@ -26,8 +26,20 @@ pub struct Row {
     pub line: u64,
     /// The row id, always a string.
     pub id: String,
+    /// Whether the id came from the input (else it is the row number).
+    pub explicit_id: bool,
     /// What to do with the row.
     pub content: RowContent,
+}
+
+impl Row {
+    /// The fingerprint of the row's request (`""` when it has none).
+    pub fn fingerprint(&self) -> &str {
+        match &self.content {
+            RowContent::Request(request) => &request.fingerprint,
+            RowContent::Invalid { .. } => "",
+        }
+    }
 }
 
 /// A row is either sent, or written straight out as an error record.
@@ -101,6 +113,7 @@ impl RowFactory {
         id: Option<String>,
         extracted: Result<Extracted, String>,
     ) -> Result<Row, Error> {
+        let explicit_id = id.is_some();
         let id = match id {
             Some(id) => {
                 let key = self.hasher.hash_one(&id);
@@ -154,6 +167,7 @@ impl RowFactory {
             row,
             line,
             id,
+            explicit_id,
             content,
         })
     }

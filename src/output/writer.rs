@@ -30,8 +30,8 @@ pub struct Sequenced {
     pub record: Record,
 }
 
-/// Checks the output path before a run: an existing output is refused unless `fresh`, in which
-/// case it is moved to `OUTPUT.bak` (replacing an older backup). Nothing is created here.
+/// Checks the output's folder, and with `fresh` moves an existing output to `OUTPUT.bak`
+/// (replacing an older backup). Nothing is created here.
 pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
@@ -41,15 +41,8 @@ pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
             )));
         }
     }
-    if !path.exists() {
+    if !fresh || !path.exists() {
         return Ok(());
-    }
-    if !fresh {
-        return Err(Error::Config(format!(
-            "output {} already exists; pass --fresh to move it to {} and start over, or choose another --output",
-            path.display(),
-            backup_path(path).display()
-        )));
     }
     let backup = backup_path(path);
     std::fs::rename(path, &backup).map_err(|e| {

@@ -1,0 +1,444 @@
+//! Resume: the output file is the checkpoint. An existing output is scanned once into an index
+//! of its records; each input row then *claims* the earlier record with its identity, and is
+//! skipped when that record is ok (or an error, with --keep-errors) and its request fingerprint
+//! matches what would be sent now.
+//!
+//! Row identity: the explicit id when the input has one; otherwise the request fingerprint plus
+//! its occurrence number among identical requests (so inserting or deleting rows never shifts
+//! another row's identity). Earlier records whose `id` equals their `row` may be of either kind,
+//! so they are indexed both ways; their occurrence number is their rank by `row` among the
+//! earlier records with the same fingerprint.
+//!
+//! Before a resumed run appends, the output is rewritten atomically (temporary file in the same
+//! folder, fsync, rename) without the records that will be redone and without a torn last line,
+//! so the output never holds two records for one row. Memory: about 50 bytes per earlier record.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::fingerprint::{self, fnv1a};
+use crate::input::Row;
+use crate::output::format;
+use crate::output::record::{Record, Status, COLUMNS};
+
+/// One earlier record, as far as resuming needs it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    fingerprint: u64,
+    ok: bool,
+    claimed: bool,
+    cost: f64,
+}
+
+/// What a row's claim decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// An earlier record covers it: do not send.
+    Done,
+    /// No earlier record.
+    New,
+    /// An earlier record exists but the request changed.
+    Changed,
+    /// An earlier error record: send again.
+    RetryError,
+}
+
+/// Counts of a resume plan (from a first pass over the input).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Plan {
+    pub rows: u64,
+    pub done: u64,
+    pub changed: u64,
+    pub retried_errors: u64,
+    /// Earlier error records kept by --keep-errors.
+    pub kept_errors: u64,
+    /// Cost of the records kept.
+    pub spent: f64,
+}
+
+impl Plan {
+    /// Rows that will be sent.
+    pub fn to_send(&self) -> u64 {
+        self.rows - self.done
+    }
+
+    /// The one line printed before a resumed run starts.
+    pub fn describe(&self) -> String {
+        let mut notes = Vec::new();
+        if self.retried_errors > 0 {
+            notes.push(format!("{} earlier errors retried", group(self.retried_errors)));
+        }
+        if self.changed > 0 {
+            notes.push(format!("{} changed rows re-sent", group(self.changed)));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join(", "))
+        };
+        format!(
+            "resuming: {} of {} rows done, {} to send{notes}",
+            group(self.done),
+            group(self.rows),
+            group(self.to_send())
+        )
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The index of an existing output.
+#[derive(Debug)]
+pub struct ResumeIndex {
+    path: PathBuf,
+    entries: Vec<Entry>,
+    keys: HashMap<u64, u32>,
+    /// Next occurrence number per fingerprint, for fingerprints of earlier anonymous records.
+    occurrences: HashMap<u64, u32>,
+    keep_errors: bool,
+    /// A torn last line (bytes) that the rewrite drops.
+    torn_tail: Option<usize>,
+}
+
+fn explicit_key(id: &str) -> u64 {
+    let mut bytes = Vec::with_capacity(id.len() + 3);
+    bytes.extend_from_slice(b"id\0");
+    bytes.extend_from_slice(id.as_bytes());
+    fnv1a(&bytes)
+}
+
+fn anonymous_key(fingerprint: u64, occurrence: u32) -> u64 {
+    let mut bytes = [0u8; 17];
+    bytes[0] = b'a';
+    bytes[1..9].copy_from_slice(&fingerprint.to_le_bytes());
+    bytes[9..13].copy_from_slice(&occurrence.to_le_bytes());
+    fnv1a(&bytes)
+}
+
+impl ResumeIndex {
+    /// Scans an existing output. A torn last line is noted (and later dropped); any other
+    /// unreadable record is an error naming `file:line`.
+    pub fn scan(path: &Path, keep_errors: bool) -> Result<Self, Error> {
+        let mut index = ResumeIndex {
+            path: path.to_path_buf(),
+            entries: Vec::new(),
+            keys: HashMap::new(),
+            occurrences: HashMap::new(),
+            keep_errors,
+            torn_tail: None,
+        };
+        let mut anonymous: Vec<(u64, u64, u32)> = Vec::new();
+        for_each_record(path, |record| {
+            let i = index.entries.len() as u32;
+            let fp = fingerprint::parse(&record.fingerprint).unwrap_or(0);
+            index.entries.push(Entry {
+                fingerprint: fp,
+                ok: record.status == Status::Ok,
+                claimed: false,
+                cost: record.cost_usd.unwrap_or(0.0),
+            });
+            index.keys.insert(explicit_key(&record.id), i);
+            if record.id == record.row.to_string() {
+                anonymous.push((fp, record.row, i));
+            }
+        })
+        .map(|torn| index.torn_tail = torn)?;
+        anonymous.sort_unstable();
+        let mut previous = None;
+        let mut occurrence = 0u32;
+        for (fp, _, i) in anonymous {
+            occurrence = if previous == Some(fp) { occurrence + 1 } else { 0 };
+            previous = Some(fp);
+            index.keys.insert(anonymous_key(fp, occurrence), i);
+            index.occurrences.insert(fp, 0);
+        }
+        Ok(index)
+    }
+
+    /// Number of records in the earlier output.
+    pub fn records(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of a torn last line, if there was one.
+    pub fn torn_tail(&self) -> Option<usize> {
+        self.torn_tail
+    }
+
+    /// Decides whether `row` is already done, claiming its earlier record if so.
+    pub fn claim(&mut self, row: &Row) -> Claim {
+        let fp = fingerprint::parse(row.fingerprint()).unwrap_or(0);
+        let key = if row.explicit_id {
+            explicit_key(&row.id)
+        } else {
+            match self.occurrences.get_mut(&fp) {
+                Some(next) => {
+                    *next += 1;
+                    anonymous_key(fp, *next - 1)
+                }
+                None => return Claim::New,
+            }
+        };
+        let Some(&i) = self.keys.get(&key) else {
+            return Claim::New;
+        };
+        let entry = &mut self.entries[i as usize];
+        if entry.claimed {
+            return Claim::New;
+        }
+        if entry.fingerprint != fp {
+            return Claim::Changed;
+        }
+        if !entry.ok && !self.keep_errors {
+            return Claim::RetryError;
+        }
+        entry.claimed = true;
+        Claim::Done
+    }
+
+    /// Claims every row of a first pass over the input and counts the plan.
+    pub fn plan<I>(&mut self, rows: I) -> Result<Plan, Error>
+    where
+        I: Iterator<Item = Result<Row, Error>>,
+    {
+        let mut plan = Plan::default();
+        for row in rows {
+            let row = row?;
+            plan.rows += 1;
+            match self.claim(&row) {
+                Claim::Done => plan.done += 1,
+                Claim::Changed => plan.changed += 1,
+                Claim::RetryError => plan.retried_errors += 1,
+                Claim::New => {}
+            }
+        }
+        for entry in self.entries.iter().filter(|e| e.claimed) {
+            plan.spent += entry.cost;
+            if !entry.ok {
+                plan.kept_errors += 1;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Whether the output must be rewritten before appending (records to drop, a torn line).
+    pub fn needs_rewrite(&self) -> bool {
+        self.torn_tail.is_some() || self.entries.iter().any(|e| !e.claimed)
+    }
+
+    /// Rewrites the output atomically with only the claimed records, then forgets the claims so
+    /// the run's own pass over the input claims the same rows again.
+    pub fn rewrite_and_reset(&mut self) -> Result<(), Error> {
+        if self.needs_rewrite() {
+            self.rewrite()?;
+        }
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            // Records dropped by the rewrite can no longer be claimed.
+            if !entry.claimed {
+                entry.fingerprint = u64::MAX - i as u64;
+                entry.ok = false;
+            }
+            entry.claimed = false;
+        }
+        for next in self.occurrences.values_mut() {
+            *next = 0;
+        }
+        Ok(())
+    }
+
+    fn rewrite(&self) -> Result<(), Error> {
+        let path = &self.path;
+        let tmp = temporary_path(path);
+        let io = |what: &str, e| Error::io(format!("{what} {} while resuming", tmp.display()), e);
+        let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
+        let mut encoder = format::for_path(path);
+        let mut buf = encoder.header();
+        let mut i = 0usize;
+        let mut write_error = None;
+        for_each_record(path, |record| {
+            if self.entries[i].claimed {
+                encoder.encode(&record, &mut buf);
+            }
+            i += 1;
+            if buf.len() >= 1 << 20 {
+                if let Err(e) = out.write_all(&buf) {
+                    write_error.get_or_insert(e);
+                }
+                buf.clear();
+            }
+        })?;
+        if let Some(e) = write_error {
+            return Err(io("cannot write", e));
+        }
+        out.write_all(&buf).map_err(|e| io("cannot write", e))?;
+        let file = out.into_inner().map_err(|e| io("cannot write", e.into_error()))?;
+        file.sync_all().map_err(|e| io("cannot sync", e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| io("cannot rename", e))?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(dir) = File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The temporary file a rewrite goes through (same folder, so the rename is atomic).
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".resume-tmp");
+    PathBuf::from(name)
+}
+
+/// Calls `each` for every complete record of an output, in file order. Returns `Some(bytes)`
+/// when the file's tail needs repair: a torn last record of that many bytes (skipped), or `0` for
+/// a whole last record that lacks its newline.
+fn for_each_record(path: &Path, each: impl FnMut(Record)) -> Result<Option<usize>, Error> {
+    let file = File::open(path)
+        .map_err(|e| Error::io(format!("cannot read output {} to resume", path.display()), e))?;
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv {
+        csv_records(path, file, each)
+    } else {
+        jsonl_records(path, file, each)
+    }
+}
+
+fn not_a_record(path: &Path, line: u64, what: impl std::fmt::Display) -> Error {
+    Error::input(
+        path,
+        line,
+        format!(
+            "not a promptbatch record ({what}); fix or remove this line, or pass --fresh to start over (the file is kept as .bak)"
+        ),
+    )
+}
+
+fn jsonl_records(
+    path: &Path,
+    file: File,
+    mut each: impl FnMut(Record),
+) -> Result<Option<usize>, Error> {
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(format!("cannot read output {}", path.display()), e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        line += 1;
+        let complete = buf.last() == Some(&b'\n');
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(&buf) {
+            Ok(record) => {
+                each(record);
+                if !complete {
+                    // Whole but unterminated: kept, and the rewrite adds the newline.
+                    return Ok(Some(0));
+                }
+            }
+            Err(_) if !complete => return Ok(Some(n)),
+            Err(e) => return Err(not_a_record(path, line, e)),
+        }
+    }
+}
+
+fn csv_records(
+    path: &Path,
+    file: File,
+    mut each: impl FnMut(Record),
+) -> Result<Option<usize>, Error> {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(1 << 16, file));
+    let headers = reader
+        .headers()
+        .map_err(|e| not_a_record(path, 1, e))?
+        .clone();
+    if headers.iter().ne(COLUMNS.iter().copied()) && !headers.is_empty() {
+        return Err(not_a_record(path, 1, "its header is not promptbatch's columns"));
+    }
+    let terminated = ends_with_newline(path);
+    let mut record = csv::StringRecord::new();
+    loop {
+        let start = reader.position().byte();
+        let read = reader.read_record(&mut record);
+        let at_end = reader.is_done() || reader.position().byte() >= len;
+        let torn = Some((len - start) as usize);
+        match read {
+            Ok(false) => return Ok(None),
+            Ok(true) => match record.deserialize::<Record>(Some(&headers)) {
+                Ok(r) if !at_end || terminated => each(r),
+                _ if at_end => return Ok(torn),
+                Ok(_) => unreachable!("a record not at the end is handled above"),
+                Err(e) => {
+                    let line = record.position().map_or(0, |p| p.line());
+                    return Err(not_a_record(path, line, e));
+                }
+            },
+            Err(_) if at_end => return Ok(torn),
+            Err(e) => return Err(not_a_record(path, e.position().map_or(0, |p| p.line()), e)),
+        }
+    }
+}
+
+fn ends_with_newline(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] == b'\n'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(8231), "8,231");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn plan_line() {
+        let plan = Plan {
+            rows: 10_000,
+            done: 8_231,
+            retried_errors: 12,
+            ..Plan::default()
+        };
+        assert_eq!(
+            plan.describe(),
+            "resuming: 8,231 of 10,000 rows done, 1,769 to send (12 earlier errors retried)"
+        );
+    }
+}
