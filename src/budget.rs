@@ -9,6 +9,8 @@
 
 use std::sync::Mutex;
 
+use tokio::sync::Notify;
+
 use crate::api::ChatRequest;
 use crate::cost::PriceTable;
 use crate::error::Error;
@@ -21,6 +23,7 @@ const DEFAULT_WORST_OUTPUT: u64 = 4096;
 pub struct Budget {
     cap: f64,
     state: Mutex<State>,
+    settled: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +42,7 @@ impl Budget {
                 spent: already_spent,
                 ..State::default()
             }),
+            settled: Notify::new(),
         }
     }
 
@@ -64,7 +68,24 @@ impl Budget {
         Ok((prompt as f64 * rates.input + output as f64 * rates.output) / 1_000_000.0)
     }
 
-    /// Reserves `worst` if it fits under the cap.
+    /// Reserves `worst`, waiting for in-flight rows to settle while it does not fit yet.
+    /// `false` when it cannot fit even with nothing in flight: the cap is reached.
+    pub async fn reserve(&self, worst: f64) -> bool {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.try_reserve(worst) {
+                return true;
+            }
+            if self.lock().reserved <= 0.0 {
+                return false;
+            }
+            settled.await;
+        }
+    }
+
+    /// Reserves `worst` if it fits under the cap now.
     pub fn try_reserve(&self, worst: f64) -> bool {
         let mut s = self.lock();
         if s.spent + s.reserved + worst > self.cap {
@@ -80,6 +101,8 @@ impl Budget {
         s.reserved = (s.reserved - reserved).max(0.0);
         s.spent += actual.unwrap_or(0.0);
         s.largest_completion = s.largest_completion.max(completion_tokens);
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     /// Spend so far, earlier runs included.
@@ -105,5 +128,27 @@ mod tests {
         assert!((b.spent() - 0.35).abs() < 1e-12);
         assert!(b.try_reserve(0.6));
         assert!(!b.try_reserve(0.1));
+    }
+
+    #[tokio::test]
+    async fn reserve_waits_for_settlement_and_stops_when_nothing_is_in_flight() {
+        let b = std::sync::Arc::new(Budget::new(1.0, 0.0));
+        assert!(b.reserve(0.6).await);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(0.6).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "0.6 + 0.6 > 1.0 while the first is in flight"
+        );
+        b.settle(0.6, Some(0.1), 0);
+        assert!(waiter.await.unwrap(), "fits once the first settled at 0.1");
+        b.settle(0.6, Some(0.5), 0);
+        assert!(
+            !b.reserve(0.6).await,
+            "0.6 spent + 0.6 > 1.0 with nothing in flight"
+        );
     }
 }

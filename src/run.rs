@@ -53,7 +53,12 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let window = opts
         .ordered
         .then(|| Arc::new(Semaphore::new(reorder_window(concurrency))));
-    let writer = Writer::start(&opts.output, concurrency * 2, window.clone(), counters.clone())?;
+    let writer = Writer::start(
+        &opts.output,
+        concurrency * 2,
+        window.clone(),
+        counters.clone(),
+    )?;
     let reporter = Reporter::start(
         counters.clone(),
         progress::Display::choose(opts.quiet, opts.log_every),
@@ -260,7 +265,12 @@ async fn dispatch(
                     Ok(worst) => worst,
                     Err(e) => return DispatchEnd::Failed(e),
                 };
-                if !budget.try_reserve(worst) {
+                let fits = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return DispatchEnd::Halted,
+                    fits = budget.reserve(worst) => fits,
+                };
+                if !fits {
                     return DispatchEnd::Budget;
                 }
                 worst

@@ -69,7 +69,10 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut notes = Vec::new();
         if self.retried_errors > 0 {
-            notes.push(format!("{} earlier errors retried", group(self.retried_errors)));
+            notes.push(format!(
+                "{} earlier errors retried",
+                group(self.retried_errors)
+            ));
         }
         if self.changed > 0 {
             notes.push(format!("{} changed rows re-sent", group(self.changed)));
@@ -161,7 +164,11 @@ impl ResumeIndex {
         let mut previous = None;
         let mut occurrence = 0u32;
         for (fp, _, i) in anonymous {
-            occurrence = if previous == Some(fp) { occurrence + 1 } else { 0 };
+            occurrence = if previous == Some(fp) {
+                occurrence + 1
+            } else {
+                0
+            };
             previous = Some(fp);
             index.keys.insert(anonymous_key(fp, occurrence), i);
             index.occurrences.insert(fp, 0);
@@ -264,7 +271,8 @@ impl ResumeIndex {
         let path = &self.path;
         let tmp = temporary_path(path);
         let io = |what: &str, e| Error::io(format!("{what} {} while resuming", tmp.display()), e);
-        let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
+        let mut out =
+            std::io::BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
         let mut encoder = format::for_path(path);
         let mut buf = encoder.header();
         let mut i = 0usize;
@@ -285,7 +293,9 @@ impl ResumeIndex {
             return Err(io("cannot write", e));
         }
         out.write_all(&buf).map_err(|e| io("cannot write", e))?;
-        let file = out.into_inner().map_err(|e| io("cannot write", e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io("cannot write", e.into_error()))?;
         file.sync_all().map_err(|e| io("cannot sync", e))?;
         drop(file);
         std::fs::rename(&tmp, path).map_err(|e| io("cannot rename", e))?;
@@ -309,8 +319,12 @@ pub fn temporary_path(path: &Path) -> PathBuf {
 /// when the file's tail needs repair: a torn last record of that many bytes (skipped), or `0` for
 /// a whole last record that lacks its newline.
 fn for_each_record(path: &Path, each: impl FnMut(Record)) -> Result<Option<usize>, Error> {
-    let file = File::open(path)
-        .map_err(|e| Error::io(format!("cannot read output {} to resume", path.display()), e))?;
+    let file = File::open(path).map_err(|e| {
+        Error::io(
+            format!("cannot read output {} to resume", path.display()),
+            e,
+        )
+    })?;
     let is_csv = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
@@ -381,7 +395,11 @@ fn csv_records(
         .map_err(|e| not_a_record(path, 1, e))?
         .clone();
     if headers.iter().ne(COLUMNS.iter().copied()) && !headers.is_empty() {
-        return Err(not_a_record(path, 1, "its header is not promptbatch's columns"));
+        return Err(not_a_record(
+            path,
+            1,
+            "its header is not promptbatch's columns",
+        ));
     }
     let terminated = ends_with_newline(path);
     let mut record = csv::StringRecord::new();

@@ -1,0 +1,419 @@
+//! Resume and durability: re-running the same command continues a partial run, `kill -9` at
+//! any point loses nothing and pays for at most the rows in flight, edits re-send only what
+//! changed, and two runs never share an output. Real binary, real simulator, real signals.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+use promptbatch::sim::{LatencySpec, SimOptions};
+use serde_json::Value;
+
+fn jsonl_prompts(n: usize, with_ids: bool) -> String {
+    (0..n)
+        .map(|i| {
+            if with_ids {
+                format!("{{\"id\":\"r{i}\",\"prompt\":\"prompt number {i}\"}}\n")
+            } else {
+                format!("{{\"prompt\":\"prompt number {i}\"}}\n")
+            }
+        })
+        .collect()
+}
+
+/// Every row has exactly one record, ok, carrying its own answer.
+fn assert_one_ok_record_per_prompt(output: &Path, n: usize) {
+    let records = read_jsonl(output);
+    let mut by_prompt: HashMap<String, usize> = HashMap::new();
+    for r in &records {
+        assert_eq!(r["status"], "ok", "{r}");
+        let prompt = r["prompt"].as_str().unwrap();
+        assert_eq!(r["completion"], format!("echo: {prompt}").as_str());
+        *by_prompt.entry(prompt.to_string()).or_default() += 1;
+    }
+    assert_eq!(records.len(), n, "exactly one record per row");
+    for i in 0..n {
+        assert_eq!(
+            by_prompt.get(&format!("prompt number {i}")),
+            Some(&1),
+            "row {i}"
+        );
+    }
+}
+
+fn spawn_run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> Child {
+    command()
+        .arg("run")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--base-url", &sim.base_url, "-q"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn rerunning_a_finished_run_sends_nothing() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(50, true));
+    let output = dir.path("out.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    let before = std::fs::read_to_string(&output).unwrap();
+    let again = run(&sim, &input, &output, &["-q"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("resuming: 50 of 50 rows done, 0 to send"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(sim.requests(), 50, "nothing paid twice");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        before,
+        "output untouched"
+    );
+}
+
+#[test]
+fn kill_9_at_several_points_then_resume_loses_nothing() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("5ms..25ms").unwrap(),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let n = 400;
+    let input = dir.write("in.jsonl", &jsonl_prompts(n, false));
+    let output = dir.path("out.jsonl");
+    let concurrency = 8;
+    let mut kills = 0;
+    for wait_ms in [150u64, 400, 250] {
+        let mut child = spawn_run(&sim, &input, &output, &["-c", "8"]);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // After kill -9: whole lines only, at most one per row (a torn tail is possible).
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        for line in text.lines().take(text.lines().count().saturating_sub(1)) {
+            serde_json::from_str::<Value>(line).expect("every complete line is a record");
+        }
+    }
+    assert!(kills >= 2, "the runs were killed mid-way");
+    assert!(line_count(&output) < n, "the kills left work to do");
+    let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("resuming: "), "{}", r.stderr);
+    assert_one_ok_record_per_prompt(&output, n);
+    let sent = sim.requests() as usize;
+    assert!(
+        sent <= n + kills * concurrency,
+        "{sent} requests for {n} rows: at most the in-flight ones ({concurrency}) are paid again per kill"
+    );
+}
+
+#[test]
+fn sigint_finishes_in_flight_rows_and_exits_130() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("100ms").unwrap(),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let n = 200;
+    let input = dir.write("in.jsonl", &jsonl_prompts(n, true));
+    let output = dir.path("out.jsonl");
+    let child = spawn_run(&sim, &input, &output, &["-c", "4", "--fresh"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("to resume, run:"), "{stderr}");
+    assert!(
+        !stderr.contains("--fresh"),
+        "the resume command drops --fresh: {stderr}"
+    );
+    let records = read_jsonl(&output);
+    assert!(!records.is_empty() && records.len() < n);
+    // In-flight requests were let finish: every request the server answered has a record.
+    assert_eq!(
+        records.len() as u64,
+        sim.stats()["completions"].as_u64().unwrap()
+    );
+
+    let r = run(&sim, &input, &output, &["-c", "16", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_one_ok_record_per_prompt(&output, n);
+    assert_eq!(sim.requests() as usize, n, "no row was paid twice");
+}
+
+#[test]
+fn edited_input_resends_only_changed_and_new_rows() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let csv: String = std::iter::once("name,text\n".to_string())
+        .chain((0..20).map(|i| format!("n{i},text {i}\n")))
+        .collect();
+    let input = dir.write("in.csv", &csv);
+    let output = dir.path("out.csv");
+    let template = ["--template", "About {name}: {text}", "-q"];
+    assert_eq!(run(&sim, &input, &output, &template).code, 0);
+    assert_eq!(sim.requests(), 20);
+
+    // Insert a row near the top, change another: no id column, so identity is the request.
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    lines.insert(3, "inserted,brand new".into());
+    lines[10] = "n8,CHANGED".into();
+    let edited = dir.write("in.csv", &(lines.join("\n") + "\n"));
+    let r = run(&sim, &edited, &output, &template);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("19 of 21 rows done, 2 to send"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        sim.requests(),
+        22,
+        "only the inserted and the changed row were sent"
+    );
+
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let prompts: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[2].to_string())
+        .collect();
+    assert_eq!(
+        prompts.len(),
+        21,
+        "one record per row, the old n8 record is gone"
+    );
+    assert!(prompts.contains(&"About n8: CHANGED".to_string()));
+    assert!(!prompts.contains(&"About n8: text 8".to_string()));
+    assert!(prompts.contains(&"About inserted: brand new".to_string()));
+}
+
+#[test]
+fn changed_model_resends_everything_and_ids_survive_reordering() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(10, true));
+    let output = dir.path("out.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+
+    // Same rows in another order, with ids: nothing to send.
+    let mut lines: Vec<&str> = jsonl_prompts(10, true).leak().lines().collect();
+    lines.reverse();
+    let reordered = dir.write("reordered.jsonl", &(lines.join("\n") + "\n"));
+    let r = run(&sim, &reordered, &output, &["-q"]);
+    assert!(r.stderr.contains("10 of 10 rows done"), "{}", r.stderr);
+    assert_eq!(sim.requests(), 10);
+
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["--model", "gemini-3.1-pro-preview", "-q"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("0 of 10 rows done, 10 to send (10 changed rows re-sent)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 20);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 10);
+    assert!(records
+        .iter()
+        .all(|r| r["model"] == "gemini-3.1-pro-preview"));
+}
+
+#[test]
+fn error_records_are_retried_unless_keep_errors() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\":\"a\",\"prompt\":\"fine\"}\n{\"id\":\"b\",\"prompt\":\"flaky #sim:fail=1\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let first = run(&sim, &input, &output, &["--max-retries", "0", "-q"]);
+    assert_eq!(first.code, 3);
+    assert_eq!(sim.requests(), 2);
+
+    let kept = run(
+        &sim,
+        &input,
+        &output,
+        &["--max-retries", "0", "--keep-errors", "-q"],
+    );
+    assert_eq!(
+        kept.code, 3,
+        "the kept error record still counts: {}",
+        kept.stderr
+    );
+    assert!(kept.stderr.contains("2 of 2 rows done"), "{}", kept.stderr);
+    assert_eq!(sim.requests(), 2);
+
+    let retried = run(&sim, &input, &output, &["--max-retries", "0", "-q"]);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(
+        retried.stderr.contains("(1 earlier errors retried)"),
+        "{}",
+        retried.stderr
+    );
+    assert_eq!(sim.requests(), 3);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["status"] == "ok"));
+}
+
+#[test]
+fn torn_last_line_is_dropped_and_its_row_resent() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(5, true));
+    let output = dir.path("out.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    // Simulate a kill in the middle of the last write: cut the file inside its last line.
+    let text = std::fs::read_to_string(&output).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap() + 20;
+    std::fs::write(&output, &text[..cut]).unwrap();
+    let r = run(&sim, &input, &output, &["-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("dropping a torn last record"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("4 of 5 rows done, 1 to send"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 6);
+    assert_one_ok_record_per_prompt(&output, 5);
+}
+
+#[test]
+fn identical_prompts_without_ids_are_told_apart_by_occurrence() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"prompt\":\"same\"}\n{\"prompt\":\"other\"}\n{\"prompt\":\"same\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    let edited = dir.write(
+        "in.jsonl",
+        "{\"prompt\":\"new\"}\n{\"prompt\":\"same\"}\n{\"prompt\":\"other\"}\n{\"prompt\":\"same\"}\n{\"prompt\":\"same\"}\n",
+    );
+    let r = run(&sim, &edited, &output, &["-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("3 of 5 rows done, 2 to send"),
+        "{}",
+        r.stderr
+    );
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 5);
+    assert_eq!(records.iter().filter(|r| r["prompt"] == "same").count(), 3);
+}
+
+#[test]
+fn a_second_run_on_the_same_output_refuses() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("200ms").unwrap(),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(40, true));
+    let output = dir.path("out.jsonl");
+    let mut first = spawn_run(&sim, &input, &output, &["-c", "2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = run(&sim, &input, &output, &["-q"]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.code, 1);
+    assert!(
+        second.stderr.contains("another promptbatch run is writing"),
+        "{}",
+        second.stderr
+    );
+}
+
+#[test]
+fn budget_cap_stops_and_raising_it_continues() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(30, true));
+    let output = dir.path("out.jsonl");
+    // gpt-5.2: a row's worst case is 2 × ~9 prompt tokens × $1.75/M + 100 × $14/M ≈ $0.00143;
+    // what it really costs in the simulator is about $0.0001.
+    let args = ["--max-tokens", "100", "-c", "2", "-q"];
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &[&args[..], &["--max-cost", "0.002"]].concat(),
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("budget cap"), "{}", r.stderr);
+    let records = read_jsonl(&output);
+    let spent: f64 = records
+        .iter()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    assert!(spent <= 0.002, "spent {spent}");
+    assert!(
+        spent + 0.0015 > 0.002,
+        "stopped only when the next worst case did not fit: {spent}"
+    );
+    assert!(
+        records.len() >= 3 && records.len() < 30,
+        "{} rows",
+        records.len()
+    );
+    for r in &records {
+        let expected = (r["prompt_tokens"].as_f64().unwrap() * 1.75
+            + r["completion_tokens"].as_f64().unwrap() * 14.0)
+            / 1e6;
+        assert!((r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12);
+    }
+
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &[&args[..], &["--max-cost", "1"]].concat(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(read_jsonl(&output).len(), 30);
+    assert_eq!(
+        sim.requests(),
+        30,
+        "raising the cap continued without paying twice"
+    );
+}
