@@ -12,8 +12,8 @@
 //!
 //! Faults are injected at the configured rates (429 with `Retry-After`, 500, 503, dropped
 //! connections, truncated 200 bodies), and per request by directives in the last user message:
-//! `#sim:status=NNN` answers that status; `#sim:fail=N` makes the first N requests with that exact
-//! body answer 503; `#sim:sleep=DURATION` adds latency. `GET /_sim/stats` returns counters and the
+//! `#sim:status=NNN` answers that status; `#sim:fail=N` (or `N:STATUS`) makes the first N
+//! requests with that exact body answer 503 (or STATUS; 429 comes with the retry advice); `#sim:sleep=DURATION` adds latency. `GET /_sim/stats` returns counters and the
 //! arrival time and status of the first 100,000 requests.
 
 use std::collections::HashMap;
@@ -336,12 +336,15 @@ impl Sim {
             let seen = counts.entry(key).or_insert(0);
             if *seen < directives.fail {
                 *seen += 1;
-                return Ok(error_response(
-                    503,
-                    "simulated overload (#sim:fail)",
-                    "server_error",
-                    "overloaded",
-                ));
+                return Ok(match directives.fail_status {
+                    429 => self.rate_limited(),
+                    status => error_response(
+                        status,
+                        "simulated failure (#sim:fail)",
+                        "server_error",
+                        "overloaded",
+                    ),
+                });
             }
         }
         if let Some(fault) = self.injected_fault()? {
@@ -359,6 +362,23 @@ impl Sim {
         Ok(json_response(200, &answer))
     }
 
+    /// A 429 advising `--retry-after` (as `retry-after-ms`, and rounded up as `Retry-After`).
+    fn rate_limited(&self) -> SimResponse {
+        let mut response = error_response(
+            429,
+            "Rate limit reached for requests (simulated)",
+            "requests",
+            "rate_limit_exceeded",
+        );
+        let headers = response.headers_mut();
+        let wait = self.options.retry_after;
+        let ms = wait.as_millis().to_string();
+        let secs = wait.as_secs_f64().ceil().to_string();
+        headers.insert("retry-after-ms", ms.parse().expect("digits"));
+        headers.insert("retry-after", secs.parse().expect("digits"));
+        response
+    }
+
     /// A randomly injected fault, by the configured rates.
     fn injected_fault(&self) -> Result<Option<SimResponse>, Dropped> {
         let o = &self.options;
@@ -366,18 +386,7 @@ impl Sim {
             return Err(Dropped);
         }
         if roll(o.rate_429) {
-            let mut response = error_response(
-                429,
-                "Rate limit reached for requests (simulated)",
-                "requests",
-                "rate_limit_exceeded",
-            );
-            let headers = response.headers_mut();
-            let ms = o.retry_after.as_millis().to_string();
-            let secs = o.retry_after.as_secs_f64().ceil().to_string();
-            headers.insert("retry-after-ms", ms.parse().expect("digits"));
-            headers.insert("retry-after", secs.parse().expect("digits"));
-            return Ok(Some(response));
+            return Ok(Some(self.rate_limited()));
         }
         if roll(o.rate_500) {
             return Ok(Some(error_response(
@@ -491,6 +500,7 @@ fn completion_body(request: &Value, messages: &[Value], prompt: &str, raw: &[u8]
 struct Directives {
     status: Option<u16>,
     fail: u32,
+    fail_status: u16,
     sleep: Duration,
 }
 
@@ -506,7 +516,11 @@ impl Directives {
             };
             match rest.split_once('=') {
                 Some(("status", v)) => d.status = v.parse().ok(),
-                Some(("fail", v)) => d.fail = v.parse().unwrap_or(0),
+                Some(("fail", v)) => {
+                    let (count, status) = v.split_once(':').unwrap_or((v, "503"));
+                    d.fail = count.parse().unwrap_or(0);
+                    d.fail_status = status.parse().unwrap_or(503);
+                }
                 Some(("sleep", v)) => d.sleep = crate::cli::parse_duration(v).unwrap_or_default(),
                 _ => {}
             }
@@ -542,12 +556,13 @@ mod tests {
 
     #[test]
     fn directives_are_read_from_the_prompt() {
-        let d = Directives::parse("hello #sim:status=400 #sim:fail=2 #sim:sleep=1s");
+        let d = Directives::parse("hello #sim:status=400 #sim:fail=2:429 #sim:sleep=1s");
         assert_eq!(
             d,
             Directives {
                 status: Some(400),
                 fail: 2,
+                fail_status: 429,
                 sleep: Duration::from_secs(1)
             }
         );

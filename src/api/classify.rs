@@ -121,7 +121,7 @@ impl ApiError {
     }
 }
 
-/// The longest wait the server advised: `retry-after-ms`, `Retry-After` (seconds or HTTP date),
+/// The wait the server advised: `retry-after-ms`, else `Retry-After` (seconds or HTTP date),
 /// or, when neither is present, `x-ratelimit-reset-requests` / `x-ratelimit-reset-tokens`.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| {
@@ -130,15 +130,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let direct = [
-        header("retry-after-ms")
-            .and_then(|v| v.parse::<f64>().ok())
-            .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()),
-        header("retry-after").and_then(parse_retry_after),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
+    // `retry-after-ms` is the precise form of `Retry-After` (which rounds up to whole seconds).
+    let direct = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .or_else(|| header("retry-after").and_then(parse_retry_after));
     direct.or_else(|| {
         [
             header("x-ratelimit-reset-requests"),

@@ -1,0 +1,97 @@
+//! Surviving the night: the shared 429 cool-down, retry advice and the classes of failure, over
+//! real HTTP against the simulator's fault injection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use promptbatch::sim::SimOptions;
+
+#[test]
+fn a_429_pauses_every_worker_until_the_advised_time() {
+    let sim = Sim::start(SimOptions {
+        retry_after: Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let mut lines = String::from("{\"id\":\"limited\",\"prompt\":\"first #sim:fail=1:429\"}\n");
+    for i in 0..40 {
+        lines.push_str(&format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\"}}\n"));
+    }
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "4", "--backoff-base", "10ms", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 41);
+    let limited = records.iter().find(|r| r["id"] == "limited").unwrap();
+    assert_eq!(limited["attempts"], 2);
+    assert_eq!(limited["status"], "ok");
+
+    let stats = sim.stats();
+    let arrivals: Vec<(u64, u64)> = stats["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap()))
+        .collect();
+    let t429 = arrivals.iter().find(|(_, s)| *s == 429).unwrap().0;
+    // Requests already in flight when the 429 came back may land just after it; after that,
+    // nothing until the advised 1.5 s have passed.
+    let early: Vec<u64> = arrivals
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t > t429 + 200 && *t < t429 + 1450)
+        .collect();
+    assert!(early.is_empty(), "requests during the cool-down at {early:?} (429 at {t429})");
+    let after = arrivals.iter().filter(|(t, _)| *t >= t429 + 1450).count();
+    assert!(after >= 30, "the pool resumed after the cool-down: {after} requests");
+    assert!(r.elapsed >= Duration::from_millis(1500));
+}
+
+#[test]
+fn rate_limit_storms_end_with_every_row_ok() {
+    let sim = Sim::start(SimOptions {
+        rate_429: 0.2,
+        retry_after: Duration::from_millis(50),
+        rate_503: 0.05,
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let lines: String = (0..150)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\"}}\n"))
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-c", "16", "--max-retries", "40", "--backoff-base", "5ms", "--backoff-max", "100ms", "-q"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 150);
+    assert!(records.iter().all(|r| r["status"] == "ok"));
+    let retried: u64 = records.iter().map(|r| r["attempts"].as_u64().unwrap() - 1).sum();
+    assert!(retried > 10, "429s were retried: {retried}");
+}
+
+#[test]
+fn quota_exhaustion_is_fatal_and_writes_no_error_records() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    // The simulator answers 402 for this row: a billing problem stops the run.
+    let mut lines = String::new();
+    for i in 0..50 {
+        lines.push_str(&format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i} #sim:status=402\"}}\n"));
+    }
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "2", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("HTTP 402"), "{}", r.stderr);
+    assert!(sim.requests() <= 4, "stopped sending at once: {}", sim.requests());
+    assert_eq!(read_jsonl(&output).len(), 0);
+}
