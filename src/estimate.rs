@@ -70,8 +70,8 @@ use crate::cost::{format_usd, ModelPrice, PriceTable};
 use crate::error::{exit_code, Error};
 use crate::input::{self, RowContent};
 use crate::output::record::Status;
-use crate::report::group;
 use crate::report::records::Records;
+use crate::report::{group, print_out};
 
 /// Tokens of framing per message in OpenAI's chat format.
 pub const TOKENS_PER_MESSAGE: u64 = 3;
@@ -99,9 +99,9 @@ pub fn run(opts: &EstimateOptions) -> Result<i32, Error> {
     if opts.json {
         let text = serde_json::to_string_pretty(&estimate)
             .map_err(|e| Error::Config(format!("cannot encode the estimate as JSON: {e}")))?;
-        println!("{text}");
+        print_out(&(text + "\n"))?;
     } else {
-        print!("{}", estimate.to_table());
+        print_out(&estimate.to_table())?;
     }
     Ok(exit_code::OK)
 }

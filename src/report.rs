@@ -51,9 +51,9 @@ pub fn run(opts: &ReportOptions) -> Result<i32, Error> {
     if opts.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Config(format!("cannot encode the report as JSON: {e}")))?;
-        println!("{text}");
+        print_out(&(text + "\n"))?;
     } else {
-        print!("{}", report.to_table());
+        print_out(&report.to_table())?;
     }
     if let Some(torn) = &report.torn_last_line {
         eprintln!(
@@ -452,6 +452,18 @@ impl Report {
             );
         }
         s
+    }
+}
+
+/// Writes to standard output; a closed pipe (`| head`) is not an error.
+pub(crate) fn print_out(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("cannot write to standard output", e))
+        }
+        _ => Ok(()),
     }
 }
 
