@@ -1,9 +1,511 @@
-//! `promptbatch report`: a summary of an output file (rows, errors, tokens, cost, latency).
+//! `promptbatch report`: a summary of an output file (finished or partial): rows ok / error, the
+//! most common error messages, tokens by kind, cost by model, latency percentiles, attempts and
+//! per-row means. The file is streamed ([`records::Records`]); memory holds only the statistics
+//! (one `u32` latency per ok row, and at most [`MAX_ERROR_GROUPS`] distinct error messages).
+//!
+//! Cost: a record's own `cost_usd`; when it is null, the cost is computed from the price table
+//! (embedded, `--prices FILE` overrides) when the record's model is priced, else the row is
+//! counted as unpriced (never as $0).
+//!
+//! Error messages are grouped with runs of digits replaced by `N` (except an HTTP status code
+//! right after `HTTP `), so `retry after 1200ms` and `retry after 800ms` count as one message.
+//!
+//! `--json` prints one object with these fields:
+//! - `output` (path), `format` (`jsonl` | `csv`)
+//! - `rows`, `ok`, `error`: record counts
+//! - `torn_last_line`: `null`, or `{ "line", "reason" }` for a skipped incomplete last record
+//! - `top_errors`: up to 5 `{ "message", "count" }`, most frequent first
+//! - `tokens`: `{ "prompt", "cached", "completion", "reasoning", "total" }` summed over all rows
+//! - `cost`: `{ "total_usd", "from_records_rows", "computed_rows", "unpriced_rows",
+//!   "unpriced_models", "by_model": [{ "model", "rows", "cost_usd", "unpriced_rows" }] }`;
+//!   `total_usd` sums the priced rows only (check `unpriced_rows`)
+//! - `latency_ms`: `null` without ok rows, else `{ "p50", "p90", "p99", "max" }` over ok rows
+//!   (nearest-rank percentiles)
+//! - `attempts`: `{ "1": rows, "2": rows, … }` over all rows
+//! - `mean_per_ok_row`: `null` without ok rows, else `{ "prompt_tokens", "completion_tokens",
+//!   "reasoning_tokens" }`
+
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use serde::Serialize;
 
 use crate::cli::ReportOptions;
-use crate::error::Error;
+use crate::cost::{format_usd, PriceTable};
+use crate::error::{exit_code, Error};
+use crate::output::record::{Record, Status};
+use records::{Records, Torn};
+
+/// Distinct (normalized) error messages kept; further new messages count as "other messages".
+pub const MAX_ERROR_GROUPS: usize = 10_000;
+
+/// Label of the group that collects messages beyond [`MAX_ERROR_GROUPS`].
+const OTHER_ERRORS: &str = "(other messages)";
 
 /// Reads the output and prints the report; returns the process exit code.
-pub fn run(_opts: &ReportOptions) -> Result<i32, Error> {
-    Err(Error::Config("report is not implemented yet".into()))
+pub fn run(opts: &ReportOptions) -> Result<i32, Error> {
+    let prices = PriceTable::load(opts.prices.as_deref())?;
+    let report = build(&opts.output, &prices)?;
+    if opts.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Config(format!("cannot encode the report as JSON: {e}")))?;
+        print_out(&(text + "\n"))?;
+    } else {
+        print_out(&report.to_table())?;
+    }
+    if let Some(torn) = &report.torn_last_line {
+        eprintln!(
+            "note: the last record of {} (line {}) is incomplete and was skipped ({}); the run \
+             that wrote it was probably interrupted: re-run it to finish that row",
+            report.output, torn.line, torn.reason
+        );
+    }
+    Ok(exit_code::OK)
+}
+
+/// The whole report, as printed by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub output: String,
+    pub format: &'static str,
+    pub rows: u64,
+    pub ok: u64,
+    pub error: u64,
+    pub torn_last_line: Option<TornLine>,
+    pub top_errors: Vec<ErrorCount>,
+    pub tokens: Tokens,
+    pub cost: Cost,
+    pub latency_ms: Option<Latency>,
+    pub attempts: BTreeMap<u32, u64>,
+    pub mean_per_ok_row: Option<Means>,
+}
+
+/// A skipped torn last record.
+#[derive(Debug, Clone, Serialize)]
+pub struct TornLine {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// One group of error records.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorCount {
+    pub message: String,
+    pub count: u64,
+}
+
+/// Token sums by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub cached: u64,
+    pub completion: u64,
+    pub reasoning: u64,
+    pub total: u64,
+}
+
+/// Cost totals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cost {
+    pub total_usd: f64,
+    /// Rows whose cost is the record's own `cost_usd`.
+    pub from_records_rows: u64,
+    /// Rows without `cost_usd` whose cost was computed from the price table.
+    pub computed_rows: u64,
+    /// Rows without `cost_usd` whose model has no price.
+    pub unpriced_rows: u64,
+    pub unpriced_models: Vec<String>,
+    pub by_model: Vec<ModelCost>,
+}
+
+/// Cost of one model's rows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelCost {
+    pub model: String,
+    pub rows: u64,
+    pub cost_usd: f64,
+    pub unpriced_rows: u64,
+}
+
+/// Latency percentiles of ok rows, milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: u32,
+    pub p90: u32,
+    pub p99: u32,
+    pub max: u32,
+}
+
+/// Mean tokens per ok row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Means {
+    pub prompt_tokens: f64,
+    pub completion_tokens: f64,
+    pub reasoning_tokens: f64,
+}
+
+/// Running statistics while the file is read.
+#[derive(Default)]
+struct Stats {
+    rows: u64,
+    ok: u64,
+    error: u64,
+    tokens: Tokens,
+    ok_tokens: Tokens,
+    errors: HashMap<String, u64>,
+    models: BTreeMap<String, ModelCost>,
+    from_records: u64,
+    computed: u64,
+    latencies: Vec<u32>,
+    attempts: BTreeMap<u32, u64>,
+}
+
+impl Stats {
+    fn add(&mut self, record: &Record, prices: &PriceTable) {
+        self.rows += 1;
+        add_tokens(&mut self.tokens, record);
+        *self.attempts.entry(record.attempts).or_default() += 1;
+        match record.status {
+            Status::Ok => {
+                self.ok += 1;
+                add_tokens(&mut self.ok_tokens, record);
+                self.latencies
+                    .push(u32::try_from(record.latency_ms).unwrap_or(u32::MAX));
+            }
+            Status::Error => {
+                self.error += 1;
+                let message = record.error.as_deref().unwrap_or("(no message)");
+                let key = normalize_error(message);
+                if let Some(n) = self.errors.get_mut(&key) {
+                    *n += 1;
+                } else if self.errors.len() < MAX_ERROR_GROUPS {
+                    self.errors.insert(key, 1);
+                } else {
+                    *self.errors.entry(OTHER_ERRORS.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let model = match self.models.get_mut(record.model.as_str()) {
+            Some(m) => m,
+            None => self
+                .models
+                .entry(record.model.clone())
+                .or_insert_with(|| ModelCost {
+                    model: record.model.clone(),
+                    ..ModelCost::default()
+                }),
+        };
+        model.rows += 1;
+        match record.cost_usd {
+            Some(cost) => {
+                self.from_records += 1;
+                model.cost_usd += cost;
+            }
+            None => match prices.get(&record.model) {
+                Some(price) => {
+                    self.computed += 1;
+                    model.cost_usd += price.cost(&record.usage());
+                }
+                None => model.unpriced_rows += 1,
+            },
+        }
+    }
+
+    fn finish(mut self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
+        let mut top: Vec<ErrorCount> = self
+            .errors
+            .into_iter()
+            .map(|(message, count)| ErrorCount { message, count })
+            .collect();
+        top.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.message.cmp(&b.message))
+        });
+        top.truncate(5);
+        let latency_ms = (!self.latencies.is_empty()).then(|| {
+            self.latencies.sort_unstable();
+            Latency {
+                p50: percentile(&self.latencies, 50.0),
+                p90: percentile(&self.latencies, 90.0),
+                p99: percentile(&self.latencies, 99.0),
+                max: self.latencies.last().copied().unwrap_or(0),
+            }
+        });
+        let mean_per_ok_row = (self.ok > 0).then(|| {
+            let n = self.ok as f64;
+            Means {
+                prompt_tokens: self.ok_tokens.prompt as f64 / n,
+                completion_tokens: self.ok_tokens.completion as f64 / n,
+                reasoning_tokens: self.ok_tokens.reasoning as f64 / n,
+            }
+        });
+        let by_model: Vec<ModelCost> = self.models.into_values().collect();
+        let cost = Cost {
+            total_usd: by_model.iter().map(|m| m.cost_usd).sum(),
+            from_records_rows: self.from_records,
+            computed_rows: self.computed,
+            unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
+            unpriced_models: by_model
+                .iter()
+                .filter(|m| m.unpriced_rows > 0)
+                .map(|m| m.model.clone())
+                .collect(),
+            by_model,
+        };
+        Report {
+            output,
+            format,
+            rows: self.rows,
+            ok: self.ok,
+            error: self.error,
+            torn_last_line: torn.map(|t| TornLine {
+                line: t.line,
+                reason: t.reason.clone(),
+            }),
+            top_errors: top,
+            tokens: self.tokens,
+            cost,
+            latency_ms,
+            attempts: self.attempts,
+            mean_per_ok_row,
+        }
+    }
+}
+
+fn add_tokens(tokens: &mut Tokens, record: &Record) {
+    tokens.prompt += record.prompt_tokens;
+    tokens.cached += record.cached_tokens;
+    tokens.completion += record.completion_tokens;
+    tokens.reasoning += record.reasoning_tokens;
+    tokens.total += record.total_tokens;
+}
+
+/// Reads the whole output file and computes the report.
+pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Error> {
+    let mut records = Records::open(path)?;
+    let mut stats = Stats::default();
+    for item in records.by_ref() {
+        let (_line, record) = item?;
+        stats.add(&record, prices);
+    }
+    let format = records.format().name();
+    Ok(stats.finish(path.display().to_string(), format, records.torn()))
+}
+
+/// Nearest-rank percentile of sorted values (non-empty).
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// An error message with runs of digits replaced by `N`, except a status code after `HTTP `.
+pub fn normalize_error(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+            continue;
+        }
+        let mut end = i + 1;
+        while let Some(&(j, d)) = chars.peek() {
+            if !d.is_ascii_digit() {
+                break;
+            }
+            end = j + 1;
+            chars.next();
+        }
+        if message[..i].ends_with("HTTP ") {
+            out.push_str(&message[i..end]);
+        } else {
+            out.push('N');
+        }
+    }
+    out
+}
+
+impl Report {
+    /// The human-readable table.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        let pct = |n: u64| {
+            if self.rows == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / self.rows as f64
+            }
+        };
+        let _ = writeln!(s, "Report of {} ({})", self.output, self.format);
+        let _ = writeln!(s, "  rows        {:>12}", group(self.rows));
+        let _ = writeln!(
+            s,
+            "  ok          {:>12}  {:5.1}%",
+            group(self.ok),
+            pct(self.ok)
+        );
+        let _ = writeln!(
+            s,
+            "  error       {:>12}  {:5.1}%",
+            group(self.error),
+            pct(self.error)
+        );
+        if let Some(t) = &self.torn_last_line {
+            let _ = writeln!(
+                s,
+                "  torn last record at line {} skipped (incomplete write)",
+                t.line
+            );
+        }
+        if !self.top_errors.is_empty() {
+            let _ = writeln!(s, "\nTop errors");
+            for e in &self.top_errors {
+                let _ = writeln!(s, "  {:>10}  {}", group(e.count), e.message);
+            }
+        }
+        let t = &self.tokens;
+        let _ = writeln!(s, "\nTokens");
+        for (name, n) in [
+            ("prompt", t.prompt),
+            ("cached", t.cached),
+            ("completion", t.completion),
+            ("reasoning", t.reasoning),
+            ("total", t.total),
+        ] {
+            let _ = writeln!(s, "  {name:<11} {:>14}", group(n));
+        }
+        if let Some(m) = &self.mean_per_ok_row {
+            let _ = writeln!(
+                s,
+                "  per ok row  prompt {:.1} · completion {:.1} · reasoning {:.1}",
+                m.prompt_tokens, m.completion_tokens, m.reasoning_tokens
+            );
+        }
+        let _ = writeln!(s, "\nCost");
+        let width = self
+            .cost
+            .by_model
+            .iter()
+            .map(|m| m.model.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        for m in &self.cost.by_model {
+            let unpriced = if m.unpriced_rows > 0 {
+                format!("  + {} unpriced rows", group(m.unpriced_rows))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  {:<width$}  {:>10} rows  {:>12}{unpriced}",
+                m.model,
+                group(m.rows),
+                format_usd(m.cost_usd)
+            );
+        }
+        let unpriced = if self.cost.unpriced_rows > 0 {
+            format!(
+                "  (+ {} unpriced rows of {}: add prices with --prices FILE)",
+                group(self.cost.unpriced_rows),
+                self.cost.unpriced_models.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "  {:<width$}  {:>10}       {:>12}{unpriced}",
+            "total",
+            "",
+            format_usd(self.cost.total_usd)
+        );
+        if self.cost.computed_rows > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} rows had no cost_usd: computed from the price table)",
+                group(self.cost.computed_rows)
+            );
+        }
+        let _ = writeln!(s, "\nLatency of ok rows");
+        match &self.latency_ms {
+            Some(l) => {
+                let _ = writeln!(
+                    s,
+                    "  p50 {} ms · p90 {} ms · p99 {} ms · max {} ms",
+                    l.p50, l.p90, l.p99, l.max
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  no ok rows");
+            }
+        }
+        let _ = writeln!(s, "\nAttempts");
+        for (attempts, rows) in &self.attempts {
+            let _ = writeln!(
+                s,
+                "  {attempts:>3}  {:>12} rows  {:5.1}%",
+                group(*rows),
+                pct(*rows)
+            );
+        }
+        s
+    }
+}
+
+/// Writes to standard output; a closed pipe (`| head`) is not an error.
+pub(crate) fn print_out(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("cannot write to standard output", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub(crate) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_grouped_with_digits_normalized_but_status_kept() {
+        assert_eq!(
+            normalize_error("HTTP 429: retry after 1200ms (row 17)"),
+            "HTTP 429: retry after Nms (row N)"
+        );
+        assert_eq!(normalize_error("no digits"), "no digits");
+        assert_eq!(normalize_error("7é8"), "NéN");
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&[7], 90.0), 7);
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_234_567), "1,234,567");
+    }
 }

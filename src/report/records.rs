@@ -1,0 +1,328 @@
+//! Streaming reader of a run's output file (JSONL or CSV, chosen by extension like the writer:
+//! `.csv` is CSV, anything else JSONL), one [`Record`] at a time, shared by `report` and
+//! `estimate --from-output`.
+//!
+//! A run that was killed mid-write can leave a torn last record: a last line (JSONL) or record
+//! (CSV) with no line terminator. Such a record is skipped and remembered ([`Records::torn`])
+//! when it cannot be parsed (JSONL) or does not have every column / cannot be parsed (CSV). Any
+//! other unparsable line is an error naming `file:line`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::output::record::{Record, COLUMNS};
+
+/// Where the records of an output file come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    /// `.csv` → CSV, anything else → JSONL (the writer's rule).
+    pub fn for_path(path: &Path) -> Self {
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if is_csv {
+            Format::Csv
+        } else {
+            Format::Jsonl
+        }
+    }
+
+    /// `"jsonl"` or `"csv"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// A torn (incomplete, unparsable) last record that was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Torn {
+    /// Line where the torn record starts (1-based).
+    pub line: u64,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+enum Source {
+    Jsonl {
+        reader: BufReader<File>,
+        buf: Vec<u8>,
+        line: u64,
+    },
+    Csv {
+        reader: Box<csv::Reader<BufReader<File>>>,
+        headers: csv::StringRecord,
+        /// The record read ahead (to know whether the current one is the last).
+        ahead: Option<Result<csv::StringRecord, csv::Error>>,
+        /// Whether the file ends with a line terminator (else its last record may be torn).
+        terminated: bool,
+    },
+}
+
+/// An iterator of `(line, record)` over an output file; an `Err` item ends the iteration.
+pub struct Records {
+    path: PathBuf,
+    format: Format,
+    source: Source,
+    torn: Option<Torn>,
+    done: bool,
+}
+
+impl Records {
+    /// Opens an output file; a missing or unreadable file, or a CSV header that is not the output
+    /// schema, is an error naming the file.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot open output file {} (check the path: it must be the -o OUTPUT of a \
+                     `promptbatch run`)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        let format = Format::for_path(path);
+        let source = match format {
+            Format::Jsonl => Source::Jsonl {
+                reader: BufReader::with_capacity(1 << 16, file),
+                buf: Vec::new(),
+                line: 0,
+            },
+            Format::Csv => {
+                let mut file = file;
+                let terminated = ends_with_newline(&mut file)
+                    .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+                let mut reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(true)
+                    .from_reader(BufReader::with_capacity(1 << 16, file));
+                let headers = reader
+                    .headers()
+                    .map_err(|e| Error::input(path, 1, format!("unreadable CSV header: {e}")))?
+                    .clone();
+                let required = [
+                    "id",
+                    "status",
+                    "model",
+                    "prompt_tokens",
+                    "completion_tokens",
+                ];
+                if headers.is_empty() || !required.iter().all(|c| headers.iter().any(|h| h == *c)) {
+                    return Err(Error::input(
+                        path,
+                        1,
+                        format!(
+                            "the CSV header is not promptbatch's output schema (expected the \
+                             columns {}); is this the output of `promptbatch run`?",
+                            COLUMNS.join(",")
+                        ),
+                    ));
+                }
+                Source::Csv {
+                    reader: Box::new(reader),
+                    headers,
+                    ahead: None,
+                    terminated,
+                }
+            }
+        };
+        Ok(Records {
+            path: path.to_path_buf(),
+            format,
+            source,
+            torn: None,
+            done: false,
+        })
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The torn last record that was skipped, once the iteration has ended.
+    pub fn torn(&self) -> Option<&Torn> {
+        self.torn.as_ref()
+    }
+
+    fn next_jsonl(&mut self) -> Option<Result<(u64, Record), Error>> {
+        let Source::Jsonl { reader, buf, line } = &mut self.source else {
+            return None;
+        };
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(Err(Error::io(
+                        format!("cannot read {} after line {line}", self.path.display()),
+                        e,
+                    )))
+                }
+            }
+            *line += 1;
+            let terminated = buf.last() == Some(&b'\n');
+            let text = buf.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            return match serde_json::from_slice::<Record>(text) {
+                Ok(record) => Some(Ok((*line, record))),
+                Err(e) if !terminated => {
+                    self.torn = Some(Torn {
+                        line: *line,
+                        reason: e.to_string(),
+                    });
+                    None
+                }
+                Err(e) => Some(Err(Error::input(
+                    &self.path,
+                    *line,
+                    format!(
+                        "not an output record: {e} (the file must hold one promptbatch record \
+                         per line; fix or remove this line)"
+                    ),
+                ))),
+            };
+        }
+    }
+
+    fn next_csv(&mut self) -> Option<Result<(u64, Record), Error>> {
+        let Source::Csv {
+            reader,
+            headers,
+            ahead,
+            terminated,
+        } = &mut self.source
+        else {
+            return None;
+        };
+        let current = match ahead.take() {
+            Some(r) => r,
+            None => read_one(reader)?,
+        };
+        let next = read_one(reader);
+        let is_last = next.is_none();
+        *ahead = next;
+        let may_be_torn = is_last && !*terminated;
+        let record = match current {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, csv_line);
+                if may_be_torn {
+                    self.torn = Some(Torn {
+                        line,
+                        reason: csv_error_message(&e),
+                    });
+                    return None;
+                }
+                return Some(Err(Error::input(
+                    &self.path,
+                    line,
+                    format!("unreadable CSV record: {}", csv_error_message(&e)),
+                )));
+            }
+        };
+        let line = record.position().map_or(0, csv_line);
+        if may_be_torn && record.len() != headers.len() {
+            self.torn = Some(Torn {
+                line,
+                reason: format!(
+                    "{} of {} columns before the end of the file",
+                    record.len(),
+                    headers.len()
+                ),
+            });
+            return None;
+        }
+        match record.deserialize::<Record>(Some(headers)) {
+            Ok(r) => Some(Ok((line, r))),
+            Err(e) if may_be_torn => {
+                self.torn = Some(Torn {
+                    line,
+                    reason: csv_error_message(&e),
+                });
+                None
+            }
+            Err(e) => Some(Err(Error::input(
+                &self.path,
+                line,
+                format!(
+                    "not an output record: {} (the file must hold one promptbatch record per \
+                     CSV record; fix or remove this record)",
+                    csv_error_message(&e)
+                ),
+            ))),
+        }
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<(u64, Record), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match self.format {
+            Format::Jsonl => self.next_jsonl(),
+            Format::Csv => self.next_csv(),
+        };
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+/// The 1-based file line of a CSV position: after the header has been read, the csv crate counts
+/// record lines one short (its first record is reported at line 1).
+fn csv_line(position: &csv::Position) -> u64 {
+    position.line() + 1
+}
+
+/// A csv error without the crate's own (off by one) position: the caller names `file:line`.
+fn csv_error_message(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
+        csv::ErrorKind::Utf8 { err, .. } => format!("invalid UTF-8 ({err})"),
+        _ => e.to_string(),
+    }
+}
+
+/// Reads one CSV record; `None` at the end of the file.
+fn read_one(
+    reader: &mut csv::Reader<BufReader<File>>,
+) -> Option<Result<csv::StringRecord, csv::Error>> {
+    let mut record = csv::StringRecord::new();
+    match reader.read_record(&mut record) {
+        Ok(true) => Some(Ok(record)),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Whether the file's last byte is `\n` (an empty file counts as terminated); rewinds the file.
+fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
+    let len = file.metadata()?.len();
+    let mut terminated = true;
+    if len > 0 {
+        file.seek(SeekFrom::Start(len - 1))?;
+        let mut last = [0u8; 1];
+        file.read_exact(&mut last)?;
+        terminated = last[0] == b'\n';
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(terminated)
+}
