@@ -160,15 +160,6 @@ fn strip_snapshot_date(model: &str) -> Option<&str> {
     is_date.then_some(head)
 }
 
-/// Formats dollars for people: `$0.0265`, `$12.35`.
-pub fn format_usd(usd: f64) -> String {
-    if usd != 0.0 && usd.abs() < 1.0 {
-        format!("${usd:.4}")
-    } else {
-        format!("${usd:.2}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,12 +66,13 @@ use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
 
 use crate::cli::EstimateOptions;
-use crate::cost::{format_usd, ModelPrice, PriceTable};
+use crate::cost::{ModelPrice, PriceTable};
 use crate::error::{exit_code, Error};
+use crate::human::{format_usd, group};
 use crate::input::{self, RowContent};
 use crate::output::record::Status;
+use crate::report::print_out;
 use crate::report::records::Records;
-use crate::report::{group, print_out};
 
 /// Tokens of framing per message in OpenAI's chat format.
 pub const TOKENS_PER_MESSAGE: u64 = 3;

@@ -12,6 +12,7 @@ pub mod cost;
 pub mod error;
 pub mod estimate;
 pub mod fingerprint;
+pub mod human;
 pub mod input;
 pub mod limit;
 pub mod output;

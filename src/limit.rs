@@ -12,7 +12,8 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-/// After a cool-down, the paused workers restart spread over this long.
+/// After a cool-down, the paused workers restart spread over this long (or over the cool-down's
+/// own length, when that is shorter).
 const RAMP_UP: Duration = Duration::from_secs(2);
 
 /// How many token cells the TPM limiter hands out at once: 1/6000 of a minute's budget
@@ -36,7 +37,7 @@ pub struct Limits {
     cooldown: Mutex<Cooldown>,
     /// Waiters queue here (FIFO) so only one polls the limiters at a time: no thundering herd.
     gate: tokio::sync::Mutex<()>,
-    ramp_step: Duration,
+    concurrency: u32,
 }
 
 #[derive(Default)]
@@ -45,6 +46,10 @@ struct Cooldown {
     until: Option<Instant>,
     /// During the ramp after a cool-down, the next attempt may start at this instant.
     next_slot: Option<Instant>,
+    /// Spacing of the ramp's slots.
+    step: Duration,
+    /// Attempts still to be spaced out by the ramp.
+    slots_left: u32,
 }
 
 impl Limits {
@@ -60,7 +65,7 @@ impl Limits {
             }),
             cooldown: Mutex::new(Cooldown::default()),
             gate: tokio::sync::Mutex::new(()),
-            ramp_step: RAMP_UP / concurrency.max(1),
+            concurrency: concurrency.max(1),
         }
     }
 
@@ -93,6 +98,8 @@ impl Limits {
         if c.until.is_none_or(|u| u < until) {
             c.until = Some(until);
             c.next_slot = Some(until);
+            c.step = pause.min(RAMP_UP) / self.concurrency;
+            c.slots_left = self.concurrency;
         }
     }
 
@@ -108,20 +115,16 @@ impl Limits {
         }
     }
 
-    /// During the ramp after a cool-down, spaces attempts `ramp_step` apart.
+    /// During the ramp after a cool-down, spaces the next `concurrency` attempts evenly.
     async fn wait_ramp_slot(&self) {
         let slot = {
             let mut c = self.cooldown.lock().expect("cooldown lock");
-            let (Some(until), Some(next)) = (c.until, c.next_slot) else {
+            let Some(next) = c.next_slot else {
                 return;
             };
-            let now = Instant::now();
-            if now > until + RAMP_UP {
-                c.next_slot = None;
-                return;
-            }
-            let slot = next.max(now);
-            c.next_slot = Some(slot + self.ramp_step);
+            let slot = next.max(Instant::now());
+            c.slots_left = c.slots_left.saturating_sub(1);
+            c.next_slot = (c.slots_left > 0).then(|| slot + c.step);
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -151,6 +154,23 @@ mod tests {
         let start = Instant::now();
         limits.acquire(1).await;
         assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_cool_down_the_workers_restart_spread_out() {
+        let limits = Limits::new(None, None, 4);
+        limits.cool_down(Duration::from_secs(4));
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            limits.acquire(1).await;
+            times.push(start.elapsed());
+        }
+        // 4 workers over min(4 s, 2 s): one every 500 ms from the end of the cool-down, then free.
+        let expected = [4000, 4500, 5000, 5500, 5500, 5500];
+        for (t, ms) in times.iter().zip(expected) {
+            assert_eq!(t.as_millis(), ms);
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
         StopReason::Budget { cap } => {
             eprintln!(
                 "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
-                promptbatch::cost::format_usd(*cap),
+                promptbatch::human::format_usd(*cap),
                 resume_command()
             );
             exit_code::BUDGET

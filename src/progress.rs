@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::TokenUsage;
-use crate::cost::format_usd;
+use crate::human::format_usd;
 use crate::output::{Record, Status};
 
 /// Live counters of a run.

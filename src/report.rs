@@ -33,8 +33,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::cli::ReportOptions;
-use crate::cost::{format_usd, PriceTable};
+use crate::cost::PriceTable;
 use crate::error::{exit_code, Error};
+use crate::human::{format_usd, group};
 use crate::output::record::{Record, Status};
 use records::{Records, Torn};
 
@@ -465,19 +466,6 @@ pub(crate) fn print_out(text: &str) -> Result<(), Error> {
         }
         _ => Ok(()),
     }
-}
-
-/// `1234567` → `1,234,567`.
-pub(crate) fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

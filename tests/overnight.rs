@@ -21,7 +21,12 @@ fn a_429_pauses_every_worker_until_the_advised_time() {
     }
     let input = dir.write("in.jsonl", &lines);
     let output = dir.path("out.jsonl");
-    let r = run(&sim, &input, &output, &["-c", "4", "--backoff-base", "10ms", "-q"]);
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-c", "4", "--backoff-base", "10ms", "-q"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let records = read_jsonl(&output);
     assert_eq!(records.len(), 41);
@@ -44,9 +49,15 @@ fn a_429_pauses_every_worker_until_the_advised_time() {
         .map(|(t, _)| *t)
         .filter(|t| *t > t429 + 200 && *t < t429 + 1450)
         .collect();
-    assert!(early.is_empty(), "requests during the cool-down at {early:?} (429 at {t429})");
+    assert!(
+        early.is_empty(),
+        "requests during the cool-down at {early:?} (429 at {t429})"
+    );
     let after = arrivals.iter().filter(|(t, _)| *t >= t429 + 1450).count();
-    assert!(after >= 30, "the pool resumed after the cool-down: {after} requests");
+    assert!(
+        after >= 30,
+        "the pool resumed after the cool-down: {after} requests"
+    );
     assert!(r.elapsed >= Duration::from_millis(1500));
 }
 
@@ -68,13 +79,26 @@ fn rate_limit_storms_end_with_every_row_ok() {
         &sim,
         &input,
         &output,
-        &["-c", "16", "--max-retries", "40", "--backoff-base", "5ms", "--backoff-max", "100ms", "-q"],
+        &[
+            "-c",
+            "16",
+            "--max-retries",
+            "40",
+            "--backoff-base",
+            "5ms",
+            "--backoff-max",
+            "100ms",
+            "-q",
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let records = read_jsonl(&output);
     assert_eq!(records.len(), 150);
     assert!(records.iter().all(|r| r["status"] == "ok"));
-    let retried: u64 = records.iter().map(|r| r["attempts"].as_u64().unwrap() - 1).sum();
+    let retried: u64 = records
+        .iter()
+        .map(|r| r["attempts"].as_u64().unwrap() - 1)
+        .sum();
     assert!(retried > 10, "429s were retried: {retried}");
 }
 
@@ -85,13 +109,19 @@ fn quota_exhaustion_is_fatal_and_writes_no_error_records() {
     // The simulator answers 402 for this row: a billing problem stops the run.
     let mut lines = String::new();
     for i in 0..50 {
-        lines.push_str(&format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i} #sim:status=402\"}}\n"));
+        lines.push_str(&format!(
+            "{{\"id\":\"r{i}\",\"prompt\":\"p{i} #sim:status=402\"}}\n"
+        ));
     }
     let input = dir.write("in.jsonl", &lines);
     let output = dir.path("out.jsonl");
     let r = run(&sim, &input, &output, &["-c", "2", "-q"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("HTTP 402"), "{}", r.stderr);
-    assert!(sim.requests() <= 4, "stopped sending at once: {}", sim.requests());
+    assert!(
+        sim.requests() <= 4,
+        "stopped sending at once: {}",
+        sim.requests()
+    );
     assert_eq!(read_jsonl(&output).len(), 0);
 }

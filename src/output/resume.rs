@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::fingerprint::{self, fnv1a};
+use crate::human::group;
 use crate::input::Row;
 use crate::output::format;
 use crate::output::record::{Record, Status, COLUMNS};
@@ -89,19 +90,6 @@ impl Plan {
             group(self.to_send())
         )
     }
-}
-
-/// `1234567` → `1,234,567`.
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The index of an existing output.
@@ -437,14 +425,6 @@ fn ends_with_newline(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(8231), "8,231");
-        assert_eq!(group(1234567), "1,234,567");
-    }
 
     #[test]
     fn plan_line() {

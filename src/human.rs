@@ -1,0 +1,43 @@
+//! Numbers for people: thousands separators and dollar amounts.
+
+/// `1234567` → `1,234,567`.
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats dollars for people: `$0.0265`, `$12.35`.
+pub fn format_usd(usd: f64) -> String {
+    if usd != 0.0 && usd.abs() < 1.0 {
+        format!("${usd:.4}")
+    } else {
+        format!("${usd:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(8231), "8,231");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn dollars() {
+        assert_eq!(format_usd(0.026_496_75), "$0.0265");
+        assert_eq!(format_usd(12.345), "$12.35");
+        assert_eq!(format_usd(0.0), "$0.00");
+    }
+}
