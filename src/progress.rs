@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::TokenUsage;
-use crate::human::format_usd;
+use crate::human::{format_usd, group};
 use crate::output::{Record, Status};
 
 /// Live counters of a run.
@@ -179,7 +179,7 @@ impl Reporter {
 async fn draw_bar(counters: Arc<Counters>, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
     let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows {per_sec} ETA {eta}\n  {msg}",
+        "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows · ETA {eta}\n  {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
@@ -193,8 +193,10 @@ async fn draw_bar(counters: Arc<Counters>, stop: CancellationToken) {
         if total > 0 && bar.length() != Some(total) {
             bar.set_length(total);
         }
-        bar.set_position(counters.done());
-        bar.set_message(counters.status_line());
+        let done = counters.done();
+        bar.set_position(done);
+        let rate = done as f64 / bar.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!("{rate:.1} rows/s · {}", counters.status_line()));
     }
     bar.finish_and_clear();
 }
@@ -276,10 +278,13 @@ impl fmt::Display for Summary {
         write!(
             f,
             "rows: {} ok, {} error this run in {:.1}s, {:.1} rows/s",
-            self.ok, self.errors, secs, rate
+            group(self.ok),
+            group(self.errors),
+            secs,
+            rate
         )?;
         if self.done_before > 0 {
-            write!(f, "; {} done by earlier runs", self.done_before)?;
+            write!(f, "; {} done by earlier runs", group(self.done_before))?;
         }
         writeln!(f)?;
         write!(

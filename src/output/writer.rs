@@ -1,6 +1,7 @@
-//! The writer: the only code that touches the output file. It runs on its own thread, appends
+//! The writer: the only code that writes the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
-//! `write_all`), writes as records arrive, and syncs to disk every few seconds and at the end.
+//! `write_all`) as they arrive; a companion thread syncs to disk every 2 s while anything is
+//! unsynced, and the writer syncs once more at the end.
 //! With `--ordered` it holds early records in a bounded reorder buffer and releases one slot of
 //! the dispatcher's window per record written.
 
@@ -9,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
@@ -60,10 +63,11 @@ pub fn backup_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A running writer thread.
+/// A running writer thread (and its disk-sync companion).
 pub struct Writer {
     pub sender: mpsc::Sender<Sequenced>,
     thread: std::thread::JoinHandle<Result<(), Error>>,
+    syncer: Syncer,
 }
 
 impl Writer {
@@ -81,6 +85,7 @@ impl Writer {
             .open(path)
             .map_err(|e| Error::io(format!("cannot create output {}", path.display()), e))?;
         let (sender, receiver) = mpsc::channel(capacity);
+        let syncer = Syncer::start(&file)?;
         let mut task = WriterTask {
             path: path.to_path_buf(),
             format: format::for_path(path),
@@ -90,21 +95,69 @@ impl Writer {
             next_seq: 0,
             window,
             counters,
-            last_sync: Instant::now(),
+            dirty: syncer.dirty.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("promptbatch-writer".into())
             .spawn(move || task.run(receiver))
             .map_err(|e| Error::io("cannot start the writer thread", e))?;
-        Ok(Writer { sender, thread })
+        Ok(Writer {
+            sender,
+            thread,
+            syncer,
+        })
     }
 
     /// Waits for the writer to drain its queue, flush and sync (drop every sender first).
     pub fn finish(self) -> Result<(), Error> {
         drop(self.sender);
-        self.thread
+        let result = self
+            .thread
             .join()
-            .unwrap_or_else(|_| Err(Error::Config("the writer thread panicked".into())))
+            .unwrap_or_else(|_| Err(Error::Config("the writer thread panicked".into())));
+        self.syncer.stop();
+        result
+    }
+}
+
+/// Forces written records to disk every [`SYNC_EVERY`] while there is something unsynced, even
+/// when no new record arrives (so a quiet stretch never leaves data only in the page cache).
+struct Syncer {
+    dirty: Arc<AtomicBool>,
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> Result<Self, Error> {
+        let file = file
+            .try_clone()
+            .map_err(|e| Error::io("cannot share the output file with the sync thread", e))?;
+        let dirty = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let flag = dirty.clone();
+        let thread = std::thread::Builder::new()
+            .name("promptbatch-sync".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(SYNC_EVERY) {
+                    if flag.swap(false, Ordering::AcqRel) {
+                        if let Err(e) = file.sync_data() {
+                            tracing::warn!("cannot sync the output to disk: {e}");
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the sync thread", e))?;
+        Ok(Syncer {
+            dirty,
+            stop,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
     }
 }
 
@@ -117,7 +170,8 @@ struct WriterTask {
     next_seq: u64,
     window: Option<Arc<Semaphore>>,
     counters: Arc<Counters>,
-    last_sync: Instant,
+    /// Set after every write; the syncer clears it when it syncs.
+    dirty: Arc<AtomicBool>,
 }
 
 impl WriterTask {
@@ -135,10 +189,6 @@ impl WriterTask {
                 }
             }
             self.write_out()?;
-            if self.last_sync.elapsed() >= SYNC_EVERY {
-                self.file.sync_data().map_err(|e| self.io_error(e))?;
-                self.last_sync = Instant::now();
-            }
         }
         // Rows abandoned by a halting run leave gaps: write what is held, in order.
         for record in std::mem::take(&mut self.pending).into_values() {
@@ -176,6 +226,7 @@ impl WriterTask {
             .write_all(&self.buf)
             .map_err(|e| self.io_error(e))?;
         self.buf.clear();
+        self.dirty.store(true, Ordering::Release);
         Ok(())
     }
 
