@@ -125,3 +125,64 @@ fn quota_exhaustion_is_fatal_and_writes_no_error_records() {
     );
     assert_eq!(read_jsonl(&output).len(), 0);
 }
+
+#[test]
+fn mock_server_process_and_plain_progress_lines() {
+    use std::io::{BufRead, BufReader};
+    let mut server = command()
+        .args([
+            "mock-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--latency",
+            "20ms",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let base_url = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let dir = Workdir::new();
+    let lines: String = (0..60)
+        .map(|i| format!("{{\"prompt\":\"p{i}\"}}\n"))
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let out = command()
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["--base-url", &base_url, "-c", "2", "--log-every", "200ms"])
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(read_jsonl(&output).len(), 60);
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .collect();
+    assert!(
+        progress.len() >= 2,
+        "one line per --log-every when stderr is not a terminal: {stderr}"
+    );
+    assert!(
+        progress[0].contains("/60 (") && progress[0].contains("rows/s"),
+        "{}",
+        progress[0]
+    );
+    assert!(
+        stderr.contains("rows: 60 ok, 0 error"),
+        "the summary is always printed: {stderr}"
+    );
+}

@@ -700,3 +700,98 @@ fn dry_run_needs_no_key_and_runs_the_samples() {
         .unwrap()
         .contains("within a week,\nand the corners"));
 }
+
+#[test]
+fn jsonl_template_and_standard_input() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let output = dir.path("out.jsonl");
+    let mut child = command()
+        .args(["run", "-", "--input-format", "jsonl", "-o"])
+        .arg(&output)
+        .args(["--base-url", &sim.base_url, "-q"])
+        .args(["--template", "{title} ({year}): {meta}"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"{\"id\":\"m1\",\"title\":\"Dune\",\"year\":1965,\"meta\":{\"pages\":412}}\n{\"id\":\"m2\",\"title\":\"Emma\",\"year\":1815,\"meta\":null}\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = by_id(&read_jsonl(&output));
+    assert_eq!(records["m1"]["prompt"], "Dune (1965): {\"pages\":412}");
+    assert_eq!(records["m2"]["prompt"], "Emma (1815): ");
+
+    let missing = dir.write("bad.jsonl", "{\"title\":\"x\",\"year\":1}\n");
+    let r = run(
+        &sim,
+        &missing,
+        &dir.path("o2.jsonl"),
+        &["--template", "{title} {meta}"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("bad.jsonl:1")
+            && r.stderr.contains("`meta`")
+            && r.stderr.contains("`title`, `year`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn unpriced_models_are_never_shown_as_free() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", "{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n");
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["--model", "my-local-model"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("has no price").count(),
+        1,
+        "one warning: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("my-local-model: unpriced (2 rows"),
+        "{}",
+        r.stderr
+    );
+    assert!(read_jsonl(&output).iter().all(|r| r["cost_usd"].is_null()));
+
+    let prices = dir.write(
+        "p.toml",
+        "[models.\"my-local-model\"]\ninput = 1000000\ncached_input = 0\noutput = 0\n",
+    );
+    let r = run(
+        &sim,
+        &input,
+        &dir.path("o2.jsonl"),
+        &[
+            "--model",
+            "my-local-model",
+            "--prices",
+            prices.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for rec in read_jsonl(&dir.path("o2.jsonl")) {
+        assert_eq!(
+            rec["cost_usd"].as_f64().unwrap(),
+            rec["prompt_tokens"].as_f64().unwrap()
+        );
+    }
+}

@@ -417,3 +417,38 @@ fn budget_cap_stops_and_raising_it_continues() {
         "raising the cap continued without paying twice"
     );
 }
+
+#[test]
+fn ordered_csv_output_survives_kill_9_and_resumes_in_order() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("2ms..20ms").unwrap(),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let n = 300;
+    let input = dir.write("in.jsonl", &jsonl_prompts(n, true));
+    let output = dir.path("out.csv");
+    let mut child = spawn_run(&sim, &input, &output, &["-c", "8", "--ordered"]);
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = run(&sim, &input, &output, &["-c", "8", "--ordered", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let ids: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    assert_eq!(ids.len(), n, "one record per row");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), n, "no duplicates");
+    // Each run wrote its records in input order.
+    let rows: Vec<usize> = ids.iter().map(|id| id[1..].parse().unwrap()).collect();
+    let descents = rows.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(
+        descents <= 1,
+        "at most one jump back, where the resumed run began: {rows:?}"
+    );
+}
