@@ -70,9 +70,9 @@ use crate::cost::{ModelPrice, PriceTable};
 use crate::error::{exit_code, Error};
 use crate::human::{format_usd, group};
 use crate::input::{self, RowContent};
+use crate::output::read::Records;
 use crate::output::record::Status;
 use crate::report::print_out;
-use crate::report::records::Records;
 
 /// Tokens of framing per message in OpenAI's chat format.
 pub const TOKENS_PER_MESSAGE: u64 = 3;

@@ -1,6 +1,6 @@
 //! `promptbatch report`: a summary of an output file (finished or partial): rows ok / error, the
 //! most common error messages, tokens by kind, cost by model, latency percentiles, attempts and
-//! per-row means. The file is streamed ([`records::Records`]); memory holds only the statistics
+//! per-row means. The file is streamed ([`crate::output::read::Records`]); memory holds only the statistics
 //! (one `u32` latency per ok row, and at most [`MAX_ERROR_GROUPS`] distinct error messages).
 //!
 //! Cost: a record's own `cost_usd`; when it is null, the cost is computed from the price table
@@ -25,8 +25,6 @@
 //! - `mean_per_ok_row`: `null` without ok rows, else `{ "prompt_tokens", "completion_tokens",
 //!   "reasoning_tokens" }`
 
-pub mod records;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -36,8 +34,8 @@ use crate::cli::ReportOptions;
 use crate::cost::PriceTable;
 use crate::error::{exit_code, Error};
 use crate::human::{format_usd, group};
+use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
-use records::{Records, Torn};
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".
 pub const MAX_ERROR_GROUPS: usize = 10_000;

@@ -170,10 +170,12 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<ResumeIndex>, Option<Plan>),
         )));
     }
     let mut index = ResumeIndex::scan(&opts.output, opts.keep_errors)?;
-    if let Some(bytes) = index.torn_tail().filter(|b| *b > 0) {
+    if let Some(torn) = index.torn() {
         eprintln!(
-            "{}: dropping a torn last record ({bytes} bytes) left by an interrupted run; that row will be sent again",
-            opts.output.display()
+            "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",
+            opts.output.display(),
+            torn.line,
+            torn.reason
         );
     }
     let plan = index.plan(input::open(&opts.input, &opts.request)?)?;

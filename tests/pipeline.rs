@@ -586,7 +586,7 @@ fn foreign_output_is_refused_unless_fresh() {
     let r = run(&sim, &input, &output, &["-q"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("not a promptbatch record") && r.stderr.contains("--fresh"),
+        r.stderr.contains("out.jsonl:1: not an output record") && r.stderr.contains("--fresh"),
         "{}",
         r.stderr
     );

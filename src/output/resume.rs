@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -23,7 +23,8 @@ use crate::fingerprint::{self, fnv1a};
 use crate::human::group;
 use crate::input::Row;
 use crate::output::format;
-use crate::output::record::{Record, Status, COLUMNS};
+use crate::output::read::{file_ends_with_newline, Records, Torn};
+use crate::output::record::Status;
 
 /// One earlier record, as far as resuming needs it.
 #[derive(Debug, Clone, Copy)]
@@ -101,8 +102,10 @@ pub struct ResumeIndex {
     /// Next occurrence number per fingerprint, for fingerprints of earlier anonymous records.
     occurrences: HashMap<u64, u32>,
     keep_errors: bool,
-    /// A torn last line (bytes) that the rewrite drops.
-    torn_tail: Option<usize>,
+    /// A torn last record that the rewrite drops.
+    torn: Option<Torn>,
+    /// The last record lacks its line ending (the rewrite adds it).
+    unterminated: bool,
 }
 
 fn explicit_key(id: &str) -> u64 {
@@ -130,10 +133,13 @@ impl ResumeIndex {
             keys: HashMap::new(),
             occurrences: HashMap::new(),
             keep_errors,
-            torn_tail: None,
+            torn: None,
+            unterminated: !file_ends_with_newline(path),
         };
         let mut anonymous: Vec<(u64, u64, u32)> = Vec::new();
-        for_each_record(path, |record| {
+        let mut records = Records::open(path)?;
+        for item in &mut records {
+            let (_, record) = item.map_err(suggest_fresh)?;
             let i = index.entries.len() as u32;
             let fp = fingerprint::parse(&record.fingerprint).unwrap_or(0);
             index.entries.push(Entry {
@@ -146,8 +152,8 @@ impl ResumeIndex {
             if record.id == record.row.to_string() {
                 anonymous.push((fp, record.row, i));
             }
-        })
-        .map(|torn| index.torn_tail = torn)?;
+        }
+        index.torn = records.torn().cloned();
         anonymous.sort_unstable();
         let mut previous = None;
         let mut occurrence = 0u32;
@@ -169,9 +175,9 @@ impl ResumeIndex {
         self.entries.len()
     }
 
-    /// Bytes of a torn last line, if there was one.
-    pub fn torn_tail(&self) -> Option<usize> {
-        self.torn_tail
+    /// The torn last record that the rewrite drops, if there was one.
+    pub fn torn(&self) -> Option<&Torn> {
+        self.torn.as_ref()
     }
 
     /// Decides whether `row` is already done, claiming its earlier record if so.
@@ -232,7 +238,7 @@ impl ResumeIndex {
 
     /// Whether the output must be rewritten before appending (records to drop, a torn line).
     pub fn needs_rewrite(&self) -> bool {
-        self.torn_tail.is_some() || self.entries.iter().any(|e| !e.claimed)
+        self.torn.is_some() || self.unterminated || self.entries.iter().any(|e| !e.claimed)
     }
 
     /// Rewrites the output atomically with only the claimed records, then forgets the claims so
@@ -263,22 +269,15 @@ impl ResumeIndex {
             std::io::BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
         let mut encoder = format::for_path(path);
         let mut buf = encoder.header();
-        let mut i = 0usize;
-        let mut write_error = None;
-        for_each_record(path, |record| {
-            if self.entries[i].claimed {
+        for (item, entry) in Records::open(path)?.zip(&self.entries) {
+            let (_, record) = item?;
+            if entry.claimed {
                 encoder.encode(&record, &mut buf);
             }
-            i += 1;
             if buf.len() >= 1 << 20 {
-                if let Err(e) = out.write_all(&buf) {
-                    write_error.get_or_insert(e);
-                }
+                out.write_all(&buf).map_err(|e| io("cannot write", e))?;
                 buf.clear();
             }
-        })?;
-        if let Some(e) = write_error {
-            return Err(io("cannot write", e));
         }
         out.write_all(&buf).map_err(|e| io("cannot write", e))?;
         let file = out
@@ -296,130 +295,24 @@ impl ResumeIndex {
     }
 }
 
+/// Adds the way out to an unreadable-output error: start over, keeping the file as a backup.
+fn suggest_fresh(error: Error) -> Error {
+    match error {
+        Error::Input { location, message } => Error::Input {
+            location,
+            message: format!(
+                "{message}; or pass --fresh to start over (the file is kept as OUTPUT.bak)"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// The temporary file a rewrite goes through (same folder, so the rename is atomic).
 pub fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".resume-tmp");
     PathBuf::from(name)
-}
-
-/// Calls `each` for every complete record of an output, in file order. Returns `Some(bytes)`
-/// when the file's tail needs repair: a torn last record of that many bytes (skipped), or `0` for
-/// a whole last record that lacks its newline.
-fn for_each_record(path: &Path, each: impl FnMut(Record)) -> Result<Option<usize>, Error> {
-    let file = File::open(path).map_err(|e| {
-        Error::io(
-            format!("cannot read output {} to resume", path.display()),
-            e,
-        )
-    })?;
-    let is_csv = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    if is_csv {
-        csv_records(path, file, each)
-    } else {
-        jsonl_records(path, file, each)
-    }
-}
-
-fn not_a_record(path: &Path, line: u64, what: impl std::fmt::Display) -> Error {
-    Error::input(
-        path,
-        line,
-        format!(
-            "not a promptbatch record ({what}); fix or remove this line, or pass --fresh to start over (the file is kept as .bak)"
-        ),
-    )
-}
-
-fn jsonl_records(
-    path: &Path,
-    file: File,
-    mut each: impl FnMut(Record),
-) -> Result<Option<usize>, Error> {
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut buf = Vec::new();
-    let mut line = 0u64;
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(format!("cannot read output {}", path.display()), e))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        line += 1;
-        let complete = buf.last() == Some(&b'\n');
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(&buf) {
-            Ok(record) => {
-                each(record);
-                if !complete {
-                    // Whole but unterminated: kept, and the rewrite adds the newline.
-                    return Ok(Some(0));
-                }
-            }
-            Err(_) if !complete => return Ok(Some(n)),
-            Err(e) => return Err(not_a_record(path, line, e)),
-        }
-    }
-}
-
-fn csv_records(
-    path: &Path,
-    file: File,
-    mut each: impl FnMut(Record),
-) -> Result<Option<usize>, Error> {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 16, file));
-    let headers = reader
-        .headers()
-        .map_err(|e| not_a_record(path, 1, e))?
-        .clone();
-    if headers.iter().ne(COLUMNS.iter().copied()) && !headers.is_empty() {
-        return Err(not_a_record(
-            path,
-            1,
-            "its header is not promptbatch's columns",
-        ));
-    }
-    let terminated = ends_with_newline(path);
-    let mut record = csv::StringRecord::new();
-    loop {
-        let start = reader.position().byte();
-        let read = reader.read_record(&mut record);
-        let at_end = reader.is_done() || reader.position().byte() >= len;
-        let torn = Some((len - start) as usize);
-        match read {
-            Ok(false) => return Ok(None),
-            Ok(true) => match record.deserialize::<Record>(Some(&headers)) {
-                Ok(r) if !at_end || terminated => each(r),
-                _ if at_end => return Ok(torn),
-                Ok(_) => unreachable!("a record not at the end is handled above"),
-                Err(e) => {
-                    let line = record.position().map_or(0, |p| p.line());
-                    return Err(not_a_record(path, line, e));
-                }
-            },
-            Err(_) if at_end => return Ok(torn),
-            Err(e) => return Err(not_a_record(path, e.position().map_or(0, |p| p.line()), e)),
-        }
-    }
-}
-
-fn ends_with_newline(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = File::open(path) else {
-        return false;
-    };
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] == b'\n'
 }
 
 #[cfg(test)]

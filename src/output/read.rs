@@ -1,5 +1,5 @@
 //! Streaming reader of a run's output file (JSONL or CSV, chosen by extension like the writer:
-//! `.csv` is CSV, anything else JSONL), one [`Record`] at a time, shared by `report` and
+//! `.csv` is CSV, anything else JSONL), one [`Record`] at a time, shared by resume, `report` and
 //! `estimate --from-output`.
 //!
 //! A run that was killed mid-write can leave a torn last record: a last line (JSONL) or record
@@ -311,6 +311,13 @@ fn read_one(
         Ok(false) => None,
         Err(e) => Some(Err(e)),
     }
+}
+
+/// Whether the file at `path` ends with `\n` (an empty or missing file counts as terminated).
+pub fn file_ends_with_newline(path: &Path) -> bool {
+    File::open(path)
+        .and_then(|mut f| ends_with_newline(&mut f))
+        .unwrap_or(true)
 }
 
 /// Whether the file's last byte is `\n` (an empty file counts as terminated); rewinds the file.
