@@ -1,6 +1,31 @@
 //! Stable 64-bit hashing (FNV-1a) for request fingerprints, simulator response ids and resume
-//! keys. Stable across runs, platforms and versions: changing it would make every resumed row
-//! look changed.
+//! keys, and a pass-through hasher for maps keyed by such hashes. FNV-1a is stable across runs,
+//! platforms and versions: changing it would make every resumed row look changed.
+
+use std::hash::Hasher;
+
+/// A hasher for keys that are already hashes: it passes the `u64` through.
+#[derive(Default)]
+pub struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Build-hasher for maps and sets keyed by hashes.
+pub type PreHashed = std::hash::BuildHasherDefault<PassThroughHasher>;
 
 /// FNV-1a, 64 bit.
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::fingerprint::{self, fnv1a};
+use crate::fingerprint::{self, fnv1a, PreHashed};
 use crate::human::group;
 use crate::input::Row;
 use crate::output::format;
@@ -98,9 +98,9 @@ impl Plan {
 pub struct ResumeIndex {
     path: PathBuf,
     entries: Vec<Entry>,
-    keys: HashMap<u64, u32>,
+    keys: HashMap<u64, u32, PreHashed>,
     /// Next occurrence number per fingerprint, for fingerprints of earlier anonymous records.
-    occurrences: HashMap<u64, u32>,
+    occurrences: HashMap<u64, u32, PreHashed>,
     keep_errors: bool,
     /// A torn last record that the rewrite drops.
     torn: Option<Torn>,
@@ -130,8 +130,8 @@ impl ResumeIndex {
         let mut index = ResumeIndex {
             path: path.to_path_buf(),
             entries: Vec::new(),
-            keys: HashMap::new(),
-            occurrences: HashMap::new(),
+            keys: HashMap::default(),
+            occurrences: HashMap::default(),
             keep_errors,
             torn: None,
             unterminated: !file_ends_with_newline(path),
