@@ -71,7 +71,7 @@ use crate::error::{exit_code, Error};
 use crate::human::{format_usd, group};
 use crate::input::{self, RowContent};
 use crate::output::read::Records;
-use crate::output::record::Status;
+use crate::output::record::{Record, Status};
 use crate::report::print_out;
 
 /// Tokens of framing per message in OpenAI's chat format.
@@ -536,7 +536,7 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
     let Some(path) = &opts.from_output else {
         return Ok(None);
     };
-    let mut records = Records::open(path)?;
+    let mut records = Records::<Record>::open(path)?;
     let (mut ok, mut completion, mut reasoning) = (0u64, 0u64, 0u64);
     for item in records.by_ref() {
         let (_, record) = item?;

@@ -72,6 +72,10 @@ impl Limits {
     /// Waits until one request of `tokens` estimated tokens may be sent.
     pub async fn acquire(&self, tokens: u64) {
         self.wait_cooldown().await;
+        if self.rpm.is_none() && self.tpm.is_none() {
+            self.wait_ramp_slot().await;
+            return;
+        }
         let _turn = self.gate.lock().await;
         self.wait_cooldown().await;
         self.wait_ramp_slot().await;

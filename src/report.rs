@@ -284,7 +284,7 @@ fn add_tokens(tokens: &mut Tokens, record: &Record) {
 
 /// Reads the whole output file and computes the report.
 pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Error> {
-    let mut records = Records::open(path)?;
+    let mut records = Records::<Record>::open(path)?;
     let mut stats = Stats::default();
     for item in records.by_ref() {
         let (_line, record) = item?;

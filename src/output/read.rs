@@ -12,6 +12,10 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+
 use crate::output::record::{Record, COLUMNS};
 
 /// Where the records of an output file come from.
@@ -69,15 +73,18 @@ enum Source {
 }
 
 /// An iterator of `(line, record)` over an output file; an `Err` item ends the iteration.
-pub struct Records {
+/// `T` is what each record is read as: the whole [`Record`], or a struct of some of its fields
+/// (resume reads only what it needs, which is much faster).
+pub struct Records<T = Record> {
     path: PathBuf,
     format: Format,
     source: Source,
     torn: Option<Torn>,
     done: bool,
+    kind: PhantomData<fn() -> T>,
 }
 
-impl Records {
+impl<T: DeserializeOwned> Records<T> {
     /// Opens an output file; a missing or unreadable file, or a CSV header that is not the output
     /// schema, is an error naming the file.
     pub fn open(path: &Path) -> Result<Self, Error> {
@@ -142,6 +149,7 @@ impl Records {
             source,
             torn: None,
             done: false,
+            kind: PhantomData,
         })
     }
 
@@ -155,7 +163,7 @@ impl Records {
         self.torn.as_ref()
     }
 
-    fn next_jsonl(&mut self) -> Option<Result<(u64, Record), Error>> {
+    fn next_jsonl(&mut self) -> Option<Result<(u64, T), Error>> {
         let Source::Jsonl { reader, buf, line } = &mut self.source else {
             return None;
         };
@@ -177,7 +185,7 @@ impl Records {
             if text.is_empty() {
                 continue;
             }
-            return match serde_json::from_slice::<Record>(text) {
+            return match serde_json::from_slice::<T>(text) {
                 Ok(record) => Some(Ok((*line, record))),
                 Err(e) if !terminated => {
                     self.torn = Some(Torn {
@@ -198,7 +206,7 @@ impl Records {
         }
     }
 
-    fn next_csv(&mut self) -> Option<Result<(u64, Record), Error>> {
+    fn next_csv(&mut self) -> Option<Result<(u64, T), Error>> {
         let Source::Csv {
             reader,
             headers,
@@ -246,7 +254,7 @@ impl Records {
             });
             return None;
         }
-        match record.deserialize::<Record>(Some(headers)) {
+        match record.deserialize::<T>(Some(headers)) {
             Ok(r) => Some(Ok((line, r))),
             Err(e) if may_be_torn => {
                 self.torn = Some(Torn {
@@ -268,8 +276,8 @@ impl Records {
     }
 }
 
-impl Iterator for Records {
-    type Item = Result<(u64, Record), Error>;
+impl<T: DeserializeOwned> Iterator for Records<T> {
+    type Item = Result<(u64, T), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

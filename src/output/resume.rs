@@ -18,13 +18,27 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use crate::error::Error;
 use crate::fingerprint::{self, fnv1a, PreHashed};
 use crate::human::group;
 use crate::input::Row;
 use crate::output::format;
 use crate::output::read::{file_ends_with_newline, Records, Torn};
-use crate::output::record::Status;
+use crate::output::record::{Record, Status};
+
+/// The fields of an earlier record that resuming reads (the rest is skipped, not allocated).
+#[derive(Debug, Deserialize)]
+struct Earlier {
+    id: String,
+    row: u64,
+    status: Status,
+    #[serde(default)]
+    cost_usd: Option<f64>,
+    #[serde(default)]
+    fingerprint: String,
+}
 
 /// One earlier record, as far as resuming needs it.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +151,7 @@ impl ResumeIndex {
             unterminated: !file_ends_with_newline(path),
         };
         let mut anonymous: Vec<(u64, u64, u32)> = Vec::new();
-        let mut records = Records::open(path)?;
+        let mut records = Records::<Earlier>::open(path)?;
         for item in &mut records {
             let (_, record) = item.map_err(suggest_fresh)?;
             let i = index.entries.len() as u32;
@@ -269,7 +283,7 @@ impl ResumeIndex {
             std::io::BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
         let mut encoder = format::for_path(path);
         let mut buf = encoder.header();
-        for (item, entry) in Records::open(path)?.zip(&self.entries) {
+        for (item, entry) in Records::<Record>::open(path)?.zip(&self.entries) {
             let (_, record) = item?;
             if entry.claimed {
                 encoder.encode(&record, &mut buf);
