@@ -93,7 +93,7 @@ pub fn run(opts: &EstimateOptions) -> Result<i32, Error> {
     }
     let prices = PriceTable::load(opts.prices.as_deref())?;
     let expected = expected_output(opts)?;
-    let rows = input::open(&opts.input, &opts.request)?;
+    let rows = input::open(&opts.input, &opts.request, None)?;
     let counter = ChatTokenCounter::new()?;
     let totals = count_rows(rows, &counter, &prices, &opts.input.path)?;
     let estimate = Estimate::new(opts, totals, expected);

@@ -18,11 +18,12 @@ use crate::budget::Budget;
 use crate::cli::{InputOptions, RunOptions};
 use crate::cost::PriceTable;
 use crate::error::Error;
+use crate::input::RowSet;
 use crate::input::{self, Row, RowContent};
 use crate::limit::Limits;
 use crate::output::lock::OutputLock;
 use crate::output::record::RowInfo;
-use crate::output::resume::{self, Claim, Plan, ResumeIndex};
+use crate::output::resume::{self, Plan, ResumeIndex};
 use crate::output::{writer, Record, Sequenced, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::shutdown::Shutdown;
@@ -34,12 +35,14 @@ use crate::worker::{self, RetryPolicy, WorkerContext};
 /// `stop` says why the run ended.
 pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
-    let rows = input::open(&opts.input, &opts.request)?;
+    // Validate the input (header, columns) before anything else; read it after the resume plan.
+    drop(input::open(&opts.input, &opts.request, None)?);
     let prices = PriceTable::load(opts.prices.as_deref())?;
     let (client, _simulator) = connect(opts).await?;
     let _lock = OutputLock::acquire(&opts.output)?;
     writer::prepare(&opts.output, opts.fresh)?;
-    let (resume, plan) = plan_resume(opts)?;
+    let (done_rows, plan) = plan_resume(opts)?;
+    let rows = input::open(&opts.input, &opts.request, done_rows)?;
     if let Some(plan) = &plan {
         eprintln!("{}", plan.describe());
     }
@@ -78,7 +81,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         fatal: Mutex::new(None),
     });
 
-    let row_queue = spawn_reader(rows, resume, concurrency.max(64));
+    let row_queue = spawn_reader(rows, concurrency.max(64));
     let permits = Arc::new(Semaphore::new(concurrency));
     let dispatched = dispatch(
         row_queue,
@@ -153,8 +156,9 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
 }
 
 /// When OUTPUT exists: index it, claim the rows already done in a first pass over the input,
-/// and rewrite it without the records that will be redone. `None` for a new output.
-fn plan_resume(opts: &RunOptions) -> Result<(Option<ResumeIndex>, Option<Plan>), Error> {
+/// and rewrite it without the records that will be redone. Returns the done rows and the plan;
+/// `None` for a new output.
+fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Error> {
     let leftover = resume::temporary_path(&opts.output);
     if leftover.exists() {
         let _ = std::fs::remove_file(&leftover);
@@ -178,9 +182,9 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<ResumeIndex>, Option<Plan>),
             torn.reason
         );
     }
-    let plan = index.plan(input::open(&opts.input, &opts.request)?)?;
-    index.rewrite_and_reset()?;
-    Ok((Some(index), Some(plan)))
+    let (plan, done_rows) = index.plan(input::open(&opts.input, &opts.request, None)?)?;
+    index.rewrite_if_needed()?;
+    Ok((Some(done_rows), Some(plan)))
 }
 
 /// Rows that may wait in the --ordered reorder buffer.
@@ -202,21 +206,11 @@ fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Count
     });
 }
 
-/// Reads rows on a thread of its own into a bounded queue (the reader blocks when it is full),
-/// skipping the rows an earlier run finished.
-fn spawn_reader(
-    rows: input::RowStream,
-    mut resume: Option<ResumeIndex>,
-    capacity: usize,
-) -> mpsc::Receiver<Result<Row, Error>> {
+/// Reads rows on a thread of its own into a bounded queue (the reader blocks when it is full).
+fn spawn_reader(rows: input::RowStream, capacity: usize) -> mpsc::Receiver<Result<Row, Error>> {
     let (sender, receiver) = mpsc::channel(capacity);
     std::thread::spawn(move || {
         for item in rows {
-            if let (Ok(row), Some(index)) = (&item, resume.as_mut()) {
-                if index.claim(row) == Claim::Done {
-                    continue;
-                }
-            }
             let stop = item.is_err();
             if sender.blocking_send(item).is_err() || stop {
                 break;

@@ -111,9 +111,19 @@ impl Iterator for CsvRows {
     type Item = Result<Row, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
+        while !self.done {
+            let item = self.read_next();
+            if item.is_some() {
+                return item;
+            }
         }
+        None
+    }
+}
+
+impl CsvRows {
+    /// The next row; `None` for a skipped row or the end (then `done` is set).
+    fn read_next(&mut self) -> Option<Result<Row, Error>> {
         match self.reader.read_record(&mut self.record) {
             Ok(false) => {
                 self.done = true;
@@ -121,6 +131,9 @@ impl Iterator for CsvRows {
             }
             Ok(true) => {
                 self.row += 1;
+                if self.factory.skips(self.row) {
+                    return None;
+                }
                 let line = self.record.position().map_or(0, |p| p.line());
                 let id = self
                     .id_column

@@ -166,6 +166,9 @@ impl Iterator for JsonlRows {
                         continue;
                     }
                     self.row += 1;
+                    if self.factory.skips(self.row) {
+                        continue;
+                    }
                     return Some(self.parse_line());
                 }
                 Err(e) => {

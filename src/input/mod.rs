@@ -56,6 +56,30 @@ pub enum RowContent {
 /// A stream of rows; an `Err` item stops the run (after the rows before it).
 pub type RowStream = Box<dyn Iterator<Item = Result<Row, Error>> + Send>;
 
+/// A set of row numbers (one bit per row up to the largest): the rows a resumed run skips.
+#[derive(Debug, Default, Clone)]
+pub struct RowSet {
+    words: Vec<u64>,
+}
+
+impl RowSet {
+    /// Adds a row number.
+    pub fn insert(&mut self, row: u64) {
+        let word = (row / 64) as usize;
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << (row % 64);
+    }
+
+    /// Whether a row number is in the set.
+    pub fn contains(&self, row: u64) -> bool {
+        self.words
+            .get((row / 64) as usize)
+            .is_some_and(|w| w & (1 << (row % 64)) != 0)
+    }
+}
+
 /// Where a record's prompt comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum PromptSource {
@@ -93,17 +117,26 @@ pub(crate) struct RowFactory {
     /// (about 9–18 bytes per row, and only for inputs with ids).
     seen_ids: HashSet<u64, PreHashed>,
     hasher: RandomState,
+    /// Rows to skip without building them (done by an earlier run; the resume plan's pass
+    /// over the same input already validated them).
+    skip: Option<RowSet>,
 }
 
 impl RowFactory {
-    fn new(opts: &InputOptions, request: &RequestOptions) -> Self {
+    fn new(opts: &InputOptions, request: &RequestOptions, skip: Option<RowSet>) -> Self {
         RowFactory {
             path: opts.path.clone(),
             defaults: RequestDefaults::from_options(request),
             skip_invalid: opts.skip_invalid,
             seen_ids: HashSet::default(),
             hasher: RandomState::new(),
+            skip,
         }
+    }
+
+    /// Whether row number `row` is skipped (done by an earlier run).
+    pub fn skips(&self, row: u64) -> bool {
+        self.skip.as_ref().is_some_and(|s| s.contains(row))
     }
 
     /// Turns an extracted record (or the reason it could not be read) into a row.
@@ -198,8 +231,13 @@ pub fn resolve_format(opts: &InputOptions) -> InputFormat {
 }
 
 /// Opens the input and checks everything that can be checked before the first row (header,
-/// template columns, id column). Rows are read lazily from the returned stream.
-pub fn open(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
+/// template columns, id column). Rows are read lazily from the returned stream; rows in `skip`
+/// are passed over without being parsed further.
+pub fn open(
+    opts: &InputOptions,
+    request: &RequestOptions,
+    skip: Option<RowSet>,
+) -> Result<RowStream, Error> {
     let prompt = match &opts.template {
         Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
         None => PromptSource::Column(opts.prompt_column.clone()),
@@ -209,7 +247,7 @@ pub fn open(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, 
         None => IdSource::Default,
     };
     let reader = open_reader(&opts.path)?;
-    let factory = RowFactory::new(opts, request);
+    let factory = RowFactory::new(opts, request, skip);
     match resolve_format(opts) {
         InputFormat::Csv => Ok(Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?)),
         _ => Ok(Box::new(jsonl::JsonlRows::new(
@@ -241,5 +279,24 @@ pub fn count_rows(opts: &InputOptions) -> Option<u64> {
     match resolve_format(opts) {
         InputFormat::Csv => csv::count_records(file),
         _ => jsonl::count_lines(file),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_set() {
+        let mut set = RowSet::default();
+        for row in [1, 63, 64, 1000] {
+            set.insert(row);
+        }
+        for row in [1, 63, 64, 1000] {
+            assert!(set.contains(row));
+        }
+        for row in [0, 2, 65, 999, 1001, 1 << 40] {
+            assert!(!set.contains(row));
+        }
     }
 }

@@ -9,9 +9,11 @@
 //! so they are indexed both ways; their occurrence number is their rank by `row` among the
 //! earlier records with the same fingerprint.
 //!
-//! Before a resumed run appends, the output is rewritten atomically (temporary file in the same
-//! folder, fsync, rename) without the records that will be redone and without a torn last line,
-//! so the output never holds two records for one row. Memory: about 50 bytes per earlier record.
+//! A first pass over the input claims the done rows and yields their row numbers (one bit per
+//! row); the index is then dropped, and the run skips those rows by number. Before the run
+//! appends, the output is rewritten atomically (temporary file in the same folder, fsync, rename)
+//! without the records that will be redone and without a torn last line, so the output never
+//! holds two records for one row. Memory during the plan: about 50 bytes per earlier record.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,7 +25,7 @@ use serde::Deserialize;
 use crate::error::Error;
 use crate::fingerprint::{self, fnv1a, PreHashed};
 use crate::human::group;
-use crate::input::Row;
+use crate::input::{Row, RowSet};
 use crate::output::format;
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
@@ -225,17 +227,21 @@ impl ResumeIndex {
         Claim::Done
     }
 
-    /// Claims every row of a first pass over the input and counts the plan.
-    pub fn plan<I>(&mut self, rows: I) -> Result<Plan, Error>
+    /// Claims every row of a pass over the input; returns the plan and the rows that are done.
+    pub fn plan<I>(&mut self, rows: I) -> Result<(Plan, RowSet), Error>
     where
         I: Iterator<Item = Result<Row, Error>>,
     {
         let mut plan = Plan::default();
+        let mut done = RowSet::default();
         for row in rows {
             let row = row?;
             plan.rows += 1;
             match self.claim(&row) {
-                Claim::Done => plan.done += 1,
+                Claim::Done => {
+                    plan.done += 1;
+                    done.insert(row.row);
+                }
                 Claim::Changed => plan.changed += 1,
                 Claim::RetryError => plan.retried_errors += 1,
                 Claim::New => {}
@@ -247,7 +253,7 @@ impl ResumeIndex {
                 plan.kept_errors += 1;
             }
         }
-        Ok(plan)
+        Ok((plan, done))
     }
 
     /// Whether the output must be rewritten before appending (records to drop, a torn line).
@@ -255,22 +261,10 @@ impl ResumeIndex {
         self.torn.is_some() || self.unterminated || self.entries.iter().any(|e| !e.claimed)
     }
 
-    /// Rewrites the output atomically with only the claimed records, then forgets the claims so
-    /// the run's own pass over the input claims the same rows again.
-    pub fn rewrite_and_reset(&mut self) -> Result<(), Error> {
+    /// Rewrites the output atomically with only the claimed records, when anything must go.
+    pub fn rewrite_if_needed(&self) -> Result<(), Error> {
         if self.needs_rewrite() {
             self.rewrite()?;
-        }
-        for (i, entry) in self.entries.iter_mut().enumerate() {
-            // Records dropped by the rewrite can no longer be claimed.
-            if !entry.claimed {
-                entry.fingerprint = u64::MAX - i as u64;
-                entry.ok = false;
-            }
-            entry.claimed = false;
-        }
-        for next in self.occurrences.values_mut() {
-            *next = 0;
         }
         Ok(())
     }
