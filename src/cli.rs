@@ -304,6 +304,9 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
     }
     let value = serde_json::from_str(value)
         .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    if key == "stream" && value == serde_json::Value::Bool(true) {
+        return Err("streamed answers are not supported: promptbatch reads each whole answer (drop --param stream=true)".into());
+    }
     Ok((key.to_string(), value))
 }
 

@@ -90,6 +90,11 @@ impl RequestDefaults {
         }
         let mut body = self.fields.clone();
         if let Some(overrides) = overrides {
+            if overrides.get("stream") == Some(&Value::Bool(true)) {
+                return Err(BuildError::Malformed(
+                    "`body.stream` is true: streamed answers are not supported (remove it)".into(),
+                ));
+            }
             for (key, value) in overrides {
                 if key != "messages" {
                     body.insert(key.clone(), value.clone());
