@@ -227,7 +227,14 @@ timed latency "${RUN[@]}"
 }
 LAT_RPS=$(calc "round(6400 / $WALL)")
 LAT_PCT=$(calc "round(100 * $LAT_RPS / 1280, 1)")
-add "Latency hiding (6,400 rows, 200 ms, -c 256; ideal 1,280 rows/s)" "$LAT_RPS rows/s = $LAT_PCT % of ideal (wall $WALL s)" "≥ 95 %" \
+# Requests that reached the simulator in the first wave (within 150 ms of the first one): when
+# fewer than 256, some connections waited for a SYN retransmit (the simulator's listen backlog is
+# 128), and those rows run one 200-ms wave late.
+FIRST_WAVE=$(sim_stats | python3 -c '
+import json, sys
+a = sorted(t for t, s in json.load(sys.stdin)["arrivals"])
+print(sum(1 for t in a if t < a[0] + 150))')
+add "Latency hiding (6,400 rows, 200 ms, -c 256; ideal 1,280 rows/s)" "$LAT_RPS rows/s = $LAT_PCT % of ideal (wall $WALL s; first wave $FIRST_WAVE/256)" "≥ 95 %" \
     "$(calc "int($LAT_PCT >= 95)")" "${RUN[*]}   (simulator: $SIM_CMD)"
 
 # ---------------------------------------------------------------------------------------------
