@@ -94,8 +94,7 @@ start_sim() { # start_sim LATENCY → sets SIM_PID, PORT, BASE
     : > "$logf"
     "$BIN" mock-server --listen 127.0.0.1:0 --latency "$1" 2> "$logf" &
     SIM_PID=$!
-    local i
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         if grep -q 'listening on' "$logf"; then break; fi
         sleep 0.05
     done
