@@ -1,0 +1,173 @@
+//! Per-row hot paths of the runner, through the public library API.
+//!
+//! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench hot_paths`
+//! (each bench measures for ~2 s; the whole file takes well under two minutes).
+//! Filter: `cargo bench --bench hot_paths -- request/` runs only the request benches.
+//!
+//! What one row costs the runner besides the HTTP round trip: building the request body from a
+//! prompt, parsing the answer, encoding the record (JSONL or CSV), and filling a template.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::time::Duration;
+
+use clap::Parser;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use promptbatch::api::request::RequestDefaults;
+use promptbatch::api::response;
+use promptbatch::cli::{Cli, Command};
+use promptbatch::input::Template;
+use promptbatch::output::format::{Csv, Jsonl, RecordFormat};
+use promptbatch::output::{Record, Status};
+
+/// The response from the seed page, verbatim (same as the unit test in src/api/response.rs).
+const SEED: &str = r#"{
+  "id": "chatcmpl-20251010015944503180122WJNB8Eid",
+  "model": "gpt-5.2",
+  "object": "chat.completion",
+  "created": 1760032810,
+  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! I'm happy to introduce GPT-5.2 to you."}, "finish_reason": "stop"}],
+  "usage": {
+    "prompt_tokens": 13, "completion_tokens": 1891, "total_tokens": 1904,
+    "prompt_tokens_details": {"cached_tokens": 0, "text_tokens": 13, "audio_tokens": 0, "image_tokens": 0},
+    "completion_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "reasoning_tokens": 1480},
+    "input_tokens": 0, "output_tokens": 0, "input_tokens_details": null
+  }
+}"#;
+
+/// A ~200-byte prompt, the size used by the end-to-end memory benchmark.
+fn prompt_200() -> String {
+    "Summarize the following customer note in one sentence, keeping names and numbers: \
+     order 1234 arrived late, the box was damaged and the blue mug inside was chipped; \
+     please send a replacement."
+        .to_string()
+}
+
+fn defaults(extra: &[&str]) -> RequestDefaults {
+    let mut args = vec!["promptbatch", "run", "in.jsonl", "-o", "out.jsonl"];
+    args.extend_from_slice(extra);
+    match Cli::parse_from(args).command {
+        Command::Run(opts) => RequestDefaults::from_options(&opts.request),
+        _ => unreachable!("a run command line"),
+    }
+}
+
+fn sample_record(prompt: &str) -> Record {
+    Record {
+        id: "42".into(),
+        row: 42,
+        prompt: prompt.to_string(),
+        completion: Some(format!("echo: {prompt}")),
+        finish_reason: Some("stop".into()),
+        model: "gpt-5.2".into(),
+        prompt_tokens: 13,
+        cached_tokens: 0,
+        completion_tokens: 1891,
+        reasoning_tokens: 1480,
+        total_tokens: 1904,
+        latency_ms: 5,
+        attempts: 1,
+        status: Status::Ok,
+        error: None,
+        response_id: Some("chatcmpl-20251010015944503180122WJNB8Eid".into()),
+        cost_usd: Some(0.026_496_75),
+        fingerprint: "af63dc4c8601ec8c".into(),
+    }
+}
+
+fn request(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request");
+    group.throughput(Throughput::Elements(1));
+    let prompt = prompt_200();
+    let plain = defaults(&[]);
+    group.bench_function("from_prompt/200B", |b| {
+        b.iter(|| plain.from_prompt(black_box(prompt.clone()), None).unwrap())
+    });
+    let full = defaults(&[
+        "--system",
+        "You are a terse assistant.",
+        "--max-tokens",
+        "64",
+        "--temperature",
+        "0.2",
+        "--param",
+        "seed=7",
+    ]);
+    group.bench_function("from_prompt/200B+system+params", |b| {
+        b.iter(|| full.from_prompt(black_box(prompt.clone()), None).unwrap())
+    });
+    group.finish();
+}
+
+fn parse_response(c: &mut Criterion) {
+    let mut group = c.benchmark_group("response");
+    group.throughput(Throughput::Bytes(SEED.len() as u64));
+    group.bench_function("parse/seed", |b| {
+        b.iter(|| response::parse(black_box(SEED.as_bytes())).unwrap())
+    });
+    group.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode");
+    group.throughput(Throughput::Elements(1));
+    let record = sample_record(&prompt_200());
+    let mut out = Vec::with_capacity(4096);
+    group.bench_function("jsonl", |b| {
+        b.iter(|| {
+            out.clear();
+            Jsonl.encode(black_box(&record), &mut out);
+            out.len()
+        })
+    });
+    group.bench_function("csv", |b| {
+        b.iter(|| {
+            out.clear();
+            Csv.encode(black_box(&record), &mut out);
+            out.len()
+        })
+    });
+    group.finish();
+}
+
+fn template(c: &mut Criterion) {
+    let mut group = c.benchmark_group("template");
+    group.throughput(Throughput::Elements(1));
+    let template = Template::parse("Summarize {title} for {audience}: {text} {{json}}").unwrap();
+    let fields = [
+        ("title", "Late delivery".to_string()),
+        ("audience", "support staff".to_string()),
+        ("text", prompt_200()),
+    ];
+    group.bench_function("fill/3-fields", |b| {
+        b.iter(|| {
+            template
+                .fill(|name| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| Cow::Borrowed(v.as_str()))
+                })
+                .unwrap()
+        })
+    });
+    group.bench_function("parse", |b| {
+        b.iter(|| Template::parse(black_box("Summarize {title} for {audience}: {text}")).unwrap())
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = hot_paths;
+    config = config();
+    targets = request, parse_response, encode, template
+}
+criterion_main!(hot_paths);
