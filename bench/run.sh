@@ -4,7 +4,7 @@
 # Usage:   bench/run.sh [--long] [--skip-build]
 #   --long        rate-accuracy runs use full 60-s windows (about 2 min each) instead of 20-s ones
 #   --skip-build  use the existing release binary instead of running `cargo build --release`
-# Env:     CARGO_TARGET_DIR (default /work/target-bench), BENCH_KEEP=1 keeps the temp dir.
+# Env:     CARGO_TARGET_DIR (default: the repo's target/), BENCH_KEEP=1 keeps the temp dir.
 #
 # One command: builds the release binary, installs what it needs (wrk, GNU time, curl, python3
 # via apt-get when missing), generates all data into a temp dir, starts the built-in simulator
@@ -14,7 +14,7 @@
 # 2 cores (about 7 with --long).
 #
 # Per-row hot paths (request build, response parse, JSONL/CSV encode, template fill) are in
-# benches/hot_paths.rs: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench hot_paths`.
+# benches/hot_paths.rs: `cargo bench --bench hot_paths`.
 
 set -euo pipefail
 
@@ -36,7 +36,7 @@ for arg in "$@"; do
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release/promptbatch
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/promptbatch-bench.XXXXXX")
 SIM_PID=""

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run(opts) => runtime.block_on(run(*opts)),
+        // On a worker thread, not the main thread: the dispatcher then shares the runtime's
+        // threads instead of bouncing rows between threads.
+        Command::Run(opts) => runtime
+            .block_on(async move { tokio::spawn(run(*opts)).await.unwrap_or(exit_code::FAILURE) }),
         Command::Estimate(opts) => finish(promptbatch::estimate::run(&opts)),
         Command::Report(opts) => finish(promptbatch::report::run(&opts)),
         Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
@@ -132,7 +135,7 @@ fn shell_quote(arg: &str) -> String {
 }
 
 async fn mock_server(opts: MockServerOptions) -> i32 {
-    let listener = match tokio::net::TcpListener::bind(&opts.listen).await {
+    let listener = match promptbatch::sim::bind(&opts.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {}: {e}", opts.listen);

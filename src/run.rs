@@ -81,7 +81,12 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         fatal: Mutex::new(None),
     });
 
-    let row_queue = spawn_reader(rows, concurrency.max(64));
+    let chunk_rows = if opts.input.path.as_os_str() == "-" {
+        1
+    } else {
+        CHUNK_ROWS
+    };
+    let row_queue = spawn_reader(rows, chunk_rows);
     let permits = Arc::new(Semaphore::new(concurrency));
     let dispatched = dispatch(
         row_queue,
@@ -206,15 +211,32 @@ fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Count
     });
 }
 
-/// Reads rows on a thread of its own into a bounded queue (the reader blocks when it is full).
-fn spawn_reader(rows: input::RowStream, capacity: usize) -> mpsc::Receiver<Result<Row, Error>> {
-    let (sender, receiver) = mpsc::channel(capacity);
+/// Rows the reader hands over at once (1 for standard input, whose rows may trickle in).
+const CHUNK_ROWS: usize = 64;
+/// Chunks that may wait in the reader's queue.
+const QUEUED_CHUNKS: usize = 4;
+
+/// A few rows, handed from the reader to the dispatcher together (one wake-up, not one per row).
+type Chunk = Vec<Result<Row, Error>>;
+
+/// Reads rows on a thread of its own into a bounded queue of chunks (the reader blocks when it
+/// is full). An `Err` item is the last one sent.
+fn spawn_reader(rows: input::RowStream, chunk_rows: usize) -> mpsc::Receiver<Chunk> {
+    let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
     std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(chunk_rows);
         for item in rows {
             let stop = item.is_err();
-            if sender.blocking_send(item).is_err() || stop {
-                break;
+            chunk.push(item);
+            if chunk.len() >= chunk_rows || stop {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_rows));
+                if sender.blocking_send(full).is_err() || stop {
+                    return;
+                }
             }
+        }
+        if !chunk.is_empty() {
+            let _ = sender.blocking_send(chunk);
         }
     });
     receiver
@@ -235,7 +257,7 @@ enum DispatchEnd {
 /// Hands rows to workers until the input ends, the run halts, the budget is reached or a row is
 /// malformed.
 async fn dispatch(
-    mut rows: mpsc::Receiver<Result<Row, Error>>,
+    mut chunks: mpsc::Receiver<Chunk>,
     ctx: &Arc<WorkerContext>,
     permits: &Arc<Semaphore>,
     window: Option<&Semaphore>,
@@ -244,16 +266,28 @@ async fn dispatch(
 ) -> DispatchEnd {
     let stop = &ctx.shutdown.stop_dispatch;
     let mut seq = 0u64;
+    let mut pending = Vec::new().into_iter();
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return DispatchEnd::Halted,
-            item = rows.recv() => item,
+        let item = match pending.next() {
+            Some(item) => item,
+            None => {
+                let chunk = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return DispatchEnd::Halted,
+                    chunk = chunks.recv() => chunk,
+                };
+                match chunk {
+                    None => return DispatchEnd::Exhausted,
+                    Some(chunk) => {
+                        pending = chunk.into_iter();
+                        continue;
+                    }
+                }
+            }
         };
         let row = match item {
-            None => return DispatchEnd::Exhausted,
-            Some(Err(e)) => return DispatchEnd::Failed(e),
-            Some(Ok(row)) => row,
+            Err(e) => return DispatchEnd::Failed(e),
+            Ok(row) => row,
         };
         let reservation = match (&ctx.budget, &row.content) {
             (Some(budget), RowContent::Request(request)) => {

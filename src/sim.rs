@@ -146,9 +146,34 @@ impl Drop for SimHandle {
     }
 }
 
+/// Listens on `addr` with a deep accept backlog (1024), so hundreds of connections opened at
+/// once are all accepted in the first wave (tokio's default backlog of 128 drops some, and the
+/// client only retries them ~200 ms later).
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for candidate in tokio::net::lookup_host(addr).await? {
+        let socket = if candidate.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(candidate).and_then(|()| socket.listen(1024)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("`{addr}` names no address"),
+        )
+    }))
+}
+
 /// Starts a simulator on `addr` (port 0 picks a free one) in the background.
 pub async fn start(addr: &str, options: SimOptions) -> std::io::Result<SimHandle> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     tokio::spawn(serve(listener, options, stop.clone()));

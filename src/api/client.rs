@@ -62,7 +62,7 @@ impl fmt::Debug for ApiKey {
 /// Sends chat-completions requests to one endpoint.
 pub struct ApiClient {
     http: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     auth: HeaderValue,
     key: ApiKey,
     timeout: Duration,
@@ -79,7 +79,7 @@ impl ApiClient {
     ) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/');
         let url = format!("{base}/chat/completions");
-        reqwest::Url::parse(&url).map_err(|e| {
+        let url = reqwest::Url::parse(&url).map_err(|e| {
             Error::Config(format!(
                 "--base-url `{base_url}` is not a valid URL ({e}); example: https://api.evolink.ai/v1"
             ))
@@ -106,7 +106,7 @@ impl ApiClient {
 
     /// The endpoint requests go to.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
     /// Removes the key from a text that is about to be shown or written.
@@ -119,7 +119,7 @@ impl ApiClient {
         let attempt = async {
             let response = self
                 .http
-                .post(&self.url)
+                .post(self.url.clone())
                 .header(AUTHORIZATION, self.auth.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .body(body)

@@ -23,6 +23,9 @@ use crate::progress::Counters;
 
 /// How often written data is forced to disk while the run goes on.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// After a drain of fewer records than this, the writer pauses [`COALESCE_PAUSE`].
+const COALESCE_BELOW: usize = 64;
+const COALESCE_PAUSE: Duration = Duration::from_millis(1);
 /// Write out the batch buffer when it grows past this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -182,13 +185,20 @@ impl WriterTask {
         }
         while let Some(first) = receiver.blocking_recv() {
             self.accept(first);
+            let mut drained = 1;
             while let Ok(next) = receiver.try_recv() {
                 self.accept(next);
+                drained += 1;
                 if self.buf.len() >= BATCH_BYTES {
                     self.write_out()?;
                 }
             }
             self.write_out()?;
+            if drained < COALESCE_BELOW {
+                // Let records gather instead of waking for each one (a thread switch per record
+                // is most of the runner's overhead at tens of thousands of rows per second).
+                std::thread::sleep(COALESCE_PAUSE);
+            }
         }
         // Rows abandoned by a halting run leave gaps: write what is held, in order.
         for record in std::mem::take(&mut self.pending).into_values() {
