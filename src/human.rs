@@ -15,6 +15,8 @@ pub fn group(n: u64) -> String {
 
 /// Formats dollars for people: `$0.0265`, `$12.35`.
 pub fn format_usd(usd: f64) -> String {
+    // `+ 0.0` turns the -0.0 of an empty float sum into 0.0.
+    let usd = usd + 0.0;
     if usd != 0.0 && usd.abs() < 1.0 {
         format!("${usd:.4}")
     } else {
@@ -39,5 +41,6 @@ mod tests {
         assert_eq!(format_usd(0.026_496_75), "$0.0265");
         assert_eq!(format_usd(12.345), "$12.35");
         assert_eq!(format_usd(0.0), "$0.00");
+        assert_eq!(format_usd(std::iter::empty::<f64>().sum()), "$0.00");
     }
 }

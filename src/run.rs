@@ -178,7 +178,8 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
             opts.output.display()
         )));
     }
-    let mut index = ResumeIndex::scan(&opts.output, opts.keep_errors)?;
+    let rows = input::open(&opts.input, &opts.request, None)?;
+    let (index, plan, done_rows) = ResumeIndex::plan(&opts.output, opts.keep_errors, rows)?;
     if let Some(torn) = index.torn() {
         eprintln!(
             "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",
@@ -187,7 +188,6 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
             torn.reason
         );
     }
-    let (plan, done_rows) = index.plan(input::open(&opts.input, &opts.request, None)?)?;
     index.rewrite_if_needed()?;
     Ok((Some(done_rows), Some(plan)))
 }
@@ -335,11 +335,11 @@ async fn dispatch(
                 let sent = records.send(Sequenced {
                     seq: this_seq,
                     record,
+                    slot: Some(permit),
                 });
                 if sent.await.is_err() {
                     return DispatchEnd::Halted;
                 }
-                drop(permit);
             }
             RowContent::Request(request) => {
                 let info = RowInfo {
@@ -359,14 +359,15 @@ async fn dispatch(
                         budget.settle(reservation, cost, completion);
                     }
                     if let Some(record) = record {
+                        let slot = Some(permit);
                         let _ = records
                             .send(Sequenced {
                                 seq: this_seq,
                                 record,
+                                slot,
                             })
                             .await;
                     }
-                    drop(permit);
                 });
             }
         }

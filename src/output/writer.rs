@@ -1,6 +1,7 @@
 //! The writer: the only code that writes the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
-//! `write_all`) as they arrive; a companion thread syncs to disk every 2 s while anything is
+//! `write_all`) as they arrive, and only then releases their rows' concurrency slots (so after
+//! `kill -9` at most `--concurrency` rows were paid for without a record); a companion thread syncs to disk every 2 s while anything is
 //! unsynced, and the writer syncs once more at the end.
 //! With `--ordered` it holds early records in a bounded reorder buffer and releases one slot of
 //! the dispatcher's window per record written.
@@ -14,7 +15,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::format::{self, RecordFormat};
 use super::record::Record;
@@ -23,9 +24,6 @@ use crate::progress::Counters;
 
 /// How often written data is forced to disk while the run goes on.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
-/// After a drain of fewer records than this, the writer pauses [`COALESCE_PAUSE`].
-const COALESCE_BELOW: usize = 64;
-const COALESCE_PAUSE: Duration = Duration::from_millis(1);
 /// Write out the batch buffer when it grows past this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -34,6 +32,9 @@ const BATCH_BYTES: usize = 1 << 20;
 pub struct Sequenced {
     pub seq: u64,
     pub record: Record,
+    /// The row's concurrency slot: released once the record is written, so the rows that are
+    /// paid for but not yet in the file never exceed the concurrency.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Checks the output's folder, and with `fresh` moves an existing output to `OUTPUT.bak`
@@ -99,6 +100,7 @@ impl Writer {
             window,
             counters,
             dirty: syncer.dirty.clone(),
+            slots: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("promptbatch-writer".into())
@@ -175,6 +177,8 @@ struct WriterTask {
     counters: Arc<Counters>,
     /// Set after every write; the syncer clears it when it syncs.
     dirty: Arc<AtomicBool>,
+    /// Slots of the records accepted since the last write, released by the next one.
+    slots: Vec<OwnedSemaphorePermit>,
 }
 
 impl WriterTask {
@@ -185,20 +189,13 @@ impl WriterTask {
         }
         while let Some(first) = receiver.blocking_recv() {
             self.accept(first);
-            let mut drained = 1;
             while let Ok(next) = receiver.try_recv() {
                 self.accept(next);
-                drained += 1;
                 if self.buf.len() >= BATCH_BYTES {
                     self.write_out()?;
                 }
             }
             self.write_out()?;
-            if drained < COALESCE_BELOW {
-                // Let records gather instead of waking for each one (a thread switch per record
-                // is most of the runner's overhead at tens of thousands of rows per second).
-                std::thread::sleep(COALESCE_PAUSE);
-            }
         }
         // Rows abandoned by a halting run leave gaps: write what is held, in order.
         for record in std::mem::take(&mut self.pending).into_values() {
@@ -209,6 +206,7 @@ impl WriterTask {
     }
 
     fn accept(&mut self, item: Sequenced) {
+        self.slots.extend(item.slot);
         if self.window.is_none() {
             self.encode(&item.record);
             return;
@@ -237,6 +235,7 @@ impl WriterTask {
             .map_err(|e| self.io_error(e))?;
         self.buf.clear();
         self.dirty.store(true, Ordering::Release);
+        self.slots.clear();
         Ok(())
     }
 
