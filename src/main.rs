@@ -10,6 +10,11 @@ use promptbatch::shutdown::Shutdown;
 use promptbatch::{StopReason, Summary};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the runner allocates a few small buffers per row on several threads at once, where
+/// it is measurably faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
