@@ -1,10 +1,12 @@
-//! Request pacing shared by all workers: the RPM and TPM caps (governor, no start-up burst) and the
-//! shared 429 cool-down that pauses every worker until the server's advised time, then ramps back
-//! up gradually.
+//! Request pacing shared by all workers: the RPM and TPM caps — governor paces requests evenly
+//! (no start-up burst), and a log of the last minute's sends guarantees that no 60-second window
+//! ever holds more than the cap — and the shared 429 cool-down that pauses every worker until
+//! the server's advised time, then ramps back up gradually.
 //!
 //! Invariant: every attempt (first try or retry) passes through [`Limits::acquire`] exactly once
 //! before it is sent, so the caps bound attempts, not rows.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,21 +24,77 @@ fn tpm_chunk(tpm: u32) -> NonZeroU32 {
     NonZeroU32::new((tpm / 6000).max(1)).expect("max(1) is non-zero")
 }
 
-fn limiter(per_minute: u32, burst: NonZeroU32) -> DefaultDirectRateLimiter {
+/// A limiter of `per_minute` cells handed out `step` at a time. Its capacity is two steps, of
+/// which one is taken up front: there is no start-up burst beyond one step, and a waiter that
+/// wakes a little late does not lose its slot for good (with a capacity of one step, every late
+/// wake-up would be lost, and the achieved rate would fall short of the cap).
+fn limiter(per_minute: u32, step: NonZeroU32) -> DefaultDirectRateLimiter {
     let period = Duration::from_secs_f64(60.0 / f64::from(per_minute));
+    let capacity = step.saturating_mul(NonZeroU32::new(2).expect("2 is non-zero"));
     let quota = Quota::with_period(period)
         .expect("per_minute is at least 1, so the period is non-zero")
-        .allow_burst(burst);
-    RateLimiter::direct(quota)
+        .allow_burst(capacity);
+    let limiter = RateLimiter::direct(quota);
+    let _ = limiter.check_n(step);
+    limiter
+}
+
+/// The window the caps are per.
+const WINDOW: Duration = Duration::from_secs(60);
+/// Extra wait when a window is full, so that a request's arrival at the server (a little after
+/// it is sent) also falls outside the full window.
+const WINDOW_MARGIN: Duration = Duration::from_millis(5);
+
+/// What was sent in the last minute, oldest first: the hard guard that no 60-second window ever
+/// holds more than the cap (the governor pacing alone may let one step through early while it
+/// catches up a late wake-up).
+#[derive(Default)]
+struct WindowLog {
+    entries: VecDeque<(Instant, u64)>,
+    sum: u64,
+}
+
+impl WindowLog {
+    /// When `amount` more fits under `cap` in every window; `None`: now.
+    fn ready_at(&mut self, now: Instant, amount: u64, cap: u64) -> Option<Instant> {
+        while let Some(&(at, n)) = self.entries.front() {
+            if at + WINDOW > now {
+                break;
+            }
+            self.sum -= n;
+            self.entries.pop_front();
+        }
+        let excess = (self.sum + amount).checked_sub(cap).filter(|e| *e > 0)?;
+        let mut freed = 0;
+        for &(at, n) in &self.entries {
+            freed += n;
+            if freed >= excess {
+                return Some(at + WINDOW + WINDOW_MARGIN);
+            }
+        }
+        None
+    }
+
+    fn record(&mut self, now: Instant, amount: u64) {
+        self.entries.push_back((now, amount));
+        self.sum += amount;
+    }
+}
+
+/// The window logs, guarded by the gate.
+#[derive(Default)]
+struct Windows {
+    rpm: WindowLog,
+    tpm: WindowLog,
 }
 
 /// The RPM/TPM caps and the shared cool-down.
 pub struct Limits {
-    rpm: Option<DefaultDirectRateLimiter>,
-    tpm: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    rpm: Option<(DefaultDirectRateLimiter, u64)>,
+    tpm: Option<(DefaultDirectRateLimiter, NonZeroU32, u64)>,
     cooldown: Mutex<Cooldown>,
     /// Waiters queue here (FIFO) so only one polls the limiters at a time: no thundering herd.
-    gate: tokio::sync::Mutex<()>,
+    gate: tokio::sync::Mutex<Windows>,
     concurrency: u32,
 }
 
@@ -58,13 +116,13 @@ impl Limits {
     pub fn new(rpm: Option<u32>, tpm: Option<u32>, concurrency: u32) -> Self {
         let one = NonZeroU32::MIN;
         Limits {
-            rpm: rpm.map(|r| limiter(r, one)),
+            rpm: rpm.map(|r| (limiter(r, one), u64::from(r))),
             tpm: tpm.map(|t| {
                 let chunk = tpm_chunk(t);
-                (limiter(t, chunk), chunk)
+                (limiter(t, chunk), chunk, u64::from(t))
             }),
             cooldown: Mutex::new(Cooldown::default()),
-            gate: tokio::sync::Mutex::new(()),
+            gate: tokio::sync::Mutex::new(Windows::default()),
             concurrency: concurrency.max(1),
         }
     }
@@ -76,14 +134,15 @@ impl Limits {
             self.wait_ramp_slot().await;
             return;
         }
-        let _turn = self.gate.lock().await;
+        let mut windows = self.gate.lock().await;
         self.wait_cooldown().await;
         self.wait_ramp_slot().await;
-        if let Some(rpm) = &self.rpm {
+        if let Some((rpm, _)) = &self.rpm {
             rpm.until_ready().await;
         }
-        if let Some((tpm, chunk)) = &self.tpm {
-            let mut left = tokens.max(1);
+        let tokens = tokens.max(1);
+        if let Some((tpm, chunk, _)) = &self.tpm {
+            let mut left = tokens;
             while left > 0 {
                 let n = left.min(u64::from(chunk.get()));
                 let n = NonZeroU32::new(n as u32).expect("n is at least 1");
@@ -91,6 +150,29 @@ impl Limits {
                     .await
                     .expect("n never exceeds the burst size");
                 left -= u64::from(n.get());
+            }
+        }
+        loop {
+            let now = Instant::now();
+            let rpm_ready = self
+                .rpm
+                .as_ref()
+                .and_then(|(_, cap)| windows.rpm.ready_at(now, 1, *cap));
+            let tpm_ready = self
+                .tpm
+                .as_ref()
+                .and_then(|(_, _, cap)| windows.tpm.ready_at(now, tokens.min(*cap), *cap));
+            match rpm_ready.max(tpm_ready) {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => {
+                    if let Some((_, cap)) = &self.rpm {
+                        windows.rpm.record(now, 1.min(*cap));
+                    }
+                    if let Some((_, _, cap)) = &self.tpm {
+                        windows.tpm.record(now, tokens.min(*cap));
+                    }
+                    return;
+                }
             }
         }
     }
@@ -175,6 +257,33 @@ mod tests {
         for (t, ms) in times.iter().zip(expected) {
             assert_eq!(t.as_millis(), ms);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_window_ever_holds_more_than_the_cap() {
+        let mut log = WindowLog::default();
+        let start = Instant::now();
+        for i in 0..3 {
+            assert_eq!(log.ready_at(start, 1, 3), None);
+            log.record(start + Duration::from_millis(i), 1);
+        }
+        // Full: the 4th waits until the first leaves the window (plus the margin).
+        let ready = log.ready_at(start + Duration::from_secs(1), 1, 3).unwrap();
+        assert_eq!(ready, start + WINDOW + WINDOW_MARGIN);
+        // Tokens: 2 + 2 of a cap of 5; 3 more must wait for the first 2 to leave.
+        let mut tokens = WindowLog::default();
+        tokens.record(start, 2);
+        tokens.record(start + Duration::from_secs(10), 2);
+        assert_eq!(tokens.ready_at(start, 1, 5), None);
+        assert_eq!(
+            tokens.ready_at(start + Duration::from_secs(20), 3, 5),
+            Some(start + WINDOW + WINDOW_MARGIN)
+        );
+        assert_eq!(
+            tokens.ready_at(start + WINDOW, 3, 5),
+            None,
+            "the first left the window"
+        );
     }
 
     #[test]
