@@ -43,11 +43,19 @@ pub struct CostTotals {
 impl CostTotals {
     /// Adds one record's cost.
     pub fn add(&mut self, record: &Record) {
+        fn bump<V: Default + std::ops::AddAssign>(map: &mut BTreeMap<String, V>, key: &str, by: V) {
+            match map.get_mut(key) {
+                Some(v) => *v += by,
+                None => {
+                    map.insert(key.to_string(), by);
+                }
+            }
+        }
         match record.cost_usd {
             Some(usd) if record.status == Status::Ok => {
-                *self.by_model.entry(record.model.clone()).or_default() += usd;
+                bump(&mut self.by_model, &record.model, usd)
             }
-            None => *self.unpriced_rows.entry(record.model.clone()).or_default() += 1,
+            None => bump(&mut self.unpriced_rows, &record.model, 1),
             Some(_) => {}
         }
     }

@@ -341,13 +341,13 @@ async fn dispatch(
                     return DispatchEnd::Halted;
                 }
             }
-            RowContent::Request(request) => {
+            RowContent::Request(mut request) => {
                 let info = RowInfo {
                     id: row.id,
                     row: row.row,
-                    prompt: request.prompt.clone(),
+                    prompt: std::mem::take(&mut request.prompt),
                     model: request.model.clone(),
-                    fingerprint: request.fingerprint.clone(),
+                    fingerprint: std::mem::take(&mut request.fingerprint),
                 };
                 let ctx = ctx.clone();
                 let records = records.clone();
