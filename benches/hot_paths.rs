@@ -21,21 +21,6 @@ use promptbatch::input::Template;
 use promptbatch::output::format::{Csv, Jsonl, RecordFormat};
 use promptbatch::output::{Record, Status};
 
-/// The response from the seed page, verbatim (same as the unit test in src/api/response.rs).
-const SEED: &str = r#"{
-  "id": "chatcmpl-20251010015944503180122WJNB8Eid",
-  "model": "gpt-5.2",
-  "object": "chat.completion",
-  "created": 1760032810,
-  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! I'm happy to introduce GPT-5.2 to you."}, "finish_reason": "stop"}],
-  "usage": {
-    "prompt_tokens": 13, "completion_tokens": 1891, "total_tokens": 1904,
-    "prompt_tokens_details": {"cached_tokens": 0, "text_tokens": 13, "audio_tokens": 0, "image_tokens": 0},
-    "completion_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "reasoning_tokens": 1480},
-    "input_tokens": 0, "output_tokens": 0, "input_tokens_details": null
-  }
-}"#;
-
 /// A ~200-byte prompt, the size used by the end-to-end memory benchmark.
 fn prompt_200() -> String {
     "Summarize the following customer note in one sentence, keeping names and numbers: \
@@ -102,9 +87,9 @@ fn request(c: &mut Criterion) {
 
 fn parse_response(c: &mut Criterion) {
     let mut group = c.benchmark_group("response");
-    group.throughput(Throughput::Bytes(SEED.len() as u64));
+    group.throughput(Throughput::Bytes(response::SEED_RESPONSE.len() as u64));
     group.bench_function("parse/seed", |b| {
-        b.iter(|| response::parse(black_box(SEED.as_bytes())).unwrap())
+        b.iter(|| response::parse(black_box(response::SEED_RESPONSE.as_bytes())).unwrap())
     });
     group.finish();
 }

@@ -7,6 +7,22 @@ use serde_json::Value;
 
 use super::request::content_text;
 
+/// The sample response of the seed page (`../shared/seeds/000_*.txt`), verbatim: the shape
+/// [`parse`] is built for (tests and benchmarks use it).
+pub const SEED_RESPONSE: &str = r#"{
+  "id": "chatcmpl-20251010015944503180122WJNB8Eid",
+  "model": "gpt-5.2",
+  "object": "chat.completion",
+  "created": 1760032810,
+  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! I'm happy to introduce GPT-5.2 to you."}, "finish_reason": "stop"}],
+  "usage": {
+    "prompt_tokens": 13, "completion_tokens": 1891, "total_tokens": 1904,
+    "prompt_tokens_details": {"cached_tokens": 0, "text_tokens": 13, "audio_tokens": 0, "image_tokens": 0},
+    "completion_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "reasoning_tokens": 1480},
+    "input_tokens": 0, "output_tokens": 0, "input_tokens_details": null
+  }
+}"#;
+
 /// Token counts of one answer, as the API reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
@@ -115,24 +131,9 @@ pub fn parse(body: &[u8]) -> Result<Completion, String> {
 mod tests {
     use super::*;
 
-    /// The response from the seed page (../shared/seeds/000_*.txt), verbatim.
-    const SEED: &str = r#"{
-  "id": "chatcmpl-20251010015944503180122WJNB8Eid",
-  "model": "gpt-5.2",
-  "object": "chat.completion",
-  "created": 1760032810,
-  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! I'm happy to introduce GPT-5.2 to you."}, "finish_reason": "stop"}],
-  "usage": {
-    "prompt_tokens": 13, "completion_tokens": 1891, "total_tokens": 1904,
-    "prompt_tokens_details": {"cached_tokens": 0, "text_tokens": 13, "audio_tokens": 0, "image_tokens": 0},
-    "completion_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "reasoning_tokens": 1480},
-    "input_tokens": 0, "output_tokens": 0, "input_tokens_details": null
-  }
-}"#;
-
     #[test]
     fn parses_the_seed_sample() {
-        let c = parse(SEED.as_bytes()).unwrap();
+        let c = parse(SEED_RESPONSE.as_bytes()).unwrap();
         assert_eq!(
             c.content.as_deref(),
             Some("Hello! I'm happy to introduce GPT-5.2 to you.")
@@ -169,7 +170,7 @@ mod tests {
 
     #[test]
     fn truncated_body_and_missing_choices_are_errors() {
-        assert!(parse(&SEED.as_bytes()[..100]).is_err());
+        assert!(parse(&SEED_RESPONSE.as_bytes()[..100]).is_err());
         assert!(parse(b"{\"id\":\"x\"}").unwrap_err().contains("choices"));
     }
 }

@@ -216,11 +216,7 @@ impl RowFactory {
 pub fn resolve_format(opts: &InputOptions) -> InputFormat {
     match opts.input_format {
         InputFormat::Auto => {
-            let is_csv = opts
-                .path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-            if is_csv {
+            if crate::output::format::is_csv(&opts.path) {
                 InputFormat::Csv
             } else {
                 InputFormat::Jsonl

@@ -28,10 +28,7 @@ pub enum Format {
 impl Format {
     /// `.csv` → CSV, anything else → JSONL (the writer's rule).
     pub fn for_path(path: &Path) -> Self {
-        let is_csv = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-        if is_csv {
+        if super::format::is_csv(path) {
             Format::Csv
         } else {
             Format::Jsonl
