@@ -452,3 +452,45 @@ fn ordered_csv_output_survives_kill_9_and_resumes_in_order() {
         "at most one jump back, where the resumed run began: {rows:?}"
     );
 }
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("3s").unwrap(),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(20, true));
+    let output = dir.path("out.jsonl");
+    let child = spawn_run(&sim, &input, &output, &["-c", "4", "--grace", "60s"]);
+    let interrupt = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    let started = std::time::Instant::now();
+    interrupt(child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the second Ctrl-C did not wait for the 3-s answers or the 60-s grace: {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("stopping now"), "{stderr}");
+    assert_eq!(
+        read_jsonl(&output).len(),
+        0,
+        "abandoned rows have no record"
+    );
+
+    let r = run(&sim, &input, &output, &["-c", "20", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(read_jsonl(&output).len(), 20);
+}
