@@ -51,7 +51,9 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         .map(|cap| Budget::new(cap, plan.as_ref().map_or(0.0, |p| p.spent)));
 
     let counters = Arc::new(Counters::default());
-    spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
+    if !opts.quiet {
+        spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
+    }
     let concurrency = opts.concurrency as usize;
     let window = opts
         .ordered
@@ -197,7 +199,8 @@ fn reorder_window(concurrency: usize) -> usize {
     (concurrency * 4).max(1024)
 }
 
-/// Counts the rows to send in the background, for the progress total.
+/// Counts the rows to send in the background, for the progress total (only shown when not quiet:
+/// it is a second pass over the input).
 fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Counters>) {
     if let Some(plan) = plan {
         counters.total_rows.store(plan.to_send(), Relaxed);
