@@ -305,10 +305,8 @@ impl fmt::Display for Summary {
             self.usage.total
         )?;
         write!(f, "\ncost this run: {}", self.costs.describe_total())?;
-        if self.costs.by_model.len() > 1 {
-            for (model, usd) in &self.costs.by_model {
-                write!(f, "\n  {model}: {}", format_usd(*usd))?;
-            }
+        for (model, usd) in &self.costs.by_model {
+            write!(f, "\n  {model}: {}", format_usd(*usd))?;
         }
         for (model, rows) in &self.costs.unpriced_rows {
             write!(
