@@ -39,6 +39,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     drop(input::open(&opts.input, &opts.request, None)?);
     let prices = PriceTable::load(opts.prices.as_deref())?;
     let (client, _simulator) = connect(opts).await?;
+    refuse_output_over_input(opts)?;
     let _lock = OutputLock::acquire(&opts.output)?;
     writer::prepare(&opts.output, opts.fresh)?;
     let (done_rows, plan) = plan_resume(opts)?;
@@ -160,6 +161,24 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
     )?;
     tracing::info!("sending to {}", client.url());
     Ok((client, simulator))
+}
+
+/// An output that is the input file itself would be read as earlier results and appended to.
+fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
+    let same = match (
+        std::fs::canonicalize(&opts.input.path),
+        std::fs::canonicalize(&opts.output),
+    ) {
+        (Ok(input), Ok(output)) => input == output,
+        _ => false,
+    };
+    if same {
+        return Err(Error::Config(format!(
+            "--output {} is the input file; choose another output file",
+            opts.output.display()
+        )));
+    }
+    Ok(())
 }
 
 /// When OUTPUT exists: index it, claim the rows already done in a first pass over the input,

@@ -795,3 +795,34 @@ fn unpriced_models_are_never_shown_as_free() {
         );
     }
 }
+
+#[test]
+fn byte_order_marks_and_crlf_are_accepted_and_output_cannot_be_the_input() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let csv = dir.write("bom.csv", "\u{feff}id,prompt\r\na1,hello\r\n");
+    let jsonl = dir.write(
+        "bom.jsonl",
+        "\u{feff}{\"id\":\"j1\",\"prompt\":\"hi\"}\r\n{\"id\":\"j2\",\"prompt\":\"yo\"}\r\n",
+    );
+    for (input, ids) in [(&csv, vec!["a1"]), (&jsonl, vec!["j1", "j2"])] {
+        let output = dir.path(&format!(
+            "{}.out.jsonl",
+            input.file_name().unwrap().to_str().unwrap()
+        ));
+        let r = run(&sim, input, &output, &["-q"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let records = by_id(&read_jsonl(&output));
+        for id in ids {
+            assert_eq!(records[id]["status"], "ok", "{id}");
+        }
+    }
+    assert_eq!(
+        by_id(&read_jsonl(&dir.path("bom.csv.out.jsonl")))["a1"]["prompt"],
+        "hello"
+    );
+
+    let r = run(&sim, &jsonl, &jsonl, &["-q"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is the input file"), "{}", r.stderr);
+}

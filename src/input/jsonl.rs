@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
 use crate::error::Error;
 
+/// The UTF-8 byte-order mark some editors put at the start of a file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Streams rows from a JSONL reader.
 pub(crate) struct JsonlRows {
     reader: BufReader<Box<dyn Read + Send>>,
@@ -162,6 +165,10 @@ impl Iterator for JsonlRows {
                 Ok(0) => self.done = true,
                 Ok(_) => {
                     self.line += 1;
+                    if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
+                        // Editors on Windows start files with a byte-order mark: not JSON.
+                        self.buf.drain(..UTF8_BOM.len());
+                    }
                     if self.buf.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
