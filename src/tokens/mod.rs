@@ -1,6 +1,9 @@
-//! Token estimates used for `--tpm` accounting before a request is sent. The API's own `usage`
-//! is what records and totals report; this is only a fast, deterministic approximation
-//! (about four bytes of UTF-8 per token, as for English text with the o200k/cl100k vocabularies).
+//! Counting tokens before a request is sent: [`estimate`], a fast, deterministic approximation
+//! (about four bytes of UTF-8 per token, as for English text with the o200k/cl100k vocabularies)
+//! for `--tpm` pacing and budgets, and [`o200k`], exact counts for `promptbatch estimate`. The
+//! API's own `usage` is what records and totals report.
+
+pub mod o200k;
 
 /// Tokens a chat message costs beyond its text (role markers and separators).
 pub const PER_MESSAGE_OVERHEAD: u64 = 4;
