@@ -275,7 +275,7 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
         }
     }
     if let Some(torn) = records.torn() {
-        eprintln!(
+        say!(
             "note: the last record of {} (line {}) is incomplete and was skipped",
             path.display(),
             torn.line

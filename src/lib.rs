@@ -5,6 +5,16 @@
 //! [`worker`]s paced by [`limit`], [`api`] talks HTTP, and the [`output`] writer owns the result
 //! file. [`sim`] is the built-in OpenAI-compatible simulator used by `--dry-run` and the tests.
 
+/// `eprintln!` that never panics: a message to stderr, dropped if stderr is closed (e.g. the
+/// run's stderr piped into `head`), so a closed terminal never fails a run.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod api;
 pub mod budget;
 pub mod cli;

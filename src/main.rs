@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            promptbatch::say!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit_code::FAILURE as u8);
         }
     };
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 /// The exit code of a command that reports its own output, printing its error if it failed.
 fn finish(result: Result<i32, promptbatch::Error>) -> i32 {
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
+        promptbatch::say!("error: {e}");
         exit_code::FAILURE
     })
 }
@@ -58,6 +58,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -67,7 +68,7 @@ async fn run(opts: RunOptions) -> i32 {
     shutdown.listen_for_signals(opts.grace);
     match promptbatch::run(&opts, shutdown).await {
         Err(e) => {
-            eprintln!("error: {e}");
+            promptbatch::say!("error: {e}");
             exit_code::FAILURE
         }
         Ok(summary) => report(&opts, &summary),
@@ -76,39 +77,41 @@ async fn run(opts: RunOptions) -> i32 {
 
 /// Prints the summary and what to do next; returns the exit code.
 fn report(opts: &RunOptions, summary: &Summary) -> i32 {
-    eprintln!("{summary}");
+    promptbatch::say!("{summary}");
     let output = opts.output.display();
     match &summary.stop {
         StopReason::Completed if summary.errors + summary.kept_errors == 0 => {
-            eprintln!("done: every row has an ok record in {output}");
+            promptbatch::say!("done: every row has an ok record in {output}");
             exit_code::OK
         }
         StopReason::Completed => {
-            eprintln!(
+            promptbatch::say!(
                 "done with errors: {} rows are error records in {output} (see their `error` field); re-run the same command to retry them",
                 summary.errors + summary.kept_errors
             );
             exit_code::ROW_ERRORS
         }
         StopReason::Interrupted => {
-            eprintln!("interrupted: {output} holds whole records for the rows finished so far");
-            eprintln!("to resume, run:\n  {}", resume_command());
+            promptbatch::say!(
+                "interrupted: {output} holds whole records for the rows finished so far"
+            );
+            promptbatch::say!("to resume, run:\n  {}", resume_command());
             exit_code::INTERRUPTED
         }
         StopReason::Fatal(message) => {
-            eprintln!("error: the API refused the run: {message}");
-            eprintln!(
+            promptbatch::say!("error: the API refused the run: {message}");
+            promptbatch::say!(
                 "nothing more was sent; rows without a record were not processed. Check the key \
                  (EVOLINK_API_KEY / --api-key-env), --model, --base-url and your account's quota."
             );
             exit_code::FAILURE
         }
         StopReason::Failed(e) => {
-            eprintln!("error: {e}");
+            promptbatch::say!("error: {e}");
             exit_code::FAILURE
         }
         StopReason::Budget { cap } => {
-            eprintln!(
+            promptbatch::say!(
                 "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
                 promptbatch::human::format_usd(*cap),
                 resume_command()
@@ -143,14 +146,14 @@ async fn mock_server(opts: MockServerOptions) -> i32 {
     let listener = match promptbatch::sim::bind(&opts.listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", opts.listen);
+            promptbatch::say!("error: cannot listen on {}: {e}", opts.listen);
             return exit_code::FAILURE;
         }
     };
     let addr = listener
         .local_addr()
         .map_or(opts.listen.clone(), |a| a.to_string());
-    eprintln!("simulator listening on http://{addr}/v1 (Ctrl-C to stop)");
+    promptbatch::say!("simulator listening on http://{addr}/v1 (Ctrl-C to stop)");
     let stop = tokio_util::sync::CancellationToken::new();
     let serve = promptbatch::sim::serve(listener, opts.sim, stop.clone());
     tokio::select! {

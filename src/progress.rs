@@ -225,7 +225,7 @@ async fn log_lines(counters: Arc<Counters>, every: Duration, stop: CancellationT
         } else {
             String::new()
         };
-        eprintln!(
+        say!(
             "progress: {done}{of_total} rows · {rate:.1} rows/s · {}",
             counters.status_line()
         );

@@ -55,10 +55,12 @@ pub fn run(opts: &ReportOptions) -> Result<i32, Error> {
         print_out(&report.to_table())?;
     }
     if let Some(torn) = &report.torn_last_line {
-        eprintln!(
+        say!(
             "note: the last record of {} (line {}) is incomplete and was skipped ({}); the run \
              that wrote it was probably interrupted: re-run it to finish that row",
-            report.output, torn.line, torn.reason
+            report.output,
+            torn.line,
+            torn.reason
         );
     }
     Ok(exit_code::OK)

@@ -35,17 +35,26 @@ use crate::worker::{self, RetryPolicy, WorkerContext};
 /// `stop` says why the run ended.
 pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
-    // Validate the input (header, columns) before anything else; read it after the resume plan.
-    drop(input::open(&opts.input, &opts.request, None)?);
+    // Open (and so validate: header, columns) the input before anything else. A file is opened
+    // again after the resume plan, to skip the rows it found done; standard input cannot be read
+    // twice (and cannot be resumed), so its first opening is the one that is read.
+    let early_rows = input::open(&opts.input, &opts.request, None)?;
     let prices = PriceTable::load(opts.prices.as_deref())?;
     let (client, _simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
+    writer::check_folder(&opts.output)?;
     let _lock = OutputLock::acquire(&opts.output)?;
     writer::prepare(&opts.output, opts.fresh)?;
     let (done_rows, plan) = plan_resume(opts)?;
-    let rows = input::open(&opts.input, &opts.request, done_rows)?;
+    let rows = match done_rows {
+        Some(done) => {
+            drop(early_rows);
+            input::open(&opts.input, &opts.request, Some(done))?
+        }
+        None => early_rows,
+    };
     if let Some(plan) = &plan {
-        eprintln!("{}", plan.describe());
+        say!("{}", plan.describe());
     }
     let budget = opts
         .max_cost
@@ -101,7 +110,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     )
     .await;
     if matches!(dispatched, DispatchEnd::Budget) {
-        eprintln!("budget cap reached: no new rows are sent; waiting for the ones in flight");
+        say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
 
     // Let in-flight rows finish; after an interrupt or a fatal error, only for --grace.
@@ -202,7 +211,7 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
     let rows = input::open(&opts.input, &opts.request, None)?;
     let (index, plan, done_rows) = ResumeIndex::plan(&opts.output, opts.keep_errors, rows)?;
     if let Some(torn) = index.torn() {
-        eprintln!(
+        say!(
             "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",
             opts.output.display(),
             torn.line,

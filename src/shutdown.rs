@@ -47,12 +47,12 @@ impl Shutdown {
                 let first = !this.stop_dispatch.is_cancelled();
                 this.interrupt();
                 if first {
-                    eprintln!(
+                    say!(
                         "\ninterrupted: no new requests; waiting up to {} for the ones in flight (Ctrl-C again to stop at once)",
                         humantime::format_duration(grace)
                     );
                 } else {
-                    eprintln!(
+                    say!(
                         "\nstopping now: in-flight requests are abandoned (their rows stay unsent)"
                     );
                     return;

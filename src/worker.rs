@@ -79,6 +79,8 @@ pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
         tokio::select! {
             biased;
             _ = abort.cancelled() => return None,
+            // Waiting for the limiter is not being in flight: a first Ctrl-C ends the wait.
+            _ = ctx.shutdown.stop_dispatch.cancelled() => return None,
             _ = ctx.limits.acquire(tokens) => {}
         }
         if ctx.halting() {

@@ -826,3 +826,33 @@ fn byte_order_marks_and_crlf_are_accepted_and_output_cannot_be_the_input() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("is the input file"), "{}", r.stderr);
 }
+
+#[test]
+fn csv_from_standard_input() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let output = dir.path("out.jsonl");
+    let mut child = command()
+        .args(["run", "-", "--input-format", "csv", "-o"])
+        .arg(&output)
+        .args(["--base-url", &sim.base_url, "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"id,prompt\na,hello\nb,world\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = by_id(&read_jsonl(&output));
+    assert_eq!(records["a"]["completion"], "echo: hello");
+    assert_eq!(records["b"]["completion"], "echo: world");
+}

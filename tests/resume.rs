@@ -494,3 +494,86 @@ fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(read_jsonl(&output).len(), 20);
 }
+
+#[test]
+fn identical_requests_finished_out_of_order_keep_one_record_per_row() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("dup.csv", "prompt\nsame\nsame\nother\n");
+    let output = dir.path("dup.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    // As if killed before row 1's record was written, while row 2 (same request) was.
+    let text = std::fs::read_to_string(&output).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains("\"row\":1,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&output, kept).unwrap();
+    let r = run(&sim, &input, &output, &["-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut rows: Vec<(String, u64)> = read_jsonl(&output)
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["row"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let expected: Vec<(String, u64)> = (1..=3).map(|i| (i.to_string(), i)).collect();
+    assert_eq!(
+        rows, expected,
+        "one record per row, relabelled to the rows they stand for"
+    );
+    assert_eq!(sim.requests(), 4, "only one request was sent again");
+}
+
+#[test]
+fn mixed_explicit_and_missing_ids_resume_without_resending() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "mix.jsonl",
+        "{\"id\":\"1\",\"prompt\":\"x\"}\n{\"prompt\":\"x\"}\n",
+    );
+    let output = dir.path("mix.out.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    let r = run(&sim, &input, &output, &["-q"]);
+    assert!(
+        r.stderr.contains("2 of 2 rows done, 0 to send"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 2);
+    assert_eq!(read_jsonl(&output).len(), 2);
+}
+
+#[test]
+fn ctrl_c_does_not_wait_for_rows_queued_at_the_rate_limiter() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(5, true));
+    let output = dir.path("out.jsonl");
+    let child = spawn_run(&sim, &input, &output, &["--rpm", "1", "--grace", "30s"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        read_jsonl(&output).len(),
+        1,
+        "the first row had been sent and answered"
+    );
+}

@@ -48,8 +48,24 @@ struct Earlier {
 struct Entry {
     fingerprint: u64,
     ok: bool,
-    claimed: bool,
     cost: f64,
+    /// The record's `row`.
+    row: u64,
+    /// The input row that claimed it (0: none; rows are 1-based).
+    claimed_by: u64,
+    /// Whether the claiming row has no explicit id (its id is its row number).
+    claimed_anonymously: bool,
+}
+
+impl Entry {
+    fn claimed(&self) -> bool {
+        self.claimed_by > 0
+    }
+
+    /// Whether the kept record must be relabelled with the claiming row's number.
+    fn relabel(&self) -> bool {
+        self.claimed() && self.claimed_by != self.row
+    }
 }
 
 /// What a row's claim decided.
@@ -195,8 +211,10 @@ impl ResumeIndex {
             index.entries.push(Entry {
                 fingerprint: fp,
                 ok: record.status == Status::Ok,
-                claimed: false,
                 cost: record.cost_usd.unwrap_or(0.0),
+                row: record.row,
+                claimed_by: 0,
+                claimed_anonymously: false,
             });
             if record.id == record.row.to_string() {
                 anonymous.push((fp, record.row, i));
@@ -247,13 +265,17 @@ impl ResumeIndex {
                 .copied()
                 .or_else(|| key.id_number.and_then(by_row));
         }
+        // The next occurrence of this request; records an explicit id already took are passed
+        // over (an input may mix rows with and without ids).
         let group = self.groups.get_mut(&key.fingerprint)?;
-        if group.next >= group.len {
-            return None;
+        while group.next < group.len {
+            let i = self.members[(group.start + group.next) as usize];
+            group.next += 1;
+            if !self.entries[i as usize].claimed() {
+                return Some(i);
+            }
         }
-        let i = self.members[(group.start + group.next) as usize];
-        group.next += 1;
-        Some(i)
+        None
     }
 
     /// Decides whether a row is already done, claiming its earlier record if so.
@@ -263,7 +285,7 @@ impl ResumeIndex {
         };
         let keep_errors = self.keep_errors;
         let entry = &mut self.entries[i as usize];
-        if entry.claimed {
+        if entry.claimed() {
             return Claim::New;
         }
         if entry.fingerprint != key.fingerprint {
@@ -272,7 +294,8 @@ impl ResumeIndex {
         if !entry.ok && !keep_errors {
             return Claim::RetryError;
         }
-        entry.claimed = true;
+        entry.claimed_by = key.row;
+        entry.claimed_anonymously = key.id_hash.is_none();
         Claim::Done
     }
 
@@ -307,7 +330,7 @@ impl ResumeIndex {
                 Claim::New => {}
             }
         }
-        for entry in index.entries.iter().filter(|e| e.claimed) {
+        for entry in index.entries.iter().filter(|e| e.claimed()) {
             plan.spent += entry.cost;
             if !entry.ok {
                 plan.kept_errors += 1;
@@ -316,12 +339,17 @@ impl ResumeIndex {
         Ok((index, plan, done))
     }
 
-    /// Whether the output must be rewritten before appending (records to drop, a torn line).
+    /// Whether the output must be rewritten before appending: records to drop, records to
+    /// relabel (a kept record now stands for another row number, after rows were inserted or
+    /// identical requests finished out of order), a torn or unterminated last line.
     pub fn needs_rewrite(&self) -> bool {
-        self.torn.is_some() || self.unterminated || self.entries.iter().any(|e| !e.claimed)
+        self.torn.is_some()
+            || self.unterminated
+            || self.entries.iter().any(|e| !e.claimed() || e.relabel())
     }
 
-    /// Rewrites the output atomically with only the claimed records, when anything must go.
+    /// Rewrites the output atomically with only the claimed records (relabelled with the rows
+    /// that claimed them), when anything must change.
     pub fn rewrite_if_needed(&self) -> Result<(), Error> {
         if self.needs_rewrite() {
             self.rewrite()?;
@@ -338,8 +366,14 @@ impl ResumeIndex {
         let mut encoder = format::for_path(path);
         let mut buf = encoder.header();
         for (item, entry) in Records::<Record>::open(path)?.zip(&self.entries) {
-            let (_, record) = item?;
-            if entry.claimed {
+            let (_, mut record) = item?;
+            if entry.relabel() {
+                record.row = entry.claimed_by;
+                if entry.claimed_anonymously {
+                    record.id = entry.claimed_by.to_string();
+                }
+            }
+            if entry.claimed() {
                 encoder.encode(&record, &mut buf);
             }
             if buf.len() >= 1 << 20 {

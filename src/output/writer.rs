@@ -1,7 +1,9 @@
 //! The writer: the only code that writes the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
 //! `write_all`) as they arrive, and only then releases their rows' concurrency slots (so after
-//! `kill -9` at most `--concurrency` rows were paid for without a record); a companion thread syncs to disk every 2 s while anything is
+//! `kill -9` at most `--concurrency` rows were paid for without a record; with `--ordered`,
+//! records parked in the reorder buffer release theirs at once, so one slow row never stalls the
+//! pool); a companion thread syncs to disk every 2 s while anything is
 //! unsynced, and the writer syncs once more at the end.
 //! With `--ordered` it holds early records in a bounded reorder buffer and releases one slot of
 //! the dispatcher's window per record written.
@@ -37,9 +39,8 @@ pub struct Sequenced {
     pub slot: Option<OwnedSemaphorePermit>,
 }
 
-/// Checks the output's folder, and with `fresh` moves an existing output to `OUTPUT.bak`
-/// (replacing an older backup). Nothing is created here.
-pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
+/// Checks that the output's folder exists.
+pub fn check_folder(path: &Path) -> Result<(), Error> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             return Err(Error::Config(format!(
@@ -48,6 +49,12 @@ pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
             )));
         }
     }
+    Ok(())
+}
+
+/// With `fresh`, moves an existing output to `OUTPUT.bak` (replacing an older backup). Nothing
+/// is created here.
+pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
     if !fresh || !path.exists() {
         return Ok(());
     }
@@ -228,6 +235,8 @@ impl WriterTask {
 
     fn write_out(&mut self) -> Result<(), Error> {
         if self.buf.is_empty() {
+            // Records parked in the reorder buffer need not hold their slots.
+            self.slots.clear();
             return Ok(());
         }
         self.file
