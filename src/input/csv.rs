@@ -46,6 +46,13 @@ impl CsvRows {
                 Error::input(&factory.path, 1, format!("cannot read the CSV header: {e}"))
             })?
             .clone();
+        if headers.is_empty() {
+            return Err(Error::input(
+                &factory.path,
+                1,
+                "the file is empty: a CSV input needs a header row naming its columns",
+            ));
+        }
         let find = |name: &str| headers.iter().position(|h| h == name);
         let missing = |what: &str, name: &str| {
             let existing: Vec<String> = headers.iter().map(|h| format!("`{h}`")).collect();
