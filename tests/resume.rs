@@ -577,3 +577,75 @@ fn ctrl_c_does_not_wait_for_rows_queued_at_the_rate_limiter() {
         "the first row had been sent and answered"
     );
 }
+
+#[test]
+fn kill_9_during_the_resume_rewrite_never_leaves_two_records_for_a_row() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let n = 4000;
+    // Every other row fails once (503 on its first attempt): the first run leaves 2,000 error
+    // records, so every resume below must rewrite the output before appending.
+    let lines: String = (0..n)
+        .map(|i| {
+            let flaky = if i % 2 == 0 { " #sim:fail=1" } else { "" };
+            format!("{{\"id\":\"r{i}\",\"prompt\":\"prompt number {i}{flaky}\"}}\n")
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let first = run(
+        &sim,
+        &input,
+        &output,
+        &["--max-retries", "0", "-c", "64", "-q"],
+    );
+    assert_eq!(first.code, 3, "{}", first.stderr);
+
+    let mut kills = 0;
+    for wait_ms in [20u64, 60, 120, 250] {
+        let mut child = spawn_run(&sim, &input, &output, &["-c", "16"]);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // Whatever instant the kill hit (scan, rewrite, rename, sending), the output holds at
+        // most one record per row among its complete lines.
+        let text = std::fs::read_to_string(&output).unwrap();
+        let mut complete: Vec<&str> = text.lines().collect();
+        if !text.ends_with('\n') {
+            complete.pop(); // a torn last line
+        }
+        let mut ids: Vec<String> = complete
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let before = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            before,
+            "two records for one row after a kill at {wait_ms} ms"
+        );
+    }
+    let r = run(&sim, &input, &output, &["-c", "16", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), n);
+    for rec in &records {
+        assert_eq!(rec["status"], "ok");
+        assert_eq!(
+            rec["completion"],
+            format!("echo: {}", rec["prompt"].as_str().unwrap()).as_str()
+        );
+    }
+    let sent = sim.requests() as usize;
+    assert!(sent <= n + n / 2 + kills * 16, "{sent} requests");
+}
