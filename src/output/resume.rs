@@ -240,11 +240,6 @@ impl ResumeIndex {
         Ok(index)
     }
 
-    /// Number of records in the earlier output.
-    pub fn records(&self) -> usize {
-        self.entries.len()
-    }
-
     /// The torn last record that the rewrite drops, if there was one.
     pub fn torn(&self) -> Option<&Torn> {
         self.torn.as_ref()
