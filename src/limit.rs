@@ -166,8 +166,8 @@ impl Limits {
             match rpm_ready.max(tpm_ready) {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => {
-                    if let Some((_, cap)) = &self.rpm {
-                        windows.rpm.record(now, 1.min(*cap));
+                    if self.rpm.is_some() {
+                        windows.rpm.record(now, 1);
                     }
                     if let Some((_, _, cap)) = &self.tpm {
                         windows.tpm.record(now, tokens.min(*cap));

@@ -366,7 +366,7 @@ async fn dispatch(
                 let sent = records.send(Sequenced {
                     seq: this_seq,
                     record,
-                    slot: Some(permit),
+                    slot: permit,
                 });
                 if sent.await.is_err() {
                     return DispatchEnd::Halted;
@@ -390,12 +390,11 @@ async fn dispatch(
                         budget.settle(reservation, cost, completion);
                     }
                     if let Some(record) = record {
-                        let slot = Some(permit);
                         let _ = records
                             .send(Sequenced {
                                 seq: this_seq,
                                 record,
-                                slot,
+                                slot: permit,
                             })
                             .await;
                     }

@@ -36,7 +36,7 @@ pub struct Sequenced {
     pub record: Record,
     /// The row's concurrency slot: released once the record is written, so the rows that are
     /// paid for but not yet in the file never exceed the concurrency.
-    pub slot: Option<OwnedSemaphorePermit>,
+    pub slot: OwnedSemaphorePermit,
 }
 
 /// Checks that the output's folder exists.
@@ -213,7 +213,7 @@ impl WriterTask {
     }
 
     fn accept(&mut self, item: Sequenced) {
-        self.slots.extend(item.slot);
+        self.slots.push(item.slot);
         if self.window.is_none() {
             self.encode(&item.record);
             return;
