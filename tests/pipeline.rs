@@ -706,29 +706,13 @@ fn jsonl_template_and_standard_input() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let output = dir.path("out.jsonl");
-    let mut child = command()
-        .args(["run", "-", "--input-format", "jsonl", "-o"])
-        .arg(&output)
-        .args(["--base-url", &sim.base_url, "-q"])
-        .args(["--template", "{title} ({year}): {meta}"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"{\"id\":\"m1\",\"title\":\"Dune\",\"year\":1965,\"meta\":{\"pages\":412}}\n{\"id\":\"m2\",\"title\":\"Emma\",\"year\":1815,\"meta\":null}\n")
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = run_stdin(
+        &sim,
+        &output,
+        &["--input-format", "jsonl", "--template", "{title} ({year}): {meta}"],
+        b"{\"id\":\"m1\",\"title\":\"Dune\",\"year\":1965,\"meta\":{\"pages\":412}}\n{\"id\":\"m2\",\"title\":\"Emma\",\"year\":1815,\"meta\":null}\n",
     );
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let records = by_id(&read_jsonl(&output));
     assert_eq!(records["m1"]["prompt"], "Dune (1965): {\"pages\":412}");
     assert_eq!(records["m2"]["prompt"], "Emma (1815): ");
@@ -832,26 +816,13 @@ fn csv_from_standard_input() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let output = dir.path("out.jsonl");
-    let mut child = command()
-        .args(["run", "-", "--input-format", "csv", "-o"])
-        .arg(&output)
-        .args(["--base-url", &sim.base_url, "-q"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"id,prompt\na,hello\nb,world\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = run_stdin(
+        &sim,
+        &output,
+        &["--input-format", "csv"],
+        b"id,prompt\na,hello\nb,world\n",
     );
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let records = by_id(&read_jsonl(&output));
     assert_eq!(records["a"]["completion"], "echo: hello");
     assert_eq!(records["b"]["completion"], "echo: world");

@@ -139,11 +139,7 @@ fn sigint_finishes_in_flight_rows_and_exits_130() {
     let output = dir.path("out.jsonl");
     let child = spawn_run(&sim, &input, &output, &["-c", "4", "--fresh"]);
     std::thread::sleep(Duration::from_millis(700));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -463,13 +459,6 @@ fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
     let input = dir.write("in.jsonl", &jsonl_prompts(20, true));
     let output = dir.path("out.jsonl");
     let child = spawn_run(&sim, &input, &output, &["-c", "4", "--grace", "60s"]);
-    let interrupt = |pid: u32| {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     std::thread::sleep(Duration::from_millis(600));
     let started = std::time::Instant::now();
     interrupt(child.id());
@@ -559,11 +548,7 @@ fn ctrl_c_does_not_wait_for_rows_queued_at_the_rate_limiter() {
     let child = spawn_run(&sim, &input, &output, &["--rpm", "1", "--grace", "30s"]);
     std::thread::sleep(Duration::from_millis(700));
     let started = std::time::Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     assert!(

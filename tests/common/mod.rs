@@ -129,6 +129,34 @@ pub fn run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> RunResult {
     RunResult::from(out, start.elapsed())
 }
 
+/// `promptbatch run - -o OUTPUT --base-url SIM -q ARGS...` with `input` on standard input.
+pub fn run_stdin(sim: &Sim, output: &Path, args: &[&str], input: &[u8]) -> RunResult {
+    use std::io::Write;
+    let start = Instant::now();
+    let mut child = command()
+        .args(["run", "-", "-o"])
+        .arg(output)
+        .args(["--base-url", &sim.base_url, "-q"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    RunResult::from(out, start.elapsed())
+}
+
+/// Sends SIGINT (Ctrl-C) to a process.
+pub fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -INT {pid}");
+}
+
 /// Any command of the binary, waited for.
 pub fn run_args(args: &[&str]) -> RunResult {
     let start = Instant::now();
