@@ -7,7 +7,7 @@
 //! the request sets no `max_tokens`, the largest completion seen so far in this run, at least
 //! 4,096 tokens.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -18,37 +18,109 @@ use crate::error::Error;
 /// Output tokens assumed for a request without `max_tokens` before larger answers are seen.
 const DEFAULT_WORST_OUTPUT: u64 = 4096;
 
-/// The cap and what counts against it.
+/// The cap and what counts against it. Money is kept in whole nano-dollars (10⁻⁹ USD) and the
+/// requests in flight are counted, so "nothing is in flight" never depends on a float sum
+/// returning exactly to zero.
 #[derive(Debug)]
 pub struct Budget {
-    cap: f64,
+    cap: Nanos,
+    shared: Arc<Shared>,
+}
+
+/// What the budget and its outstanding reservations share.
+#[derive(Debug, Default)]
+struct Shared {
     state: Mutex<State>,
     settled: Notify,
 }
 
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(&self, reserved: Nanos, actual: Nanos, completion_tokens: u64) {
+        let mut s = self.lock();
+        s.reserved = s.reserved.saturating_sub(reserved);
+        s.in_flight = s.in_flight.saturating_sub(1);
+        s.spent = s.spent.saturating_add(actual);
+        s.largest_completion = s.largest_completion.max(completion_tokens);
+        drop(s);
+        self.settled.notify_waiters();
+    }
+}
+
+/// An amount in nano-dollars.
+type Nanos = u64;
+
+/// `usd` in whole nano-dollars, rounded up (a worst case is never under-reserved), saturating.
+fn to_nanos(usd: f64) -> Nanos {
+    if usd.is_finite() && usd > 0.0 {
+        (usd * 1e9).ceil().min(u64::MAX as f64) as Nanos
+    } else {
+        0
+    }
+}
+
+fn to_usd(nanos: Nanos) -> f64 {
+    nanos as f64 / 1e9
+}
+
 #[derive(Debug, Default)]
 struct State {
-    spent: f64,
-    reserved: f64,
+    spent: Nanos,
+    reserved: Nanos,
+    /// Reservations not settled yet.
+    in_flight: u64,
     largest_completion: u64,
+}
+
+/// One request's reservation. Settled with its actual cost by [`Reservation::settle`]; a
+/// reservation dropped unsettled (the row was never sent, or its task ended early) releases
+/// its amount, so the dispatcher never waits for a settlement that cannot come.
+#[derive(Debug)]
+#[must_use = "a reservation is released when dropped"]
+pub struct Reservation {
+    shared: Arc<Shared>,
+    amount: Nanos,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Replaces the reservation by what the row actually cost (`None`: not sent, or unpriced).
+    pub fn settle(mut self, actual: Option<f64>, completion_tokens: u64) {
+        self.settled = true;
+        self.shared
+            .release(self.amount, actual.map_or(0, to_nanos), completion_tokens);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.release(self.amount, 0, 0);
+        }
+    }
 }
 
 impl Budget {
     /// A cap of `cap` USD with `already_spent` from earlier runs on the same output.
     pub fn new(cap: f64, already_spent: f64) -> Self {
         Budget {
-            cap,
-            state: Mutex::new(State {
-                spent: already_spent,
-                ..State::default()
+            cap: to_nanos(cap),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    spent: to_nanos(already_spent),
+                    ..State::default()
+                }),
+                settled: Notify::new(),
             }),
-            settled: Notify::new(),
         }
     }
 
     /// The cap in USD.
     pub fn cap(&self) -> f64 {
-        self.cap
+        to_usd(self.cap)
     }
 
     /// The worst-case cost of a request, or an error when its model has no price.
@@ -69,49 +141,46 @@ impl Budget {
     }
 
     /// Reserves `worst`, waiting for in-flight rows to settle while it does not fit yet.
-    /// `false` when it cannot fit even with nothing in flight: the cap is reached.
-    pub async fn reserve(&self, worst: f64) -> bool {
+    /// `None` when it cannot fit even with nothing in flight: the cap is reached.
+    pub async fn reserve(&self, worst: f64) -> Option<Reservation> {
         loop {
-            let settled = self.settled.notified();
+            let settled = self.shared.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.try_reserve(worst) {
-                return true;
+            if let Some(reservation) = self.try_reserve(worst) {
+                return Some(reservation);
             }
-            if self.lock().reserved <= 0.0 {
-                return false;
+            if self.lock().in_flight == 0 {
+                return None;
             }
             settled.await;
         }
     }
 
     /// Reserves `worst` if it fits under the cap now.
-    pub fn try_reserve(&self, worst: f64) -> bool {
+    pub fn try_reserve(&self, worst: f64) -> Option<Reservation> {
+        let amount = to_nanos(worst);
         let mut s = self.lock();
-        if s.spent + s.reserved + worst > self.cap {
-            return false;
+        let total = s.spent.saturating_add(s.reserved).saturating_add(amount);
+        if total > self.cap {
+            return None;
         }
-        s.reserved += worst;
-        true
-    }
-
-    /// Replaces a reservation by what the row actually cost (`None`: not sent, or unpriced).
-    pub fn settle(&self, reserved: f64, actual: Option<f64>, completion_tokens: u64) {
-        let mut s = self.lock();
-        s.reserved = (s.reserved - reserved).max(0.0);
-        s.spent += actual.unwrap_or(0.0);
-        s.largest_completion = s.largest_completion.max(completion_tokens);
-        drop(s);
-        self.settled.notify_waiters();
+        s.reserved += amount;
+        s.in_flight += 1;
+        Some(Reservation {
+            shared: self.shared.clone(),
+            amount,
+            settled: false,
+        })
     }
 
     /// Spend so far, earlier runs included.
     pub fn spent(&self) -> f64 {
-        self.lock().spent
+        to_usd(self.lock().spent)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock()
     }
 }
 
@@ -122,33 +191,50 @@ mod tests {
     #[test]
     fn reservations_stay_under_the_cap() {
         let b = Budget::new(1.0, 0.25);
-        assert!(b.try_reserve(0.5));
-        assert!(!b.try_reserve(0.3), "0.25 + 0.5 + 0.3 > 1.0");
-        b.settle(0.5, Some(0.1), 10);
+        let first = b.try_reserve(0.5).expect("0.25 + 0.5 fits");
+        assert!(b.try_reserve(0.3).is_none(), "0.25 + 0.5 + 0.3 > 1.0");
+        first.settle(Some(0.1), 10);
         assert!((b.spent() - 0.35).abs() < 1e-12);
-        assert!(b.try_reserve(0.6));
-        assert!(!b.try_reserve(0.1));
+        let _second = b.try_reserve(0.6).expect("0.35 + 0.6 fits");
+        assert!(b.try_reserve(0.1).is_none());
     }
 
     #[tokio::test]
     async fn reserve_waits_for_settlement_and_stops_when_nothing_is_in_flight() {
-        let b = std::sync::Arc::new(Budget::new(1.0, 0.0));
-        assert!(b.reserve(0.6).await);
+        let b = Arc::new(Budget::new(1.0, 0.0));
+        let first = b.reserve(0.6).await.expect("fits");
         let waiter = {
             let b = b.clone();
-            tokio::spawn(async move { b.reserve(0.6).await })
+            tokio::spawn(async move { b.reserve(0.6).await.map(|r| r.settle(Some(0.5), 0)) })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::task::yield_now().await;
         assert!(
             !waiter.is_finished(),
             "0.6 + 0.6 > 1.0 while the first is in flight"
         );
-        b.settle(0.6, Some(0.1), 0);
-        assert!(waiter.await.unwrap(), "fits once the first settled at 0.1");
-        b.settle(0.6, Some(0.5), 0);
+        first.settle(Some(0.1), 0);
+        assert!(waiter.await.unwrap().is_some(), "fits once the first settled at 0.1");
         assert!(
-            !b.reserve(0.6).await,
+            b.reserve(0.6).await.is_none(),
             "0.6 spent + 0.6 > 1.0 with nothing in flight"
         );
+    }
+
+    /// The hang of issue 9: amounts whose float sum does not return to exactly zero.
+    #[tokio::test]
+    async fn settling_odd_amounts_never_leaves_a_phantom_reservation() {
+        let b = Budget::new(0.05, 0.0);
+        let mut reserved = Vec::new();
+        for worst in [0.1 / 7.0, 0.2 / 3.0 / 10.0, 0.003_3, 1e-9 / 3.0] {
+            reserved.push(b.try_reserve(worst).expect("fits"));
+        }
+        for (k, r) in reserved.into_iter().enumerate() {
+            if k % 2 == 0 {
+                r.settle(Some(0.000_123_456_789), 300);
+            } // the others are dropped unsettled: released
+        }
+        // Nothing is in flight, so a request that cannot fit ends the wait at once.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), b.reserve(1.0)).await;
+        assert!(matches!(ended, Ok(None)), "must report the cap, not wait");
     }
 }

@@ -24,6 +24,24 @@ pub fn format_usd(usd: f64) -> String {
     }
 }
 
+/// Dollars rounded to whole nano-dollars, so sums print as `4.808299`, not `4.808299000000001`.
+pub fn round_usd(usd: f64) -> f64 {
+    (usd * 1e9).round() / 1e9 + 0.0
+}
+
+/// Serializes a dollar amount rounded by [`round_usd`] (for `--json` outputs).
+pub fn serialize_usd<S: serde::Serializer>(usd: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round_usd(*usd))
+}
+
+/// [`serialize_usd`] for an amount that may be unknown (null).
+pub fn serialize_opt_usd<S: serde::Serializer>(usd: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match usd {
+        Some(usd) => s.serialize_some(&round_usd(*usd)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +60,13 @@ mod tests {
         assert_eq!(format_usd(12.345), "$12.35");
         assert_eq!(format_usd(0.0), "$0.00");
         assert_eq!(format_usd(std::iter::empty::<f64>().sum()), "$0.00");
+    }
+
+    #[test]
+    fn rounded_dollars_print_short() {
+        let sum: f64 = [1.1, 2.2, 1.508299].iter().sum();
+        assert_ne!(sum.to_string(), "4.808299");
+        assert_eq!(round_usd(sum).to_string(), "4.808299");
+        assert_eq!(round_usd(-0.0).to_string(), "0");
     }
 }

@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    report_panics_briefly();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +47,27 @@ fn finish(result: Result<i32, promptbatch::Error>) -> i32 {
         promptbatch::say!("error: {e}");
         exit_code::FAILURE
     })
+}
+
+/// A panic is a bug: say so in one line (where, and what) instead of a backtrace per worker,
+/// unless RUST_BACKTRACE asks for one. The run itself notices the failed worker, names its rows
+/// and never reports success.
+fn report_panics_briefly() {
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v == "full") {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        promptbatch::say!("internal error (a bug in promptbatch){location}: {message}");
+    }));
 }
 
 fn init_logging(verbose: u8) {
@@ -79,16 +101,19 @@ async fn run(opts: RunOptions) -> i32 {
 fn report(opts: &RunOptions, summary: &Summary) -> i32 {
     promptbatch::say!("{summary}");
     let output = opts.output.display();
-    match &summary.stop {
+    let code = match &summary.stop {
+        StopReason::Completed if summary.ok + summary.errors + summary.done_before == 0 => {
+            promptbatch::say!(
+                "warning: the input has no data rows: nothing was sent and {output} holds no records"
+            );
+            exit_code::OK
+        }
         StopReason::Completed if summary.errors + summary.kept_errors == 0 => {
             promptbatch::say!("done: every row has an ok record in {output}");
             exit_code::OK
         }
         StopReason::Completed => {
-            promptbatch::say!(
-                "done with errors: {} rows are error records in {output} (see their `error` field); re-run the same command to retry them",
-                summary.errors + summary.kept_errors
-            );
+            report_errors(summary, &output.to_string());
             exit_code::ROW_ERRORS
         }
         StopReason::Interrupted => {
@@ -110,6 +135,14 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             promptbatch::say!("error: {e}");
             exit_code::FAILURE
         }
+        StopReason::Crashed(what) => {
+            promptbatch::say!("error: the run did not finish every row: {what}");
+            promptbatch::say!(
+                "rows without a record are sent again by the same command:\n  {}",
+                resume_command()
+            );
+            exit_code::FAILURE
+        }
         StopReason::Budget { cap } => {
             promptbatch::say!(
                 "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
@@ -118,6 +151,44 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             );
             exit_code::BUDGET
         }
+    };
+    if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
+        promptbatch::say!(
+            "{} rows were started but have no record; the next run sends them",
+            promptbatch::human::group(summary.unrecorded)
+        );
+    }
+    code
+}
+
+/// What to do about the error records of a finished run: only rows that failed on transient
+/// errors are worth a plain re-run.
+fn report_errors(summary: &Summary, output: &str) {
+    let errors = summary.errors + summary.kept_errors;
+    let transient = summary.transient_errors;
+    let others = summary.errors.saturating_sub(transient);
+    let group = promptbatch::human::group;
+    promptbatch::say!(
+        "done with errors: {} rows are error records in {output} (see their `error` field; `promptbatch report {output}` groups them)",
+        group(errors)
+    );
+    if transient > 0 {
+        promptbatch::say!(
+            "  {} failed on transient errors (rate limits, 5xx, timeouts) after every retry: re-run the same command to retry them",
+            group(transient)
+        );
+    }
+    if others > 0 {
+        promptbatch::say!(
+            "  {} were refused by the API or are invalid input: a plain re-run fails the same way; fix the input or the request options first (a re-run sends them again)",
+            group(others)
+        );
+    }
+    if summary.kept_errors > 0 {
+        promptbatch::say!(
+            "  {} are earlier error records kept by --keep-errors (drop the flag to send them again)",
+            group(summary.kept_errors)
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -19,14 +19,20 @@ use crate::output::{Record, Status};
 /// Live counters of a run.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Rows handed to a worker or turned into an error record by the dispatcher.
+    pub dispatched: AtomicU64,
     pub ok: AtomicU64,
     pub errors: AtomicU64,
+    /// Error records of rows that failed on transient errors after every retry.
+    pub transient_errors: AtomicU64,
     pub in_flight: AtomicU64,
     pub retries: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub cached_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub reasoning_tokens: AtomicU64,
+    /// While the workers wait out a 429: the end of the pause, in ms since the Unix epoch.
+    pub paused_until_ms: AtomicU64,
     /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
     pub total_rows: AtomicU64,
     /// Cost of the records written, by model.
@@ -117,18 +123,46 @@ impl Counters {
         }
     }
 
+    /// Notes that every worker pauses for `pause` (a 429's advice), for the progress line.
+    pub fn paused_for(&self, pause: Duration) {
+        let until = SystemTime::now() + pause;
+        let ms = until
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.paused_until_ms.fetch_max(ms, Relaxed);
+    }
+
+    /// `paused until 14:03:07 UTC (rate limited) · ` while a pause lasts, else empty.
+    fn pause_note(&self) -> String {
+        let until_ms = self.paused_until_ms.load(Relaxed);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if until_ms <= now_ms {
+            return String::new();
+        }
+        let secs = until_ms.div_ceil(1000) % 86_400;
+        format!(
+            "paused until {:02}:{:02}:{:02} UTC (rate limited) · ",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+
     fn status_line(&self) -> String {
         let u = self.usage();
         format!(
-            "{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            "{}{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            self.pause_note(),
             self.cost_totals().describe_total(),
-            self.in_flight.load(Relaxed),
-            self.retries.load(Relaxed),
-            self.errors.load(Relaxed),
-            u.prompt,
-            u.cached,
-            u.completion,
-            u.reasoning
+            group(self.in_flight.load(Relaxed)),
+            group(self.retries.load(Relaxed)),
+            group(self.errors.load(Relaxed)),
+            group(u.prompt),
+            group(u.cached),
+            group(u.completion),
+            group(u.reasoning)
         )
     }
 }
@@ -245,6 +279,9 @@ pub enum StopReason {
     Failed(crate::error::Error),
     /// --max-cost would have been passed by the next request.
     Budget { cap: f64 },
+    /// A bug: a worker failed, or rows were dispatched without getting a record. The rows
+    /// without a record are sent again by the next run.
+    Crashed(String),
 }
 
 /// The end-of-run summary.
@@ -260,6 +297,10 @@ pub struct Summary {
     pub done_before: u64,
     /// Earlier error records kept by --keep-errors.
     pub kept_errors: u64,
+    /// Rows dispatched this run that have no record (left for the next run).
+    pub unrecorded: u64,
+    /// Error records of this run that a plain re-run may fix (transient failures).
+    pub transient_errors: u64,
 }
 
 impl Summary {
@@ -274,6 +315,11 @@ impl Summary {
             stop,
             done_before: 0,
             kept_errors: 0,
+            transient_errors: counters.transient_errors.load(Relaxed),
+            unrecorded: counters
+                .dispatched
+                .load(Relaxed)
+                .saturating_sub(counters.done()),
         }
     }
 }
@@ -298,11 +344,11 @@ impl fmt::Display for Summary {
         write!(
             f,
             "tokens: prompt {} (cached {}), completion {} (reasoning {}), total {}",
-            self.usage.prompt,
-            self.usage.cached,
-            self.usage.completion,
-            self.usage.reasoning,
-            self.usage.total
+            group(self.usage.prompt),
+            group(self.usage.cached),
+            group(self.usage.completion),
+            group(self.usage.reasoning),
+            group(self.usage.total)
         )?;
         write!(f, "\ncost this run: {}", self.costs.describe_total())?;
         for (model, usd) in &self.costs.by_model {
@@ -311,7 +357,8 @@ impl fmt::Display for Summary {
         for (model, rows) in &self.costs.unpriced_rows {
             write!(
                 f,
-                "\n  {model}: unpriced ({rows} rows; add a price with --prices FILE)"
+                "\n  {model}: unpriced ({} rows; add a price with --prices FILE)",
+                group(*rows)
             )?;
         }
         Ok(())

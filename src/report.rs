@@ -74,6 +74,8 @@ pub struct Report {
     pub rows: u64,
     pub ok: u64,
     pub error: u64,
+    /// Records answered by the simulator (`--dry-run`): their cost was never spent.
+    pub simulated: u64,
     pub torn_last_line: Option<TornLine>,
     pub top_errors: Vec<ErrorCount>,
     pub tokens: Tokens,
@@ -110,7 +112,12 @@ pub struct Tokens {
 /// Cost totals.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cost {
+    /// Cost of the rows answered by a real API.
+    #[serde(serialize_with = "crate::human::serialize_usd")]
     pub total_usd: f64,
+    /// What the simulated (`--dry-run`) rows would have cost: not spent, not in `total_usd`.
+    #[serde(serialize_with = "crate::human::serialize_usd")]
+    pub simulated_usd: f64,
     /// Rows whose cost is the record's own `cost_usd`.
     pub from_records_rows: u64,
     /// Rows without `cost_usd` whose cost was computed from the price table.
@@ -126,8 +133,14 @@ pub struct Cost {
 pub struct ModelCost {
     pub model: String,
     pub rows: u64,
-    pub cost_usd: f64,
+    /// Cost of the model's priced real rows; null when none of its rows has a price.
+    #[serde(serialize_with = "crate::human::serialize_opt_usd")]
+    pub cost_usd: Option<f64>,
     pub unpriced_rows: u64,
+    /// Rows answered by the simulator (their cost is in `simulated_usd`, not `cost_usd`).
+    pub simulated_rows: u64,
+    #[serde(serialize_with = "crate::human::serialize_usd")]
+    pub simulated_usd: f64,
 }
 
 /// Latency percentiles of ok rows, milliseconds.
@@ -153,6 +166,7 @@ struct Stats {
     rows: u64,
     ok: u64,
     error: u64,
+    simulated: u64,
     tokens: Tokens,
     ok_tokens: Tokens,
     errors: HashMap<String, u64>,
@@ -199,18 +213,24 @@ impl Stats {
                 }),
         };
         model.rows += 1;
-        match record.cost_usd {
+        let cost = match record.cost_usd {
             Some(cost) => {
                 self.from_records += 1;
-                model.cost_usd += cost;
+                Some(cost)
             }
-            None => match prices.get(&record.model) {
-                Some(price) => {
-                    self.computed += 1;
-                    model.cost_usd += price.cost(&record.usage());
-                }
-                None => model.unpriced_rows += 1,
-            },
+            None => prices.get(&record.model).map(|price| {
+                self.computed += 1;
+                price.cost(&record.usage())
+            }),
+        };
+        match cost {
+            None => model.unpriced_rows += 1,
+            Some(cost) if record.simulated => {
+                self.simulated += 1;
+                model.simulated_rows += 1;
+                model.simulated_usd += cost;
+            }
+            Some(cost) => *model.cost_usd.get_or_insert(0.0) += cost,
         }
     }
 
@@ -245,7 +265,8 @@ impl Stats {
         });
         let by_model: Vec<ModelCost> = self.models.into_values().collect();
         let cost = Cost {
-            total_usd: by_model.iter().map(|m| m.cost_usd).sum(),
+            total_usd: by_model.iter().filter_map(|m| m.cost_usd).sum(),
+            simulated_usd: by_model.iter().map(|m| m.simulated_usd).sum(),
             from_records_rows: self.from_records,
             computed_rows: self.computed,
             unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
@@ -262,6 +283,7 @@ impl Stats {
             rows: self.rows,
             ok: self.ok,
             error: self.error,
+            simulated: self.simulated,
             torn_last_line: torn.map(|t| TornLine {
                 line: t.line,
                 reason: t.reason.clone(),
@@ -353,6 +375,14 @@ impl Report {
             group(self.error),
             pct(self.error)
         );
+        if self.simulated > 0 {
+            let _ = writeln!(
+                s,
+                "  simulated   {:>12}  {:5.1}%  (answered by --dry-run's simulator, not an API)",
+                group(self.simulated),
+                pct(self.simulated)
+            );
+        }
         if let Some(t) = &self.torn_last_line {
             let _ = writeln!(
                 s,
@@ -394,17 +424,24 @@ impl Report {
             .unwrap_or(5)
             .max(5);
         for m in &self.cost.by_model {
-            let unpriced = if m.unpriced_rows > 0 {
-                format!("  + {} unpriced rows", group(m.unpriced_rows))
-            } else {
-                String::new()
-            };
+            let mut notes = String::new();
+            if m.unpriced_rows > 0 {
+                notes.push_str(&format!("  + {} unpriced rows", group(m.unpriced_rows)));
+            }
+            if m.simulated_rows > 0 {
+                notes.push_str(&format!(
+                    "  + {} simulated rows ({} not spent)",
+                    group(m.simulated_rows),
+                    format_usd(m.simulated_usd)
+                ));
+            }
+            let cost = m.cost_usd.map_or_else(|| "unpriced".to_string(), format_usd);
             let _ = writeln!(
                 s,
-                "  {:<width$}  {:>10} rows  {:>12}{unpriced}",
+                "  {:<width$}  {:>10} rows  {:>12}{notes}",
                 m.model,
                 group(m.rows),
-                format_usd(m.cost_usd)
+                cost
             );
         }
         let unpriced = if self.cost.unpriced_rows > 0 {

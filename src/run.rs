@@ -7,11 +7,13 @@
 //! halting (interrupt, fatal API error), in which case unfinished rows get none and stay for
 //! resume; rows an earlier run finished are never dispatched.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::api::{ApiClient, ApiKey};
 use crate::budget::Budget;
@@ -91,6 +93,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         prices,
         budget,
         fatal: Mutex::new(None),
+        simulated: opts.dry_run,
     });
 
     let chunk_rows = if opts.input.path.as_os_str() == "-" {
@@ -100,6 +103,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     };
     let row_queue = spawn_reader(rows, chunk_rows);
     let permits = Arc::new(Semaphore::new(concurrency));
+    let mut workers = Workers::default();
     let dispatched = dispatch(
         row_queue,
         &ctx,
@@ -107,6 +111,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         window.as_deref(),
         &writer.sender,
         &opts.request.model,
+        &mut workers,
     )
     .await;
     if matches!(dispatched, DispatchEnd::Budget) {
@@ -123,18 +128,25 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
             let _ = all_done.await;
         }
     }
+    workers.join_all().await;
     let write_result = writer.finish();
     reporter.finish().await;
 
     let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
+    let unrecorded = counters.dispatched.load(Relaxed).saturating_sub(counters.done());
     let stop = match (write_result, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
+        _ if workers.failed() => StopReason::Crashed(workers.describe_failures()),
         (_, _, Some(message)) => StopReason::Fatal(message),
         (_, DispatchEnd::Failed(e), _) => StopReason::Failed(e),
         (_, DispatchEnd::Budget, _) => StopReason::Budget {
             cap: ctx.budget.as_ref().map_or(0.0, Budget::cap),
         },
         _ if shutdown.interrupted() => StopReason::Interrupted,
+        _ if unrecorded > 0 => StopReason::Crashed(format!(
+            "{} dispatched rows have no record",
+            crate::human::group(unrecorded)
+        )),
         _ => StopReason::Completed,
     };
     let mut summary = Summary::new(&counters, started.elapsed(), stop);
@@ -209,7 +221,7 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
         )));
     }
     let rows = input::open(&opts.input, &opts.request, None)?;
-    let (index, plan, done_rows) = ResumeIndex::plan(&opts.output, opts.keep_errors, rows)?;
+    let (index, plan, done_rows) = ResumeIndex::plan(&opts.output, opts.keep_errors, opts.dry_run, rows)?;
     if let Some(torn) = index.torn() {
         say!(
             "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",
@@ -294,6 +306,7 @@ async fn dispatch(
     window: Option<&Semaphore>,
     records: &mpsc::Sender<Sequenced>,
     default_model: &str,
+    workers: &mut Workers,
 ) -> DispatchEnd {
     let stop = &ctx.shutdown.stop_dispatch;
     let mut seq = 0u64;
@@ -326,17 +339,17 @@ async fn dispatch(
                     Ok(worst) => worst,
                     Err(e) => return DispatchEnd::Failed(e),
                 };
-                let fits = tokio::select! {
+                let reserved = tokio::select! {
                     biased;
                     _ = stop.cancelled() => return DispatchEnd::Halted,
-                    fits = budget.reserve(worst) => fits,
+                    reserved = budget.reserve(worst) => reserved,
                 };
-                if !fits {
-                    return DispatchEnd::Budget;
+                match reserved {
+                    None => return DispatchEnd::Budget,
+                    reservation => reservation,
                 }
-                worst
             }
-            _ => 0.0,
+            _ => None,
         };
         if let Some(window) = window {
             tokio::select! {
@@ -352,6 +365,8 @@ async fn dispatch(
         };
         let this_seq = seq;
         seq += 1;
+        ctx.counters.dispatched.fetch_add(1, Relaxed);
+        workers.reap();
         match row.content {
             RowContent::Invalid { prompt, message } => {
                 tracing::warn!(id = %row.id, row = row.row, "row not sent: {message}");
@@ -361,6 +376,7 @@ async fn dispatch(
                     prompt,
                     model: default_model.to_string(),
                     fingerprint: String::new(),
+                    simulated: ctx.simulated,
                 };
                 let record = Record::error(info, message, 0, 0);
                 let sent = records.send(Sequenced {
@@ -379,15 +395,17 @@ async fn dispatch(
                     prompt: std::mem::take(&mut request.prompt),
                     model: request.model.clone(),
                     fingerprint: std::mem::take(&mut request.fingerprint),
+                    simulated: ctx.simulated,
                 };
                 let ctx = ctx.clone();
                 let records = records.clone();
-                tokio::spawn(async move {
+                let row_number = info.row;
+                workers.spawn(row_number, async move {
                     let record = worker::process(&ctx, info, request).await;
-                    if let Some(budget) = &ctx.budget {
+                    if let Some(reservation) = reservation {
                         let cost = record.as_ref().and_then(|r| r.cost_usd);
                         let completion = record.as_ref().map_or(0, |r| r.completion_tokens);
-                        budget.settle(reservation, cost, completion);
+                        reservation.settle(cost, completion);
                     }
                     if let Some(record) = record {
                         let _ = records
@@ -404,6 +422,87 @@ async fn dispatch(
         if records.is_closed() {
             return DispatchEnd::Halted;
         }
+    }
+}
+
+/// The worker tasks of a run, so that a task that panics is seen: its row is named, and the
+/// run never reports success (the row has no record and is sent again by the next run).
+#[derive(Default)]
+struct Workers {
+    tasks: JoinSet<()>,
+    /// Row number of each running task.
+    rows: HashMap<tokio::task::Id, u64>,
+    /// Rows whose task panicked, with the first panic's message.
+    panicked: Vec<u64>,
+    first_panic: Option<String>,
+}
+
+impl Workers {
+    fn spawn(&mut self, row: u64, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let id = self.tasks.spawn(work).id();
+        self.rows.insert(id, row);
+    }
+
+    /// Collects the tasks that have ended, without waiting.
+    fn reap(&mut self) {
+        while let Some(result) = self.tasks.try_join_next_with_id() {
+            self.ended(result);
+        }
+    }
+
+    /// Waits for every task to end.
+    async fn join_all(&mut self) {
+        while let Some(result) = self.tasks.join_next_with_id().await {
+            self.ended(result);
+        }
+    }
+
+    fn ended(&mut self, result: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match result {
+            Ok((id, ())) => id,
+            Err(e) => {
+                let id = e.id();
+                if e.is_panic() {
+                    self.panicked
+                        .push(self.rows.get(&id).copied().unwrap_or_default());
+                    self.first_panic
+                        .get_or_insert_with(|| panic_message(e.into_panic()));
+                }
+                id
+            }
+        };
+        self.rows.remove(&id);
+    }
+
+    fn failed(&self) -> bool {
+        !self.panicked.is_empty()
+    }
+
+    /// "a worker failed on rows 3, 9 (internal error: …)".
+    fn describe_failures(&self) -> String {
+        const SHOWN: usize = 10;
+        let mut rows: Vec<u64> = self.panicked.clone();
+        rows.sort_unstable();
+        let mut named: Vec<String> = rows.iter().take(SHOWN).map(u64::to_string).collect();
+        if rows.len() > SHOWN {
+            named.push(format!("and {} more", rows.len() - SHOWN));
+        }
+        format!(
+            "internal error: a worker failed on input row{} {} ({}); please report it",
+            if rows.len() == 1 { "" } else { "s" },
+            named.join(", "),
+            self.first_panic.as_deref().unwrap_or("no message")
+        )
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "no message".to_string(), |s| s.to_string()),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct WorkerContext {
     pub budget: Option<Budget>,
     /// The first fatal error; once set, no new attempt starts.
     pub fatal: Mutex<Option<String>>,
+    /// The API is the built-in simulator (`--dry-run`): records are marked simulated.
+    pub simulated: bool,
 }
 
 impl WorkerContext {
@@ -121,13 +123,15 @@ pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
             FailureKind::Transient if attempts > ctx.retry.max_retries => {
                 let message = format!("gave up after {attempts} attempts: {}", failure.message);
                 warn!(id = %info.id, row = info.row, "row failed: {message}");
+                ctx.counters.transient_errors.fetch_add(1, Relaxed);
                 return Some(error_record(message));
             }
             FailureKind::Transient => {
                 let advised = failure.retry_after.unwrap_or(Duration::ZERO);
                 if failure.is_rate_limit() {
-                    ctx.limits
-                        .cool_down(advised.max(ctx.retry.backoff(attempts)));
+                    let pause = advised.max(ctx.retry.backoff(attempts));
+                    ctx.limits.cool_down(pause);
+                    ctx.counters.paused_for(pause);
                 }
                 let wait = ctx.retry.backoff(attempts).max(advised);
                 ctx.counters.retries.fetch_add(1, Relaxed);

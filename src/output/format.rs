@@ -96,6 +96,7 @@ mod tests {
             response_id: None,
             cost_usd: Some(0.026_496_75),
             fingerprint: "af63dc4c8601ec8c".into(),
+            simulated: false,
         }
     }
 

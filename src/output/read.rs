@@ -155,6 +155,15 @@ impl<T: DeserializeOwned> Records<T> {
         self.format
     }
 
+    /// Whether a CSV file's header is today's output schema (an output of an older version may
+    /// lack newer columns; records appended to it must not be longer than its header).
+    pub fn has_current_header(&self) -> bool {
+        match &self.source {
+            Source::Csv { headers, .. } => headers.iter().eq(COLUMNS),
+            Source::Jsonl { .. } => true,
+        }
+    }
+
     /// The torn last record that was skipped, once the iteration has ended.
     pub fn torn(&self) -> Option<&Torn> {
         self.torn.as_ref()

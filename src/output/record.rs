@@ -37,10 +37,14 @@ pub struct Record {
     /// Hash of the request body sent (empty when no request could be built); resume compares it.
     #[serde(default)]
     pub fingerprint: String,
+    /// The answer came from the built-in simulator (`--dry-run`), not a real API: nothing was
+    /// paid, and a real run never counts the row as done.
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 /// The column names, in order (the CSV header).
-pub const COLUMNS: [&str; 18] = [
+pub const COLUMNS: [&str; 19] = [
     "id",
     "row",
     "prompt",
@@ -59,6 +63,7 @@ pub const COLUMNS: [&str; 18] = [
     "response_id",
     "cost_usd",
     "fingerprint",
+    "simulated",
 ];
 
 /// What a record says about the row itself, whatever its outcome.
@@ -70,6 +75,8 @@ pub struct RowInfo {
     /// The requested model (an answer's own `model` replaces it in ok records).
     pub model: String,
     pub fingerprint: String,
+    /// The run talks to the built-in simulator (`--dry-run`).
+    pub simulated: bool,
 }
 
 impl Record {
@@ -101,6 +108,7 @@ impl Record {
             response_id: completion.response_id,
             cost_usd,
             fingerprint: info.fingerprint,
+            simulated: info.simulated,
         }
     }
 
@@ -125,6 +133,7 @@ impl Record {
             response_id: None,
             cost_usd: Some(0.0),
             fingerprint: info.fingerprint,
+            simulated: info.simulated,
         }
     }
 

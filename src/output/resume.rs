@@ -41,6 +41,8 @@ struct Earlier {
     cost_usd: Option<f64>,
     #[serde(default)]
     fingerprint: String,
+    #[serde(default)]
+    simulated: bool,
 }
 
 /// One earlier record, as far as resuming needs it.
@@ -48,6 +50,8 @@ struct Earlier {
 struct Entry {
     fingerprint: u64,
     ok: bool,
+    /// Answered by the simulator (`--dry-run`).
+    simulated: bool,
     cost: f64,
     /// The record's `row`.
     row: u64,
@@ -79,6 +83,8 @@ pub enum Claim {
     Changed,
     /// An earlier error record: send again.
     RetryError,
+    /// An earlier answer from the simulator (`--dry-run`), and this run is real: send.
+    Simulated,
 }
 
 /// Counts of a resume plan (from a first pass over the input).
@@ -90,6 +96,8 @@ pub struct Plan {
     pub retried_errors: u64,
     /// Earlier error records kept by --keep-errors.
     pub kept_errors: u64,
+    /// Earlier simulated (`--dry-run`) answers that this real run sends for real.
+    pub simulated: u64,
     /// Cost of the records kept.
     pub spent: f64,
 }
@@ -111,6 +119,18 @@ impl Plan {
         }
         if self.changed > 0 {
             notes.push(format!("{} changed rows re-sent", group(self.changed)));
+        }
+        if self.simulated > 0 {
+            notes.push(format!(
+                "{} simulated answers from --dry-run sent for real",
+                group(self.simulated)
+            ));
+        }
+        if self.to_send() == 0 {
+            return format!(
+                "already complete: all {} rows have a record, nothing to send (use --fresh to start over)",
+                group(self.rows)
+            );
         }
         let notes = if notes.is_empty() {
             String::new()
@@ -173,10 +193,14 @@ pub struct ResumeIndex {
     groups: HashMap<u64, Group, PreHashed>,
     members: Vec<u32>,
     keep_errors: bool,
+    /// Simulated answers count as done (this run is a `--dry-run` too).
+    accept_simulated: bool,
     /// A torn last record that the rewrite drops.
     torn: Option<Torn>,
     /// The last record lacks its line ending (the rewrite adds it).
     unterminated: bool,
+    /// A CSV header of an older schema (the rewrite writes today's).
+    old_header: bool,
 }
 
 fn explicit_key(id: &str) -> u64 {
@@ -189,7 +213,7 @@ fn explicit_key(id: &str) -> u64 {
 impl ResumeIndex {
     /// Scans an existing output. A torn last line is noted (and later dropped); any other
     /// unreadable record is an error naming `file:line`.
-    pub fn scan(path: &Path, keep_errors: bool) -> Result<Self, Error> {
+    pub fn scan(path: &Path, keep_errors: bool, accept_simulated: bool) -> Result<Self, Error> {
         let mut index = ResumeIndex {
             path: path.to_path_buf(),
             entries: Vec::new(),
@@ -198,12 +222,15 @@ impl ResumeIndex {
             groups: HashMap::default(),
             members: Vec::new(),
             keep_errors,
+            accept_simulated,
             torn: None,
             unterminated: !file_ends_with_newline(path),
+            old_header: false,
         };
         // (fingerprint, row, index) of the records whose id is their row number.
         let mut anonymous: Vec<(u64, u64, u32)> = Vec::new();
         let mut records = Records::<Earlier>::open(path)?;
+        index.old_header = !records.has_current_header();
         for item in &mut records {
             let (_, record) = item.map_err(suggest_fresh)?;
             let i = index.entries.len() as u32;
@@ -211,6 +238,7 @@ impl ResumeIndex {
             index.entries.push(Entry {
                 fingerprint: fp,
                 ok: record.status == Status::Ok,
+                simulated: record.simulated,
                 cost: record.cost_usd.unwrap_or(0.0),
                 row: record.row,
                 claimed_by: 0,
@@ -289,6 +317,9 @@ impl ResumeIndex {
         if !entry.ok && !keep_errors {
             return Claim::RetryError;
         }
+        if entry.simulated && !self.accept_simulated {
+            return Claim::Simulated;
+        }
         entry.claimed_by = key.row;
         entry.claimed_anonymously = key.id_hash.is_none();
         Claim::Done
@@ -297,12 +328,17 @@ impl ResumeIndex {
     /// Indexes the output at `path` while the input's row keys are computed on this thread (the
     /// two halves run in parallel), then claims every row. Returns the index, the plan and the
     /// rows that are done.
-    pub fn plan<I>(path: &Path, keep_errors: bool, rows: I) -> Result<(Self, Plan, RowSet), Error>
+    pub fn plan<I>(
+        path: &Path,
+        keep_errors: bool,
+        accept_simulated: bool,
+        rows: I,
+    ) -> Result<(Self, Plan, RowSet), Error>
     where
         I: Iterator<Item = Result<Row, Error>>,
     {
         let (index, keys) = std::thread::scope(|scope| {
-            let scanning = scope.spawn(|| ResumeIndex::scan(path, keep_errors));
+            let scanning = scope.spawn(|| ResumeIndex::scan(path, keep_errors, accept_simulated));
             let keys: Result<Vec<RowKey>, Error> =
                 rows.map(|row| row.map(|r| RowKey::of(&r))).collect();
             let index = scanning
@@ -322,6 +358,7 @@ impl ResumeIndex {
                 }
                 Claim::Changed => plan.changed += 1,
                 Claim::RetryError => plan.retried_errors += 1,
+                Claim::Simulated => plan.simulated += 1,
                 Claim::New => {}
             }
         }
@@ -340,6 +377,7 @@ impl ResumeIndex {
     pub fn needs_rewrite(&self) -> bool {
         self.torn.is_some()
             || self.unterminated
+            || self.old_header
             || self.entries.iter().any(|e| !e.claimed() || e.relabel())
     }
 
