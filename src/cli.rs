@@ -40,6 +40,10 @@ pub enum Command {
     Estimate(Box<EstimateOptions>),
     /// Summarize an output file (finished or partial): rows, errors, tokens, cost, latency.
     Report(ReportOptions),
+    /// Check INPUT in one pass without sending anything: lists every row that cannot be sent
+    /// (`file:line: what`), counts rows, and shows the ids, columns and models found. Exit 0 when
+    /// every row can be sent, 1 otherwise (also when there are no data rows).
+    Validate(Box<ValidateOptions>),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
     MockServer(MockServerOptions),
 }
@@ -84,6 +88,11 @@ pub struct InputOptions {
     /// Turn malformed input records into error records instead of stopping the run.
     #[arg(long)]
     pub skip_invalid: bool,
+
+    /// Only the first N data rows (a smoke test before an overnight run). A later run without
+    /// it, or with a larger N, keeps what this one finished and sends the rest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
 }
 
 /// What every request carries besides its messages (shared by `run` and `estimate`).
@@ -231,10 +240,16 @@ pub struct EstimateOptions {
     #[arg(long, value_name = "N")]
     pub expect_output: Option<u64>,
 
-    /// An earlier run's output: its mean completion and reasoning tokens per ok row give the
-    /// expected case.
+    /// A sample run's output (e.g. `run INPUT --limit 200 -o sample.jsonl`): its ok rows'
+    /// measured completion, reasoning and cached tokens and latency project the whole input's
+    /// cost and time, with a 95 % range.
     #[arg(long, value_name = "OUTPUT")]
     pub from_output: Option<PathBuf>,
+
+    /// Requests in flight the run would use (with --from-output: the time the sample's
+    /// latency implies).
+    #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
 
     /// Requests per minute the run would be allowed (for the time estimate).
     #[arg(long)]
@@ -251,6 +266,16 @@ pub struct EstimateOptions {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Everything `promptbatch validate` accepts: the input flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateOptions {
+    #[command(flatten)]
+    pub input: InputOptions,
+
+    #[command(flatten)]
+    pub request: RequestOptions,
 }
 
 /// Everything `promptbatch report` accepts.

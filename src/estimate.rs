@@ -25,14 +25,17 @@
 //! # Output tokens, cost and time
 //! - Worst case: each row's `max_tokens` / `max_completion_tokens` (from `--max-tokens`, or a
 //!   Batch API line's own body). If any row has none, the worst case is unbounded and not shown.
-//! - Expected case: `--expect-output N`, or with `--from-output OUTPUT` the mean
-//!   `completion_tokens` of the ok records of an earlier output (reasoning tokens are part of
-//!   completion tokens; their mean is shown too). Without either, there is no expected case.
+//! - Expected case: `--expect-output N`, or with `--from-output SAMPLE` the mean
+//!   `completion_tokens` of the ok records of a sample run (`run INPUT --limit 200 -o SAMPLE`;
+//!   reasoning tokens are part of completion tokens; their mean is shown too), with a 95 % range
+//!   (mean ± 1.96 standard errors), and the sample's cached share of prompt tokens billed at the
+//!   cached rate. Without either, there is no expected case.
 //! - Cost per row: the row's model's price tier for its prompt tokens
 //!   ([`ModelPrice::rates_for`]), prompt tokens all uncached × input rate + output tokens × output
 //!   rate. Rows of a model without a price are "unpriced": never counted as $0, listed instead.
 //! - Time (with `--rpm` and/or `--tpm`): minutes = max(rows / rpm, tokens / tpm), tokens = prompt
-//!   tokens + output tokens (worst case if bounded, else expected, else prompt tokens only).
+//!   tokens + output tokens (worst case if bounded, else expected, else prompt tokens only);
+//!   with `--from-output`, also at least rows × the sample's mean latency / `--concurrency`.
 //!
 //! # `--json` fields
 //! - `input`: the input path; `tokenizer`: `"o200k_base"`
@@ -41,18 +44,22 @@
 //! - `prompt_tokens`, `prompt_tokens_mean` (per request row, `null` without rows),
 //!   `prompt_tokens_exact` (false when some rows use the approximation),
 //!   `approximate_prompt_tokens` (the part of `prompt_tokens` that is approximate)
+//! - `first_invalid`: `file:line: what` of the first invalid row, or `null`
 //! - `expected_output`: `null`, or `{ "source": "expect-output" | "from-output",
-//!   "tokens_per_row", "reasoning_tokens_per_row" (from-output only, else null),
-//!   "from_output_ok_rows" (from-output only, else null) }`
+//!   "tokens_per_row", "tokens_per_row_low", "tokens_per_row_high" (95 % range of the sample's
+//!   mean: mean ± 1.96 standard errors), "reasoning_tokens_per_row", "cached_share",
+//!   "latency_ms_mean", "from_output_ok_rows" (the last four from-output only, else null) }`
 //! - `expected_output_tokens`: total expected output tokens, or `null`
 //! - `worst_output_tokens`: total of the rows' max tokens, or `null` when unbounded;
 //!   `rows_without_max_tokens`
 //! - `expected_cost_usd`, `worst_cost_usd`: totals over priced rows, `null` when that case is
-//!   unknown or no row is priced; `unpriced_rows`, `unpriced_models`
+//!   unknown or no row is priced; `expected_cost_low_usd`, `expected_cost_high_usd`: the
+//!   expected cost at the ends of the output's 95 % range; `unpriced_rows`, `unpriced_models`
 //! - `models`: `[{ "model", "rows", "prompt_tokens", "exact", "priced", "expected_cost_usd",
 //!   "worst_cost_usd" }]`, by model name
-//! - `time`: `null` when neither `--rpm` nor `--tpm` is given, else `{ "rpm", "tpm", "minutes",
-//!   "limited_by": "rpm" | "tpm", "output_basis": "worst" | "expected" | "none" }`
+//! - `time`: `null` when neither `--rpm`, `--tpm` nor `--from-output` is given, else `{ "rpm",
+//!   "tpm", "minutes", "limited_by": "rpm" | "tpm" | "latency", "output_basis": "worst" |
+//!   "expected" | "none" }`; `concurrency`: the `-c` the latency-bound time assumes
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,7 +90,8 @@ pub fn run(opts: &EstimateOptions) -> Result<i32, Error> {
     }
     let prices = PriceTable::load(opts.prices.as_deref())?;
     let expected = expected_output(opts)?;
-    let rows = input::open(&opts.input, &opts.request, None)?;
+    // Every problem is counted (and the first shown) instead of stopping at the first one.
+    let rows = input::open_reporting_all(&opts.input, &opts.request)?;
     let counter = ChatTokenCounter::new()?;
     let totals = count_rows(rows, &counter, &prices, &opts.input.path)?;
     let estimate = Estimate::new(opts, totals, expected);
@@ -108,7 +116,9 @@ enum Item {
         max_tokens: Option<u64>,
         line: u64,
     },
-    Invalid,
+    Invalid {
+        problem: String,
+    },
 }
 
 /// Running sums of one model's rows.
@@ -120,6 +130,8 @@ struct ModelTotals {
     price: Option<ModelPrice>,
     /// Σ prompt tokens × input rate (USD per 1M tokens × tokens).
     input_cost: f64,
+    /// Σ prompt tokens × cached-input rate (the same prompts, were they all cached).
+    cached_input_cost: f64,
     /// Σ output rate over rows (× expected tokens per row gives the expected output cost).
     output_rate_sum: f64,
     /// Σ max tokens × output rate over rows with a max.
@@ -132,6 +144,8 @@ struct ModelTotals {
 #[derive(Debug, Default)]
 struct Totals {
     invalid_rows: u64,
+    /// `file:line: what` of the first invalid row.
+    first_invalid: Option<String>,
     models: BTreeMap<String, ModelTotals>,
 }
 
@@ -152,6 +166,7 @@ impl Totals {
                     exact: is_exact_model(&model),
                     price: prices.get(&model).cloned(),
                     input_cost: 0.0,
+                    cached_input_cost: 0.0,
                     output_rate_sum: 0.0,
                     worst_output_cost: 0.0,
                     worst_output_tokens: 0,
@@ -169,6 +184,7 @@ impl Totals {
         if let Some(price) = &entry.price {
             let rates = price.rates_for(prompt_tokens);
             entry.input_cost += prompt_tokens as f64 * rates.input;
+            entry.cached_input_cost += prompt_tokens as f64 * rates.cached_input;
             entry.output_rate_sum += rates.output;
             if let Some(n) = max_tokens {
                 entry.worst_output_cost += n as f64 * rates.output;
@@ -198,7 +214,9 @@ fn count_rows(
                             max_tokens: req.max_tokens,
                             line: row.line,
                         },
-                        RowContent::Invalid { .. } => Item::Invalid,
+                        RowContent::Invalid { .. } => Item::Invalid {
+                            problem: row.problem(path).unwrap_or_default(),
+                        },
                     },
                     Err(e) => {
                         let _ = tx.send(Ok(batch));
@@ -220,7 +238,10 @@ fn count_rows(
         for batch in rx {
             for item in batch? {
                 match item {
-                    Item::Invalid => totals.invalid_rows += 1,
+                    Item::Invalid { problem } => {
+                        totals.invalid_rows += 1;
+                        totals.first_invalid.get_or_insert(problem);
+                    }
                     Item::Request {
                         model,
                         body,
@@ -248,8 +269,66 @@ pub struct ExpectedOutput {
     /// `"expect-output"` or `"from-output"`.
     pub source: &'static str,
     pub tokens_per_row: f64,
+    /// The 95 % range of the mean per row (from a sample: mean ± 1.96 standard errors;
+    /// with --expect-output both equal `tokens_per_row`).
+    pub tokens_per_row_low: f64,
+    pub tokens_per_row_high: f64,
     pub reasoning_tokens_per_row: Option<f64>,
+    /// Share of the sample's prompt tokens that were cached (from-output only).
+    pub cached_share: Option<f64>,
+    /// Mean latency of the sample's ok rows, ms (from-output only).
+    pub latency_ms_mean: Option<f64>,
     pub from_output_ok_rows: Option<u64>,
+}
+
+/// Running sums over a sample's ok records.
+#[derive(Default)]
+struct Sample {
+    ok: u64,
+    completion: f64,
+    completion_squares: f64,
+    reasoning: u64,
+    prompt: u64,
+    cached: u64,
+    latency_ms: u64,
+}
+
+impl Sample {
+    fn add(&mut self, record: &Record) {
+        let completion = record.completion_tokens as f64;
+        self.ok += 1;
+        self.completion += completion;
+        self.completion_squares += completion * completion;
+        self.reasoning += record.reasoning_tokens;
+        self.prompt += record.prompt_tokens;
+        self.cached += record.cached_tokens.min(record.prompt_tokens);
+        self.latency_ms += record.latency_ms;
+    }
+
+    fn expected(&self) -> ExpectedOutput {
+        let n = self.ok as f64;
+        let mean = self.completion / n;
+        let variance = if self.ok > 1 {
+            ((self.completion_squares - n * mean * mean) / (n - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
+        let half_range = 1.96 * (variance / n).sqrt();
+        ExpectedOutput {
+            source: "from-output",
+            tokens_per_row: mean,
+            tokens_per_row_low: (mean - half_range).max(0.0),
+            tokens_per_row_high: mean + half_range,
+            reasoning_tokens_per_row: Some(self.reasoning as f64 / n),
+            cached_share: Some(if self.prompt == 0 {
+                0.0
+            } else {
+                self.cached as f64 / self.prompt as f64
+            }),
+            latency_ms_mean: Some(self.latency_ms as f64 / n),
+            from_output_ok_rows: Some(self.ok),
+        }
+    }
 }
 
 fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Error> {
@@ -257,7 +336,11 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
         return Ok(Some(ExpectedOutput {
             source: "expect-output",
             tokens_per_row: n as f64,
+            tokens_per_row_low: n as f64,
+            tokens_per_row_high: n as f64,
             reasoning_tokens_per_row: None,
+            cached_share: None,
+            latency_ms_mean: None,
             from_output_ok_rows: None,
         }));
     }
@@ -265,13 +348,15 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
         return Ok(None);
     };
     let mut records = Records::<Record>::open(path)?;
-    let (mut ok, mut completion, mut reasoning) = (0u64, 0u64, 0u64);
+    let mut sample = Sample::default();
+    let mut simulated = 0u64;
     for item in records.by_ref() {
         let (_, record) = item?;
         if record.status == Status::Ok {
-            ok += 1;
-            completion += record.completion_tokens;
-            reasoning += record.reasoning_tokens;
+            if record.simulated {
+                simulated += 1;
+            }
+            sample.add(&record);
         }
     }
     if let Some(torn) = records.torn() {
@@ -281,18 +366,21 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
             torn.line
         );
     }
-    if ok == 0 {
+    if simulated > 0 {
+        say!(
+            "warning: {} of the sample's ok rows in {} were answered by the --dry-run simulator: \
+             their token counts say nothing about a real model; sample with a real run",
+            group(simulated),
+            path.display()
+        );
+    }
+    if sample.ok == 0 {
         return Err(Error::Config(format!(
             "{} has no ok records to take the expected output from; pass --expect-output N instead",
             path.display()
         )));
     }
-    Ok(Some(ExpectedOutput {
-        source: "from-output",
-        tokens_per_row: completion as f64 / ok as f64,
-        reasoning_tokens_per_row: Some(reasoning as f64 / ok as f64),
-        from_output_ok_rows: Some(ok),
-    }))
+    Ok(Some(sample.expected()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,6 +394,8 @@ pub struct Estimate {
     pub rows: u64,
     pub request_rows: u64,
     pub invalid_rows: u64,
+    /// `file:line: what` of the first invalid row (`promptbatch validate` lists them all).
+    pub first_invalid: Option<String>,
     pub prompt_tokens: u64,
     pub prompt_tokens_mean: Option<f64>,
     pub prompt_tokens_exact: bool,
@@ -315,11 +405,16 @@ pub struct Estimate {
     pub worst_output_tokens: Option<u64>,
     pub rows_without_max_tokens: u64,
     pub expected_cost_usd: Option<f64>,
+    /// The expected cost at the low and high ends of the expected output's 95 % range.
+    pub expected_cost_low_usd: Option<f64>,
+    pub expected_cost_high_usd: Option<f64>,
     pub worst_cost_usd: Option<f64>,
     pub unpriced_rows: u64,
     pub unpriced_models: Vec<String>,
     pub models: Vec<ModelEstimate>,
     pub time: Option<TimeEstimate>,
+    /// Requests in flight assumed for the latency-bound time.
+    pub concurrency: u32,
 }
 
 /// One model's part of the estimate.
@@ -340,7 +435,8 @@ pub struct TimeEstimate {
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
     pub minutes: f64,
-    /// `"rpm"` or `"tpm"`: the limit that sets the duration.
+    /// `"rpm"`, `"tpm"` or `"latency"` (the sample's mean latency at --concurrency): what
+    /// sets the duration.
     pub limited_by: &'static str,
     /// Output tokens counted against `--tpm`: `"worst"`, `"expected"` or `"none"`.
     pub output_basis: &'static str,
@@ -349,6 +445,11 @@ pub struct TimeEstimate {
 impl Estimate {
     fn new(opts: &EstimateOptions, totals: Totals, expected: Option<ExpectedOutput>) -> Self {
         let per_row = expected.as_ref().map(|e| e.tokens_per_row);
+        let cached_share = expected.as_ref().and_then(|e| e.cached_share).unwrap_or(0.0);
+        let range = expected
+            .as_ref()
+            .map(|e| (e.tokens_per_row_low, e.tokens_per_row_high));
+        let (mut expected_low, mut expected_high) = (0.0, 0.0);
         let mut models = Vec::new();
         let (mut request_rows, mut prompt_tokens, mut approximate) = (0, 0, 0);
         let (mut rows_without_max, mut worst_tokens) = (0, 0);
@@ -366,7 +467,13 @@ impl Estimate {
             let priced = m.price.is_some();
             let (exp, worst) = if priced {
                 any_priced = true;
-                let exp = per_row.map(|n| (m.input_cost + n * m.output_rate_sum) / 1e6);
+                let input = m.input_cost * (1.0 - cached_share) + m.cached_input_cost * cached_share;
+                let cost_at = |n: f64| (input + n * m.output_rate_sum) / 1e6;
+                let exp = per_row.map(cost_at);
+                if let Some((low, high)) = range {
+                    expected_low += cost_at(low);
+                    expected_high += cost_at(high);
+                }
                 let worst = (m.rows_without_max_tokens == 0)
                     .then(|| (m.input_cost + m.worst_output_cost) / 1e6);
                 expected_cost += exp.unwrap_or(0.0);
@@ -390,7 +497,11 @@ impl Estimate {
         let bounded = rows_without_max == 0;
         let worst_output_tokens = bounded.then_some(worst_tokens);
         let expected_output_tokens = per_row.map(|n| n * request_rows as f64);
-        let time = (opts.rpm.is_some() || opts.tpm.is_some()).then(|| {
+        let latency_minutes = expected
+            .as_ref()
+            .and_then(|e| e.latency_ms_mean)
+            .map(|ms| request_rows as f64 * ms / 60_000.0 / opts.concurrency as f64);
+        let time = (opts.rpm.is_some() || opts.tpm.is_some() || latency_minutes.is_some()).then(|| {
             let by_requests = opts.rpm.map_or(0.0, |rpm| request_rows as f64 / rpm as f64);
             let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
                 (Some(w), _) => (w as f64, "worst"),
@@ -400,16 +511,18 @@ impl Estimate {
             let by_tokens = opts
                 .tpm
                 .map_or(0.0, |tpm| (prompt_tokens as f64 + output) / tpm as f64);
-            let limited_by =
-                if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
-                    "tpm"
-                } else {
-                    "rpm"
-                };
+            let by_latency = latency_minutes.unwrap_or(0.0);
+            let limited_by = if by_latency > by_requests.max(by_tokens) {
+                "latency"
+            } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
+                "tpm"
+            } else {
+                "rpm"
+            };
             TimeEstimate {
                 rpm: opts.rpm,
                 tpm: opts.tpm,
-                minutes: by_requests.max(by_tokens),
+                minutes: by_requests.max(by_tokens).max(by_latency),
                 limited_by,
                 output_basis,
             }
@@ -420,6 +533,7 @@ impl Estimate {
             rows: request_rows + totals.invalid_rows,
             request_rows,
             invalid_rows: totals.invalid_rows,
+            first_invalid: totals.first_invalid,
             prompt_tokens,
             prompt_tokens_mean: (request_rows > 0)
                 .then(|| prompt_tokens as f64 / request_rows as f64),
@@ -430,11 +544,14 @@ impl Estimate {
             worst_output_tokens,
             rows_without_max_tokens: rows_without_max,
             expected_cost_usd: (any_priced && per_row.is_some()).then_some(expected_cost),
+            expected_cost_low_usd: (any_priced && range.is_some()).then_some(expected_low),
+            expected_cost_high_usd: (any_priced && range.is_some()).then_some(expected_high),
             worst_cost_usd: (any_priced && bounded).then_some(worst_cost),
             unpriced_rows,
             unpriced_models,
             models,
             time,
+            concurrency: opts.concurrency,
         }
     }
 
@@ -448,6 +565,12 @@ impl Estimate {
             group(self.rows),
             group(self.invalid_rows)
         );
+        if let Some(first) = &self.first_invalid {
+            let _ = writeln!(
+                s,
+                "  first invalid row: {first}\n  (`promptbatch validate` lists them all; a run stops at the first malformed one unless --skip-invalid)"
+            );
+        }
         let exactness = if self.prompt_tokens_exact {
             "exact, o200k_base".to_string()
         } else if self.approximate_prompt_tokens == self.prompt_tokens {
@@ -470,9 +593,12 @@ impl Estimate {
             Some(e) => {
                 let source = match e.source {
                     "from-output" => format!(
-                        "mean of {} ok rows of --from-output, reasoning {:.1}",
+                        "mean of {} ok rows of --from-output, 95 % range {:.1}–{:.1}; reasoning {:.1}; {:.0} % of prompt tokens cached",
                         group(e.from_output_ok_rows.unwrap_or(0)),
-                        e.reasoning_tokens_per_row.unwrap_or(0.0)
+                        e.tokens_per_row_low,
+                        e.tokens_per_row_high,
+                        e.reasoning_tokens_per_row.unwrap_or(0.0),
+                        e.cached_share.unwrap_or(0.0) * 100.0
                     ),
                     _ => "--expect-output".to_string(),
                 };
@@ -486,7 +612,7 @@ impl Estimate {
             None => {
                 let _ = writeln!(
                     s,
-                    "  expected output   {:>14}  (no expected case: pass --expect-output N or --from-output OUTPUT)",
+                    "  expected output   {:>14}  (unknown: measure it with `promptbatch run INPUT --limit 200 -o sample.jsonl`, then pass --from-output sample.jsonl; or guess with --expect-output N)",
                     "-"
                 );
             }
@@ -567,9 +693,15 @@ impl Estimate {
         } else {
             "worst case unbounded without max_tokens"
         };
+        let range = match (self.expected_cost_low_usd, self.expected_cost_high_usd) {
+            (Some(low), Some(high)) if high > low => {
+                format!("  (95 % range {} – {})", format_usd(low), format_usd(high))
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "  expected cost     {}",
+            "  expected cost     {}{range}",
             cost_line(self.expected_cost_usd, why_expected)
         );
         let _ = writeln!(
@@ -598,11 +730,19 @@ impl Estimate {
                     "expected" => "expected output",
                     _ => "prompt tokens only",
                 };
-                let detail = if t.limited_by == "tpm" {
-                    format!("tokens are the limit, counting {basis}")
-                } else {
-                    "requests are the limit".to_string()
+                let detail = match t.limited_by {
+                    "tpm" => format!("tokens are the limit, counting {basis}"),
+                    "latency" => {
+                        let ms = self
+                            .expected_output
+                            .as_ref()
+                            .and_then(|e| e.latency_ms_mean)
+                            .unwrap_or(0.0);
+                        format!("the sample's mean latency of {ms:.0} ms is the limit")
+                    }
+                    _ => "requests are the limit".to_string(),
                 };
+                limits.push(format!("-c {}", self.concurrency));
                 let _ = writeln!(
                     s,
                     "  time              {:>14}  (at {}; {detail})",
@@ -621,7 +761,9 @@ fn usd_or_dash(cost: Option<f64>) -> String {
 
 /// `12.5` minutes → `12.5 min`; long ones as hours.
 fn format_minutes(minutes: f64) -> String {
-    if minutes < 120.0 {
+    if minutes < 1.0 {
+        format!("{:.0} s", (minutes * 60.0).ceil())
+    } else if minutes < 120.0 {
         format!("{minutes:.1} min")
     } else {
         format!("{:.1} h", minutes / 60.0)

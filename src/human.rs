@@ -13,6 +13,15 @@ pub fn group(n: u64) -> String {
     out
 }
 
+/// `1 row`, `2 rows`, `1,000 rows`: a count with its noun (plural by adding `s`).
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", group(n))
+    }
+}
+
 /// Formats dollars for people: `$0.0265`, `$12.35`.
 pub fn format_usd(usd: f64) -> String {
     // `+ 0.0` turns the -0.0 of an empty float sum into 0.0.

@@ -32,6 +32,7 @@ pub mod run;
 pub mod shutdown;
 pub mod sim;
 pub mod tokens;
+pub mod validate;
 pub mod worker;
 
 pub use error::Error;

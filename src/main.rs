@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             .block_on(async move { tokio::spawn(run(*opts)).await.unwrap_or(exit_code::FAILURE) }),
         Command::Estimate(opts) => finish(promptbatch::estimate::run(&opts)),
         Command::Report(opts) => finish(promptbatch::report::run(&opts)),
+        Command::Validate(opts) => finish(promptbatch::validate::run(&opts)),
         Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
     };
     ExitCode::from(code as u8)
@@ -109,7 +110,13 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             exit_code::OK
         }
         StopReason::Completed if summary.errors + summary.kept_errors == 0 => {
-            promptbatch::say!("done: every row has an ok record in {output}");
+            match opts.input.limit {
+                Some(n) => promptbatch::say!(
+                    "done: each of the first {} rows (--limit) has an ok record in {output}; run without --limit to send the rest",
+                    promptbatch::human::group(n)
+                ),
+                None => promptbatch::say!("done: every row has an ok record in {output}"),
+            }
             exit_code::OK
         }
         StopReason::Completed => {

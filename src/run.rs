@@ -220,8 +220,19 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
             opts.output.display()
         )));
     }
-    let rows = input::open(&opts.input, &opts.request, None)?;
-    let (index, plan, done_rows) = ResumeIndex::plan(&opts.output, opts.keep_errors, opts.dry_run, rows)?;
+    // The whole input, --limit or not: records of rows beyond the limit are kept.
+    let whole_input = InputOptions {
+        limit: None,
+        ..opts.input.clone()
+    };
+    let rows = input::open(&whole_input, &opts.request, None)?;
+    let (index, plan, done_rows) = ResumeIndex::plan(
+        &opts.output,
+        opts.keep_errors,
+        opts.dry_run,
+        opts.input.limit,
+        rows,
+    )?;
     if let Some(torn) = index.torn() {
         say!(
             "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",

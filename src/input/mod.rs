@@ -33,7 +33,21 @@ pub struct Row {
     pub content: RowContent,
 }
 
+/// How the error record of a malformed row under --skip-invalid starts.
+const MALFORMED_PREFIX: &str = "invalid input at ";
+
 impl Row {
+    /// What is wrong with the row, as `file:line: what`, when it cannot be sent.
+    pub fn problem(&self, path: &Path) -> Option<String> {
+        match &self.content {
+            RowContent::Request(_) => None,
+            RowContent::Invalid { message, .. } => Some(match message.strip_prefix(MALFORMED_PREFIX) {
+                Some(located) => located.to_string(),
+                None => format!("{}:{}: {message}", path.display(), self.line),
+            }),
+        }
+    }
+
     /// The fingerprint of the row's request (`""` when it has none).
     pub fn fingerprint(&self) -> &str {
         match &self.content {
@@ -120,6 +134,8 @@ pub(crate) struct RowFactory {
     /// Rows to skip without building them (done by an earlier run; the resume plan's pass
     /// over the same input already validated them).
     skip: Option<RowSet>,
+    /// Every problem becomes an invalid row, duplicate ids included (`validate`, `estimate`).
+    report_all: bool,
 }
 
 impl RowFactory {
@@ -131,6 +147,7 @@ impl RowFactory {
             seen_ids: HashSet::default(),
             hasher: RandomState::new(),
             skip,
+            report_all: false,
         }
     }
 
@@ -149,17 +166,18 @@ impl RowFactory {
         extracted: Result<Extracted, String>,
     ) -> Result<Row, Error> {
         let explicit_id = id.is_some();
+        let mut extracted = extracted;
         let id = match id {
             Some(id) => {
                 if !self.seen_ids.insert(self.hasher.hash_one(&id)) {
-                    return Err(Error::input(
-                        &self.path,
-                        line,
-                        format!(
-                            "duplicate id `{id}` (an earlier row has it too); ids must be unique \
-                             (choose another column with --id-column, or fix the input)"
-                        ),
-                    ));
+                    let message = format!(
+                        "duplicate id `{id}` (an earlier row has it too); ids must be unique \
+                         (choose another column with --id-column, or fix the input)"
+                    );
+                    if !self.report_all {
+                        return Err(Error::input(&self.path, line, message));
+                    }
+                    extracted = Err(message);
                 }
                 id
             }
@@ -180,15 +198,14 @@ impl RowFactory {
             Ok(request) => RowContent::Request(request),
             Err(BuildError::EmptyPrompt { prompt }) => RowContent::Invalid {
                 prompt,
-                message: "empty prompt: nothing was sent".into(),
+                message: "empty prompt: nothing to send".into(),
             },
-            Err(BuildError::Malformed(message)) if self.skip_invalid => RowContent::Invalid {
-                prompt: String::new(),
-                message: format!(
-                    "invalid input at {}:{line}: {message}",
-                    self.path.display()
-                ),
-            },
+            Err(BuildError::Malformed(message)) if self.skip_invalid || self.report_all => {
+                RowContent::Invalid {
+                    prompt: String::new(),
+                    message: format!("{MALFORMED_PREFIX}{}:{line}: {message}", self.path.display()),
+                }
+            }
             Err(BuildError::Malformed(message)) => {
                 return Err(Error::input(
                     &self.path,
@@ -234,6 +251,24 @@ pub fn open(
     request: &RequestOptions,
     skip: Option<RowSet>,
 ) -> Result<RowStream, Error> {
+    open_with(opts, request, skip, false)
+}
+
+/// Like [`open`], but every problem a record can have (malformed, duplicate id, empty prompt)
+/// becomes an invalid row and reading goes on, so one pass finds them all.
+pub fn open_reporting_all(
+    opts: &InputOptions,
+    request: &RequestOptions,
+) -> Result<RowStream, Error> {
+    open_with(opts, request, None, true)
+}
+
+fn open_with(
+    opts: &InputOptions,
+    request: &RequestOptions,
+    skip: Option<RowSet>,
+    report_all: bool,
+) -> Result<RowStream, Error> {
     let prompt = match &opts.template {
         Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
         None => PromptSource::Column(opts.prompt_column.clone()),
@@ -243,12 +278,32 @@ pub fn open(
         None => IdSource::Default,
     };
     let reader = open_reader(&opts.path)?;
-    let factory = RowFactory::new(opts, request, skip);
-    match resolve_format(opts) {
-        InputFormat::Csv => Ok(Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?)),
-        _ => Ok(Box::new(jsonl::JsonlRows::new(
-            reader, factory, prompt, ids,
-        ))),
+    let mut factory = RowFactory::new(opts, request, skip);
+    factory.report_all = report_all;
+    let rows: RowStream = match resolve_format(opts) {
+        InputFormat::Csv => Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?),
+        _ => Box::new(jsonl::JsonlRows::new(reader, factory, prompt, ids)),
+    };
+    Ok(match opts.limit {
+        Some(limit) => Box::new(FirstRows { rows, limit }),
+        None => rows,
+    })
+}
+
+/// `--limit N`: the rows numbered 1..=N (data records, whatever an earlier run finished).
+struct FirstRows {
+    rows: RowStream,
+    limit: u64,
+}
+
+impl Iterator for FirstRows {
+    type Item = Result<Row, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.rows.next()? {
+            Ok(row) if row.row > self.limit => None,
+            item => Some(item),
+        }
     }
 }
 
@@ -272,10 +327,11 @@ pub fn count_rows(opts: &InputOptions) -> Option<u64> {
         return None;
     }
     let file = std::fs::File::open(&opts.path).ok()?;
-    match resolve_format(opts) {
+    let all = match resolve_format(opts) {
         InputFormat::Csv => csv::count_records(file),
         _ => jsonl::count_lines(file),
-    }
+    }?;
+    Some(opts.limit.map_or(all, |limit| all.min(limit)))
 }
 
 #[cfg(test)]

@@ -327,11 +327,13 @@ impl ResumeIndex {
 
     /// Indexes the output at `path` while the input's row keys are computed on this thread (the
     /// two halves run in parallel), then claims every row. Returns the index, the plan and the
-    /// rows that are done.
+    /// rows that are done. `rows` is the whole input, so that records of rows beyond `--limit`
+    /// are claimed (and kept); the plan's counts cover only the rows up to `limit`.
     pub fn plan<I>(
         path: &Path,
         keep_errors: bool,
         accept_simulated: bool,
+        limit: Option<u64>,
         rows: I,
     ) -> Result<(Self, Plan, RowSet), Error>
     where
@@ -349,9 +351,14 @@ impl ResumeIndex {
         let (mut index, keys) = (index?, keys?);
         let mut plan = Plan::default();
         let mut done = RowSet::default();
+        let limit = limit.unwrap_or(u64::MAX);
         for key in &keys {
+            let claim = index.claim(key);
+            if key.row > limit {
+                continue;
+            }
             plan.rows += 1;
-            match index.claim(key) {
+            match claim {
                 Claim::Done => {
                     plan.done += 1;
                     done.insert(key.row);

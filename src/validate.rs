@@ -1,0 +1,184 @@
+//! `promptbatch validate`: one streaming pass over an input with the same flags as `run`, no
+//! request sent. Every problem a row has (malformed record, duplicate id, empty prompt, missing
+//! field) is listed as `file:line: what` (the first [`SHOWN`], then a count), followed by the
+//! row count, where the ids come from, the columns or fields found and the models the rows
+//! name. Exit 0 when every row can be sent, 1 otherwise (also when there is no data row).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::BufRead;
+use std::path::Path;
+
+use crate::cli::{InputFormat, ValidateOptions};
+use crate::error::{exit_code, Error};
+use crate::human::{count, group};
+use crate::input::{self, RowContent};
+use crate::report::print_out;
+
+/// Problems printed one by one; the rest are counted.
+pub const SHOWN: u64 = 100;
+
+/// What one pass over the input found.
+#[derive(Debug, Default)]
+pub struct Validation {
+    pub rows: u64,
+    pub invalid: u64,
+    /// The first [`SHOWN`] problems, `file:line: what`.
+    pub problems: Vec<String>,
+    /// A problem that stopped reading (the rest of the file was not checked).
+    pub stopped: Option<String>,
+    pub explicit_ids: u64,
+    pub models: BTreeMap<String, u64>,
+}
+
+impl Validation {
+    /// Whether every row can be sent and reading reached the end.
+    pub fn is_clean(&self) -> bool {
+        self.invalid == 0 && self.stopped.is_none() && self.rows > 0
+    }
+}
+
+/// Reads the whole input once and collects what is wrong with it.
+pub fn check(rows: input::RowStream, path: &Path) -> Validation {
+    let mut v = Validation::default();
+    for item in rows {
+        let row = match item {
+            Ok(row) => row,
+            Err(e) => {
+                v.stopped = Some(e.to_string());
+                break;
+            }
+        };
+        v.rows += 1;
+        if row.explicit_id {
+            v.explicit_ids += 1;
+        }
+        if let Some(problem) = row.problem(path) {
+            v.invalid += 1;
+            if v.invalid <= SHOWN {
+                v.problems.push(problem);
+            }
+        }
+        if let RowContent::Request(request) = &row.content {
+            match v.models.get_mut(request.model.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    v.models.insert(request.model.clone(), 1);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Runs `promptbatch validate` and prints what it found; returns the exit code.
+pub fn run(opts: &ValidateOptions) -> Result<i32, Error> {
+    let rows = input::open_reporting_all(&opts.input, &opts.request)?;
+    let validation = check(rows, &opts.input.path);
+    let columns = describe_columns(&opts.input.path, input::resolve_format(&opts.input));
+    print_out(&render(&validation, opts, &columns))?;
+    Ok(if validation.is_clean() {
+        exit_code::OK
+    } else {
+        exit_code::FAILURE
+    })
+}
+
+fn render(v: &Validation, opts: &ValidateOptions, columns: &str) -> String {
+    let path = opts.input.path.display();
+    let mut s = String::new();
+    for problem in &v.problems {
+        let _ = writeln!(s, "{problem}");
+    }
+    if v.invalid > SHOWN {
+        let _ = writeln!(
+            s,
+            "… and {} more invalid rows (the first {SHOWN} are shown)",
+            group(v.invalid - SHOWN)
+        );
+    }
+    if let Some(stopped) = &v.stopped {
+        let _ = writeln!(s, "{stopped}");
+        let _ = writeln!(
+            s,
+            "reading stopped there: the rest of {path} was not checked; fix that record and validate again"
+        );
+    }
+    let limit = opts
+        .input
+        .limit
+        .map_or_else(String::new, |n| format!(" (--limit {})", group(n)));
+    let _ = writeln!(
+        s,
+        "{path}: {} data rows{limit}: {} valid, {} invalid",
+        group(v.rows),
+        group(v.rows - v.invalid),
+        group(v.invalid)
+    );
+    let ids = match (&opts.input.id_column, v.explicit_ids) {
+        (Some(column), _) => format!("from column `{column}`"),
+        (None, 0) => "row numbers (the input has no `id` or `custom_id`; choose a column with --id-column)".to_string(),
+        (None, n) if n == v.rows => "from the input's `id` (else `custom_id`)".to_string(),
+        (None, n) => format!(
+            "from the input's `id`/`custom_id` for {} rows, row numbers for the other {}",
+            group(n),
+            group(v.rows - n)
+        ),
+    };
+    let _ = writeln!(s, "ids: {ids}");
+    let _ = writeln!(s, "{columns}");
+    let models: Vec<String> = v
+        .models
+        .iter()
+        .map(|(model, rows)| format!("{model} ({})", count(*rows, "row")))
+        .collect();
+    if !models.is_empty() {
+        let _ = writeln!(s, "models: {}", models.join(", "));
+    }
+    let verdict = if v.rows == 0 && v.stopped.is_none() {
+        "warning: no data rows: a run would send nothing".to_string()
+    } else if v.is_clean() {
+        "ok: every row can be sent".to_string()
+    } else {
+        "not ok: fix the rows above (or run with --skip-invalid to record them as errors and go on)"
+            .to_string()
+    };
+    let _ = writeln!(s, "{verdict}");
+    s
+}
+
+/// The CSV header's columns, or the top-level fields of the first JSONL object.
+fn describe_columns(path: &Path, format: InputFormat) -> String {
+    if path.as_os_str() == "-" {
+        return "columns: (standard input: not re-read)".to_string();
+    }
+    let Ok(file) = std::fs::File::open(path) else {
+        return "columns: (unreadable)".to_string();
+    };
+    let names: Vec<String> = match format {
+        InputFormat::Csv => csv::ReaderBuilder::new()
+            .from_reader(file)
+            .headers()
+            .map(|h| h.iter().map(|c| c.trim_start_matches('\u{feff}').to_string()).collect())
+            .unwrap_or_default(),
+        _ => std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| !line.trim().is_empty())
+            .and_then(|line| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                    line.trim_start_matches('\u{feff}'),
+                )
+                .ok()
+            })
+            .map(|object| object.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
+    let what = if matches!(format, InputFormat::Csv) {
+        "columns"
+    } else {
+        "fields of the first line"
+    };
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    format!("{what}: {}", quoted.join(", "))
+}
