@@ -213,7 +213,10 @@ mod tests {
             "0.6 + 0.6 > 1.0 while the first is in flight"
         );
         first.settle(Some(0.1), 0);
-        assert!(waiter.await.unwrap().is_some(), "fits once the first settled at 0.1");
+        assert!(
+            waiter.await.unwrap().is_some(),
+            "fits once the first settled at 0.1"
+        );
         assert!(
             b.reserve(0.6).await.is_none(),
             "0.6 spent + 0.6 > 1.0 with nothing in flight"

@@ -445,7 +445,10 @@ pub struct TimeEstimate {
 impl Estimate {
     fn new(opts: &EstimateOptions, totals: Totals, expected: Option<ExpectedOutput>) -> Self {
         let per_row = expected.as_ref().map(|e| e.tokens_per_row);
-        let cached_share = expected.as_ref().and_then(|e| e.cached_share).unwrap_or(0.0);
+        let cached_share = expected
+            .as_ref()
+            .and_then(|e| e.cached_share)
+            .unwrap_or(0.0);
         let range = expected
             .as_ref()
             .map(|e| (e.tokens_per_row_low, e.tokens_per_row_high));
@@ -467,7 +470,8 @@ impl Estimate {
             let priced = m.price.is_some();
             let (exp, worst) = if priced {
                 any_priced = true;
-                let input = m.input_cost * (1.0 - cached_share) + m.cached_input_cost * cached_share;
+                let input =
+                    m.input_cost * (1.0 - cached_share) + m.cached_input_cost * cached_share;
                 let cost_at = |n: f64| (input + n * m.output_rate_sum) / 1e6;
                 let exp = per_row.map(cost_at);
                 if let Some((low, high)) = range {
@@ -501,32 +505,33 @@ impl Estimate {
             .as_ref()
             .and_then(|e| e.latency_ms_mean)
             .map(|ms| request_rows as f64 * ms / 60_000.0 / opts.concurrency as f64);
-        let time = (opts.rpm.is_some() || opts.tpm.is_some() || latency_minutes.is_some()).then(|| {
-            let by_requests = opts.rpm.map_or(0.0, |rpm| request_rows as f64 / rpm as f64);
-            let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
-                (Some(w), _) => (w as f64, "worst"),
-                (None, Some(e)) => (e, "expected"),
-                (None, None) => (0.0, "none"),
-            };
-            let by_tokens = opts
-                .tpm
-                .map_or(0.0, |tpm| (prompt_tokens as f64 + output) / tpm as f64);
-            let by_latency = latency_minutes.unwrap_or(0.0);
-            let limited_by = if by_latency > by_requests.max(by_tokens) {
-                "latency"
-            } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
-                "tpm"
-            } else {
-                "rpm"
-            };
-            TimeEstimate {
-                rpm: opts.rpm,
-                tpm: opts.tpm,
-                minutes: by_requests.max(by_tokens).max(by_latency),
-                limited_by,
-                output_basis,
-            }
-        });
+        let time =
+            (opts.rpm.is_some() || opts.tpm.is_some() || latency_minutes.is_some()).then(|| {
+                let by_requests = opts.rpm.map_or(0.0, |rpm| request_rows as f64 / rpm as f64);
+                let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
+                    (Some(w), _) => (w as f64, "worst"),
+                    (None, Some(e)) => (e, "expected"),
+                    (None, None) => (0.0, "none"),
+                };
+                let by_tokens = opts
+                    .tpm
+                    .map_or(0.0, |tpm| (prompt_tokens as f64 + output) / tpm as f64);
+                let by_latency = latency_minutes.unwrap_or(0.0);
+                let limited_by = if by_latency > by_requests.max(by_tokens) {
+                    "latency"
+                } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
+                    "tpm"
+                } else {
+                    "rpm"
+                };
+                TimeEstimate {
+                    rpm: opts.rpm,
+                    tpm: opts.tpm,
+                    minutes: by_requests.max(by_tokens).max(by_latency),
+                    limited_by,
+                    output_basis,
+                }
+            });
         Estimate {
             input: opts.input.path.display().to_string(),
             tokenizer: "o200k_base",

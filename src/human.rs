@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn rounded_dollars_print_short() {
-        let sum: f64 = [1.1, 2.2, 1.508299].iter().sum();
+        let sum: f64 = [0.1, 0.3, 4.408299].iter().sum();
         assert_ne!(sum.to_string(), "4.808299");
         assert_eq!(round_usd(sum).to_string(), "4.808299");
         assert_eq!(round_usd(-0.0).to_string(), "0");

@@ -435,7 +435,9 @@ impl Report {
                     format_usd(m.simulated_usd)
                 ));
             }
-            let cost = m.cost_usd.map_or_else(|| "unpriced".to_string(), format_usd);
+            let cost = m
+                .cost_usd
+                .map_or_else(|| "unpriced".to_string(), format_usd);
             let _ = writeln!(
                 s,
                 "  {:<width$}  {:>10} rows  {:>12}{notes}",

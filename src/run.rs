@@ -133,7 +133,10 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     reporter.finish().await;
 
     let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
-    let unrecorded = counters.dispatched.load(Relaxed).saturating_sub(counters.done());
+    let unrecorded = counters
+        .dispatched
+        .load(Relaxed)
+        .saturating_sub(counters.done());
     let stop = match (write_result, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
         _ if workers.failed() => StopReason::Crashed(workers.describe_failures()),

@@ -117,7 +117,10 @@ fn render(v: &Validation, opts: &ValidateOptions, columns: &str) -> String {
     );
     let ids = match (&opts.input.id_column, v.explicit_ids) {
         (Some(column), _) => format!("from column `{column}`"),
-        (None, 0) => "row numbers (the input has no `id` or `custom_id`; choose a column with --id-column)".to_string(),
+        (None, 0) => {
+            "row numbers (the input has no `id` or `custom_id`; choose a column with --id-column)"
+                .to_string()
+        }
         (None, n) if n == v.rows => "from the input's `id` (else `custom_id`)".to_string(),
         (None, n) => format!(
             "from the input's `id`/`custom_id` for {} rows, row numbers for the other {}",
@@ -159,7 +162,11 @@ fn describe_columns(path: &Path, format: InputFormat) -> String {
         InputFormat::Csv => csv::ReaderBuilder::new()
             .from_reader(file)
             .headers()
-            .map(|h| h.iter().map(|c| c.trim_start_matches('\u{feff}').to_string()).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|c| c.trim_start_matches('\u{feff}').to_string())
+                    .collect()
+            })
             .unwrap_or_default(),
         _ => std::io::BufReader::new(file)
             .lines()

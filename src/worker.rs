@@ -71,6 +71,8 @@ impl WorkerContext {
 /// Sends one row until it has an answer, a permanent error or no retries left. `None` means
 /// the run is halting and the row gets no record.
 pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Record> {
+    #[cfg(debug_assertions)]
+    fault_injection::panic_if_asked(info.row);
     let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
     let abort = &ctx.shutdown.abort;
     let mut attempts = 0u32;
@@ -150,6 +152,21 @@ pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
+        }
+    }
+}
+
+/// Debug builds only: lets the end-to-end tests make a worker panic on a chosen row
+/// (`PROMPTBATCH_TEST_PANIC_ON_ROW=N`), to check that a failed worker is seen and never
+/// reported as success. Release builds contain none of this.
+#[cfg(debug_assertions)]
+mod fault_injection {
+    pub fn panic_if_asked(row: u64) {
+        let asked = std::env::var("PROMPTBATCH_TEST_PANIC_ON_ROW")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        if asked == Some(row) {
+            panic!("injected by PROMPTBATCH_TEST_PANIC_ON_ROW={row}");
         }
     }
 }

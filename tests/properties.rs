@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use proptest::prelude::*;
 use promptbatch::api::classify::{classify_status, parse_go_duration, retry_after};
 use promptbatch::api::TokenUsage;
 use promptbatch::cost::PriceTable;
@@ -14,6 +13,7 @@ use promptbatch::output::read::Records;
 use promptbatch::output::{Record, Status};
 use promptbatch::report::normalize_error;
 use promptbatch::tokens;
+use proptest::prelude::*;
 
 /// Any string, weighted towards multi-byte characters and the characters formats care about.
 fn any_text() -> impl Strategy<Value = String> {

@@ -76,7 +76,7 @@ fn rerunning_a_finished_run_sends_nothing() {
     assert!(
         again
             .stderr
-            .contains("resuming: 50 of 50 rows done, 0 to send"),
+            .contains("already complete: all 50 rows have a record, nothing to send"),
         "{}",
         again.stderr
     );
@@ -221,7 +221,11 @@ fn changed_model_resends_everything_and_ids_survive_reordering() {
     lines.reverse();
     let reordered = dir.write("reordered.jsonl", &(lines.join("\n") + "\n"));
     let r = run(&sim, &reordered, &output, &["-q"]);
-    assert!(r.stderr.contains("10 of 10 rows done"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("all 10 rows have a record"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(sim.requests(), 10);
 
     let r = run(
@@ -269,7 +273,11 @@ fn error_records_are_retried_unless_keep_errors() {
         "the kept error record still counts: {}",
         kept.stderr
     );
-    assert!(kept.stderr.contains("2 of 2 rows done"), "{}", kept.stderr);
+    assert!(
+        kept.stderr.contains("all 2 rows have a record"),
+        "{}",
+        kept.stderr
+    );
     assert_eq!(sim.requests(), 2);
 
     let retried = run(&sim, &input, &output, &["--max-retries", "0", "-q"]);
@@ -531,7 +539,8 @@ fn mixed_explicit_and_missing_ids_resume_without_resending() {
     assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
     let r = run(&sim, &input, &output, &["-q"]);
     assert!(
-        r.stderr.contains("2 of 2 rows done, 0 to send"),
+        r.stderr
+            .contains("all 2 rows have a record, nothing to send"),
         "{}",
         r.stderr
     );

@@ -41,10 +41,12 @@ impl Row {
     pub fn problem(&self, path: &Path) -> Option<String> {
         match &self.content {
             RowContent::Request(_) => None,
-            RowContent::Invalid { message, .. } => Some(match message.strip_prefix(MALFORMED_PREFIX) {
-                Some(located) => located.to_string(),
-                None => format!("{}:{}: {message}", path.display(), self.line),
-            }),
+            RowContent::Invalid { message, .. } => {
+                Some(match message.strip_prefix(MALFORMED_PREFIX) {
+                    Some(located) => located.to_string(),
+                    None => format!("{}:{}: {message}", path.display(), self.line),
+                })
+            }
         }
     }
 
