@@ -58,6 +58,7 @@ fn sample_record(prompt: &str) -> Record {
         response_id: Some("chatcmpl-20251010015944503180122WJNB8Eid".into()),
         cost_usd: Some(0.026_496_75),
         fingerprint: "af63dc4c8601ec8c".into(),
+        simulated: false,
     }
 }
 

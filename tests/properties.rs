@@ -8,7 +8,7 @@ use promptbatch::api::classify::{classify_status, parse_go_duration, retry_after
 use promptbatch::api::TokenUsage;
 use promptbatch::cost::PriceTable;
 use promptbatch::input::Template;
-use promptbatch::output::format::{self, RecordFormat};
+use promptbatch::output::format;
 use promptbatch::output::read::Records;
 use promptbatch::output::{Record, Status};
 use promptbatch::report::normalize_error;
@@ -103,7 +103,7 @@ proptest! {
         let template = Template::parse(&format!("<{{{name}}}>")).unwrap();
         prop_assert_eq!(template.fields(), vec![name.as_str()]);
         let filled = template
-            .fill(|field| (field == name).then(|| std::borrow::Cow::Borrowed("v")))
+            .fill(|field| (field == name).then_some(std::borrow::Cow::Borrowed("v")))
             .unwrap();
         prop_assert_eq!(filled, "<v>");
     }
