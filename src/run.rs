@@ -7,6 +7,7 @@
 //! halting (interrupt, fatal API error), in which case unfinished rows get none and stay for
 //! resume; rows an earlier run finished are never dispatched.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,8 +24,8 @@ use crate::input::{self, Row, RowContent};
 use crate::limit::Limits;
 use crate::output::lock::OutputLock;
 use crate::output::record::RowInfo;
-use crate::output::resume::{self, Plan, ResumeIndex};
-use crate::output::{writer, Record, Sequenced, Writer};
+use crate::output::resume::{Plan, ResumeIndex};
+use crate::output::{backup, order, replace, writer, Finished, Record, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::shutdown::Shutdown;
 use crate::sim;
@@ -43,9 +44,8 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let (client, _simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
     writer::check_folder(&opts.output)?;
-    let _lock = OutputLock::acquire(&opts.output)?;
-    writer::prepare(&opts.output, opts.fresh)?;
-    let (done_rows, plan) = plan_resume(opts)?;
+    let (_lock, output) = take_output(opts)?;
+    let (done_rows, plan) = plan_resume(opts, &output)?;
     let rows = match done_rows {
         Some(done) => {
             drop(early_rows);
@@ -65,15 +65,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
     }
     let concurrency = opts.concurrency as usize;
-    let window = opts
-        .ordered
-        .then(|| Arc::new(Semaphore::new(reorder_window(concurrency))));
-    let writer = Writer::start(
-        &opts.output,
-        concurrency * 2,
-        window.clone(),
-        counters.clone(),
-    )?;
+    let writer = Writer::start(&output, concurrency * 2, counters.clone())?;
     let reporter = Reporter::start(
         counters.clone(),
         progress::Display::choose(opts.quiet, opts.log_every),
@@ -104,7 +96,6 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         row_queue,
         &ctx,
         &permits,
-        window.as_deref(),
         &writer.sender,
         &opts.request.model,
     )
@@ -123,8 +114,11 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
             let _ = all_done.await;
         }
     }
-    let write_result = writer.finish();
+    let mut write_result = writer.finish();
     reporter.finish().await;
+    if opts.ordered && write_result.is_ok() {
+        write_result = put_in_input_order(&output);
+    }
 
     let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
     let stop = match (write_result, dispatched, fatal) {
@@ -172,6 +166,26 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
     Ok((client, simulator))
 }
 
+/// Locks the output and returns its real path, after finishing a rewrite a crash interrupted and,
+/// with --fresh, moving the earlier output to a new backup.
+fn take_output(opts: &RunOptions) -> Result<(OutputLock, PathBuf), Error> {
+    let lock = OutputLock::acquire(&opts.output)?;
+    let output = lock.path().to_path_buf();
+    replace::finish_interrupted(&output)?;
+    if opts.fresh {
+        if let Some(backup) = backup::move_aside(&output)? {
+            // The new, empty output is locked before the old one's lock is released.
+            let lock = OutputLock::acquire(&output)?;
+            say!(
+                "starting over (--fresh): the earlier output is kept as {}",
+                backup.display()
+            );
+            return Ok((lock, output));
+        }
+    }
+    Ok((lock, output))
+}
+
 /// An output that is the input file itself would be read as earlier results and appended to.
 fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
     let same = match (
@@ -190,15 +204,11 @@ fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// When OUTPUT exists: index it, claim the rows already done in a first pass over the input,
-/// and rewrite it without the records that will be redone. Returns the done rows and the plan;
-/// `None` for a new output.
-fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Error> {
-    let leftover = resume::temporary_path(&opts.output);
-    if leftover.exists() {
-        let _ = std::fs::remove_file(&leftover);
-    }
-    let has_records = std::fs::metadata(&opts.output).is_ok_and(|m| m.len() > 0);
+/// When OUTPUT (at its real path `output`) has records: index it, claim the rows already done in
+/// a first pass over the input, and rewrite it without the records that will be redone. Returns
+/// the done rows and the plan; `None` for a new output.
+fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
+    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
     if !has_records {
         return Ok((None, None));
     }
@@ -209,11 +219,11 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
         )));
     }
     let rows = input::open(&opts.input, &opts.request, None)?;
-    let (index, plan, done_rows) = ResumeIndex::plan(&opts.output, opts.keep_errors, rows)?;
+    let (index, plan, done_rows) = ResumeIndex::plan(output, opts.keep_errors, rows)?;
     if let Some(torn) = index.torn() {
         say!(
-            "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",
-            opts.output.display(),
+            "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
+            output.display(),
             torn.line,
             torn.reason
         );
@@ -222,9 +232,17 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
     Ok((Some(done_rows), Some(plan)))
 }
 
-/// Rows that may wait in the --ordered reorder buffer.
-fn reorder_window(concurrency: usize) -> usize {
-    (concurrency * 4).max(1024)
+/// --ordered: the output was written as rows finished; now it is put in input order.
+fn put_in_input_order(output: &Path) -> Result<(), Error> {
+    let moved = order::sort_by_row(output)?;
+    if moved > 0 {
+        say!(
+            "--ordered: put {} records in input order in {}",
+            crate::human::group(moved),
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 /// Counts the rows to send in the background, for the progress total (only shown when not quiet:
@@ -291,12 +309,10 @@ async fn dispatch(
     mut chunks: mpsc::Receiver<Chunk>,
     ctx: &Arc<WorkerContext>,
     permits: &Arc<Semaphore>,
-    window: Option<&Semaphore>,
-    records: &mpsc::Sender<Sequenced>,
+    records: &mpsc::Sender<Finished>,
     default_model: &str,
 ) -> DispatchEnd {
     let stop = &ctx.shutdown.stop_dispatch;
-    let mut seq = 0u64;
     let mut pending = Vec::new().into_iter();
     loop {
         let item = match pending.next() {
@@ -338,20 +354,11 @@ async fn dispatch(
             }
             _ => 0.0,
         };
-        if let Some(window) = window {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return DispatchEnd::Halted,
-                permit = window.acquire() => permit.expect("never closed").forget(),
-            }
-        }
         let permit = tokio::select! {
             biased;
             _ = stop.cancelled() => return DispatchEnd::Halted,
             permit = permits.clone().acquire_owned() => permit.expect("never closed"),
         };
-        let this_seq = seq;
-        seq += 1;
         match row.content {
             RowContent::Invalid { prompt, message } => {
                 tracing::warn!(id = %row.id, row = row.row, "row not sent: {message}");
@@ -363,8 +370,7 @@ async fn dispatch(
                     fingerprint: String::new(),
                 };
                 let record = Record::error(info, message, 0, 0);
-                let sent = records.send(Sequenced {
-                    seq: this_seq,
+                let sent = records.send(Finished {
                     record,
                     slot: permit,
                 });
@@ -391,8 +397,7 @@ async fn dispatch(
                     }
                     if let Some(record) = record {
                         let _ = records
-                            .send(Sequenced {
-                                seq: this_seq,
+                            .send(Finished {
                                 record,
                                 slot: permit,
                             })

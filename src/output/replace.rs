@@ -1,0 +1,126 @@
+//! Crash-safe, in-place replacement of the output's contents (resume rewrites, `--ordered`
+//! sorting). The file itself is kept — its inode, so its hardlinks, its mode, owner and group, and
+//! the run's lock on it — and only its bytes change, through a redo journal:
+//!
+//! 1. the new contents are written to `OUTPUT.rewrite-tmp` (same mode as OUTPUT) and synced;
+//! 2. that file is renamed to `OUTPUT.rewrite` and the folder synced: the commit point;
+//! 3. `OUTPUT.rewrite` is copied over OUTPUT from its first byte, OUTPUT is cut to that length
+//!    and synced;
+//! 4. `OUTPUT.rewrite` is removed.
+//!
+//! A crash before 2 leaves OUTPUT untouched (the next run deletes the `-tmp` file); a crash after
+//! 2 is finished by the next run ([`finish_interrupted`]) before it reads OUTPUT. The journal is
+//! named after the output's real path (symlinks resolved), so a run through a symlink finds it;
+//! a run through another *hardlink* name does not, which is why a crash in step 3 must be
+//! finished through the same name (or a symlink to it). Costs: one extra copy of the output's
+//! size, in time and temporarily on disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Replaces the contents of `path` by what `write` writes, crash-safely and in place.
+pub fn replace_with(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let staging = suffixed(path, ".rewrite-tmp");
+    let journal = suffixed(path, ".rewrite");
+    let io = |what: &str, file: &Path, e| Error::io(format!("{what} {}", file.display()), e);
+    let like = std::fs::metadata(path).map_err(|e| io("cannot read", path, e))?;
+    let file = create_like(&staging, &like, false).map_err(|e| io("cannot create", &staging, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    write(&mut out)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io("cannot write", &staging, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| io("cannot sync", &staging, e))?;
+    drop(file);
+    std::fs::rename(&staging, &journal).map_err(|e| io("cannot rename", &staging, e))?;
+    sync_folder(path);
+    apply(&journal, path)
+}
+
+/// Finishes a replacement that a crash interrupted (or discards one that never committed).
+/// Returns whether a committed one was finished. Call it, holding the lock, before reading OUTPUT.
+pub fn finish_interrupted(path: &Path) -> Result<bool, Error> {
+    for leftover in [
+        suffixed(path, ".rewrite-tmp"),
+        suffixed(path, ".resume-tmp"),
+    ] {
+        if leftover.exists() {
+            let _ = std::fs::remove_file(&leftover);
+        }
+    }
+    let journal = suffixed(path, ".rewrite");
+    if !journal.exists() {
+        return Ok(false);
+    }
+    apply(&journal, path)?;
+    Ok(true)
+}
+
+/// Step 3 and 4: copies the committed contents over OUTPUT, then drops the journal.
+fn apply(journal: &Path, path: &Path) -> Result<(), Error> {
+    let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+    let mut from = File::open(journal)
+        .map_err(|e| Error::io(format!("cannot open {}", journal.display()), e))?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io("cannot open", e))?;
+    let len = std::io::copy(&mut from, &mut to).map_err(|e| io("cannot rewrite", e))?;
+    to.set_len(len).map_err(|e| io("cannot rewrite", e))?;
+    to.sync_all().map_err(|e| io("cannot sync", e))?;
+    std::fs::remove_file(journal)
+        .map_err(|e| Error::io(format!("cannot remove {}", journal.display()), e))?;
+    sync_folder(path);
+    Ok(())
+}
+
+/// Creates a file (replacing an old one, or only a new one with `new`) that carries the mode,
+/// owner and group of `like` from the start, so the records it receives are never more exposed
+/// than they were (a different owner is best effort: only root may give files away).
+pub fn create_like(path: &Path, like: &std::fs::Metadata, new: bool) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(new);
+    if !new {
+        options.create(true).truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let mode = like.permissions().mode() & 0o7777;
+        let file = options.mode(mode & 0o700).open(path)?;
+        let _ = std::os::unix::fs::fchown(&file, Some(like.uid()), Some(like.gid()));
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        let file = options.open(path)?;
+        file.set_permissions(like.permissions())?;
+        Ok(file)
+    }
+}
+
+/// Makes a rename or removal in the output's folder durable (best effort).
+fn sync_folder(path: &Path) {
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// `OUTPUT` + `suffix`, in the same folder (so renames are atomic).
+pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
