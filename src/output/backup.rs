@@ -66,5 +66,30 @@ fn holds_records(path: &Path, len: u64) -> std::io::Result<bool> {
     }
     let mut text = Vec::new();
     File::open(path)?.read_to_end(&mut text)?;
-    Ok(text.trim_ascii() != header.trim_ascii())
+    let text = text.trim_ascii();
+    Ok(!text.is_empty() && text != header.trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::format::RecordFormat;
+
+    #[test]
+    fn backups_are_numbered_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        std::fs::write(&path, "paid\n").unwrap();
+        assert_eq!(move_aside(&path).unwrap(), Some(suffixed(&path, ".bak")));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        assert_eq!(move_aside(&path).unwrap(), None, "nothing to keep");
+        std::fs::write(&path, format::Csv.header()).unwrap();
+        assert_eq!(move_aside(&path).unwrap(), None, "a header alone");
+        std::fs::write(&path, "partial\n").unwrap();
+        assert_eq!(move_aside(&path).unwrap(), Some(suffixed(&path, ".bak.1")));
+        assert_eq!(
+            std::fs::read_to_string(suffixed(&path, ".bak")).unwrap(),
+            "paid\n"
+        );
+    }
 }

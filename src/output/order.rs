@@ -8,8 +8,7 @@
 //! bytes per record during the sort.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -37,17 +36,20 @@ pub fn sort_by_row(path: &Path) -> Result<u64, Error> {
         return Ok(0);
     }
     spans.sort_by_key(|s| s.row);
-    let file = File::open(path).map_err(|e| read_error(path, e))?;
+    let mut file = File::open(path).map_err(|e| read_error(path, e))?;
+    let header = Span {
+        row: 0,
+        start: 0,
+        end: header_end,
+    };
     replace_with(path, |out| {
-        let mut buf = vec![0u8; header_end as usize];
-        file.read_exact_at(&mut buf, 0)
-            .map_err(|e| read_error(path, e))?;
-        out.write_all(&buf).map_err(|e| read_error(path, e))?;
-        for span in &spans {
+        let mut buf = Vec::new();
+        for span in std::iter::once(&header).chain(&spans) {
             buf.resize((span.end - span.start) as usize, 0);
-            file.read_exact_at(&mut buf, span.start)
+            file.seek(SeekFrom::Start(span.start))
+                .and_then(|_| file.read_exact(&mut buf))
+                .and_then(|()| out.write_all(&buf))
                 .map_err(|e| read_error(path, e))?;
-            out.write_all(&buf).map_err(|e| read_error(path, e))?;
         }
         Ok(())
     })?;
@@ -139,4 +141,63 @@ fn csv_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
     Error::Config(format!("cannot put {} in input order: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::format as fmt;
+    use crate::output::read::Records;
+    use crate::output::record::{Record, Status};
+
+    fn record(row: u64) -> Record {
+        Record {
+            id: format!("r{row}"),
+            row,
+            prompt: format!("line one\nline \"{row}\""),
+            completion: Some("ok".into()),
+            finish_reason: None,
+            model: "m".into(),
+            prompt_tokens: 1,
+            cached_tokens: 0,
+            completion_tokens: 1,
+            reasoning_tokens: 0,
+            total_tokens: 2,
+            latency_ms: 1,
+            attempts: 1,
+            status: Status::Ok,
+            error: None,
+            response_id: None,
+            cost_usd: None,
+            fingerprint: String::new(),
+        }
+    }
+
+    fn sorted_rows(name: &str) -> (u64, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let mut encoder = fmt::for_path(&path);
+        let mut bytes = encoder.header();
+        for row in [3, 1, 4, 2, 5] {
+            encoder.encode(&record(row), &mut bytes);
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let moved = sort_by_row(&path).unwrap();
+        let rows = Records::<Record>::open(&path)
+            .unwrap()
+            .map(|r| r.unwrap().1.row)
+            .collect();
+        assert_eq!(sort_by_row(&path).unwrap(), 0, "already in order");
+        (moved, rows)
+    }
+
+    #[test]
+    fn csv_with_multi_line_fields_is_put_in_row_order() {
+        assert_eq!(sorted_rows("out.csv"), (5, vec![1, 2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn jsonl_is_put_in_row_order() {
+        assert_eq!(sorted_rows("out.jsonl"), (5, vec![1, 2, 3, 4, 5]));
+    }
 }

@@ -4,16 +4,18 @@
 //!
 //! 1. the new contents are written to `OUTPUT.rewrite-tmp` (same mode as OUTPUT) and synced;
 //! 2. that file is renamed to `OUTPUT.rewrite` and the folder synced: the commit point;
-//! 3. `OUTPUT.rewrite` is copied over OUTPUT from its first byte, OUTPUT is cut to that length
-//!    and synced;
+//! 3. OUTPUT is emptied, `OUTPUT.rewrite` is copied into it and it is synced;
 //! 4. `OUTPUT.rewrite` is removed.
 //!
 //! A crash before 2 leaves OUTPUT untouched (the next run deletes the `-tmp` file); a crash after
-//! 2 is finished by the next run ([`finish_interrupted`]) before it reads OUTPUT. The journal is
+//! 2 is finished by the next run ([`finish_interrupted`]) before it reads OUTPUT. In between,
+//! OUTPUT holds either its old contents or a prefix of the new ones (whole records and perhaps a
+//! torn last one), never a mix of both, so it never holds two records for one row; the records
+//! missing from a prefix are in the journal until the next run puts them back. The journal is
 //! named after the output's real path (symlinks resolved), so a run through a symlink finds it;
-//! a run through another *hardlink* name does not, which is why a crash in step 3 must be
-//! finished through the same name (or a symlink to it). Costs: one extra copy of the output's
-//! size, in time and temporarily on disk.
+//! a run through another *hardlink* name does not: after a crash in step 3, resume through the
+//! same name (or a symlink to it), or the rows missing from the prefix are sent again. Costs: one
+//! extra copy of the output's size, in time and temporarily on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
@@ -72,8 +74,8 @@ fn apply(journal: &Path, path: &Path) -> Result<(), Error> {
         .write(true)
         .open(path)
         .map_err(|e| io("cannot open", e))?;
-    let len = std::io::copy(&mut from, &mut to).map_err(|e| io("cannot rewrite", e))?;
-    to.set_len(len).map_err(|e| io("cannot rewrite", e))?;
+    to.set_len(0).map_err(|e| io("cannot rewrite", e))?;
+    std::io::copy(&mut from, &mut to).map_err(|e| io("cannot rewrite", e))?;
     to.sync_all().map_err(|e| io("cannot sync", e))?;
     std::fs::remove_file(journal)
         .map_err(|e| Error::io(format!("cannot remove {}", journal.display()), e))?;
@@ -123,4 +125,33 @@ pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn replaces_in_place_and_a_committed_journal_is_finished_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "old 1\nold 2\nold 3\n").unwrap();
+        let link = dir.path().join("hard.jsonl");
+        std::fs::hard_link(&path, &link).unwrap();
+        replace_with(&path, |out| {
+            out.write_all(b"new\n").map_err(|e| Error::io("test", e))
+        })
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "new\n");
+        assert!(!suffixed(&path, ".rewrite").exists());
+
+        // A crash after the commit point: the next run finishes the copy.
+        std::fs::write(suffixed(&path, ".rewrite"), "newer\n").unwrap();
+        std::fs::write(suffixed(&path, ".rewrite-tmp"), "uncommitted\n").unwrap();
+        assert!(finish_interrupted(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "newer\n");
+        assert!(!suffixed(&path, ".rewrite-tmp").exists());
+        assert!(!finish_interrupted(&path).unwrap());
+    }
 }
