@@ -1,6 +1,7 @@
-//! The orchestrator of `promptbatch run`: lock the output, plan a resume, then reader thread →
-//! bounded queue → dispatcher (one task, `--concurrency` permits, budget check) → worker tasks →
-//! bounded queue → writer thread.
+//! The orchestrator of `promptbatch run`: lock the output (then work on its real path), back it
+//! up with --fresh, plan a resume, then reader thread → bounded queue → dispatcher (one task,
+//! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
+//! --ordered, sort the output by row at the end.
 //!
 //! Invariants: at most `concurrency` rows are in flight; the queues are bounded, so memory does
 //! not grow with the input; every dispatched row gets exactly one record unless the run is
