@@ -71,6 +71,7 @@ fn fresh_never_replaces_a_backup_and_skips_empty_outputs() {
     let output = dir.path("out.jsonl");
     assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
     let paid = std::fs::read(&output).unwrap();
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // A --fresh run that fails on a malformed row, re-run --fresh twice "as told".
     let broken = dir.write(
@@ -97,6 +98,8 @@ fn fresh_never_replaces_a_backup_and_skips_empty_outputs() {
         second.stderr
     );
     assert!(dir.path("out.jsonl.bak.1").exists());
+    let mode = std::fs::metadata(&output).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the new output is as private as the old one");
 
     // An empty output is not backed up.
     std::fs::write(&output, "").unwrap();
