@@ -129,23 +129,34 @@ fn resume_instruction(opts: &RunOptions) -> String {
             "standard input cannot be read again, so this command cannot resume: save the same \
              input to a file, then run (with FILE that file; rows already in {} are skipped):\n  {}",
             opts.output.display(),
-            resume_command().replacen(" - ", " FILE ", 1)
+            command_line(Some("FILE"))
         )
     } else {
         format!("to resume, run:\n  {}", resume_command())
     }
 }
 
-/// The command line of this run, minus `--fresh`, quoted for a POSIX shell (bash for arguments
-/// that are not UTF-8).
+/// The command line of this run, minus `--fresh`, quoted for a POSIX shell.
 fn resume_command() -> String {
+    command_line(None)
+}
+
+/// The command line of this run, minus `--fresh`, with the input `-` (standard input) replaced by
+/// `stdin_as` if given, quoted for a POSIX shell (bash for arguments that are not UTF-8).
+fn command_line(stdin_as: Option<&str>) -> String {
+    let mut stdin_as = stdin_as.map(std::ffi::OsString::from);
     std::env::args_os()
         .filter(|a| a != "--fresh")
+        .map(|a| match stdin_as.take_if(|_| a == "-") {
+            Some(file) => file,
+            None => a,
+        })
         .map(|a| shell_quote(&a))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
+/// One argument for a shell: as is when plain, in '...' when text, in bash's $'...' otherwise.
 fn shell_quote(arg: &std::ffi::OsStr) -> String {
     let bytes = arg.as_encoded_bytes();
     let plain = |b: &u8| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(b);

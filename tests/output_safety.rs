@@ -359,6 +359,7 @@ fn an_interrupted_stdin_run_says_how_to_continue() {
         stderr.contains("standard input") && stderr.contains("save"),
         "{stderr}"
     );
+    assert!(stderr.contains(" run FILE -o "), "{stderr}");
 }
 
 #[test]
