@@ -7,15 +7,18 @@
 //! 3. OUTPUT is emptied, `OUTPUT.rewrite` is copied into it and it is synced;
 //! 4. `OUTPUT.rewrite` is removed.
 //!
-//! A crash before 2 leaves OUTPUT untouched (the next run deletes the `-tmp` file); a crash after
-//! 2 is finished by the next run ([`finish_interrupted`]) before it reads OUTPUT. In between,
-//! OUTPUT holds either its old contents or a prefix of the new ones (whole records and perhaps a
-//! torn last one), never a mix of both, so it never holds two records for one row; the records
-//! missing from a prefix are in the journal until the next run puts them back. The journal is
-//! named after the output's real path (symlinks resolved), so a run through a symlink finds it;
-//! a run through another *hardlink* name does not: after a crash in step 3, resume through the
-//! same name (or a symlink to it), or the rows missing from the prefix are sent again. Costs: one
-//! extra copy of the output's size, in time and temporarily on disk.
+//! A crash before 2 leaves OUTPUT untouched (the next run deletes the `-tmp` file). After a crash
+//! past 2, OUTPUT holds either its old contents (the copy had not started) or a prefix of the new
+//! ones (whole records and perhaps a torn last one), never a mix of both, so it never holds two
+//! records for one row. The next run ([`finish_interrupted`], before it reads OUTPUT) finishes the
+//! copy when OUTPUT is a prefix of the journal, and otherwise discards the journal: OUTPUT then
+//! holds its complete old contents, or was written since, and is the truth either way.
+//!
+//! The journal is named after the output's real path (symlinks resolved), so a run through a
+//! symlink finds it; a run through another *hardlink* name does not: after a crash in step 3 it
+//! reads the prefix and sends the rows missing from it again (paid twice, nothing lost — and a
+//! later run through the first name finds OUTPUT changed and discards the stale journal). Costs:
+//! one extra copy of the output's size, in time and temporarily on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
@@ -46,8 +49,9 @@ pub fn replace_with(
     apply(&journal, path)
 }
 
-/// Finishes a replacement that a crash interrupted (or discards one that never committed).
-/// Returns whether a committed one was finished. Call it, holding the lock, before reading OUTPUT.
+/// Finishes a replacement that a crash interrupted in its copy step, or discards one that never
+/// committed or never started copying. Returns whether one was finished. Call it, holding the
+/// lock, before reading OUTPUT.
 pub fn finish_interrupted(path: &Path) -> Result<bool, Error> {
     for leftover in [
         suffixed(path, ".rewrite-tmp"),
@@ -61,8 +65,35 @@ pub fn finish_interrupted(path: &Path) -> Result<bool, Error> {
     if !journal.exists() {
         return Ok(false);
     }
+    let copying = is_prefix_of(path, &journal)
+        .map_err(|e| Error::io(format!("cannot read {}", journal.display()), e))?;
+    if !copying {
+        std::fs::remove_file(&journal)
+            .map_err(|e| Error::io(format!("cannot remove {}", journal.display()), e))?;
+        return Ok(false);
+    }
     apply(&journal, path)?;
     Ok(true)
+}
+
+/// Whether the bytes of the file at `path` are a prefix of (or equal to) those of `of`.
+fn is_prefix_of(path: &Path, of: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (File::open(path)?, File::open(of)?);
+    if a.metadata()?.len() > b.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 /// Step 3 and 4: copies the committed contents over OUTPUT, then drops the journal.
@@ -146,12 +177,24 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&link).unwrap(), "new\n");
         assert!(!suffixed(&path, ".rewrite").exists());
 
-        // A crash after the commit point: the next run finishes the copy.
+        // A crash in the copy step (OUTPUT holds a prefix): the next run finishes the copy.
+        std::fs::write(&path, "ne").unwrap();
         std::fs::write(suffixed(&path, ".rewrite"), "newer\n").unwrap();
         std::fs::write(suffixed(&path, ".rewrite-tmp"), "uncommitted\n").unwrap();
         assert!(finish_interrupted(&path).unwrap());
         assert_eq!(std::fs::read_to_string(&link).unwrap(), "newer\n");
         assert!(!suffixed(&path, ".rewrite-tmp").exists());
         assert!(!finish_interrupted(&path).unwrap());
+
+        // OUTPUT is not a prefix (the copy never started, or another run wrote it since): it is
+        // kept as it is and the stale journal is dropped.
+        std::fs::write(&path, "newer\nappended since\n").unwrap();
+        std::fs::write(suffixed(&path, ".rewrite"), "newer\n").unwrap();
+        assert!(!finish_interrupted(&path).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "newer\nappended since\n"
+        );
+        assert!(!suffixed(&path, ".rewrite").exists());
     }
 }
