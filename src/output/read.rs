@@ -98,6 +98,13 @@ impl<T: DeserializeOwned> Records<T> {
                 e,
             )
         })?;
+        if super::replace::suffixed(path, ".rewrite").exists() {
+            tracing::warn!(
+                "{} is being rewritten, or a rewrite was interrupted: it may lack some records \
+                 until the next `promptbatch run` on it finishes the rewrite",
+                path.display()
+            );
+        }
         let format = Format::for_path(path);
         let source = match format {
             Format::Jsonl => Source::Jsonl {
