@@ -16,7 +16,7 @@ Exit codes:
   2    command-line usage error
   3    the run finished but some rows are error records
   4    stopped by the budget cap
-  130  interrupted (Ctrl-C / SIGTERM); re-run the same command to resume";
+  130  interrupted (Ctrl-C / SIGTERM / SIGHUP); re-run the same command to resume";
 
 /// promptbatch: run a whole dataset of prompts through a chat-completions API, within rate limits,
 /// one result record per row.
@@ -173,11 +173,14 @@ pub struct RunOptions {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub tpm: Option<u32>,
 
-    /// Write records in input order (bounded reorder buffer) instead of completion order.
+    /// Put the output in input order. Records are still appended as rows finish (so `kill -9`
+    /// loses nothing); the file is sorted by row, in place, when the run ends.
     #[arg(long)]
     pub ordered: bool,
 
-    /// Start over: move an existing OUTPUT to OUTPUT.bak (replacing an older backup).
+    /// Start over: move an existing OUTPUT to a new backup, OUTPUT.bak or the first free
+    /// OUTPUT.bak.N (an existing backup is never replaced; an output without records is not
+    /// backed up).
     #[arg(long)]
     pub fresh: bool,
 

@@ -52,6 +52,6 @@ pub mod exit_code {
     pub const ROW_ERRORS: i32 = 3;
     /// Stopped by the budget cap.
     pub const BUDGET: i32 = 4;
-    /// Interrupted by Ctrl-C or SIGTERM.
+    /// Interrupted by Ctrl-C, SIGTERM or SIGHUP.
     pub const INTERRUPTED: i32 = 130;
 }

@@ -127,7 +127,7 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             promptbatch::say!(
                 "interrupted: {output} holds whole records for the rows finished so far"
             );
-            promptbatch::say!("to resume, run:\n  {}", resume_command());
+            promptbatch::say!("{}", resume_instruction(opts));
             exit_code::INTERRUPTED
         }
         StopReason::Fatal(message) => {
@@ -199,24 +199,63 @@ fn report_errors(summary: &Summary, output: &str) {
     }
 }
 
+/// How to continue an interrupted run: the same command line, or — standard input cannot be read
+/// twice, and a run reading it refuses an existing output — the same command on a saved copy.
+fn resume_instruction(opts: &RunOptions) -> String {
+    if opts.input.path.as_os_str() == "-" {
+        format!(
+            "standard input cannot be read again, so this command cannot resume: save the same \
+             input to a file, then run (with FILE that file; rows already in {} are skipped):\n  {}",
+            opts.output.display(),
+            command_line(Some("FILE"))
+        )
+    } else {
+        format!("to resume, run:\n  {}", resume_command())
+    }
+}
+
 /// The command line of this run, minus `--fresh`, quoted for a POSIX shell.
 fn resume_command() -> String {
-    std::env::args()
+    command_line(None)
+}
+
+/// The command line of this run, minus `--fresh`, with the input `-` (standard input) replaced by
+/// `stdin_as` if given, quoted for a POSIX shell (bash for arguments that are not UTF-8).
+fn command_line(stdin_as: Option<&str>) -> String {
+    let mut stdin_as = stdin_as.map(std::ffi::OsString::from);
+    std::env::args_os()
         .filter(|a| a != "--fresh")
+        .map(|a| match stdin_as.take_if(|_| a == "-") {
+            Some(file) => file,
+            None => a,
+        })
         .map(|a| shell_quote(&a))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
-    if plain {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
+/// One argument for a shell: as is when plain, in '...' when text, in bash's $'...' otherwise.
+fn shell_quote(arg: &std::ffi::OsStr) -> String {
+    let bytes = arg.as_encoded_bytes();
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(b);
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !bytes.is_empty() && bytes.iter().all(plain) => text.to_string(),
+        Ok(text) if !text.chars().any(char::is_control) => {
+            format!("'{}'", text.replace('\'', "'\\''"))
+        }
+        // Bytes that are not text (or control characters): bash's $'...' with \xNN escapes.
+        _ => {
+            let mut quoted = String::from("$'");
+            for &b in bytes {
+                match b {
+                    b'\\' | b'\'' => quoted.extend(['\\', b as char]),
+                    b' '..=b'~' => quoted.push(b as char),
+                    _ => quoted.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            quoted.push('\'');
+            quoted
+        }
     }
 }
 

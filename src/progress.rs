@@ -271,7 +271,7 @@ async fn log_lines(counters: Arc<Counters>, every: Duration, stop: CancellationT
 pub enum StopReason {
     /// Every row was processed.
     Completed,
-    /// Ctrl-C / SIGTERM.
+    /// Ctrl-C / SIGTERM / SIGHUP.
     Interrupted,
     /// The API refused the run (bad key, unknown model, no quota); the message says why.
     Fatal(String),

@@ -1,6 +1,7 @@
-//! The orchestrator of `promptbatch run`: lock the output, plan a resume, then reader thread →
-//! bounded queue → dispatcher (one task, `--concurrency` permits, budget check) → worker tasks →
-//! bounded queue → writer thread.
+//! The orchestrator of `promptbatch run`: lock the output (then work on its real path), back it
+//! up with --fresh, plan a resume, then reader thread → bounded queue → dispatcher (one task,
+//! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
+//! --ordered, sort the output by row at the end.
 //!
 //! Invariants: at most `concurrency` rows are in flight; the queues are bounded, so memory does
 //! not grow with the input; every dispatched row gets exactly one record unless the run is
@@ -8,6 +9,7 @@
 //! resume; rows an earlier run finished are never dispatched.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -25,8 +27,8 @@ use crate::input::{self, Row, RowContent};
 use crate::limit::Limits;
 use crate::output::lock::OutputLock;
 use crate::output::record::RowInfo;
-use crate::output::resume::{self, Plan, ResumeIndex};
-use crate::output::{writer, Record, Sequenced, Writer};
+use crate::output::resume::{Plan, ResumeIndex};
+use crate::output::{backup, order, replace, writer, Finished, Record, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::shutdown::Shutdown;
 use crate::sim;
@@ -45,9 +47,8 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let (client, _simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
     writer::check_folder(&opts.output)?;
-    let _lock = OutputLock::acquire(&opts.output)?;
-    writer::prepare(&opts.output, opts.fresh)?;
-    let (done_rows, plan) = plan_resume(opts)?;
+    let (_lock, output) = take_output(opts)?;
+    let (done_rows, plan) = plan_resume(opts, &output)?;
     let rows = match done_rows {
         Some(done) => {
             drop(early_rows);
@@ -67,15 +68,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
     }
     let concurrency = opts.concurrency as usize;
-    let window = opts
-        .ordered
-        .then(|| Arc::new(Semaphore::new(reorder_window(concurrency))));
-    let writer = Writer::start(
-        &opts.output,
-        concurrency * 2,
-        window.clone(),
-        counters.clone(),
-    )?;
+    let writer = Writer::start(&output, concurrency * 2, counters.clone())?;
     let reporter = Reporter::start(
         counters.clone(),
         progress::Display::choose(opts.quiet, opts.log_every),
@@ -108,7 +101,6 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         row_queue,
         &ctx,
         &permits,
-        window.as_deref(),
         &writer.sender,
         &opts.request.model,
         &mut workers,
@@ -129,8 +121,11 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         }
     }
     workers.join_all().await;
-    let write_result = writer.finish();
+    let mut write_result = writer.finish();
     reporter.finish().await;
+    if opts.ordered && write_result.is_ok() {
+        write_result = put_in_input_order(&output);
+    }
 
     let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
     let unrecorded = counters
@@ -187,6 +182,26 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
     Ok((client, simulator))
 }
 
+/// Locks the output and returns its real path, after finishing a rewrite a crash interrupted and,
+/// with --fresh, moving the earlier output to a new backup.
+fn take_output(opts: &RunOptions) -> Result<(OutputLock, PathBuf), Error> {
+    let lock = OutputLock::acquire(&opts.output)?;
+    let output = lock.path().to_path_buf();
+    replace::finish_interrupted(&output)?;
+    if opts.fresh {
+        if let Some(backup) = backup::move_aside(&output)? {
+            // The new, empty output is locked before the old one's lock is released.
+            let lock = OutputLock::acquire(&output)?;
+            say!(
+                "starting over (--fresh): the earlier output is kept as {}",
+                backup.display()
+            );
+            return Ok((lock, output));
+        }
+    }
+    Ok((lock, output))
+}
+
 /// An output that is the input file itself would be read as earlier results and appended to.
 fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
     let same = match (
@@ -205,15 +220,11 @@ fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// When OUTPUT exists: index it, claim the rows already done in a first pass over the input,
-/// and rewrite it without the records that will be redone. Returns the done rows and the plan;
-/// `None` for a new output.
-fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Error> {
-    let leftover = resume::temporary_path(&opts.output);
-    if leftover.exists() {
-        let _ = std::fs::remove_file(&leftover);
-    }
-    let has_records = std::fs::metadata(&opts.output).is_ok_and(|m| m.len() > 0);
+/// When OUTPUT (at its real path `output`) has records: index it, claim the rows already done in
+/// a first pass over the input, and rewrite it without the records that will be redone. Returns
+/// the done rows and the plan; `None` for a new output.
+fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
+    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
     if !has_records {
         return Ok((None, None));
     }
@@ -230,7 +241,7 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
     };
     let rows = input::open(&whole_input, &opts.request, None)?;
     let (index, plan, done_rows) = ResumeIndex::plan(
-        &opts.output,
+        output,
         opts.keep_errors,
         opts.dry_run,
         opts.input.limit,
@@ -238,8 +249,8 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
     )?;
     if let Some(torn) = index.torn() {
         say!(
-            "{}:{}: dropping a torn last record left by an interrupted run ({}); that row will be sent again",
-            opts.output.display(),
+            "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
+            output.display(),
             torn.line,
             torn.reason
         );
@@ -248,9 +259,17 @@ fn plan_resume(opts: &RunOptions) -> Result<(Option<RowSet>, Option<Plan>), Erro
     Ok((Some(done_rows), Some(plan)))
 }
 
-/// Rows that may wait in the --ordered reorder buffer.
-fn reorder_window(concurrency: usize) -> usize {
-    (concurrency * 4).max(1024)
+/// --ordered: the output was written as rows finished; now it is put in input order.
+fn put_in_input_order(output: &Path) -> Result<(), Error> {
+    let moved = order::sort_by_row(output)?;
+    if moved > 0 {
+        say!(
+            "--ordered: put {} records in input order in {}",
+            crate::human::group(moved),
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 /// Counts the rows to send in the background, for the progress total (only shown when not quiet:
@@ -317,13 +336,11 @@ async fn dispatch(
     mut chunks: mpsc::Receiver<Chunk>,
     ctx: &Arc<WorkerContext>,
     permits: &Arc<Semaphore>,
-    window: Option<&Semaphore>,
-    records: &mpsc::Sender<Sequenced>,
+    records: &mpsc::Sender<Finished>,
     default_model: &str,
     workers: &mut Workers,
 ) -> DispatchEnd {
     let stop = &ctx.shutdown.stop_dispatch;
-    let mut seq = 0u64;
     let mut pending = Vec::new().into_iter();
     loop {
         let item = match pending.next() {
@@ -365,20 +382,11 @@ async fn dispatch(
             }
             _ => None,
         };
-        if let Some(window) = window {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return DispatchEnd::Halted,
-                permit = window.acquire() => permit.expect("never closed").forget(),
-            }
-        }
         let permit = tokio::select! {
             biased;
             _ = stop.cancelled() => return DispatchEnd::Halted,
             permit = permits.clone().acquire_owned() => permit.expect("never closed"),
         };
-        let this_seq = seq;
-        seq += 1;
         ctx.counters.dispatched.fetch_add(1, Relaxed);
         workers.reap();
         match row.content {
@@ -393,8 +401,7 @@ async fn dispatch(
                     simulated: ctx.simulated,
                 };
                 let record = Record::error(info, message, 0, 0);
-                let sent = records.send(Sequenced {
-                    seq: this_seq,
+                let sent = records.send(Finished {
                     record,
                     slot: permit,
                 });
@@ -423,8 +430,7 @@ async fn dispatch(
                     }
                     if let Some(record) = record {
                         let _ = records
-                            .send(Sequenced {
-                                seq: this_seq,
+                            .send(Finished {
                                 record,
                                 slot: permit,
                             })

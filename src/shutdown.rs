@@ -1,5 +1,5 @@
-//! Shutdown signals, as one small type that tasks listen to (after mini-redis): the first Ctrl-C
-//! or SIGTERM stops dispatching and lets in-flight requests finish within the grace period; a
+//! Shutdown signals, as one small type that tasks listen to (after mini-redis): the first Ctrl-C,
+//! SIGTERM or SIGHUP (the terminal was closed) stops dispatching and lets in-flight requests finish within the grace period; a
 //! second one (or the end of the grace period) aborts what is still in flight.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,7 @@ impl Shutdown {
         }
     }
 
-    /// Listens for Ctrl-C and SIGTERM in the background and calls [`Shutdown::interrupt`].
+    /// Listens for Ctrl-C, SIGTERM and SIGHUP in the background and calls [`Shutdown::interrupt`].
     pub fn listen_for_signals(&self, grace: std::time::Duration) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -65,14 +65,18 @@ impl Shutdown {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(mut term), Ok(mut hangup)) => {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = hangup.recv() => {}
             }
         }
-        Err(_) => {
+        _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -2,10 +2,13 @@
 //! `.csv` is CSV, anything else JSONL), one [`Record`] at a time, shared by resume, `report` and
 //! `estimate --from-output`.
 //!
-//! A run that was killed mid-write can leave a torn last record: a last line (JSONL) or record
-//! (CSV) with no line terminator. Such a record is skipped and remembered ([`Records::torn`])
-//! when it cannot be parsed (JSONL) or does not have every column / cannot be parsed (CSV). Any
-//! other unparsable line is an error naming `file:line`.
+//! A run that was killed mid-write (or stopped by a full disk) can leave a torn last record: a
+//! last line (JSONL) or record (CSV) with no line terminator, or — in CSV — a last record with
+//! fewer fields than the header (cut right after a line break inside a quoted multi-line field,
+//! which leaves the file ending with a newline and an unterminated quote). Such a record is
+//! skipped and remembered ([`Records::torn`]) when it cannot be parsed (JSONL) or does not have
+//! every column / cannot be parsed (CSV). Any other unparsable line is an error naming
+//! `file:line`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -95,6 +98,13 @@ impl<T: DeserializeOwned> Records<T> {
                 e,
             )
         })?;
+        if super::replace::suffixed(path, ".rewrite").exists() {
+            tracing::warn!(
+                "{} is being rewritten, or a rewrite was interrupted: it may lack some records \
+                 until the next `promptbatch run` on it finishes the rewrite",
+                path.display()
+            );
+        }
         let format = Format::for_path(path);
         let source = match format {
             Format::Jsonl => Source::Jsonl {
@@ -249,7 +259,10 @@ impl<T: DeserializeOwned> Records<T> {
             }
         };
         let line = record.position().map_or(0, csv_line);
-        if may_be_torn && record.len() != headers.len() {
+        // A last record with fewer fields than the header is torn even when the file ends with a
+        // newline: the cut fell right after a line break inside a quoted multi-line field.
+        let short = record.len() < headers.len();
+        if is_last && (short || (may_be_torn && record.len() != headers.len())) {
             self.torn = Some(Torn {
                 line,
                 reason: format!(

@@ -12,12 +12,12 @@
 //! The plan indexes the output on one thread while another computes the input's row keys, then
 //! claims every row and yields the done row numbers (one bit per row); the index is dropped and
 //! the run skips those rows by number. Before the run appends, the output is rewritten
-//! atomically (temporary file in the same folder, fsync, rename) without the records that will
-//! be redone and without a torn last line, so the output never holds two records for one row.
+//! crash-safely and in place (`replace.rs`: the file keeps its inode, links, mode and owner)
+//! without the records that will be redone and without a torn last record, so the output never
+//! holds two records for one row.
 //! Memory during the plan: about 100 bytes per earlier record and 32 per input row.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,7 @@ use crate::input::{Row, RowSet};
 use crate::output::format;
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
+use crate::output::replace::replace_with;
 
 /// The fields of an earlier record that resuming reads (the rest is skipped, not allocated).
 #[derive(Debug, Deserialize)]
@@ -388,7 +389,7 @@ impl ResumeIndex {
             || self.entries.iter().any(|e| !e.claimed() || e.relabel())
     }
 
-    /// Rewrites the output atomically with only the claimed records (relabelled with the rows
+    /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled with the rows
     /// that claimed them), when anything must change.
     pub fn rewrite_if_needed(&self) -> Result<(), Error> {
         if self.needs_rewrite() {
@@ -399,41 +400,33 @@ impl ResumeIndex {
 
     fn rewrite(&self) -> Result<(), Error> {
         let path = &self.path;
-        let tmp = temporary_path(path);
-        let io = |what: &str, e| Error::io(format!("{what} {} while resuming", tmp.display()), e);
-        let mut out =
-            std::io::BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
-        let mut encoder = format::for_path(path);
-        let mut buf = encoder.header();
-        for (item, entry) in Records::<Record>::open(path)?.zip(&self.entries) {
-            let (_, mut record) = item?;
-            if entry.relabel() {
-                record.row = entry.claimed_by;
-                if entry.claimed_anonymously {
-                    record.id = entry.claimed_by.to_string();
+        replace_with(path, |out| {
+            let io = |e| {
+                Error::io(
+                    format!("cannot rewrite {} while resuming", path.display()),
+                    e,
+                )
+            };
+            let mut encoder = format::for_path(path);
+            let mut buf = encoder.header();
+            for (item, entry) in Records::<Record>::open(path)?.zip(&self.entries) {
+                let (_, mut record) = item?;
+                if entry.relabel() {
+                    record.row = entry.claimed_by;
+                    if entry.claimed_anonymously {
+                        record.id = entry.claimed_by.to_string();
+                    }
+                }
+                if entry.claimed() {
+                    encoder.encode(&record, &mut buf);
+                }
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf).map_err(io)?;
+                    buf.clear();
                 }
             }
-            if entry.claimed() {
-                encoder.encode(&record, &mut buf);
-            }
-            if buf.len() >= 1 << 20 {
-                out.write_all(&buf).map_err(|e| io("cannot write", e))?;
-                buf.clear();
-            }
-        }
-        out.write_all(&buf).map_err(|e| io("cannot write", e))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| io("cannot write", e.into_error()))?;
-        file.sync_all().map_err(|e| io("cannot sync", e))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(|e| io("cannot rename", e))?;
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(dir) = File::open(dir) {
-                let _ = dir.sync_all();
-            }
-        }
-        Ok(())
+            out.write_all(&buf).map_err(io)
+        })
     }
 }
 
@@ -443,18 +436,11 @@ fn suggest_fresh(error: Error) -> Error {
         Error::Input { location, message } => Error::Input {
             location,
             message: format!(
-                "{message}; or pass --fresh to start over (the file is kept as OUTPUT.bak)"
+                "{message}; or pass --fresh to start over (the file is kept as a backup: OUTPUT.bak, or the first free OUTPUT.bak.N)"
             ),
         },
         other => other,
     }
-}
-
-/// The temporary file a rewrite goes through (same folder, so the rename is atomic).
-pub fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".resume-tmp");
-    PathBuf::from(name)
 }
 
 #[cfg(test)]

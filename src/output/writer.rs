@@ -1,14 +1,12 @@
-//! The writer: the only code that writes the output file. It runs on its own thread, appends
+//! The writer: the only code that appends to the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
-//! `write_all`) as they arrive, and only then releases their rows' concurrency slots (so after
-//! `kill -9` at most `--concurrency` rows were paid for without a record; with `--ordered`,
-//! records parked in the reorder buffer release theirs at once, so one slow row never stalls the
-//! pool); a companion thread syncs to disk every 2 s while anything is
-//! unsynced, and the writer syncs once more at the end.
-//! With `--ordered` it holds early records in a bounded reorder buffer and releases one slot of
-//! the dispatcher's window per record written.
+//! `write_all`) as they arrive — with `--ordered` too: the file is the checkpoint, and it is put
+//! in input order at the end (`order.rs`) — and only then releases their rows' concurrency slots
+//! and counts them, so after `kill -9` at most `--concurrency` rows were paid for without a
+//! record, and the counters never include a record a failed write (a full disk) lost. A companion
+//! thread syncs to disk every 2 s while anything is unsynced, and the writer syncs once more at
+//! the end.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +15,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::format::{self, RecordFormat};
 use super::record::Record;
@@ -29,10 +27,9 @@ const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Write out the batch buffer when it grows past this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// A record and its position among dispatched rows (for --ordered).
+/// A finished row's record, with the slot it holds until the record is written.
 #[derive(Debug)]
-pub struct Sequenced {
-    pub seq: u64,
+pub struct Finished {
     pub record: Record,
     /// The row's concurrency slot: released once the record is written, so the rows that are
     /// paid for but not yet in the file never exceed the concurrency.
@@ -52,44 +49,16 @@ pub fn check_folder(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// With `fresh`, moves an existing output to `OUTPUT.bak` (replacing an older backup). Nothing
-/// is created here.
-pub fn prepare(path: &Path, fresh: bool) -> Result<(), Error> {
-    if !fresh || !path.exists() {
-        return Ok(());
-    }
-    let backup = backup_path(path);
-    std::fs::rename(path, &backup).map_err(|e| {
-        Error::io(
-            format!("cannot move {} to {}", path.display(), backup.display()),
-            e,
-        )
-    })
-}
-
-/// `OUTPUT.bak`.
-pub fn backup_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".bak");
-    PathBuf::from(name)
-}
-
 /// A running writer thread (and its disk-sync companion).
 pub struct Writer {
-    pub sender: mpsc::Sender<Sequenced>,
+    pub sender: mpsc::Sender<Finished>,
     thread: std::thread::JoinHandle<Result<(), Error>>,
     syncer: Syncer,
 }
 
 impl Writer {
-    /// Creates the output file and starts the writer thread. `window` (ordered mode) receives one
-    /// permit back per record written.
-    pub fn start(
-        path: &Path,
-        capacity: usize,
-        window: Option<Arc<Semaphore>>,
-        counters: Arc<Counters>,
-    ) -> Result<Self, Error> {
+    /// Opens (or creates) the output file for appending and starts the writer thread.
+    pub fn start(path: &Path, capacity: usize, counters: Arc<Counters>) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -102,9 +71,7 @@ impl Writer {
             format: format::for_path(path),
             file,
             buf: Vec::with_capacity(BATCH_BYTES),
-            pending: BTreeMap::new(),
-            next_seq: 0,
-            window,
+            batch: Vec::new(),
             counters,
             dirty: syncer.dirty.clone(),
             slots: Vec::new(),
@@ -178,9 +145,8 @@ struct WriterTask {
     format: Box<dyn RecordFormat>,
     file: File,
     buf: Vec<u8>,
-    pending: BTreeMap<u64, Record>,
-    next_seq: u64,
-    window: Option<Arc<Semaphore>>,
+    /// The records encoded in `buf`, counted once they are written.
+    batch: Vec<Record>,
     counters: Arc<Counters>,
     /// Set after every write; the syncer clears it when it syncs.
     dirty: Arc<AtomicBool>,
@@ -189,7 +155,7 @@ struct WriterTask {
 }
 
 impl WriterTask {
-    fn run(&mut self, mut receiver: mpsc::Receiver<Sequenced>) -> Result<(), Error> {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Finished>) -> Result<(), Error> {
         let empty = self.file.metadata().map_err(|e| self.io_error(e))?.len() == 0;
         if empty {
             self.buf.extend_from_slice(&self.format.header());
@@ -204,39 +170,17 @@ impl WriterTask {
             }
             self.write_out()?;
         }
-        // Rows abandoned by a halting run leave gaps: write what is held, in order.
-        for record in std::mem::take(&mut self.pending).into_values() {
-            self.encode(&record);
-        }
-        self.write_out()?;
         self.file.sync_all().map_err(|e| self.io_error(e))
     }
 
-    fn accept(&mut self, item: Sequenced) {
+    fn accept(&mut self, item: Finished) {
         self.slots.push(item.slot);
-        if self.window.is_none() {
-            self.encode(&item.record);
-            return;
-        }
-        self.pending.insert(item.seq, item.record);
-        while let Some(record) = self.pending.remove(&self.next_seq) {
-            self.encode(&record);
-            self.next_seq += 1;
-            if let Some(window) = &self.window {
-                window.add_permits(1);
-            }
-        }
-    }
-
-    fn encode(&mut self, record: &Record) {
-        self.format.encode(record, &mut self.buf);
-        self.counters.record_written(record);
+        self.format.encode(&item.record, &mut self.buf);
+        self.batch.push(item.record);
     }
 
     fn write_out(&mut self) -> Result<(), Error> {
         if self.buf.is_empty() {
-            // Records parked in the reorder buffer need not hold their slots.
-            self.slots.clear();
             return Ok(());
         }
         self.file
@@ -244,6 +188,9 @@ impl WriterTask {
             .map_err(|e| self.io_error(e))?;
         self.buf.clear();
         self.dirty.store(true, Ordering::Release);
+        for record in self.batch.drain(..) {
+            self.counters.record_written(&record);
+        }
         self.slots.clear();
         Ok(())
     }
