@@ -3,15 +3,15 @@
 //! OpenAI Batch API line `{"custom_id", "method", "url", "body": {...}}`. Blank lines are skipped.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::encoding::{first_non_utf8, reencode_hint, starts_utf16, UTF8_BOM};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
 use crate::error::Error;
-
-/// The UTF-8 byte-order mark some editors put at the start of a file.
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Streams rows from a JSONL reader.
 pub(crate) struct JsonlRows {
@@ -44,8 +44,9 @@ impl JsonlRows {
         }
     }
 
-    /// The id of an object, `Ok(None)` when it has none (the row number is used).
-    fn id_of(&self, object: &Map<String, Value>) -> Result<Option<String>, String> {
+    /// The id of an object (parsed from `text`), `Ok(None)` when it has none (the row number is
+    /// used). A number is kept as written: `1e3` stays `1e3`, and digits beyond 64 bits are kept.
+    fn id_of(&self, text: &str, object: &Map<String, Value>) -> Result<Option<String>, String> {
         let (name, value) = match &self.ids {
             IdSource::Required(name) => match object.get(name) {
                 Some(v) => (name.as_str(), v),
@@ -65,7 +66,7 @@ impl JsonlRows {
         };
         match value {
             Value::String(s) => Ok(Some(s.clone())),
-            Value::Number(n) => Ok(Some(n.to_string())),
+            Value::Number(n) => Ok(Some(raw_value(text, name).unwrap_or_else(|| n.to_string()))),
             other => Err(format!(
                 "`{name}` must be a string or a number, not {}",
                 kind_of(other)
@@ -131,7 +132,18 @@ impl JsonlRows {
     fn parse_line(&mut self) -> Result<Row, Error> {
         let line = self.line;
         let row = self.row;
-        let object = match serde_json::from_slice::<Value>(&self.buf) {
+        let text = match std::str::from_utf8(&self.buf) {
+            Ok(text) => text,
+            Err(_) => {
+                let at = first_non_utf8(&self.buf).unwrap_or_default();
+                let utf16 = line == 1 && starts_utf16(&self.buf);
+                let hint = reencode_hint(&self.factory.path, utf16);
+                return self
+                    .factory
+                    .unreadable(row, line, format!("not UTF-8 ({at}); {hint}"));
+            }
+        };
+        let object = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => object,
             Ok(other) => {
                 return self.factory.unreadable(
@@ -141,12 +153,11 @@ impl JsonlRows {
                 )
             }
             Err(e) => {
-                return self
-                    .factory
-                    .unreadable(row, line, format!("invalid JSON: {e}"))
+                let message = json_error(text, &e);
+                return self.factory.unreadable(row, line, message);
             }
         };
-        let id = match self.id_of(&object) {
+        let id = match self.id_of(text, &object) {
             Ok(id) => id,
             Err(message) => return self.factory.unreadable(row, line, message),
         };
@@ -193,6 +204,27 @@ impl Iterator for JsonlRows {
         }
         None
     }
+}
+
+/// A JSON syntax error with a single location, the column in characters (serde_json's message
+/// ends with its own `at line 1 column N`, in bytes, which would contradict our `file:line`).
+fn json_error(text: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let what = message.strip_suffix(&suffix).unwrap_or(&message);
+    match e.column() {
+        0 => format!("invalid JSON: {what}"),
+        byte => {
+            let column = text.char_indices().filter(|&(i, _)| i < byte).count();
+            format!("invalid JSON at column {column}: {what}")
+        }
+    }
+}
+
+/// The text of top-level field `name` exactly as written in `text` (a JSON object).
+fn raw_value(text: &str, name: &str) -> Option<String> {
+    let fields: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    fields.get(name).map(|raw| raw.get().to_string())
 }
 
 fn messages_of(value: Option<&Value>, name: &str) -> Result<Vec<Value>, String> {

@@ -4,6 +4,8 @@
 //! those into a request, assigns the row id, rejects duplicate ids and applies `--skip-invalid`.
 
 mod csv;
+mod csv_record;
+mod encoding;
 mod jsonl;
 pub mod template;
 
