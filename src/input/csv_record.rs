@@ -184,9 +184,9 @@ impl<R: BufRead> RecordReader<R> {
             }
             State::Cr => Ok(Next::Broken(scan.broken(Problem::LoneCr, record))),
             State::Quoted => {
-                let problem = Problem::UnclosedQuote {
-                    last_line: scan.line,
-                };
+                // After a final LF the next line does not exist.
+                let last_line = scan.line - u64::from(record.bytes.ends_with(b"\n"));
+                let problem = Problem::UnclosedQuote { last_line };
                 self.replay_after_quote_line(&scan, record, &[]);
                 Ok(Next::Broken(scan.broken(problem, record)))
             }
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(out[1], ok(2, &["multi\nline"]));
         let Err(broken) = &out[2] else { panic!() };
         assert_eq!(broken.line, 4);
-        assert_eq!(broken.problem, Problem::UnclosedQuote { last_line: 7 });
+        assert_eq!(broken.problem, Problem::UnclosedQuote { last_line: 6 });
         assert_eq!(out[3..], [ok(5, &["next"]), ok(6, &[""])]);
     }
 
