@@ -487,6 +487,32 @@ fn jsonl_syntax_errors_name_one_location() {
 }
 
 #[test]
+fn jsonl_repeated_keys_are_errors_not_a_silent_choice() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let jsonl = "{\"prompt\": \"a\"}\n\
+                 {\"prompt\": \"b\", \"prompt\": \"c\"}\n\
+                 {\"messages\": [{\"role\": \"user\", \"content\": \"d\", \"content\": \"e\"}]}\n";
+    let out = run_bytes(&sim, &dir, "in.jsonl", jsonl.as_bytes(), &["-c", "1"]);
+    out.assert_stopped_before(
+        2,
+        "in.jsonl:2: invalid JSON at column 24: key `prompt` appears twice in one object",
+    );
+    let out = run_bytes(
+        &sim,
+        &dir,
+        "in.jsonl",
+        jsonl.as_bytes(),
+        &["--skip-invalid"],
+    );
+    assert_eq!(out.result.code, 3, "{}", out.result.stderr);
+    assert!(out
+        .error_of(3)
+        .contains("in.jsonl:3: invalid JSON at column 56: key `content` appears twice"));
+    assert_eq!(out.sent, 1);
+}
+
+#[test]
 fn numeric_ids_are_kept_exactly_as_written() {
     let sim = Sim::plain();
     let dir = Workdir::new();

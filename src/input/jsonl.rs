@@ -143,7 +143,9 @@ impl JsonlRows {
                     .unreadable(row, line, format!("not UTF-8 ({at}); {hint}"));
             }
         };
-        let object = match serde_json::from_str::<Value>(text) {
+        let parsed = serde_json::from_str::<Value>(text)
+            .and_then(|value| super::unique_keys::check(text).map(|()| value));
+        let object = match parsed {
             Ok(Value::Object(object)) => object,
             Ok(other) => {
                 return self.factory.unreadable(

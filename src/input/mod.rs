@@ -8,6 +8,7 @@ mod csv_record;
 mod encoding;
 mod jsonl;
 pub mod template;
+mod unique_keys;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
