@@ -306,11 +306,14 @@ fn duplicate_or_empty_column_names_named_by_a_flag_are_errors() {
 }
 
 #[test]
-fn a_column_name_with_spaces_around_it_is_pointed_out() {
+fn likely_header_mistakes_are_pointed_out() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let out = run_bytes(&sim, &dir, "in.csv", b"id, prompt\n1,x\n", &[]);
     out.assert_stopped_before(1, "(` prompt` has spaces around its name");
+    // European Excel separates with `;`.
+    let out = run_bytes(&sim, &dir, "eu.csv", b"id;prompt\n1;x\n", &[]);
+    out.assert_stopped_before(1, "is the file separated by `;` or tabs?");
 }
 
 #[test]

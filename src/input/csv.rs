@@ -128,16 +128,27 @@ impl Header {
 
     fn missing_message(&self, flag: &str, name: &str) -> String {
         let existing: Vec<String> = self.names.iter().map(|h| format!("`{h}`")).collect();
-        let spaced = self
-            .names
-            .iter()
-            .find(|h| h.trim() == name)
-            .map(|h| format!(" (`{h}` has spaces around its name: remove them from the header)"))
-            .unwrap_or_default();
         format!(
-            "{flag} names column `{name}`, which the header lacks; columns are: {}{spaced}",
-            existing.join(", ")
+            "{flag} names column `{name}`, which the header lacks; columns are: {}{}",
+            existing.join(", "),
+            self.likely_mistake(name)
         )
+    }
+
+    /// A hint for a column that is not found: spaces around a name, or another separator.
+    fn likely_mistake(&self, name: &str) -> String {
+        if let Some(spaced) = self.names.iter().find(|h| h.trim() == name) {
+            return format!(
+                " (`{spaced}` has spaces around its name: remove them from the header)"
+            );
+        }
+        match &self.names[..] {
+            [only] if only.contains(';') || only.contains('\t') => " (the header is a single \
+                column: is the file separated by `;` or tabs? Only `,` separates fields; re-save \
+                it as comma-separated CSV)"
+                .to_string(),
+            _ => String::new(),
+        }
     }
 }
 
