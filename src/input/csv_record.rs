@@ -144,11 +144,7 @@ impl<R: BufRead> RecordReader<R> {
         let mut scan = Scan::new(self.line);
         record.clear(self.line);
         loop {
-            let chunk = if self.replay_at < self.replay.len() {
-                &self.replay[self.replay_at..]
-            } else {
-                self.inner.fill_buf()?
-            };
+            let chunk = self.fill()?;
             if chunk.is_empty() {
                 self.line = scan.line;
                 return self.at_end(scan, record);
@@ -244,11 +240,7 @@ impl<R: BufRead> RecordReader<R> {
     /// Appends the bytes up to and including the next LF (or the end of the input) to `out`.
     fn read_line_into(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         loop {
-            let chunk = if self.replay_at < self.replay.len() {
-                &self.replay[self.replay_at..]
-            } else {
-                self.inner.fill_buf()?
-            };
+            let chunk = self.fill()?;
             if chunk.is_empty() {
                 return Ok(());
             }
@@ -281,6 +273,15 @@ impl<R: BufRead> RecordReader<R> {
         Ok(())
     }
 
+    /// The next bytes to read (replayed ones first); empty at the end of the input.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        if self.replay_at < self.replay.len() {
+            return Ok(&self.replay[self.replay_at..]);
+        }
+        self.inner.fill_buf()
+    }
+
+    /// Marks `n` bytes of [`RecordReader::fill`]'s answer as read.
     fn consume(&mut self, n: usize) {
         if self.replay_at < self.replay.len() {
             self.replay_at += n;
@@ -352,12 +353,12 @@ impl Scan {
                 self.blank = false;
             }
             (State::QuoteInQuoted, _) => {
-                let after = String::new();
-                let close_line = self.line;
-                return Some(Step::Broken(
-                    Problem::TextAfterQuote { close_line, after },
-                    byte,
-                ));
+                // `after` is filled in by the reader, which reads the rest of the line.
+                let problem = Problem::TextAfterQuote {
+                    close_line: self.line,
+                    after: String::new(),
+                };
+                return Some(Step::Broken(problem, byte));
             }
             (State::Unquoted, b'"') => {
                 let field = &record.bytes[self.field_start..];
