@@ -442,6 +442,89 @@ mod tests {
         Ok((line, fields.iter().map(|s| s.to_string()).collect()))
     }
 
+    /// Random records written by the `csv` crate (LF or CRLF ends) read back field for field, on
+    /// the line where each starts, through buffers as small as one byte.
+    #[test]
+    fn reads_back_what_the_csv_crate_writes() {
+        use rand::{Rng, SeedableRng};
+        let alphabet = ["a", "é", "日", ",", "\"", "\n", "\r", "\r\n", " ", ";"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for round in 0..200 {
+            let columns = rng.random_range(1..4);
+            let records: Vec<Vec<String>> = (0..rng.random_range(1..6))
+                .map(|_| {
+                    (0..columns)
+                        .map(|_| {
+                            (0..rng.random_range(0..6))
+                                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                                .collect()
+                        })
+                        .collect()
+                })
+                .filter(|r: &Vec<String>| r.len() > 1 || !r[0].is_empty())
+                .collect();
+            let terminator = match round % 2 {
+                0 => csv::Terminator::CRLF,
+                _ => csv::Terminator::Any(b'\n'),
+            };
+            let mut writer = csv::WriterBuilder::new()
+                .terminator(terminator)
+                .from_writer(Vec::new());
+            let mut lines = Vec::new();
+            for r in &records {
+                writer.flush().unwrap();
+                lines.push(1 + count_newlines(writer.get_ref()));
+                writer.write_record(r).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+            let capacity = 1 + round % 7;
+            let mut reader =
+                RecordReader::new(std::io::BufReader::with_capacity(capacity, &bytes[..]));
+            let mut record = RawRecord::default();
+            for (r, &line) in records.iter().zip(&lines) {
+                assert!(
+                    matches!(reader.read(&mut record).unwrap(), Next::Record),
+                    "{bytes:?}"
+                );
+                let fields: Vec<&[u8]> = (0..record.len()).map(|i| record.field(i)).collect();
+                let expected: Vec<&[u8]> = r.iter().map(|f| f.as_bytes()).collect();
+                assert_eq!(fields, expected, "{bytes:?}");
+                assert_eq!(record.line, line, "{bytes:?}");
+            }
+            assert!(matches!(reader.read(&mut record).unwrap(), Next::End));
+        }
+    }
+
+    /// Random bytes never panic, and every record or broken record is reported on a later line
+    /// than the one before (so reading ends after at most one item per line).
+    #[test]
+    fn random_bytes_advance_line_by_line() {
+        use rand::{Rng, SeedableRng};
+        let alphabet = b"a,\"\r\n ";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        for _ in 0..2000 {
+            let input: Vec<u8> = (0..rng.random_range(0..40))
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let lines = 1 + count_newlines(&input);
+            let mut reader = RecordReader::new(std::io::BufReader::with_capacity(2, &input[..]));
+            let mut record = RawRecord::default();
+            let mut last = 0;
+            loop {
+                let line = match reader.read(&mut record).unwrap() {
+                    Next::End => break,
+                    Next::Record => record.line,
+                    Next::Broken(broken) => broken.line,
+                };
+                assert!(
+                    line > last && line <= lines,
+                    "{input:?}: {line} after {last}"
+                );
+                last = line;
+            }
+        }
+    }
+
     #[test]
     fn reads_quoted_fields_crlf_blank_lines_and_a_bom() {
         let input = b"\xEF\xBB\xBFa,b\r\n\r\n\"x\r\ny\",\"q\"\"q\"\r\n,\n\nlast,\"\"";
