@@ -531,6 +531,16 @@ fn numeric_ids_are_kept_exactly_as_written() {
     assert_eq!(records["123456789012345678901234567891"]["prompt"], "b");
     assert_eq!(records["1.50"]["prompt"], "c");
     assert_eq!(records["18446744073709551616"]["prompt"], "d");
+
+    // The same holds for numbers a template puts into the prompt.
+    let jsonl = "{\"n\": 123456789012345678901234567891, \"x\": 1.50, \"s\": null}\n";
+    let args = ["--template", "{n} costs {x}{s}"];
+    let out = run_bytes(&sim, &dir, "t.jsonl", jsonl.as_bytes(), &args);
+    assert_eq!(out.result.code, 0, "{}", out.result.stderr);
+    assert_eq!(
+        out.records[0]["prompt"],
+        "123456789012345678901234567891 costs 1.50"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use super::encoding::{first_non_utf8, reencode_hint, starts_utf16, UTF8_BOM};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
@@ -66,7 +66,7 @@ impl JsonlRows {
         };
         match value {
             Value::String(s) => Ok(Some(s.clone())),
-            Value::Number(n) => Ok(Some(raw_value(text, name).unwrap_or_else(|| n.to_string()))),
+            Value::Number(n) => Ok(Some(number_text(text, name, n))),
             other => Err(format!(
                 "`{name}` must be a string or a number, not {}",
                 kind_of(other)
@@ -74,7 +74,7 @@ impl JsonlRows {
         }
     }
 
-    fn extract(&self, object: &Map<String, Value>) -> Result<Extracted, String> {
+    fn extract(&self, text: &str, object: &Map<String, Value>) -> Result<Extracted, String> {
         let batch_body = match object.get("body") {
             Some(Value::Object(body)) => Some(body),
             Some(other) => {
@@ -87,7 +87,7 @@ impl JsonlRows {
         };
         if let PromptSource::Template(template) = &self.prompt {
             let prompt = template
-                .fill(|name| object.get(name).map(value_text))
+                .fill(|name| object.get(name).map(|value| value_text(text, name, value)))
                 .map_err(|missing| {
                     format!(
                         "--template names field `{missing}`, which this line lacks; its fields are: {}",
@@ -163,7 +163,7 @@ impl JsonlRows {
             Ok(id) => id,
             Err(message) => return self.factory.unreadable(row, line, message),
         };
-        let extracted = self.extract(&object);
+        let extracted = self.extract(text, &object);
         self.factory.make(row, line, id, extracted)
     }
 }
@@ -223,10 +223,14 @@ fn json_error(text: &str, e: &serde_json::Error) -> String {
     }
 }
 
-/// The text of top-level field `name` exactly as written in `text` (a JSON object).
-fn raw_value(text: &str, name: &str) -> Option<String> {
-    let fields: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-    fields.get(name).map(|raw| raw.get().to_string())
+/// The text of number `n`, top-level field `name` of the JSON object `text`, exactly as written
+/// (serde_json would print `1.50` as `1.5`, and digits beyond 64 bits as a float).
+fn number_text(text: &str, name: &str, n: &Number) -> String {
+    let fields = serde_json::from_str::<HashMap<String, &RawValue>>(text);
+    match fields.ok().and_then(|fields| fields.get(name).copied()) {
+        Some(raw) => raw.get().to_string(),
+        None => n.to_string(),
+    }
 }
 
 fn messages_of(value: Option<&Value>, name: &str) -> Result<Vec<Value>, String> {
@@ -237,10 +241,12 @@ fn messages_of(value: Option<&Value>, name: &str) -> Result<Vec<Value>, String> 
     }
 }
 
-/// A field's text for a template: strings as is, null as empty, anything else as compact JSON.
-fn value_text(value: &Value) -> Cow<'_, str> {
+/// A top-level field's text for a template: strings as is, null as empty, numbers as written in
+/// `text`, anything else as compact JSON.
+fn value_text<'a>(text: &str, name: &str, value: &'a Value) -> Cow<'a, str> {
     match value {
         Value::String(s) => Cow::Borrowed(s),
+        Value::Number(n) => Cow::Owned(number_text(text, name, n)),
         Value::Null => Cow::Borrowed(""),
         other => Cow::Owned(other.to_string()),
     }
