@@ -3,15 +3,15 @@
 //! OpenAI Batch API line `{"custom_id", "method", "url", "body": {...}}`. Blank lines are skipped.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value};
 
+use super::encoding::{first_non_utf8, reencode_hint, starts_utf16, UTF8_BOM};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
 use crate::error::Error;
-
-/// The UTF-8 byte-order mark some editors put at the start of a file.
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Streams rows from a JSONL reader.
 pub(crate) struct JsonlRows {
@@ -44,8 +44,9 @@ impl JsonlRows {
         }
     }
 
-    /// The id of an object, `Ok(None)` when it has none (the row number is used).
-    fn id_of(&self, object: &Map<String, Value>) -> Result<Option<String>, String> {
+    /// The id of an object (parsed from `text`), `Ok(None)` when it has none (the row number is
+    /// used). A number is kept as written: `1e3` stays `1e3`, and digits beyond 64 bits are kept.
+    fn id_of(&self, text: &str, object: &Map<String, Value>) -> Result<Option<String>, String> {
         let (name, value) = match &self.ids {
             IdSource::Required(name) => match object.get(name) {
                 Some(v) => (name.as_str(), v),
@@ -65,7 +66,7 @@ impl JsonlRows {
         };
         match value {
             Value::String(s) => Ok(Some(s.clone())),
-            Value::Number(n) => Ok(Some(n.to_string())),
+            Value::Number(n) => Ok(Some(number_text(text, name, n))),
             other => Err(format!(
                 "`{name}` must be a string or a number, not {}",
                 kind_of(other)
@@ -73,7 +74,7 @@ impl JsonlRows {
         }
     }
 
-    fn extract(&self, object: &Map<String, Value>) -> Result<Extracted, String> {
+    fn extract(&self, text: &str, object: &Map<String, Value>) -> Result<Extracted, String> {
         let batch_body = match object.get("body") {
             Some(Value::Object(body)) => Some(body),
             Some(other) => {
@@ -86,7 +87,7 @@ impl JsonlRows {
         };
         if let PromptSource::Template(template) = &self.prompt {
             let prompt = template
-                .fill(|name| object.get(name).map(value_text))
+                .fill(|name| object.get(name).map(|value| value_text(text, name, value)))
                 .map_err(|missing| {
                     format!(
                         "--template names field `{missing}`, which this line lacks; its fields are: {}",
@@ -131,7 +132,20 @@ impl JsonlRows {
     fn parse_line(&mut self) -> Result<Row, Error> {
         let line = self.line;
         let row = self.row;
-        let object = match serde_json::from_slice::<Value>(&self.buf) {
+        let text = match std::str::from_utf8(&self.buf) {
+            Ok(text) => text,
+            Err(_) => {
+                let at = first_non_utf8(&self.buf).unwrap_or_default();
+                let utf16 = line == 1 && starts_utf16(&self.buf);
+                let hint = reencode_hint(&self.factory.path, utf16);
+                return self
+                    .factory
+                    .unreadable(row, line, format!("not UTF-8 ({at}); {hint}"));
+            }
+        };
+        let parsed = serde_json::from_str::<Value>(text)
+            .and_then(|value| super::unique_keys::check(text).map(|()| value));
+        let object = match parsed {
             Ok(Value::Object(object)) => object,
             Ok(other) => {
                 return self.factory.unreadable(
@@ -141,16 +155,15 @@ impl JsonlRows {
                 )
             }
             Err(e) => {
-                return self
-                    .factory
-                    .unreadable(row, line, format!("invalid JSON: {e}"))
+                let message = json_error(text, &e);
+                return self.factory.unreadable(row, line, message);
             }
         };
-        let id = match self.id_of(&object) {
+        let id = match self.id_of(text, &object) {
             Ok(id) => id,
             Err(message) => return self.factory.unreadable(row, line, message),
         };
-        let extracted = self.extract(&object);
+        let extracted = self.extract(text, &object);
         self.factory.make(row, line, id, extracted)
     }
 }
@@ -195,6 +208,31 @@ impl Iterator for JsonlRows {
     }
 }
 
+/// A JSON syntax error with a single location, the column in characters (serde_json's message
+/// ends with its own `at line 1 column N`, in bytes, which would contradict our `file:line`).
+fn json_error(text: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let what = message.strip_suffix(&suffix).unwrap_or(&message);
+    match e.column() {
+        0 => format!("invalid JSON: {what}"),
+        byte => {
+            let column = text.char_indices().filter(|&(i, _)| i < byte).count();
+            format!("invalid JSON at column {column}: {what}")
+        }
+    }
+}
+
+/// The text of number `n`, top-level field `name` of the JSON object `text`, exactly as written
+/// (serde_json would print `1.50` as `1.5`, and digits beyond 64 bits as a float).
+fn number_text(text: &str, name: &str, n: &Number) -> String {
+    let fields = serde_json::from_str::<HashMap<String, &RawValue>>(text);
+    match fields.ok().and_then(|fields| fields.get(name).copied()) {
+        Some(raw) => raw.get().to_string(),
+        None => n.to_string(),
+    }
+}
+
 fn messages_of(value: Option<&Value>, name: &str) -> Result<Vec<Value>, String> {
     match value {
         Some(Value::Array(messages)) => Ok(messages.clone()),
@@ -203,10 +241,12 @@ fn messages_of(value: Option<&Value>, name: &str) -> Result<Vec<Value>, String> 
     }
 }
 
-/// A field's text for a template: strings as is, null as empty, anything else as compact JSON.
-fn value_text(value: &Value) -> Cow<'_, str> {
+/// A top-level field's text for a template: strings as is, null as empty, numbers as written in
+/// `text`, anything else as compact JSON.
+fn value_text<'a>(text: &str, name: &str, value: &'a Value) -> Cow<'a, str> {
     match value {
         Value::String(s) => Cow::Borrowed(s),
+        Value::Number(n) => Cow::Owned(number_text(text, name, n)),
         Value::Null => Cow::Borrowed(""),
         other => Cow::Owned(other.to_string()),
     }

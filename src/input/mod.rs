@@ -4,8 +4,11 @@
 //! those into a request, assigns the row id, rejects duplicate ids and applies `--skip-invalid`.
 
 mod csv;
+mod csv_record;
+mod encoding;
 mod jsonl;
 pub mod template;
+mod unique_keys;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -23,7 +26,8 @@ pub use template::Template;
 pub struct Row {
     /// 1-based number of the data record (CSV records after the header; non-blank JSONL lines).
     pub row: u64,
-    /// Line in the input file where the record starts (for messages).
+    /// Line in the input file where the record starts (for messages); for a record that could
+    /// not be read, the line its message names (e.g. where a quote that never closes opens).
     pub line: u64,
     /// The row id, always a string.
     pub id: String,

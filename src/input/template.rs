@@ -21,7 +21,8 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
-        let mut chars = text.char_indices().peekable();
+        // Positions in messages are characters (1-based), never byte offsets.
+        let mut chars = text.chars().enumerate().peekable();
         while let Some((at, c)) = chars.next() {
             match c {
                 '{' if chars.peek().map(|&(_, n)| n) == Some('{') => {

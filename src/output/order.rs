@@ -170,6 +170,7 @@ mod tests {
             response_id: None,
             cost_usd: None,
             fingerprint: String::new(),
+            simulated: false,
         }
     }
 
