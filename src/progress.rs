@@ -301,6 +301,8 @@ pub struct Summary {
     pub unrecorded: u64,
     /// Error records of this run that a plain re-run may fix (transient failures).
     pub transient_errors: u64,
+    /// The answers came from the `--dry-run` simulator: the cost shown was not spent.
+    pub simulated: bool,
 }
 
 impl Summary {
@@ -316,6 +318,7 @@ impl Summary {
             done_before: 0,
             kept_errors: 0,
             transient_errors: counters.transient_errors.load(Relaxed),
+            simulated: false,
             unrecorded: counters
                 .dispatched
                 .load(Relaxed)
@@ -351,6 +354,9 @@ impl fmt::Display for Summary {
             group(self.usage.total)
         )?;
         write!(f, "\ncost this run: {}", self.costs.describe_total())?;
+        if self.simulated {
+            write!(f, " (simulated by --dry-run: nothing was spent)")?;
+        }
         for (model, usd) in &self.costs.by_model {
             write!(f, "\n  {model}: {}", format_usd(*usd))?;
         }

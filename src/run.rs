@@ -152,6 +152,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         summary.done_before = plan.done;
         summary.kept_errors = plan.kept_errors;
     }
+    summary.simulated = opts.dry_run;
     Ok(summary)
 }
 
