@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 pub mod api;
+pub mod breaker;
 pub mod budget;
 pub mod cli;
 pub mod cost;
@@ -27,6 +28,7 @@ pub mod input;
 pub mod limit;
 pub mod output;
 pub mod progress;
+pub mod repeats;
 pub mod report;
 pub mod run;
 pub mod shutdown;

@@ -142,6 +142,18 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             promptbatch::say!("error: {e}");
             exit_code::FAILURE
         }
+        StopReason::Refused(refusals) => {
+            for refusal in refusals {
+                promptbatch::say!("error: {}", refusal.describe());
+            }
+            promptbatch::say!(
+                "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account; then re-run the same command:\n  {}",
+                if refusals.len() == 1 { "this model" } else { "these models" },
+                promptbatch::breaker::FIRST_STREAK,
+                resume_command()
+            );
+            exit_code::FAILURE
+        }
         StopReason::Crashed(what) => {
             promptbatch::say!("error: the run did not finish every row: {what}");
             promptbatch::say!(
@@ -159,6 +171,12 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             exit_code::BUDGET
         }
     };
+    if summary.warnings_suppressed > 0 {
+        promptbatch::say!(
+            "{} more row failures with the same messages were not shown (`promptbatch report {output}` groups them)",
+            promptbatch::human::group(summary.warnings_suppressed)
+        );
+    }
     if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
         promptbatch::say!(
             "{} rows were started but have no record; the next run sends them",

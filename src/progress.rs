@@ -282,6 +282,9 @@ pub enum StopReason {
     /// A bug: a worker failed, or rows were dispatched without getting a record. The rows
     /// without a record are sent again by the next run.
     Crashed(String),
+    /// The circuit breaker stopped one or more models (see `breaker`); their unsent rows have
+    /// no record.
+    Refused(Vec<crate::breaker::Refusal>),
 }
 
 /// The end-of-run summary.
@@ -303,6 +306,8 @@ pub struct Summary {
     pub transient_errors: u64,
     /// The answers came from the `--dry-run` simulator: the cost shown was not spent.
     pub simulated: bool,
+    /// Row-failure warnings not printed (repeats of the same message).
+    pub warnings_suppressed: u64,
 }
 
 impl Summary {
@@ -319,6 +324,7 @@ impl Summary {
             kept_errors: 0,
             transient_errors: counters.transient_errors.load(Relaxed),
             simulated: false,
+            warnings_suppressed: 0,
             unrecorded: counters
                 .dispatched
                 .load(Relaxed)

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiClient, ApiKey};
+use crate::breaker::Breaker;
 use crate::budget::Budget;
 use crate::cli::{InputOptions, RunOptions};
 use crate::cost::PriceTable;
@@ -30,6 +31,7 @@ use crate::output::record::RowInfo;
 use crate::output::resume::{Plan, ResumeIndex};
 use crate::output::{backup, order, replace, writer, Finished, Record, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
+use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 use crate::sim;
 use crate::worker::{self, RetryPolicy, WorkerContext};
@@ -87,6 +89,8 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         budget,
         fatal: Mutex::new(None),
         simulated: opts.dry_run,
+        breaker: Breaker::default(),
+        warnings: Repeats::default(),
     });
 
     let chunk_rows = if opts.input.path.as_os_str() == "-" {
@@ -121,6 +125,14 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         }
     }
     workers.join_all().await;
+    // Error records the circuit breaker still holds (streaks too short to trip) are written.
+    send_released(
+        &ctx,
+        ctx.breaker.take_parked(),
+        &workers.spare_slots,
+        &writer.sender,
+    )
+    .await;
     let mut write_result = writer.finish();
     reporter.finish().await;
     if opts.ordered && write_result.is_ok() {
@@ -128,15 +140,18 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     }
 
     let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
+    // Rows of a refused model get no record on purpose (the next run sends them).
     let unrecorded = counters
         .dispatched
         .load(Relaxed)
-        .saturating_sub(counters.done());
+        .saturating_sub(counters.done() + ctx.breaker.held_back());
+    let refusals = ctx.breaker.refusals();
     let stop = match (write_result, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
         _ if workers.failed() => StopReason::Crashed(workers.describe_failures()),
         (_, _, Some(message)) => StopReason::Fatal(message),
         (_, DispatchEnd::Failed(e), _) => StopReason::Failed(e),
+        _ if !refusals.is_empty() => StopReason::Refused(refusals),
         (_, DispatchEnd::Budget, _) => StopReason::Budget {
             cap: ctx.budget.as_ref().map_or(0.0, Budget::cap),
         },
@@ -153,6 +168,8 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         summary.kept_errors = plan.kept_errors;
     }
     summary.simulated = opts.dry_run;
+    summary.unrecorded = unrecorded;
+    summary.warnings_suppressed = ctx.warnings.suppressed();
     Ok(summary)
 }
 
@@ -329,6 +346,8 @@ enum DispatchEnd {
     Budget,
     /// A malformed input record (or a budget that cannot be enforced).
     Failed(Error),
+    /// Every model the run used was refused and nothing succeeded: reading stopped.
+    Refused,
 }
 
 /// Hands rows to workers until the input ends, the run halts, the budget is reached or a row is
@@ -344,6 +363,9 @@ async fn dispatch(
     let stop = &ctx.shutdown.stop_dispatch;
     let mut pending = Vec::new().into_iter();
     loop {
+        if ctx.breaker.all_refused() {
+            return DispatchEnd::Refused;
+        }
         let item = match pending.next() {
             Some(item) => item,
             None => {
@@ -396,6 +418,7 @@ async fn dispatch(
                 let info = RowInfo {
                     id: row.id,
                     row: row.row,
+                    line: row.line,
                     prompt,
                     model: default_model.to_string(),
                     fingerprint: String::new(),
@@ -414,6 +437,7 @@ async fn dispatch(
                 let info = RowInfo {
                     id: row.id,
                     row: row.row,
+                    line: row.line,
                     prompt: std::mem::take(&mut request.prompt),
                     model: request.model.clone(),
                     fingerprint: std::mem::take(&mut request.fingerprint),
@@ -422,14 +446,16 @@ async fn dispatch(
                 let ctx = ctx.clone();
                 let records = records.clone();
                 let row_number = info.row;
+                let spare = workers.spare_slots.clone();
                 workers.spawn(row_number, async move {
-                    let record = worker::process(&ctx, info, request).await;
+                    let outcome = worker::process(&ctx, info, request).await;
                     if let Some(reservation) = reservation {
-                        let cost = record.as_ref().and_then(|r| r.cost_usd);
-                        let completion = record.as_ref().map_or(0, |r| r.completion_tokens);
+                        let own = outcome.own.as_ref();
+                        let cost = own.and_then(|r| r.cost_usd);
+                        let completion = own.map_or(0, |r| r.completion_tokens);
                         reservation.settle(cost, completion);
                     }
-                    if let Some(record) = record {
+                    if let Some(record) = outcome.own {
                         let _ = records
                             .send(Finished {
                                 record,
@@ -437,6 +463,7 @@ async fn dispatch(
                             })
                             .await;
                     }
+                    send_released(&ctx, outcome.released, &spare, &records).await;
                 });
             }
         }
@@ -446,16 +473,49 @@ async fn dispatch(
     }
 }
 
+/// Writes error records the circuit breaker released: their rows' own slots are long gone, so
+/// each takes one of the spare slots, which never run out.
+async fn send_released(
+    ctx: &WorkerContext,
+    released: Vec<Record>,
+    spare: &Arc<Semaphore>,
+    records: &mpsc::Sender<Finished>,
+) {
+    for record in released {
+        worker::warn_row_failed(ctx, &record);
+        let Ok(slot) = spare.clone().try_acquire_owned() else {
+            return;
+        };
+        if records.send(Finished { record, slot }).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The worker tasks of a run, so that a task that panics is seen: its row is named, and the
 /// run never reports success (the row has no record and is sent again by the next run).
-#[derive(Default)]
 struct Workers {
     tasks: JoinSet<()>,
+    /// Slots for error records the circuit breaker releases after their rows' own slots are
+    /// gone (never run out).
+    spare_slots: Arc<Semaphore>,
     /// Row number of each running task.
     rows: HashMap<tokio::task::Id, u64>,
     /// Rows whose task panicked, with the first panic's message.
     panicked: Vec<u64>,
     first_panic: Option<String>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            tasks: JoinSet::new(),
+            spare_slots: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            rows: HashMap::new(),
+            panicked: Vec::new(),
+            first_panic: None,
+        }
+    }
 }
 
 impl Workers {

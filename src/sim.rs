@@ -12,8 +12,11 @@
 //!
 //! Faults are injected at the configured rates (429 with `Retry-After`, 500, 503, dropped
 //! connections, truncated 200 bodies), and per request by directives in the last user message:
-//! `#sim:status=NNN` answers that status; `#sim:fail=N` (or `N:STATUS`) makes the first N
-//! requests with that exact body answer 503 (or STATUS; 429 comes with the retry advice); `#sim:sleep=DURATION` adds latency. `GET /_sim/stats` returns counters and the
+//! `#sim:status=NNN` answers that status (`#sim:type=T` sets its error type); `#sim:quota`
+//! answers a gateway's out-of-quota 429; `#sim:fail=N` (or `N:STATUS`) makes the first N
+//! requests with that exact body answer 503 (or STATUS; 429 comes with the retry advice);
+//! `#sim:sleep=DURATION` adds latency. `--error-style` shapes error answers like OpenAI,
+//! EvoLink or the LiteLLM proxy. `GET /_sim/stats` returns counters and the
 //! arrival time and status of the first 100,000 requests.
 
 use std::collections::HashMap;
@@ -114,6 +117,40 @@ pub struct SimOptions {
     /// Only these models exist (others get 404), comma-separated. Default: any model.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
+
+    /// The shape of error answers: `openai` (`{"error": {"message", "type", "code"}}` with
+    /// `Retry-After` headers), `evolink` (EvoLink's documented errors: integer `code`, a `type`
+    /// per status, `param`, `fallback_suggestion`; a 429 advises its wait only in the
+    /// suggestion) or `litellm` (the LiteLLM proxy's: string `code`, retry advice only in
+    /// `llm_provider-` prefixed headers).
+    #[arg(long, value_enum, default_value_t = ErrorStyle::Openai)]
+    pub error_style: ErrorStyle,
+}
+
+/// How the simulator shapes its error answers (see `--error-style`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrorStyle {
+    #[default]
+    Openai,
+    Evolink,
+    Litellm,
+}
+
+/// EvoLink's documented error type and advice for a status.
+fn evolink_type(status: u16) -> (&'static str, Option<&'static str>) {
+    match status {
+        400 => ("invalid_request_error", None),
+        401 => ("authentication_error", None),
+        402 => ("insufficient_quota_error", Some("top up your balance")),
+        403 => ("permission_error", None),
+        404 => ("not_found_error", None),
+        413 => ("request_too_large_error", Some("shorten the input")),
+        429 => ("rate_limit_error", None),
+        500 => ("internal_server_error", Some("retry later")),
+        502 => ("upstream_error", Some("try a different model")),
+        503 => ("service_unavailable_error", Some("retry later")),
+        _ => ("invalid_request_error", None),
+    }
 }
 
 /// Shared simulator state.
@@ -249,6 +286,33 @@ fn error_response(status: u16, message: &str, kind: &str, code: &str) -> SimResp
 }
 
 impl Sim {
+    /// An error answer in the configured style. `kind` and `code` are the OpenAI-style names;
+    /// the EvoLink style derives its type from the status.
+    fn error(&self, status: u16, message: &str, kind: &str, code: &str) -> SimResponse {
+        match self.options.error_style {
+            ErrorStyle::Openai => error_response(status, message, kind, code),
+            ErrorStyle::Litellm => json_response(
+                status,
+                &json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}}),
+            ),
+            ErrorStyle::Evolink => {
+                let (kind, advice) = evolink_type(status);
+                let advice = if status == 429 {
+                    Some(format!(
+                        "retry after {} seconds",
+                        self.options.retry_after.as_secs_f64().ceil()
+                    ))
+                } else {
+                    advice.map(str::to_string)
+                };
+                json_response(
+                    status,
+                    &json!({"error": {"code": status, "message": message, "type": kind, "param": null, "fallback_suggestion": advice}}),
+                )
+            }
+        }
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
         if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
             return Ok(json_response(200, &self.stats()));
@@ -273,7 +337,7 @@ impl Sim {
 
     async fn answer(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
         if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
-            return Ok(error_response(
+            return Ok(self.error(
                 404,
                 "only POST /v1/chat/completions exists here",
                 "invalid_request_error",
@@ -287,7 +351,7 @@ impl Sim {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if given != Some(required.as_str()) {
-                return Ok(error_response(
+                return Ok(self.error(
                     401,
                     "Incorrect API key provided.",
                     "invalid_request_error",
@@ -304,7 +368,7 @@ impl Sim {
         let request: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                return Ok(error_response(
+                return Ok(self.error(
                     400,
                     &format!("We could not parse the JSON body of your request: {e}"),
                     "invalid_request_error",
@@ -315,7 +379,7 @@ impl Sim {
         let messages = match request.get("messages").and_then(Value::as_array) {
             Some(m) if !m.is_empty() => m.as_slice(),
             _ => {
-                return Ok(error_response(
+                return Ok(self.error(
                     400,
                     "`messages` must be a non-empty array",
                     "invalid_request_error",
@@ -325,7 +389,7 @@ impl Sim {
         };
         let model = request.get("model").and_then(Value::as_str).unwrap_or("");
         if model.is_empty() {
-            return Ok(error_response(
+            return Ok(self.error(
                 400,
                 "`model` is required",
                 "invalid_request_error",
@@ -333,7 +397,7 @@ impl Sim {
             ));
         }
         if !self.options.models.is_empty() && !self.options.models.iter().any(|m| m == model) {
-            return Ok(error_response(
+            return Ok(self.error(
                 404,
                 &format!("The model `{model}` does not exist or you do not have access to it."),
                 "invalid_request_error",
@@ -347,13 +411,23 @@ impl Sim {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if let Some(status) = directives.status {
-            return Ok(error_response(
-                status,
-                &format!("simulated HTTP {status} (requested by #sim:status)"),
-                "invalid_request_error",
-                "simulated",
+        if directives.quota {
+            // What a gateway makes of an upstream `insufficient_quota` (LiteLLM: a 429
+            // `throttling_error` whose message alone says what happened).
+            return Ok(json_response(
+                429,
+                &json!({"error": {"message": "litellm.RateLimitError: RateLimitError: OpenAIException - You exceeded your current quota, please check your plan and billing details.\nFor more information on this error, read the docs.", "type": "throttling_error", "param": null, "code": "429"}}),
             ));
+        }
+        if let Some(status) = directives.status {
+            let message = format!("simulated HTTP {status} (requested by #sim:status)");
+            return Ok(match &directives.kind {
+                Some(kind) => json_response(
+                    status,
+                    &json!({"error": {"code": status, "message": message, "type": kind}}),
+                ),
+                None => self.error(status, &message, "invalid_request_error", "simulated"),
+            });
         }
         if directives.fail > 0 {
             let key = fnv1a(&body);
@@ -363,7 +437,7 @@ impl Sim {
                 *seen += 1;
                 return Ok(match directives.fail_status {
                     429 => self.rate_limited(),
-                    status => error_response(
+                    status => self.error(
                         status,
                         "simulated failure (#sim:fail)",
                         "server_error",
@@ -389,7 +463,7 @@ impl Sim {
 
     /// A 429 advising `--retry-after` (as `retry-after-ms`, and rounded up as `Retry-After`).
     fn rate_limited(&self) -> SimResponse {
-        let mut response = error_response(
+        let mut response = self.error(
             429,
             "Rate limit reached for requests (simulated)",
             "requests",
@@ -399,8 +473,18 @@ impl Sim {
         let wait = self.options.retry_after;
         let ms = wait.as_millis().to_string();
         let secs = wait.as_secs_f64().ceil().to_string();
-        headers.insert("retry-after-ms", ms.parse().expect("digits"));
-        headers.insert("retry-after", secs.parse().expect("digits"));
+        match self.options.error_style {
+            ErrorStyle::Openai => {
+                headers.insert("retry-after-ms", ms.parse().expect("digits"));
+                headers.insert("retry-after", secs.parse().expect("digits"));
+            }
+            ErrorStyle::Litellm => {
+                headers.insert("llm_provider-retry-after-ms", ms.parse().expect("digits"));
+                headers.insert("llm_provider-retry-after", secs.parse().expect("digits"));
+            }
+            // EvoLink advises the wait only in `fallback_suggestion`.
+            ErrorStyle::Evolink => {}
+        }
         response
     }
 
@@ -414,7 +498,7 @@ impl Sim {
             return Ok(Some(self.rate_limited()));
         }
         if roll(o.rate_500) {
-            return Ok(Some(error_response(
+            return Ok(Some(self.error(
                 500,
                 "simulated internal error",
                 "server_error",
@@ -422,7 +506,7 @@ impl Sim {
             )));
         }
         if roll(o.rate_503) {
-            return Ok(Some(error_response(
+            return Ok(Some(self.error(
                 503,
                 "simulated overload",
                 "server_error",
@@ -524,6 +608,10 @@ fn completion_body(request: &Value, messages: &[Value], prompt: &str, raw: &[u8]
 #[derive(Debug, Default, PartialEq)]
 struct Directives {
     status: Option<u16>,
+    /// `#sim:type=T`: the error `type` of a `#sim:status` answer.
+    kind: Option<String>,
+    /// `#sim:quota`: the LiteLLM-shaped out-of-quota 429.
+    quota: bool,
     fail: u32,
     fail_status: u16,
     sleep: Duration,
@@ -539,8 +627,12 @@ impl Directives {
             let Some(rest) = word.strip_prefix("#sim:") else {
                 continue;
             };
+            if rest == "quota" {
+                d.quota = true;
+            }
             match rest.split_once('=') {
                 Some(("status", v)) => d.status = v.parse().ok(),
+                Some(("type", v)) => d.kind = Some(v.to_string()),
                 Some(("fail", v)) => {
                     let (count, status) = v.split_once(':').unwrap_or((v, "503"));
                     d.fail = count.parse().unwrap_or(0);
@@ -588,9 +680,14 @@ mod tests {
                 status: Some(400),
                 fail: 2,
                 fail_status: 429,
-                sleep: Duration::from_secs(1)
+                sleep: Duration::from_secs(1),
+                ..Directives::default()
             }
         );
+        let d =
+            Directives::parse("x #sim:status=429 #sim:type=insufficient_quota_error #sim:quota");
+        assert_eq!(d.kind.as_deref(), Some("insufficient_quota_error"));
+        assert!(d.quota);
         assert_eq!(Directives::parse("plain"), Directives::default());
     }
 

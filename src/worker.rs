@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::api::{ApiClient, ChatRequest, FailureKind};
+use crate::breaker::Breaker;
 use crate::budget::Budget;
 use crate::cost::PriceTable;
 use crate::limit::Limits;
 use crate::output::record::RowInfo;
 use crate::output::Record;
 use crate::progress::Counters;
+use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 
 /// Retry settings.
@@ -51,6 +53,10 @@ pub struct WorkerContext {
     pub fatal: Mutex<Option<String>>,
     /// The API is the built-in simulator (`--dry-run`): records are marked simulated.
     pub simulated: bool,
+    /// Per-model circuit breakers: a systematic refusal stops that model's rows.
+    pub breaker: Breaker,
+    /// Row-failure warnings: the first few of each kind are printed.
+    pub warnings: Repeats,
 }
 
 impl WorkerContext {
@@ -68,16 +74,39 @@ impl WorkerContext {
     }
 }
 
-/// Sends one row until it has an answer, a permanent error or no retries left. `None` means
-/// the run is halting and the row gets no record.
-pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Record> {
+/// What processing one row produced for the writer.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The row's own record; `None` when the run is halting, the row's model is refused, or its
+    /// error record is parked by the circuit breaker.
+    pub own: Option<Record>,
+    /// Earlier rows' error records that the circuit breaker released (they hold no slot).
+    pub released: Vec<Record>,
+}
+
+impl Outcome {
+    fn record(record: Record) -> Self {
+        Outcome {
+            own: Some(record),
+            released: Vec::new(),
+        }
+    }
+}
+
+/// Sends one row until it has an answer, a permanent error or no retries left.
+pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Outcome {
+    process_row(ctx, info, request).await.unwrap_or_default()
+}
+
+/// [`process`]; `None` when the row gets no record and releases nothing.
+async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Outcome> {
     #[cfg(debug_assertions)]
     fault_injection::panic_if_asked(info.row);
     let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
     let abort = &ctx.shutdown.abort;
     let mut attempts = 0u32;
     loop {
-        if ctx.halting() {
+        if ctx.halting() || ctx.breaker.hold_back(&request.model) {
             return None;
         }
         tokio::select! {
@@ -103,11 +132,16 @@ pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
         let latency_ms = started.elapsed().as_millis() as u64;
         let failure = match outcome {
             Ok(completion) => {
+                let released = ctx.breaker.success(&request.model);
                 let answered_model = completion.model.as_deref().unwrap_or(&request.model);
                 let cost = ctx
                     .prices
                     .cost(&[answered_model, &request.model], &completion.usage);
-                return Some(Record::ok(info, completion, latency_ms, attempts, cost));
+                let own = Record::ok(info, completion, latency_ms, attempts, cost);
+                return Some(Outcome {
+                    own: Some(own),
+                    released,
+                });
             }
             Err(failure) => failure,
         };
@@ -119,14 +153,21 @@ pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                 return None;
             }
             FailureKind::Permanent => {
-                warn!(id = %info.id, row = info.row, "row failed: {}", failure.message);
-                return Some(error_record(failure.message));
+                let record = error_record(failure.message.clone());
+                let released = ctx
+                    .breaker
+                    .failure(&request.model, &failure, record, info.line);
+                return Some(Outcome {
+                    own: None,
+                    released,
+                });
             }
             FailureKind::Transient if attempts > ctx.retry.max_retries => {
                 let message = format!("gave up after {attempts} attempts: {}", failure.message);
-                warn!(id = %info.id, row = info.row, "row failed: {message}");
                 ctx.counters.transient_errors.fetch_add(1, Relaxed);
-                return Some(error_record(message));
+                let record = error_record(message);
+                warn_row_failed(ctx, &record);
+                return Some(Outcome::record(record));
             }
             FailureKind::Transient => {
                 let advised = failure.retry_after.unwrap_or(Duration::ZERO);
@@ -153,6 +194,15 @@ pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                 }
             }
         }
+    }
+}
+
+/// A warning for an error record about to be written: the first few of each kind (repeats are
+/// counted for the summary, so a night of identical failures does not flood stderr).
+pub fn warn_row_failed(ctx: &WorkerContext, record: &Record) {
+    let message = record.error.as_deref().unwrap_or_default();
+    if ctx.warnings.show(message) {
+        warn!(id = %record.id, row = record.row, "row failed: {message}");
     }
 }
 

@@ -484,25 +484,66 @@ fn wrong_key_stops_the_run_fast_without_error_records() {
 }
 
 #[test]
-fn unknown_model_is_fatal() {
+fn an_unknown_model_trips_the_circuit_breaker_without_error_records() {
+    let sim = Sim::start(SimOptions {
+        models: vec!["gpt-5.2".into()],
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let lines: String = (0..200)
+        .map(|i| format!("{{\"prompt\":\"p{i}\"}}\n"))
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["--model", "gpt-9", "-c", "4", "-q"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("model `gpt-9` was refused: HTTP 404") && r.stderr.contains("gpt-9"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.matches("was refused").count(),
+        1,
+        "the server's message once: {}",
+        r.stderr
+    );
+    let requests = sim.requests();
+    assert!(
+        requests <= 5 + 4,
+        "stopped after the breaker's 5: {requests}"
+    );
+    let written = if output.exists() {
+        read_jsonl(&output).len()
+    } else {
+        0
+    };
+    assert_eq!(written, 0, "no error records for a refused model");
+}
+
+#[test]
+fn a_few_rows_of_an_unknown_model_still_get_error_records() {
     let sim = Sim::start(SimOptions {
         models: vec!["gpt-5.2".into()],
         ..Default::default()
     });
     let dir = Workdir::new();
     let input = dir.write("in.jsonl", "{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n");
-    let r = run(
-        &sim,
-        &input,
-        &dir.path("out.jsonl"),
-        &["--model", "gpt-9", "-q"],
-    );
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("HTTP 404") && r.stderr.contains("gpt-9"),
-        "{}",
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["--model", "gpt-9", "-q"]);
+    assert_eq!(
+        r.code, 3,
+        "too few to be sure it is systematic: {}",
         r.stderr
     );
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 2);
+    assert!(records[0]["error"].as_str().unwrap().contains("HTTP 404"));
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub enum FailureKind {
     Transient,
     /// An error record for this row, no retry (400, 413, 422, other 4xx).
     Permanent,
-    /// Stop the run: bad key, unknown model, no quota or billing problem.
+    /// Stop the run: bad key, no quota or billing problem.
     Fatal,
 }
 
@@ -47,40 +47,52 @@ impl Failure {
     }
 }
 
-/// Classifies a non-2xx answer.
+/// Classifies a non-2xx answer by its status and by the error's own `type`/`code`/message
+/// (gateways reshape errors: LiteLLM turns an upstream `insufficient_quota` into a 429
+/// `throttling_error` whose message alone still says "quota"; EvoLink names each class in
+/// `type`).
 pub fn classify_status(status: u16, headers: &HeaderMap, body: &[u8]) -> Failure {
     let api = ApiError::from_body(body);
-    let kind = if api.is_quota_or_billing() {
-        FailureKind::Fatal
-    } else {
-        match status {
-            401..=404 => FailureKind::Fatal,
-            408 | 409 | 425 | 429 => FailureKind::Transient,
-            400..=499 => FailureKind::Permanent,
-            _ => FailureKind::Transient,
-        }
+    let kind = match (api.class(), status) {
+        (Some(FailureKind::Fatal), _) | (_, 401 | 402) => FailureKind::Fatal,
+        (Some(kind), _) => kind,
+        (None, 408 | 409 | 425 | 429) => FailureKind::Transient,
+        (None, 400..=499) => FailureKind::Permanent,
+        (None, _) => FailureKind::Transient,
     };
     let mut message = format!("HTTP {status}");
     if !api.message.is_empty() {
         message.push_str(": ");
         message.push_str(&api.message);
     }
-    if let Some(code) = api.code.filter(|c| !api.message.contains(c.as_str())) {
+    if let Some(code) = api
+        .code
+        .as_ref()
+        .filter(|c| !api.message.contains(c.as_str()))
+    {
         message.push_str(&format!(" ({code})"));
     }
     Failure {
         kind,
-        message,
+        message: one_line(&message),
         status: Some(status),
-        retry_after: retry_after(headers),
+        retry_after: retry_after(headers).or_else(|| api.suggested_wait()),
     }
 }
 
-/// The error object of an API answer: `{"error": {"message", "type", "code"}}` or close to it.
+/// A server message on one line: runs of whitespace (newlines included) become one space.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The error object of an API answer: `{"error": {"message", "type", "code", "param",
+/// "fallback_suggestion"}}` or close to it (`code` may be a number or a string).
 struct ApiError {
     message: String,
     code: Option<String>,
     kind: Option<String>,
+    /// EvoLink's advice, e.g. "retry after 60 seconds" or "try a different model".
+    suggestion: Option<String>,
 }
 
 impl ApiError {
@@ -106,27 +118,100 @@ impl ApiError {
                 }
             }
         };
+        let suggestion = text("fallback_suggestion");
+        let message = match &suggestion {
+            Some(advice) if !message.contains(advice.as_str()) => format!("{message} ({advice})"),
+            _ => message,
+        };
         ApiError {
             message,
             code: text("code"),
             kind: text("type"),
+            suggestion,
+        }
+    }
+
+    /// The class the error names itself, when it does: by a specific `type` or `code`, and by
+    /// the message for quota and billing problems (which no retry can fix). A generic type
+    /// (`invalid_request_error`) leaves the decision to the status.
+    fn class(&self) -> Option<FailureKind> {
+        if self.is_quota_or_billing() {
+            return Some(FailureKind::Fatal);
+        }
+        let named = |wanted: &[&str]| {
+            [&self.kind, &self.code]
+                .into_iter()
+                .flatten()
+                .any(|n| wanted.contains(&n.to_ascii_lowercase().as_str()))
+        };
+        if named(&["authentication_error", "invalid_api_key"]) {
+            Some(FailureKind::Fatal)
+        } else if named(&[
+            "rate_limit_error",
+            "internal_server_error",
+            "upstream_error",
+            "service_unavailable_error",
+            "overloaded_error",
+        ]) {
+            Some(FailureKind::Transient)
+        } else if named(&[
+            "permission_error",
+            "not_found_error",
+            "request_too_large_error",
+            "model_not_found",
+        ]) {
+            Some(FailureKind::Permanent)
+        } else {
+            None
         }
     }
 
     fn is_quota_or_billing(&self) -> bool {
-        [&self.code, &self.kind].into_iter().flatten().any(|s| {
+        let named = [&self.code, &self.kind].into_iter().flatten().any(|s| {
             let s = s.to_ascii_lowercase();
             s.contains("insufficient_quota") || s.contains("billing")
-        })
+        });
+        let message = self.message.to_ascii_lowercase();
+        named
+            || [
+                "exceeded your current quota",
+                "insufficient_quota",
+                "insufficient balance",
+                "insufficient credit",
+                "plan and billing",
+            ]
+            .iter()
+            .any(|m| message.contains(m))
+    }
+
+    /// A wait advised only in words: "retry after 60 seconds", "retry in 2 minutes".
+    fn suggested_wait(&self) -> Option<Duration> {
+        let text = self.suggestion.as_deref()?.to_ascii_lowercase();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let at = words
+            .windows(2)
+            .position(|w| w[0] == "retry" && (w[1] == "after" || w[1] == "in"))?;
+        let amount: f64 = words.get(at + 2)?.parse().ok()?;
+        let unit = words.get(at + 3).copied().unwrap_or("seconds");
+        let scale = match unit.trim_end_matches(['.', ',', ';']) {
+            "ms" | "millisecond" | "milliseconds" => 0.001,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hour" | "hours" => 3600.0,
+            _ => 1.0,
+        };
+        Duration::try_from_secs_f64(amount * scale).ok()
     }
 }
 
 /// The wait the server advised: `retry-after-ms`, else `Retry-After` (seconds or HTTP date),
 /// or, when neither is present, `x-ratelimit-reset-requests` / `x-ratelimit-reset-tokens`.
+/// Each is also read under a gateway's `llm_provider-` prefix (LiteLLM passes the upstream's
+/// advice on that way); the plain name wins.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| {
         headers
             .get(name)
+            .or_else(|| headers.get(format!("llm_provider-{name}").as_str()))
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
@@ -226,16 +311,85 @@ mod tests {
 
     #[test]
     fn fatal_statuses_and_quota_errors_stop_the_run() {
-        for status in [401, 402, 403, 404] {
+        for status in [401, 402] {
             assert_eq!(
                 classify_status(status, &HeaderMap::new(), b"{}").kind,
                 FailureKind::Fatal
+            );
+        }
+        // 403 and 404 may concern one model only: permanent, left to the circuit breaker.
+        for status in [403, 404] {
+            assert_eq!(
+                classify_status(status, &HeaderMap::new(), b"{}").kind,
+                FailureKind::Permanent
             );
         }
         let quota = br#"{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}"#;
         let f = classify_status(429, &HeaderMap::new(), quota);
         assert_eq!(f.kind, FailureKind::Fatal);
         assert!(!f.is_rate_limit());
+    }
+
+    #[test]
+    fn a_gateway_reshaped_quota_error_is_known_by_its_message() {
+        let body = br#"{"error":{"message":"litellm.RateLimitError: You exceeded your current quota, please check your plan and billing details.
+For more information","type":"throttling_error","param":null,"code":"429"}}"#;
+        let f = classify_status(429, &HeaderMap::new(), body);
+        assert_eq!(f.kind, FailureKind::Fatal);
+        assert!(!f.message.contains('\n'), "one line: {}", f.message);
+    }
+
+    #[test]
+    fn evolink_error_types_decide_whatever_the_status() {
+        let body = |kind: &str, code: &str| {
+            format!(
+                r#"{{"error":{{"code":{code},"message":"m","type":"{kind}","param":null,"fallback_suggestion":"retry after 60 seconds"}}}}"#
+            )
+        };
+        for (kind, status, expected) in [
+            ("insufficient_quota_error", 429, FailureKind::Fatal),
+            ("insufficient_quota_error", 402, FailureKind::Fatal),
+            ("authentication_error", 400, FailureKind::Fatal),
+            ("rate_limit_error", 429, FailureKind::Transient),
+            ("upstream_error", 502, FailureKind::Transient),
+            ("service_unavailable_error", 503, FailureKind::Transient),
+            ("not_found_error", 404, FailureKind::Permanent),
+            ("request_too_large_error", 413, FailureKind::Permanent),
+            ("permission_error", 403, FailureKind::Permanent),
+        ] {
+            for code in [status.to_string(), format!("\"{status}\"")] {
+                let f = classify_status(status, &HeaderMap::new(), body(kind, &code).as_bytes());
+                assert_eq!(f.kind, expected, "{kind} {code}");
+                assert_eq!(f.retry_after, Some(Duration::from_secs(60)), "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn gateway_prefixed_retry_headers_are_read() {
+        assert_eq!(
+            retry_after(&headers(&[("llm_provider-retry-after", "60")])),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("llm_provider-retry-after-ms", "700")])),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(
+            retry_after(&headers(&[(
+                "llm_provider-x-ratelimit-reset-requests",
+                "2s"
+            )])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("retry-after", "1"),
+                ("llm_provider-retry-after", "60")
+            ])),
+            Some(Duration::from_secs(1)),
+            "the plain name wins"
+        );
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub const COLUMNS: [&str; 19] = [
 pub struct RowInfo {
     pub id: String,
     pub row: u64,
+    /// Where the row starts in the input (for messages; not written).
+    pub line: u64,
     pub prompt: String,
     /// The requested model (an answer's own `model` replaces it in ok records).
     pub model: String,

@@ -1,0 +1,258 @@
+//! Issue 10, "trust the servers": a systematic refusal stops early without error records (the
+//! circuit breaker, per model), gateways' retry advice and reshaped quota errors, EvoLink's own
+//! error shapes, and warnings that do not flood stderr. The real binary against the simulator
+//! speaking each shape (`--error-style`).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use promptbatch::sim::{ErrorStyle, SimOptions};
+use serde_json::Value;
+
+fn prompts(n: usize, suffix: &str) -> String {
+    (0..n)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}{suffix}\"}}\n"))
+        .collect()
+}
+
+fn records_or_none(path: &std::path::Path) -> Vec<Value> {
+    if path.exists() {
+        read_jsonl(path)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Arrival times (ms) and statuses the simulator saw.
+fn arrivals(sim: &Sim) -> Vec<(u64, u64)> {
+    sim.stats()["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_systematic_400_stops_the_run_after_a_few_requests_without_records() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    // What the LiteLLM proxy answers a wrong key with: the same 400 for every request.
+    let input = dir.write("in.jsonl", &prompts(500, " #sim:status=400"));
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(sim.requests() <= 5 + 8, "requests: {}", sim.requests());
+    assert!(records_or_none(&output).is_empty(), "no error records");
+    assert!(r.stderr.contains("was refused: HTTP 400"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("(first at input line "),
+        "names the line: {}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.matches("simulated HTTP 400").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+
+    // Fixed (here: the same rows without the refusal), the same command sends every row.
+    std::fs::write(&input, prompts(500, "")).unwrap();
+    let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(read_jsonl(&output).len(), 500);
+}
+
+#[test]
+fn a_refused_model_in_a_batch_file_leaves_the_other_models_running() {
+    let sim = Sim::start(SimOptions {
+        models: vec!["gpt-5.2".into(), "gemini-3.1-pro-preview".into()],
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let mut lines = String::new();
+    for i in 0..60 {
+        let model = match i % 3 {
+            0 => "gpt-5.2",
+            1 => "gemini-3.1-pro-preview",
+            _ => "gpt-5.2-typo",
+        };
+        lines.push_str(&format!(
+            "{{\"custom_id\":\"c{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"q{i}\"}}]}}}}\n"
+        ));
+    }
+    let input = dir.write("batch.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    // One at a time, so the first refused row is known.
+    let r = run(&sim, &input, &output, &["-c", "1", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("model `gpt-5.2-typo` was refused: HTTP 404"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("first at input line 3, row 3, id `c2`"),
+        "{}",
+        r.stderr
+    );
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 40, "every row of the two good models");
+    assert!(records.iter().all(|r| r["status"] == "ok"));
+    assert!(records.iter().all(|r| r["model"] != "gpt-5.2-typo"));
+}
+
+#[test]
+fn a_gateway_reshaped_quota_error_stops_at_once() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &prompts(100, " #sim:quota"));
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "2", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("exceeded your current quota"),
+        "{}",
+        r.stderr
+    );
+    assert!(sim.requests() <= 3, "not retried: {}", sim.requests());
+    assert!(records_or_none(&output).is_empty());
+}
+
+/// The gap between each 429 and the next request the simulator saw.
+fn gaps_after_429s(sim: &Sim) -> Vec<u64> {
+    let seen = arrivals(sim);
+    seen.iter()
+        .enumerate()
+        .filter(|(_, (_, status))| *status == 429)
+        .filter_map(|(k, (at, _))| seen.get(k + 1).map(|(next, _)| next - at))
+        .collect()
+}
+
+#[test]
+fn gateway_prefixed_retry_advice_is_honoured() {
+    let sim = Sim::start(SimOptions {
+        error_style: ErrorStyle::Litellm,
+        retry_after: std::time::Duration::from_millis(700),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &prompts(3, " #sim:fail=1:429"));
+    let output = dir.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-c", "1", "-q", "--backoff-base", "1ms"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let gaps = gaps_after_429s(&sim);
+    assert_eq!(gaps.len(), 3);
+    assert!(
+        gaps.iter().all(|g| *g >= 690),
+        "never before the advised 700 ms: {gaps:?}"
+    );
+}
+
+#[test]
+fn evolink_fallback_suggestion_is_honoured_like_retry_after() {
+    let sim = Sim::start(SimOptions {
+        error_style: ErrorStyle::Evolink,
+        retry_after: std::time::Duration::from_secs(1),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &prompts(2, " #sim:fail=1:429"));
+    let output = dir.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-c", "1", "-q", "--backoff-base", "1ms"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let gaps = gaps_after_429s(&sim);
+    assert_eq!(gaps.len(), 2);
+    assert!(
+        gaps.iter().all(|g| *g >= 990),
+        "retry after 1 seconds: {gaps:?}"
+    );
+}
+
+#[test]
+fn evolink_error_types_decide_what_happens() {
+    let sim = Sim::start(SimOptions {
+        error_style: ErrorStyle::Evolink,
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    // Transient types are retried until they pass; a 413 is the row's own error record.
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\":\"a\",\"prompt\":\"a #sim:fail=1:502\"}\n{\"id\":\"b\",\"prompt\":\"b #sim:fail=2:503\"}\n{\"id\":\"c\",\"prompt\":\"c #sim:fail=1:500\"}\n{\"id\":\"d\",\"prompt\":\"d #sim:status=413\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-q", "--backoff-base", "1ms"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let by_id: HashMap<String, Value> = read_jsonl(&output)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    for id in ["a", "b", "c"] {
+        assert_eq!(by_id[id]["status"], "ok", "{id}");
+    }
+    assert_eq!(by_id["b"]["attempts"], 3);
+    let error = by_id["d"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP 413") && error.contains("shorten the input"),
+        "{error}"
+    );
+
+    // An insufficient_quota_error is fatal whatever its status.
+    let quota = dir.write(
+        "quota.jsonl",
+        &prompts(20, " #sim:status=429 #sim:type=insufficient_quota_error"),
+    );
+    let before = sim.requests();
+    let r = run(&sim, &quota, &dir.path("q.jsonl"), &["-c", "1", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(sim.requests() - before, 1, "stopped at the first answer");
+    // So is an authentication_error.
+    let auth = dir.write("auth.jsonl", &prompts(20, " #sim:status=401"));
+    let r = run(&sim, &auth, &dir.path("a.jsonl"), &["-c", "1", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+}
+
+#[test]
+fn repeated_row_failures_are_summarized_not_flooded() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    // Every other row refused: the successes keep the breaker closed, so each gets a record.
+    let lines: String = (0..80)
+        .map(|i| {
+            let refuse = if i % 2 == 0 { " #sim:status=422" } else { "" };
+            format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}{refuse}\"}}\n")
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "1"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(
+        records.iter().filter(|r| r["status"] == "error").count(),
+        40
+    );
+    let shown = r.stderr.matches("row failed").count();
+    assert_eq!(shown, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("37 more row failures with the same messages were not shown"),
+        "{}",
+        r.stderr
+    );
+}
