@@ -27,6 +27,7 @@ pub mod input;
 pub mod limit;
 pub mod output;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod run;
 pub mod shutdown;

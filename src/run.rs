@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::{ApiClient, ApiKey};
+use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::budget::Budget;
 use crate::cli::{InputOptions, RunOptions};
 use crate::cost::PriceTable;
@@ -135,7 +135,10 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let stop = match (write_result, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
         _ if workers.failed() => StopReason::Crashed(workers.describe_failures()),
-        (_, _, Some(message)) => StopReason::Fatal(message),
+        (_, _, Some(message)) => match ctx.client.network_fault() {
+            Some(fault) => StopReason::Unreachable(fault.to_string()),
+            None => StopReason::Fatal(message),
+        },
         (_, DispatchEnd::Failed(e), _) => StopReason::Failed(e),
         (_, DispatchEnd::Budget, _) => StopReason::Budget {
             cap: ctx.budget.as_ref().map_or(0.0, Budget::cap),
@@ -171,13 +174,13 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
         let key = ApiKey::from_env(opts.api_key_env.as_deref())?;
         (opts.base_url.clone(), key, None)
     };
-    let client = ApiClient::new(
-        &base_url,
-        key,
-        opts.concurrency,
-        opts.timeout,
-        opts.connect_timeout,
-    )?;
+    let options = ClientOptions {
+        concurrency: opts.concurrency,
+        timeout: opts.timeout,
+        connect_timeout: opts.connect_timeout,
+        ca_certs: opts.ca_cert.clone(),
+    };
+    let client = ApiClient::new(&base_url, key, &options)?;
     tracing::info!("sending to {}", client.url());
     Ok((client, simulator))
 }
