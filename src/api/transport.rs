@@ -65,18 +65,22 @@ fn fatal(message: String) -> Failure {
 }
 
 /// The certificate error among the causes of a connection error, if any. rustls reports it
-/// inside an `io::Error`, whose `source()` skips the wrapped error, hence the `get_ref`.
+/// inside (nested) `io::Error`s, whose `source()` skips the wrapped error, hence the `get_ref`s.
 fn untrusted_certificate(error: &reqwest::Error) -> Option<&rustls::Error> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
-        let tls = current.downcast_ref::<rustls::Error>().or_else(|| {
-            current
+        let mut layer = current;
+        loop {
+            if let Some(tls @ rustls::Error::InvalidCertificate(_)) = layer.downcast_ref() {
+                return Some(tls);
+            }
+            match layer
                 .downcast_ref::<std::io::Error>()
                 .and_then(std::io::Error::get_ref)
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls @ rustls::Error::InvalidCertificate(_)) = tls {
-            return Some(tls);
+            {
+                Some(inner) => layer = inner,
+                None => break,
+            }
         }
         cause = current.source();
     }
