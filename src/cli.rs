@@ -12,7 +12,8 @@ use crate::sim::LatencySpec;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    every row has an ok record
-  1    configuration, input or fatal API error (bad key, unknown model, no quota, malformed input)
+  1    configuration, input or fatal API error (bad key, unknown model, no quota, malformed
+       input, untrusted certificate, endpoint unreachable before any answer)
   2    command-line usage error
   3    the run finished but some rows are error records
   4    stopped by the budget cap
