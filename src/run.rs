@@ -181,7 +181,10 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
         ca_certs: opts.ca_cert.clone(),
     };
     let client = ApiClient::new(&base_url, key, &options)?;
-    tracing::info!("sending to {}", client.url());
+    match client.proxy() {
+        Some(proxy) => tracing::info!("sending to {} through the proxy {proxy}", client.url()),
+        None => tracing::info!("sending to {}", client.url()),
+    }
     Ok((client, simulator))
 }
 

@@ -270,12 +270,14 @@ fn https_proxy_carries_the_run_through_connect() {
             .arg(&input)
             .arg("-o")
             .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-c", "2", "-q"])
+            .args(["--base-url", &net.tls_base_url(), "-c", "2", "-q", "-v"])
             .arg("--ca-cert")
             .arg(&ca),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_all_ok(&output, rows);
+    let logged = format!("through the proxy http://{}", proxy.addr);
+    assert!(r.stderr.contains(&logged), "{logged:?} in: {}", r.stderr);
     let connects = proxy.connects();
     assert!(!connects.is_empty(), "the proxy saw no CONNECT");
     let target = format!("localhost:{}", net.tls_addr.port());
@@ -308,6 +310,38 @@ fn no_proxy_bypasses_the_proxy() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_all_ok(&output, rows);
     assert_eq!(proxy.connects(), Vec::<String>::new());
+}
+
+#[test]
+fn an_unreachable_proxy_stops_within_seconds_naming_it() {
+    let net = Net::start();
+    let port = closed_port();
+    let dir = Workdir::new();
+    let (input, _) = rows_input(&dir, 20);
+    let output = dir.path("out.jsonl");
+    let ca = dir.write("ca.pem", &net.ca_pem);
+    let r = run_net(
+        net_command()
+            .env(
+                "HTTPS_PROXY",
+                format!("http://alice:{PASSWORD}@127.0.0.1:{port}"),
+            )
+            .arg("run")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["--base-url", &net.tls_base_url(), "-q"])
+            .arg("--ca-cert")
+            .arg(&ca),
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.elapsed < FAST, "took {:?}", r.elapsed);
+    assert_eq!(records_in(&output), 0, "no error records");
+    // The proxy is named without its user-info (reqwest keeps that apart, for authorization).
+    let named = format!("through the proxy http://127.0.0.1:{port} ");
+    assert!(r.stderr.contains(&named), "{named:?} in: {}", r.stderr);
+    assert_no_password(&r, &output);
+    assert_eq!(net.sim.requests(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

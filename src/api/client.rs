@@ -146,6 +146,11 @@ impl ApiClient {
         &self.endpoint.shown
     }
 
+    /// The proxy requests go through (from the environment), as it may be shown.
+    pub fn proxy(&self) -> Option<&str> {
+        self.endpoint.proxy.as_deref()
+    }
+
     /// Removes the key and the base URL's user-info from a text about to be shown or written.
     pub fn scrub(&self, text: &str) -> String {
         let mut text = redact::url_userinfo(&self.key.scrub(text));

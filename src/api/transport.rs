@@ -10,7 +10,10 @@
 //! Answers with a status are classified in `classify.rs`; this module only decides the failures
 //! that have none.
 
+use hyper_util::client::proxy::matcher::Matcher;
+
 use super::classify::{Failure, FailureKind};
+use crate::redact;
 
 /// Where requests go, as it may be shown (user-info redacted).
 #[derive(Debug, Clone)]
@@ -19,6 +22,9 @@ pub struct Endpoint {
     pub shown: String,
     /// `host:port`, for messages about the server's certificate.
     pub host: String,
+    /// The proxy requests go through, from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` minus
+    /// `NO_PROXY` (user-info redacted); reqwest reads the same variables with the same matcher.
+    pub proxy: Option<String>,
 }
 
 impl Endpoint {
@@ -28,10 +34,27 @@ impl Endpoint {
             Some(port) => format!("{host}:{port}"),
             None => host.to_string(),
         };
+        let proxy = url
+            .as_str()
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|uri| Matcher::from_system().intercept(&uri))
+            .map(|proxy| {
+                let uri = proxy.uri().to_string();
+                redact::url_userinfo(uri.strip_suffix('/').unwrap_or(&uri))
+            });
         Endpoint {
-            shown: crate::redact::url_userinfo(url.as_str()),
+            shown: redact::url_userinfo(url.as_str()),
             host,
+            proxy,
         }
+    }
+
+    /// ` through the proxy URL`, or nothing.
+    fn via(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" through the proxy {p}"))
     }
 }
 
@@ -41,18 +64,20 @@ pub fn classify(error: &reqwest::Error, endpoint: &Endpoint, answered: bool) -> 
     let description = describe(error);
     if let Some(tls) = untrusted_certificate(error) {
         return fatal(format!(
-            "the server at {} presented a certificate that is not trusted ({tls}). promptbatch \
+            "the server at {}{} presented a certificate that is not trusted ({tls}). promptbatch \
              trusts the bundled web roots and the operating system's trust store; behind a \
              TLS-inspecting proxy or with a private CA, pass its certificate with --ca-cert FILE \
              (PEM) or add it to the system's trust store",
-            endpoint.host
+            endpoint.host,
+            endpoint.via()
         ));
     }
     if error.is_connect() && !answered {
         return fatal(format!(
-            "cannot reach {} before any answer has arrived ({description}): check --base-url \
-             and the network (HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured)",
-            endpoint.shown
+            "cannot reach {}{} before any answer has arrived ({description}): check --base-url \
+             and the network (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY are honoured)",
+            endpoint.shown,
+            endpoint.via()
         ));
     }
     Failure::transient(description)
