@@ -12,7 +12,8 @@ use crate::sim::LatencySpec;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    every row has an ok record
-  1    configuration, input or fatal API error (bad key, unknown model, no quota, malformed input)
+  1    configuration, input or fatal API error (bad key, unknown model, no quota, malformed
+       input, untrusted certificate, endpoint unreachable before any answer)
   2    command-line usage error
   3    the run finished but some rows are error records
   4    stopped by the budget cap
@@ -149,13 +150,21 @@ pub struct RunOptions {
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
 
-    /// API base URL; requests go to {base-url}/chat/completions.
+    /// API base URL; requests go to {base-url}/chat/completions. A user name and password in it
+    /// (`https://user:pass@host/v1`) are never shown: logs and messages print `[redacted]`.
     #[arg(
         long,
         env = "PROMPTBATCH_BASE_URL",
         default_value = "https://api.evolink.ai/v1"
     )]
     pub base_url: String,
+
+    /// Also trust the CA certificates in FILE (PEM, one or more), e.g. a company's
+    /// TLS-inspecting proxy's CA (repeatable). The bundled web roots and the operating system's
+    /// trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured) are always trusted. Proxies come
+    /// from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`, minus `NO_PROXY`.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
 
     /// Environment variable holding the API key. Default: EVOLINK_API_KEY, else OPENAI_API_KEY.
     #[arg(long, value_name = "NAME")]

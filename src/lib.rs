@@ -28,6 +28,7 @@ pub mod input;
 pub mod limit;
 pub mod output;
 pub mod progress;
+pub mod redact;
 pub mod repeats;
 pub mod report;
 pub mod run;

@@ -138,6 +138,15 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             );
             exit_code::FAILURE
         }
+        StopReason::Unreachable(message) => {
+            promptbatch::say!("error: {message}");
+            promptbatch::say!(
+                "rows without a record were not processed (no error records were written); once \
+                 this is fixed, the same command sends them:\n  {}",
+                resume_command()
+            );
+            exit_code::FAILURE
+        }
         StopReason::Failed(e) => {
             promptbatch::say!("error: {e}");
             exit_code::FAILURE
@@ -241,15 +250,34 @@ fn resume_command() -> String {
 /// `stdin_as` if given, quoted for a POSIX shell (bash for arguments that are not UTF-8).
 fn command_line(stdin_as: Option<&str>) -> String {
     let mut stdin_as = stdin_as.map(std::ffi::OsString::from);
-    std::env::args_os()
+    let args: Vec<_> = std::env::args_os()
         .filter(|a| a != "--fresh")
         .map(|a| match stdin_as.take_if(|_| a == "-") {
             Some(file) => file,
             None => a,
         })
-        .map(|a| shell_quote(&a))
+        .collect();
+    let shown: Vec<_> = args.iter().map(without_user_info).collect();
+    let mut line = shown
+        .iter()
+        .map(|a| shell_quote(a))
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if shown != args {
+        line.push_str(
+            "\n  (a URL's user name and password are shown as [redacted]: put them back, or pass \
+             the URL in PROMPTBATCH_BASE_URL)",
+        );
+    }
+    line
+}
+
+/// An argument as it may be printed: the user-info of a URL in it redacted.
+fn without_user_info(arg: &std::ffi::OsString) -> std::ffi::OsString {
+    match arg.to_str() {
+        Some(text) if text.contains("://") => promptbatch::redact::url_userinfo(text).into(),
+        _ => arg.clone(),
+    }
 }
 
 /// One argument for a shell: as is when plain, in '...' when text, in bash's $'...' otherwise.

@@ -275,6 +275,9 @@ pub enum StopReason {
     Interrupted,
     /// The API refused the run (bad key, unknown model, no quota); the message says why.
     Fatal(String),
+    /// The endpoint could not be used at all: unreachable before any answer, or a certificate
+    /// that is not trusted. The message names the address and what to check.
+    Unreachable(String),
     /// A malformed input record or an output failure stopped the run.
     Failed(crate::error::Error),
     /// --max-cost would have been passed by the next request.

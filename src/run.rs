@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::{ApiClient, ApiKey};
+use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::breaker::Breaker;
 use crate::budget::Budget;
 use crate::cli::{InputOptions, RunOptions};
@@ -149,7 +149,10 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let stop = match (write_result, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
         _ if workers.failed() => StopReason::Crashed(workers.describe_failures()),
-        (_, _, Some(message)) => StopReason::Fatal(message),
+        (_, _, Some(message)) => match ctx.client.network_fault() {
+            Some(fault) => StopReason::Unreachable(fault.to_string()),
+            None => StopReason::Fatal(message),
+        },
         (_, DispatchEnd::Failed(e), _) => StopReason::Failed(e),
         _ if !refusals.is_empty() => StopReason::Refused(refusals),
         (_, DispatchEnd::Budget, _) => StopReason::Budget {
@@ -189,14 +192,17 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
         let key = ApiKey::from_env(opts.api_key_env.as_deref())?;
         (opts.base_url.clone(), key, None)
     };
-    let client = ApiClient::new(
-        &base_url,
-        key,
-        opts.concurrency,
-        opts.timeout,
-        opts.connect_timeout,
-    )?;
-    tracing::info!("sending to {}", client.url());
+    let options = ClientOptions {
+        concurrency: opts.concurrency,
+        timeout: opts.timeout,
+        connect_timeout: opts.connect_timeout,
+        ca_certs: opts.ca_cert.clone(),
+    };
+    let client = ApiClient::new(&base_url, key, &options)?;
+    match client.proxy() {
+        Some(proxy) => tracing::info!("sending to {} through the proxy {proxy}", client.url()),
+        None => tracing::info!("sending to {}", client.url()),
+    }
     Ok((client, simulator))
 }
 

@@ -2,17 +2,25 @@
 //! sends one attempt of a request and turns the outcome into a [`Completion`] or a [`Failure`].
 //!
 //! The API key lives only in [`ApiKey`] (whose `Debug` is redacted) and in a header marked
-//! sensitive; every message that leaves this module has the key scrubbed out.
+//! sensitive; every message that leaves this module has the key, and the base URL's user-info,
+//! scrubbed out. Certificates trusted: see `trust.rs`; proxies: reqwest's own handling of
+//! `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, left on.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
-use super::classify::{classify_status, Failure};
+use super::classify::{classify_status, Failure, FailureKind};
 use super::response::{self, Completion};
+use super::transport::{self, describe, Endpoint};
+use super::trust;
 use crate::error::Error;
+use crate::redact;
 
 /// An API key. Never printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone)]
@@ -46,10 +54,7 @@ impl ApiKey {
 
     /// Replaces every occurrence of the key in `text` with `[redacted]`.
     pub fn scrub(&self, text: &str) -> String {
-        if self.0.len() < 4 || !text.contains(&self.0) {
-            return text.to_string();
-        }
-        text.replace(&self.0, "[redacted]")
+        redact::secret(text, &self.0)
     }
 }
 
@@ -59,59 +64,106 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// How the client connects (from `run`'s flags).
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Keep-alive connections kept per host (the run's concurrency).
+    pub concurrency: u32,
+    /// Bound on one whole attempt.
+    pub timeout: Duration,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// `--ca-cert` files: certificates trusted besides the bundled and the system's roots.
+    pub ca_certs: Vec<PathBuf>,
+}
+
 /// Sends chat-completions requests to one endpoint.
 pub struct ApiClient {
     http: reqwest::Client,
     url: reqwest::Url,
+    endpoint: Endpoint,
     auth: HeaderValue,
     key: ApiKey,
+    /// The base URL's password, as written and decoded, scrubbed from messages wherever it
+    /// shows up.
+    passwords: Vec<String>,
     timeout: Duration,
+    /// An HTTP answer (any status) has arrived: the endpoint is reachable, so later connection
+    /// failures are an outage to retry rather than a wrong address.
+    answered: AtomicBool,
+    /// The first failure without an answer that stopped the run (unreachable, untrusted).
+    network_fault: OnceLock<String>,
 }
 
 impl ApiClient {
-    /// A client for `{base_url}/chat/completions`; `timeout` bounds each whole attempt.
-    pub fn new(
-        base_url: &str,
-        key: ApiKey,
-        concurrency: u32,
-        timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self, Error> {
+    /// A client for `{base_url}/chat/completions`.
+    pub fn new(base_url: &str, key: ApiKey, options: &ClientOptions) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/');
         let url = format!("{base}/chat/completions");
         let url = reqwest::Url::parse(&url).map_err(|e| {
             Error::Config(format!(
-                "--base-url `{base_url}` is not a valid URL ({e}); example: https://api.evolink.ai/v1"
+                "--base-url `{}` is not a valid URL ({e}); example: https://api.evolink.ai/v1",
+                redact::url_userinfo(base_url)
             ))
         })?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.0)).map_err(|_| {
             Error::Config("the API key contains characters not allowed in an HTTP header".into())
         })?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency as usize)
-            .connect_timeout(connect_timeout)
+        let mut builder = reqwest::Client::builder()
+            .pool_max_idle_per_host(options.concurrency as usize)
+            .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
-            .user_agent(concat!("promptbatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+            .user_agent(concat!("promptbatch/", env!("CARGO_PKG_VERSION")));
+        for cert in trust::load_ca_certs(&options.ca_certs)? {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| {
+            Error::Config(format!(
+                "cannot build the HTTP client: {}",
+                redact::url_userinfo(&describe(&e))
+            ))
+        })?;
+        let passwords = url.password().map_or_else(Vec::new, |written| {
+            let decoded = percent_encoding::percent_decode_str(written).decode_utf8_lossy();
+            vec![written.to_string(), decoded.into_owned()]
+        });
         Ok(ApiClient {
             http,
+            endpoint: Endpoint::new(&url),
             url,
             auth,
             key,
-            timeout,
+            passwords,
+            timeout: options.timeout,
+            answered: AtomicBool::new(false),
+            network_fault: OnceLock::new(),
         })
     }
 
-    /// The endpoint requests go to.
+    /// The endpoint requests go to, as it may be shown (user-info redacted).
     pub fn url(&self) -> &str {
-        self.url.as_str()
+        &self.endpoint.shown
     }
 
-    /// Removes the key from a text that is about to be shown or written.
+    /// The proxy requests go through (from the environment), as it may be shown.
+    pub fn proxy(&self) -> Option<&str> {
+        self.endpoint.proxy.as_deref()
+    }
+
+    /// Removes the key and the base URL's user-info from a text about to be shown or written.
     pub fn scrub(&self, text: &str) -> String {
-        self.key.scrub(text)
+        let mut text = redact::url_userinfo(&self.key.scrub(text));
+        for password in &self.passwords {
+            text = redact::secret(&text, password);
+        }
+        text
+    }
+
+    /// Why the run stopped, when it was a failure without any answer (unreachable endpoint,
+    /// untrusted certificate) rather than an API error.
+    pub fn network_fault(&self) -> Option<&str> {
+        self.network_fault.get().map(String::as_str)
     }
 
     /// Sends one attempt. The whole attempt, connect to last body byte, is bounded by the timeout.
@@ -125,7 +177,8 @@ impl ApiClient {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| Failure::transient(describe(&e)))?;
+                .map_err(|e| self.transport_failure(&e))?;
+            self.answered.store(true, Ordering::Relaxed);
             let status = response.status();
             let headers = response.headers().clone();
             let bytes = response.bytes().await.map_err(|e| {
@@ -153,21 +206,16 @@ impl ApiClient {
             f
         })
     }
-}
 
-/// A reqwest error with its causes ("error sending request: connection reset by peer").
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+    /// A failure before any answer; a fatal one is kept as the run's network fault.
+    fn transport_failure(&self, error: &reqwest::Error) -> Failure {
+        let answered = self.answered.load(Ordering::Relaxed);
+        let failure = transport::classify(error, &self.endpoint, answered);
+        if failure.kind == FailureKind::Fatal {
+            let _ = self.network_fault.set(self.scrub(&failure.message));
         }
-        source = cause.source();
+        failure
     }
-    text
 }
 
 #[cfg(test)]
@@ -186,15 +234,41 @@ mod tests {
 
     #[test]
     fn bad_base_url_is_a_config_error() {
-        let err = ApiClient::new(
-            "not a url",
-            ApiKey::new("k"),
-            1,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .err()
-        .unwrap();
+        let err = ApiClient::new("not a url", ApiKey::new("k"), &options())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("--base-url"));
+    }
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            ca_certs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn base_url_user_info_is_never_shown() {
+        let client = ApiClient::new(
+            "http://alice:S3cret%2FPass@127.0.0.1:9/v1",
+            ApiKey::new("sk-secret-1234"),
+            &options(),
+        )
+        .unwrap();
+        assert_eq!(
+            client.url(),
+            "http://[redacted]@127.0.0.1:9/v1/chat/completions"
+        );
+        assert_eq!(
+            client.scrub("pw S3cret/Pass and S3cret%2FPass at http://alice:x@h/"),
+            "pw [redacted] and [redacted] at http://[redacted]@h/"
+        );
+        let err = ApiClient::new("http://alice:pa/ss@[bad/v1", ApiKey::new("k"), &options())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("pa/ss"), "{err}");
     }
 }

@@ -5,8 +5,10 @@ pub mod classify;
 pub mod client;
 pub mod request;
 pub mod response;
+pub mod transport;
+pub mod trust;
 
 pub use classify::{Failure, FailureKind};
-pub use client::{ApiClient, ApiKey};
+pub use client::{ApiClient, ApiKey, ClientOptions};
 pub use request::ChatRequest;
 pub use response::{Completion, TokenUsage};

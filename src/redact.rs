@@ -1,0 +1,82 @@
+//! Keeping secrets out of everything promptbatch shows or writes (logs, error messages, records,
+//! the summary, the printed resume command): a URL's user-info (`user:password@`) and literal
+//! secrets such as the API key are replaced by `[redacted]`.
+
+/// What a secret is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secrets shorter than this are not scrubbed as literal text: replacing every `ab` in a message
+/// would make it unreadable, and such a secret protects nothing.
+const MIN_SECRET_LEN: usize = 4;
+
+/// Replaces every occurrence of `secret` in `text` with `[redacted]`.
+pub fn secret(text: &str, secret: &str) -> String {
+    if secret.len() < MIN_SECRET_LEN || !text.contains(secret) {
+        return text.to_string();
+    }
+    text.replace(secret, REDACTED)
+}
+
+/// Replaces the user-info of every URL in `text`: `https://alice:pw@host/v1` becomes
+/// `https://[redacted]@host/v1`. The user-info is taken to run from `://` to the last `@` before
+/// the next whitespace or quote, so a malformed URL (a `/` in an unencoded password) is covered
+/// too; text after `://` without an `@` is left as it is.
+pub fn url_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        let start = found + 3;
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || "\"'`<>".contains(c))
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            out.push_str(REDACTED);
+            rest = &rest[at..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_of_every_url_is_redacted() {
+        assert_eq!(
+            url_userinfo("sending to http://alice:S3cretPass@127.0.0.1:8080/v1/chat/completions"),
+            "sending to http://[redacted]@127.0.0.1:8080/v1/chat/completions"
+        );
+        assert_eq!(
+            url_userinfo("a https://u@h/x and `http://p:q@[::1]:9/` end"),
+            "a https://[redacted]@h/x and `http://[redacted]@[::1]:9/` end"
+        );
+        // A password with an unencoded `/` makes the URL invalid; it is still hidden.
+        assert_eq!(
+            url_userinfo("--base-url `http://alice:pa/ss@host/v1` is not a valid URL"),
+            "--base-url `http://[redacted]@host/v1` is not a valid URL"
+        );
+    }
+
+    #[test]
+    fn text_without_user_info_is_unchanged() {
+        for text in [
+            "http://127.0.0.1:8080/v1",
+            "no url here",
+            "https://[redacted]@host/v1",
+            "trailing ://",
+            "mail me@example.com",
+        ] {
+            assert_eq!(url_userinfo(text), text);
+        }
+    }
+
+    #[test]
+    fn literal_secrets_are_replaced_unless_too_short() {
+        assert_eq!(secret("key sk-1234 here", "sk-1234"), "key [redacted] here");
+        assert_eq!(secret("a b c", "b"), "a b c");
+    }
+}
