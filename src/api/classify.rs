@@ -144,7 +144,14 @@ impl ApiError {
                 .flatten()
                 .any(|n| wanted.contains(&n.to_ascii_lowercase().as_str()))
         };
-        if named(&["authentication_error", "invalid_api_key"]) {
+        // LiteLLM without a database answers any key but its master key with `no_db_connection`
+        // (HTTP 400); with one, `token_not_found_in_db` (401).
+        if named(&[
+            "authentication_error",
+            "invalid_api_key",
+            "no_db_connection",
+            "token_not_found_in_db",
+        ]) {
             Some(FailureKind::Fatal)
         } else if named(&[
             "rate_limit_error",
@@ -363,6 +370,29 @@ For more information","type":"throttling_error","param":null,"code":"429"}}"#;
                 assert_eq!(f.retry_after, Some(Duration::from_secs(60)), "{kind}");
             }
         }
+    }
+
+    #[test]
+    fn a_litellm_wrong_key_is_fatal_its_unknown_model_permanent() {
+        let wrong_key = br#"{"error":{"message":"No connected db.","type":"no_db_connection","param":null,"code":"400"}}"#;
+        assert_eq!(
+            classify_status(400, &HeaderMap::new(), wrong_key).kind,
+            FailureKind::Fatal
+        );
+        let unknown = br#"{"error":{"message":"/chat/completions: Invalid model name passed in model=no-such-model. Call `/v1/models` to view available models for your key.","type":"invalid_request_error","param":null,"code":"400"}}"#;
+        assert_eq!(
+            classify_status(400, &HeaderMap::new(), unknown).kind,
+            FailureKind::Permanent,
+            "left to the per-model circuit breaker"
+        );
+        let own_limit = br#"{"error":{"message":"litellm.RateLimitError: Model rate limit exceeded. RPM limit=3, current usage=4","type":"throttling_error","param":null,"code":"429"}}"#;
+        let f = classify_status(
+            429,
+            &headers(&[("llm_provider-retry-after", "60")]),
+            own_limit,
+        );
+        assert_eq!(f.kind, FailureKind::Transient);
+        assert_eq!(f.retry_after, Some(Duration::from_secs(60)));
     }
 
     #[test]
