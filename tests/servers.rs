@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::*;
 use promptbatch::sim::{ErrorStyle, SimOptions};
@@ -133,25 +134,28 @@ fn gaps_after_429s(sim: &Sim) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn gateway_prefixed_retry_advice_is_honoured() {
+/// Runs `rows` rows that are each answered 429 once, by a simulator speaking `style` and
+/// advising `advice`; returns the gaps between each 429 and the next request.
+fn retry_gaps_after_one_429_each(style: ErrorStyle, advice: Duration, rows: usize) -> Vec<u64> {
     let sim = Sim::start(SimOptions {
-        error_style: ErrorStyle::Litellm,
-        retry_after: std::time::Duration::from_millis(700),
+        error_style: style,
+        retry_after: advice,
         ..Default::default()
     });
     let dir = Workdir::new();
-    let input = dir.write("in.jsonl", &prompts(3, " #sim:fail=1:429"));
-    let output = dir.path("out.jsonl");
-    let r = run(
-        &sim,
-        &input,
-        &output,
-        &["-c", "1", "-q", "--backoff-base", "1ms"],
-    );
+    let input = dir.write("in.jsonl", &prompts(rows, " #sim:fail=1:429"));
+    let args = ["-c", "1", "-q", "--backoff-base", "1ms"];
+    let r = run(&sim, &input, &dir.path("out.jsonl"), &args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let gaps = gaps_after_429s(&sim);
-    assert_eq!(gaps.len(), 3);
+    assert_eq!(gaps.len(), rows);
+    gaps
+}
+
+#[test]
+fn gateway_prefixed_retry_advice_is_honoured() {
+    // LiteLLM sends the wait only as `llm_provider-retry-after(-ms)`.
+    let gaps = retry_gaps_after_one_429_each(ErrorStyle::Litellm, Duration::from_millis(700), 3);
     assert!(
         gaps.iter().all(|g| *g >= 690),
         "never before the advised 700 ms: {gaps:?}"
@@ -160,23 +164,8 @@ fn gateway_prefixed_retry_advice_is_honoured() {
 
 #[test]
 fn evolink_fallback_suggestion_is_honoured_like_retry_after() {
-    let sim = Sim::start(SimOptions {
-        error_style: ErrorStyle::Evolink,
-        retry_after: std::time::Duration::from_secs(1),
-        ..Default::default()
-    });
-    let dir = Workdir::new();
-    let input = dir.write("in.jsonl", &prompts(2, " #sim:fail=1:429"));
-    let output = dir.path("out.jsonl");
-    let r = run(
-        &sim,
-        &input,
-        &output,
-        &["-c", "1", "-q", "--backoff-base", "1ms"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let gaps = gaps_after_429s(&sim);
-    assert_eq!(gaps.len(), 2);
+    // EvoLink says it only in words: "fallback_suggestion": "retry after 1 seconds".
+    let gaps = retry_gaps_after_one_429_each(ErrorStyle::Evolink, Duration::from_secs(1), 2);
     assert!(
         gaps.iter().all(|g| *g >= 990),
         "retry after 1 seconds: {gaps:?}"
