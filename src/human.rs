@@ -26,7 +26,9 @@ pub fn count(n: u64, noun: &str) -> String {
 pub fn format_usd(usd: f64) -> String {
     // `+ 0.0` turns the -0.0 of an empty float sum into 0.0.
     let usd = usd + 0.0;
-    if usd != 0.0 && usd.abs() < 1.0 {
+    if usd != 0.0 && usd.abs() < 0.0001 {
+        format!("${usd:.8}").trim_end_matches('0').to_string()
+    } else if usd != 0.0 && usd.abs() < 1.0 {
         format!("${usd:.4}")
     } else {
         format!("${usd:.2}")
@@ -68,6 +70,11 @@ mod tests {
         assert_eq!(format_usd(0.026_496_75), "$0.0265");
         assert_eq!(format_usd(12.345), "$12.35");
         assert_eq!(format_usd(0.0), "$0.00");
+        assert_eq!(
+            format_usd(0.000_01),
+            "$0.00001",
+            "a tiny cap is not shown as zero"
+        );
         assert_eq!(format_usd(std::iter::empty::<f64>().sum()), "$0.00");
     }
 

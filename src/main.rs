@@ -143,7 +143,7 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             promptbatch::say!(
                 "rows without a record were not processed (no error records were written); once \
                  this is fixed, the same command sends them:\n  {}",
-                resume_command()
+                rerun_command(opts)
             );
             exit_code::FAILURE
         }
@@ -159,7 +159,7 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
                 "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account; then re-run the same command:\n  {}",
                 if refusals.len() == 1 { "this model" } else { "these models" },
                 promptbatch::breaker::FIRST_STREAK,
-                resume_command()
+                rerun_command(opts)
             );
             exit_code::FAILURE
         }
@@ -167,7 +167,7 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             promptbatch::say!("error: the run did not finish every row: {what}");
             promptbatch::say!(
                 "rows without a record are sent again by the same command:\n  {}",
-                resume_command()
+                rerun_command(opts)
             );
             exit_code::FAILURE
         }
@@ -175,7 +175,7 @@ fn report(opts: &RunOptions, summary: &Summary) -> i32 {
             promptbatch::say!(
                 "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
                 promptbatch::human::format_usd(*cap),
-                resume_command()
+                rerun_command(opts)
             );
             exit_code::BUDGET
         }
@@ -238,6 +238,19 @@ fn resume_instruction(opts: &RunOptions) -> String {
         )
     } else {
         format!("to resume, run:\n  {}", resume_command())
+    }
+}
+
+/// The command that continues this run: the same command line, or for a run that read standard
+/// input (which cannot be read again) the same command on a saved copy of it.
+fn rerun_command(opts: &RunOptions) -> String {
+    if opts.input.path.as_os_str() == "-" {
+        format!(
+            "{}\n  (standard input cannot be read again: save the same input to FILE first)",
+            command_line(Some("FILE"))
+        )
+    } else {
+        resume_command()
     }
 }
 
