@@ -83,8 +83,13 @@ py="$venv/bin/python"
 # ---------------------------------------------------------------- proxy
 work=$(mktemp -d)
 proxy_pid=
+rate_limit_pid=
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
+  if [[ -n ${rate_limit_pid:-} ]] && kill -0 "$rate_limit_pid" 2>/dev/null; then
+    pkill -TERM -P "$rate_limit_pid" 2>/dev/null # its `timeout`, which passes TERM on to promptbatch
+    kill "$rate_limit_pid" 2>/dev/null
+  fi
   if [[ -n $proxy_pid ]]; then
     kill "$proxy_pid" 2>/dev/null
     wait "$proxy_pid" 2>/dev/null
@@ -92,6 +97,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 
 master_key="sk-ci-$("$py" -c 'import secrets; print(secrets.token_hex(16))')"
 wrong_key="sk-ci-wrong-$("$py" -c 'import secrets; print(secrets.token_hex(8))')"
