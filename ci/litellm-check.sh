@@ -10,6 +10,8 @@
 #   rate-limit     40 rows at a model limited to 30 rpm: every row ok, retry advice honoured
 #                  (the proxy says `llm_provider-retry-after: 60`; only the rows past the limit
 #                  may see a 429, none of them twice)
+#   no-quota       an upstream without credit (ci/litellm/fake_upstream.py): LiteLLM answers 429
+#                  with the quota only in the message text; must stop like a wrong key
 # Names listed in ci/litellm/expected-failures (or $LITELLM_CHECK_XFAIL) are reported XFAIL/XPASS
 # and do not fail the script. Any other failure exits 1. When LiteLLM cannot be installed or does
 # not start (no network, no python3 venv), the script says why and exits 0: this check is extra.
@@ -83,6 +85,7 @@ py="$venv/bin/python"
 # ---------------------------------------------------------------- proxy
 work=$(mktemp -d)
 proxy_pid=
+upstream_pid=
 rate_limit_pid=
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
@@ -90,10 +93,11 @@ cleanup() {
     pkill -TERM -P "$rate_limit_pid" 2>/dev/null # its `timeout`, which passes TERM on to promptbatch
     kill "$rate_limit_pid" 2>/dev/null
   fi
-  if [[ -n $proxy_pid ]]; then
-    kill "$proxy_pid" 2>/dev/null
-    wait "$proxy_pid" 2>/dev/null
-  fi
+  local pid
+  for pid in $proxy_pid $upstream_pid; do
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -107,7 +111,15 @@ proxy_log="$work/proxy.log"
 # Hide both keys from anything this script prints from the proxy's log.
 redact() { sed -e "s/$master_key/<master key>/g" -e "s/$wrong_key/<wrong key>/g"; }
 
-LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_MASTER_KEY="$master_key" PYTHONUNBUFFERED=1 \
+"$py" "$CONF_DIR/fake_upstream.py" "$work/upstream.port" </dev/null &
+upstream_pid=$!
+for _ in $(seq 1 50); do
+  [[ -s $work/upstream.port ]] && break
+  sleep 0.2
+done
+[[ -s $work/upstream.port ]] || skip "the fake upstream (ci/litellm/fake_upstream.py) did not start"
+FAKE_UPSTREAM_BASE="http://127.0.0.1:$(cat "$work/upstream.port")/v1" \
+  LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_MASTER_KEY="$master_key" PYTHONUNBUFFERED=1 \
   "$venv/bin/litellm" --config "$CONF_DIR/config.yaml" --host 127.0.0.1 --port "$port" \
   >"$proxy_log" 2>&1 </dev/null &
 proxy_pid=$!
@@ -151,14 +163,14 @@ requests_since() { # FROM ROUTE STATUS_REGEX
 # records, ok, errors, ok_as_mocked (ok records with ANSWER and that usage), first_error, sent and
 # sent_429 (requests the proxy logged on ROUTE), out_tail, leaked. ROUTE tells concurrent runs
 # apart in the proxy's access log: LiteLLM serves both /v1/chat/completions and /chat/completions.
-run_case() { # NAME KEY MODEL INPUT TIMEOUT ANSWER PROMPT_TOKENS COMPLETION_TOKENS ROUTE_PREFIX
+run_case() { # NAME KEY MODEL INPUT TIMEOUT ANSWER PROMPT_TOKENS COMPLETION_TOKENS ROUTE_PREFIX [FLAG...]
   local name=$1 key=$2 model=$3 input=$4 limit=$5 prefix=$9 from t0 code elapsed leaked=
   local out="$work/$name.jsonl"
   local records=0 ok=0 errors=0 ok_as_mocked=0 first_error=
   from=$(wc -l <"$proxy_log")
   t0=$SECONDS
   EVOLINK_API_KEY="$key" timeout "$limit" "$bin" run "$input" -o "$out" --model "$model" \
-    --base-url "http://127.0.0.1:$port$prefix" --concurrency "$CONCURRENCY" --log-every 10s \
+    --base-url "http://127.0.0.1:$port$prefix" --concurrency "$CONCURRENCY" --log-every 10s "${@:10}" \
     >"$work/$name.stdout" 2>"$work/$name.stderr" </dev/null
   code=$?
   elapsed=$((SECONDS - t0))
@@ -247,6 +259,16 @@ load unknown-model
 pass=
 [[ $code == 1 && $ok == 0 && $errors -le $CONCURRENCY && $sent -le $((2 * CONCURRENCY)) ]] && pass=1
 verdict unknown-model "$pass" "exit 1, <= $((2 * CONCURRENCY)) requests, <= $CONCURRENCY error records (proxy: 400 Invalid model name)"
+
+# (e) no credit upstream: the same as a wrong key. Few retries, so that a client that takes it
+# for a rate limit ends soon (each row: 3 attempts, then an error record).
+make_input 64 "$work/in64.csv"
+run_case no-quota "$master_key" upstream-no-quota "$work/in64.csv" 120 "-" 0 0 /v1 \
+  --max-retries 2 --backoff-max 1s
+load no-quota
+pass=
+[[ $code == 1 && $ok == 0 && $errors -le $CONCURRENCY && $sent -le $((2 * CONCURRENCY)) ]] && pass=1
+verdict no-quota "$pass" "exit 1, <= $((2 * CONCURRENCY)) requests, <= $CONCURRENCY error records (proxy: 429 'exceeded your current quota')"
 
 # (d) Honoured advice: only the 10 rows past the limit (plus slack for requests already on the
 # wire when the first 429 arrived) get a 429, then every worker waits the advised 60 s (which

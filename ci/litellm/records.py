@@ -37,7 +37,7 @@ def main() -> None:
         else:
             errors += 1
             if not first_error:
-                first_error = str(record.get("error"))[:200]
+                first_error = " ".join(str(record.get("error")).split())[:200]
     print(
         f"records={records} ok={ok} errors={errors} ok_as_mocked={mocked} "
         f"first_error={shlex.quote(first_error)}"
