@@ -5,7 +5,7 @@ usage: records.py OUTPUT.jsonl EXPECTED_COMPLETION PROMPT_TOKENS COMPLETION_TOKE
 Prints one line of shell-readable counts:
   records=N ok=N errors=N ok_as_mocked=N first_error='...'
 where ok_as_mocked counts ok records whose completion and token counts are the mocked ones.
-A missing output file counts as empty.
+A missing output file counts as empty; a line that is not JSON counts as an error.
 """
 
 import json
@@ -24,8 +24,13 @@ def main() -> None:
     for line in lines:
         if not line.strip():
             continue
-        record = json.loads(line)
         records += 1
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn last line counts as an error, quoted
+            errors += 1
+            first_error = first_error or f"unparsable output line: {line[:100]}"
+            continue
         if record.get("status") == "ok":
             ok += 1
             if (
