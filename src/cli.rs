@@ -45,6 +45,9 @@ pub enum Command {
     /// (`file:line: what`), counts rows, and shows the ids, columns and models found. Exit 0 when
     /// every row can be sent, 1 otherwise (also when there are no data rows).
     Validate(Box<ValidateOptions>),
+    /// Join the outputs of a sharded run (`--shard K/N`) into one file, checking that no row is
+    /// in two of them (and, with --expect-rows, that none is missing).
+    Merge(MergeOptions),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
     MockServer(MockServerOptions),
 }
@@ -94,6 +97,13 @@ pub struct InputOptions {
     /// it, or with a larger N, keeps what this one finished and sends the rest.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+
+    /// Only the rows of shard K of N (0 <= K < N), chosen by a stable hash of the row id, so N
+    /// copies of the run — each with its own OUTPUT, key and rate limit — split the input
+    /// (`$JOB_COMPLETION_INDEX/N` in a Kubernetes Indexed Job, `$SLURM_ARRAY_TASK_ID/N` in a
+    /// Slurm array); `promptbatch merge` joins their outputs.
+    #[arg(long, value_name = "K/N", value_parser = crate::input::Shard::parse)]
+    pub shard: Option<crate::input::Shard>,
 }
 
 /// What every request carries besides its messages (shared by `run` and `estimate`).
@@ -288,6 +298,27 @@ pub struct ValidateOptions {
 
     #[command(flatten)]
     pub request: RequestOptions,
+}
+
+/// Everything `promptbatch merge` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct MergeOptions {
+    /// The shards' output files (.jsonl or .csv).
+    #[arg(value_name = "OUTPUT", required = true)]
+    pub outputs: Vec<PathBuf>,
+
+    /// The merged file; `.csv` writes CSV, anything else JSONL.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// The input's row count (as `promptbatch validate INPUT` prints it): exit 1 unless the
+    /// merged file has exactly this many records.
+    #[arg(long, value_name = "N")]
+    pub expect_rows: Option<u64>,
+
+    /// Replace FILE when it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Everything `promptbatch report` accepts.

@@ -26,6 +26,7 @@ pub mod fingerprint;
 pub mod human;
 pub mod input;
 pub mod limit;
+pub mod merge;
 pub mod output;
 pub mod progress;
 pub mod redact;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Estimate(opts) => finish(promptbatch::estimate::run(&opts)),
         Command::Report(opts) => finish(promptbatch::report::run(&opts)),
         Command::Validate(opts) => finish(promptbatch::validate::run(&opts)),
+        Command::Merge(opts) => finish(promptbatch::merge::run(&opts)),
         Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
     };
     ExitCode::from(code as u8)

@@ -290,10 +290,50 @@ fn open_with(
         InputFormat::Csv => Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?),
         _ => Box::new(jsonl::JsonlRows::new(reader, factory, prompt, ids)),
     };
-    Ok(match opts.limit {
+    let rows: RowStream = match opts.limit {
         Some(limit) => Box::new(FirstRows { rows, limit }),
         None => rows,
+    };
+    Ok(match opts.shard {
+        Some(shard) => Box::new(rows.filter(move |item| match item {
+            Ok(row) => shard.holds(&row.id),
+            Err(_) => true,
+        })),
+        None => rows,
     })
+}
+
+/// `--shard K/N`: the rows whose id's stable hash falls in shard K of N (0-based), so that N
+/// copies of a run (one per machine, key or rate limit) split the input between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// Parses `K/N` with 0 ≤ K < N.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "`{text}` is not a shard: write K/N with 0 <= K < N, e.g. 0/4 … 3/4 \
+                 ($JOB_COMPLETION_INDEX/4 in a Kubernetes Indexed Job, $SLURM_ARRAY_TASK_ID/4 in a Slurm array)"
+            )
+        };
+        let (index, count) = text.trim().split_once('/').ok_or_else(usage)?;
+        let index: u64 = index.trim().parse().map_err(|_| usage())?;
+        let count: u64 = count.trim().parse().map_err(|_| usage())?;
+        if count == 0 || index >= count {
+            return Err(usage());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the row with this id belongs to this shard (FNV-1a of the id: stable across
+    /// runs, machines and versions).
+    pub fn holds(&self, id: &str) -> bool {
+        crate::fingerprint::fnv1a(id.as_bytes()) % self.count == self.index
+    }
 }
 
 /// `--limit N`: the rows numbered 1..=N (data records, whatever an earlier run finished).
@@ -333,6 +373,9 @@ pub fn count_rows(opts: &InputOptions) -> Option<u64> {
         return None;
     }
     let file = std::fs::File::open(&opts.path).ok()?;
+    if opts.shard.is_some() {
+        return None; // which rows fall in the shard is known only once they are read
+    }
     let all = match resolve_format(opts) {
         InputFormat::Csv => csv::count_records(file),
         _ => jsonl::count_lines(file),
