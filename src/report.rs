@@ -229,6 +229,8 @@ impl Stats {
                 self.simulated += 1;
                 model.simulated_rows += 1;
                 model.simulated_usd += cost;
+                // Priced, and nothing spent: $0, not "unpriced".
+                model.cost_usd.get_or_insert(0.0);
             }
             Some(cost) => *model.cost_usd.get_or_insert(0.0) += cost,
         }
