@@ -62,7 +62,6 @@
 //!   "expected" | "none" }`; `concurrency`: the `-c` the latency-bound time assumes
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::mpsc;
 
 use bytes::Bytes;
@@ -71,12 +70,14 @@ use serde::Serialize;
 use crate::cli::EstimateOptions;
 use crate::cost::{ModelPrice, PriceTable};
 use crate::error::{exit_code, Error};
-use crate::human::{format_usd, group};
+use crate::human::group;
 use crate::input::{self, RowContent};
 use crate::output::read::Records;
 use crate::output::record::{Record, Status};
 use crate::report::print_out;
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
+
+mod table;
 
 /// Rows sent from the reader thread to the counter at a time.
 const BATCH: usize = 512;
@@ -558,219 +559,5 @@ impl Estimate {
             time,
             concurrency: opts.concurrency,
         }
-    }
-
-    /// The human-readable table.
-    pub fn to_table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "Estimate for {}", self.input);
-        let _ = writeln!(
-            s,
-            "  rows              {:>14}  ({} invalid: not sent, no tokens)",
-            group(self.rows),
-            group(self.invalid_rows)
-        );
-        if let Some(first) = &self.first_invalid {
-            let _ = writeln!(
-                s,
-                "  first invalid row: {first}\n  (`promptbatch validate` lists them all; a run stops at the first malformed one unless --skip-invalid)"
-            );
-        }
-        let exactness = if self.prompt_tokens_exact {
-            "exact, o200k_base".to_string()
-        } else if self.approximate_prompt_tokens == self.prompt_tokens {
-            "APPROXIMATE: o200k_base count for non-GPT models".to_string()
-        } else {
-            format!(
-                "{} of them APPROXIMATE: o200k_base count for non-GPT models",
-                group(self.approximate_prompt_tokens)
-            )
-        };
-        let mean = self
-            .prompt_tokens_mean
-            .map_or("-".to_string(), |m| format!("{m:.1}"));
-        let _ = writeln!(
-            s,
-            "  prompt tokens     {:>14}  (mean {mean} per row; {exactness})",
-            group(self.prompt_tokens)
-        );
-        match &self.expected_output {
-            Some(e) => {
-                let source = match e.source {
-                    "from-output" => format!(
-                        "mean of {} ok rows of --from-output, 95 % range {:.1}–{:.1}; reasoning {:.1}; {:.0} % of prompt tokens cached",
-                        group(e.from_output_ok_rows.unwrap_or(0)),
-                        e.tokens_per_row_low,
-                        e.tokens_per_row_high,
-                        e.reasoning_tokens_per_row.unwrap_or(0.0),
-                        e.cached_share.unwrap_or(0.0) * 100.0
-                    ),
-                    _ => "--expect-output".to_string(),
-                };
-                let _ = writeln!(
-                    s,
-                    "  expected output   {:>14}  ({:.1} per row: {source})",
-                    group(self.expected_output_tokens.unwrap_or(0.0).round() as u64),
-                    e.tokens_per_row
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  expected output   {:>14}  (unknown: measure it with `promptbatch run INPUT --limit 200 -o sample.jsonl`, then pass --from-output sample.jsonl; or guess with --expect-output N)",
-                    "-"
-                );
-            }
-        }
-        match self.worst_output_tokens {
-            Some(w) => {
-                let _ = writeln!(
-                    s,
-                    "  worst-case output {:>14}  (every row uses its max_tokens)",
-                    group(w)
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  worst-case output {:>14}  (unbounded: {} rows have no max_tokens; pass --max-tokens N)",
-                    "-",
-                    group(self.rows_without_max_tokens)
-                );
-            }
-        }
-        if self.models.len() > 1 || !self.unpriced_models.is_empty() {
-            let width = self
-                .models
-                .iter()
-                .map(|m| m.model.len())
-                .max()
-                .unwrap_or(5)
-                .max(5);
-            let _ = writeln!(
-                s,
-                "\n  {:<width$}  {:>10}  {:>14}  {:<11}  {:>14}  {:>14}",
-                "model", "rows", "prompt tokens", "tokens", "expected cost", "worst cost"
-            );
-            for m in &self.models {
-                let (exp, worst) = if m.priced {
-                    (
-                        usd_or_dash(m.expected_cost_usd),
-                        usd_or_dash(m.worst_cost_usd),
-                    )
-                } else {
-                    ("unpriced".to_string(), "unpriced".to_string())
-                };
-                let _ = writeln!(
-                    s,
-                    "  {:<width$}  {:>10}  {:>14}  {:<11}  {:>14}  {:>14}",
-                    m.model,
-                    group(m.rows),
-                    group(m.prompt_tokens),
-                    if m.exact { "exact" } else { "approximate" },
-                    exp,
-                    worst
-                );
-            }
-            let _ = writeln!(s);
-        }
-        let unpriced = if self.unpriced_rows > 0 {
-            format!(
-                "  + {} unpriced rows ({}: add prices with --prices FILE)",
-                group(self.unpriced_rows),
-                self.unpriced_models.join(", ")
-            )
-        } else {
-            String::new()
-        };
-        let cost_line = |cost: Option<f64>, why_none: &str| match cost {
-            Some(c) => format!("{:>14}{unpriced}", format_usd(c)),
-            None => format!("{:>14}  ({why_none})", "-"),
-        };
-        let no_price = self.models.iter().all(|m| !m.priced) && !self.models.is_empty();
-        let why_expected = if no_price {
-            "no row's model has a price"
-        } else {
-            "no expected output given"
-        };
-        let why_worst = if no_price {
-            "no row's model has a price"
-        } else {
-            "worst case unbounded without max_tokens"
-        };
-        let range = match (self.expected_cost_low_usd, self.expected_cost_high_usd) {
-            (Some(low), Some(high)) if high > low => {
-                format!("  (95 % range {} – {})", format_usd(low), format_usd(high))
-            }
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "  expected cost     {}{range}",
-            cost_line(self.expected_cost_usd, why_expected)
-        );
-        let _ = writeln!(
-            s,
-            "  worst-case cost   {}",
-            cost_line(self.worst_cost_usd, why_worst)
-        );
-        match &self.time {
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  time              {:>14}  (not limited: pass --rpm and/or --tpm for an estimate)",
-                    "-"
-                );
-            }
-            Some(t) => {
-                let mut limits = Vec::new();
-                if let Some(rpm) = t.rpm {
-                    limits.push(format!("--rpm {rpm}"));
-                }
-                if let Some(tpm) = t.tpm {
-                    limits.push(format!("--tpm {tpm}"));
-                }
-                let basis = match t.output_basis {
-                    "worst" => "worst-case output",
-                    "expected" => "expected output",
-                    _ => "prompt tokens only",
-                };
-                let detail = match t.limited_by {
-                    "tpm" => format!("tokens are the limit, counting {basis}"),
-                    "latency" => {
-                        let ms = self
-                            .expected_output
-                            .as_ref()
-                            .and_then(|e| e.latency_ms_mean)
-                            .unwrap_or(0.0);
-                        format!("the sample's mean latency of {ms:.0} ms is the limit")
-                    }
-                    _ => "requests are the limit".to_string(),
-                };
-                limits.push(format!("-c {}", self.concurrency));
-                let _ = writeln!(
-                    s,
-                    "  time              {:>14}  (at {}; {detail})",
-                    format_minutes(t.minutes),
-                    limits.join(" ")
-                );
-            }
-        }
-        s
-    }
-}
-
-fn usd_or_dash(cost: Option<f64>) -> String {
-    cost.map_or("-".to_string(), format_usd)
-}
-
-/// `12.5` minutes → `12.5 min`; long ones as hours.
-fn format_minutes(minutes: f64) -> String {
-    if minutes < 1.0 {
-        format!("{:.0} s", (minutes * 60.0).ceil())
-    } else if minutes < 120.0 {
-        format!("{minutes:.1} min")
-    } else {
-        format!("{:.1} h", minutes / 60.0)
     }
 }

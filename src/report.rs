@@ -26,16 +26,16 @@
 //!   "reasoning_tokens" }`
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::cli::ReportOptions;
 use crate::cost::PriceTable;
 use crate::error::{exit_code, Error};
-use crate::human::{format_usd, group};
 use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
+
+pub(crate) mod table;
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".
 pub const MAX_ERROR_GROUPS: usize = 10_000;
@@ -350,151 +350,6 @@ pub fn normalize_error(message: &str) -> String {
     out
 }
 
-impl Report {
-    /// The human-readable table.
-    pub fn to_table(&self) -> String {
-        let mut s = String::new();
-        let pct = |n: u64| {
-            if self.rows == 0 {
-                0.0
-            } else {
-                n as f64 * 100.0 / self.rows as f64
-            }
-        };
-        let _ = writeln!(s, "Report of {} ({})", self.output, self.format);
-        let _ = writeln!(s, "  rows        {:>12}", group(self.rows));
-        let _ = writeln!(
-            s,
-            "  ok          {:>12}  {:5.1}%",
-            group(self.ok),
-            pct(self.ok)
-        );
-        let _ = writeln!(
-            s,
-            "  error       {:>12}  {:5.1}%",
-            group(self.error),
-            pct(self.error)
-        );
-        if self.simulated > 0 {
-            let _ = writeln!(
-                s,
-                "  simulated   {:>12}  {:5.1}%  (answered by --dry-run's simulator, not an API)",
-                group(self.simulated),
-                pct(self.simulated)
-            );
-        }
-        if let Some(t) = &self.torn_last_line {
-            let _ = writeln!(
-                s,
-                "  torn last record at line {} skipped (incomplete write)",
-                t.line
-            );
-        }
-        if !self.top_errors.is_empty() {
-            let _ = writeln!(s, "\nTop errors");
-            for e in &self.top_errors {
-                let _ = writeln!(s, "  {:>10}  {}", group(e.count), e.message);
-            }
-        }
-        let t = &self.tokens;
-        let _ = writeln!(s, "\nTokens");
-        for (name, n) in [
-            ("prompt", t.prompt),
-            ("cached", t.cached),
-            ("completion", t.completion),
-            ("reasoning", t.reasoning),
-            ("total", t.total),
-        ] {
-            let _ = writeln!(s, "  {name:<11} {:>14}", group(n));
-        }
-        if let Some(m) = &self.mean_per_ok_row {
-            let _ = writeln!(
-                s,
-                "  per ok row  prompt {:.1} · completion {:.1} · reasoning {:.1}",
-                m.prompt_tokens, m.completion_tokens, m.reasoning_tokens
-            );
-        }
-        let _ = writeln!(s, "\nCost");
-        let width = self
-            .cost
-            .by_model
-            .iter()
-            .map(|m| m.model.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        for m in &self.cost.by_model {
-            let mut notes = String::new();
-            if m.unpriced_rows > 0 {
-                notes.push_str(&format!("  + {} unpriced rows", group(m.unpriced_rows)));
-            }
-            if m.simulated_rows > 0 {
-                notes.push_str(&format!(
-                    "  + {} simulated rows ({} not spent)",
-                    group(m.simulated_rows),
-                    format_usd(m.simulated_usd)
-                ));
-            }
-            let cost = m
-                .cost_usd
-                .map_or_else(|| "unpriced".to_string(), format_usd);
-            let _ = writeln!(
-                s,
-                "  {:<width$}  {:>10} rows  {:>12}{notes}",
-                m.model,
-                group(m.rows),
-                cost
-            );
-        }
-        let unpriced = if self.cost.unpriced_rows > 0 {
-            format!(
-                "  (+ {} unpriced rows of {}: add prices with --prices FILE)",
-                group(self.cost.unpriced_rows),
-                self.cost.unpriced_models.join(", ")
-            )
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            s,
-            "  {:<width$}  {:>10}       {:>12}{unpriced}",
-            "total",
-            "",
-            format_usd(self.cost.total_usd)
-        );
-        if self.cost.computed_rows > 0 {
-            let _ = writeln!(
-                s,
-                "  ({} rows had no cost_usd: computed from the price table)",
-                group(self.cost.computed_rows)
-            );
-        }
-        let _ = writeln!(s, "\nLatency of ok rows");
-        match &self.latency_ms {
-            Some(l) => {
-                let _ = writeln!(
-                    s,
-                    "  p50 {} ms · p90 {} ms · p99 {} ms · max {} ms",
-                    l.p50, l.p90, l.p99, l.max
-                );
-            }
-            None => {
-                let _ = writeln!(s, "  no ok rows");
-            }
-        }
-        let _ = writeln!(s, "\nAttempts");
-        for (attempts, rows) in &self.attempts {
-            let _ = writeln!(
-                s,
-                "  {attempts:>3}  {:>12} rows  {:5.1}%",
-                group(*rows),
-                pct(*rows)
-            );
-        }
-        s
-    }
-}
-
 /// Writes to standard output; a closed pipe (`| head`) is not an error.
 pub(crate) fn print_out(text: &str) -> Result<(), Error> {
     use std::io::Write;
@@ -510,6 +365,7 @@ pub(crate) fn print_out(text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::human::group;
 
     #[test]
     fn errors_are_grouped_with_digits_normalized_but_status_kept() {
