@@ -443,96 +443,162 @@ pub struct TimeEstimate {
     pub output_basis: &'static str,
 }
 
+/// What the expected output makes of costs: tokens per row, the cached share of prompt tokens,
+/// the 95 % range of tokens per row.
+struct Expectation {
+    per_row: Option<f64>,
+    cached_share: f64,
+    range: Option<(f64, f64)>,
+}
+
+impl Expectation {
+    fn of(expected: Option<&ExpectedOutput>) -> Self {
+        Expectation {
+            per_row: expected.map(|e| e.tokens_per_row),
+            cached_share: expected.and_then(|e| e.cached_share).unwrap_or(0.0),
+            range: expected.map(|e| (e.tokens_per_row_low, e.tokens_per_row_high)),
+        }
+    }
+}
+
+/// One model's costs in USD: expected, at the ends of the expected range, worst case; all
+/// `None` when the model has no price.
+#[derive(Default)]
+struct ModelCosts {
+    expected: Option<f64>,
+    low: Option<f64>,
+    high: Option<f64>,
+    worst: Option<f64>,
+}
+
+impl ModelTotals {
+    fn costs(&self, x: &Expectation) -> ModelCosts {
+        if self.price.is_none() {
+            return ModelCosts::default();
+        }
+        let input =
+            self.input_cost * (1.0 - x.cached_share) + self.cached_input_cost * x.cached_share;
+        let cost_at = |n: f64| (input + n * self.output_rate_sum) / 1e6;
+        ModelCosts {
+            expected: x.per_row.map(cost_at),
+            low: x.range.map(|r| cost_at(r.0)),
+            high: x.range.map(|r| cost_at(r.1)),
+            worst: (self.rows_without_max_tokens == 0)
+                .then(|| (self.input_cost + self.worst_output_cost) / 1e6),
+        }
+    }
+}
+
+/// Sums over the models.
+#[derive(Default)]
+struct Sums {
+    request_rows: u64,
+    prompt_tokens: u64,
+    approximate: u64,
+    rows_without_max: u64,
+    worst_tokens: u64,
+    any_priced: bool,
+    expected_cost: f64,
+    expected_low: f64,
+    expected_high: f64,
+    worst_cost: f64,
+    unpriced_rows: u64,
+    unpriced_models: Vec<String>,
+    models: Vec<ModelEstimate>,
+}
+
+impl Sums {
+    fn add(&mut self, name: String, m: &ModelTotals, x: &Expectation) {
+        self.request_rows += m.rows;
+        self.prompt_tokens += m.prompt_tokens;
+        if !m.exact {
+            self.approximate += m.prompt_tokens;
+        }
+        self.rows_without_max += m.rows_without_max_tokens;
+        self.worst_tokens += m.worst_output_tokens;
+        let c = m.costs(x);
+        let priced = m.price.is_some();
+        if priced {
+            self.any_priced = true;
+            self.expected_cost += c.expected.unwrap_or(0.0);
+            self.expected_low += c.low.unwrap_or(0.0);
+            self.expected_high += c.high.unwrap_or(0.0);
+            self.worst_cost += c.worst.unwrap_or(0.0);
+        } else {
+            self.unpriced_rows += m.rows;
+            self.unpriced_models.push(name.clone());
+        }
+        self.models.push(ModelEstimate {
+            model: name,
+            rows: m.rows,
+            prompt_tokens: m.prompt_tokens,
+            exact: m.exact,
+            priced,
+            expected_cost_usd: c.expected,
+            worst_cost_usd: c.worst,
+        });
+    }
+}
+
+/// The run's duration at `--rpm` / `--tpm`, and at the sample's mean latency at `-c`; `None`
+/// without any of them.
+fn time_estimate(
+    opts: &EstimateOptions,
+    sums: &Sums,
+    worst_output_tokens: Option<u64>,
+    expected_output_tokens: Option<f64>,
+    latency_ms_mean: Option<f64>,
+) -> Option<TimeEstimate> {
+    let rows = sums.request_rows as f64;
+    let latency_minutes = latency_ms_mean.map(|ms| rows * ms / 60_000.0 / opts.concurrency as f64);
+    if opts.rpm.is_none() && opts.tpm.is_none() && latency_minutes.is_none() {
+        return None;
+    }
+    let by_requests = opts.rpm.map_or(0.0, |rpm| rows / rpm as f64);
+    let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
+        (Some(w), _) => (w as f64, "worst"),
+        (None, Some(e)) => (e, "expected"),
+        (None, None) => (0.0, "none"),
+    };
+    let tokens = sums.prompt_tokens as f64 + output;
+    let by_tokens = opts.tpm.map_or(0.0, |tpm| tokens / tpm as f64);
+    let by_latency = latency_minutes.unwrap_or(0.0);
+    let limited_by = if by_latency > by_requests.max(by_tokens) {
+        "latency"
+    } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
+        "tpm"
+    } else {
+        "rpm"
+    };
+    Some(TimeEstimate {
+        rpm: opts.rpm,
+        tpm: opts.tpm,
+        minutes: by_requests.max(by_tokens).max(by_latency),
+        limited_by,
+        output_basis,
+    })
+}
+
 impl Estimate {
     fn new(opts: &EstimateOptions, totals: Totals, expected: Option<ExpectedOutput>) -> Self {
-        let per_row = expected.as_ref().map(|e| e.tokens_per_row);
-        let cached_share = expected
-            .as_ref()
-            .and_then(|e| e.cached_share)
-            .unwrap_or(0.0);
-        let range = expected
-            .as_ref()
-            .map(|e| (e.tokens_per_row_low, e.tokens_per_row_high));
-        let (mut expected_low, mut expected_high) = (0.0, 0.0);
-        let mut models = Vec::new();
-        let (mut request_rows, mut prompt_tokens, mut approximate) = (0, 0, 0);
-        let (mut rows_without_max, mut worst_tokens) = (0, 0);
-        let (mut expected_cost, mut worst_cost, mut any_priced) = (0.0, 0.0, false);
-        let mut unpriced_rows = 0;
-        let mut unpriced_models = Vec::new();
+        let x = Expectation::of(expected.as_ref());
+        let mut sums = Sums::default();
         for (name, m) in totals.models {
-            request_rows += m.rows;
-            prompt_tokens += m.prompt_tokens;
-            if !m.exact {
-                approximate += m.prompt_tokens;
-            }
-            rows_without_max += m.rows_without_max_tokens;
-            worst_tokens += m.worst_output_tokens;
-            let priced = m.price.is_some();
-            let (exp, worst) = if priced {
-                any_priced = true;
-                let input =
-                    m.input_cost * (1.0 - cached_share) + m.cached_input_cost * cached_share;
-                let cost_at = |n: f64| (input + n * m.output_rate_sum) / 1e6;
-                let exp = per_row.map(cost_at);
-                if let Some((low, high)) = range {
-                    expected_low += cost_at(low);
-                    expected_high += cost_at(high);
-                }
-                let worst = (m.rows_without_max_tokens == 0)
-                    .then(|| (m.input_cost + m.worst_output_cost) / 1e6);
-                expected_cost += exp.unwrap_or(0.0);
-                worst_cost += worst.unwrap_or(0.0);
-                (exp, worst)
-            } else {
-                unpriced_rows += m.rows;
-                unpriced_models.push(name.clone());
-                (None, None)
-            };
-            models.push(ModelEstimate {
-                model: name,
-                rows: m.rows,
-                prompt_tokens: m.prompt_tokens,
-                exact: m.exact,
-                priced,
-                expected_cost_usd: exp,
-                worst_cost_usd: worst,
-            });
+            sums.add(name, &m, &x);
         }
-        let bounded = rows_without_max == 0;
-        let worst_output_tokens = bounded.then_some(worst_tokens);
-        let expected_output_tokens = per_row.map(|n| n * request_rows as f64);
-        let latency_minutes = expected
-            .as_ref()
-            .and_then(|e| e.latency_ms_mean)
-            .map(|ms| request_rows as f64 * ms / 60_000.0 / opts.concurrency as f64);
-        let time =
-            (opts.rpm.is_some() || opts.tpm.is_some() || latency_minutes.is_some()).then(|| {
-                let by_requests = opts.rpm.map_or(0.0, |rpm| request_rows as f64 / rpm as f64);
-                let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
-                    (Some(w), _) => (w as f64, "worst"),
-                    (None, Some(e)) => (e, "expected"),
-                    (None, None) => (0.0, "none"),
-                };
-                let by_tokens = opts
-                    .tpm
-                    .map_or(0.0, |tpm| (prompt_tokens as f64 + output) / tpm as f64);
-                let by_latency = latency_minutes.unwrap_or(0.0);
-                let limited_by = if by_latency > by_requests.max(by_tokens) {
-                    "latency"
-                } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
-                    "tpm"
-                } else {
-                    "rpm"
-                };
-                TimeEstimate {
-                    rpm: opts.rpm,
-                    tpm: opts.tpm,
-                    minutes: by_requests.max(by_tokens).max(by_latency),
-                    limited_by,
-                    output_basis,
-                }
-            });
+        let bounded = sums.rows_without_max == 0;
+        let worst_output_tokens = bounded.then_some(sums.worst_tokens);
+        let expected_output_tokens = x.per_row.map(|n| n * sums.request_rows as f64);
+        let latency = expected.as_ref().and_then(|e| e.latency_ms_mean);
+        let time = time_estimate(
+            opts,
+            &sums,
+            worst_output_tokens,
+            expected_output_tokens,
+            latency,
+        );
+        let priced = sums.any_priced;
+        let request_rows = sums.request_rows;
         Estimate {
             input: opts.input.path.display().to_string(),
             tokenizer: "o200k_base",
@@ -540,22 +606,22 @@ impl Estimate {
             request_rows,
             invalid_rows: totals.invalid_rows,
             first_invalid: totals.first_invalid,
-            prompt_tokens,
+            prompt_tokens: sums.prompt_tokens,
             prompt_tokens_mean: (request_rows > 0)
-                .then(|| prompt_tokens as f64 / request_rows as f64),
-            prompt_tokens_exact: approximate == 0,
-            approximate_prompt_tokens: approximate,
+                .then(|| sums.prompt_tokens as f64 / request_rows as f64),
+            prompt_tokens_exact: sums.approximate == 0,
+            approximate_prompt_tokens: sums.approximate,
             expected_output: expected,
             expected_output_tokens,
             worst_output_tokens,
-            rows_without_max_tokens: rows_without_max,
-            expected_cost_usd: (any_priced && per_row.is_some()).then_some(expected_cost),
-            expected_cost_low_usd: (any_priced && range.is_some()).then_some(expected_low),
-            expected_cost_high_usd: (any_priced && range.is_some()).then_some(expected_high),
-            worst_cost_usd: (any_priced && bounded).then_some(worst_cost),
-            unpriced_rows,
-            unpriced_models,
-            models,
+            rows_without_max_tokens: sums.rows_without_max,
+            expected_cost_usd: (priced && x.per_row.is_some()).then_some(sums.expected_cost),
+            expected_cost_low_usd: (priced && x.range.is_some()).then_some(sums.expected_low),
+            expected_cost_high_usd: (priced && x.range.is_some()).then_some(sums.expected_high),
+            worst_cost_usd: (priced && bounded).then_some(sums.worst_cost),
+            unpriced_rows: sums.unpriced_rows,
+            unpriced_models: sums.unpriced_models,
+            models: sums.models,
             time,
             concurrency: opts.concurrency,
         }
