@@ -204,61 +204,89 @@ fn count_rows(
 ) -> Result<Totals, Error> {
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, Error>>(8);
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            for row in rows {
-                let item = match row {
-                    Ok(row) => match row.content {
-                        RowContent::Request(req) => Item::Request {
-                            model: req.model,
-                            body: req.body,
-                            max_tokens: req.max_tokens,
-                            line: row.line,
-                        },
-                        RowContent::Invalid { .. } => Item::Invalid {
-                            problem: row.problem(path).unwrap_or_default(),
-                        },
-                    },
-                    Err(e) => {
-                        let _ = tx.send(Ok(batch));
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                batch.push(item);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if tx.send(Ok(full)).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Ok(batch));
-        });
+        scope.spawn(move || send_rows(rows, &tx, path));
         let mut totals = Totals::default();
         for batch in rx {
             for item in batch? {
-                match item {
-                    Item::Invalid { problem } => {
-                        totals.invalid_rows += 1;
-                        totals.first_invalid.get_or_insert(problem);
-                    }
-                    Item::Request {
-                        model,
-                        body,
-                        max_tokens,
-                        line,
-                    } => {
-                        let tokens = counter
-                            .body(&body)
-                            .map_err(|message| Error::input(path, line, message))?;
-                        totals.add(model, tokens, max_tokens, prices);
-                    }
-                }
+                totals.count(item, counter, prices, path)?;
             }
         }
         Ok(totals)
     })
+}
+
+/// The reader thread: rows in batches of [`BATCH`]; a read error ends the stream after the
+/// rows before it.
+fn send_rows(
+    rows: input::RowStream,
+    tx: &mpsc::SyncSender<Result<Vec<Item>, Error>>,
+    path: &std::path::Path,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    for row in rows {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                let _ = tx.send(Ok(batch));
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        batch.push(Item::of(row, path));
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(Ok(batch));
+}
+
+impl Item {
+    fn of(row: input::Row, path: &std::path::Path) -> Item {
+        match row.content {
+            RowContent::Request(req) => Item::Request {
+                model: req.model,
+                body: req.body,
+                max_tokens: req.max_tokens,
+                line: row.line,
+            },
+            RowContent::Invalid { .. } => Item::Invalid {
+                problem: row.problem(path).unwrap_or_default(),
+            },
+        }
+    }
+}
+
+impl Totals {
+    /// Counts one row's prompt tokens into its model's sums (or the row as invalid).
+    fn count(
+        &mut self,
+        item: Item,
+        counter: &ChatTokenCounter,
+        prices: &PriceTable,
+        path: &std::path::Path,
+    ) -> Result<(), Error> {
+        match item {
+            Item::Invalid { problem } => {
+                self.invalid_rows += 1;
+                self.first_invalid.get_or_insert(problem);
+            }
+            Item::Request {
+                model,
+                body,
+                max_tokens,
+                line,
+            } => {
+                let tokens = counter
+                    .body(&body)
+                    .map_err(|message| Error::input(path, line, message))?;
+                self.add(model, tokens, max_tokens, prices);
+            }
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
