@@ -373,18 +373,21 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
             from_output_ok_rows: None,
         }));
     }
-    let Some(path) = &opts.from_output else {
-        return Ok(None);
-    };
+    match &opts.from_output {
+        Some(path) => read_sample(path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The expected output measured on the ok records of a sample run's output.
+fn read_sample(path: &std::path::Path) -> Result<ExpectedOutput, Error> {
     let mut records = Records::<Record>::open(path)?;
     let mut sample = Sample::default();
     let mut simulated = 0u64;
     for item in records.by_ref() {
         let (_, record) = item?;
         if record.status == Status::Ok {
-            if record.simulated {
-                simulated += 1;
-            }
+            simulated += u64::from(record.simulated);
             sample.add(&record);
         }
     }
@@ -409,7 +412,7 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
             path.display()
         )));
     }
-    Ok(Some(sample.expected()))
+    Ok(sample.expected())
 }
 
 // ---------------------------------------------------------------------------------------------
