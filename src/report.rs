@@ -191,17 +191,26 @@ impl Stats {
             }
             Status::Error => {
                 self.error += 1;
-                let message = record.error.as_deref().unwrap_or("(no message)");
-                let key = normalize_error(message);
-                if let Some(n) = self.errors.get_mut(&key) {
-                    *n += 1;
-                } else if self.errors.len() < MAX_ERROR_GROUPS {
-                    self.errors.insert(key, 1);
-                } else {
-                    *self.errors.entry(OTHER_ERRORS.to_string()).or_default() += 1;
-                }
+                self.add_error(record.error.as_deref().unwrap_or("(no message)"));
             }
         }
+        self.add_cost(record, prices);
+    }
+
+    /// Counts an error message in its group (new groups past [`MAX_ERROR_GROUPS`] as other).
+    fn add_error(&mut self, message: &str) {
+        let key = normalize_error(message);
+        if let Some(n) = self.errors.get_mut(&key) {
+            *n += 1;
+        } else if self.errors.len() < MAX_ERROR_GROUPS {
+            self.errors.insert(key, 1);
+        } else {
+            *self.errors.entry(OTHER_ERRORS.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Adds the record's cost (its own, else from the price table) to its model's.
+    fn add_cost(&mut self, record: &Record, prices: &PriceTable) {
         let model = match self.models.get_mut(record.model.as_str()) {
             Some(m) => m,
             None => self
@@ -235,26 +244,7 @@ impl Stats {
     }
 
     fn finish(mut self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
-        let mut top: Vec<ErrorCount> = self
-            .errors
-            .into_iter()
-            .map(|(message, count)| ErrorCount { message, count })
-            .collect();
-        top.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.message.cmp(&b.message))
-        });
-        top.truncate(5);
-        let latency_ms = (!self.latencies.is_empty()).then(|| {
-            self.latencies.sort_unstable();
-            Latency {
-                p50: percentile(&self.latencies, 50.0),
-                p90: percentile(&self.latencies, 90.0),
-                p99: percentile(&self.latencies, 99.0),
-                max: self.latencies.last().copied().unwrap_or(0),
-            }
-        });
+        self.latencies.sort_unstable();
         let mean_per_ok_row = (self.ok > 0).then(|| {
             let n = self.ok as f64;
             Means {
@@ -263,20 +253,6 @@ impl Stats {
                 reasoning_tokens: self.ok_tokens.reasoning as f64 / n,
             }
         });
-        let by_model: Vec<ModelCost> = self.models.into_values().collect();
-        let cost = Cost {
-            total_usd: by_model.iter().filter_map(|m| m.cost_usd).sum(),
-            simulated_usd: by_model.iter().map(|m| m.simulated_usd).sum(),
-            from_records_rows: self.from_records,
-            computed_rows: self.computed,
-            unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
-            unpriced_models: by_model
-                .iter()
-                .filter(|m| m.unpriced_rows > 0)
-                .map(|m| m.model.clone())
-                .collect(),
-            by_model,
-        };
         Report {
             output,
             format,
@@ -288,12 +264,57 @@ impl Stats {
                 line: t.line,
                 reason: t.reason.clone(),
             }),
-            top_errors: top,
+            top_errors: top_errors(self.errors),
             tokens: self.tokens,
-            cost,
-            latency_ms,
+            cost: Cost::of(self.models, self.from_records, self.computed),
+            latency_ms: latency(&self.latencies),
             attempts: self.attempts,
             mean_per_ok_row,
+        }
+    }
+}
+
+/// The 5 most frequent error groups, most frequent first (ties by message).
+fn top_errors(errors: HashMap<String, u64>) -> Vec<ErrorCount> {
+    let mut top: Vec<ErrorCount> = errors
+        .into_iter()
+        .map(|(message, count)| ErrorCount { message, count })
+        .collect();
+    top.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
+    top.truncate(5);
+    top
+}
+
+/// Percentiles of sorted latencies; `None` without any.
+fn latency(sorted: &[u32]) -> Option<Latency> {
+    let max = *sorted.last()?;
+    Some(Latency {
+        p50: percentile(sorted, 50.0),
+        p90: percentile(sorted, 90.0),
+        p99: percentile(sorted, 99.0),
+        max,
+    })
+}
+
+impl Cost {
+    fn of(models: BTreeMap<String, ModelCost>, from_records: u64, computed: u64) -> Cost {
+        let by_model: Vec<ModelCost> = models.into_values().collect();
+        Cost {
+            total_usd: by_model.iter().filter_map(|m| m.cost_usd).sum(),
+            simulated_usd: by_model.iter().map(|m| m.simulated_usd).sum(),
+            from_records_rows: from_records,
+            computed_rows: computed,
+            unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
+            unpriced_models: by_model
+                .iter()
+                .filter(|m| m.unpriced_rows > 0)
+                .map(|m| m.model.clone())
+                .collect(),
+            by_model,
         }
     }
 }
