@@ -3,14 +3,17 @@
 //! right-aligned, widths measured in displayed characters (a model name in any script aligns).
 
 use comfy_table::presets::NOTHING;
-use comfy_table::{CellAlignment, ContentArrangement, Table};
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table};
 
 use super::{Cost, ModelCost, Report};
 use crate::human::{format_usd, group};
 
 /// Columns a table may take before its widest column wraps: `COLUMNS` when the shell exports it
-/// (at least 60), else 100.
+/// (at least 60), else 100 (always 100 in unit tests, whatever the environment).
 pub(crate) fn width() -> u16 {
+    if cfg!(test) {
+        return 100;
+    }
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse::<u16>().ok())
@@ -31,11 +34,16 @@ pub(crate) fn table(header: &[&str]) -> Table {
 }
 
 /// The table's lines, indented by two spaces, without trailing blanks; the columns at `right`
-/// (numbers) right-aligned.
+/// (numbers) right-aligned. Only a last column of text (a note, a message) wraps; the others keep
+/// their width.
 pub(crate) fn render(mut t: Table, right: &[usize]) -> String {
+    let last = t.column_count().saturating_sub(1);
     for (i, column) in t.column_iter_mut().enumerate() {
         if right.contains(&i) {
             column.set_cell_alignment(CellAlignment::Right);
+        }
+        if i < last || right.contains(&i) {
+            column.set_constraint(ColumnConstraint::ContentWidth);
         }
     }
     if let Some(first) = t.column_mut(0) {
