@@ -62,7 +62,6 @@
 //!   "expected" | "none" }`; `concurrency`: the `-c` the latency-bound time assumes
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::mpsc;
 
 use bytes::Bytes;
@@ -71,12 +70,14 @@ use serde::Serialize;
 use crate::cli::EstimateOptions;
 use crate::cost::{ModelPrice, PriceTable};
 use crate::error::{exit_code, Error};
-use crate::human::{format_usd, group};
+use crate::human::group;
 use crate::input::{self, RowContent};
 use crate::output::read::Records;
 use crate::output::record::{Record, Status};
 use crate::report::print_out;
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
+
+mod table;
 
 /// Rows sent from the reader thread to the counter at a time.
 const BATCH: usize = 512;
@@ -203,61 +204,89 @@ fn count_rows(
 ) -> Result<Totals, Error> {
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, Error>>(8);
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            for row in rows {
-                let item = match row {
-                    Ok(row) => match row.content {
-                        RowContent::Request(req) => Item::Request {
-                            model: req.model,
-                            body: req.body,
-                            max_tokens: req.max_tokens,
-                            line: row.line,
-                        },
-                        RowContent::Invalid { .. } => Item::Invalid {
-                            problem: row.problem(path).unwrap_or_default(),
-                        },
-                    },
-                    Err(e) => {
-                        let _ = tx.send(Ok(batch));
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                batch.push(item);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if tx.send(Ok(full)).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Ok(batch));
-        });
+        scope.spawn(move || send_rows(rows, &tx, path));
         let mut totals = Totals::default();
         for batch in rx {
             for item in batch? {
-                match item {
-                    Item::Invalid { problem } => {
-                        totals.invalid_rows += 1;
-                        totals.first_invalid.get_or_insert(problem);
-                    }
-                    Item::Request {
-                        model,
-                        body,
-                        max_tokens,
-                        line,
-                    } => {
-                        let tokens = counter
-                            .body(&body)
-                            .map_err(|message| Error::input(path, line, message))?;
-                        totals.add(model, tokens, max_tokens, prices);
-                    }
-                }
+                totals.count(item, counter, prices, path)?;
             }
         }
         Ok(totals)
     })
+}
+
+/// The reader thread: rows in batches of [`BATCH`]; a read error ends the stream after the
+/// rows before it.
+fn send_rows(
+    rows: input::RowStream,
+    tx: &mpsc::SyncSender<Result<Vec<Item>, Error>>,
+    path: &std::path::Path,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    for row in rows {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                let _ = tx.send(Ok(batch));
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        batch.push(Item::of(row, path));
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(Ok(batch));
+}
+
+impl Item {
+    fn of(row: input::Row, path: &std::path::Path) -> Item {
+        match row.content {
+            RowContent::Request(req) => Item::Request {
+                model: req.model,
+                body: req.body,
+                max_tokens: req.max_tokens,
+                line: row.line,
+            },
+            RowContent::Invalid { .. } => Item::Invalid {
+                problem: row.problem(path).unwrap_or_default(),
+            },
+        }
+    }
+}
+
+impl Totals {
+    /// Counts one row's prompt tokens into its model's sums (or the row as invalid).
+    fn count(
+        &mut self,
+        item: Item,
+        counter: &ChatTokenCounter,
+        prices: &PriceTable,
+        path: &std::path::Path,
+    ) -> Result<(), Error> {
+        match item {
+            Item::Invalid { problem } => {
+                self.invalid_rows += 1;
+                self.first_invalid.get_or_insert(problem);
+            }
+            Item::Request {
+                model,
+                body,
+                max_tokens,
+                line,
+            } => {
+                let tokens = counter
+                    .body(&body)
+                    .map_err(|message| Error::input(path, line, message))?;
+                self.add(model, tokens, max_tokens, prices);
+            }
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,18 +373,21 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
             from_output_ok_rows: None,
         }));
     }
-    let Some(path) = &opts.from_output else {
-        return Ok(None);
-    };
+    match &opts.from_output {
+        Some(path) => read_sample(path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The expected output measured on the ok records of a sample run's output.
+fn read_sample(path: &std::path::Path) -> Result<ExpectedOutput, Error> {
     let mut records = Records::<Record>::open(path)?;
     let mut sample = Sample::default();
     let mut simulated = 0u64;
     for item in records.by_ref() {
         let (_, record) = item?;
         if record.status == Status::Ok {
-            if record.simulated {
-                simulated += 1;
-            }
+            simulated += u64::from(record.simulated);
             sample.add(&record);
         }
     }
@@ -380,7 +412,7 @@ fn expected_output(opts: &EstimateOptions) -> Result<Option<ExpectedOutput>, Err
             path.display()
         )));
     }
-    Ok(Some(sample.expected()))
+    Ok(sample.expected())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,96 +474,162 @@ pub struct TimeEstimate {
     pub output_basis: &'static str,
 }
 
+/// What the expected output makes of costs: tokens per row, the cached share of prompt tokens,
+/// the 95 % range of tokens per row.
+struct Expectation {
+    per_row: Option<f64>,
+    cached_share: f64,
+    range: Option<(f64, f64)>,
+}
+
+impl Expectation {
+    fn of(expected: Option<&ExpectedOutput>) -> Self {
+        Expectation {
+            per_row: expected.map(|e| e.tokens_per_row),
+            cached_share: expected.and_then(|e| e.cached_share).unwrap_or(0.0),
+            range: expected.map(|e| (e.tokens_per_row_low, e.tokens_per_row_high)),
+        }
+    }
+}
+
+/// One model's costs in USD: expected, at the ends of the expected range, worst case; all
+/// `None` when the model has no price.
+#[derive(Default)]
+struct ModelCosts {
+    expected: Option<f64>,
+    low: Option<f64>,
+    high: Option<f64>,
+    worst: Option<f64>,
+}
+
+impl ModelTotals {
+    fn costs(&self, x: &Expectation) -> ModelCosts {
+        if self.price.is_none() {
+            return ModelCosts::default();
+        }
+        let input =
+            self.input_cost * (1.0 - x.cached_share) + self.cached_input_cost * x.cached_share;
+        let cost_at = |n: f64| (input + n * self.output_rate_sum) / 1e6;
+        ModelCosts {
+            expected: x.per_row.map(cost_at),
+            low: x.range.map(|r| cost_at(r.0)),
+            high: x.range.map(|r| cost_at(r.1)),
+            worst: (self.rows_without_max_tokens == 0)
+                .then(|| (self.input_cost + self.worst_output_cost) / 1e6),
+        }
+    }
+}
+
+/// Sums over the models.
+#[derive(Default)]
+struct Sums {
+    request_rows: u64,
+    prompt_tokens: u64,
+    approximate: u64,
+    rows_without_max: u64,
+    worst_tokens: u64,
+    any_priced: bool,
+    expected_cost: f64,
+    expected_low: f64,
+    expected_high: f64,
+    worst_cost: f64,
+    unpriced_rows: u64,
+    unpriced_models: Vec<String>,
+    models: Vec<ModelEstimate>,
+}
+
+impl Sums {
+    fn add(&mut self, name: String, m: &ModelTotals, x: &Expectation) {
+        self.request_rows += m.rows;
+        self.prompt_tokens += m.prompt_tokens;
+        if !m.exact {
+            self.approximate += m.prompt_tokens;
+        }
+        self.rows_without_max += m.rows_without_max_tokens;
+        self.worst_tokens += m.worst_output_tokens;
+        let c = m.costs(x);
+        let priced = m.price.is_some();
+        if priced {
+            self.any_priced = true;
+            self.expected_cost += c.expected.unwrap_or(0.0);
+            self.expected_low += c.low.unwrap_or(0.0);
+            self.expected_high += c.high.unwrap_or(0.0);
+            self.worst_cost += c.worst.unwrap_or(0.0);
+        } else {
+            self.unpriced_rows += m.rows;
+            self.unpriced_models.push(name.clone());
+        }
+        self.models.push(ModelEstimate {
+            model: name,
+            rows: m.rows,
+            prompt_tokens: m.prompt_tokens,
+            exact: m.exact,
+            priced,
+            expected_cost_usd: c.expected,
+            worst_cost_usd: c.worst,
+        });
+    }
+}
+
+/// The run's duration at `--rpm` / `--tpm`, and at the sample's mean latency at `-c`; `None`
+/// without any of them.
+fn time_estimate(
+    opts: &EstimateOptions,
+    sums: &Sums,
+    worst_output_tokens: Option<u64>,
+    expected_output_tokens: Option<f64>,
+    latency_ms_mean: Option<f64>,
+) -> Option<TimeEstimate> {
+    let rows = sums.request_rows as f64;
+    let latency_minutes = latency_ms_mean.map(|ms| rows * ms / 60_000.0 / opts.concurrency as f64);
+    if opts.rpm.is_none() && opts.tpm.is_none() && latency_minutes.is_none() {
+        return None;
+    }
+    let by_requests = opts.rpm.map_or(0.0, |rpm| rows / rpm as f64);
+    let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
+        (Some(w), _) => (w as f64, "worst"),
+        (None, Some(e)) => (e, "expected"),
+        (None, None) => (0.0, "none"),
+    };
+    let tokens = sums.prompt_tokens as f64 + output;
+    let by_tokens = opts.tpm.map_or(0.0, |tpm| tokens / tpm as f64);
+    let by_latency = latency_minutes.unwrap_or(0.0);
+    let limited_by = if by_latency > by_requests.max(by_tokens) {
+        "latency"
+    } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
+        "tpm"
+    } else {
+        "rpm"
+    };
+    Some(TimeEstimate {
+        rpm: opts.rpm,
+        tpm: opts.tpm,
+        minutes: by_requests.max(by_tokens).max(by_latency),
+        limited_by,
+        output_basis,
+    })
+}
+
 impl Estimate {
     fn new(opts: &EstimateOptions, totals: Totals, expected: Option<ExpectedOutput>) -> Self {
-        let per_row = expected.as_ref().map(|e| e.tokens_per_row);
-        let cached_share = expected
-            .as_ref()
-            .and_then(|e| e.cached_share)
-            .unwrap_or(0.0);
-        let range = expected
-            .as_ref()
-            .map(|e| (e.tokens_per_row_low, e.tokens_per_row_high));
-        let (mut expected_low, mut expected_high) = (0.0, 0.0);
-        let mut models = Vec::new();
-        let (mut request_rows, mut prompt_tokens, mut approximate) = (0, 0, 0);
-        let (mut rows_without_max, mut worst_tokens) = (0, 0);
-        let (mut expected_cost, mut worst_cost, mut any_priced) = (0.0, 0.0, false);
-        let mut unpriced_rows = 0;
-        let mut unpriced_models = Vec::new();
+        let x = Expectation::of(expected.as_ref());
+        let mut sums = Sums::default();
         for (name, m) in totals.models {
-            request_rows += m.rows;
-            prompt_tokens += m.prompt_tokens;
-            if !m.exact {
-                approximate += m.prompt_tokens;
-            }
-            rows_without_max += m.rows_without_max_tokens;
-            worst_tokens += m.worst_output_tokens;
-            let priced = m.price.is_some();
-            let (exp, worst) = if priced {
-                any_priced = true;
-                let input =
-                    m.input_cost * (1.0 - cached_share) + m.cached_input_cost * cached_share;
-                let cost_at = |n: f64| (input + n * m.output_rate_sum) / 1e6;
-                let exp = per_row.map(cost_at);
-                if let Some((low, high)) = range {
-                    expected_low += cost_at(low);
-                    expected_high += cost_at(high);
-                }
-                let worst = (m.rows_without_max_tokens == 0)
-                    .then(|| (m.input_cost + m.worst_output_cost) / 1e6);
-                expected_cost += exp.unwrap_or(0.0);
-                worst_cost += worst.unwrap_or(0.0);
-                (exp, worst)
-            } else {
-                unpriced_rows += m.rows;
-                unpriced_models.push(name.clone());
-                (None, None)
-            };
-            models.push(ModelEstimate {
-                model: name,
-                rows: m.rows,
-                prompt_tokens: m.prompt_tokens,
-                exact: m.exact,
-                priced,
-                expected_cost_usd: exp,
-                worst_cost_usd: worst,
-            });
+            sums.add(name, &m, &x);
         }
-        let bounded = rows_without_max == 0;
-        let worst_output_tokens = bounded.then_some(worst_tokens);
-        let expected_output_tokens = per_row.map(|n| n * request_rows as f64);
-        let latency_minutes = expected
-            .as_ref()
-            .and_then(|e| e.latency_ms_mean)
-            .map(|ms| request_rows as f64 * ms / 60_000.0 / opts.concurrency as f64);
-        let time =
-            (opts.rpm.is_some() || opts.tpm.is_some() || latency_minutes.is_some()).then(|| {
-                let by_requests = opts.rpm.map_or(0.0, |rpm| request_rows as f64 / rpm as f64);
-                let (output, output_basis) = match (worst_output_tokens, expected_output_tokens) {
-                    (Some(w), _) => (w as f64, "worst"),
-                    (None, Some(e)) => (e, "expected"),
-                    (None, None) => (0.0, "none"),
-                };
-                let by_tokens = opts
-                    .tpm
-                    .map_or(0.0, |tpm| (prompt_tokens as f64 + output) / tpm as f64);
-                let by_latency = latency_minutes.unwrap_or(0.0);
-                let limited_by = if by_latency > by_requests.max(by_tokens) {
-                    "latency"
-                } else if opts.tpm.is_some() && (by_tokens > by_requests || opts.rpm.is_none()) {
-                    "tpm"
-                } else {
-                    "rpm"
-                };
-                TimeEstimate {
-                    rpm: opts.rpm,
-                    tpm: opts.tpm,
-                    minutes: by_requests.max(by_tokens).max(by_latency),
-                    limited_by,
-                    output_basis,
-                }
-            });
+        let bounded = sums.rows_without_max == 0;
+        let worst_output_tokens = bounded.then_some(sums.worst_tokens);
+        let expected_output_tokens = x.per_row.map(|n| n * sums.request_rows as f64);
+        let latency = expected.as_ref().and_then(|e| e.latency_ms_mean);
+        let time = time_estimate(
+            opts,
+            &sums,
+            worst_output_tokens,
+            expected_output_tokens,
+            latency,
+        );
+        let priced = sums.any_priced;
+        let request_rows = sums.request_rows;
         Estimate {
             input: opts.input.path.display().to_string(),
             tokenizer: "o200k_base",
@@ -539,238 +637,24 @@ impl Estimate {
             request_rows,
             invalid_rows: totals.invalid_rows,
             first_invalid: totals.first_invalid,
-            prompt_tokens,
+            prompt_tokens: sums.prompt_tokens,
             prompt_tokens_mean: (request_rows > 0)
-                .then(|| prompt_tokens as f64 / request_rows as f64),
-            prompt_tokens_exact: approximate == 0,
-            approximate_prompt_tokens: approximate,
+                .then(|| sums.prompt_tokens as f64 / request_rows as f64),
+            prompt_tokens_exact: sums.approximate == 0,
+            approximate_prompt_tokens: sums.approximate,
             expected_output: expected,
             expected_output_tokens,
             worst_output_tokens,
-            rows_without_max_tokens: rows_without_max,
-            expected_cost_usd: (any_priced && per_row.is_some()).then_some(expected_cost),
-            expected_cost_low_usd: (any_priced && range.is_some()).then_some(expected_low),
-            expected_cost_high_usd: (any_priced && range.is_some()).then_some(expected_high),
-            worst_cost_usd: (any_priced && bounded).then_some(worst_cost),
-            unpriced_rows,
-            unpriced_models,
-            models,
+            rows_without_max_tokens: sums.rows_without_max,
+            expected_cost_usd: (priced && x.per_row.is_some()).then_some(sums.expected_cost),
+            expected_cost_low_usd: (priced && x.range.is_some()).then_some(sums.expected_low),
+            expected_cost_high_usd: (priced && x.range.is_some()).then_some(sums.expected_high),
+            worst_cost_usd: (priced && bounded).then_some(sums.worst_cost),
+            unpriced_rows: sums.unpriced_rows,
+            unpriced_models: sums.unpriced_models,
+            models: sums.models,
             time,
             concurrency: opts.concurrency,
         }
-    }
-
-    /// The human-readable table.
-    pub fn to_table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "Estimate for {}", self.input);
-        let _ = writeln!(
-            s,
-            "  rows              {:>14}  ({} invalid: not sent, no tokens)",
-            group(self.rows),
-            group(self.invalid_rows)
-        );
-        if let Some(first) = &self.first_invalid {
-            let _ = writeln!(
-                s,
-                "  first invalid row: {first}\n  (`promptbatch validate` lists them all; a run stops at the first malformed one unless --skip-invalid)"
-            );
-        }
-        let exactness = if self.prompt_tokens_exact {
-            "exact, o200k_base".to_string()
-        } else if self.approximate_prompt_tokens == self.prompt_tokens {
-            "APPROXIMATE: o200k_base count for non-GPT models".to_string()
-        } else {
-            format!(
-                "{} of them APPROXIMATE: o200k_base count for non-GPT models",
-                group(self.approximate_prompt_tokens)
-            )
-        };
-        let mean = self
-            .prompt_tokens_mean
-            .map_or("-".to_string(), |m| format!("{m:.1}"));
-        let _ = writeln!(
-            s,
-            "  prompt tokens     {:>14}  (mean {mean} per row; {exactness})",
-            group(self.prompt_tokens)
-        );
-        match &self.expected_output {
-            Some(e) => {
-                let source = match e.source {
-                    "from-output" => format!(
-                        "mean of {} ok rows of --from-output, 95 % range {:.1}–{:.1}; reasoning {:.1}; {:.0} % of prompt tokens cached",
-                        group(e.from_output_ok_rows.unwrap_or(0)),
-                        e.tokens_per_row_low,
-                        e.tokens_per_row_high,
-                        e.reasoning_tokens_per_row.unwrap_or(0.0),
-                        e.cached_share.unwrap_or(0.0) * 100.0
-                    ),
-                    _ => "--expect-output".to_string(),
-                };
-                let _ = writeln!(
-                    s,
-                    "  expected output   {:>14}  ({:.1} per row: {source})",
-                    group(self.expected_output_tokens.unwrap_or(0.0).round() as u64),
-                    e.tokens_per_row
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  expected output   {:>14}  (unknown: measure it with `promptbatch run INPUT --limit 200 -o sample.jsonl`, then pass --from-output sample.jsonl; or guess with --expect-output N)",
-                    "-"
-                );
-            }
-        }
-        match self.worst_output_tokens {
-            Some(w) => {
-                let _ = writeln!(
-                    s,
-                    "  worst-case output {:>14}  (every row uses its max_tokens)",
-                    group(w)
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  worst-case output {:>14}  (unbounded: {} rows have no max_tokens; pass --max-tokens N)",
-                    "-",
-                    group(self.rows_without_max_tokens)
-                );
-            }
-        }
-        if self.models.len() > 1 || !self.unpriced_models.is_empty() {
-            let width = self
-                .models
-                .iter()
-                .map(|m| m.model.len())
-                .max()
-                .unwrap_or(5)
-                .max(5);
-            let _ = writeln!(
-                s,
-                "\n  {:<width$}  {:>10}  {:>14}  {:<11}  {:>14}  {:>14}",
-                "model", "rows", "prompt tokens", "tokens", "expected cost", "worst cost"
-            );
-            for m in &self.models {
-                let (exp, worst) = if m.priced {
-                    (
-                        usd_or_dash(m.expected_cost_usd),
-                        usd_or_dash(m.worst_cost_usd),
-                    )
-                } else {
-                    ("unpriced".to_string(), "unpriced".to_string())
-                };
-                let _ = writeln!(
-                    s,
-                    "  {:<width$}  {:>10}  {:>14}  {:<11}  {:>14}  {:>14}",
-                    m.model,
-                    group(m.rows),
-                    group(m.prompt_tokens),
-                    if m.exact { "exact" } else { "approximate" },
-                    exp,
-                    worst
-                );
-            }
-            let _ = writeln!(s);
-        }
-        let unpriced = if self.unpriced_rows > 0 {
-            format!(
-                "  + {} unpriced rows ({}: add prices with --prices FILE)",
-                group(self.unpriced_rows),
-                self.unpriced_models.join(", ")
-            )
-        } else {
-            String::new()
-        };
-        let cost_line = |cost: Option<f64>, why_none: &str| match cost {
-            Some(c) => format!("{:>14}{unpriced}", format_usd(c)),
-            None => format!("{:>14}  ({why_none})", "-"),
-        };
-        let no_price = self.models.iter().all(|m| !m.priced) && !self.models.is_empty();
-        let why_expected = if no_price {
-            "no row's model has a price"
-        } else {
-            "no expected output given"
-        };
-        let why_worst = if no_price {
-            "no row's model has a price"
-        } else {
-            "worst case unbounded without max_tokens"
-        };
-        let range = match (self.expected_cost_low_usd, self.expected_cost_high_usd) {
-            (Some(low), Some(high)) if high > low => {
-                format!("  (95 % range {} – {})", format_usd(low), format_usd(high))
-            }
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "  expected cost     {}{range}",
-            cost_line(self.expected_cost_usd, why_expected)
-        );
-        let _ = writeln!(
-            s,
-            "  worst-case cost   {}",
-            cost_line(self.worst_cost_usd, why_worst)
-        );
-        match &self.time {
-            None => {
-                let _ = writeln!(
-                    s,
-                    "  time              {:>14}  (not limited: pass --rpm and/or --tpm for an estimate)",
-                    "-"
-                );
-            }
-            Some(t) => {
-                let mut limits = Vec::new();
-                if let Some(rpm) = t.rpm {
-                    limits.push(format!("--rpm {rpm}"));
-                }
-                if let Some(tpm) = t.tpm {
-                    limits.push(format!("--tpm {tpm}"));
-                }
-                let basis = match t.output_basis {
-                    "worst" => "worst-case output",
-                    "expected" => "expected output",
-                    _ => "prompt tokens only",
-                };
-                let detail = match t.limited_by {
-                    "tpm" => format!("tokens are the limit, counting {basis}"),
-                    "latency" => {
-                        let ms = self
-                            .expected_output
-                            .as_ref()
-                            .and_then(|e| e.latency_ms_mean)
-                            .unwrap_or(0.0);
-                        format!("the sample's mean latency of {ms:.0} ms is the limit")
-                    }
-                    _ => "requests are the limit".to_string(),
-                };
-                limits.push(format!("-c {}", self.concurrency));
-                let _ = writeln!(
-                    s,
-                    "  time              {:>14}  (at {}; {detail})",
-                    format_minutes(t.minutes),
-                    limits.join(" ")
-                );
-            }
-        }
-        s
-    }
-}
-
-fn usd_or_dash(cost: Option<f64>) -> String {
-    cost.map_or("-".to_string(), format_usd)
-}
-
-/// `12.5` minutes → `12.5 min`; long ones as hours.
-fn format_minutes(minutes: f64) -> String {
-    if minutes < 1.0 {
-        format!("{:.0} s", (minutes * 60.0).ceil())
-    } else if minutes < 120.0 {
-        format!("{minutes:.1} min")
-    } else {
-        format!("{:.1} h", minutes / 60.0)
     }
 }

@@ -26,16 +26,16 @@
 //!   "reasoning_tokens" }`
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::cli::ReportOptions;
 use crate::cost::PriceTable;
 use crate::error::{exit_code, Error};
-use crate::human::{format_usd, group};
 use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
+
+pub(crate) mod table;
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".
 pub const MAX_ERROR_GROUPS: usize = 10_000;
@@ -191,17 +191,26 @@ impl Stats {
             }
             Status::Error => {
                 self.error += 1;
-                let message = record.error.as_deref().unwrap_or("(no message)");
-                let key = normalize_error(message);
-                if let Some(n) = self.errors.get_mut(&key) {
-                    *n += 1;
-                } else if self.errors.len() < MAX_ERROR_GROUPS {
-                    self.errors.insert(key, 1);
-                } else {
-                    *self.errors.entry(OTHER_ERRORS.to_string()).or_default() += 1;
-                }
+                self.add_error(record.error.as_deref().unwrap_or("(no message)"));
             }
         }
+        self.add_cost(record, prices);
+    }
+
+    /// Counts an error message in its group (new groups past [`MAX_ERROR_GROUPS`] as other).
+    fn add_error(&mut self, message: &str) {
+        let key = normalize_error(message);
+        if let Some(n) = self.errors.get_mut(&key) {
+            *n += 1;
+        } else if self.errors.len() < MAX_ERROR_GROUPS {
+            self.errors.insert(key, 1);
+        } else {
+            *self.errors.entry(OTHER_ERRORS.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Adds the record's cost (its own, else from the price table) to its model's.
+    fn add_cost(&mut self, record: &Record, prices: &PriceTable) {
         let model = match self.models.get_mut(record.model.as_str()) {
             Some(m) => m,
             None => self
@@ -237,26 +246,7 @@ impl Stats {
     }
 
     fn finish(mut self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
-        let mut top: Vec<ErrorCount> = self
-            .errors
-            .into_iter()
-            .map(|(message, count)| ErrorCount { message, count })
-            .collect();
-        top.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.message.cmp(&b.message))
-        });
-        top.truncate(5);
-        let latency_ms = (!self.latencies.is_empty()).then(|| {
-            self.latencies.sort_unstable();
-            Latency {
-                p50: percentile(&self.latencies, 50.0),
-                p90: percentile(&self.latencies, 90.0),
-                p99: percentile(&self.latencies, 99.0),
-                max: self.latencies.last().copied().unwrap_or(0),
-            }
-        });
+        self.latencies.sort_unstable();
         let mean_per_ok_row = (self.ok > 0).then(|| {
             let n = self.ok as f64;
             Means {
@@ -265,20 +255,6 @@ impl Stats {
                 reasoning_tokens: self.ok_tokens.reasoning as f64 / n,
             }
         });
-        let by_model: Vec<ModelCost> = self.models.into_values().collect();
-        let cost = Cost {
-            total_usd: by_model.iter().filter_map(|m| m.cost_usd).sum(),
-            simulated_usd: by_model.iter().map(|m| m.simulated_usd).sum(),
-            from_records_rows: self.from_records,
-            computed_rows: self.computed,
-            unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
-            unpriced_models: by_model
-                .iter()
-                .filter(|m| m.unpriced_rows > 0)
-                .map(|m| m.model.clone())
-                .collect(),
-            by_model,
-        };
         Report {
             output,
             format,
@@ -290,12 +266,57 @@ impl Stats {
                 line: t.line,
                 reason: t.reason.clone(),
             }),
-            top_errors: top,
+            top_errors: top_errors(self.errors),
             tokens: self.tokens,
-            cost,
-            latency_ms,
+            cost: Cost::of(self.models, self.from_records, self.computed),
+            latency_ms: latency(&self.latencies),
             attempts: self.attempts,
             mean_per_ok_row,
+        }
+    }
+}
+
+/// The 5 most frequent error groups, most frequent first (ties by message).
+fn top_errors(errors: HashMap<String, u64>) -> Vec<ErrorCount> {
+    let mut top: Vec<ErrorCount> = errors
+        .into_iter()
+        .map(|(message, count)| ErrorCount { message, count })
+        .collect();
+    top.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
+    top.truncate(5);
+    top
+}
+
+/// Percentiles of sorted latencies; `None` without any.
+fn latency(sorted: &[u32]) -> Option<Latency> {
+    let max = *sorted.last()?;
+    Some(Latency {
+        p50: percentile(sorted, 50.0),
+        p90: percentile(sorted, 90.0),
+        p99: percentile(sorted, 99.0),
+        max,
+    })
+}
+
+impl Cost {
+    fn of(models: BTreeMap<String, ModelCost>, from_records: u64, computed: u64) -> Cost {
+        let by_model: Vec<ModelCost> = models.into_values().collect();
+        Cost {
+            total_usd: by_model.iter().filter_map(|m| m.cost_usd).sum(),
+            simulated_usd: by_model.iter().map(|m| m.simulated_usd).sum(),
+            from_records_rows: from_records,
+            computed_rows: computed,
+            unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
+            unpriced_models: by_model
+                .iter()
+                .filter(|m| m.unpriced_rows > 0)
+                .map(|m| m.model.clone())
+                .collect(),
+            by_model,
         }
     }
 }
@@ -352,151 +373,6 @@ pub fn normalize_error(message: &str) -> String {
     out
 }
 
-impl Report {
-    /// The human-readable table.
-    pub fn to_table(&self) -> String {
-        let mut s = String::new();
-        let pct = |n: u64| {
-            if self.rows == 0 {
-                0.0
-            } else {
-                n as f64 * 100.0 / self.rows as f64
-            }
-        };
-        let _ = writeln!(s, "Report of {} ({})", self.output, self.format);
-        let _ = writeln!(s, "  rows        {:>12}", group(self.rows));
-        let _ = writeln!(
-            s,
-            "  ok          {:>12}  {:5.1}%",
-            group(self.ok),
-            pct(self.ok)
-        );
-        let _ = writeln!(
-            s,
-            "  error       {:>12}  {:5.1}%",
-            group(self.error),
-            pct(self.error)
-        );
-        if self.simulated > 0 {
-            let _ = writeln!(
-                s,
-                "  simulated   {:>12}  {:5.1}%  (answered by --dry-run's simulator, not an API)",
-                group(self.simulated),
-                pct(self.simulated)
-            );
-        }
-        if let Some(t) = &self.torn_last_line {
-            let _ = writeln!(
-                s,
-                "  torn last record at line {} skipped (incomplete write)",
-                t.line
-            );
-        }
-        if !self.top_errors.is_empty() {
-            let _ = writeln!(s, "\nTop errors");
-            for e in &self.top_errors {
-                let _ = writeln!(s, "  {:>10}  {}", group(e.count), e.message);
-            }
-        }
-        let t = &self.tokens;
-        let _ = writeln!(s, "\nTokens");
-        for (name, n) in [
-            ("prompt", t.prompt),
-            ("cached", t.cached),
-            ("completion", t.completion),
-            ("reasoning", t.reasoning),
-            ("total", t.total),
-        ] {
-            let _ = writeln!(s, "  {name:<11} {:>14}", group(n));
-        }
-        if let Some(m) = &self.mean_per_ok_row {
-            let _ = writeln!(
-                s,
-                "  per ok row  prompt {:.1} · completion {:.1} · reasoning {:.1}",
-                m.prompt_tokens, m.completion_tokens, m.reasoning_tokens
-            );
-        }
-        let _ = writeln!(s, "\nCost");
-        let width = self
-            .cost
-            .by_model
-            .iter()
-            .map(|m| m.model.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        for m in &self.cost.by_model {
-            let mut notes = String::new();
-            if m.unpriced_rows > 0 {
-                notes.push_str(&format!("  + {} unpriced rows", group(m.unpriced_rows)));
-            }
-            if m.simulated_rows > 0 {
-                notes.push_str(&format!(
-                    "  + {} simulated rows ({} not spent)",
-                    group(m.simulated_rows),
-                    format_usd(m.simulated_usd)
-                ));
-            }
-            let cost = m
-                .cost_usd
-                .map_or_else(|| "unpriced".to_string(), format_usd);
-            let _ = writeln!(
-                s,
-                "  {:<width$}  {:>10} rows  {:>12}{notes}",
-                m.model,
-                group(m.rows),
-                cost
-            );
-        }
-        let unpriced = if self.cost.unpriced_rows > 0 {
-            format!(
-                "  (+ {} unpriced rows of {}: add prices with --prices FILE)",
-                group(self.cost.unpriced_rows),
-                self.cost.unpriced_models.join(", ")
-            )
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            s,
-            "  {:<width$}  {:>10}       {:>12}{unpriced}",
-            "total",
-            "",
-            format_usd(self.cost.total_usd)
-        );
-        if self.cost.computed_rows > 0 {
-            let _ = writeln!(
-                s,
-                "  ({} rows had no cost_usd: computed from the price table)",
-                group(self.cost.computed_rows)
-            );
-        }
-        let _ = writeln!(s, "\nLatency of ok rows");
-        match &self.latency_ms {
-            Some(l) => {
-                let _ = writeln!(
-                    s,
-                    "  p50 {} ms · p90 {} ms · p99 {} ms · max {} ms",
-                    l.p50, l.p90, l.p99, l.max
-                );
-            }
-            None => {
-                let _ = writeln!(s, "  no ok rows");
-            }
-        }
-        let _ = writeln!(s, "\nAttempts");
-        for (attempts, rows) in &self.attempts {
-            let _ = writeln!(
-                s,
-                "  {attempts:>3}  {:>12} rows  {:5.1}%",
-                group(*rows),
-                pct(*rows)
-            );
-        }
-        s
-    }
-}
-
 /// Writes to standard output; a closed pipe (`| head`) is not an error.
 pub(crate) fn print_out(text: &str) -> Result<(), Error> {
     use std::io::Write;
@@ -512,6 +388,7 @@ pub(crate) fn print_out(text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::human::group;
 
     #[test]
     fn errors_are_grouped_with_digits_normalized_but_status_kept() {

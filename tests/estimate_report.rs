@@ -99,6 +99,9 @@ fn estimate_expected_case_from_expect_output_and_human_table() {
     assert!(r.stdout.contains("exact"), "{}", r.stdout);
     assert!(r.stdout.contains("unbounded"), "{}", r.stdout);
     assert!(r.stdout.contains("not limited"), "{}", r.stdout);
+    // Piped: plain text, no colour codes, no trailing blanks.
+    assert!(!r.stdout.contains('\x1b'), "{}", r.stdout);
+    assert!(r.stdout.lines().all(|l| l == l.trim_end()), "{}", r.stdout);
 }
 
 #[test]

@@ -411,7 +411,7 @@ fn retries_run_out_into_an_error_record_and_timeouts_count_as_transient() {
     let dir = Workdir::new();
     let input = dir.write(
         "in.jsonl",
-        "{\"id\":\"flaky\",\"prompt\":\"x #sim:fail=2\"}\n{\"id\":\"down\",\"prompt\":\"y #sim:fail=99\"}\n{\"id\":\"slow\",\"prompt\":\"z #sim:sleep=3s\"}\n",
+        "{\"id\":\"flaky\",\"prompt\":\"x #sim:fail=2\"}\n{\"id\":\"down\",\"prompt\":\"y #sim:fail=99\"}\n{\"id\":\"slow\",\"prompt\":\"z #sim:sleep=600s\"}\n",
     );
     let output = dir.path("out.jsonl");
     let r = run(
@@ -447,8 +447,10 @@ fn retries_run_out_into_an_error_record_and_timeouts_count_as_transient() {
         "{}",
         records["slow"]["error"]
     );
+    // Not a timing claim but a hang detector: the slow answer takes 10 minutes, the run about a
+    // second; a timeout that waited for the answer would be 10 times over this bound.
     assert!(
-        r.elapsed.as_secs_f64() < 3.0,
+        r.elapsed < std::time::Duration::from_secs(60),
         "timeouts do not wait for the slow answer"
     );
 }
@@ -469,7 +471,7 @@ fn wrong_key_stops_the_run_fast_without_error_records() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("HTTP 401"), "{}", r.stderr);
     assert!(r.stderr.contains("Check the key"), "{}", r.stderr);
-    assert!(r.elapsed.as_secs() < 10);
+    // Stopping fast is counted in requests (of 500 rows), not in seconds.
     assert!(
         sim.requests() <= 8,
         "only a handful of requests: {}",

@@ -5,9 +5,11 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use promptbatch::sim::{LatencySpec, SimOptions};
@@ -63,6 +65,85 @@ fn line_count(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
+/// Hang detector for the waits below: far above what any of them normally takes (well under a
+/// second to a few seconds), so it never decides a passing test; it only turns a hang into a
+/// failure instead of a stuck test run.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Polls `done` every few milliseconds until it holds; fails the test after [`HANG`].
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "hang detector: still waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for the child to exit; kills it and fails the test after `hang` (a hang detector,
+/// see [`HANG`]).
+fn wait_exit(child: &mut Child, hang: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + hang;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hang detector: {what} did not exit within {hang:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child's standard error, read line by line on a thread of its own.
+struct StderrLines {
+    rx: mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl StderrLines {
+    fn take(child: &mut Child) -> Self {
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StderrLines {
+            rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; fails after [`HANG`] or when stderr closes first.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + HANG;
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen += &(line + "\n"),
+                Err(e) => panic!("no {needle:?} on stderr ({e}): {}", self.seen),
+            }
+        }
+    }
+
+    /// Everything the child wrote, once it has exited.
+    fn all(mut self) -> String {
+        while let Ok(line) = self.rx.recv_timeout(HANG) {
+            self.seen += &(line + "\n");
+        }
+        self.seen
+    }
+}
+
 #[test]
 fn rerunning_a_finished_run_sends_nothing() {
     let sim = Sim::plain();
@@ -100,9 +181,12 @@ fn kill_9_at_several_points_then_resume_loses_nothing() {
     let output = dir.path("out.jsonl");
     let concurrency = 8;
     let mut kills = 0;
-    for wait_ms in [150u64, 400, 250] {
+    // Kill each run once the output holds this many records: early, midway, late.
+    for records in [40usize, 160, 280] {
         let mut child = spawn_run(&sim, &input, &output, &["-c", "8"]);
-        std::thread::sleep(Duration::from_millis(wait_ms));
+        wait_until(&format!("{records} records"), || {
+            line_count(&output) >= records || child.try_wait().unwrap().is_some()
+        });
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
@@ -114,7 +198,7 @@ fn kill_9_at_several_points_then_resume_loses_nothing() {
             serde_json::from_str::<Value>(line).expect("every complete line is a record");
         }
     }
-    assert!(kills >= 2, "the runs were killed mid-way");
+    assert_eq!(kills, 3, "every run was killed mid-way");
     assert!(line_count(&output) < n, "the kills left work to do");
     let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -138,7 +222,7 @@ fn sigint_finishes_in_flight_rows_and_exits_130() {
     let input = dir.write("in.jsonl", &jsonl_prompts(n, true));
     let output = dir.path("out.jsonl");
     let child = spawn_run(&sim, &input, &output, &["-c", "4", "--fresh"]);
-    std::thread::sleep(Duration::from_millis(700));
+    wait_until("8 records", || line_count(&output) >= 8);
     interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -356,7 +440,8 @@ fn a_second_run_on_the_same_output_refuses() {
     let input = dir.write("in.jsonl", &jsonl_prompts(40, true));
     let output = dir.path("out.jsonl");
     let mut first = spawn_run(&sim, &input, &output, &["-c", "2"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // A run sends only once it holds the output's lock.
+    wait_until("the first run's first request", || sim.requests() >= 1);
     let second = run(&sim, &input, &output, &["-q"]);
     first.kill().unwrap();
     first.wait().unwrap();
@@ -433,7 +518,7 @@ fn ordered_csv_output_survives_kill_9_and_resumes_in_order() {
     let input = dir.write("in.jsonl", &jsonl_prompts(n, true));
     let output = dir.path("out.csv");
     let mut child = spawn_run(&sim, &input, &output, &["-c", "8", "--ordered"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("60 records", || line_count(&output) > 60);
     child.kill().unwrap();
     child.wait().unwrap();
     let r = run(&sim, &input, &output, &["-c", "8", "--ordered", "-q"]);
@@ -459,34 +544,33 @@ fn ordered_csv_output_survives_kill_9_and_resumes_in_order() {
 
 #[test]
 fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
-    let sim = Sim::start(SimOptions {
-        latency: LatencySpec::parse("3s").unwrap(),
+    // Answers take 10 minutes and the grace period is 10 minutes: a second Ctrl-C that waited
+    // for either would trip the hang detector many times over.
+    let slow = Sim::start(SimOptions {
+        latency: LatencySpec::parse("600s").unwrap(),
         ..Default::default()
     });
     let dir = Workdir::new();
     let input = dir.write("in.jsonl", &jsonl_prompts(20, true));
     let output = dir.path("out.jsonl");
-    let child = spawn_run(&sim, &input, &output, &["-c", "4", "--grace", "60s"]);
-    std::thread::sleep(Duration::from_millis(600));
-    let started = std::time::Instant::now();
+    let mut child = spawn_run(&slow, &input, &output, &["-c", "4", "--grace", "600s"]);
+    let mut stderr = StderrLines::take(&mut child);
+    wait_until("4 requests in flight", || slow.requests() >= 4);
     interrupt(child.id());
-    std::thread::sleep(Duration::from_millis(300));
+    stderr.wait_for("interrupted: no new requests");
     interrupt(child.id());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the second Ctrl-C did not wait for the 3-s answers or the 60-s grace: {:?}",
-        started.elapsed()
-    );
+    let status = wait_exit(&mut child, HANG, "the run after a second Ctrl-C");
+    let stderr = stderr.all();
+    assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("stopping now"), "{stderr}");
+    assert_eq!(slow.stats()["completions"], 0, "no answer was waited for");
     assert_eq!(
         read_jsonl(&output).len(),
         0,
         "abandoned rows have no record"
     );
 
+    let sim = Sim::plain();
     let r = run(&sim, &input, &output, &["-c", "20", "-q"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(read_jsonl(&output).len(), 20);
@@ -554,17 +638,16 @@ fn ctrl_c_does_not_wait_for_rows_queued_at_the_rate_limiter() {
     let dir = Workdir::new();
     let input = dir.write("in.jsonl", &jsonl_prompts(5, true));
     let output = dir.path("out.jsonl");
-    let child = spawn_run(&sim, &input, &output, &["--rpm", "1", "--grace", "30s"]);
-    std::thread::sleep(Duration::from_millis(700));
-    let started = std::time::Instant::now();
+    // At --rpm 1 the second row waits a minute at the limiter, and the grace period is 10
+    // minutes: waiting for either would trip the hang detector.
+    let mut child = spawn_run(&sim, &input, &output, &["--rpm", "1", "--grace", "600s"]);
+    wait_until("the first record", || line_count(&output) >= 1);
     interrupt(child.id());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    // Hang detector: 30 s is far above the moment this takes and half the minute a queued row
+    // would wait at the limiter.
+    let status = wait_exit(&mut child, Duration::from_secs(30), "the interrupted run");
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(sim.requests(), 1, "the queued rows were never sent");
     assert_eq!(
         read_jsonl(&output).len(),
         1,
@@ -572,74 +655,186 @@ fn ctrl_c_does_not_wait_for_rows_queued_at_the_rate_limiter() {
     );
 }
 
-#[test]
-fn kill_9_during_the_resume_rewrite_never_leaves_two_records_for_a_row() {
-    let sim = Sim::plain();
-    let dir = Workdir::new();
-    let n = 4000;
-    // Every other row fails once (503 on its first attempt): the first run leaves 2,000 error
-    // records, so every resume below must rewrite the output before appending.
+/// An input of `n` rows of about 3 KB (so a resume's rewrite of the output takes a while) where
+/// every other row fails its first attempt (503), and the output of a first run with
+/// `--max-retries 0`: half ok records, half error records, so every resume must rewrite it.
+fn half_failed_output(sim: &Sim, dir: &Workdir, n: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let pad = "lorem ipsum ".repeat(250);
     let lines: String = (0..n)
         .map(|i| {
             let flaky = if i % 2 == 0 { " #sim:fail=1" } else { "" };
-            format!("{{\"id\":\"r{i}\",\"prompt\":\"prompt number {i}{flaky}\"}}\n")
+            format!("{{\"id\":\"r{i}\",\"prompt\":\"prompt number {i} {pad}{flaky}\"}}\n")
         })
         .collect();
     let input = dir.write("in.jsonl", &lines);
     let output = dir.path("out.jsonl");
     let first = run(
-        &sim,
+        sim,
         &input,
         &output,
         &["--max-retries", "0", "-c", "64", "-q"],
     );
     assert_eq!(first.code, 3, "{}", first.stderr);
+    (input, std::fs::read(&output).unwrap())
+}
 
-    let mut kills = 0;
-    for wait_ms in [20u64, 60, 120, 250] {
-        let mut child = spawn_run(&sim, &input, &output, &["-c", "16"]);
-        std::thread::sleep(Duration::from_millis(wait_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
-        // Whatever instant the kill hit (scan, rewrite, rename, sending), the output holds at
-        // most one record per row among its complete lines.
-        let text = std::fs::read_to_string(&output).unwrap();
-        let mut complete: Vec<&str> = text.lines().collect();
-        if !text.ends_with('\n') {
-            complete.pop(); // a torn last line
-        }
-        let mut ids: Vec<String> = complete
-            .iter()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        let before = ids.len();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(
-            ids.len(),
-            before,
-            "two records for one row after a kill at {wait_ms} ms"
-        );
+/// The ids of the complete lines of a JSONL output; fails on two records for one row.
+fn unique_ids(text: &[u8], when: &str) -> usize {
+    let text = String::from_utf8_lossy(text);
+    let mut complete: Vec<&str> = text.lines().collect();
+    if !text.ends_with('\n') {
+        complete.pop(); // a torn last line
     }
-    let r = run(&sim, &input, &output, &["-c", "16", "-q"]);
+    let mut ids: Vec<String> = complete
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].to_string())
+        .collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        all,
+        "two records for one row after a kill {when}"
+    );
+    all
+}
+
+/// The final run after the kills: it must send exactly the rows that had no ok record before
+/// (nothing paid twice, nothing lost), leaving one ok record per row.
+fn assert_resume_completes(sim: &Sim, input: &Path, output: &Path, n: usize, to_send: u64) {
+    let before = sim.requests();
+    let r = run(sim, input, output, &["-c", "16", "-q"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let records = read_jsonl(&output);
+    assert_eq!(sim.requests() - before, to_send, "rows sent by the resume");
+    let records = read_jsonl(output);
     assert_eq!(records.len(), n);
     for rec in &records {
         assert_eq!(rec["status"], "ok");
-        assert_eq!(
-            rec["completion"],
-            format!("echo: {}", rec["prompt"].as_str().unwrap()).as_str()
-        );
+        let prompt = rec["prompt"].as_str().unwrap();
+        assert_eq!(rec["completion"], format!("echo: {prompt}").as_str());
     }
-    let sent = sim.requests() as usize;
-    assert!(sent <= n + n / 2 + kills * 16, "{sent} requests");
+}
+
+/// Starts a resume and kills it (-9) as soon as `ready` holds; returns whether the run was
+/// still going (false: it finished or failed first). Starts from `base`, without leftovers.
+fn kill_when(
+    sim: &Sim,
+    input: &Path,
+    output: &Path,
+    base: &[u8],
+    ready: impl Fn() -> bool,
+) -> bool {
+    for leftover in [".rewrite", ".rewrite-tmp"] {
+        let _ = std::fs::remove_file(format!("{}{leftover}", output.display()));
+    }
+    std::fs::write(output, base).unwrap();
+    let mut child = spawn_run(sim, input, output, &["-c", "16"]);
+    let deadline = Instant::now() + HANG;
+    let running = loop {
+        if ready() {
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hang detector: the rewrite never came"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = child.kill();
+    child.wait().unwrap();
+    running
+}
+
+/// `kill -9` inside the rewrite of a resume (`output/replace.rs`), observed by its files: a
+/// kill while the new contents are staged (`OUTPUT.rewrite-tmp` left, no journal) leaves the
+/// output untouched; a kill after the commit point (the journal `OUTPUT.rewrite` left behind)
+/// leaves the old contents or a prefix of the journal, and the next run finishes the copy
+/// instead of re-sending the rows the prefix lacks. A kill that misses (the rewrite done) is
+/// retried from the same starting output.
+#[test]
+fn kill_9_during_the_resume_rewrite_never_leaves_two_records_for_a_row() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let n = 2000;
+    let (input, base) = half_failed_output(&sim, &dir, n);
+    assert_eq!(unique_ids(&base, "never"), n);
+    let failed = String::from_utf8_lossy(&base)
+        .matches("\"status\":\"error\"")
+        .count() as u64;
+    assert_eq!(failed, n as u64 / 2, "every other row failed");
+    let output = dir.path("out.jsonl");
+    let staging = dir.path("out.jsonl.rewrite-tmp");
+    let journal = dir.path("out.jsonl.rewrite");
+
+    // Before the commit point: killed once the staging file appears.
+    let staged = (1..=20).find(|_| {
+        kill_when(&sim, &input, &output, &base, || staging.exists())
+            && staging.exists()
+            && !journal.exists()
+    });
+    assert!(
+        staged.is_some(),
+        "no kill landed while the rewrite was staged"
+    );
+    assert!(
+        std::fs::read(&output).unwrap() == base,
+        "output touched before the commit point"
+    );
+
+    // After it, in the copy: killed once the journal exists and the output was emptied or has
+    // grown back; the journal is left, the output holds a prefix of it.
+    let base_len = base.len() as u64;
+    let copying =
+        || journal.exists() && std::fs::metadata(&output).is_ok_and(|m| m.len() != base_len);
+    let copied =
+        (1..=20).find(|_| kill_when(&sim, &input, &output, &base, copying) && journal.exists());
+    assert!(
+        copied.is_some(),
+        "no kill landed after the rewrite's commit point"
+    );
+    let (now, new) = (
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&journal).unwrap(),
+    );
+    assert!(
+        now == base || new.starts_with(&now),
+        "the output is neither its old contents nor a prefix of the new ones"
+    );
+    unique_ids(&now, "after the commit point");
+    eprintln!(
+        "kill landed while staged at attempt {staged:?}, in the copy at attempt {copied:?} \
+         with {} of {} bytes copied",
+        if now == base { 0 } else { now.len() },
+        new.len()
+    );
+    assert_resume_completes(&sim, &input, &output, n, failed);
+    assert!(!journal.exists() && !staging.exists(), "leftovers removed");
+}
+
+/// The state a kill in the middle of the copy leaves, made by hand (the test above cannot choose
+/// where in the copy its kill lands): the journal holds the new contents, the output a prefix
+/// of them cut inside a record. The next run finishes the copy and sends only the rows without
+/// an ok record.
+#[test]
+fn a_rewrite_killed_mid_copy_is_finished_by_the_next_run() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let n = 200;
+    let (input, base) = half_failed_output(&sim, &dir, n);
+    let output = dir.path("out.jsonl");
+    let ok: Vec<u8> = String::from_utf8(base)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"status\":\"ok\""))
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
+    assert_eq!(unique_ids(&ok, "never"), n / 2);
+    std::fs::write(dir.path("out.jsonl.rewrite"), &ok).unwrap();
+    std::fs::write(&output, &ok[..ok.len() / 3]).unwrap();
+    assert_resume_completes(&sim, &input, &output, n, n as u64 / 2);
+    assert!(!dir.path("out.jsonl.rewrite").exists());
 }

@@ -226,7 +226,10 @@ fn simulated_answers_are_marked_and_never_resumed_as_real() {
     let report: Value = serde_json::from_str(&rep.stdout).unwrap();
     assert_eq!(report["simulated"], 8);
     assert_eq!(report["cost"]["total_usd"], 0.0);
-    assert_eq!(report["cost"]["by_model"][0]["cost_usd"], 0.0, "priced, nothing spent");
+    assert_eq!(
+        report["cost"]["by_model"][0]["cost_usd"], 0.0,
+        "priced, nothing spent"
+    );
     assert!(report["cost"]["simulated_usd"].as_f64().unwrap() > 0.0);
 
     // Another dry run keeps them; a real run sends every row and says why.
