@@ -69,6 +69,8 @@ impl ModelState {
 pub struct Breaker {
     models: Mutex<HashMap<String, ModelState>>,
     any_success: AtomicBool,
+    /// A model has tripped (until then, no row is held back).
+    any_tripped: AtomicBool,
     /// Every model used so far has tripped and nothing has succeeded: stop reading.
     all_refused: AtomicBool,
     held_back: AtomicU64,
@@ -101,6 +103,9 @@ impl Refusal {
 impl Breaker {
     /// Whether `model` has tripped (its rows must not be sent). Counts the row as held back.
     pub fn hold_back(&self, model: &str) -> bool {
+        if !self.any_tripped.load(Relaxed) {
+            return false;
+        }
         let mut models = self.lock();
         match models.get_mut(model) {
             Some(state) if state.tripped.is_some() => {
@@ -115,7 +120,9 @@ impl Breaker {
     /// Notes an answer for `model`: it works, so it restarts the count. Returns the parked
     /// error records, to be written.
     pub fn success(&self, model: &str) -> Vec<Record> {
-        self.any_success.store(true, Relaxed);
+        if !self.any_success.load(Relaxed) {
+            self.any_success.store(true, Relaxed);
+        }
         let mut models = self.lock();
         let state = match models.get_mut(model) {
             Some(state) => state,
@@ -175,6 +182,7 @@ impl Breaker {
             return write;
         }
         state.tripped = state.streak_start.take();
+        self.any_tripped.store(true, Relaxed);
         let dropped = 1 + std::mem::take(&mut state.parked).len() as u64;
         state.held_back += dropped;
         self.held_back.fetch_add(dropped, Relaxed);
@@ -330,6 +338,16 @@ mod tests {
         assert!(fail(&b, "m", 0, "HTTP 400: x").is_empty());
         assert!(b.hold_back("m"));
         assert!(!b.all_refused(), "the model had succeeded");
+    }
+
+    #[test]
+    fn a_model_that_has_succeeded_needs_the_long_streak() {
+        let b = Breaker::default();
+        let _ = b.success("m");
+        for n in 0..FIRST_STREAK as u64 * 2 {
+            assert_eq!(fail(&b, "m", n, "HTTP 400: x"), vec![n]);
+        }
+        assert!(!b.hold_back("m"));
     }
 
     #[test]
