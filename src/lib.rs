@@ -35,6 +35,7 @@ pub mod report;
 pub mod run;
 pub mod shutdown;
 pub mod sim;
+pub mod sketch;
 pub mod tokens;
 pub mod validate;
 pub mod worker;
