@@ -36,6 +36,7 @@ pub mod run;
 pub mod shutdown;
 pub mod sim;
 pub mod sketch;
+pub mod spill;
 pub mod tokens;
 pub mod validate;
 pub mod worker;

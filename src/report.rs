@@ -315,7 +315,6 @@ pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Erro
     Ok(stats.finish(path.display().to_string(), format, records.torn()))
 }
 
-
 /// An error message with runs of digits replaced by `N`, except a status code after `HTTP `.
 pub fn normalize_error(message: &str) -> String {
     let mut out = String::with_capacity(message.len());

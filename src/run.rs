@@ -49,6 +49,11 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let (client, _simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
     writer::check_folder(&opts.output)?;
+    // Temporary sorted runs (duplicate ids of a large input) go next to the output.
+    crate::spill::set_dir(match opts.output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    });
     let (_lock, output) = take_output(opts)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
     let rows = match done_rows {

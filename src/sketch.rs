@@ -147,11 +147,16 @@ mod tests {
             v.sort_unstable();
             assert_eq!(sketch.max(), *v.last().unwrap());
             assert_eq!(sketch.count(), v.len() as u64);
-            for p in [0.1, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0] {
+            for p in [
+                0.1, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0,
+            ] {
                 let want = exact(&v, p);
                 let got = sketch.percentile(p);
                 let err = (f64::from(got) - f64::from(want)).abs() / f64::from(want.max(1));
-                assert!(err <= 0.01, "p{p}: sketch {got}, exact {want} (seed {seed})");
+                assert!(
+                    err <= 0.01,
+                    "p{p}: sketch {got}, exact {want} (seed {seed})"
+                );
                 if want < EXACT_BELOW {
                     assert_eq!(got, want);
                 }
@@ -172,7 +177,10 @@ mod tests {
             s.add(v);
             s.add(u32::MAX);
             let got = s.percentile(50.0);
-            assert!((f64::from(got) - f64::from(v)).abs() <= 0.01 * f64::from(v), "{v} → {got}");
+            assert!(
+                (f64::from(got) - f64::from(v)).abs() <= 0.01 * f64::from(v),
+                "{v} → {got}"
+            );
         }
     }
 }
