@@ -1,9 +1,9 @@
 //! External sorting of fixed-size items in bounded memory, for the checks that must see every
-//! row of an input or output whatever its size (duplicate ids: `input::duplicates`).
+//! row of an input or output whatever its size (duplicate ids: `input::duplicates`; the resume plan: `output::resume_sorted`).
 //!
 //! A [`Sorter`] keeps up to a fixed number of items in memory; when full it sorts them and
 //! appends them as a sorted run to one spill file, and [`Sorter::finish`] merges the runs (a
-//! k-way merge reading each run through a 32 KB buffer). The spill file is created in
+//! k-way merge reading each run through a 16 KB buffer). The spill file is created in
 //! [`dir()`] (the output's folder during `run`, else the system temp folder) and unlinked as soon
 //! as it is open, so it is gone at exit whatever happens (kill -9 included); where unlinking an
 //! open file fails, it is removed when the sorter is dropped.
@@ -41,6 +41,18 @@ impl Item for (u128, u64) {
             u128::from_le_bytes(b[..16].try_into().unwrap()),
             u64::from_le_bytes(b[16..24].try_into().unwrap()),
         )
+    }
+}
+
+impl<const N: usize> Item for [u64; N] {
+    const SIZE: usize = 8 * N;
+    fn put(&self, out: &mut Vec<u8>) {
+        for x in self {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    fn get(b: &[u8]) -> Self {
+        std::array::from_fn(|i| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap()))
     }
 }
 
@@ -224,7 +236,7 @@ impl RunReader {
             if self.left == 0 {
                 return Ok(None);
             }
-            let chunk = ((32 << 10) / T::SIZE * T::SIZE) as u64;
+            let chunk = ((16 << 10) / T::SIZE * T::SIZE) as u64;
             let n = chunk.min(self.left) as usize;
             self.buf.resize(n, 0);
             file.read_exact_at(&mut self.buf, self.offset)?;

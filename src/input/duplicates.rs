@@ -27,8 +27,8 @@ use crate::spill::{self, Sorter};
 /// Ids kept in memory before a file input switches to the pre-pass (7/8 of 2¹⁷: the set's
 /// table then never exceeds 2¹⁷ buckets of 17 bytes).
 pub const MEMORY_IDS: usize = 114_688;
-/// Keys the pre-pass sorts in memory before spilling a run (24 B each: 6 MB).
-const SORT_ITEMS: usize = 1 << 18;
+/// Keys the pre-pass sorts in memory before spilling a run (32 B each in memory: 2 MB).
+const SORT_ITEMS: usize = 1 << 16;
 
 /// The 128-bit key of an id (per process).
 pub fn key(id: &str) -> u128 {

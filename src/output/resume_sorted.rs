@@ -1,0 +1,454 @@
+//! The resume plan in bounded memory, by sorting and merge-joining instead of an in-memory
+//! index (`resume.rs` keeps the index for inputs that mix rows with and without ids).
+//!
+//! The earlier output is scanned once into sorted runs (`crate::spill`) while the input's row
+//! keys are sorted on another thread; the two sorted streams are then merged:
+//! - every input row has an explicit id: rows meet the records with `explicit_key(id)` whose id
+//!   is not their row number (the last such record in the file, as the index did); a row with a
+//!   numeric id and no such record meets the record whose id is its row number `n` (the same
+//!   tie-break as the index). Claims on one record happen in row order, as before.
+//! - no input row has an id: the k-th input row with a fingerprint meets the k-th record (by
+//!   `row`) with that fingerprint whose id is its row number.
+//!
+//! The results: the done rows as a bitset (1 bit per row), the plan's counts, and the claims
+//! `(record index, claiming row)` sorted by record index (on disk when large) for the rewrite,
+//! which streams the output and the claims side by side. Memory: the sorters' buffers (a few
+//! MB each) and the bitset, whatever the sizes of input and output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::fingerprint;
+use crate::input::{Row, RowSet};
+use crate::output::format;
+use crate::output::read::{file_ends_with_newline, Records, Torn};
+use crate::output::record::{Record, Status};
+use crate::output::replace::replace_with;
+use crate::output::resume::{explicit_key, suggest_fresh, Claim, Earlier, Plan};
+use crate::spill::{self, Item, Sorted, Sorter};
+
+/// Items each sorter holds in memory (48 bytes each: 3 MB).
+const SORT_ITEMS: usize = 1 << 16;
+const NONE: u64 = u64::MAX;
+const OK: u64 = 1;
+const SIMULATED: u64 = 2;
+
+fn sorter<T: Item>() -> Sorter<T> {
+    Sorter::new(spill::dir(), spill::memory_items(SORT_ITEMS))
+}
+
+/// A plan made by sorting; `None` from [`plan`] when the input mixes rows with and without ids.
+pub struct SortedResume {
+    path: PathBuf,
+    /// `[record index, claiming row, 1 if the row has no explicit id]`, by record index.
+    claims: Option<Sorted<[u64; 3]>>,
+    needs_rewrite: bool,
+    torn: Option<Torn>,
+}
+
+/// What the output scan collected.
+struct Scanned {
+    /// Records whose id is not their row: `[explicit_key(id), index, fingerprint, row, flags, cost]`.
+    by_id: Sorted<[u64; 6]>,
+    /// Records whose id is their row: `[fingerprint, row, index, flags, cost]`.
+    anonymous: Sorted<[u64; 5]>,
+    records: u64,
+    torn: Option<Torn>,
+    old_header: bool,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| {
+        Error::io(
+            format!(
+                "cannot sort the resume index of {} in a temporary file in {}",
+                path.display(),
+                spill::dir().display()
+            ),
+            e,
+        )
+    }
+}
+
+fn scan(path: &Path) -> Result<Scanned, Error> {
+    let io = io_error(path);
+    let mut by_id = sorter::<[u64; 6]>();
+    let mut anonymous = sorter::<[u64; 5]>();
+    let mut records = Records::<Earlier>::open(path)?;
+    let old_header = !records.has_current_header();
+    let mut n = 0u64;
+    let mut row_text = String::new();
+    for item in &mut records {
+        let (_, record) = item.map_err(suggest_fresh)?;
+        let fp = fingerprint::parse(&record.fingerprint).unwrap_or(0);
+        let flags = if record.status == Status::Ok { OK } else { 0 }
+            | if record.simulated { SIMULATED } else { 0 };
+        let cost = record.cost_usd.unwrap_or(0.0).to_bits();
+        row_text.clear();
+        use std::fmt::Write as _;
+        let _ = write!(row_text, "{}", record.row);
+        if record.id == row_text {
+            anonymous
+                .push([fp, record.row, n, flags, cost])
+                .map_err(&io)?;
+        } else {
+            by_id
+                .push([explicit_key(&record.id), n, fp, record.row, flags, cost])
+                .map_err(&io)?;
+        }
+        n += 1;
+    }
+    Ok(Scanned {
+        by_id: by_id.finish().map_err(&io)?,
+        anonymous: anonymous.finish().map_err(&io)?,
+        records: n,
+        torn: records.torn().cloned(),
+        old_header,
+    })
+}
+
+/// The input's keys.
+struct Keys {
+    /// Rows with an explicit id: `[explicit_key(id), row, fingerprint, id as a number or NONE]`.
+    explicit: Sorted<[u64; 4]>,
+    /// Rows without: `[fingerprint, row]`.
+    anonymous: Sorted<[u64; 2]>,
+    mixed: bool,
+    with_ids: bool,
+}
+
+fn keys<I>(path: &Path, rows: I) -> Result<Keys, Error>
+where
+    I: Iterator<Item = Result<Row, Error>>,
+{
+    let io = io_error(path);
+    let mut explicit = sorter::<[u64; 4]>();
+    let mut anonymous = sorter::<[u64; 2]>();
+    let (mut with_id, mut without) = (0u64, 0u64);
+    for row in rows {
+        let row = row?;
+        let fp = fingerprint::parse(row.fingerprint()).unwrap_or(0);
+        if row.explicit_id {
+            with_id += 1;
+            let number = row.id.parse::<u64>().unwrap_or(NONE);
+            explicit
+                .push([explicit_key(&row.id), row.row, fp, number])
+                .map_err(&io)?;
+        } else {
+            without += 1;
+            anonymous.push([fp, row.row]).map_err(&io)?;
+        }
+        if with_id > 0 && without > 0 {
+            return Ok(Keys {
+                explicit: explicit.finish().map_err(&io)?,
+                anonymous: anonymous.finish().map_err(&io)?,
+                mixed: true,
+                with_ids: true,
+            });
+        }
+    }
+    Ok(Keys {
+        explicit: explicit.finish().map_err(&io)?,
+        anonymous: anonymous.finish().map_err(&io)?,
+        mixed: false,
+        with_ids: with_id > 0,
+    })
+}
+
+/// A sorted stream with one item of look-ahead.
+struct Peek<T: Item> {
+    items: Sorted<T>,
+    next: Option<T>,
+}
+
+impl<T: Item> Peek<T> {
+    fn new(mut items: Sorted<T>) -> Result<Self, std::io::Error> {
+        let next = items.next().transpose()?;
+        Ok(Peek { items, next })
+    }
+
+    fn take(&mut self) -> Result<Option<T>, std::io::Error> {
+        let item = self.next;
+        if item.is_some() {
+            self.next = self.items.next().transpose()?;
+        }
+        Ok(item)
+    }
+}
+
+/// Tallies the claims as they are decided.
+struct Tally {
+    keep_errors: bool,
+    accept_simulated: bool,
+    limit: u64,
+    plan: Plan,
+    done: RowSet,
+    claims: Sorter<[u64; 3]>,
+    claimed: u64,
+    relabelled: u64,
+}
+
+impl Tally {
+    /// Row `row` (fingerprint `fp`) meets an unclaimed record; true when it claims it.
+    fn meet(
+        &mut self,
+        row: u64,
+        fp: u64,
+        anonymous: bool,
+        record: (u64, u64, u64, u64, u64),
+    ) -> Result<bool, std::io::Error> {
+        let (index, record_fp, record_row, flags, cost) = record;
+        let claim = if record_fp != fp {
+            Claim::Changed
+        } else if flags & OK == 0 && !self.keep_errors {
+            Claim::RetryError
+        } else if flags & SIMULATED != 0 && !self.accept_simulated {
+            Claim::Simulated
+        } else {
+            Claim::Done
+        };
+        self.count(row, claim);
+        if claim == Claim::Done {
+            self.claims.push([index, row, u64::from(anonymous)])?;
+            self.claimed += 1;
+            if record_row != row {
+                self.relabelled += 1;
+            }
+            self.plan.spent += f64::from_bits(cost);
+            if flags & OK == 0 {
+                self.plan.kept_errors += 1;
+            }
+        }
+        Ok(claim == Claim::Done)
+    }
+
+    fn count(&mut self, row: u64, claim: Claim) {
+        if row > self.limit {
+            return;
+        }
+        self.plan.rows += 1;
+        match claim {
+            Claim::Done => {
+                self.plan.done += 1;
+                self.done.insert(row);
+            }
+            Claim::Changed => self.plan.changed += 1,
+            Claim::RetryError => self.plan.retried_errors += 1,
+            Claim::Simulated => self.plan.simulated += 1,
+            Claim::New => {}
+        }
+    }
+}
+
+/// Makes the plan by sorting; `Ok(None)` when the input mixes rows with and without ids (the
+/// caller then uses the in-memory index).
+pub fn plan<I>(
+    path: &Path,
+    keep_errors: bool,
+    accept_simulated: bool,
+    limit: Option<u64>,
+    rows: I,
+) -> Result<Option<(SortedResume, Plan, RowSet)>, Error>
+where
+    I: Iterator<Item = Result<Row, Error>>,
+{
+    let (scanned, keys) = std::thread::scope(|scope| {
+        let scanning = scope.spawn(|| scan(path));
+        let keys = keys(path, rows);
+        let scanned = scanning
+            .join()
+            .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
+        (scanned, keys)
+    });
+    let (scanned, keys) = (scanned?, keys?);
+    if keys.mixed {
+        return Ok(None);
+    }
+    let io = io_error(path);
+    let mut tally = Tally {
+        keep_errors,
+        accept_simulated,
+        limit: limit.unwrap_or(u64::MAX),
+        plan: Plan::default(),
+        done: RowSet::default(),
+        claims: sorter(),
+        claimed: 0,
+        relabelled: 0,
+    };
+    if keys.with_ids {
+        join_explicit(&mut tally, scanned.by_id, scanned.anonymous, keys.explicit)
+    } else {
+        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous)
+    }
+    .map_err(&io)?;
+    let unterminated = !file_ends_with_newline(path);
+    let needs_rewrite = scanned.torn.is_some()
+        || unterminated
+        || scanned.old_header
+        || tally.claimed < scanned.records
+        || tally.relabelled > 0;
+    let claims = if needs_rewrite {
+        Some(tally.claims.finish().map_err(&io)?)
+    } else {
+        None
+    };
+    Ok(Some((
+        SortedResume {
+            path: path.to_path_buf(),
+            claims,
+            needs_rewrite,
+            torn: scanned.torn,
+        },
+        tally.plan,
+        tally.done,
+    )))
+}
+
+/// Rows with explicit ids against the records: by id, then (numeric ids without such a record)
+/// by the row number of records whose id is their row.
+fn join_explicit(
+    tally: &mut Tally,
+    by_id: Sorted<[u64; 6]>,
+    anonymous: Sorted<[u64; 5]>,
+    rows: Sorted<[u64; 4]>,
+) -> Result<(), std::io::Error> {
+    let mut records = Peek::new(by_id)?;
+    // Rows to look up by number: `[number, row, fingerprint]`.
+    let mut by_number = sorter::<[u64; 3]>();
+    let mut current: Option<([u64; 6], bool)> = None; // the record of the current key, claimed
+    for row in rows {
+        let [key, row, fp, number] = row?;
+        if current.is_none_or(|(r, _)| r[0] != key) {
+            current = None;
+            // The last record with this key (the index kept the last one in file order).
+            while let Some(r) = records.next {
+                if r[0] > key {
+                    break;
+                }
+                records.take()?;
+                if r[0] == key && records.next.is_none_or(|next| next[0] != key) {
+                    current = Some((r, false));
+                }
+            }
+        }
+        match &mut current {
+            Some((_, true)) => tally.count(row, Claim::New),
+            Some((r, claimed)) => {
+                *claimed = tally.meet(row, fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
+            }
+            None if number != NONE => by_number.push([number, row, fp])?,
+            None => tally.count(row, Claim::New),
+        }
+    }
+    let mut lookups = Peek::new(by_number.finish()?)?;
+    if lookups.next.is_none() {
+        return Ok(());
+    }
+    // Records whose id is their row, by row: `[row, fingerprint, index, flags, cost]`; of
+    // several with one row, the last (largest fingerprint, then index) is the one the in-memory
+    // index found.
+    let mut by_row = sorter::<[u64; 5]>();
+    for r in anonymous {
+        let [fp, row, index, flags, cost] = r?;
+        by_row.push([row, fp, index, flags, cost])?;
+    }
+    let mut records = Peek::new(by_row.finish()?)?;
+    let mut current: Option<([u64; 5], bool)> = None;
+    while let Some([number, row, fp]) = lookups.take()? {
+        if current.is_none_or(|(r, _)| r[0] != number) {
+            current = None;
+            while let Some(r) = records.next {
+                if r[0] > number {
+                    break;
+                }
+                records.take()?;
+                if r[0] == number && records.next.is_none_or(|next| next[0] != number) {
+                    current = Some((r, false));
+                }
+            }
+        }
+        match &mut current {
+            Some((_, true)) | None => tally.count(row, Claim::New),
+            Some((r, claimed)) => {
+                *claimed = tally.meet(row, fp, false, (r[2], r[1], r[0], r[3], r[4]))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows without ids against the records whose id is their row: the k-th row with a
+/// fingerprint meets the k-th such record (by row) with it.
+fn join_anonymous(
+    tally: &mut Tally,
+    records: Sorted<[u64; 5]>,
+    rows: Sorted<[u64; 2]>,
+) -> Result<(), std::io::Error> {
+    let mut records = Peek::new(records)?;
+    for row in rows {
+        let [fp, row] = row?;
+        while records.next.is_some_and(|r| r[0] < fp) {
+            records.take()?;
+        }
+        match records.next {
+            Some(r) if r[0] == fp => {
+                records.take()?;
+                let [fp, record_row, index, flags, cost] = r;
+                tally.meet(row, fp, true, (index, fp, record_row, flags, cost))?;
+            }
+            _ => tally.count(row, Claim::New),
+        }
+    }
+    Ok(())
+}
+
+impl SortedResume {
+    /// The torn last record that the rewrite drops, if there was one.
+    pub fn torn(&self) -> Option<&Torn> {
+        self.torn.as_ref()
+    }
+
+    /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled),
+    /// when anything must change.
+    pub fn rewrite_if_needed(self) -> Result<(), Error> {
+        if !self.needs_rewrite {
+            return Ok(());
+        }
+        let path = &self.path;
+        let sort_io = io_error(path);
+        let mut claims = Peek::new(self.claims.expect("kept for the rewrite")).map_err(&sort_io)?;
+        replace_with(path, |out| {
+            let io = |e| {
+                Error::io(
+                    format!("cannot rewrite {} while resuming", path.display()),
+                    e,
+                )
+            };
+            let mut encoder = format::for_path(path);
+            let mut buf = encoder.header();
+            for (index, item) in Records::<Record>::open(path)?.enumerate() {
+                let (_, mut record) = item?;
+                let Some([i, row, anonymous]) = claims.next else {
+                    break;
+                };
+                if i != index as u64 {
+                    continue;
+                }
+                claims.take().map_err(&sort_io)?;
+                if record.row != row {
+                    record.row = row;
+                    if anonymous == 1 {
+                        record.id = row.to_string();
+                    }
+                }
+                encoder.encode(&record, &mut buf);
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf).map_err(io)?;
+                    buf.clear();
+                }
+            }
+            out.write_all(&buf).map_err(io)
+        })
+    }
+}
