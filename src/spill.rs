@@ -71,8 +71,18 @@ pub fn dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Unit tests' cap for the sorters made on this thread.
+    pub static TEST_ITEMS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
 /// Items a sorter keeps in memory: `default`, or the debug-build test knob.
 pub fn memory_items(default: usize) -> usize {
+    #[cfg(test)]
+    if let Some(n) = TEST_ITEMS.with(|n| n.get()) {
+        return n;
+    }
     #[cfg(debug_assertions)]
     if let Some(n) = std::env::var("PROMPTBATCH_TEST_SPILL_ITEMS")
         .ok()

@@ -680,8 +680,7 @@ fn resume_over_a_spilled_index_with_ids() {
         .iter()
         .map(|l| {
             let l = if l.contains("\"r5\"") || l.contains("\"r77\"") {
-                l.replace("prompt number", "prompt number")
-                    .replace("\"}", " (edited)\"}")
+                l.replace("\"}", " (edited)\"}")
             } else {
                 l.clone()
             };

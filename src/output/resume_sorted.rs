@@ -452,3 +452,156 @@ impl SortedResume {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sorted plan against the in-memory index (`resume.rs`) on random outputs and inputs.
+    use super::*;
+    use crate::api::request::ChatRequest;
+    use crate::input::RowContent;
+    use crate::output::resume::ResumeIndex;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn row(row: u64, id: Option<String>, fp: u64) -> Row {
+        Row {
+            row,
+            line: row,
+            explicit_id: id.is_some(),
+            id: id.unwrap_or_else(|| row.to_string()),
+            content: RowContent::Request(ChatRequest {
+                body: bytes::Bytes::new(),
+                model: "m".into(),
+                prompt: String::new(),
+                estimated_prompt_tokens: 0,
+                max_tokens: None,
+                fingerprint: format!("{fp:016x}"),
+            }),
+        }
+    }
+
+    fn id_pool(rng: &mut Rng) -> String {
+        match rng.next(4) {
+            0 => format!("{}", rng.next(30)),
+            1 => format!("0{}", rng.next(30)),
+            _ => format!("k{}", rng.next(40)),
+        }
+    }
+
+    #[test]
+    fn same_plan_and_rewrite_as_the_in_memory_index() {
+        let dir = std::env::temp_dir().join(format!("pb-resume-sorted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::spill::TEST_ITEMS.with(|n| n.set(Some(3)));
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let explicit = rng.next(2) == 0;
+            let n_rows = 1 + rng.next(40);
+            let mut used = std::collections::HashSet::new();
+            let mut rows = Vec::new();
+            for r in 1..=n_rows {
+                let id = if explicit {
+                    let mut id = id_pool(&mut rng);
+                    while !used.insert(id.clone()) {
+                        id = format!("{id}x");
+                    }
+                    Some(id)
+                } else {
+                    None
+                };
+                rows.push((r, id, 1 + rng.next(3)));
+            }
+            let mut text = String::new();
+            for _ in 0..rng.next(50) {
+                let record_row = 1 + rng.next(n_rows + 5);
+                let id = match rng.next(3) {
+                    0 => record_row.to_string(),
+                    1 => id_pool(&mut rng),
+                    _ => rows[rng.next(n_rows) as usize]
+                        .1
+                        .clone()
+                        .unwrap_or_else(|| record_row.to_string()),
+                };
+                let record = Record {
+                    id,
+                    row: record_row,
+                    prompt: "p".into(),
+                    completion: Some("c".into()),
+                    finish_reason: None,
+                    model: "m".into(),
+                    prompt_tokens: 1,
+                    cached_tokens: 0,
+                    completion_tokens: 1,
+                    reasoning_tokens: 0,
+                    total_tokens: 2,
+                    latency_ms: 1,
+                    attempts: 1,
+                    status: if rng.next(5) == 0 {
+                        Status::Error
+                    } else {
+                        Status::Ok
+                    },
+                    error: None,
+                    response_id: None,
+                    cost_usd: Some(rng.next(100) as f64 / 8.0),
+                    fingerprint: format!("{:016x}", 1 + rng.next(3)),
+                    simulated: rng.next(6) == 0,
+                };
+                text.push_str(&serde_json::to_string(&record).unwrap());
+                text.push('\n');
+            }
+            let keep_errors = rng.next(2) == 0;
+            let accept_simulated = rng.next(2) == 0;
+            let limit = (rng.next(3) == 0).then(|| 1 + rng.next(n_rows));
+            let make_rows = || {
+                rows.iter()
+                    .map(|(r, id, fp)| Ok(row(*r, id.clone(), *fp)))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            };
+            let a = dir.join(format!("a{seed}.jsonl"));
+            let b = dir.join(format!("b{seed}.jsonl"));
+            std::fs::write(&a, &text).unwrap();
+            std::fs::write(&b, &text).unwrap();
+            let (index, want, want_done) =
+                ResumeIndex::plan(&a, keep_errors, accept_simulated, limit, make_rows()).unwrap();
+            index.rewrite_if_needed().unwrap();
+            let (sorted, got, got_done) =
+                plan(&b, keep_errors, accept_simulated, limit, make_rows())
+                    .unwrap()
+                    .expect("not mixed");
+            sorted.rewrite_if_needed().unwrap();
+            let what = format!("seed {seed}: {want:?} vs {got:?}");
+            assert_eq!(want.rows, got.rows, "{what}");
+            assert_eq!(want.done, got.done, "{what}");
+            assert_eq!(want.changed, got.changed, "{what}");
+            assert_eq!(want.retried_errors, got.retried_errors, "{what}");
+            assert_eq!(want.kept_errors, got.kept_errors, "{what}");
+            assert_eq!(want.simulated, got.simulated, "{what}");
+            assert!((want.spent - got.spent).abs() < 1e-9, "{what}");
+            for r in 0..n_rows + 3 {
+                assert_eq!(
+                    want_done.contains(r),
+                    got_done.contains(r),
+                    "{what} row {r}"
+                );
+            }
+            assert_eq!(
+                std::fs::read_to_string(&a).unwrap(),
+                std::fs::read_to_string(&b).unwrap(),
+                "{what}\n{text}"
+            );
+            std::fs::remove_file(&a).unwrap();
+            std::fs::remove_file(&b).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
