@@ -281,13 +281,20 @@ fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Opti
     };
     // Sorting and merge-joining on disk: memory stays flat (unless the input mixes rows with
     // and without ids: then the in-memory index).
-    let rows = input::open(&whole_input, &opts.request, None)?;
+    // Without --shard the plan's pass sees every row, so it finds duplicate ids itself.
+    let unchecked = whole_input.shard.is_none();
+    let rows = if unchecked {
+        input::open_unchecked(&whole_input, &opts.request)?
+    } else {
+        input::open(&whole_input, &opts.request, None)?
+    };
     if let Some((sorted, plan, done_rows)) = resume_sorted::plan(
         output,
         opts.keep_errors,
         opts.dry_run,
         opts.input.limit,
         rows,
+        unchecked.then_some((&whole_input, &opts.request)),
     )? {
         say_torn(sorted.torn());
         sorted.rewrite_if_needed()?;

@@ -3,7 +3,7 @@
 //!
 //! A [`Sorter`] keeps up to a fixed number of items in memory; when full it sorts them and
 //! appends them as a sorted run to one spill file, and [`Sorter::finish`] merges the runs (a
-//! k-way merge reading each run through a 16 KB buffer). The spill file is created in
+//! k-way merge reading each run through an 8 KB buffer). The spill file is created in
 //! [`dir()`] (the output's folder during `run`, else the system temp folder) and unlinked as soon
 //! as it is open, so it is gone at exit whatever happens (kill -9 included); where unlinking an
 //! open file fails, it is removed when the sorter is dropped.
@@ -165,6 +165,9 @@ impl<T: Item> Sorter<T> {
         if self.buf.len() >= self.cap {
             self.spill()?;
         }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.cap.min(1 << 20));
+        }
         self.buf.push(item);
         Ok(())
     }
@@ -246,7 +249,7 @@ impl RunReader {
             if self.left == 0 {
                 return Ok(None);
             }
-            let chunk = ((16 << 10) / T::SIZE * T::SIZE) as u64;
+            let chunk = ((8 << 10) / T::SIZE * T::SIZE) as u64;
             let n = chunk.min(self.left) as usize;
             self.buf.resize(n, 0);
             file.read_exact_at(&mut self.buf, self.offset)?;

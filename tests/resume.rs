@@ -766,3 +766,27 @@ fn resume_over_a_spilled_index_without_ids_and_with_numeric_ids() {
     );
     assert_eq!(read_jsonl(&output).len(), 40);
 }
+
+#[test]
+fn a_duplicate_id_found_by_the_resume_plan_names_its_line() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let rows = jsonl_prompts(100, true);
+    let input = dir.write("in.jsonl", &rows);
+    let output = dir.path("out.jsonl");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &["--limit", "50"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Row 101 repeats row 7's id (r6): the resumed run stops there, as a fresh one would.
+    std::fs::write(
+        &input,
+        format!("{rows}{{\"id\":\"r6\",\"prompt\":\"again\"}}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = run_spilled(&sim, &input, &output, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("in.jsonl:101"), "{stderr}");
+    assert!(stderr.contains("duplicate id `r6`"), "{stderr}");
+    let records = read_jsonl(&output);
+    assert!(records.iter().all(|r| r["prompt"] != "again"));
+    assert_eq!(records.len(), 50, "nothing sent: the plan stops first");
+}

@@ -61,12 +61,15 @@ impl IdCheck {
             IdCheck::Known(rows) => Ok(rows.contains(row)),
             IdCheck::Memory(seen) => {
                 if seen.len() >= spill::memory_items(MEMORY_IDS) {
+                    // The set is freed before the pre-pass, which needs memory of its own.
+                    let full = std::mem::take(seen);
                     if let Some(known) = prepass() {
                         let known = known?;
                         let duplicate = known.contains(row);
                         *self = IdCheck::Known(known);
                         return Ok(duplicate);
                     }
+                    *seen = full; // standard input: the set keeps growing
                 }
                 Ok(!seen.insert(key(id)))
             }
@@ -76,20 +79,32 @@ impl IdCheck {
 
 type CacheKey = (PathBuf, u64, Option<SystemTime>, Option<String>, String);
 
-/// The duplicate rows of a file input (cached: see the module doc).
-pub(crate) fn duplicate_rows(
-    opts: &InputOptions,
-    request: &RequestOptions,
-) -> Result<Arc<RowSet>, Error> {
-    static CACHE: Mutex<Option<(CacheKey, Arc<RowSet>)>> = Mutex::new(None);
+static CACHE: Mutex<Option<(CacheKey, Arc<RowSet>)>> = Mutex::new(None);
+
+fn cache_key(opts: &InputOptions) -> CacheKey {
     let meta = std::fs::metadata(&opts.path).ok();
-    let cache_key: CacheKey = (
+    (
         opts.path.clone(),
         meta.as_ref().map_or(0, |m| m.len()),
         meta.and_then(|m| m.modified().ok()),
         opts.id_column.clone(),
         format!("{:?}", super::resolve_format(opts)),
-    );
+    )
+}
+
+/// Records the duplicate rows of the whole file input, found by a pass that read every row
+/// without checking ids (the resume plan's, `open_unchecked`): later readings ask them.
+pub fn remember(opts: &InputOptions, duplicates: RowSet) {
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((cache_key(opts), Arc::new(duplicates)));
+}
+
+/// The duplicate rows of a file input (cached: see the module doc).
+pub(crate) fn duplicate_rows(
+    opts: &InputOptions,
+    request: &RequestOptions,
+) -> Result<Arc<RowSet>, Error> {
+    let cache_key = cache_key(opts);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((k, rows)) = cache.as_ref() {
         if *k == cache_key {

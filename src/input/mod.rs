@@ -5,7 +5,7 @@
 
 mod csv;
 mod csv_record;
-mod duplicates;
+pub mod duplicates;
 mod encoding;
 mod jsonl;
 pub mod template;
@@ -290,9 +290,15 @@ pub fn open_reporting_all(
     open_with(opts, request, None, true)
 }
 
+/// Like [`open`] without the duplicate-id check: for the resume plan, which finds duplicates by
+/// sorting (`duplicates::key`) and hands them over with `duplicates::remember`.
+pub fn open_unchecked(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
+    open_mode(opts, request, None, false, Reading::Unchecked)
+}
+
 /// The pre-pass of `duplicates.rs`: rows with their ids only (content empty), no duplicate check.
 fn open_ids_only(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
-    open_mode(opts, request, None, false, true)
+    open_mode(opts, request, None, false, Reading::IdsOnly)
 }
 
 fn open_with(
@@ -301,7 +307,18 @@ fn open_with(
     skip: Option<RowSet>,
     report_all: bool,
 ) -> Result<RowStream, Error> {
-    open_mode(opts, request, skip, report_all, false)
+    open_mode(opts, request, skip, report_all, Reading::Checked)
+}
+
+/// What a reading does with ids.
+#[derive(PartialEq, Eq)]
+enum Reading {
+    /// Rows are built and duplicate ids found.
+    Checked,
+    /// Rows are built, ids not checked (the resume plan checks them by sorting).
+    Unchecked,
+    /// Only ids, not checked (the duplicate-id pre-pass).
+    IdsOnly,
 }
 
 fn open_mode(
@@ -309,7 +326,7 @@ fn open_mode(
     request: &RequestOptions,
     skip: Option<RowSet>,
     report_all: bool,
-    ids_only: bool,
+    reading: Reading,
 ) -> Result<RowStream, Error> {
     let prompt = match &opts.template {
         Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
@@ -322,10 +339,10 @@ fn open_mode(
     let reader = open_reader(&opts.path)?;
     let mut factory = RowFactory::new(opts, request, skip);
     factory.report_all = report_all;
-    if ids_only {
-        factory.ids_only = true;
+    if reading != Reading::Checked {
         factory.ids = IdCheck::Off;
     }
+    factory.ids_only = reading == Reading::IdsOnly;
     let rows: RowStream = match resolve_format(opts) {
         InputFormat::Csv => Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?),
         _ => Box::new(jsonl::JsonlRows::new(reader, factory, prompt, ids)),

@@ -18,6 +18,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::cli::{InputOptions, RequestOptions};
 use crate::error::Error;
 use crate::fingerprint;
 use crate::input::{Row, RowSet};
@@ -116,6 +117,8 @@ struct Keys {
     anonymous: Sorted<[u64; 2]>,
     mixed: bool,
     with_ids: bool,
+    /// `[128-bit id key (high, low), row]` of the rows read, for the duplicate-id check.
+    ids: Sorter<[u64; 3]>,
 }
 
 fn keys<I>(path: &Path, rows: I) -> Result<Keys, Error>
@@ -125,9 +128,15 @@ where
     let io = io_error(path);
     let mut explicit = sorter::<[u64; 4]>();
     let mut anonymous = sorter::<[u64; 2]>();
+    let mut ids = sorter::<[u64; 3]>();
     let (mut with_id, mut without) = (0u64, 0u64);
     for row in rows {
         let row = row?;
+        if row.explicit_id {
+            let key = crate::input::duplicates::key(&row.id);
+            ids.push([(key >> 64) as u64, key as u64, row.row])
+                .map_err(&io)?;
+        }
         let fp = fingerprint::parse(row.fingerprint()).unwrap_or(0);
         if row.explicit_id {
             with_id += 1;
@@ -145,6 +154,7 @@ where
                 anonymous: anonymous.finish().map_err(&io)?,
                 mixed: true,
                 with_ids: true,
+                ids,
             });
         }
     }
@@ -153,6 +163,7 @@ where
         anonymous: anonymous.finish().map_err(&io)?,
         mixed: false,
         with_ids: with_id > 0,
+        ids,
     })
 }
 
@@ -243,12 +254,19 @@ impl Tally {
 
 /// Makes the plan by sorting; `Ok(None)` when the input mixes rows with and without ids (the
 /// caller then uses the in-memory index).
+///
+/// `unchecked`: the rows come from `input::open_unchecked` of this (whole, unsharded) input, so
+/// duplicate ids are found here, by sorting their 128-bit keys, and handed to later readings
+/// (`duplicates::remember`) — one pass over the input instead of two. When the pass finds a
+/// duplicate or stops at an error, the input is read again with the check on, and its first
+/// error (the same as without this shortcut) is returned.
 pub fn plan<I>(
     path: &Path,
     keep_errors: bool,
     accept_simulated: bool,
     limit: Option<u64>,
     rows: I,
+    unchecked: Option<(&InputOptions, &RequestOptions)>,
 ) -> Result<Option<(SortedResume, Plan, RowSet)>, Error>
 where
     I: Iterator<Item = Result<Row, Error>>,
@@ -261,11 +279,44 @@ where
             .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
         (scanned, keys)
     });
-    let (scanned, keys) = (scanned?, keys?);
+    let io = io_error(path);
+    let first_error = |(opts, request): (&InputOptions, &RequestOptions)| -> Error {
+        match crate::input::open(opts, request, None) {
+            Ok(rows) => rows.filter_map(Result::err).next().unwrap_or_else(|| {
+                Error::Config(
+                    "the resume plan's pass over the input failed, a second pass did not".into(),
+                )
+            }),
+            Err(e) => e,
+        }
+    };
+    let keys = match (keys, unchecked) {
+        (Ok(keys), _) => keys,
+        (Err(_), Some(input)) => return Err(first_error(input)),
+        (Err(e), None) => return Err(e),
+    };
+    let scanned = scanned?;
     if keys.mixed {
+        // The pass stopped early: its ids are not all there; the caller reads with the check on.
         return Ok(None);
     }
-    let io = io_error(path);
+    if let Some((opts, request)) = unchecked {
+        let mut duplicates = RowSet::default();
+        let mut any = false;
+        let mut last = None;
+        for item in keys.ids.finish().map_err(&io)? {
+            let [high, low, row] = item.map_err(&io)?;
+            if last == Some((high, low)) {
+                duplicates.insert(row);
+                any = true;
+            }
+            last = Some((high, low));
+        }
+        crate::input::duplicates::remember(opts, duplicates);
+        if any {
+            return Err(first_error((opts, request)));
+        }
+    }
     let mut tally = Tally {
         keep_errors,
         accept_simulated,
@@ -575,7 +626,7 @@ mod tests {
                 ResumeIndex::plan(&a, keep_errors, accept_simulated, limit, make_rows()).unwrap();
             index.rewrite_if_needed().unwrap();
             let (sorted, got, got_done) =
-                plan(&b, keep_errors, accept_simulated, limit, make_rows())
+                plan(&b, keep_errors, accept_simulated, limit, make_rows(), None)
                     .unwrap()
                     .expect("not mixed");
             sorted.rewrite_if_needed().unwrap();
