@@ -10,9 +10,10 @@
 //! - no input row has an id: the k-th input row with a fingerprint meets the k-th record (by
 //!   `row`) with that fingerprint whose id is its row number.
 //!
-//! The results: the done rows as a bitset (1 bit per row), the plan's counts, and the claims
-//! `(record index, claiming row)` sorted by record index (on disk when large) for the rewrite,
-//! which streams the output and the claims side by side. Memory: the sorters' buffers (a few
+//! The results: the done rows as a bitset (1 bit per row), the plan's counts, the kept records
+//! as a bitset (1 bit per record) and the relabels `(record index, claiming row)` sorted by
+//! record index (on disk when many) for the rewrite, which streams the output and these side by
+//! side. Memory: the sorters' buffers (a few
 //! MB each) and the bitset, whatever the sizes of input and output.
 
 use std::io::Write;
@@ -43,7 +44,9 @@ fn sorter<T: Item>() -> Sorter<T> {
 pub struct SortedResume {
     path: PathBuf,
     /// `[record index, claiming row, 1 if the row has no explicit id]`, by record index.
-    claims: Option<Sorted<[u64; 3]>>,
+    /// Claimed record indices, and `[record index, claiming row, 1 if the row has no explicit
+    /// id]` of those whose row changes, by record index.
+    claims: Option<(RowSet, Sorted<[u64; 3]>)>,
     needs_rewrite: bool,
     torn: Option<Torn>,
 }
@@ -195,7 +198,8 @@ struct Tally {
     limit: u64,
     plan: Plan,
     done: RowSet,
-    claims: Sorter<[u64; 3]>,
+    kept: RowSet,
+    relabels: Sorter<[u64; 3]>,
     claimed: u64,
     relabelled: u64,
 }
@@ -221,9 +225,10 @@ impl Tally {
         };
         self.count(row, claim);
         if claim == Claim::Done {
-            self.claims.push([index, row, u64::from(anonymous)])?;
+            self.kept.insert(index);
             self.claimed += 1;
             if record_row != row {
+                self.relabels.push([index, row, u64::from(anonymous)])?;
                 self.relabelled += 1;
             }
             self.plan.spent += f64::from_bits(cost);
@@ -323,7 +328,8 @@ where
         limit: limit.unwrap_or(u64::MAX),
         plan: Plan::default(),
         done: RowSet::default(),
-        claims: sorter(),
+        kept: RowSet::default(),
+        relabels: sorter(),
         claimed: 0,
         relabelled: 0,
     };
@@ -340,7 +346,7 @@ where
         || tally.claimed < scanned.records
         || tally.relabelled > 0;
     let claims = if needs_rewrite {
-        Some(tally.claims.finish().map_err(&io)?)
+        Some((tally.kept, tally.relabels.finish().map_err(&io)?))
     } else {
         None
     };
@@ -468,7 +474,8 @@ impl SortedResume {
         }
         let path = &self.path;
         let sort_io = io_error(path);
-        let mut claims = Peek::new(self.claims.expect("kept for the rewrite")).map_err(&sort_io)?;
+        let (kept, relabels) = self.claims.expect("kept for the rewrite");
+        let mut relabels = Peek::new(relabels).map_err(&sort_io)?;
         replace_with(path, |out| {
             let io = |e| {
                 Error::io(
@@ -480,17 +487,17 @@ impl SortedResume {
             let mut buf = encoder.header();
             for (index, item) in Records::<Record>::open(path)?.enumerate() {
                 let (_, mut record) = item?;
-                let Some([i, row, anonymous]) = claims.next else {
-                    break;
-                };
-                if i != index as u64 {
+                let index = index as u64;
+                if !kept.contains(index) {
                     continue;
                 }
-                claims.take().map_err(&sort_io)?;
-                if record.row != row {
-                    record.row = row;
-                    if anonymous == 1 {
-                        record.id = row.to_string();
+                if let Some([i, row, anonymous]) = relabels.next {
+                    if i == index {
+                        relabels.take().map_err(&sort_io)?;
+                        record.row = row;
+                        if anonymous == 1 {
+                            record.id = row.to_string();
+                        }
                     }
                 }
                 encoder.encode(&record, &mut buf);
