@@ -1,16 +1,17 @@
 //! Duplicate ids in bounded memory.
 //!
 //! Each explicit id becomes a 128-bit key (two independently keyed SipHash values: two different
-//! ids share a key with probability 2⁻¹²⁸ per pair, < 10⁻²³ for 10⁸ ids — exact in practice).
+//! ids share a key with probability 2⁻¹²⁸ per pair, about 10⁻²³ for 10⁸ ids — exact in practice).
 //! The first [`MEMORY_IDS`] keys of a reading go into an in-memory set (at most 2 MB). When a
 //! file input has more ids than that, the set is dropped and one *pre-pass* over the whole file
 //! (ids only: no request is built) sorts every `(key, row)` externally (`crate::spill`) and
 //! yields the rows whose id an earlier row has, as a bitset (1 bit per row up to the last
 //! duplicate). The reading then goes on from where it was and asks the bitset, so a duplicate
 //! is still found before its row is sent, at its own line. The bitset is cached per input file
-//! (path, size, mtime, id column, format), so the resume plan's pass and the run's pass share one
-//! pre-pass. Standard input cannot be read twice: there the set keeps growing (16–32 bytes per
-//! id).
+//! (path, size, mtime, id column, format); the resume plan's pass reads every row without this
+//! check, sorts the same keys itself (`output::resume_sorted`) and leaves its bitset here
+//! ([`remember`]), so a resumed run reads its input twice, not three times. Standard input
+//! cannot be read twice: there the set keeps growing (16–32 bytes per id).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
