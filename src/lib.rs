@@ -35,6 +35,8 @@ pub mod report;
 pub mod run;
 pub mod shutdown;
 pub mod sim;
+pub mod sketch;
+pub mod spill;
 pub mod tokens;
 pub mod validate;
 pub mod worker;

@@ -1,7 +1,7 @@
 //! `promptbatch report`: a summary of an output file (finished or partial): rows ok / error, the
 //! most common error messages, tokens by kind, cost by model, latency percentiles, attempts and
 //! per-row means. The file is streamed ([`crate::output::read::Records`]); memory holds only the statistics
-//! (one `u32` latency per ok row, and at most [`MAX_ERROR_GROUPS`] distinct error messages).
+//! (latency percentiles in a fixed-size [`crate::sketch::LatencySketch`], within 1 %, and at most [`MAX_ERROR_GROUPS`] distinct error messages).
 //!
 //! Cost: a record's own `cost_usd`; when it is null, the cost is computed from the price table
 //! (embedded, `--prices FILE` overrides) when the record's model is priced, else the row is
@@ -20,7 +20,7 @@
 //!   "unpriced_models", "by_model": [{ "model", "rows", "cost_usd", "unpriced_rows" }] }`;
 //!   `total_usd` sums the priced rows only (check `unpriced_rows`)
 //! - `latency_ms`: `null` without ok rows, else `{ "p50", "p90", "p99", "max" }` over ok rows
-//!   (nearest-rank percentiles)
+//!   (nearest-rank percentiles, exact below 1,024 ms, else within 1 %: `crate::sketch`)
 //! - `attempts`: `{ "1": rows, "2": rows, … }` over all rows
 //! - `mean_per_ok_row`: `null` without ok rows, else `{ "prompt_tokens", "completion_tokens",
 //!   "reasoning_tokens" }`
@@ -173,7 +173,7 @@ struct Stats {
     models: BTreeMap<String, ModelCost>,
     from_records: u64,
     computed: u64,
-    latencies: Vec<u32>,
+    latencies: crate::sketch::LatencySketch,
     attempts: BTreeMap<u32, u64>,
 }
 
@@ -187,7 +187,7 @@ impl Stats {
                 self.ok += 1;
                 add_tokens(&mut self.ok_tokens, record);
                 self.latencies
-                    .push(u32::try_from(record.latency_ms).unwrap_or(u32::MAX));
+                    .add(u32::try_from(record.latency_ms).unwrap_or(u32::MAX));
             }
             Status::Error => {
                 self.error += 1;
@@ -245,8 +245,7 @@ impl Stats {
         }
     }
 
-    fn finish(mut self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
-        self.latencies.sort_unstable();
+    fn finish(self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
         let mean_per_ok_row = (self.ok > 0).then(|| {
             let n = self.ok as f64;
             Means {
@@ -291,14 +290,13 @@ fn top_errors(errors: HashMap<String, u64>) -> Vec<ErrorCount> {
     top
 }
 
-/// Percentiles of sorted latencies; `None` without any.
-fn latency(sorted: &[u32]) -> Option<Latency> {
-    let max = *sorted.last()?;
-    Some(Latency {
-        p50: percentile(sorted, 50.0),
-        p90: percentile(sorted, 90.0),
-        p99: percentile(sorted, 99.0),
-        max,
+/// Latency percentiles from the sketch; `None` without any ok row.
+fn latency(sketch: &crate::sketch::LatencySketch) -> Option<Latency> {
+    (!sketch.is_empty()).then(|| Latency {
+        p50: sketch.percentile(50.0),
+        p90: sketch.percentile(90.0),
+        p99: sketch.percentile(99.0),
+        max: sketch.max(),
     })
 }
 
@@ -339,12 +337,6 @@ pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Erro
     }
     let format = records.format().name();
     Ok(stats.finish(path.display().to_string(), format, records.torn()))
-}
-
-/// Nearest-rank percentile of sorted values (non-empty).
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// An error message with runs of digits replaced by `N`, except a status code after `HTTP `.
@@ -398,14 +390,6 @@ mod tests {
         );
         assert_eq!(normalize_error("no digits"), "no digits");
         assert_eq!(normalize_error("7é8"), "NéN");
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 50);
-        assert_eq!(percentile(&v, 99.0), 99);
-        assert_eq!(percentile(&[7], 90.0), 7);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::limit::Limits;
 use crate::output::lock::OutputLock;
 use crate::output::record::RowInfo;
 use crate::output::resume::{Plan, ResumeIndex};
+use crate::output::resume_sorted;
 use crate::output::{backup, order, replace, writer, Finished, Record, Writer};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
@@ -49,6 +50,11 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     let (client, _simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
     writer::check_folder(&opts.output)?;
+    // Temporary sorted runs (duplicate ids of a large input) go next to the output.
+    crate::spill::set_dir(match opts.output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    });
     let (_lock, output) = take_output(opts)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
     let rows = match done_rows {
@@ -263,6 +269,37 @@ fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Opti
         limit: None,
         ..opts.input.clone()
     };
+    let say_torn = |torn: Option<&crate::output::read::Torn>| {
+        if let Some(torn) = torn {
+            say!(
+                "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
+                output.display(),
+                torn.line,
+                torn.reason
+            );
+        }
+    };
+    // Sorting and merge-joining on disk: memory stays flat (unless the input mixes rows with
+    // and without ids: then the in-memory index).
+    // Without --shard the plan's pass sees every row, so it finds duplicate ids itself.
+    let unchecked = whole_input.shard.is_none();
+    let rows = if unchecked {
+        input::open_unchecked(&whole_input, &opts.request)?
+    } else {
+        input::open(&whole_input, &opts.request, None)?
+    };
+    if let Some((sorted, plan, done_rows)) = resume_sorted::plan(
+        output,
+        opts.keep_errors,
+        opts.dry_run,
+        opts.input.limit,
+        rows,
+        unchecked.then_some((&whole_input, &opts.request)),
+    )? {
+        say_torn(sorted.torn());
+        sorted.rewrite_if_needed()?;
+        return Ok((Some(done_rows), Some(plan)));
+    }
     let rows = input::open(&whole_input, &opts.request, None)?;
     let (index, plan, done_rows) = ResumeIndex::plan(
         output,
@@ -271,14 +308,7 @@ fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Opti
         opts.input.limit,
         rows,
     )?;
-    if let Some(torn) = index.torn() {
-        say!(
-            "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
-            output.display(),
-            torn.line,
-            torn.reason
-        );
-    }
+    say_torn(index.torn());
     index.rewrite_if_needed()?;
     Ok((Some(done_rows), Some(plan)))
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 use promptbatch::sim::SimOptions;
 use serde_json::Value;
@@ -869,4 +871,77 @@ fn csv_from_standard_input() {
     let records = by_id(&read_jsonl(&output));
     assert_eq!(records["a"]["completion"], "echo: hello");
     assert_eq!(records["b"]["completion"], "echo: world");
+}
+
+/// 200 rows with ids; row 150 repeats row 3's id and row 190 row 170's.
+fn ids_with_two_duplicates() -> String {
+    (1..=200)
+        .map(|row| {
+            let id = match row {
+                150 => 3,
+                190 => 170,
+                n => n,
+            };
+            format!("{{\"id\":\"r{id}\",\"prompt\":\"prompt {row}\"}}\n")
+        })
+        .collect()
+}
+
+fn no_spill_files_left(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("spill"))
+        .collect();
+    assert!(left.is_empty(), "spill files left: {left:?}");
+}
+
+#[test]
+fn duplicate_ids_are_found_across_spilled_runs() {
+    // PROMPTBATCH_TEST_SPILL_ITEMS=8 (debug builds): 8 ids in memory, then the pre-pass sorts
+    // the ids in runs of 8 on disk and merges them.
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &ids_with_two_duplicates());
+    let output = dir.path("out.jsonl");
+    let spill = |args: &[&str], output: &Path| {
+        let out = command()
+            .env("PROMPTBATCH_TEST_SPILL_ITEMS", "8")
+            .arg("run")
+            .arg(&input)
+            .arg("-o")
+            .arg(output)
+            .args(["--base-url", &sim.base_url, "-q", "--concurrency", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = spill(&[], &output);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("in.jsonl:150"), "{stderr}");
+    assert!(stderr.contains("duplicate id `r3`"), "{stderr}");
+    let records = read_jsonl(&output);
+    assert!(records.len() <= 149, "{}", records.len());
+    assert!(records.iter().all(|r| r["prompt"] != "prompt 150"));
+    no_spill_files_left(dir.path("").as_path());
+
+    // validate lists both, at their lines.
+    let out = command()
+        .env("PROMPTBATCH_TEST_SPILL_ITEMS", "8")
+        .arg("validate")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("in.jsonl:150"), "{text}");
+    assert!(text.contains("in.jsonl:190"), "{text}");
+    assert_eq!(text.matches("duplicate id").count(), 2, "{text}");
 }

@@ -838,3 +838,150 @@ fn a_rewrite_killed_mid_copy_is_finished_by_the_next_run() {
     assert_resume_completes(&sim, &input, &output, n, n as u64 / 2);
     assert!(!dir.path("out.jsonl.rewrite").exists());
 }
+
+/// `promptbatch run` with every sorter of the resume plan (and the duplicate-id set) capped at
+/// 8 items (PROMPTBATCH_TEST_SPILL_ITEMS, debug builds), so the plan sorts in spilled runs.
+fn run_spilled(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> (i32, String) {
+    let out = command()
+        .env("PROMPTBATCH_TEST_SPILL_ITEMS", "8")
+        .arg("run")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--base-url", &sim.base_url, "-q"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn resume_over_a_spilled_index_with_ids() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_prompts(300, true));
+    let output = dir.path("out.jsonl");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &["--limit", "120"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(line_count(&output), 120);
+    // Reverse the rows and change two prompts: ids keep their records (relabelled with their
+    // new row numbers), the two changed rows and the 180 new ones are sent.
+    let mut lines: Vec<String> = jsonl_prompts(300, true).lines().map(String::from).collect();
+    lines.reverse();
+    let edited: String = lines
+        .iter()
+        .map(|l| {
+            let l = if l.contains("\"r5\"") || l.contains("\"r77\"") {
+                l.replace("\"}", " (edited)\"}")
+            } else {
+                l.clone()
+            };
+            l + "\n"
+        })
+        .collect();
+    std::fs::write(&input, edited).unwrap();
+    let (code, stderr) = run_spilled(&sim, &input, &output, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming: 118 of 300 rows done, 182 to send (2 changed rows re-sent)"),
+        "{stderr}"
+    );
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 300);
+    let mut rows: Vec<u64> = records.iter().map(|r| r["row"].as_u64().unwrap()).collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (1..=300).collect::<Vec<_>>(), "one record per row");
+    for r in &records {
+        let id = r["id"].as_str().unwrap();
+        let i: u64 = id[1..].parse().unwrap();
+        assert_eq!(r["row"].as_u64().unwrap(), 300 - i, "{r}");
+        assert_eq!(r["status"], "ok");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("spill"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("already complete: all 300 rows"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn resume_over_a_spilled_index_without_ids_and_with_numeric_ids() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    // 60 rows, 3 distinct prompts: occurrences tell them apart.
+    let anonymous: String = (0..60)
+        .map(|i| format!("{{\"prompt\":\"same {}\"}}\n", i % 3))
+        .collect();
+    let input = dir.write("anon.jsonl", &anonymous);
+    let output = dir.path("anon.out.jsonl");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &["--limit", "25"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Two rows inserted at the top: the 25 records keep their occurrences.
+    let edited = format!("{{\"prompt\":\"new a\"}}\n{{\"prompt\":\"same 1\"}}\n{anonymous}");
+    std::fs::write(&input, &edited).unwrap();
+    let (code, stderr) = run_spilled(&sim, &input, &output, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("resuming: 25 of 62 rows done"), "{stderr}");
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 62);
+    let mut rows: Vec<u64> = records.iter().map(|r| r["row"].as_u64().unwrap()).collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (1..=62).collect::<Vec<_>>());
+    let lines: Vec<&str> = edited.lines().collect();
+    for r in &records {
+        let row = r["row"].as_u64().unwrap() as usize;
+        assert_eq!(r["id"], row.to_string());
+        let want: Value = serde_json::from_str(lines[row - 1]).unwrap();
+        assert_eq!(r["prompt"], want["prompt"], "{r}");
+    }
+
+    // Numeric ids equal to the row numbers: records have id == row, found by number.
+    let numeric: String = (1..=40)
+        .map(|i| format!("{{\"id\":{i},\"prompt\":\"p{i}\"}}\n"))
+        .collect();
+    let input = dir.write("num.jsonl", &numeric);
+    let output = dir.path("num.out.jsonl");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &["--limit", "30"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming: 30 of 40 rows done, 10 to send"),
+        "{stderr}"
+    );
+    assert_eq!(read_jsonl(&output).len(), 40);
+}
+
+#[test]
+fn a_duplicate_id_found_by_the_resume_plan_names_its_line() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let rows = jsonl_prompts(100, true);
+    let input = dir.write("in.jsonl", &rows);
+    let output = dir.path("out.jsonl");
+    let (code, stderr) = run_spilled(&sim, &input, &output, &["--limit", "50"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Row 101 repeats row 7's id (r6): the resumed run stops there, as a fresh one would.
+    std::fs::write(
+        &input,
+        format!("{rows}{{\"id\":\"r6\",\"prompt\":\"again\"}}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = run_spilled(&sim, &input, &output, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("in.jsonl:101"), "{stderr}");
+    assert!(stderr.contains("duplicate id `r6`"), "{stderr}");
+    let records = read_jsonl(&output);
+    assert!(records.iter().all(|r| r["prompt"] != "again"));
+    assert_eq!(records.len(), 50, "nothing sent: the plan stops first");
+}

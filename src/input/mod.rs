@@ -5,20 +5,20 @@
 
 mod csv;
 mod csv_record;
+pub mod duplicates;
 mod encoding;
 mod jsonl;
 pub mod template;
 mod unique_keys;
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::api::request::{BuildError, ChatRequest, RequestDefaults};
 use crate::cli::{InputFormat, InputOptions, RequestOptions};
 use crate::error::Error;
-use crate::fingerprint::PreHashed;
+use duplicates::IdCheck;
 pub use template::Template;
 
 /// One input record, ready for the worker pool.
@@ -133,10 +133,13 @@ pub(crate) struct RowFactory {
     pub path: PathBuf,
     defaults: RequestDefaults,
     skip_invalid: bool,
-    /// 64-bit hash of each explicit id seen so far: the only per-row memory of the reader
-    /// (about 9–18 bytes per row, and only for inputs with ids).
-    seen_ids: HashSet<u64, PreHashed>,
-    hasher: RandomState,
+    /// How duplicate ids are found: a bounded in-memory set of 128-bit keys, then (file inputs
+    /// with more ids) the rows a pre-pass found (`duplicates.rs`); memory stays bounded.
+    ids: IdCheck,
+    /// What the pre-pass reads (the same input, the same options).
+    options: (InputOptions, RequestOptions),
+    /// The pre-pass's own reading: only ids matter, no request is built.
+    ids_only: bool,
     /// Rows to skip without building them (done by an earlier run; the resume plan's pass
     /// over the same input already validated them).
     skip: Option<RowSet>,
@@ -150,8 +153,9 @@ impl RowFactory {
             path: opts.path.clone(),
             defaults: RequestDefaults::from_options(request),
             skip_invalid: opts.skip_invalid,
-            seen_ids: HashSet::default(),
-            hasher: RandomState::new(),
+            ids: IdCheck::Memory(HashSet::default()),
+            options: (opts.clone(), request.clone()),
+            ids_only: false,
             skip,
             report_all: false,
         }
@@ -175,7 +179,12 @@ impl RowFactory {
         let mut extracted = extracted;
         let id = match id {
             Some(id) => {
-                if !self.seen_ids.insert(self.hasher.hash_one(&id)) {
+                let options = &self.options;
+                let prepass = || {
+                    (options.0.path.as_os_str() != "-")
+                        .then(|| duplicates::duplicate_rows(&options.0, &options.1))
+                };
+                if self.ids.is_duplicate(row, &id, prepass)? {
                     let message = format!(
                         "duplicate id `{id}` (an earlier row has it too); ids must be unique \
                          (choose another column with --id-column, or fix the input)"
@@ -189,6 +198,18 @@ impl RowFactory {
             }
             None => row.to_string(),
         };
+        if self.ids_only {
+            return Ok(Row {
+                row,
+                line,
+                id,
+                explicit_id,
+                content: RowContent::Invalid {
+                    prompt: String::new(),
+                    message: String::new(),
+                },
+            });
+        }
         let built = extracted
             .map_err(BuildError::Malformed)
             .and_then(|e| match e {
@@ -269,11 +290,43 @@ pub fn open_reporting_all(
     open_with(opts, request, None, true)
 }
 
+/// Like [`open`] without the duplicate-id check: for the resume plan, which finds duplicates by
+/// sorting (`duplicates::key`) and hands them over with `duplicates::remember`.
+pub fn open_unchecked(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
+    open_mode(opts, request, None, false, Reading::Unchecked)
+}
+
+/// The pre-pass of `duplicates.rs`: rows with their ids only (content empty), no duplicate check.
+fn open_ids_only(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
+    open_mode(opts, request, None, false, Reading::IdsOnly)
+}
+
 fn open_with(
     opts: &InputOptions,
     request: &RequestOptions,
     skip: Option<RowSet>,
     report_all: bool,
+) -> Result<RowStream, Error> {
+    open_mode(opts, request, skip, report_all, Reading::Checked)
+}
+
+/// What a reading does with ids.
+#[derive(PartialEq, Eq)]
+enum Reading {
+    /// Rows are built and duplicate ids found.
+    Checked,
+    /// Rows are built, ids not checked (the resume plan checks them by sorting).
+    Unchecked,
+    /// Only ids, not checked (the duplicate-id pre-pass).
+    IdsOnly,
+}
+
+fn open_mode(
+    opts: &InputOptions,
+    request: &RequestOptions,
+    skip: Option<RowSet>,
+    report_all: bool,
+    reading: Reading,
 ) -> Result<RowStream, Error> {
     let prompt = match &opts.template {
         Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
@@ -286,6 +339,10 @@ fn open_with(
     let reader = open_reader(&opts.path)?;
     let mut factory = RowFactory::new(opts, request, skip);
     factory.report_all = report_all;
+    if reading != Reading::Checked {
+        factory.ids = IdCheck::Off;
+    }
+    factory.ids_only = reading == Reading::IdsOnly;
     let rows: RowStream = match resolve_format(opts) {
         InputFormat::Csv => Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?),
         _ => Box::new(jsonl::JsonlRows::new(reader, factory, prompt, ids)),

@@ -11,6 +11,7 @@ pub mod read;
 pub mod record;
 pub mod replace;
 pub mod resume;
+pub mod resume_sorted;
 pub mod writer;
 
 pub use record::{Record, Status, COLUMNS};

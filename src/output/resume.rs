@@ -15,7 +15,9 @@
 //! crash-safely and in place (`replace.rs`: the file keeps its inode, links, mode and owner)
 //! without the records that will be redone and without a torn last record, so the output never
 //! holds two records for one row.
-//! Memory during the plan: about 100 bytes per earlier record and 32 per input row.
+//! Memory during the plan: about 100 bytes per earlier record and 32 per input row. This index
+//! is used only when the input mixes rows with and without ids; otherwise `resume_sorted.rs`
+//! makes the same plan by sorting on disk, in bounded memory.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,16 +36,16 @@ use crate::output::replace::replace_with;
 
 /// The fields of an earlier record that resuming reads (the rest is skipped, not allocated).
 #[derive(Debug, Deserialize)]
-struct Earlier {
-    id: String,
-    row: u64,
-    status: Status,
+pub(crate) struct Earlier {
+    pub id: String,
+    pub row: u64,
+    pub status: Status,
     #[serde(default)]
-    cost_usd: Option<f64>,
+    pub cost_usd: Option<f64>,
     #[serde(default)]
-    fingerprint: String,
+    pub fingerprint: String,
     #[serde(default)]
-    simulated: bool,
+    pub simulated: bool,
 }
 
 /// One earlier record, as far as resuming needs it.
@@ -204,7 +206,7 @@ pub struct ResumeIndex {
     old_header: bool,
 }
 
-fn explicit_key(id: &str) -> u64 {
+pub(crate) fn explicit_key(id: &str) -> u64 {
     let mut bytes = Vec::with_capacity(id.len() + 3);
     bytes.extend_from_slice(b"id\0");
     bytes.extend_from_slice(id.as_bytes());
@@ -431,7 +433,7 @@ impl ResumeIndex {
 }
 
 /// Adds the way out to an unreadable-output error: start over, keeping the file as a backup.
-fn suggest_fresh(error: Error) -> Error {
+pub(crate) fn suggest_fresh(error: Error) -> Error {
     match error {
         Error::Input { location, message } => Error::Input {
             location,

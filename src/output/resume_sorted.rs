@@ -1,0 +1,665 @@
+//! The resume plan in bounded memory, by sorting and merge-joining instead of an in-memory
+//! index (`resume.rs` keeps the index for inputs that mix rows with and without ids).
+//!
+//! The earlier output is scanned once into sorted runs (`crate::spill`) while the input's row
+//! keys are sorted on another thread; the two sorted streams are then merged:
+//! - every input row has an explicit id: rows meet the records with `explicit_key(id)` whose id
+//!   is not their row number (the last such record in the file, as the index did); a row with a
+//!   numeric id and no such record meets the record whose id is its row number `n` (the same
+//!   tie-break as the index). Claims on one record happen in row order, as before.
+//! - no input row has an id: the k-th input row with a fingerprint meets the k-th record (by
+//!   `row`) with that fingerprint whose id is its row number.
+//!
+//! The results: the done rows as a bitset (1 bit per row), the plan's counts, the kept records
+//! as a bitset (1 bit per record) and the relabels `(record index, claiming row)` sorted by
+//! record index (on disk when many) for the rewrite, which streams the output and these side by
+//! side. Memory: the sorters' buffers (a few
+//! MB each) and the bitset, whatever the sizes of input and output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::cli::{InputOptions, RequestOptions};
+use crate::error::Error;
+use crate::fingerprint;
+use crate::input::{Row, RowSet};
+use crate::output::format;
+use crate::output::read::{file_ends_with_newline, Records, Torn};
+use crate::output::record::{Record, Status};
+use crate::output::replace::replace_with;
+use crate::output::resume::{explicit_key, suggest_fresh, Claim, Earlier, Plan};
+use crate::spill::{self, Item, Sorted, Sorter};
+
+/// Items each sorter holds in memory (48 bytes each: 3 MB).
+const SORT_ITEMS: usize = 1 << 16;
+const NONE: u64 = u64::MAX;
+const OK: u64 = 1;
+const SIMULATED: u64 = 2;
+
+fn sorter<T: Item>() -> Sorter<T> {
+    Sorter::new(spill::dir(), spill::memory_items(SORT_ITEMS))
+}
+
+/// A plan made by sorting; `None` from [`plan`] when the input mixes rows with and without ids.
+pub struct SortedResume {
+    path: PathBuf,
+    /// `[record index, claiming row, 1 if the row has no explicit id]`, by record index.
+    /// Claimed record indices, and `[record index, claiming row, 1 if the row has no explicit
+    /// id]` of those whose row changes, by record index.
+    claims: Option<(RowSet, Sorted<[u64; 3]>)>,
+    needs_rewrite: bool,
+    torn: Option<Torn>,
+}
+
+/// What the output scan collected.
+struct Scanned {
+    /// Records whose id is not their row: `[explicit_key(id), index, fingerprint, row, flags, cost]`.
+    by_id: Sorted<[u64; 6]>,
+    /// Records whose id is their row: `[fingerprint, row, index, flags, cost]`.
+    anonymous: Sorted<[u64; 5]>,
+    records: u64,
+    torn: Option<Torn>,
+    old_header: bool,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| {
+        Error::io(
+            format!(
+                "cannot sort the resume index of {} in a temporary file in {}",
+                path.display(),
+                spill::dir().display()
+            ),
+            e,
+        )
+    }
+}
+
+fn scan(path: &Path) -> Result<Scanned, Error> {
+    let io = io_error(path);
+    let mut by_id = sorter::<[u64; 6]>();
+    let mut anonymous = sorter::<[u64; 5]>();
+    let mut records = Records::<Earlier>::open(path)?;
+    let old_header = !records.has_current_header();
+    let mut n = 0u64;
+    let mut row_text = String::new();
+    for item in &mut records {
+        let (_, record) = item.map_err(suggest_fresh)?;
+        let fp = fingerprint::parse(&record.fingerprint).unwrap_or(0);
+        let flags = if record.status == Status::Ok { OK } else { 0 }
+            | if record.simulated { SIMULATED } else { 0 };
+        let cost = record.cost_usd.unwrap_or(0.0).to_bits();
+        row_text.clear();
+        use std::fmt::Write as _;
+        let _ = write!(row_text, "{}", record.row);
+        if record.id == row_text {
+            anonymous
+                .push([fp, record.row, n, flags, cost])
+                .map_err(&io)?;
+        } else {
+            by_id
+                .push([explicit_key(&record.id), n, fp, record.row, flags, cost])
+                .map_err(&io)?;
+        }
+        n += 1;
+    }
+    Ok(Scanned {
+        by_id: by_id.finish().map_err(&io)?,
+        anonymous: anonymous.finish().map_err(&io)?,
+        records: n,
+        torn: records.torn().cloned(),
+        old_header,
+    })
+}
+
+/// The input's keys.
+struct Keys {
+    /// Rows with an explicit id: `[explicit_key(id), row, fingerprint, id as a number or NONE]`.
+    explicit: Sorted<[u64; 4]>,
+    /// Rows without: `[fingerprint, row]`.
+    anonymous: Sorted<[u64; 2]>,
+    mixed: bool,
+    with_ids: bool,
+    /// `[128-bit id key (high, low), row]` of the rows read, for the duplicate-id check.
+    ids: Sorter<[u64; 3]>,
+}
+
+fn keys<I>(path: &Path, rows: I) -> Result<Keys, Error>
+where
+    I: Iterator<Item = Result<Row, Error>>,
+{
+    let io = io_error(path);
+    let mut explicit = sorter::<[u64; 4]>();
+    let mut anonymous = sorter::<[u64; 2]>();
+    let mut ids = sorter::<[u64; 3]>();
+    let (mut with_id, mut without) = (0u64, 0u64);
+    for row in rows {
+        let row = row?;
+        if row.explicit_id {
+            let key = crate::input::duplicates::key(&row.id);
+            ids.push([(key >> 64) as u64, key as u64, row.row])
+                .map_err(&io)?;
+        }
+        let fp = fingerprint::parse(row.fingerprint()).unwrap_or(0);
+        if row.explicit_id {
+            with_id += 1;
+            let number = row.id.parse::<u64>().unwrap_or(NONE);
+            explicit
+                .push([explicit_key(&row.id), row.row, fp, number])
+                .map_err(&io)?;
+        } else {
+            without += 1;
+            anonymous.push([fp, row.row]).map_err(&io)?;
+        }
+        if with_id > 0 && without > 0 {
+            return Ok(Keys {
+                explicit: explicit.finish().map_err(&io)?,
+                anonymous: anonymous.finish().map_err(&io)?,
+                mixed: true,
+                with_ids: true,
+                ids,
+            });
+        }
+    }
+    Ok(Keys {
+        explicit: explicit.finish().map_err(&io)?,
+        anonymous: anonymous.finish().map_err(&io)?,
+        mixed: false,
+        with_ids: with_id > 0,
+        ids,
+    })
+}
+
+/// A sorted stream with one item of look-ahead.
+struct Peek<T: Item> {
+    items: Sorted<T>,
+    next: Option<T>,
+}
+
+impl<T: Item> Peek<T> {
+    fn new(mut items: Sorted<T>) -> Result<Self, std::io::Error> {
+        let next = items.next().transpose()?;
+        Ok(Peek { items, next })
+    }
+
+    fn take(&mut self) -> Result<Option<T>, std::io::Error> {
+        let item = self.next;
+        if item.is_some() {
+            self.next = self.items.next().transpose()?;
+        }
+        Ok(item)
+    }
+}
+
+/// Tallies the claims as they are decided.
+struct Tally {
+    keep_errors: bool,
+    accept_simulated: bool,
+    limit: u64,
+    plan: Plan,
+    done: RowSet,
+    kept: RowSet,
+    relabels: Sorter<[u64; 3]>,
+    claimed: u64,
+    relabelled: u64,
+}
+
+impl Tally {
+    /// Row `row` (fingerprint `fp`) meets an unclaimed record; true when it claims it.
+    fn meet(
+        &mut self,
+        row: u64,
+        fp: u64,
+        anonymous: bool,
+        record: (u64, u64, u64, u64, u64),
+    ) -> Result<bool, std::io::Error> {
+        let (index, record_fp, record_row, flags, cost) = record;
+        let claim = if record_fp != fp {
+            Claim::Changed
+        } else if flags & OK == 0 && !self.keep_errors {
+            Claim::RetryError
+        } else if flags & SIMULATED != 0 && !self.accept_simulated {
+            Claim::Simulated
+        } else {
+            Claim::Done
+        };
+        self.count(row, claim);
+        if claim == Claim::Done {
+            self.kept.insert(index);
+            self.claimed += 1;
+            if record_row != row {
+                self.relabels.push([index, row, u64::from(anonymous)])?;
+                self.relabelled += 1;
+            }
+            self.plan.spent += f64::from_bits(cost);
+            if flags & OK == 0 {
+                self.plan.kept_errors += 1;
+            }
+        }
+        Ok(claim == Claim::Done)
+    }
+
+    fn count(&mut self, row: u64, claim: Claim) {
+        if row > self.limit {
+            return;
+        }
+        self.plan.rows += 1;
+        match claim {
+            Claim::Done => {
+                self.plan.done += 1;
+                self.done.insert(row);
+            }
+            Claim::Changed => self.plan.changed += 1,
+            Claim::RetryError => self.plan.retried_errors += 1,
+            Claim::Simulated => self.plan.simulated += 1,
+            Claim::New => {}
+        }
+    }
+}
+
+/// Makes the plan by sorting; `Ok(None)` when the input mixes rows with and without ids (the
+/// caller then uses the in-memory index).
+///
+/// `unchecked`: the rows come from `input::open_unchecked` of this (whole, unsharded) input, so
+/// duplicate ids are found here, by sorting their 128-bit keys, and handed to later readings
+/// (`duplicates::remember`) — one pass over the input instead of two. When the pass finds a
+/// duplicate or stops at an error, the input is read again with the check on, and its first
+/// error (the same as without this shortcut) is returned.
+pub fn plan<I>(
+    path: &Path,
+    keep_errors: bool,
+    accept_simulated: bool,
+    limit: Option<u64>,
+    rows: I,
+    unchecked: Option<(&InputOptions, &RequestOptions)>,
+) -> Result<Option<(SortedResume, Plan, RowSet)>, Error>
+where
+    I: Iterator<Item = Result<Row, Error>>,
+{
+    let (scanned, keys) = std::thread::scope(|scope| {
+        let scanning = scope.spawn(|| scan(path));
+        let keys = keys(path, rows);
+        let scanned = scanning
+            .join()
+            .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
+        (scanned, keys)
+    });
+    let io = io_error(path);
+    let first_error = |(opts, request): (&InputOptions, &RequestOptions)| -> Error {
+        match crate::input::open(opts, request, None) {
+            Ok(rows) => rows.filter_map(Result::err).next().unwrap_or_else(|| {
+                Error::Config(
+                    "the resume plan's pass over the input failed, a second pass did not".into(),
+                )
+            }),
+            Err(e) => e,
+        }
+    };
+    let keys = match (keys, unchecked) {
+        (Ok(keys), _) => keys,
+        (Err(_), Some(input)) => return Err(first_error(input)),
+        (Err(e), None) => return Err(e),
+    };
+    let scanned = scanned?;
+    if keys.mixed {
+        // The pass stopped early: its ids are not all there; the caller reads with the check on.
+        return Ok(None);
+    }
+    if let Some((opts, request)) = unchecked {
+        let mut duplicates = RowSet::default();
+        let mut any = false;
+        let mut last = None;
+        for item in keys.ids.finish().map_err(&io)? {
+            let [high, low, row] = item.map_err(&io)?;
+            if last == Some((high, low)) {
+                duplicates.insert(row);
+                any = true;
+            }
+            last = Some((high, low));
+        }
+        crate::input::duplicates::remember(opts, duplicates);
+        if any {
+            return Err(first_error((opts, request)));
+        }
+    }
+    let mut tally = Tally {
+        keep_errors,
+        accept_simulated,
+        limit: limit.unwrap_or(u64::MAX),
+        plan: Plan::default(),
+        done: RowSet::default(),
+        kept: RowSet::default(),
+        relabels: sorter(),
+        claimed: 0,
+        relabelled: 0,
+    };
+    if keys.with_ids {
+        join_explicit(&mut tally, scanned.by_id, scanned.anonymous, keys.explicit)
+    } else {
+        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous)
+    }
+    .map_err(&io)?;
+    let unterminated = !file_ends_with_newline(path);
+    let needs_rewrite = scanned.torn.is_some()
+        || unterminated
+        || scanned.old_header
+        || tally.claimed < scanned.records
+        || tally.relabelled > 0;
+    let claims = if needs_rewrite {
+        Some((tally.kept, tally.relabels.finish().map_err(&io)?))
+    } else {
+        None
+    };
+    Ok(Some((
+        SortedResume {
+            path: path.to_path_buf(),
+            claims,
+            needs_rewrite,
+            torn: scanned.torn,
+        },
+        tally.plan,
+        tally.done,
+    )))
+}
+
+/// Rows with explicit ids against the records: by id, then (numeric ids without such a record)
+/// by the row number of records whose id is their row.
+fn join_explicit(
+    tally: &mut Tally,
+    by_id: Sorted<[u64; 6]>,
+    anonymous: Sorted<[u64; 5]>,
+    rows: Sorted<[u64; 4]>,
+) -> Result<(), std::io::Error> {
+    let mut records = Peek::new(by_id)?;
+    // Rows to look up by number: `[number, row, fingerprint]`.
+    let mut by_number = sorter::<[u64; 3]>();
+    let mut current: Option<([u64; 6], bool)> = None; // the record of the current key, claimed
+    for row in rows {
+        let [key, row, fp, number] = row?;
+        if current.is_none_or(|(r, _)| r[0] != key) {
+            current = None;
+            // The last record with this key (the index kept the last one in file order).
+            while let Some(r) = records.next {
+                if r[0] > key {
+                    break;
+                }
+                records.take()?;
+                if r[0] == key && records.next.is_none_or(|next| next[0] != key) {
+                    current = Some((r, false));
+                }
+            }
+        }
+        match &mut current {
+            Some((_, true)) => tally.count(row, Claim::New),
+            Some((r, claimed)) => {
+                *claimed = tally.meet(row, fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
+            }
+            None if number != NONE => by_number.push([number, row, fp])?,
+            None => tally.count(row, Claim::New),
+        }
+    }
+    let mut lookups = Peek::new(by_number.finish()?)?;
+    if lookups.next.is_none() {
+        return Ok(());
+    }
+    // Records whose id is their row, by row: `[row, fingerprint, index, flags, cost]`; of
+    // several with one row, the last (largest fingerprint, then index) is the one the in-memory
+    // index found.
+    let mut by_row = sorter::<[u64; 5]>();
+    for r in anonymous {
+        let [fp, row, index, flags, cost] = r?;
+        by_row.push([row, fp, index, flags, cost])?;
+    }
+    let mut records = Peek::new(by_row.finish()?)?;
+    let mut current: Option<([u64; 5], bool)> = None;
+    while let Some([number, row, fp]) = lookups.take()? {
+        if current.is_none_or(|(r, _)| r[0] != number) {
+            current = None;
+            while let Some(r) = records.next {
+                if r[0] > number {
+                    break;
+                }
+                records.take()?;
+                if r[0] == number && records.next.is_none_or(|next| next[0] != number) {
+                    current = Some((r, false));
+                }
+            }
+        }
+        match &mut current {
+            Some((_, true)) | None => tally.count(row, Claim::New),
+            Some((r, claimed)) => {
+                *claimed = tally.meet(row, fp, false, (r[2], r[1], r[0], r[3], r[4]))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows without ids against the records whose id is their row: the k-th row with a
+/// fingerprint meets the k-th such record (by row) with it.
+fn join_anonymous(
+    tally: &mut Tally,
+    records: Sorted<[u64; 5]>,
+    rows: Sorted<[u64; 2]>,
+) -> Result<(), std::io::Error> {
+    let mut records = Peek::new(records)?;
+    for row in rows {
+        let [fp, row] = row?;
+        while records.next.is_some_and(|r| r[0] < fp) {
+            records.take()?;
+        }
+        match records.next {
+            Some(r) if r[0] == fp => {
+                records.take()?;
+                let [fp, record_row, index, flags, cost] = r;
+                tally.meet(row, fp, true, (index, fp, record_row, flags, cost))?;
+            }
+            _ => tally.count(row, Claim::New),
+        }
+    }
+    Ok(())
+}
+
+impl SortedResume {
+    /// The torn last record that the rewrite drops, if there was one.
+    pub fn torn(&self) -> Option<&Torn> {
+        self.torn.as_ref()
+    }
+
+    /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled),
+    /// when anything must change.
+    pub fn rewrite_if_needed(self) -> Result<(), Error> {
+        if !self.needs_rewrite {
+            return Ok(());
+        }
+        let path = &self.path;
+        let sort_io = io_error(path);
+        let (kept, relabels) = self.claims.expect("kept for the rewrite");
+        let mut relabels = Peek::new(relabels).map_err(&sort_io)?;
+        replace_with(path, |out| {
+            let io = |e| {
+                Error::io(
+                    format!("cannot rewrite {} while resuming", path.display()),
+                    e,
+                )
+            };
+            let mut encoder = format::for_path(path);
+            let mut buf = encoder.header();
+            for (index, item) in Records::<Record>::open(path)?.enumerate() {
+                let (_, mut record) = item?;
+                let index = index as u64;
+                if !kept.contains(index) {
+                    continue;
+                }
+                if let Some([i, row, anonymous]) = relabels.next {
+                    if i == index {
+                        relabels.take().map_err(&sort_io)?;
+                        record.row = row;
+                        if anonymous == 1 {
+                            record.id = row.to_string();
+                        }
+                    }
+                }
+                encoder.encode(&record, &mut buf);
+                if buf.len() >= 1 << 20 {
+                    out.write_all(&buf).map_err(io)?;
+                    buf.clear();
+                }
+            }
+            out.write_all(&buf).map_err(io)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The sorted plan against the in-memory index (`resume.rs`) on random outputs and inputs.
+    use super::*;
+    use crate::api::request::ChatRequest;
+    use crate::input::RowContent;
+    use crate::output::resume::ResumeIndex;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn row(row: u64, id: Option<String>, fp: u64) -> Row {
+        Row {
+            row,
+            line: row,
+            explicit_id: id.is_some(),
+            id: id.unwrap_or_else(|| row.to_string()),
+            content: RowContent::Request(ChatRequest {
+                body: bytes::Bytes::new(),
+                model: "m".into(),
+                prompt: String::new(),
+                estimated_prompt_tokens: 0,
+                max_tokens: None,
+                fingerprint: format!("{fp:016x}"),
+            }),
+        }
+    }
+
+    fn id_pool(rng: &mut Rng) -> String {
+        match rng.next(4) {
+            0 => format!("{}", rng.next(30)),
+            1 => format!("0{}", rng.next(30)),
+            _ => format!("k{}", rng.next(40)),
+        }
+    }
+
+    #[test]
+    fn same_plan_and_rewrite_as_the_in_memory_index() {
+        let dir = std::env::temp_dir().join(format!("pb-resume-sorted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::spill::TEST_ITEMS.with(|n| n.set(Some(3)));
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let explicit = rng.next(2) == 0;
+            let n_rows = 1 + rng.next(40);
+            let mut used = std::collections::HashSet::new();
+            let mut rows = Vec::new();
+            for r in 1..=n_rows {
+                let id = if explicit {
+                    let mut id = id_pool(&mut rng);
+                    while !used.insert(id.clone()) {
+                        id = format!("{id}x");
+                    }
+                    Some(id)
+                } else {
+                    None
+                };
+                rows.push((r, id, 1 + rng.next(3)));
+            }
+            let mut text = String::new();
+            for _ in 0..rng.next(50) {
+                let record_row = 1 + rng.next(n_rows + 5);
+                let id = match rng.next(3) {
+                    0 => record_row.to_string(),
+                    1 => id_pool(&mut rng),
+                    _ => rows[rng.next(n_rows) as usize]
+                        .1
+                        .clone()
+                        .unwrap_or_else(|| record_row.to_string()),
+                };
+                let record = Record {
+                    id,
+                    row: record_row,
+                    prompt: "p".into(),
+                    completion: Some("c".into()),
+                    finish_reason: None,
+                    model: "m".into(),
+                    prompt_tokens: 1,
+                    cached_tokens: 0,
+                    completion_tokens: 1,
+                    reasoning_tokens: 0,
+                    total_tokens: 2,
+                    latency_ms: 1,
+                    attempts: 1,
+                    status: if rng.next(5) == 0 {
+                        Status::Error
+                    } else {
+                        Status::Ok
+                    },
+                    error: None,
+                    response_id: None,
+                    cost_usd: Some(rng.next(100) as f64 / 8.0),
+                    fingerprint: format!("{:016x}", 1 + rng.next(3)),
+                    simulated: rng.next(6) == 0,
+                };
+                text.push_str(&serde_json::to_string(&record).unwrap());
+                text.push('\n');
+            }
+            let keep_errors = rng.next(2) == 0;
+            let accept_simulated = rng.next(2) == 0;
+            let limit = (rng.next(3) == 0).then(|| 1 + rng.next(n_rows));
+            let make_rows = || {
+                rows.iter()
+                    .map(|(r, id, fp)| Ok(row(*r, id.clone(), *fp)))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            };
+            let a = dir.join(format!("a{seed}.jsonl"));
+            let b = dir.join(format!("b{seed}.jsonl"));
+            std::fs::write(&a, &text).unwrap();
+            std::fs::write(&b, &text).unwrap();
+            let (index, want, want_done) =
+                ResumeIndex::plan(&a, keep_errors, accept_simulated, limit, make_rows()).unwrap();
+            index.rewrite_if_needed().unwrap();
+            let (sorted, got, got_done) =
+                plan(&b, keep_errors, accept_simulated, limit, make_rows(), None)
+                    .unwrap()
+                    .expect("not mixed");
+            sorted.rewrite_if_needed().unwrap();
+            let what = format!("seed {seed}: {want:?} vs {got:?}");
+            assert_eq!(want.rows, got.rows, "{what}");
+            assert_eq!(want.done, got.done, "{what}");
+            assert_eq!(want.changed, got.changed, "{what}");
+            assert_eq!(want.retried_errors, got.retried_errors, "{what}");
+            assert_eq!(want.kept_errors, got.kept_errors, "{what}");
+            assert_eq!(want.simulated, got.simulated, "{what}");
+            assert!((want.spent - got.spent).abs() < 1e-9, "{what}");
+            for r in 0..n_rows + 3 {
+                assert_eq!(
+                    want_done.contains(r),
+                    got_done.contains(r),
+                    "{what} row {r}"
+                );
+            }
+            assert_eq!(
+                std::fs::read_to_string(&a).unwrap(),
+                std::fs::read_to_string(&b).unwrap(),
+                "{what}\n{text}"
+            );
+            std::fs::remove_file(&a).unwrap();
+            std::fs::remove_file(&b).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
