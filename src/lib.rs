@@ -27,6 +27,7 @@ pub mod human;
 pub mod input;
 pub mod limit;
 pub mod output;
+pub mod pacing;
 pub mod progress;
 pub mod redact;
 pub mod repeats;

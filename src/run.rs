@@ -77,7 +77,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     );
     let ctx = Arc::new(WorkerContext {
         client,
-        limits: Limits::new(opts.rpm, opts.tpm, opts.concurrency),
+        limits: Limits::new(opts.rpm, opts.tpm).with_progress(counters.clone()),
         counters: counters.clone(),
         shutdown: shutdown.clone(),
         retry: RetryPolicy {
@@ -173,6 +173,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     summary.simulated = opts.dry_run;
     summary.unrecorded = unrecorded;
     summary.warnings_suppressed = ctx.warnings.suppressed();
+    (summary.rate_limited, summary.paused) = ctx.limits.pacer().totals();
     Ok(summary)
 }
 

@@ -18,6 +18,13 @@
 //! `#sim:sleep=DURATION` adds latency. `--error-style` shapes error answers like OpenAI,
 //! EvoLink or the LiteLLM proxy. `GET /_sim/stats` returns counters and the
 //! arrival time and status of the first 100,000 requests.
+//!
+//! A real server-side rate limit: `--limit-rpm` admits at most RPM × window / 60 requests in any
+//! sliding `--limit-window` (a schedule such as `1200,600@30s,1200@60s` changes the limit over
+//! time, counted from the first request); a request over it is answered 429 at once (no latency)
+//! with the exact wait until it would pass. `--rate-headers` adds OpenAI's
+//! `x-ratelimit-limit-requests` (per minute), `-remaining-requests` and `-reset-requests` (when
+//! one more request would pass) to every answer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -125,6 +132,111 @@ pub struct SimOptions {
     /// `llm_provider-` prefixed headers).
     #[arg(long, value_enum, default_value_t = ErrorStyle::Openai)]
     pub error_style: ErrorStyle,
+
+    /// A server-side limit on requests per minute, enforced over a sliding `--limit-window`:
+    /// `1200`, or a schedule `1200,600@30s,1200@60s` (each step from that time after the first
+    /// request). Requests over it are answered 429 at once, advising the exact wait.
+    #[arg(long, value_name = "RPM[@START],...", value_parser = LimitSchedule::parse)]
+    pub limit_rpm: Option<LimitSchedule>,
+
+    /// The sliding window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
+    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
+    pub limit_window: Duration,
+
+    /// Send `x-ratelimit-limit-requests`, `-remaining-requests` and `-reset-requests` (as OpenAI
+    /// does) with every answer, for the `--limit-rpm` limit.
+    #[arg(long)]
+    pub rate_headers: bool,
+}
+
+/// A requests-per-minute limit that may change over time: `(start after the first request, rpm)`,
+/// sorted by start, the first starting at 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSchedule(pub Vec<(Duration, u32)>);
+
+impl LimitSchedule {
+    /// Parses `1200` or `1200,600@30s,1200@60s`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut steps = Vec::new();
+        for part in text.split(',') {
+            let (rpm, start) = match part.split_once('@') {
+                Some((rpm, at)) => (rpm, crate::cli::parse_duration(at)?),
+                None => (part, Duration::ZERO),
+            };
+            let rpm: u32 = rpm
+                .trim()
+                .parse()
+                .ok()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| format!("`{part}`: expected RPM[@START], e.g. 600@30s"))?;
+            steps.push((start, rpm));
+        }
+        steps.sort_by_key(|(start, _)| *start);
+        if steps.first().is_none_or(|(start, _)| !start.is_zero()) {
+            return Err(format!("`{text}`: the first limit must start at 0"));
+        }
+        Ok(LimitSchedule(steps))
+    }
+
+    /// The limit in force `since` after the first request.
+    pub fn at(&self, since: Duration) -> u32 {
+        self.0
+            .iter()
+            .take_while(|(start, _)| *start <= since)
+            .last()
+            .map_or(self.0[0].1, |(_, rpm)| *rpm)
+    }
+}
+
+/// The state of the `--limit-rpm` sliding window.
+#[derive(Debug, Default)]
+struct SlidingWindow {
+    /// When the first request arrived (the schedule's origin).
+    first: Option<Instant>,
+    /// Arrival times of the requests admitted in the current window, oldest first.
+    admitted: std::collections::VecDeque<Instant>,
+}
+
+/// What the sliding window decided for one request.
+struct WindowVerdict {
+    admitted: bool,
+    rpm: u32,
+    /// Requests that would still pass now (after this one, when admitted).
+    remaining: u64,
+    /// When one more request would pass.
+    reset: Duration,
+}
+
+impl SlidingWindow {
+    fn check(&mut self, schedule: &LimitSchedule, window: Duration, now: Instant) -> WindowVerdict {
+        let first = *self.first.get_or_insert(now);
+        let rpm = schedule.at(now - first);
+        let capacity = ((u64::from(rpm) * window.as_millis() as u64) / 60_000).max(1);
+        while self.admitted.front().is_some_and(|t| *t + window <= now) {
+            self.admitted.pop_front();
+        }
+        let admitted = (self.admitted.len() as u64) < capacity;
+        if admitted {
+            self.admitted.push_back(now);
+        }
+        let used = self.admitted.len() as u64;
+        let remaining = capacity.saturating_sub(used);
+        // One more passes once `used - capacity + 1` of the admitted have left the window.
+        let reset = if remaining > 0 {
+            Duration::ZERO
+        } else {
+            let leaving = (used + 1 - capacity) as usize;
+            self.admitted.get(leaving - 1).map_or(Duration::ZERO, |t| {
+                (*t + window).saturating_duration_since(now)
+            })
+        };
+        WindowVerdict {
+            admitted,
+            rpm,
+            remaining,
+            reset,
+        }
+    }
 }
 
 /// How the simulator shapes its error answers (see `--error-style`).
@@ -161,6 +273,7 @@ struct Sim {
     completions: AtomicU64,
     arrivals: Mutex<Vec<(u64, u16)>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
+    window: Mutex<SlidingWindow>,
 }
 
 /// A running in-process simulator.
@@ -226,6 +339,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         completions: AtomicU64::new(0),
         arrivals: Mutex::new(Vec::new()),
         fail_counts: Mutex::new(HashMap::new()),
+        window: Mutex::new(SlidingWindow::default()),
     });
     loop {
         let stream = tokio::select! {
@@ -407,6 +521,44 @@ impl Sim {
         let prompt = last_user_text(messages);
         let directives = Directives::parse(&prompt);
 
+        let verdict = self.options.limit_rpm.as_ref().map(|schedule| {
+            let mut window = self.window.lock().expect("window lock");
+            window.check(schedule, self.options.limit_window, Instant::now())
+        });
+        let mut response = self
+            .answer_within_limit(
+                &request,
+                messages,
+                &prompt,
+                &body,
+                &directives,
+                verdict.as_ref(),
+            )
+            .await?;
+        if let (Some(v), true) = (&verdict, self.options.rate_headers) {
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-limit-requests", v.rpm.into());
+            headers.insert("x-ratelimit-remaining-requests", v.remaining.into());
+            let reset = format!("{:.3}s", v.reset.as_secs_f64());
+            headers.insert("x-ratelimit-reset-requests", reset.parse().expect("ascii"));
+        }
+        Ok(response)
+    }
+
+    /// The answer once the request is parsed: a 429 when over `--limit-rpm`, else the faults and
+    /// the completion.
+    async fn answer_within_limit(
+        &self,
+        request: &Value,
+        messages: &[Value],
+        prompt: &str,
+        body: &[u8],
+        directives: &Directives,
+        verdict: Option<&WindowVerdict>,
+    ) -> Result<SimResponse, Dropped> {
+        if let Some(v) = verdict.filter(|v| !v.admitted) {
+            return Ok(self.rate_limited_for(v.reset.max(Duration::from_millis(1))));
+        }
         let delay = self.options.latency.sample() + directives.sleep;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -430,7 +582,7 @@ impl Sim {
             });
         }
         if directives.fail > 0 {
-            let key = fnv1a(&body);
+            let key = fnv1a(body);
             let mut counts = self.fail_counts.lock().map_err(|_| Dropped)?;
             let seen = counts.entry(key).or_insert(0);
             if *seen < directives.fail {
@@ -450,7 +602,7 @@ impl Sim {
             return Ok(fault);
         }
 
-        let answer = completion_body(&request, messages, &prompt, &body);
+        let answer = completion_body(request, messages, prompt, body);
         if roll(self.options.rate_malformed) {
             let text = answer.to_string();
             let cut = text.len() / 2;
@@ -463,6 +615,11 @@ impl Sim {
 
     /// A 429 advising `--retry-after` (as `retry-after-ms`, and rounded up as `Retry-After`).
     fn rate_limited(&self) -> SimResponse {
+        self.rate_limited_for(self.options.retry_after)
+    }
+
+    /// A 429 advising `wait`.
+    fn rate_limited_for(&self, wait: Duration) -> SimResponse {
         let mut response = self.error(
             429,
             "Rate limit reached for requests (simulated)",
@@ -470,7 +627,6 @@ impl Sim {
             "rate_limit_exceeded",
         );
         let headers = response.headers_mut();
-        let wait = self.options.retry_after;
         let ms = wait.as_millis().to_string();
         let secs = wait.as_secs_f64().ceil().to_string();
         match self.options.error_style {

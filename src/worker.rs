@@ -16,6 +16,7 @@ use crate::cost::PriceTable;
 use crate::limit::Limits;
 use crate::output::record::RowInfo;
 use crate::output::Record;
+use crate::pacing::Answer;
 use crate::progress::Counters;
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
@@ -122,14 +123,24 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
         attempts += 1;
         ctx.counters.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
+        let sent_at = tokio::time::Instant::now();
         let outcome = tokio::select! {
             biased;
             _ = abort.cancelled() => None,
-            outcome = ctx.client.send(request.body.clone()) => Some(outcome),
+            outcome = ctx.client.send_reporting_limits(request.body.clone()) => Some(outcome),
         };
         ctx.counters.in_flight.fetch_sub(1, Relaxed);
-        let outcome = outcome?;
+        let (outcome, headers) = outcome?;
         let latency_ms = started.elapsed().as_millis() as u64;
+        let answer = match &outcome {
+            Ok(_) => Answer::Ok,
+            Err(f) if f.is_rate_limit() => Answer::RateLimited(f.retry_after),
+            Err(_) => Answer::Other,
+        };
+        let headers = headers.or_else(|| outcome.as_ref().err().and_then(|f| f.rate_limit));
+        ctx.limits
+            .pacer()
+            .on_answer(sent_at, answer, headers.as_ref());
         let failure = match outcome {
             Ok(completion) => {
                 let released = ctx.breaker.success(&request.model);
@@ -170,12 +181,9 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                 return Some(Outcome::record(record));
             }
             FailureKind::Transient => {
+                // This row waits at least the server's advice; the others go on, paced
+                // (`pacing.rs` decides whether the whole pool must pause).
                 let advised = failure.retry_after.unwrap_or(Duration::ZERO);
-                if failure.is_rate_limit() {
-                    let pause = advised.max(ctx.retry.backoff(attempts));
-                    ctx.limits.cool_down(pause);
-                    ctx.counters.paused_for(pause);
-                }
                 let wait = ctx.retry.backoff(attempts).max(advised);
                 ctx.counters.retries.fetch_add(1, Relaxed);
                 debug!(
