@@ -34,7 +34,7 @@ use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 use crate::sim;
-use crate::worker::{self, RetryPolicy, WorkerContext};
+use crate::worker::{self, RetryPolicy, Slots, WorkerContext};
 
 /// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path,
 /// a locked output) are returned as `Err`; everything after that ends in a [`Summary`] whose
@@ -75,7 +75,9 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         counters.clone(),
         progress::Display::choose(opts.quiet, opts.log_every),
     );
+    let permits = Arc::new(Semaphore::new(concurrency));
     let ctx = Arc::new(WorkerContext {
+        slots: Slots::new(permits.clone(), opts.concurrency),
         client,
         limits: Limits::new(opts.rpm, opts.tpm).with_progress(counters.clone()),
         counters: counters.clone(),
@@ -99,7 +101,6 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         CHUNK_ROWS
     };
     let row_queue = spawn_reader(rows, chunk_rows);
-    let permits = Arc::new(Semaphore::new(concurrency));
     let mut workers = Workers::default();
     let dispatched = dispatch(
         row_queue,

@@ -40,8 +40,56 @@ impl RetryPolicy {
     }
 }
 
+/// The run's concurrency slots, as seen by a row waiting out a 429: while it waits for the
+/// server's advised time it is not in flight, so it lends its slot to another row (at most
+/// `--concurrency` slots are lent at once, so at most twice that many rows are open), and takes
+/// one back before its next attempt. Requests in flight never exceed `--concurrency`; a 429'd
+/// attempt is not billed, so the rows paid for without a record stay within it too.
+pub struct Slots {
+    slots: Arc<tokio::sync::Semaphore>,
+    lendable: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    /// `slots` is the dispatcher's semaphore of `concurrency` permits.
+    pub fn new(slots: Arc<tokio::sync::Semaphore>, concurrency: u32) -> Self {
+        Slots {
+            slots,
+            lendable: Arc::new(tokio::sync::Semaphore::new(concurrency as usize)),
+        }
+    }
+
+    /// Waits `wait` (ended early by `stop`: `false`), with the row's slot lent out meanwhile
+    /// when one may be lent, and taken back before returning.
+    async fn wait_lending(
+        &self,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let lent = self.lendable.try_acquire().ok();
+        if lent.is_some() {
+            self.slots.add_permits(1);
+        }
+        let waited = tokio::select! {
+            biased;
+            _ = stop => false,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        // Taken back even when stopping, so the run's count of free slots stays right (the
+        // rows holding them finish or are aborted).
+        if lent.is_some() {
+            if let Ok(back) = self.slots.acquire().await {
+                back.forget();
+            }
+        }
+        waited
+    }
+}
+
 /// Everything the workers share.
 pub struct WorkerContext {
+    /// Concurrency slots a row waiting out a 429 lends.
+    pub slots: Slots,
     pub client: ApiClient,
     pub limits: Limits,
     pub counters: Arc<Counters>,
@@ -194,6 +242,18 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                     wait,
                     failure.message
                 );
+                if failure.is_rate_limit() {
+                    let stop = async {
+                        tokio::select! {
+                            _ = abort.cancelled() => {}
+                            _ = ctx.shutdown.stop_dispatch.cancelled() => {}
+                        }
+                    };
+                    if !ctx.slots.wait_lending(wait, stop).await {
+                        return None;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     biased;
                     _ = abort.cancelled() => return None,
