@@ -17,7 +17,8 @@
 //! requests with that exact body answer 503 (or STATUS; 429 comes with the retry advice);
 //! `#sim:sleep=DURATION` adds latency. `--error-style` shapes error answers like OpenAI,
 //! EvoLink or the LiteLLM proxy. `GET /_sim/stats` returns counters and the
-//! arrival time and status of the first 100,000 requests.
+//! arrival time and status of the first 100,000 requests (and, apart, each one's advised wait
+//! and prompt).
 //!
 //! A real server-side rate limit: `--limit-rpm` admits at most RPM × window / 60 requests in any
 //! sliding `--limit-window` (a schedule such as `1200,600@30s,1200@60s` changes the limit over
@@ -265,13 +266,23 @@ fn evolink_type(status: u16) -> (&'static str, Option<&'static str>) {
     }
 }
 
+/// One request as `/_sim/stats` reports it: `arrivals` holds `[at_ms, status]`, `details` (same
+/// order) `[advised_ms, prompt]` (the 429's `retry-after-ms`, else 0; the first 64 characters of
+/// the last user message).
+struct Arrival {
+    at_ms: u64,
+    status: u16,
+    advised_ms: u64,
+    prompt: String,
+}
+
 /// Shared simulator state.
 struct Sim {
     options: SimOptions,
     started: Instant,
     requests: AtomicU64,
     completions: AtomicU64,
-    arrivals: Mutex<Vec<(u64, u16)>>,
+    arrivals: Mutex<Vec<Arrival>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
     window: Mutex<SlidingWindow>,
 }
@@ -433,14 +444,27 @@ impl Sim {
         }
         let arrived = self.started.elapsed().as_millis() as u64;
         self.requests.fetch_add(1, Relaxed);
-        let response = self.answer(req).await;
+        let mut prompt = String::new();
+        let response = self.answer(req, &mut prompt).await;
         let status = match &response {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         };
+        let advised_ms = response
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get("retry-after-ms"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         if let Ok(mut arrivals) = self.arrivals.lock() {
             if arrivals.len() < MAX_ARRIVALS {
-                arrivals.push((arrived, status));
+                arrivals.push(Arrival {
+                    at_ms: arrived,
+                    status,
+                    advised_ms,
+                    prompt: prompt.chars().take(64).collect(),
+                });
             }
         }
         if status == 200 {
@@ -449,7 +473,12 @@ impl Sim {
         response
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
+    /// The answer to one request; `seen` gets the text of its last user message.
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        seen: &mut String,
+    ) -> Result<SimResponse, Dropped> {
         if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
             return Ok(self.error(
                 404,
@@ -519,6 +548,7 @@ impl Sim {
             ));
         }
         let prompt = last_user_text(messages);
+        seen.clone_from(&prompt);
         let directives = Directives::parse(&prompt);
 
         let verdict = self.options.limit_rpm.as_ref().map(|schedule| {
@@ -673,15 +703,20 @@ impl Sim {
     }
 
     fn stats(&self) -> Value {
-        let arrivals = self
+        let (arrivals, details): (Vec<Value>, Vec<Value>) = self
             .arrivals
             .lock()
-            .map(|a| a.iter().map(|(t, s)| json!([t, s])).collect::<Vec<_>>())
+            .map(|a| {
+                a.iter()
+                    .map(|a| (json!([a.at_ms, a.status]), json!([a.advised_ms, a.prompt])))
+                    .unzip()
+            })
             .unwrap_or_default();
         json!({
             "requests": self.requests.load(Relaxed),
             "completions": self.completions.load(Relaxed),
             "arrivals": arrivals,
+            "details": details,
         })
     }
 }
@@ -825,6 +860,36 @@ mod tests {
             let d = r.sample();
             assert!(d >= r.min && d <= r.max);
         }
+    }
+
+    #[test]
+    fn limit_schedules_and_the_sliding_window() {
+        let s = LimitSchedule::parse("1200,600@30s,1200@60s").unwrap();
+        assert_eq!(s.at(Duration::ZERO), 1200);
+        assert_eq!(s.at(Duration::from_secs(45)), 600);
+        assert_eq!(s.at(Duration::from_secs(61)), 1200);
+        assert!(LimitSchedule::parse("600@5s").is_err());
+        assert!(LimitSchedule::parse("fast").is_err());
+
+        // 60 RPM over 3 s: 3 per window.
+        let s = LimitSchedule::parse("60").unwrap();
+        let window = Duration::from_secs(3);
+        let mut w = SlidingWindow::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (ms, remaining) in [(0, 2), (100, 1), (200, 0)] {
+            let v = w.check(&s, window, at(ms));
+            assert!(v.admitted);
+            assert_eq!(v.remaining, remaining);
+        }
+        let v = w.check(&s, window, at(1000));
+        assert!(!v.admitted);
+        assert_eq!(
+            v.reset,
+            Duration::from_millis(2000),
+            "when the first leaves"
+        );
+        assert!(w.check(&s, window, at(3000)).admitted);
     }
 
     #[test]
