@@ -9,14 +9,15 @@
 //!   included), never below a quarter of the send rate. Answers to requests sent before a
 //!   decrease never cause another one.
 //! - **Increase** while answers succeed and the pace is what holds the sends back: 1 % of the
-//!   pace set at the last decrease per second, the slope doubling every 2.5 s without a
-//!   decrease (slow probing near a limit just found, fast recovery when it went away). The pace
+//!   pace set at the last decrease per second, the slope doubling every 5 s without a
+//!   decrease (slow probing near a limit just found, faster when it went away). The pace
 //!   never rises above `--rpm` or the server's announced limit; it is dropped once it reaches
 //!   them.
 //! - **Pool pause** only when the server says the window is exhausted: a burst (the requests
 //!   sent after a 429 mostly get 429s too: 3 of them before 3 successes), or an answer with
 //!   `x-ratelimit-remaining-requests: 0` / `-tokens: 0` and a reset time. The pool then waits
-//!   until that advice, and restarts paced.
+//!   until that advice, and restarts paced: at most what the server took over the last
+//!   10 s (ok or still in flight), spread until the advised time.
 //! - **Proactive**: `x-ratelimit-limit-requests` / `-tokens` (per minute, as OpenAI sends them)
 //!   pace requests at 97 % of the announced limit (tokens: by each request's estimate).
 //!
@@ -52,7 +53,7 @@ const BURST_CLEARED_BY: u32 = 3;
 /// First increase after a decrease, per second, as a share of the pace it set …
 const PROBE_START: f64 = 0.01;
 /// … doubling every this long.
-const PROBE_DOUBLING: f64 = 2.5;
+const PROBE_DOUBLING: f64 = 5.0;
 /// Share of a server-announced limit the proactive pace uses.
 const HEADER_MARGIN: f64 = 0.97;
 /// The slowest pace: one request a minute.
@@ -118,6 +119,11 @@ struct State {
     sample: VecDeque<(Instant, bool)>,
     /// Successes since the last decrease (or the first send).
     ok_since: u64,
+    /// Arrival times of the successes of the last [`SAMPLE_SPAN`].
+    oks: VecDeque<Instant>,
+    /// Sends and answers (of any kind) so far: the difference is in flight.
+    sent_total: u64,
+    answered_total: u64,
     /// Burst watch started by a 429: answers to requests sent after it.
     burst: Option<Burst>,
     /// 429s received.
@@ -155,6 +161,9 @@ impl Pacer {
                 first_send: None,
                 sample: VecDeque::new(),
                 ok_since: 0,
+                oks: VecDeque::new(),
+                sent_total: 0,
+                answered_total: 0,
                 burst: None,
                 rate_limited: 0,
                 paused: Duration::ZERO,
@@ -212,9 +221,17 @@ impl Pacer {
     }
 
     /// Takes one answer into account. `sent_at`: when its request passed [`Self::acquire`].
-    pub fn on_answer(&self, sent_at: Instant, answer: Answer, headers: Option<&RateLimitHeaders>) {
+    /// Returns whether a 429'd row may lend its concurrency slot while it waits: not when its
+    /// 429 is part of a burst or the pool is paused (more rows would only meet the same limit).
+    pub fn on_answer(
+        &self,
+        sent_at: Instant,
+        answer: Answer,
+        headers: Option<&RateLimitHeaders>,
+    ) -> bool {
         let now = Instant::now();
         let mut s = self.lock();
+        s.answered_total += 1;
         if let Some(h) = headers {
             s.apply_headers(h, now);
         }
@@ -224,20 +241,26 @@ impl Pacer {
             Answer::Other => {
                 drop(s);
                 self.publish();
-                return;
+                return false;
             }
         };
         if limited {
             s.rate_limited += 1;
         } else {
             s.ok_since += 1;
+            s.oks.push_back(now);
+            while s.oks.front().is_some_and(|t| *t + SAMPLE_SPAN < now) {
+                s.oks.pop_front();
+            }
         }
+        let mut in_burst = false;
 
         // A burst: the requests sent after a 429 arrived are mostly answered 429 too.
         let mut exhausted = None;
         if let Some(b) = s.burst.as_mut() {
             if sent_at > b.since {
                 if limited {
+                    in_burst = true;
                     b.limited += 1;
                 } else {
                     b.ok += 1;
@@ -262,14 +285,24 @@ impl Pacer {
                 Answer::RateLimited(advice) => advice,
                 _ => None,
             };
-            let until = now + advice.unwrap_or(DEFAULT_PAUSE);
-            s.pause_until(now, until);
-            // Once per window: not again when the 429s that started this burst already did.
+            let pause = advice.unwrap_or(DEFAULT_PAUSE);
+            s.pause_until(now, now + pause);
+            // Once per window: not again when the 429s that started this burst already did …
             let why = "window exhausted: a burst of 429s";
             if s.last_decrease.is_none_or(|d| d <= anchor) {
                 s.decrease(now, why);
-            } else {
-                s.note.why = format!("paused: {why}");
+            }
+            s.note.why = format!("paused, slowed: {why}");
+            // … but never above what the server let through: the requests it took over the
+            // last seconds (answered ok or still in flight) spread up to the window's reopening.
+            let first = s.first_send.unwrap_or(now);
+            let span = now.saturating_duration_since(first).min(SAMPLE_SPAN) + pause;
+            let taken = s.oks.len() as f64 + s.sent_total.saturating_sub(s.answered_total) as f64;
+            let through = taken / span.as_secs_f64().max(0.1);
+            if s.pace().is_none_or(|p| through < p) {
+                s.adaptive = Some(through.max(MIN_PACE));
+                s.base = through.max(MIN_PACE);
+                s.note.per_minute = s.pace().map(|p| p * 60.0);
             }
         } else if s.last_decrease.is_none_or(|d| sent_at >= d) {
             s.sample.push_back((now, limited));
@@ -291,8 +324,10 @@ impl Pacer {
                 s.grow(now);
             }
         }
+        let lend = limited && !in_burst && s.paused_until.is_none_or(|p| p <= now);
         drop(s);
         self.publish();
+        lend
     }
 
     /// The current note, for tests and the display.
@@ -372,6 +407,7 @@ impl State {
         };
         self.last_send = Some(grid);
         self.last_tokens = tokens;
+        self.sent_total += 1;
         self.first_send.get_or_insert(now);
         self.sends.push_back(now);
         while self.sends.front().is_some_and(|t| *t + SEND_SPAN < now) {
@@ -566,7 +602,10 @@ mod tests {
             p.on_answer(*s, Answer::Ok, None);
         }
         // The first 429 starts the watch; requests sent after it get 429s too.
-        p.on_answer(sent[10], limited(5.0), None);
+        assert!(
+            p.on_answer(sent[10], limited(5.0), None),
+            "a lone 429's row lends its slot"
+        );
         assert_eq!(p.paused_until(), None, "one 429 pauses nobody");
         let after: Vec<Instant> = {
             tokio::time::advance(Duration::from_millis(1)).await;
@@ -578,7 +617,10 @@ mod tests {
         };
         p.on_answer(after[0], limited(5.0), None);
         p.on_answer(sent[11], Answer::Ok, None); // sent before the first 429: not counted
-        p.on_answer(after[1], limited(5.0), None);
+        assert!(
+            !p.on_answer(after[1], limited(5.0), None),
+            "a 429 in a burst keeps its slot"
+        );
         assert_eq!(p.paused_until(), None);
         p.on_answer(after[2], limited(5.0), None);
         let until = p.paused_until().expect("window exhausted");

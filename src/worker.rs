@@ -186,7 +186,8 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
             Err(_) => Answer::Other,
         };
         let headers = headers.or_else(|| outcome.as_ref().err().and_then(|f| f.rate_limit));
-        ctx.limits
+        let may_lend = ctx
+            .limits
             .pacer()
             .on_answer(sent_at, answer, headers.as_ref());
         let failure = match outcome {
@@ -242,7 +243,7 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                     wait,
                     failure.message
                 );
-                if failure.is_rate_limit() {
+                if may_lend {
                     let stop = async {
                         tokio::select! {
                             _ = abort.cancelled() => {}
