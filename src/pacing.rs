@@ -4,7 +4,8 @@
 //! - **Unpaced** until told otherwise: only `--concurrency` (and `--rpm`/`--tpm`, in `limit.rs`)
 //!   bound the sends. A 429'd row waits its own advice (the worker does that); the others go on.
 //! - **Multiplicative decrease**, at most once per window: when 429s make up ≥ 5 % of the
-//!   answers (at least 3 of them) to requests sent since the last decrease, the pace drops to
+//!   answers (at least 3 of them, over at least 1 s) to requests sent since the last decrease,
+//!   the pace drops to
 //!   90 % of the lower of the current send rate and the goodput since the last decrease (pauses
 //!   included), never below a quarter of the send rate. Answers to requests sent before a
 //!   decrease never cause another one.
@@ -40,8 +41,10 @@ const SEND_SPAN: Duration = Duration::from_secs(2);
 const SAMPLE_SPAN: Duration = Duration::from_secs(10);
 /// A decrease needs at least this many 429s …
 const DECREASE_MIN_429S: u32 = 3;
-/// … making up at least this share of the answers.
+/// … making up at least this share of the answers …
 const DECREASE_SHARE: f64 = 0.05;
+/// … of a sample at least this long (a few random 429s among the first answers are no trend).
+const DECREASE_MIN_SPAN: Duration = Duration::from_secs(1);
 /// New pace: this share of min(send rate, goodput) …
 const DECREASE_FACTOR: f64 = 0.9;
 /// … but never below this share of the send rate in one step.
@@ -316,7 +319,14 @@ impl Pacer {
             if limited {
                 let total = s.sample.len() as f64;
                 let n429 = s.sample.iter().filter(|(_, l)| *l).count() as u32;
-                if n429 >= DECREASE_MIN_429S && f64::from(n429) >= DECREASE_SHARE * total {
+                let long_enough = s
+                    .sample
+                    .front()
+                    .is_some_and(|(t, _)| *t + DECREASE_MIN_SPAN <= now);
+                if long_enough
+                    && n429 >= DECREASE_MIN_429S
+                    && f64::from(n429) >= DECREASE_SHARE * total
+                {
                     let why = format!("{n429} 429s in {} answers", s.sample.len());
                     s.decrease(now, &why);
                 }
