@@ -25,16 +25,6 @@ fn records_or_none(path: &std::path::Path) -> Vec<Value> {
     }
 }
 
-/// Arrival times (ms) and statuses the simulator saw.
-fn arrivals(sim: &Sim) -> Vec<(u64, u64)> {
-    sim.stats()["arrivals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap()))
-        .collect()
-}
-
 #[test]
 fn a_systematic_400_stops_the_run_after_a_few_requests_without_records() {
     let sim = Sim::plain();
