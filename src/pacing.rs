@@ -18,7 +18,7 @@
 //!   sent after a 429 mostly get 429s too: 3 of them before 3 successes), or an answer with
 //!   `x-ratelimit-remaining-requests: 0` / `-tokens: 0` and a reset time. The pool then waits
 //!   until that advice, and restarts paced: at most what the server took over the last
-//!   10 s (ok or still in flight), spread until the advised time.
+//!   10 s (ok or still in flight), spread over that span or until the advised time when longer.
 //! - **Proactive**: `x-ratelimit-limit-requests` / `-tokens` (per minute, as OpenAI sends them)
 //!   pace requests at 97 % of the announced limit (tokens: by each request's estimate).
 //!
@@ -299,7 +299,7 @@ impl Pacer {
             // … but never above what the server let through: the requests it took over the
             // last seconds (answered ok or still in flight) spread up to the window's reopening.
             let first = s.first_send.unwrap_or(now);
-            let span = now.saturating_duration_since(first).min(SAMPLE_SPAN) + pause;
+            let span = now.saturating_duration_since(first).min(SAMPLE_SPAN).max(pause);
             let taken = s.oks.len() as f64 + s.sent_total.saturating_sub(s.answered_total) as f64;
             let through = taken / span.as_secs_f64().max(0.1);
             if s.pace().is_none_or(|p| through < p) {
@@ -486,7 +486,9 @@ impl State {
         if !binding || others.is_some_and(|o| adaptive >= o) {
             return;
         }
+        // The probe speeds up with the time spent sending since the last decrease or pause.
         let since = self.last_decrease.unwrap_or(now);
+        let since = self.paused_until.filter(|p| *p <= now).map_or(since, |p| since.max(p));
         let t = now.saturating_duration_since(since).as_secs_f64();
         let slope = self.base * PROBE_START * 2f64.powf(t / PROBE_DOUBLING);
         let grown = adaptive + slope * dt;
