@@ -297,9 +297,13 @@ impl Pacer {
             }
             s.note.why = format!("paused, slowed: {why}");
             // … but never above what the server let through: the requests it took over the
-            // last seconds (answered ok or still in flight) spread up to the window's reopening.
+            // last seconds (answered ok or still in flight) spread over them, or up to the
+            // window's reopening when later.
             let first = s.first_send.unwrap_or(now);
-            let span = now.saturating_duration_since(first).min(SAMPLE_SPAN).max(pause);
+            let span = now
+                .saturating_duration_since(first)
+                .min(SAMPLE_SPAN)
+                .max(pause);
             let taken = s.oks.len() as f64 + s.sent_total.saturating_sub(s.answered_total) as f64;
             let through = taken / span.as_secs_f64().max(0.1);
             if s.pace().is_none_or(|p| through < p) {
@@ -488,7 +492,10 @@ impl State {
         }
         // The probe speeds up with the time spent sending since the last decrease or pause.
         let since = self.last_decrease.unwrap_or(now);
-        let since = self.paused_until.filter(|p| *p <= now).map_or(since, |p| since.max(p));
+        let since = self
+            .paused_until
+            .filter(|p| *p <= now)
+            .map_or(since, |p| since.max(p));
         let t = now.saturating_duration_since(since).as_secs_f64();
         let slope = self.base * PROBE_START * 2f64.powf(t / PROBE_DOUBLING);
         let grown = adaptive + slope * dt;

@@ -3,7 +3,9 @@
 //! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
 //! --ordered, sort the output by row at the end.
 //!
-//! Invariants: at most `concurrency` rows are in flight; the queues are bounded, so memory does
+//! Invariants: at most `concurrency` requests are in flight (and at most twice that many rows
+//! open: a row waiting out a 429 lends its slot, see `worker::Slots`); the queues are bounded, so
+//! memory does
 //! not grow with the input; every dispatched row gets exactly one record unless the run is
 //! halting (interrupt, fatal API error), in which case unfinished rows get none and stay for
 //! resume; rows an earlier run finished are never dispatched.
