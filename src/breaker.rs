@@ -261,6 +261,7 @@ mod tests {
             message: message.to_string(),
             status: Some(400),
             retry_after: None,
+            rate_limit: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod input;
 pub mod limit;
 pub mod merge;
 pub mod output;
+pub mod pacing;
 pub mod progress;
 pub mod redact;
 pub mod repeats;

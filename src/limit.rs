@@ -1,22 +1,21 @@
-//! Request pacing shared by all workers: the RPM and TPM caps — governor paces requests evenly
-//! (no start-up burst), and a log of the last minute's sends guarantees that no 60-second window
-//! ever holds more than the cap — and the shared 429 cool-down that pauses every worker until
-//! the server's advised time, then ramps back up gradually.
+//! Request pacing shared by all workers: the adaptive pacing (`pacing.rs`: AIMD on the rate of
+//! 429s, pool pauses when the server's window is exhausted, the server's announced limits), then
+//! the RPM and TPM caps — governor paces requests evenly (no start-up burst), and a log of the
+//! last minute's sends guarantees that no 60-second window ever holds more than the cap.
 //!
 //! Invariant: every attempt (first try or retry) passes through [`Limits::acquire`] exactly once
 //! before it is sent, so the caps bound attempts, not rows.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-/// After a cool-down, the paused workers restart spread over this long (or over the cool-down's
-/// own length, when that is shorter).
-const RAMP_UP: Duration = Duration::from_secs(2);
+use crate::pacing::Pacer;
+use crate::progress::Counters;
 
 /// How many token cells the TPM limiter hands out at once: 1/6000 of a minute's budget
 /// (10 ms worth), so no start-up burst is noticeable and a big request waits in small steps.
@@ -89,32 +88,19 @@ struct Windows {
     tpm: WindowLog,
 }
 
-/// The RPM/TPM caps and the shared cool-down.
+/// The adaptive pacing and the RPM/TPM caps.
 pub struct Limits {
     rpm: Option<(DefaultDirectRateLimiter, u64)>,
     tpm: Option<(DefaultDirectRateLimiter, NonZeroU32, u64)>,
-    cooldown: Mutex<Cooldown>,
+    pacer: Pacer,
     /// Waiters queue here (FIFO) so only one polls the limiters at a time: no thundering herd.
     gate: tokio::sync::Mutex<Windows>,
-    concurrency: u32,
-}
-
-#[derive(Default)]
-struct Cooldown {
-    /// No attempt starts before this instant.
-    until: Option<Instant>,
-    /// During the ramp after a cool-down, the next attempt may start at this instant.
-    next_slot: Option<Instant>,
-    /// Spacing of the ramp's slots.
-    step: Duration,
-    /// Attempts still to be spaced out by the ramp.
-    slots_left: u32,
 }
 
 impl Limits {
-    /// Caps for `rpm` requests and `tpm` tokens per minute (either optional); `concurrency` sets
-    /// the ramp-up step after a cool-down.
-    pub fn new(rpm: Option<u32>, tpm: Option<u32>, concurrency: u32) -> Self {
+    /// Caps for `rpm` requests and `tpm` tokens per minute (either optional), with the adaptive
+    /// pacing under them.
+    pub fn new(rpm: Option<u32>, tpm: Option<u32>) -> Self {
         let one = NonZeroU32::MIN;
         Limits {
             rpm: rpm.map(|r| (limiter(r, one), u64::from(r))),
@@ -122,22 +108,30 @@ impl Limits {
                 let chunk = tpm_chunk(t);
                 (limiter(t, chunk), chunk, u64::from(t))
             }),
-            cooldown: Mutex::new(Cooldown::default()),
+            pacer: Pacer::new(rpm),
             gate: tokio::sync::Mutex::new(Windows::default()),
-            concurrency: concurrency.max(1),
         }
+    }
+
+    /// Also shows the pace, pauses and 429s in the run's counters.
+    pub fn with_progress(mut self, counters: Arc<Counters>) -> Self {
+        self.pacer = self.pacer.with_progress(counters);
+        self
+    }
+
+    /// The adaptive pacing, to tell it about answers.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     /// Waits until one request of `tokens` estimated tokens may be sent.
     pub async fn acquire(&self, tokens: u64) {
-        self.wait_cooldown().await;
+        let tokens = tokens.max(1);
+        self.pacer.acquire(tokens).await;
         if self.rpm.is_none() && self.tpm.is_none() {
-            self.wait_ramp_slot().await;
             return;
         }
         let mut windows = self.gate.lock().await;
-        self.wait_cooldown().await;
-        self.wait_ramp_slot().await;
         if let Some((rpm, _)) = &self.rpm {
             rpm.until_ready().await;
         }
@@ -177,45 +171,6 @@ impl Limits {
             }
         }
     }
-
-    /// Pauses every worker for `pause` (a 429's advised wait), extending any current cool-down.
-    pub fn cool_down(&self, pause: Duration) {
-        let until = Instant::now() + pause;
-        let mut c = self.cooldown.lock().expect("cooldown lock");
-        if c.until.is_none_or(|u| u < until) {
-            c.until = Some(until);
-            c.next_slot = Some(until);
-            c.step = pause.min(RAMP_UP) / self.concurrency;
-            c.slots_left = self.concurrency;
-        }
-    }
-
-    /// The current cool-down's end, if one is in force.
-    pub fn cooling_until(&self) -> Option<Instant> {
-        let c = self.cooldown.lock().expect("cooldown lock");
-        c.until.filter(|u| *u > Instant::now())
-    }
-
-    async fn wait_cooldown(&self) {
-        while let Some(until) = self.cooling_until() {
-            tokio::time::sleep_until(until).await;
-        }
-    }
-
-    /// During the ramp after a cool-down, spaces the next `concurrency` attempts evenly.
-    async fn wait_ramp_slot(&self) {
-        let slot = {
-            let mut c = self.cooldown.lock().expect("cooldown lock");
-            let Some(next) = c.next_slot else {
-                return;
-            };
-            let slot = next.max(Instant::now());
-            c.slots_left = c.slots_left.saturating_sub(1);
-            c.next_slot = (c.slots_left > 0).then(|| slot + c.step);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
 }
 
 #[cfg(test)]
@@ -224,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn rpm_spreads_requests_evenly_without_burst() {
-        let limits = Limits::new(Some(600), None, 4);
+        let limits = Limits::new(Some(600), None);
         let start = Instant::now();
         for _ in 0..11 {
             limits.acquire(1).await;
@@ -232,32 +187,6 @@ mod tests {
         // 600/min = one per 100 ms; the first is immediate, the 11th at 1 s.
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(990), "{elapsed:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cool_down_blocks_until_advised_time() {
-        let limits = Limits::new(None, None, 1);
-        limits.cool_down(Duration::from_secs(3));
-        let start = Instant::now();
-        limits.acquire(1).await;
-        assert!(start.elapsed() >= Duration::from_secs(3));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn after_a_cool_down_the_workers_restart_spread_out() {
-        let limits = Limits::new(None, None, 4);
-        limits.cool_down(Duration::from_secs(4));
-        let start = Instant::now();
-        let mut times = Vec::new();
-        for _ in 0..6 {
-            limits.acquire(1).await;
-            times.push(start.elapsed());
-        }
-        // 4 workers over min(4 s, 2 s): one every 500 ms from the end of the cool-down, then free.
-        let expected = [4000, 4500, 5000, 5500, 5500, 5500];
-        for (t, ms) in times.iter().zip(expected) {
-            assert_eq!(t.as_millis(), ms);
-        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,8 +31,15 @@ pub struct Counters {
     pub cached_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub reasoning_tokens: AtomicU64,
-    /// While the workers wait out a 429: the end of the pause, in ms since the Unix epoch.
+    /// While the pool is paused (the server's window is exhausted): the end of the pause, in
+    /// ms since the Unix epoch.
     pub paused_until_ms: AtomicU64,
+    /// 429 answers received.
+    pub rate_limited: AtomicU64,
+    /// Time the pool spent paused, in ms.
+    pub paused_ms: AtomicU64,
+    /// The current pace and why it last changed.
+    pub pace: Mutex<crate::pacing::PaceNote>,
     /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
     pub total_rows: AtomicU64,
     /// Cost of the records written, by model.
@@ -132,6 +139,23 @@ impl Counters {
         self.paused_until_ms.fetch_max(ms, Relaxed);
     }
 
+    /// `pace 1,164 req/min (slowed: 3 429s in 40 answers) · ` once the pacing has done
+    /// something, else empty.
+    fn pace_note(&self) -> String {
+        let Ok(note) = self.pace.lock() else {
+            return String::new();
+        };
+        if note.why.is_empty() {
+            return String::new();
+        }
+        let pace = match note.per_minute {
+            Some(per_minute) => format!("{} req/min", group(per_minute.round() as u64)),
+            None => "unpaced".to_string(),
+        };
+        let limited = self.rate_limited.load(Relaxed);
+        format!("pace {pace} ({}) · 429s {} · ", note.why, group(limited))
+    }
+
     /// `paused until 14:03:07 UTC (rate limited) · ` while a pause lasts, else empty.
     fn pause_note(&self) -> String {
         let until_ms = self.paused_until_ms.load(Relaxed);
@@ -153,8 +177,9 @@ impl Counters {
     fn status_line(&self) -> String {
         let u = self.usage();
         format!(
-            "{}{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            "{}{}{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
             self.pause_note(),
+            self.pace_note(),
             self.cost_totals().describe_total(),
             group(self.in_flight.load(Relaxed)),
             group(self.retries.load(Relaxed)),
@@ -311,6 +336,10 @@ pub struct Summary {
     pub simulated: bool,
     /// Row-failure warnings not printed (repeats of the same message).
     pub warnings_suppressed: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Time the whole pool spent paused (the server's window exhausted).
+    pub paused: Duration,
 }
 
 impl Summary {
@@ -328,6 +357,8 @@ impl Summary {
             transient_errors: counters.transient_errors.load(Relaxed),
             simulated: false,
             warnings_suppressed: 0,
+            rate_limited: counters.rate_limited.load(Relaxed),
+            paused: Duration::from_millis(counters.paused_ms.load(Relaxed)),
             unrecorded: counters
                 .dispatched
                 .load(Relaxed)
@@ -362,6 +393,14 @@ impl fmt::Display for Summary {
             group(self.usage.reasoning),
             group(self.usage.total)
         )?;
+        if self.rate_limited > 0 || !self.paused.is_zero() {
+            write!(
+                f,
+                "\nrate limits: {} 429s received, workers all paused for {:.1}s in total",
+                group(self.rate_limited),
+                self.paused.as_secs_f64()
+            )?;
+        }
         write!(f, "\ncost this run: {}", self.costs.describe_total())?;
         if self.simulated {
             write!(f, " (simulated by --dry-run: nothing was spent)")?;

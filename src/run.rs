@@ -3,7 +3,9 @@
 //! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
 //! --ordered, sort the output by row at the end.
 //!
-//! Invariants: at most `concurrency` rows are in flight; the queues are bounded, so memory does
+//! Invariants: at most `concurrency` requests are in flight (and at most twice that many rows
+//! open: a row waiting out a 429 lends its slot, see `worker::Slots`); the queues are bounded, so
+//! memory does
 //! not grow with the input; every dispatched row gets exactly one record unless the run is
 //! halting (interrupt, fatal API error), in which case unfinished rows get none and stay for
 //! resume; rows an earlier run finished are never dispatched.
@@ -35,7 +37,7 @@ use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 use crate::sim;
-use crate::worker::{self, RetryPolicy, WorkerContext};
+use crate::worker::{self, RetryPolicy, Slots, WorkerContext};
 
 /// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path,
 /// a locked output) are returned as `Err`; everything after that ends in a [`Summary`] whose
@@ -81,9 +83,11 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         counters.clone(),
         progress::Display::choose(opts.quiet, opts.log_every),
     );
+    let permits = Arc::new(Semaphore::new(concurrency));
     let ctx = Arc::new(WorkerContext {
+        slots: Slots::new(permits.clone(), opts.concurrency),
         client,
-        limits: Limits::new(opts.rpm, opts.tpm, opts.concurrency),
+        limits: Limits::new(opts.rpm, opts.tpm).with_progress(counters.clone()),
         counters: counters.clone(),
         shutdown: shutdown.clone(),
         retry: RetryPolicy {
@@ -105,7 +109,6 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         CHUNK_ROWS
     };
     let row_queue = spawn_reader(rows, chunk_rows);
-    let permits = Arc::new(Semaphore::new(concurrency));
     let mut workers = Workers::default();
     let dispatched = dispatch(
         row_queue,
@@ -179,6 +182,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     summary.simulated = opts.dry_run;
     summary.unrecorded = unrecorded;
     summary.warnings_suppressed = ctx.warnings.suppressed();
+    (summary.rate_limited, summary.paused) = ctx.limits.pacer().totals();
     Ok(summary)
 }
 

@@ -17,7 +17,15 @@
 //! requests with that exact body answer 503 (or STATUS; 429 comes with the retry advice);
 //! `#sim:sleep=DURATION` adds latency. `--error-style` shapes error answers like OpenAI,
 //! EvoLink or the LiteLLM proxy. `GET /_sim/stats` returns counters and the
-//! arrival time and status of the first 100,000 requests.
+//! arrival time and status of the first 100,000 requests (and, apart, each one's advised wait
+//! and prompt).
+//!
+//! A real server-side rate limit: `--limit-rpm` admits at most RPM × window / 60 requests in any
+//! sliding `--limit-window` (a schedule such as `1200,600@30s,1200@60s` changes the limit over
+//! time, counted from the first request); a request over it is answered 429 at once (no latency)
+//! with the exact wait until it would pass. `--rate-headers` adds OpenAI's
+//! `x-ratelimit-limit-requests` (per minute), `-remaining-requests` and `-reset-requests` (when
+//! one more request would pass) to every answer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -125,6 +133,111 @@ pub struct SimOptions {
     /// `llm_provider-` prefixed headers).
     #[arg(long, value_enum, default_value_t = ErrorStyle::Openai)]
     pub error_style: ErrorStyle,
+
+    /// A server-side limit on requests per minute, enforced over a sliding `--limit-window`:
+    /// `1200`, or a schedule `1200,600@30s,1200@60s` (each step from that time after the first
+    /// request). Requests over it are answered 429 at once, advising the exact wait.
+    #[arg(long, value_name = "RPM[@START],...", value_parser = LimitSchedule::parse)]
+    pub limit_rpm: Option<LimitSchedule>,
+
+    /// The sliding window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
+    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
+    pub limit_window: Duration,
+
+    /// Send `x-ratelimit-limit-requests`, `-remaining-requests` and `-reset-requests` (as OpenAI
+    /// does) with every answer, for the `--limit-rpm` limit.
+    #[arg(long)]
+    pub rate_headers: bool,
+}
+
+/// A requests-per-minute limit that may change over time: `(start after the first request, rpm)`,
+/// sorted by start, the first starting at 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSchedule(pub Vec<(Duration, u32)>);
+
+impl LimitSchedule {
+    /// Parses `1200` or `1200,600@30s,1200@60s`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut steps = Vec::new();
+        for part in text.split(',') {
+            let (rpm, start) = match part.split_once('@') {
+                Some((rpm, at)) => (rpm, crate::cli::parse_duration(at)?),
+                None => (part, Duration::ZERO),
+            };
+            let rpm: u32 = rpm
+                .trim()
+                .parse()
+                .ok()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| format!("`{part}`: expected RPM[@START], e.g. 600@30s"))?;
+            steps.push((start, rpm));
+        }
+        steps.sort_by_key(|(start, _)| *start);
+        if steps.first().is_none_or(|(start, _)| !start.is_zero()) {
+            return Err(format!("`{text}`: the first limit must start at 0"));
+        }
+        Ok(LimitSchedule(steps))
+    }
+
+    /// The limit in force `since` after the first request.
+    pub fn at(&self, since: Duration) -> u32 {
+        self.0
+            .iter()
+            .take_while(|(start, _)| *start <= since)
+            .last()
+            .map_or(self.0[0].1, |(_, rpm)| *rpm)
+    }
+}
+
+/// The state of the `--limit-rpm` sliding window.
+#[derive(Debug, Default)]
+struct SlidingWindow {
+    /// When the first request arrived (the schedule's origin).
+    first: Option<Instant>,
+    /// Arrival times of the requests admitted in the current window, oldest first.
+    admitted: std::collections::VecDeque<Instant>,
+}
+
+/// What the sliding window decided for one request.
+struct WindowVerdict {
+    admitted: bool,
+    rpm: u32,
+    /// Requests that would still pass now (after this one, when admitted).
+    remaining: u64,
+    /// When one more request would pass.
+    reset: Duration,
+}
+
+impl SlidingWindow {
+    fn check(&mut self, schedule: &LimitSchedule, window: Duration, now: Instant) -> WindowVerdict {
+        let first = *self.first.get_or_insert(now);
+        let rpm = schedule.at(now - first);
+        let capacity = ((u64::from(rpm) * window.as_millis() as u64) / 60_000).max(1);
+        while self.admitted.front().is_some_and(|t| *t + window <= now) {
+            self.admitted.pop_front();
+        }
+        let admitted = (self.admitted.len() as u64) < capacity;
+        if admitted {
+            self.admitted.push_back(now);
+        }
+        let used = self.admitted.len() as u64;
+        let remaining = capacity.saturating_sub(used);
+        // One more passes once `used - capacity + 1` of the admitted have left the window.
+        let reset = if remaining > 0 {
+            Duration::ZERO
+        } else {
+            let leaving = (used + 1 - capacity) as usize;
+            self.admitted.get(leaving - 1).map_or(Duration::ZERO, |t| {
+                (*t + window).saturating_duration_since(now)
+            })
+        };
+        WindowVerdict {
+            admitted,
+            rpm,
+            remaining,
+            reset,
+        }
+    }
 }
 
 /// How the simulator shapes its error answers (see `--error-style`).
@@ -153,14 +266,25 @@ fn evolink_type(status: u16) -> (&'static str, Option<&'static str>) {
     }
 }
 
+/// One request as `/_sim/stats` reports it: `arrivals` holds `[at_ms, status]`, `details` (same
+/// order) `[advised_ms, prompt]` (the 429's `retry-after-ms`, else 0; the first 64 characters of
+/// the last user message).
+struct Arrival {
+    at_ms: u64,
+    status: u16,
+    advised_ms: u64,
+    prompt: String,
+}
+
 /// Shared simulator state.
 struct Sim {
     options: SimOptions,
     started: Instant,
     requests: AtomicU64,
     completions: AtomicU64,
-    arrivals: Mutex<Vec<(u64, u16)>>,
+    arrivals: Mutex<Vec<Arrival>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
+    window: Mutex<SlidingWindow>,
 }
 
 /// A running in-process simulator.
@@ -226,6 +350,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         completions: AtomicU64::new(0),
         arrivals: Mutex::new(Vec::new()),
         fail_counts: Mutex::new(HashMap::new()),
+        window: Mutex::new(SlidingWindow::default()),
     });
     loop {
         let stream = tokio::select! {
@@ -319,14 +444,27 @@ impl Sim {
         }
         let arrived = self.started.elapsed().as_millis() as u64;
         self.requests.fetch_add(1, Relaxed);
-        let response = self.answer(req).await;
+        let mut prompt = String::new();
+        let response = self.answer(req, &mut prompt).await;
         let status = match &response {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         };
+        let advised_ms = response
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get("retry-after-ms"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         if let Ok(mut arrivals) = self.arrivals.lock() {
             if arrivals.len() < MAX_ARRIVALS {
-                arrivals.push((arrived, status));
+                arrivals.push(Arrival {
+                    at_ms: arrived,
+                    status,
+                    advised_ms,
+                    prompt: prompt.chars().take(64).collect(),
+                });
             }
         }
         if status == 200 {
@@ -335,7 +473,12 @@ impl Sim {
         response
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
+    /// The answer to one request; `seen` gets the text of its last user message.
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        seen: &mut String,
+    ) -> Result<SimResponse, Dropped> {
         if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
             return Ok(self.error(
                 404,
@@ -405,8 +548,47 @@ impl Sim {
             ));
         }
         let prompt = last_user_text(messages);
+        seen.clone_from(&prompt);
         let directives = Directives::parse(&prompt);
 
+        let verdict = self.options.limit_rpm.as_ref().map(|schedule| {
+            let mut window = self.window.lock().expect("window lock");
+            window.check(schedule, self.options.limit_window, Instant::now())
+        });
+        let mut response = self
+            .answer_within_limit(
+                &request,
+                messages,
+                &prompt,
+                &body,
+                &directives,
+                verdict.as_ref(),
+            )
+            .await?;
+        if let (Some(v), true) = (&verdict, self.options.rate_headers) {
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-limit-requests", v.rpm.into());
+            headers.insert("x-ratelimit-remaining-requests", v.remaining.into());
+            let reset = format!("{:.3}s", v.reset.as_secs_f64());
+            headers.insert("x-ratelimit-reset-requests", reset.parse().expect("ascii"));
+        }
+        Ok(response)
+    }
+
+    /// The answer once the request is parsed: a 429 when over `--limit-rpm`, else the faults and
+    /// the completion.
+    async fn answer_within_limit(
+        &self,
+        request: &Value,
+        messages: &[Value],
+        prompt: &str,
+        body: &[u8],
+        directives: &Directives,
+        verdict: Option<&WindowVerdict>,
+    ) -> Result<SimResponse, Dropped> {
+        if let Some(v) = verdict.filter(|v| !v.admitted) {
+            return Ok(self.rate_limited_for(v.reset.max(Duration::from_millis(1))));
+        }
         let delay = self.options.latency.sample() + directives.sleep;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -430,7 +612,7 @@ impl Sim {
             });
         }
         if directives.fail > 0 {
-            let key = fnv1a(&body);
+            let key = fnv1a(body);
             let mut counts = self.fail_counts.lock().map_err(|_| Dropped)?;
             let seen = counts.entry(key).or_insert(0);
             if *seen < directives.fail {
@@ -450,7 +632,7 @@ impl Sim {
             return Ok(fault);
         }
 
-        let answer = completion_body(&request, messages, &prompt, &body);
+        let answer = completion_body(request, messages, prompt, body);
         if roll(self.options.rate_malformed) {
             let text = answer.to_string();
             let cut = text.len() / 2;
@@ -463,6 +645,11 @@ impl Sim {
 
     /// A 429 advising `--retry-after` (as `retry-after-ms`, and rounded up as `Retry-After`).
     fn rate_limited(&self) -> SimResponse {
+        self.rate_limited_for(self.options.retry_after)
+    }
+
+    /// A 429 advising `wait`.
+    fn rate_limited_for(&self, wait: Duration) -> SimResponse {
         let mut response = self.error(
             429,
             "Rate limit reached for requests (simulated)",
@@ -470,7 +657,6 @@ impl Sim {
             "rate_limit_exceeded",
         );
         let headers = response.headers_mut();
-        let wait = self.options.retry_after;
         let ms = wait.as_millis().to_string();
         let secs = wait.as_secs_f64().ceil().to_string();
         match self.options.error_style {
@@ -517,15 +703,20 @@ impl Sim {
     }
 
     fn stats(&self) -> Value {
-        let arrivals = self
+        let (arrivals, details): (Vec<Value>, Vec<Value>) = self
             .arrivals
             .lock()
-            .map(|a| a.iter().map(|(t, s)| json!([t, s])).collect::<Vec<_>>())
+            .map(|a| {
+                a.iter()
+                    .map(|a| (json!([a.at_ms, a.status]), json!([a.advised_ms, a.prompt])))
+                    .unzip()
+            })
             .unwrap_or_default();
         json!({
             "requests": self.requests.load(Relaxed),
             "completions": self.completions.load(Relaxed),
             "arrivals": arrivals,
+            "details": details,
         })
     }
 }
@@ -669,6 +860,36 @@ mod tests {
             let d = r.sample();
             assert!(d >= r.min && d <= r.max);
         }
+    }
+
+    #[test]
+    fn limit_schedules_and_the_sliding_window() {
+        let s = LimitSchedule::parse("1200,600@30s,1200@60s").unwrap();
+        assert_eq!(s.at(Duration::ZERO), 1200);
+        assert_eq!(s.at(Duration::from_secs(45)), 600);
+        assert_eq!(s.at(Duration::from_secs(61)), 1200);
+        assert!(LimitSchedule::parse("600@5s").is_err());
+        assert!(LimitSchedule::parse("fast").is_err());
+
+        // 60 RPM over 3 s: 3 per window.
+        let s = LimitSchedule::parse("60").unwrap();
+        let window = Duration::from_secs(3);
+        let mut w = SlidingWindow::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (ms, remaining) in [(0, 2), (100, 1), (200, 0)] {
+            let v = w.check(&s, window, at(ms));
+            assert!(v.admitted);
+            assert_eq!(v.remaining, remaining);
+        }
+        let v = w.check(&s, window, at(1000));
+        assert!(!v.admitted);
+        assert_eq!(
+            v.reset,
+            Duration::from_millis(2000),
+            "when the first leaves"
+        );
+        assert!(w.check(&s, window, at(3000)).admitted);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::cost::PriceTable;
 use crate::limit::Limits;
 use crate::output::record::RowInfo;
 use crate::output::Record;
+use crate::pacing::Answer;
 use crate::progress::Counters;
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
@@ -39,8 +40,56 @@ impl RetryPolicy {
     }
 }
 
+/// The run's concurrency slots, as seen by a row waiting out a 429: while it waits for the
+/// server's advised time it is not in flight, so it lends its slot to another row (at most
+/// `--concurrency` slots are lent at once, so at most twice that many rows are open), and takes
+/// one back before its next attempt. Requests in flight never exceed `--concurrency`; a 429'd
+/// attempt is not billed, so the rows paid for without a record stay within it too.
+pub struct Slots {
+    slots: Arc<tokio::sync::Semaphore>,
+    lendable: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    /// `slots` is the dispatcher's semaphore of `concurrency` permits.
+    pub fn new(slots: Arc<tokio::sync::Semaphore>, concurrency: u32) -> Self {
+        Slots {
+            slots,
+            lendable: Arc::new(tokio::sync::Semaphore::new(concurrency as usize)),
+        }
+    }
+
+    /// Waits `wait` (ended early by `stop`: `false`), with the row's slot lent out meanwhile
+    /// when one may be lent, and taken back before returning.
+    async fn wait_lending(
+        &self,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let lent = self.lendable.try_acquire().ok();
+        if lent.is_some() {
+            self.slots.add_permits(1);
+        }
+        let waited = tokio::select! {
+            biased;
+            _ = stop => false,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        // Taken back even when stopping, so the run's count of free slots stays right (the
+        // rows holding them finish or are aborted).
+        if lent.is_some() {
+            if let Ok(back) = self.slots.acquire().await {
+                back.forget();
+            }
+        }
+        waited
+    }
+}
+
 /// Everything the workers share.
 pub struct WorkerContext {
+    /// Concurrency slots a row waiting out a 429 lends.
+    pub slots: Slots,
     pub client: ApiClient,
     pub limits: Limits,
     pub counters: Arc<Counters>,
@@ -122,14 +171,25 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
         attempts += 1;
         ctx.counters.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
+        let sent_at = tokio::time::Instant::now();
         let outcome = tokio::select! {
             biased;
             _ = abort.cancelled() => None,
-            outcome = ctx.client.send(request.body.clone()) => Some(outcome),
+            outcome = ctx.client.send_reporting_limits(request.body.clone()) => Some(outcome),
         };
         ctx.counters.in_flight.fetch_sub(1, Relaxed);
-        let outcome = outcome?;
+        let (outcome, headers) = outcome?;
         let latency_ms = started.elapsed().as_millis() as u64;
+        let answer = match &outcome {
+            Ok(_) => Answer::Ok,
+            Err(f) if f.is_rate_limit() => Answer::RateLimited(f.retry_after),
+            Err(_) => Answer::Other,
+        };
+        let headers = headers.or_else(|| outcome.as_ref().err().and_then(|f| f.rate_limit));
+        let may_lend = ctx
+            .limits
+            .pacer()
+            .on_answer(sent_at, answer, headers.as_ref());
         let failure = match outcome {
             Ok(completion) => {
                 let released = ctx.breaker.success(&request.model);
@@ -170,12 +230,9 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                 return Some(Outcome::record(record));
             }
             FailureKind::Transient => {
+                // This row waits at least the server's advice; the others go on, paced
+                // (`pacing.rs` decides whether the whole pool must pause).
                 let advised = failure.retry_after.unwrap_or(Duration::ZERO);
-                if failure.is_rate_limit() {
-                    let pause = advised.max(ctx.retry.backoff(attempts));
-                    ctx.limits.cool_down(pause);
-                    ctx.counters.paused_for(pause);
-                }
                 let wait = ctx.retry.backoff(attempts).max(advised);
                 ctx.counters.retries.fetch_add(1, Relaxed);
                 debug!(
@@ -186,6 +243,18 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                     wait,
                     failure.message
                 );
+                if may_lend {
+                    let stop = async {
+                        tokio::select! {
+                            _ = abort.cancelled() => {}
+                            _ = ctx.shutdown.stop_dispatch.cancelled() => {}
+                        }
+                    };
+                    if !ctx.slots.wait_lending(wait, stop).await {
+                        return None;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     biased;
                     _ = abort.cancelled() => return None,

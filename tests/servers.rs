@@ -26,16 +26,6 @@ fn records_or_none(path: &std::path::Path) -> Vec<Value> {
     }
 }
 
-/// Arrival times (ms) and statuses the simulator saw.
-fn arrivals(sim: &Sim) -> Vec<(u64, u64)> {
-    sim.stats()["arrivals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap()))
-        .collect()
-}
-
 #[test]
 fn a_systematic_400_stops_the_run_after_a_few_requests_without_records() {
     let sim = Sim::plain();
@@ -124,13 +114,33 @@ fn a_gateway_reshaped_quota_error_stops_at_once() {
     assert!(records_or_none(&output).is_empty());
 }
 
-/// The gap between each 429 and the next request the simulator saw.
+/// The gap between each 429 and the next request of the same row (prompt) the simulator saw
+/// (other rows may go on meanwhile: a 429 delays its own row).
 fn gaps_after_429s(sim: &Sim) -> Vec<u64> {
-    let seen = arrivals(sim);
+    let stats = sim.stats();
+    let mut seen: Vec<(u64, u64, String)> = stats["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(stats["details"].as_array().unwrap())
+        .map(|(a, d)| {
+            (
+                a[0].as_u64().unwrap(),
+                a[1].as_u64().unwrap(),
+                d[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
     seen.iter()
         .enumerate()
-        .filter(|(_, (_, status))| *status == 429)
-        .filter_map(|(k, (at, _))| seen.get(k + 1).map(|(next, _)| next - at))
+        .filter(|(_, (_, status, _))| *status == 429)
+        .filter_map(|(k, (at, _, prompt))| {
+            seen[k + 1..]
+                .iter()
+                .find(|(_, _, p)| p == prompt)
+                .map(|(next, _, _)| next - at)
+        })
         .collect()
 }
 

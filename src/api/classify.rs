@@ -28,6 +28,8 @@ pub struct Failure {
     pub status: Option<u16>,
     /// The server's advised wait before retrying, when it gave one.
     pub retry_after: Option<Duration>,
+    /// The server's `x-ratelimit-*` state, when the answer carried it.
+    pub rate_limit: Option<RateLimitHeaders>,
 }
 
 impl Failure {
@@ -38,10 +40,11 @@ impl Failure {
             message: message.into(),
             status: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
-    /// Whether this is a rate-limit answer that should pause every worker.
+    /// Whether this is a rate-limit answer (a 429 to retry), which the pacing counts.
     pub fn is_rate_limit(&self) -> bool {
         self.status == Some(429) && self.kind == FailureKind::Transient
     }
@@ -77,6 +80,7 @@ pub fn classify_status(status: u16, headers: &HeaderMap, body: &[u8]) -> Failure
         message: one_line(&message),
         status: Some(status),
         retry_after: retry_after(headers).or_else(|| api.suggested_wait()),
+        rate_limit: RateLimitHeaders::read(headers),
     }
 }
 
@@ -215,13 +219,7 @@ impl ApiError {
 /// Each is also read under a gateway's `llm_provider-` prefix (LiteLLM passes the upstream's
 /// advice on that way); the plain name wins.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .or_else(|| headers.get(format!("llm_provider-{name}").as_str()))
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let header = |name: &str| header(headers, name);
     // `retry-after-ms` is the precise form of `Retry-After` (which rounds up to whole seconds).
     let direct = header("retry-after-ms")
         .and_then(|v| v.parse::<f64>().ok())
@@ -237,6 +235,50 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .filter_map(parse_go_duration)
         .max()
     })
+}
+
+/// A header's value, plain or under a gateway's `llm_provider-` prefix (the plain name wins).
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .or_else(|| headers.get(format!("llm_provider-{name}").as_str()))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// The server's rate-limit state as OpenAI reports it on every answer: `x-ratelimit-limit-*`
+/// (per minute), `-remaining-*` and `-reset-*` for requests and tokens (plain or
+/// `llm_provider-` prefixed). Absent headers are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateLimitHeaders {
+    pub limit_requests: Option<u64>,
+    pub remaining_requests: Option<u64>,
+    pub reset_requests: Option<Duration>,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub reset_tokens: Option<Duration>,
+}
+
+impl RateLimitHeaders {
+    /// Reads the headers; `None` when the answer carries none of them.
+    pub fn read(headers: &HeaderMap) -> Option<Self> {
+        let number = |name: &str| {
+            header(headers, name)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map(|n| n as u64)
+        };
+        let duration = |name: &str| header(headers, name).and_then(parse_go_duration);
+        let read = RateLimitHeaders {
+            limit_requests: number("x-ratelimit-limit-requests"),
+            remaining_requests: number("x-ratelimit-remaining-requests"),
+            reset_requests: duration("x-ratelimit-reset-requests"),
+            limit_tokens: number("x-ratelimit-limit-tokens"),
+            remaining_tokens: number("x-ratelimit-remaining-tokens"),
+            reset_tokens: duration("x-ratelimit-reset-tokens"),
+        };
+        (read != RateLimitHeaders::default()).then_some(read)
+    }
 }
 
 /// `Retry-After`: delay in seconds (possibly fractional) or an HTTP date.
@@ -449,6 +491,32 @@ For more information","type":"throttling_error","param":null,"code":"429"}}"#;
         let got = retry_after(&headers(&[("retry-after", &date)])).unwrap();
         assert!(got > Duration::from_secs(27) && got <= Duration::from_secs(30));
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn rate_limit_headers_are_read_plain_or_prefixed() {
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "1200"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1.5s"),
+            ("llm_provider-x-ratelimit-limit-tokens", "600000"),
+            ("x-ratelimit-remaining-tokens", "599000"),
+            ("x-ratelimit-reset-tokens", "6ms"),
+        ]);
+        assert_eq!(
+            RateLimitHeaders::read(&h),
+            Some(RateLimitHeaders {
+                limit_requests: Some(1200),
+                remaining_requests: Some(0),
+                reset_requests: Some(Duration::from_millis(1500)),
+                limit_tokens: Some(600_000),
+                remaining_tokens: Some(599_000),
+                reset_tokens: Some(Duration::from_millis(6)),
+            })
+        );
+        assert_eq!(RateLimitHeaders::read(&HeaderMap::new()), None);
+        let f = classify_status(429, &h, b"{}");
+        assert_eq!(f.rate_limit.unwrap().remaining_requests, Some(0));
     }
 
     #[test]

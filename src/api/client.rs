@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
-use super::classify::{classify_status, Failure, FailureKind};
+use super::classify::{classify_status, Failure, FailureKind, RateLimitHeaders};
 use super::response::{self, Completion};
 use super::transport::{self, describe, Endpoint};
 use super::trust;
@@ -168,6 +168,25 @@ impl ApiClient {
 
     /// Sends one attempt. The whole attempt, connect to last body byte, is bounded by the timeout.
     pub async fn send(&self, body: Bytes) -> Result<Completion, Failure> {
+        self.send_reporting_limits(body).await.0
+    }
+
+    /// [`send`](Self::send), also returning a successful answer's `x-ratelimit-*` headers (a
+    /// failure carries its own in [`Failure::rate_limit`]), for the pacing.
+    pub async fn send_reporting_limits(
+        &self,
+        body: Bytes,
+    ) -> (Result<Completion, Failure>, Option<RateLimitHeaders>) {
+        let mut limits = None;
+        let outcome = self.attempt(body, &mut limits).await;
+        (outcome, limits)
+    }
+
+    async fn attempt(
+        &self,
+        body: Bytes,
+        limits: &mut Option<RateLimitHeaders>,
+    ) -> Result<Completion, Failure> {
         let attempt = async {
             let response = self
                 .http
@@ -181,6 +200,9 @@ impl ApiClient {
             self.answered.store(true, Ordering::Relaxed);
             let status = response.status();
             let headers = response.headers().clone();
+            if status.is_success() {
+                *limits = RateLimitHeaders::read(&headers);
+            }
             let bytes = response.bytes().await.map_err(|e| {
                 Failure::transient(format!("HTTP {}: {}", status.as_u16(), describe(&e)))
             })?;

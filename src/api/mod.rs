@@ -8,7 +8,7 @@ pub mod response;
 pub mod transport;
 pub mod trust;
 
-pub use classify::{Failure, FailureKind};
+pub use classify::{Failure, FailureKind, RateLimitHeaders};
 pub use client::{ApiClient, ApiKey, ClientOptions};
 pub use request::ChatRequest;
 pub use response::{Completion, TokenUsage};
