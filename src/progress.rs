@@ -34,6 +34,10 @@ pub struct Counters {
     /// While the pool is paused (the server's window is exhausted): the end of the pause, in
     /// ms since the Unix epoch.
     pub paused_until_ms: AtomicU64,
+    /// Rows waiting to retry (their own backoff or the server's advice), and the latest end of
+    /// those waits, in ms since the Unix epoch.
+    pub waiting_rows: AtomicU64,
+    pub waiting_until_ms: AtomicU64,
     /// 429 answers received.
     pub rate_limited: AtomicU64,
     /// Time the pool spent paused, in ms.
@@ -139,6 +143,30 @@ impl Counters {
         self.paused_until_ms.fetch_max(ms, Relaxed);
     }
 
+    /// Notes a row that waits `wait` before its next attempt; the wait ends when the returned
+    /// guard is dropped.
+    pub fn row_waits(&self, wait: Duration) -> WaitingRow<'_> {
+        self.waiting_rows.fetch_add(1, Relaxed);
+        self.waiting_until_ms
+            .fetch_max(unix_ms(SystemTime::now() + wait), Relaxed);
+        WaitingRow { counters: self }
+    }
+
+    /// `3 rows wait to retry until 14:03:07 UTC · ` while rows wait, else empty.
+    fn waiting_note(&self) -> String {
+        let rows = self.waiting_rows.load(Relaxed);
+        let until = self.waiting_until_ms.load(Relaxed);
+        if rows == 0 || until <= unix_ms(SystemTime::now()) {
+            return String::new();
+        }
+        let verb = if rows == 1 { "waits" } else { "wait" };
+        format!(
+            "{} {verb} to retry until {} · ",
+            crate::human::count(rows, "row"),
+            clock(until)
+        )
+    }
+
     /// `pace 1,164 req/min (slowed: 3 429s in 40 answers) · ` once the pacing has done
     /// something, else empty.
     fn pace_note(&self) -> String {
@@ -159,26 +187,18 @@ impl Counters {
     /// `paused until 14:03:07 UTC (rate limited) · ` while a pause lasts, else empty.
     fn pause_note(&self) -> String {
         let until_ms = self.paused_until_ms.load(Relaxed);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if until_ms <= now_ms {
+        if until_ms <= unix_ms(SystemTime::now()) {
             return String::new();
         }
-        let secs = until_ms.div_ceil(1000) % 86_400;
-        format!(
-            "paused until {:02}:{:02}:{:02} UTC (rate limited) · ",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        format!("paused until {} (rate limited) · ", clock(until_ms))
     }
 
     fn status_line(&self) -> String {
         let u = self.usage();
         format!(
-            "{}{}{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
+            "{}{}{}{} · in flight {} · retries {} · errors {} · tokens prompt {} (cached {}) completion {} (reasoning {})",
             self.pause_note(),
+            self.waiting_note(),
             self.pace_note(),
             self.cost_totals().describe_total(),
             group(self.in_flight.load(Relaxed)),
@@ -190,6 +210,34 @@ impl Counters {
             group(u.reasoning)
         )
     }
+}
+
+/// A row waiting to retry, counted in the progress line until dropped.
+pub struct WaitingRow<'a> {
+    counters: &'a Counters,
+}
+
+impl Drop for WaitingRow<'_> {
+    fn drop(&mut self) {
+        self.counters.waiting_rows.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `14:03:07 UTC` for a time in ms since the Unix epoch (rounded up to the second).
+fn clock(ms: u64) -> String {
+    let secs = ms.div_ceil(1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// How progress is shown.

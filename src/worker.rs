@@ -235,6 +235,7 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                 let advised = failure.retry_after.unwrap_or(Duration::ZERO);
                 let wait = ctx.retry.backoff(attempts).max(advised);
                 ctx.counters.retries.fetch_add(1, Relaxed);
+                let _waiting = ctx.counters.row_waits(wait);
                 debug!(
                     id = %info.id,
                     row = info.row,

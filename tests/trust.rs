@@ -515,3 +515,59 @@ fn report_json_rounds_money_and_summary_groups_token_counts() {
     let prompt: &str = line.split_whitespace().nth(2).unwrap();
     assert!(prompt.contains(','), "thousands separators: {line}");
 }
+
+/// The `HH:MM:SS UTC` after `what` in the first progress line that has it.
+fn clock_after(stderr: &str, what: &str) -> Option<String> {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("progress:") && l.contains(what))?;
+    let at = line.split(what).nth(1)?;
+    let clock = at.get(..12)?;
+    let parts: Vec<&str> = clock[..8].split(':').collect();
+    let well_formed = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.parse::<u8>().is_ok())
+        && clock.ends_with(" UTC");
+    well_formed.then(|| clock.to_string())
+}
+
+#[test]
+fn waits_for_the_server_show_until_when_in_the_progress_line() {
+    let dir = Workdir::new();
+    // A row waiting out its 429's advice (the others go on).
+    let sim = Sim::start(promptbatch::sim::SimOptions {
+        retry_after: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let input = dir.write("one.jsonl", "{\"prompt\": \"a #sim:fail=1:429\"}\n");
+    let r = run(
+        &sim,
+        &input,
+        &dir.path("one-out.jsonl"),
+        &["--log-every", "100ms"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        clock_after(&r.stderr, "1 row waits to retry until ").is_some(),
+        "{}",
+        r.stderr
+    );
+
+    // The whole pool paused: the server says its window is exhausted (remaining 0, a reset).
+    let sim = Sim::start(promptbatch::sim::SimOptions {
+        limit_rpm: Some(promptbatch::sim::LimitSchedule::parse("120").unwrap()),
+        limit_window: Duration::from_secs(2),
+        rate_headers: true,
+        ..Default::default()
+    });
+    let input = tickets(&dir, 8);
+    let args = ["--template", "{text}", "-c", "2", "--log-every", "100ms"];
+    let r = run(&sim, &input, &dir.path("pool-out.jsonl"), &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        clock_after(&r.stderr, "paused until ").is_some(),
+        "{}",
+        r.stderr
+    );
+}
