@@ -115,15 +115,15 @@ struct State {
     last_send: Option<Instant>,
     last_tokens: u64,
     /// Sends of the last [`SEND_SPAN`].
-    sends: VecDeque<Instant>,
+    sends: Recent,
     first_send: Option<Instant>,
     /// Answers (arrival, was a 429) to requests sent since the last decrease, last
     /// [`SAMPLE_SPAN`].
-    sample: VecDeque<(Instant, bool)>,
+    sample: Recent,
     /// Successes since the last decrease (or the first send).
     ok_since: u64,
-    /// Arrival times of the successes of the last [`SAMPLE_SPAN`].
-    oks: VecDeque<Instant>,
+    /// Successes of the last [`SAMPLE_SPAN`].
+    oks: Recent,
     /// Sends and answers (of any kind) so far: the difference is in flight.
     sent_total: u64,
     answered_total: u64,
@@ -160,11 +160,11 @@ impl Pacer {
                 paused_until: None,
                 last_send: None,
                 last_tokens: 0,
-                sends: VecDeque::new(),
+                sends: Recent::default(),
                 first_send: None,
-                sample: VecDeque::new(),
+                sample: Recent::default(),
                 ok_since: 0,
-                oks: VecDeque::new(),
+                oks: Recent::default(),
                 sent_total: 0,
                 answered_total: 0,
                 burst: None,
@@ -251,10 +251,8 @@ impl Pacer {
             s.rate_limited += 1;
         } else {
             s.ok_since += 1;
-            s.oks.push_back(now);
-            while s.oks.front().is_some_and(|t| *t + SAMPLE_SPAN < now) {
-                s.oks.pop_front();
-            }
+            s.oks.push(now, false);
+            s.oks.prune(now, SAMPLE_SPAN);
         }
         let mut in_burst = false;
 
@@ -304,7 +302,7 @@ impl Pacer {
                 .saturating_duration_since(first)
                 .min(SAMPLE_SPAN)
                 .max(pause);
-            let taken = s.oks.len() as f64 + s.sent_total.saturating_sub(s.answered_total) as f64;
+            let taken = s.oks.total() as f64 + s.sent_total.saturating_sub(s.answered_total) as f64;
             let through = taken / span.as_secs_f64().max(0.1);
             if s.pace().is_none_or(|p| through < p) {
                 s.adaptive = Some(through.max(MIN_PACE));
@@ -312,26 +310,20 @@ impl Pacer {
                 s.note.per_minute = s.pace().map(|p| p * 60.0);
             }
         } else if s.last_decrease.is_none_or(|d| sent_at >= d) {
-            s.sample.push_back((now, limited));
-            while s
-                .sample
-                .front()
-                .is_some_and(|(t, _)| *t + SAMPLE_SPAN < now)
-            {
-                s.sample.pop_front();
-            }
+            s.sample.push(now, limited);
+            s.sample.prune(now, SAMPLE_SPAN);
             if limited {
-                let total = s.sample.len() as f64;
-                let n429 = s.sample.iter().filter(|(_, l)| *l).count() as u32;
+                let total = s.sample.total() as f64;
+                let n429 = s.sample.marked() as u32;
                 let long_enough = s
                     .sample
-                    .front()
-                    .is_some_and(|(t, _)| *t + DECREASE_MIN_SPAN <= now);
+                    .first()
+                    .is_some_and(|t| t + DECREASE_MIN_SPAN <= now);
                 if long_enough
                     && n429 >= DECREASE_MIN_429S
                     && f64::from(n429) >= DECREASE_SHARE * total
                 {
-                    let why = format!("{n429} 429s in {} answers", s.sample.len());
+                    let why = format!("{n429} 429s in {} answers", s.sample.total());
                     s.decrease(now, &why);
                 }
             } else if !limited {
@@ -423,10 +415,8 @@ impl State {
         self.last_tokens = tokens;
         self.sent_total += 1;
         self.first_send.get_or_insert(now);
-        self.sends.push_back(now);
-        while self.sends.front().is_some_and(|t| *t + SEND_SPAN < now) {
-            self.sends.pop_front();
-        }
+        self.sends.push(now, false);
+        self.sends.prune(now, SEND_SPAN);
     }
 
     /// Sends per second recently (time paused excluded); `None` with too few sends to tell.
@@ -438,7 +428,7 @@ impl State {
         if let Some(p) = self.paused_until.filter(|p| *p <= now) {
             from = from.max(p);
         }
-        let n = self.sends.iter().filter(|t| **t >= from).count();
+        let n = self.sends.count_since(from) as usize;
         let span = now.saturating_duration_since(from).as_secs_f64();
         (n >= 5 && span > 0.0).then(|| n as f64 / span.max(0.1))
     }
@@ -451,7 +441,7 @@ impl State {
             (None, Some(m)) => m,
             (None, None) => {
                 // Nothing to measure from yet: the first sends of the run.
-                let n = self.sends.len().max(1) as f64;
+                let n = self.sends.total().max(1) as f64;
                 n / SEND_SPAN.as_secs_f64()
             }
         };
@@ -555,6 +545,74 @@ impl State {
             self.paused += until - from;
             self.paused_until = Some(until);
         }
+    }
+}
+
+/// Events of a trailing time span, counted in [`BUCKET`]-wide buckets (some of them marked,
+/// e.g. 429s among answers), so memory is bounded by span / bucket whatever the rate (a log of
+/// every event held 300,000 entries at 30,000 answers a second).
+#[derive(Debug, Default)]
+struct Recent {
+    /// (bucket start, events, marked events), oldest first.
+    buckets: VecDeque<(Instant, u32, u32)>,
+    total: u64,
+    marked: u64,
+}
+
+/// The width of a [`Recent`] bucket: the resolution of its spans.
+const BUCKET: Duration = Duration::from_millis(10);
+
+impl Recent {
+    fn push(&mut self, now: Instant, marked: bool) {
+        let marked = u32::from(marked);
+        match self.buckets.back_mut() {
+            Some((start, n, m)) if now < *start + BUCKET => {
+                *n += 1;
+                *m += marked;
+            }
+            _ => self.buckets.push_back((now, 1, marked)),
+        }
+        self.total += 1;
+        self.marked += u64::from(marked);
+    }
+
+    /// Drops the buckets that started more than `span` before `now`.
+    fn prune(&mut self, now: Instant, span: Duration) {
+        while let Some(&(start, n, m)) = self.buckets.front() {
+            if start + span >= now {
+                break;
+            }
+            self.buckets.pop_front();
+            self.total -= u64::from(n);
+            self.marked -= u64::from(m);
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn marked(&self) -> u64 {
+        self.marked
+    }
+
+    /// When the oldest event kept happened (to its bucket's resolution).
+    fn first(&self) -> Option<Instant> {
+        self.buckets.front().map(|b| b.0)
+    }
+
+    /// Events in buckets that started at or after `from`.
+    fn count_since(&self, from: Instant) -> u64 {
+        self.buckets
+            .iter()
+            .rev()
+            .take_while(|b| b.0 >= from)
+            .map(|b| u64::from(b.1))
+            .sum()
+    }
+
+    fn clear(&mut self) {
+        *self = Recent::default();
     }
 }
 
