@@ -239,12 +239,22 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// A header's value, plain or under a gateway's `llm_provider-` prefix (the plain name wins).
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get(name)
-        .or_else(|| headers.get(format!("llm_provider-{name}").as_str()))
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    let value = match headers.get(name) {
+        Some(value) => value,
+        // Most answers carry neither: no prefixed name is built for them (this runs per answer).
+        None if headers.is_empty() => return None,
+        None => {
+            let mut prefixed = String::with_capacity(GATEWAY_PREFIX.len() + name.len());
+            prefixed.push_str(GATEWAY_PREFIX);
+            prefixed.push_str(name);
+            headers.get(prefixed.as_str())?
+        }
+    };
+    value.to_str().ok().map(str::trim)
 }
+
+/// How LiteLLM passes an upstream's headers on.
+const GATEWAY_PREFIX: &str = "llm_provider-";
 
 /// The server's rate-limit state as OpenAI reports it on every answer: `x-ratelimit-limit-*`
 /// (per minute), `-remaining-*` and `-reset-*` for requests and tokens (plain or
