@@ -243,11 +243,7 @@ fn format_minutes(minutes: f64) -> String {
 mod tests {
     use super::*;
     use crate::estimate::ModelEstimate;
-
-    /// Whitespace runs as one space: a note wrapped over lines reads as one.
-    fn flat(s: &str) -> String {
-        s.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
+    use crate::report::table::tests::{display_width, flat};
 
     fn model(name: &str, rows: u64, exact: bool, cost: Option<(f64, f64)>) -> ModelEstimate {
         ModelEstimate {
@@ -359,19 +355,6 @@ mod tests {
         ] {
             assert!(flat.contains(expected), "{expected:?} missing from {flat}");
         }
-    }
-
-    /// Display columns of `s`: CJK ideographs take two, the other characters here one.
-    fn display_width(s: &str) -> usize {
-        s.chars()
-            .map(|c| {
-                if ('\u{4e00}'..='\u{9fff}').contains(&c) {
-                    2
-                } else {
-                    1
-                }
-            })
-            .sum()
     }
 
     #[test]

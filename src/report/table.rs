@@ -220,12 +220,12 @@ fn model_note(m: &ModelCost) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{ErrorCount, Latency, Means, Tokens, TornLine};
 
     /// Whitespace runs as one space: a note wrapped over lines reads as one.
-    fn flat(s: &str) -> String {
+    pub(crate) fn flat(s: &str) -> String {
         s.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
@@ -322,7 +322,7 @@ mod tests {
     }
 
     /// Display columns of `s`: CJK ideographs take two, the other characters here one.
-    fn display_width(s: &str) -> usize {
+    pub(crate) fn display_width(s: &str) -> usize {
         s.chars()
             .map(|c| {
                 if ('\u{4e00}'..='\u{9fff}').contains(&c) {
