@@ -47,8 +47,16 @@ pub fn run(opts: &MergeOptions) -> Result<i32, Error> {
             opts.output.display()
         )));
     }
-    let merged = merge(&opts.outputs, &opts.output)?;
-    report(&merged, opts)
+    let (merged, tmp) = merge(&opts.outputs, &opts.output)?;
+    let ok = report(&merged, opts);
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+        say!("{} was not written", opts.output.display());
+        return Ok(exit_code::FAILURE);
+    }
+    std::fs::rename(&tmp, &opts.output)
+        .map_err(|e| Error::io(format!("cannot rename {}", tmp.display()), e))?;
+    Ok(exit_code::OK)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -58,9 +66,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Copies every record of `inputs` into `output` (written to a temporary file, renamed when
-/// complete) and checks the ids.
-pub fn merge(inputs: &[std::path::PathBuf], output: &Path) -> Result<Merged, Error> {
+/// Copies every record of `inputs` into a temporary file next to `output` (in `output`'s
+/// format) and checks the ids; returns what it found and the temporary file, which the caller
+/// renames to `output` when the checks pass.
+pub fn merge(
+    inputs: &[std::path::PathBuf],
+    output: &Path,
+) -> Result<(Merged, std::path::PathBuf), Error> {
     let mut tmp_name = output.as_os_str().to_owned();
     tmp_name.push(".merge-tmp");
     let tmp = std::path::PathBuf::from(tmp_name);
@@ -101,8 +113,7 @@ pub fn merge(inputs: &[std::path::PathBuf], output: &Path) -> Result<Merged, Err
         .map_err(|e| io("cannot write", e.into_error()))?;
     file.sync_all().map_err(|e| io("cannot sync", e))?;
     find_duplicates(&mut seen, inputs, &mut merged)?;
-    std::fs::rename(&tmp, output).map_err(|e| io("cannot rename", e))?;
-    Ok(merged)
+    Ok((merged, tmp))
 }
 
 /// Sorts the id hashes and names the ids that appear twice (read back from their files).
@@ -142,7 +153,8 @@ fn id_with_hash(path: &Path, hash: u64) -> Result<Option<String>, Error> {
     Ok(None)
 }
 
-fn report(merged: &Merged, opts: &MergeOptions) -> Result<i32, Error> {
+/// Prints what the merge found; whether every check passed.
+fn report(merged: &Merged, opts: &MergeOptions) -> bool {
     say!(
         "merged {} records from {} files into {} ({} error records)",
         group(merged.records),
@@ -161,24 +173,30 @@ fn report(merged: &Merged, opts: &MergeOptions) -> Result<i32, Error> {
         );
         ok = false;
     }
+    let distinct = merged.records - merged.duplicate_count;
     match opts.expect_rows {
-        Some(rows) if rows != merged.records => {
+        Some(rows) if distinct < rows => {
             say!(
-                "error: {} records, but the input has {} rows: {} missing; re-run the shards that did not finish",
-                group(merged.records),
+                "error: {} distinct rows, but the input has {}: {} missing; re-run the shards that did not finish",
+                group(distinct),
                 group(rows),
-                group(rows.saturating_sub(merged.records))
+                group(rows - distinct)
+            );
+            ok = false;
+        }
+        Some(rows) if distinct > rows => {
+            say!(
+                "error: {} distinct rows, but the input has only {}: are these outputs of another input?",
+                group(distinct),
+                group(rows)
             );
             ok = false;
         }
         Some(rows) => say!("every one of the {} rows is present exactly once", group(rows)),
-        None => say!(
+        None if ok => say!(
             "no id repeats; to check that none is missing, pass --expect-rows N (the row count `promptbatch validate INPUT` prints)"
         ),
+        None => {}
     }
-    Ok(if ok {
-        exit_code::OK
-    } else {
-        exit_code::FAILURE
-    })
+    ok
 }

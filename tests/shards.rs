@@ -93,6 +93,22 @@ fn shards_split_the_rows_and_merge_checks_every_row_once() {
         let r = run_args(&missing);
         assert_eq!(r.code, 1, "{}", r.stderr);
         assert!(r.stderr.contains("missing"), "{}", r.stderr);
+        // Neither failed merge replaced the good merged file.
+        let mut reader = csv::Reader::from_path(&all).unwrap();
+        assert_eq!(reader.records().count(), 300);
+
+        // Overlap plus --expect-rows: the count compares distinct rows, not records.
+        let mut both = overlap.clone();
+        both.retain(|a| *a != "--force");
+        both.push("--force");
+        let r = run_args(&both);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(": {} missing", sizes[1])),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("was not written"), "{}", r.stderr);
     }
 }
 
