@@ -571,3 +571,18 @@ fn waits_for_the_server_show_until_when_in_the_progress_line() {
         r.stderr
     );
 }
+
+#[test]
+fn a_broken_record_past_the_limit_does_not_stop_the_smoke_test() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\":\"a\",\"prompt\":\"1\"}\n{\"id\":\"b\",\"prompt\":\"2\"}\nnot json\n{\"id\":\"a\",\"prompt\":\"dup\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["--limit", "2", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(read_jsonl(&output).len(), 2);
+    assert_eq!(sim.requests(), 2);
+}

@@ -143,6 +143,9 @@ pub(crate) struct RowFactory {
     /// Rows to skip without building them (done by an earlier run; the resume plan's pass
     /// over the same input already validated them).
     skip: Option<RowSet>,
+    /// `--limit N`: rows past N are passed over unparsed (a broken record beyond the smoke
+    /// test's rows must not stop it).
+    limit: Option<u64>,
     /// Every problem becomes an invalid row, duplicate ids included (`validate`, `estimate`).
     report_all: bool,
 }
@@ -157,13 +160,15 @@ impl RowFactory {
             options: (opts.clone(), request.clone()),
             ids_only: false,
             skip,
+            limit: opts.limit,
             report_all: false,
         }
     }
 
-    /// Whether row number `row` is skipped (done by an earlier run).
+    /// Whether row number `row` is skipped (done by an earlier run, or past `--limit`).
     pub fn skips(&self, row: u64) -> bool {
-        self.skip.as_ref().is_some_and(|s| s.contains(row))
+        self.limit.is_some_and(|limit| row > limit)
+            || self.skip.as_ref().is_some_and(|s| s.contains(row))
     }
 
     /// Turns an extracted record (or the reason it could not be read) into a row.
@@ -402,11 +407,19 @@ struct FirstRows {
 impl Iterator for FirstRows {
     type Item = Result<Row, Error>;
 
+    /// Ends with row N itself: the record after it is never read. (Rows past N that a resumed
+    /// run would otherwise reach are passed over unparsed: `RowFactory::skips`.)
     fn next(&mut self) -> Option<Self::Item> {
-        match self.rows.next()? {
-            Ok(row) if row.row > self.limit => None,
-            item => Some(item),
+        if self.limit == 0 {
+            return None;
         }
+        let item = self.rows.next()?;
+        match &item {
+            Ok(row) if row.row > self.limit => return None,
+            Ok(row) if row.row == self.limit => self.limit = 0,
+            _ => {}
+        }
+        Some(item)
     }
 }
 
