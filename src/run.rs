@@ -123,17 +123,17 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
 
-    // Let in-flight rows finish; after an interrupt or a fatal error, only for --grace.
-    let all_done = permits.acquire_many(opts.concurrency);
-    tokio::pin!(all_done);
-    tokio::select! {
-        _ = &mut all_done => {}
-        _ = halted_past_grace(&shutdown, opts.grace) => {
-            shutdown.abort.cancel();
-            let _ = all_done.await;
-        }
+    // Let every row's task end; after an interrupt or a fatal error, only for --grace. (The
+    // tasks, not the concurrency permits: a row waiting out a 429 lends its permit, so the
+    // permits can all be back while that row is still open.)
+    let ended = tokio::select! {
+        _ = workers.join_all() => true,
+        _ = halted_past_grace(&shutdown, opts.grace) => false,
+    };
+    if !ended {
+        shutdown.abort.cancel();
+        workers.join_all().await;
     }
-    workers.join_all().await;
     // Error records the circuit breaker still holds (streaks too short to trip) are written.
     send_released(
         &ctx,
