@@ -135,7 +135,6 @@ impl Limits {
         if let Some((rpm, _)) = &self.rpm {
             rpm.until_ready().await;
         }
-        let tokens = tokens.max(1);
         if let Some((tpm, chunk, _)) = &self.tpm {
             let mut left = tokens;
             while left > 0 {

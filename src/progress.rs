@@ -136,11 +136,8 @@ impl Counters {
 
     /// Notes that every worker pauses for `pause` (a 429's advice), for the progress line.
     pub fn paused_for(&self, pause: Duration) {
-        let until = SystemTime::now() + pause;
-        let ms = until
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.paused_until_ms.fetch_max(ms, Relaxed);
+        self.paused_until_ms
+            .fetch_max(unix_ms(SystemTime::now() + pause), Relaxed);
     }
 
     /// Notes a row that waits `wait` before its next attempt; the wait ends when the returned

@@ -219,16 +219,16 @@ impl ApiError {
 /// Each is also read under a gateway's `llm_provider-` prefix (LiteLLM passes the upstream's
 /// advice on that way); the plain name wins.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| header(headers, name);
+    let header = |name: Name| header(headers, name);
     // `retry-after-ms` is the precise form of `Retry-After` (which rounds up to whole seconds).
-    let direct = header("retry-after-ms")
+    let direct = header(name!("retry-after-ms"))
         .and_then(|v| v.parse::<f64>().ok())
         .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
-        .or_else(|| header("retry-after").and_then(parse_retry_after));
+        .or_else(|| header(name!("retry-after")).and_then(parse_retry_after));
     direct.or_else(|| {
         [
-            header("x-ratelimit-reset-requests"),
-            header("x-ratelimit-reset-tokens"),
+            header(name!("x-ratelimit-reset-requests")),
+            header(name!("x-ratelimit-reset-tokens")),
         ]
         .into_iter()
         .flatten()
@@ -237,24 +237,33 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// A header's value, plain or under a gateway's `llm_provider-` prefix (the plain name wins).
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    let value = match headers.get(name) {
-        Some(value) => value,
-        // Most answers carry neither: no prefixed name is built for them (this runs per answer).
-        None if headers.is_empty() => return None,
-        None => {
-            let mut prefixed = String::with_capacity(GATEWAY_PREFIX.len() + name.len());
-            prefixed.push_str(GATEWAY_PREFIX);
-            prefixed.push_str(name);
-            headers.get(prefixed.as_str())?
-        }
-    };
-    value.to_str().ok().map(str::trim)
+/// A header name and its spelling under a gateway's `llm_provider-` prefix (how LiteLLM passes
+/// an upstream's headers on), both fixed at compile time: reading them allocates nothing, and
+/// this runs on every answer.
+#[derive(Clone, Copy)]
+struct Name {
+    plain: &'static str,
+    prefixed: &'static str,
 }
 
-/// How LiteLLM passes an upstream's headers on.
-const GATEWAY_PREFIX: &str = "llm_provider-";
+macro_rules! name {
+    ($plain:literal) => {
+        Name {
+            plain: $plain,
+            prefixed: concat!("llm_provider-", $plain),
+        }
+    };
+}
+use name;
+
+/// A header's value, plain or prefixed (the plain name wins).
+fn header(headers: &HeaderMap, name: Name) -> Option<&str> {
+    headers
+        .get(name.plain)
+        .or_else(|| headers.get(name.prefixed))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
 
 /// The server's rate-limit state as OpenAI reports it on every answer: `x-ratelimit-limit-*`
 /// (per minute), `-remaining-*` and `-reset-*` for requests and tokens (plain or
@@ -272,20 +281,20 @@ pub struct RateLimitHeaders {
 impl RateLimitHeaders {
     /// Reads the headers; `None` when the answer carries none of them.
     pub fn read(headers: &HeaderMap) -> Option<Self> {
-        let number = |name: &str| {
+        let number = |name: Name| {
             header(headers, name)
                 .and_then(|v| v.parse::<f64>().ok())
                 .filter(|n| n.is_finite() && *n >= 0.0)
                 .map(|n| n as u64)
         };
-        let duration = |name: &str| header(headers, name).and_then(parse_go_duration);
+        let duration = |name: Name| header(headers, name).and_then(parse_go_duration);
         let read = RateLimitHeaders {
-            limit_requests: number("x-ratelimit-limit-requests"),
-            remaining_requests: number("x-ratelimit-remaining-requests"),
-            reset_requests: duration("x-ratelimit-reset-requests"),
-            limit_tokens: number("x-ratelimit-limit-tokens"),
-            remaining_tokens: number("x-ratelimit-remaining-tokens"),
-            reset_tokens: duration("x-ratelimit-reset-tokens"),
+            limit_requests: number(name!("x-ratelimit-limit-requests")),
+            remaining_requests: number(name!("x-ratelimit-remaining-requests")),
+            reset_requests: duration(name!("x-ratelimit-reset-requests")),
+            limit_tokens: number(name!("x-ratelimit-limit-tokens")),
+            remaining_tokens: number(name!("x-ratelimit-remaining-tokens")),
+            reset_tokens: duration(name!("x-ratelimit-reset-tokens")),
         };
         (read != RateLimitHeaders::default()).then_some(read)
     }
