@@ -148,6 +148,11 @@ impl Limits {
         }
         loop {
             let now = Instant::now();
+            // A pool pause that began while this request waited for the caps holds it too.
+            if let Some(until) = self.pacer.paused_until().filter(|u| *u > now) {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
             let rpm_ready = self
                 .rpm
                 .as_ref()
