@@ -135,13 +135,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         workers.join_all().await;
     }
     // Error records the circuit breaker still holds (streaks too short to trip) are written.
-    send_released(
-        &ctx,
-        ctx.breaker.take_parked(),
-        &workers.spare_slots,
-        &writer.sender,
-    )
-    .await;
+    send_released(&ctx, ctx.breaker.take_parked(), &writer.sender).await;
     let mut write_result = writer.finish();
     reporter.finish().await;
     if opts.ordered && write_result.is_ok() {
@@ -467,7 +461,7 @@ async fn dispatch(
                 let record = Record::error(info, message, 0, 0);
                 let sent = records.send(Finished {
                     record,
-                    slot: permit,
+                    slot: Some(permit),
                 });
                 if sent.await.is_err() {
                     return DispatchEnd::Halted;
@@ -486,7 +480,6 @@ async fn dispatch(
                 let ctx = ctx.clone();
                 let records = records.clone();
                 let row_number = info.row;
-                let spare = workers.spare_slots.clone();
                 workers.spawn(row_number, async move {
                     let outcome = worker::process(&ctx, info, request).await;
                     if let Some(reservation) = reservation {
@@ -499,11 +492,11 @@ async fn dispatch(
                         let _ = records
                             .send(Finished {
                                 record,
-                                slot: permit,
+                                slot: Some(permit),
                             })
                             .await;
                     }
-                    send_released(&ctx, outcome.released, &spare, &records).await;
+                    send_released(&ctx, outcome.released, &records).await;
                 });
             }
         }
@@ -513,20 +506,16 @@ async fn dispatch(
     }
 }
 
-/// Writes error records the circuit breaker released: their rows' own slots are long gone, so
-/// each takes one of the spare slots, which never run out.
+/// Writes error records the circuit breaker released (their rows' own slots are long gone).
 async fn send_released(
     ctx: &WorkerContext,
     released: Vec<Record>,
-    spare: &Arc<Semaphore>,
     records: &mpsc::Sender<Finished>,
 ) {
     for record in released {
         worker::warn_row_failed(ctx, &record);
-        let Ok(slot) = spare.clone().try_acquire_owned() else {
-            return;
-        };
-        if records.send(Finished { record, slot }).await.is_err() {
+        let finished = Finished { record, slot: None };
+        if records.send(finished).await.is_err() {
             return;
         }
     }
@@ -534,28 +523,14 @@ async fn send_released(
 
 /// The worker tasks of a run, so that a task that panics is seen: its row is named, and the
 /// run never reports success (the row has no record and is sent again by the next run).
+#[derive(Default)]
 struct Workers {
     tasks: JoinSet<()>,
-    /// Slots for error records the circuit breaker releases after their rows' own slots are
-    /// gone (never run out).
-    spare_slots: Arc<Semaphore>,
     /// Row number of each running task.
     rows: HashMap<tokio::task::Id, u64>,
     /// Rows whose task panicked, with the first panic's message.
     panicked: Vec<u64>,
     first_panic: Option<String>,
-}
-
-impl Default for Workers {
-    fn default() -> Self {
-        Workers {
-            tasks: JoinSet::new(),
-            spare_slots: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-            rows: HashMap::new(),
-            panicked: Vec::new(),
-            first_panic: None,
-        }
-    }
 }
 
 impl Workers {

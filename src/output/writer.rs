@@ -33,7 +33,9 @@ pub struct Finished {
     pub record: Record,
     /// The row's concurrency slot: released once the record is written, so the rows that are
     /// paid for but not yet in the file never exceed the concurrency.
-    pub slot: OwnedSemaphorePermit,
+    /// `None` for an earlier row's error record that the circuit breaker released after that
+    /// row's slot was gone.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Checks that the output's folder exists.
@@ -174,7 +176,7 @@ impl WriterTask {
     }
 
     fn accept(&mut self, item: Finished) {
-        self.slots.push(item.slot);
+        self.slots.extend(item.slot);
         self.format.encode(&item.record, &mut self.buf);
         self.batch.push(item.record);
     }
