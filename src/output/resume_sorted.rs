@@ -297,8 +297,10 @@ where
     };
     let keys = match (keys, unchecked) {
         (Ok(keys), _) => keys,
-        (Err(_), Some(input)) => return Err(first_error(input)),
-        (Err(e), None) => return Err(e),
+        // An input problem is re-read with the usual checks, for the same message as a run;
+        // anything else (a spill file that cannot be written) is the error itself.
+        (Err(Error::Input { .. }), Some(input)) => return Err(first_error(input)),
+        (Err(e), _) => return Err(e),
     };
     let scanned = scanned?;
     if keys.mixed {
