@@ -402,12 +402,11 @@ impl Summary {
             transient_errors: counters.transient_errors.load(Relaxed),
             simulated: false,
             warnings_suppressed: 0,
-            rate_limited: counters.rate_limited.load(Relaxed),
-            paused: Duration::from_millis(counters.paused_ms.load(Relaxed)),
-            unrecorded: counters
-                .dispatched
-                .load(Relaxed)
-                .saturating_sub(counters.done()),
+            // Filled in by the run, which alone knows the rows held back on purpose and the
+            // pacer's totals.
+            rate_limited: 0,
+            paused: Duration::ZERO,
+            unrecorded: 0,
         }
     }
 }
