@@ -11,12 +11,10 @@ use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;
 
-use clap::Parser;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use promptbatch::api::request::RequestDefaults;
+use promptbatch::api::request::{RequestDefaults, RequestOptions};
 use promptbatch::api::response;
-use promptbatch::cli::{Cli, Command};
 use promptbatch::input::Template;
 use promptbatch::output::format::{Csv, Jsonl, RecordFormat};
 use promptbatch::output::{Record, Status};
@@ -29,13 +27,8 @@ fn prompt_200() -> String {
         .to_string()
 }
 
-fn defaults(extra: &[&str]) -> RequestDefaults {
-    let mut args = vec!["promptbatch", "run", "in.jsonl", "-o", "out.jsonl"];
-    args.extend_from_slice(extra);
-    match Cli::parse_from(args).command {
-        Command::Run(opts) => RequestDefaults::from_options(&opts.request),
-        _ => unreachable!("a run command line"),
-    }
+fn defaults(options: RequestOptions) -> RequestDefaults {
+    RequestDefaults::from_options(&options)
 }
 
 fn sample_record(prompt: &str) -> Record {
@@ -66,20 +59,17 @@ fn request(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     group.throughput(Throughput::Elements(1));
     let prompt = prompt_200();
-    let plain = defaults(&[]);
+    let plain = defaults(RequestOptions::default());
     group.bench_function("from_prompt/200B", |b| {
         b.iter(|| plain.from_prompt(black_box(prompt.clone()), None).unwrap())
     });
-    let full = defaults(&[
-        "--system",
-        "You are a terse assistant.",
-        "--max-tokens",
-        "64",
-        "--temperature",
-        "0.2",
-        "--param",
-        "seed=7",
-    ]);
+    let full = defaults(RequestOptions {
+        system: Some("You are a terse assistant.".into()),
+        max_tokens: Some(64),
+        temperature: Some(0.2),
+        params: vec![("seed".into(), 7.into())],
+        ..RequestOptions::default()
+    });
     group.bench_function("from_prompt/200B+system+params", |b| {
         b.iter(|| full.from_prompt(black_box(prompt.clone()), None).unwrap())
     });

@@ -1,12 +1,25 @@
-//! Command-line definitions (clap) and nothing else: every flag is documented where it is defined,
-//! and `--help` is generated from these doc comments.
+//! Command-line definitions (clap) and their mapping to the library's types: every flag is
+//! documented where it is defined (`--help` is generated from these doc comments), and each
+//! command's flags become the library value that command runs on ([`Job`], [`EstimateOptions`],
+//! …) in one place, `into_*` below. The library never imports this module.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::sim::LatencySpec;
+use promptbatch::api::request::RequestOptions;
+use promptbatch::api::EndpointOptions;
+use promptbatch::cost::CostOptions;
+use promptbatch::estimate::EstimateOptions;
+use promptbatch::input::{InputFormat, InputOptions, Shard};
+use promptbatch::limit::LimitOptions;
+use promptbatch::merge::MergeOptions;
+use promptbatch::output::OutputOptions;
+use promptbatch::progress::Display;
+use promptbatch::sim::{ErrorStyle, LatencySpec, LimitSchedule, SimOptions};
+use promptbatch::worker::RetryPolicy;
+use promptbatch::Job;
 
 /// Exit codes, shown at the end of `--help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -36,36 +49,25 @@ pub struct Cli {
 pub enum Command {
     /// Send every row of INPUT to the API and write one record per row to OUTPUT.
     #[command(after_help = EXIT_CODES_HELP)]
-    Run(Box<RunOptions>),
+    Run(Box<RunArgs>),
     /// Count the prompt tokens of INPUT exactly (offline) and estimate the cost and time of a run.
-    Estimate(Box<EstimateOptions>),
+    Estimate(Box<EstimateArgs>),
     /// Summarize an output file (finished or partial): rows, errors, tokens, cost, latency.
-    Report(ReportOptions),
+    Report(ReportArgs),
     /// Check INPUT in one pass without sending anything: lists every row that cannot be sent
     /// (`file:line: what`), counts rows, and shows the ids, columns and models found. Exit 0 when
     /// every row can be sent, 1 otherwise (also when there are no data rows).
-    Validate(Box<ValidateOptions>),
+    Validate(Box<ValidateArgs>),
     /// Join the outputs of a sharded run (`--shard K/N`) into one file, checking that no row is
     /// in two of them (and, with --expect-rows, that none is missing).
-    Merge(MergeOptions),
+    Merge(MergeArgs),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
-    MockServer(MockServerOptions),
-}
-
-/// Input file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InputFormat {
-    /// Chosen from the file extension (.csv → csv, anything else → jsonl).
-    Auto,
-    /// CSV with a header row.
-    Csv,
-    /// One JSON object per line.
-    Jsonl,
+    MockServer(MockServerArgs),
 }
 
 /// Where the rows come from and how a row becomes a prompt (shared by `run` and `estimate`).
 #[derive(Debug, Clone, Args)]
-pub struct InputOptions {
+pub struct InputArgs {
     /// Input file: CSV with a header row, or JSONL (one object per line: `prompt`, `messages`
     /// or an OpenAI Batch API line). `-` reads standard input (then give --input-format).
     #[arg(value_name = "INPUT")]
@@ -76,7 +78,7 @@ pub struct InputOptions {
     pub input_format: InputFormat,
 
     /// Column (CSV) or field (JSONL) holding the prompt, when no --template is given.
-    #[arg(long, default_value = "prompt")]
+    #[arg(long, default_value = promptbatch::input::DEFAULT_PROMPT_COLUMN)]
     pub prompt_column: String,
 
     /// Prompt template filled from the row's columns, e.g. "Summarize {title}: {text}".
@@ -102,19 +104,19 @@ pub struct InputOptions {
     /// copies of the run — each with its own OUTPUT, key and rate limit — split the input
     /// (`$JOB_COMPLETION_INDEX/N` in a Kubernetes Indexed Job, `$SLURM_ARRAY_TASK_ID/N` in a
     /// Slurm array); `promptbatch merge` joins their outputs.
-    #[arg(long, value_name = "K/N", value_parser = crate::input::Shard::parse)]
-    pub shard: Option<crate::input::Shard>,
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
 }
 
 /// What every request carries besides its messages (shared by `run` and `estimate`).
 #[derive(Debug, Clone, Args)]
-pub struct RequestOptions {
+pub struct RequestArgs {
     /// System message prepended to every request whose messages do not already start with one.
     #[arg(long)]
     pub system: Option<String>,
 
     /// Model name sent with every request (a Batch API line's own `body.model` wins).
-    #[arg(long, default_value = "gpt-5.2")]
+    #[arg(long, default_value = promptbatch::api::request::DEFAULT_MODEL)]
     pub model: String,
 
     /// `max_tokens` for every request (also the output part of the --tpm estimate).
@@ -138,9 +140,9 @@ pub struct RequestOptions {
 
 /// Everything `promptbatch run` accepts.
 #[derive(Debug, Clone, Args)]
-pub struct RunOptions {
+pub struct RunArgs {
     #[command(flatten)]
-    pub input: InputOptions,
+    pub input: InputArgs,
 
     /// Output file. `.csv` writes CSV; anything else writes JSONL. When it exists, the run
     /// resumes: its ok records for unchanged rows are kept and only the other rows are sent.
@@ -148,7 +150,7 @@ pub struct RunOptions {
     pub output: PathBuf,
 
     #[command(flatten)]
-    pub request: RequestOptions,
+    pub request: RequestArgs,
 
     /// Price table overrides (TOML, same shape as the embedded prices.toml): USD per 1M tokens.
     #[arg(long, value_name = "FILE")]
@@ -165,7 +167,7 @@ pub struct RunOptions {
     #[arg(
         long,
         env = "PROMPTBATCH_BASE_URL",
-        default_value = "https://api.evolink.ai/v1"
+        default_value = promptbatch::api::client::DEFAULT_BASE_URL
     )]
     pub base_url: String,
 
@@ -181,7 +183,7 @@ pub struct RunOptions {
     pub api_key_env: Option<String>,
 
     /// Requests in flight at once.
-    #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, default_value_t = promptbatch::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
     /// Requests per minute cap (spread evenly, no burst at start-up).
@@ -221,27 +223,27 @@ pub struct RunOptions {
     pub max_retries: u32,
 
     /// Bound on one whole attempt, from connecting to the last byte of the answer.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = promptbatch::duration::parse)]
     pub timeout: Duration,
 
     /// Bound on establishing a connection.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = promptbatch::duration::parse)]
     pub connect_timeout: Duration,
 
     /// First retry backoff; doubles per attempt, with full jitter.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = promptbatch::duration::parse)]
     pub backoff_base: Duration,
 
     /// Longest backoff between two attempts of a row.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = promptbatch::duration::parse)]
     pub backoff_max: Duration,
 
     /// After the first Ctrl-C, how long in-flight requests may still finish.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = promptbatch::duration::parse)]
     pub grace: Duration,
 
     /// When stderr is not a terminal: one progress line every this often.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = promptbatch::duration::parse)]
     pub log_every: Duration,
 
     /// No progress display (the end-of-run summary is still printed).
@@ -251,12 +253,12 @@ pub struct RunOptions {
 
 /// Everything `promptbatch estimate` accepts.
 #[derive(Debug, Clone, Args)]
-pub struct EstimateOptions {
+pub struct EstimateArgs {
     #[command(flatten)]
-    pub input: InputOptions,
+    pub input: InputArgs,
 
     #[command(flatten)]
-    pub request: RequestOptions,
+    pub request: RequestArgs,
 
     /// Expected completion tokens per row (reasoning included), for the expected-case cost.
     #[arg(long, value_name = "N")]
@@ -270,7 +272,7 @@ pub struct EstimateOptions {
 
     /// Requests in flight the run would use (with --from-output: the time the sample's
     /// latency implies).
-    #[arg(short = 'c', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, default_value_t = promptbatch::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
     /// Requests per minute the run would be allowed (for the time estimate).
@@ -292,17 +294,17 @@ pub struct EstimateOptions {
 
 /// Everything `promptbatch validate` accepts: the input flags of `run`.
 #[derive(Debug, Clone, Args)]
-pub struct ValidateOptions {
+pub struct ValidateArgs {
     #[command(flatten)]
-    pub input: InputOptions,
+    pub input: InputArgs,
 
     #[command(flatten)]
-    pub request: RequestOptions,
+    pub request: RequestArgs,
 }
 
 /// Everything `promptbatch merge` accepts.
 #[derive(Debug, Clone, Args)]
-pub struct MergeOptions {
+pub struct MergeArgs {
     /// The shards' output files (.jsonl or .csv).
     #[arg(value_name = "OUTPUT", required = true)]
     pub outputs: Vec<PathBuf>,
@@ -323,7 +325,7 @@ pub struct MergeOptions {
 
 /// Everything `promptbatch report` accepts.
 #[derive(Debug, Clone, Args)]
-pub struct ReportOptions {
+pub struct ReportArgs {
     /// A run's output file (.jsonl or .csv).
     #[arg(value_name = "OUTPUT")]
     pub output: PathBuf,
@@ -339,13 +341,13 @@ pub struct ReportOptions {
 
 /// Everything `promptbatch mock-server` accepts.
 #[derive(Debug, Clone, Args)]
-pub struct MockServerOptions {
+pub struct MockServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub listen: String,
 
     #[command(flatten)]
-    pub sim: crate::sim::SimOptions,
+    pub sim: SimArgs,
 }
 
 /// Parses a positive dollar amount.
@@ -378,8 +380,304 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
     Ok((key.to_string(), value))
 }
 
-/// Parses a human duration such as `90s`, `10m`, `250ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}`: {e} (examples: 90s, 10m, 250ms)"))
+/// Simulator behaviour (the flags of `mock-server`).
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Latency of every answer: `0ms`, `50ms` or a uniform range `20ms..200ms`.
+    #[arg(long, default_value = "0ms", value_parser = LatencySpec::parse)]
+    pub latency: LatencySpec,
+
+    /// Fraction of requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_429: f64,
+
+    /// Retry-After sent with injected 429s (whole seconds are also sent as `Retry-After`,
+    /// the exact value as `retry-after-ms`).
+    #[arg(long, default_value = "1s", value_parser = promptbatch::duration::parse)]
+    pub retry_after: Duration,
+
+    /// Fraction of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_500: f64,
+
+    /// Fraction of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_503: f64,
+
+    /// Fraction of requests whose connection is dropped without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_drop: f64,
+
+    /// Fraction of requests answered 200 with a truncated (unparsable) body.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_malformed: f64,
+
+    /// Only this bearer key is accepted (others get 401). Default: any key.
+    #[arg(long)]
+    pub require_key: Option<String>,
+
+    /// Only these models exist (others get 404), comma-separated. Default: any model.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// The shape of error answers: `openai` (`{"error": {"message", "type", "code"}}` with
+    /// `Retry-After` headers), `evolink` (EvoLink's documented errors: integer `code`, a `type`
+    /// per status, `param`, `fallback_suggestion`; a 429 advises its wait only in the
+    /// suggestion) or `litellm` (the LiteLLM proxy's: string `code`, retry advice only in
+    /// `llm_provider-` prefixed headers).
+    #[arg(long, value_enum, default_value_t = ErrorStyle::Openai)]
+    pub error_style: ErrorStyle,
+
+    /// A server-side limit on requests per minute, enforced over a sliding `--limit-window`:
+    /// `1200`, or a schedule `1200,600@30s,1200@60s` (each step from that time after the first
+    /// request). Requests over it are answered 429 at once, advising the exact wait.
+    #[arg(long, value_name = "RPM[@START],...", value_parser = LimitSchedule::parse)]
+    pub limit_rpm: Option<LimitSchedule>,
+
+    /// The sliding window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
+    #[arg(long, default_value = "60s", value_parser = promptbatch::duration::parse)]
+    pub limit_window: Duration,
+
+    /// Send `x-ratelimit-limit-requests`, `-remaining-requests` and `-reset-requests` (as OpenAI
+    /// does) with every answer, for the `--limit-rpm` limit.
+    #[arg(long)]
+    pub rate_headers: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags → library values
+
+impl InputArgs {
+    pub fn into_options(self) -> InputOptions {
+        let mut input = InputOptions::new(self.path);
+        input.input_format = self.input_format;
+        input.prompt_column = self.prompt_column;
+        input.template = self.template;
+        input.id_column = self.id_column;
+        input.skip_invalid = self.skip_invalid;
+        input.limit = self.limit;
+        input.shard = self.shard;
+        input
+    }
+}
+
+impl RequestArgs {
+    pub fn into_options(self) -> RequestOptions {
+        RequestOptions {
+            system: self.system,
+            model: self.model,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            reasoning_effort: self.reasoning_effort,
+            params: self.params,
+        }
+    }
+}
+
+impl RunArgs {
+    /// The job these flags describe; progress goes to stderr and signals stop the run.
+    pub fn into_job(self) -> Job {
+        let display = Display::choose(self.quiet, self.log_every);
+        let dry_run = self.dry_run.then(|| SimOptions {
+            latency: self.dry_run_latency,
+            ..SimOptions::default()
+        });
+        let mut job = Job::with_input(self.input.into_options(), self.output);
+        job.output = OutputOptions {
+            ordered: self.ordered,
+            fresh: self.fresh,
+            keep_errors: self.keep_errors,
+            ..job.output
+        };
+        job.request = self.request.into_options();
+        job.endpoint = EndpointOptions {
+            base_url: self.base_url,
+            api_key: None,
+            api_key_env: self.api_key_env,
+            ca_certs: self.ca_cert,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+        };
+        job.limits = LimitOptions {
+            concurrency: self.concurrency,
+            rpm: self.rpm,
+            tpm: self.tpm,
+        };
+        job.retry = RetryPolicy {
+            max_retries: self.max_retries,
+            base: self.backoff_base,
+            max: self.backoff_max,
+        };
+        job.cost = CostOptions {
+            prices: self.prices,
+            max_cost: self.max_cost,
+        };
+        job.display = display;
+        job.dry_run = dry_run;
+        job.grace = self.grace;
+        job.handle_signals = true;
+        job
+    }
+}
+
+impl EstimateArgs {
+    pub fn into_options(self) -> EstimateOptions {
+        EstimateOptions {
+            request: self.request.into_options(),
+            expect_output: self.expect_output,
+            from_output: self.from_output,
+            concurrency: self.concurrency,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            prices: self.prices,
+            ..EstimateOptions::new(self.input.into_options())
+        }
+    }
+}
+
+impl MergeArgs {
+    pub fn into_options(self) -> MergeOptions {
+        MergeOptions {
+            outputs: self.outputs,
+            output: self.output,
+            expect_rows: self.expect_rows,
+            force: self.force,
+        }
+    }
+}
+
+impl SimArgs {
+    pub fn into_options(self) -> SimOptions {
+        SimOptions {
+            latency: self.latency,
+            rate_429: self.rate_429,
+            retry_after: self.retry_after,
+            rate_500: self.rate_500,
+            rate_503: self.rate_503,
+            rate_drop: self.rate_drop,
+            rate_malformed: self.rate_malformed,
+            require_key: self.require_key,
+            models: self.models,
+            error_style: self.error_style,
+            limit_rpm: self.limit_rpm,
+            limit_window: self.limit_window,
+            rate_headers: self.rate_headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// A flag left out means the library's default: the defaults are written once, in the
+    /// library, or checked here where clap needs its own spelling (durations).
+    #[test]
+    fn flags_left_out_give_the_library_defaults() {
+        let cli = Cli::parse_from(["promptbatch", "run", "in.csv", "-o", "out.jsonl"]);
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        let job = args.into_job();
+        let library = Job::new("in.csv", "out.jsonl");
+        assert_eq!(job.request, library.request);
+        assert_eq!(job.limits, library.limits);
+        assert_eq!(job.retry, library.retry);
+        assert_eq!(job.cost, library.cost);
+        assert_eq!(job.output, library.output);
+        assert_eq!(job.grace, library.grace);
+        assert_eq!(job.endpoint.base_url, library.endpoint.base_url);
+        assert_eq!(job.endpoint.timeout, library.endpoint.timeout);
+        assert_eq!(
+            job.endpoint.connect_timeout,
+            library.endpoint.connect_timeout
+        );
+        assert_eq!(job.input.prompt_column, library.input.prompt_column);
+        assert_eq!(job.input.input_format, library.input.input_format);
+        assert!(job.handle_signals && !library.handle_signals);
+
+        let cli = Cli::parse_from(["promptbatch", "mock-server"]);
+        let Command::MockServer(args) = cli.command else {
+            panic!("not mock-server")
+        };
+        let sim = args.sim.into_options();
+        let library = SimOptions::default();
+        assert_eq!(sim.retry_after, library.retry_after);
+        assert_eq!(sim.limit_window, library.limit_window);
+        assert_eq!(sim.latency, library.latency);
+        assert_eq!(sim.error_style, library.error_style);
+    }
+
+    #[test]
+    fn every_flag_reaches_the_job() {
+        let cli = Cli::parse_from([
+            "promptbatch",
+            "run",
+            "in.jsonl",
+            "-o",
+            "out.csv",
+            "--model",
+            "m",
+            "-c",
+            "7",
+            "--rpm",
+            "60",
+            "--tpm",
+            "600",
+            "--max-retries",
+            "2",
+            "--backoff-base",
+            "2s",
+            "--backoff-max",
+            "9s",
+            "--max-cost",
+            "3",
+            "--ordered",
+            "--fresh",
+            "--keep-errors",
+            "--dry-run",
+            "--dry-run-latency",
+            "5ms",
+            "--grace",
+            "4s",
+            "--timeout",
+            "8s",
+            "--template",
+            "{a}",
+            "--limit",
+            "5",
+            "--system",
+            "S",
+            "--max-tokens",
+            "9",
+        ]);
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        let job = args.into_job();
+        assert_eq!(job.request.model, "m");
+        assert_eq!(job.request.system.as_deref(), Some("S"));
+        assert_eq!(job.request.max_tokens, Some(9));
+        assert_eq!(
+            job.limits,
+            LimitOptions {
+                concurrency: 7,
+                rpm: Some(60),
+                tpm: Some(600)
+            }
+        );
+        assert_eq!(job.retry.max_retries, 2);
+        assert_eq!(job.retry.base, Duration::from_secs(2));
+        assert_eq!(job.retry.max, Duration::from_secs(9));
+        assert_eq!(job.cost.max_cost, Some(3.0));
+        assert!(job.output.ordered && job.output.fresh && job.output.keep_errors);
+        assert_eq!(job.output.path, PathBuf::from("out.csv"));
+        let sim = job.dry_run.expect("dry run");
+        assert_eq!(sim.latency.max, Duration::from_millis(5));
+        assert_eq!(job.grace, Duration::from_secs(4));
+        assert_eq!(job.endpoint.timeout, Duration::from_secs(8));
+        assert_eq!(job.input.template.as_deref(), Some("{a}"));
+        assert_eq!(job.input.limit, Some(5));
+    }
 }

@@ -4,13 +4,22 @@
 //! part of completion and billed as output), with the tier chosen by the request's prompt tokens.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Deserialize;
 
 use crate::api::TokenUsage;
 use crate::error::Error;
+
+/// Prices and the budget.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostOptions {
+    /// Price table overrides (TOML, the shape of the embedded prices.toml).
+    pub prices: Option<PathBuf>,
+    /// Budget cap in USD for the total cost recorded in the output (earlier runs included).
+    pub max_cost: Option<f64>,
+}
 
 /// The table shipped in the binary.
 pub const EMBEDDED_PRICES: &str = include_str!("../prices.toml");

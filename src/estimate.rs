@@ -67,14 +67,13 @@ use std::sync::mpsc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::cli::EstimateOptions;
+use crate::api::request::RequestOptions;
 use crate::cost::{ModelPrice, PriceTable};
-use crate::error::{exit_code, Error};
+use crate::error::Error;
 use crate::human::group;
-use crate::input::{self, RowContent};
+use crate::input::{self, InputOptions, RowContent};
 use crate::output::read::Records;
 use crate::output::record::{Record, Status};
-use crate::report::print_out;
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
 
 mod table;
@@ -82,8 +81,45 @@ mod table;
 /// Rows sent from the reader thread to the counter at a time.
 const BATCH: usize = 512;
 
-/// Runs the estimate and prints it; returns the process exit code.
-pub fn run(opts: &EstimateOptions) -> Result<i32, Error> {
+/// What `estimate` is asked (the flags of `promptbatch estimate`).
+#[derive(Debug, Clone)]
+pub struct EstimateOptions {
+    /// The rows, as a run would read them.
+    pub input: InputOptions,
+    /// The request options a run would use.
+    pub request: RequestOptions,
+    /// Expected completion tokens per row (reasoning included), for the expected-case cost.
+    pub expect_output: Option<u64>,
+    /// A sample run's output: its ok rows' measured tokens and latency project the whole input.
+    pub from_output: Option<std::path::PathBuf>,
+    /// Requests in flight the run would use (with `from_output`: the time the latency implies).
+    pub concurrency: u32,
+    /// Requests per minute the run would be allowed.
+    pub rpm: Option<u32>,
+    /// Tokens per minute the run would be allowed.
+    pub tpm: Option<u32>,
+    /// Price table overrides.
+    pub prices: Option<std::path::PathBuf>,
+}
+
+impl EstimateOptions {
+    /// An estimate of a run over `input` with every other option at its default.
+    pub fn new(input: InputOptions) -> Self {
+        EstimateOptions {
+            input,
+            request: RequestOptions::default(),
+            expect_output: None,
+            from_output: None,
+            concurrency: crate::limit::DEFAULT_CONCURRENCY,
+            rpm: None,
+            tpm: None,
+            prices: None,
+        }
+    }
+}
+
+/// Counts every row's prompt tokens and projects the cost and time of a run.
+pub fn estimate(opts: &EstimateOptions) -> Result<Estimate, Error> {
     if opts.expect_output.is_some() && opts.from_output.is_some() {
         return Err(Error::Config(
             "give either --expect-output N or --from-output OUTPUT, not both".into(),
@@ -95,15 +131,7 @@ pub fn run(opts: &EstimateOptions) -> Result<i32, Error> {
     let rows = input::open_reporting_all(&opts.input, &opts.request)?;
     let counter = ChatTokenCounter::new()?;
     let totals = count_rows(rows, &counter, &prices, &opts.input.path)?;
-    let estimate = Estimate::new(opts, totals, expected);
-    if opts.json {
-        let text = serde_json::to_string_pretty(&estimate)
-            .map_err(|e| Error::Config(format!("cannot encode the estimate as JSON: {e}")))?;
-        print_out(&(text + "\n"))?;
-    } else {
-        print_out(&estimate.to_table())?;
-    }
-    Ok(exit_code::OK)
+    Ok(Estimate::new(opts, totals, expected))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,59 @@
 //! promptbatch: run a whole dataset of prompts through an OpenAI-compatible chat-completions API,
 //! concurrently and within rate limits, writing one result record per row.
 //!
-//! The pipeline (see ARCHITECTURE.md): [`input`] streams rows, [`run`] dispatches them to
-//! [`worker`]s paced by [`limit`], [`api`] talks HTTP, and the [`output`] writer owns the result
-//! file. [`sim`] is the built-in OpenAI-compatible simulator used by `--dry-run` and the tests.
+//! The `promptbatch` command is a thin layer over this library: it turns its flags into a
+//! [`Job`] (or [`EstimateOptions`], …) and prints what the library returns. A Rust program does
+//! the same without any command line:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use promptbatch::{InputFormat, InputOptions, Job, SimOptions, StopReason};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), promptbatch::Error> {
+//! // Rows can come from a file (`Job::new("data.csv", "out.jsonl")`) or from memory.
+//! let rows = "{\"id\": \"a\", \"prompt\": \"Say hi\"}\n\
+//!             {\"id\": \"b\", \"prompt\": \"Say bye\"}\n";
+//! let input = InputOptions::from_reader("greetings", InputFormat::Jsonl, rows.as_bytes());
+//! let output = std::env::temp_dir().join(format!("promptbatch-doc-{}.jsonl", std::process::id()));
+//! # let _ = std::fs::remove_file(&output);
+//!
+//! // Every record also reaches a callback once it is safely in the output file.
+//! let answers = Arc::new(Mutex::new(Vec::new()));
+//! let seen = answers.clone();
+//! let summary = Job::with_input(input, &output)
+//!     .model("gpt-5.2")
+//!     .concurrency(8)
+//!     .rpm(6_000)
+//!     // No key, no network, no cost: the built-in simulator on a loopback port.
+//!     .dry_run(SimOptions::default())
+//!     .on_record(move |record| {
+//!         let answer = (record.id.clone(), record.completion.clone().unwrap_or_default());
+//!         seen.lock().unwrap().push(answer);
+//!     })
+//!     .run()
+//!     .await?;
+//!
+//! assert!(matches!(summary.stop, StopReason::Completed));
+//! assert_eq!((summary.ok, summary.errors), (2, 0));
+//! let mut answers = answers.lock().unwrap().clone();
+//! answers.sort();
+//! assert_eq!(answers, [("a".to_string(), "echo: Say hi".to_string()),
+//!                      ("b".to_string(), "echo: Say bye".to_string())]);
+//!
+//! // The same records are in the output file, which a later run would resume from.
+//! let report = promptbatch::report(&output, None)?;
+//! assert_eq!((report.rows, report.ok), (2, 2));
+//! # std::fs::remove_file(&output).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The facade: [`Job`] → [`Summary`]; [`estimate()`] → [`Estimate`]; [`report()`] →
+//! [`Report`]; [`Record`] is one output line. The modules below are the pipeline (see
+//! ARCHITECTURE.md): `input` streams rows, the runner dispatches them to workers paced by `limit`,
+//! `api` talks HTTP, and the `output` writer owns the result file; `sim` is the built-in
+//! OpenAI-compatible simulator used by `--dry-run` and the tests.
 
 /// `eprintln!` that never panics: a message to stderr, dropped if stderr is closed (e.g. the
 /// run's stderr piped into `head`), so a closed terminal never fails a run.
@@ -18,13 +68,14 @@ macro_rules! say {
 pub mod api;
 pub mod breaker;
 pub mod budget;
-pub mod cli;
 pub mod cost;
+pub mod duration;
 pub mod error;
 pub mod estimate;
 pub mod fingerprint;
 pub mod human;
 pub mod input;
+pub mod job;
 pub mod limit;
 pub mod merge;
 pub mod output;
@@ -33,7 +84,7 @@ pub mod progress;
 pub mod redact;
 pub mod repeats;
 pub mod report;
-pub mod run;
+mod run;
 pub mod shutdown;
 pub mod sim;
 pub mod sketch;
@@ -43,5 +94,10 @@ pub mod validate;
 pub mod worker;
 
 pub use error::Error;
+pub use estimate::{estimate, Estimate, EstimateOptions};
+pub use input::{InputFormat, InputOptions};
+pub use job::Job;
+pub use output::{Record, Status};
 pub use progress::{StopReason, Summary};
-pub use run::run;
+pub use report::{report, Report};
+pub use sim::SimOptions;

@@ -89,6 +89,30 @@ struct Windows {
 }
 
 /// The adaptive pacing and the RPM/TPM caps.
+/// Requests in flight at once unless set.
+pub const DEFAULT_CONCURRENCY: u32 = 16;
+
+/// How much a run may send: requests in flight, and per-minute caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitOptions {
+    /// Requests in flight at once (at least 1).
+    pub concurrency: u32,
+    /// Requests per minute cap (spread evenly, no burst at start-up).
+    pub rpm: Option<u32>,
+    /// Tokens per minute cap (estimated prompt tokens + `max_tokens` per request).
+    pub tpm: Option<u32>,
+}
+
+impl Default for LimitOptions {
+    fn default() -> Self {
+        LimitOptions {
+            concurrency: DEFAULT_CONCURRENCY,
+            rpm: None,
+            tpm: None,
+        }
+    }
+}
+
 pub struct Limits {
     rpm: Option<(DefaultDirectRateLimiter, u64)>,
     tpm: Option<(DefaultDirectRateLimiter, NonZeroU32, u64)>,

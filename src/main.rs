@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use promptbatch::cli::{Cli, Command, MockServerOptions, RunOptions};
 use promptbatch::error::exit_code;
-use promptbatch::shutdown::Shutdown;
-use promptbatch::{StopReason, Summary};
+use promptbatch::{Error, Job, StopReason, Summary};
+
+mod cli;
+use cli::{Cli, Command, MockServerArgs, ReportArgs};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the runner allocates a few small buffers per row on several threads at once, where
@@ -32,15 +33,88 @@ fn main() -> ExitCode {
     let code = match cli.command {
         // On a worker thread, not the main thread: the dispatcher then shares the runtime's
         // threads instead of bouncing rows between threads.
-        Command::Run(opts) => runtime
-            .block_on(async move { tokio::spawn(run(*opts)).await.unwrap_or(exit_code::FAILURE) }),
-        Command::Estimate(opts) => finish(promptbatch::estimate::run(&opts)),
-        Command::Report(opts) => finish(promptbatch::report::run(&opts)),
-        Command::Validate(opts) => finish(promptbatch::validate::run(&opts)),
-        Command::Merge(opts) => finish(promptbatch::merge::run(&opts)),
-        Command::MockServer(opts) => runtime.block_on(mock_server(opts)),
+        Command::Run(args) => {
+            let job = args.into_job();
+            runtime
+                .block_on(async move { tokio::spawn(run(job)).await.unwrap_or(exit_code::FAILURE) })
+        }
+        Command::Estimate(args) => {
+            let json = args.json;
+            finish(estimate(args.into_options(), json))
+        }
+        Command::Report(args) => finish(report(&args)),
+        Command::Validate(args) => finish(validate(
+            args.input.into_options(),
+            args.request.into_options(),
+        )),
+        Command::Merge(args) => finish(promptbatch::merge::run(&args.into_options())),
+        Command::MockServer(args) => runtime.block_on(mock_server(args)),
     };
     ExitCode::from(code as u8)
+}
+
+/// `promptbatch estimate`: the estimate as a table, or JSON.
+fn estimate(opts: promptbatch::estimate::EstimateOptions, json: bool) -> Result<i32, Error> {
+    let estimate = promptbatch::estimate::estimate(&opts)?;
+    if json {
+        print_out(&to_json(&estimate, "estimate")?)?;
+    } else {
+        print_out(&estimate.to_table())?;
+    }
+    Ok(exit_code::OK)
+}
+
+/// `promptbatch report`: the report as a table, or JSON, and a note on a torn last record.
+fn report(args: &ReportArgs) -> Result<i32, Error> {
+    let report = promptbatch::report::report(&args.output, args.prices.as_deref())?;
+    if args.json {
+        print_out(&to_json(&report, "report")?)?;
+    } else {
+        print_out(&report.to_table())?;
+    }
+    if let Some(torn) = &report.torn_last_line {
+        promptbatch::say!(
+            "note: the last record of {} (line {}) is incomplete and was skipped ({}); the run \
+             that wrote it was probably interrupted: re-run it to finish that row",
+            report.output,
+            torn.line,
+            torn.reason
+        );
+    }
+    Ok(exit_code::OK)
+}
+
+/// `promptbatch validate`: what one pass found; exit 1 unless every row can be sent.
+fn validate(
+    input: promptbatch::input::InputOptions,
+    request: promptbatch::api::request::RequestOptions,
+) -> Result<i32, Error> {
+    let validation = promptbatch::validate::validate(&input, &request)?;
+    print_out(&promptbatch::validate::render(&validation, &input))?;
+    Ok(if validation.is_clean() {
+        exit_code::OK
+    } else {
+        exit_code::FAILURE
+    })
+}
+
+/// Pretty JSON and a newline.
+fn to_json(value: &impl serde::Serialize, what: &str) -> Result<String, Error> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|e| Error::Config(format!("cannot encode the {what} as JSON: {e}")))
+}
+
+/// Writes to standard output; a closed pipe (`| head`) is not an error.
+fn print_out(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("cannot write to standard output", e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The exit code of a command that reports its own output, printing its error if it failed.
@@ -87,22 +161,20 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-async fn run(opts: RunOptions) -> i32 {
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals(opts.grace);
-    match promptbatch::run(&opts, shutdown).await {
+async fn run(job: Job) -> i32 {
+    match job.run().await {
         Err(e) => {
             promptbatch::say!("error: {e}");
             exit_code::FAILURE
         }
-        Ok(summary) => report(&opts, &summary),
+        Ok(summary) => report_run(&job, &summary),
     }
 }
 
 /// Prints the summary and what to do next; returns the exit code.
-fn report(opts: &RunOptions, summary: &Summary) -> i32 {
+fn report_run(opts: &Job, summary: &Summary) -> i32 {
     promptbatch::say!("{summary}");
-    let output = opts.output.display();
+    let output = opts.output.path.display();
     let code = match &summary.stop {
         StopReason::Completed if summary.ok + summary.errors + summary.done_before == 0 => {
             promptbatch::say!(
@@ -229,12 +301,12 @@ fn report_errors(summary: &Summary, output: &str) {
 
 /// How to continue an interrupted run: the same command line, or — standard input cannot be read
 /// twice, and a run reading it refuses an existing output — the same command on a saved copy.
-fn resume_instruction(opts: &RunOptions) -> String {
-    if opts.input.path.as_os_str() == "-" {
+fn resume_instruction(opts: &Job) -> String {
+    if opts.input.reads_once() {
         format!(
             "standard input cannot be read again, so this command cannot resume: save the same \
              input to a file, then run (with FILE that file; rows already in {} are skipped):\n  {}",
-            opts.output.display(),
+            opts.output.path.display(),
             command_line(Some("FILE"))
         )
     } else {
@@ -244,8 +316,8 @@ fn resume_instruction(opts: &RunOptions) -> String {
 
 /// The command that continues this run: the same command line, or for a run that read standard
 /// input (which cannot be read again) the same command on a saved copy of it.
-fn rerun_command(opts: &RunOptions) -> String {
-    if opts.input.path.as_os_str() == "-" {
+fn rerun_command(opts: &Job) -> String {
+    if opts.input.reads_once() {
         format!(
             "{}\n  (standard input cannot be read again: save the same input to FILE first)",
             command_line(Some("FILE"))
@@ -319,7 +391,7 @@ fn shell_quote(arg: &std::ffi::OsStr) -> String {
     }
 }
 
-async fn mock_server(opts: MockServerOptions) -> i32 {
+async fn mock_server(opts: MockServerArgs) -> i32 {
     let listener = match promptbatch::sim::bind(&opts.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -332,7 +404,7 @@ async fn mock_server(opts: MockServerOptions) -> i32 {
         .map_or(opts.listen.clone(), |a| a.to_string());
     promptbatch::say!("simulator listening on http://{addr}/v1 (Ctrl-C to stop)");
     let stop = tokio_util::sync::CancellationToken::new();
-    let serve = promptbatch::sim::serve(listener, opts.sim, stop.clone());
+    let serve = promptbatch::sim::serve(listener, opts.sim.into_options(), stop.clone());
     tokio::select! {
         _ = serve => {}
         _ = tokio::signal::ctrl_c() => stop.cancel(),

@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::cli::MergeOptions;
 use crate::error::{exit_code, Error};
 use crate::fingerprint::fnv1a;
 use crate::human::group;
@@ -26,6 +25,19 @@ pub struct Merged {
     /// `(id, first file, second file)` of the first ids seen twice.
     pub duplicates: Vec<(String, String, String)>,
     pub duplicate_count: u64,
+}
+
+/// What `merge` is asked (the flags of `promptbatch merge`).
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// The shards' output files (.jsonl or .csv).
+    pub outputs: Vec<std::path::PathBuf>,
+    /// The merged file; `.csv` writes CSV, anything else JSONL.
+    pub output: std::path::PathBuf,
+    /// Exit 1 unless the merged file has exactly this many records.
+    pub expect_rows: Option<u64>,
+    /// Replace `output` when it exists.
+    pub force: bool,
 }
 
 /// Duplicates named one by one; the rest are counted.

@@ -29,9 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::cli::ReportOptions;
 use crate::cost::PriceTable;
-use crate::error::{exit_code, Error};
+use crate::error::Error;
 use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
 
@@ -43,27 +42,10 @@ pub const MAX_ERROR_GROUPS: usize = 10_000;
 /// Label of the group that collects messages beyond [`MAX_ERROR_GROUPS`].
 const OTHER_ERRORS: &str = "(other messages)";
 
-/// Reads the output and prints the report; returns the process exit code.
-pub fn run(opts: &ReportOptions) -> Result<i32, Error> {
-    let prices = PriceTable::load(opts.prices.as_deref())?;
-    let report = build(&opts.output, &prices)?;
-    if opts.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Config(format!("cannot encode the report as JSON: {e}")))?;
-        print_out(&(text + "\n"))?;
-    } else {
-        print_out(&report.to_table())?;
-    }
-    if let Some(torn) = &report.torn_last_line {
-        say!(
-            "note: the last record of {} (line {}) is incomplete and was skipped ({}); the run \
-             that wrote it was probably interrupted: re-run it to finish that row",
-            report.output,
-            torn.line,
-            torn.reason
-        );
-    }
-    Ok(exit_code::OK)
+/// Reads an output (finished or partial) and sums it up; `prices` overrides the embedded price
+/// table for records written without a cost.
+pub fn report(output: &std::path::Path, prices: Option<&std::path::Path>) -> Result<Report, Error> {
+    build(output, &PriceTable::load(prices)?)
 }
 
 /// The whole report, as printed by `--json`.
@@ -363,18 +345,6 @@ pub fn normalize_error(message: &str) -> String {
         }
     }
     out
-}
-
-/// Writes to standard output; a closed pipe (`| head`) is not an error.
-pub(crate) fn print_out(text: &str) -> Result<(), Error> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::io("cannot write to standard output", e))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

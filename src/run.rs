@@ -22,11 +22,10 @@ use tokio::task::JoinSet;
 use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::breaker::Breaker;
 use crate::budget::Budget;
-use crate::cli::{InputOptions, RunOptions};
 use crate::cost::PriceTable;
 use crate::error::Error;
-use crate::input::RowSet;
-use crate::input::{self, Row, RowContent};
+use crate::input::{self, InputOptions, Row, RowContent, RowSet};
+use crate::job::Job;
 use crate::limit::Limits;
 use crate::output::lock::OutputLock;
 use crate::output::record::RowInfo;
@@ -37,23 +36,23 @@ use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 use crate::sim;
-use crate::worker::{self, RetryPolicy, Slots, WorkerContext};
+use crate::worker::{self, Slots, WorkerContext};
 
 /// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path,
 /// a locked output) are returned as `Err`; everything after that ends in a [`Summary`] whose
 /// `stop` says why the run ended.
-pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error> {
+pub(crate) async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
     // Open (and so validate: header, columns) the input before anything else. A file is opened
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.
     let early_rows = input::open(&opts.input, &opts.request, None)?;
-    let prices = PriceTable::load(opts.prices.as_deref())?;
+    let prices = PriceTable::load(opts.cost.prices.as_deref())?;
     let (client, _simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
-    writer::check_folder(&opts.output)?;
+    writer::check_folder(&opts.output.path)?;
     // Temporary sorted runs (duplicate ids of a large input) go next to the output.
-    crate::spill::set_dir(match opts.output.parent() {
+    crate::spill::set_dir(match opts.output.path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     });
@@ -70,40 +69,34 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         say!("{}", plan.describe());
     }
     let budget = opts
+        .cost
         .max_cost
         .map(|cap| Budget::new(cap, plan.as_ref().map_or(0.0, |p| p.spent)));
 
     let counters = Arc::new(Counters::default());
-    if !opts.quiet {
+    if !matches!(opts.display, progress::Display::Quiet) {
         spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
     }
-    let concurrency = opts.concurrency as usize;
-    let writer = Writer::start(&output, concurrency * 2, counters.clone())?;
-    let reporter = Reporter::start(
-        counters.clone(),
-        progress::Display::choose(opts.quiet, opts.log_every),
-    );
+    let concurrency = opts.limits.concurrency as usize;
+    let writer = Writer::start(&output, concurrency * 2, record_observer(opts, &counters))?;
+    let reporter = Reporter::start(counters.clone(), opts.display);
     let permits = Arc::new(Semaphore::new(concurrency));
     let ctx = Arc::new(WorkerContext {
-        slots: Slots::new(permits.clone(), opts.concurrency),
+        slots: Slots::new(permits.clone(), opts.limits.concurrency),
         client,
-        limits: Limits::new(opts.rpm, opts.tpm).with_progress(counters.clone()),
+        limits: Limits::new(opts.limits.rpm, opts.limits.tpm).with_progress(counters.clone()),
         counters: counters.clone(),
         shutdown: shutdown.clone(),
-        retry: RetryPolicy {
-            max_retries: opts.max_retries,
-            base: opts.backoff_base,
-            max: opts.backoff_max,
-        },
+        retry: opts.retry,
         prices,
         budget,
         fatal: Mutex::new(None),
-        simulated: opts.dry_run,
+        simulated: opts.dry_run.is_some(),
         breaker: Breaker::default(),
         warnings: Repeats::default(),
     });
 
-    let chunk_rows = if opts.input.path.as_os_str() == "-" {
+    let chunk_rows = if opts.input.reads_once() {
         1
     } else {
         CHUNK_ROWS
@@ -138,7 +131,7 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
     send_released(&ctx, ctx.breaker.take_parked(), &writer.sender).await;
     let mut write_result = writer.finish();
     reporter.finish().await;
-    if opts.ordered && write_result.is_ok() {
+    if opts.output.ordered && write_result.is_ok() {
         write_result = put_in_input_order(&output);
     }
 
@@ -173,34 +166,44 @@ pub async fn run(opts: &RunOptions, shutdown: Shutdown) -> Result<Summary, Error
         summary.done_before = plan.done;
         summary.kept_errors = plan.kept_errors;
     }
-    summary.simulated = opts.dry_run;
+    summary.simulated = opts.dry_run.is_some();
     summary.unrecorded = unrecorded;
     summary.warnings_suppressed = ctx.warnings.suppressed();
     (summary.rate_limited, summary.paused) = ctx.limits.pacer().totals();
     Ok(summary)
 }
 
+/// What the writer does with each record once it is in the file: count it, and hand it to the
+/// caller's callback if the job has one.
+fn record_observer(opts: &Job, counters: &Arc<Counters>) -> Box<dyn FnMut(&Record) + Send> {
+    let counters = counters.clone();
+    let callback = opts.on_record.clone();
+    Box::new(move |record| {
+        counters.record_written(record);
+        if let Some(callback) = &callback {
+            if let Ok(mut callback) = callback.lock() {
+                callback(record);
+            }
+        }
+    })
+}
+
 /// The API client: the real endpoint with the user's key, or a fresh simulator for --dry-run
 /// (kept alive by the returned handle).
-async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>), Error> {
-    let (base_url, key, simulator) = if opts.dry_run {
-        let options = sim::SimOptions {
-            latency: opts.dry_run_latency,
-            ..Default::default()
-        };
-        let handle = sim::start("127.0.0.1:0", options)
+async fn connect(opts: &Job) -> Result<(ApiClient, Option<sim::SimHandle>), Error> {
+    let (base_url, key, simulator) = if let Some(options) = &opts.dry_run {
+        let handle = sim::start("127.0.0.1:0", options.clone())
             .await
             .map_err(|e| Error::io("cannot start the built-in simulator for --dry-run", e))?;
         (handle.base_url(), ApiKey::new("dry-run"), Some(handle))
     } else {
-        let key = ApiKey::from_env(opts.api_key_env.as_deref())?;
-        (opts.base_url.clone(), key, None)
+        (opts.endpoint.base_url.clone(), opts.endpoint.key()?, None)
     };
     let options = ClientOptions {
-        concurrency: opts.concurrency,
-        timeout: opts.timeout,
-        connect_timeout: opts.connect_timeout,
-        ca_certs: opts.ca_cert.clone(),
+        concurrency: opts.limits.concurrency,
+        timeout: opts.endpoint.timeout,
+        connect_timeout: opts.endpoint.connect_timeout,
+        ca_certs: opts.endpoint.ca_certs.clone(),
     };
     let client = ApiClient::new(&base_url, key, &options)?;
     match client.proxy() {
@@ -212,11 +215,11 @@ async fn connect(opts: &RunOptions) -> Result<(ApiClient, Option<sim::SimHandle>
 
 /// Locks the output and returns its real path, after finishing a rewrite a crash interrupted and,
 /// with --fresh, moving the earlier output to a new backup.
-fn take_output(opts: &RunOptions) -> Result<(OutputLock, PathBuf), Error> {
-    let lock = OutputLock::acquire(&opts.output)?;
+fn take_output(opts: &Job) -> Result<(OutputLock, PathBuf), Error> {
+    let lock = OutputLock::acquire(&opts.output.path)?;
     let output = lock.path().to_path_buf();
     replace::finish_interrupted(&output)?;
-    if opts.fresh {
+    if opts.output.fresh {
         if let Some(backup) = backup::move_aside(&output)? {
             // The new, empty output is locked before the old one's lock is released.
             let lock = OutputLock::acquire(&output)?;
@@ -231,10 +234,10 @@ fn take_output(opts: &RunOptions) -> Result<(OutputLock, PathBuf), Error> {
 }
 
 /// An output that is the input file itself would be read as earlier results and appended to.
-fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
+fn refuse_output_over_input(opts: &Job) -> Result<(), Error> {
     let same = match (
         std::fs::canonicalize(&opts.input.path),
-        std::fs::canonicalize(&opts.output),
+        std::fs::canonicalize(&opts.output.path),
     ) {
         (Ok(input), Ok(output)) => input == output,
         _ => false,
@@ -242,7 +245,7 @@ fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
     if same {
         return Err(Error::Config(format!(
             "--output {} is the input file; choose another output file",
-            opts.output.display()
+            opts.output.path.display()
         )));
     }
     Ok(())
@@ -251,15 +254,15 @@ fn refuse_output_over_input(opts: &RunOptions) -> Result<(), Error> {
 /// When OUTPUT (at its real path `output`) has records: index it, claim the rows already done in
 /// a first pass over the input, and rewrite it without the records that will be redone. Returns
 /// the done rows and the plan; `None` for a new output.
-fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
+fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
     let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
     if !has_records {
         return Ok((None, None));
     }
-    if opts.input.path.as_os_str() == "-" {
+    if opts.input.reads_once() {
         return Err(Error::Config(format!(
-            "{} exists, and a run reading standard input cannot resume it; pass the input as a file, or --fresh to start over",
-            opts.output.display()
+            "{} exists, and a run reading standard input (or rows in memory) cannot resume it; pass the input as a file, or --fresh to start over",
+            opts.output.path.display()
         )));
     }
     // The whole input, --limit or not: records of rows beyond the limit are kept.
@@ -288,8 +291,8 @@ fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Opti
     };
     if let Some((sorted, plan, done_rows)) = resume_sorted::plan(
         output,
-        opts.keep_errors,
-        opts.dry_run,
+        opts.output.keep_errors,
+        opts.dry_run.is_some(),
         opts.input.limit,
         rows,
         unchecked.then_some((&whole_input, &opts.request)),
@@ -301,8 +304,8 @@ fn plan_resume(opts: &RunOptions, output: &Path) -> Result<(Option<RowSet>, Opti
     let rows = input::open(&whole_input, &opts.request, None)?;
     let (index, plan, done_rows) = ResumeIndex::plan(
         output,
-        opts.keep_errors,
-        opts.dry_run,
+        opts.output.keep_errors,
+        opts.dry_run.is_some(),
         opts.input.limit,
         rows,
     )?;

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use clap::Args;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -61,7 +60,7 @@ pub struct LatencySpec {
 impl LatencySpec {
     /// Parses `50ms` or `20ms..200ms`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parse = |s: &str| crate::cli::parse_duration(s);
+        let parse = |s: &str| crate::duration::parse(s);
         let (min, max) = match text.split_once("..") {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => {
@@ -86,68 +85,62 @@ impl LatencySpec {
     }
 }
 
-/// Simulator behaviour (flags of `mock-server`).
-#[derive(Debug, Clone, Default, Args)]
+/// Simulator behaviour (the flags of `mock-server`; `cli.rs` documents each one).
+#[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// Latency of every answer: `0ms`, `50ms` or a uniform range `20ms..200ms`.
-    #[arg(long, default_value = "0ms", value_parser = LatencySpec::parse)]
+    /// Latency of every answer.
     pub latency: LatencySpec,
-
     /// Fraction of requests answered 429 with Retry-After.
-    #[arg(long, default_value_t = 0.0)]
     pub rate_429: f64,
-
-    /// Retry-After sent with injected 429s (whole seconds are also sent as `Retry-After`,
-    /// the exact value as `retry-after-ms`).
-    #[arg(long, default_value = "1s", value_parser = crate::cli::parse_duration)]
+    /// Retry-After sent with injected 429s (whole seconds as `Retry-After`, the exact value as
+    /// `retry-after-ms`).
     pub retry_after: Duration,
-
     /// Fraction of requests answered 500.
-    #[arg(long, default_value_t = 0.0)]
     pub rate_500: f64,
-
     /// Fraction of requests answered 503.
-    #[arg(long, default_value_t = 0.0)]
     pub rate_503: f64,
-
     /// Fraction of requests whose connection is dropped without an answer.
-    #[arg(long, default_value_t = 0.0)]
     pub rate_drop: f64,
-
     /// Fraction of requests answered 200 with a truncated (unparsable) body.
-    #[arg(long, default_value_t = 0.0)]
     pub rate_malformed: f64,
-
-    /// Only this bearer key is accepted (others get 401). Default: any key.
-    #[arg(long)]
+    /// Only this bearer key is accepted (others get 401). `None`: any key.
     pub require_key: Option<String>,
-
-    /// Only these models exist (others get 404), comma-separated. Default: any model.
-    #[arg(long, value_delimiter = ',')]
+    /// Only these models exist (others get 404). Empty: any model.
     pub models: Vec<String>,
-
-    /// The shape of error answers: `openai` (`{"error": {"message", "type", "code"}}` with
-    /// `Retry-After` headers), `evolink` (EvoLink's documented errors: integer `code`, a `type`
-    /// per status, `param`, `fallback_suggestion`; a 429 advises its wait only in the
-    /// suggestion) or `litellm` (the LiteLLM proxy's: string `code`, retry advice only in
-    /// `llm_provider-` prefixed headers).
-    #[arg(long, value_enum, default_value_t = ErrorStyle::Openai)]
+    /// The shape of error answers.
     pub error_style: ErrorStyle,
-
-    /// A server-side limit on requests per minute, enforced over a sliding `--limit-window`:
-    /// `1200`, or a schedule `1200,600@30s,1200@60s` (each step from that time after the first
-    /// request). Requests over it are answered 429 at once, advising the exact wait.
-    #[arg(long, value_name = "RPM[@START],...", value_parser = LimitSchedule::parse)]
+    /// A server-side requests-per-minute limit over a sliding `limit_window`.
     pub limit_rpm: Option<LimitSchedule>,
-
-    /// The sliding window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
-    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
+    /// The sliding window `limit_rpm` is counted over (capacity: RPM × window / 60).
     pub limit_window: Duration,
-
-    /// Send `x-ratelimit-limit-requests`, `-remaining-requests` and `-reset-requests` (as OpenAI
-    /// does) with every answer, for the `--limit-rpm` limit.
-    #[arg(long)]
+    /// Send OpenAI's `x-ratelimit-*-requests` headers for the `limit_rpm` limit.
     pub rate_headers: bool,
+}
+
+/// `Retry-After` of injected 429s unless set.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The window of `--limit-rpm` unless set.
+pub const DEFAULT_LIMIT_WINDOW: Duration = Duration::from_secs(60);
+
+impl Default for SimOptions {
+    /// An instant, faultless server without limits.
+    fn default() -> Self {
+        SimOptions {
+            latency: LatencySpec::default(),
+            rate_429: 0.0,
+            retry_after: DEFAULT_RETRY_AFTER,
+            rate_500: 0.0,
+            rate_503: 0.0,
+            rate_drop: 0.0,
+            rate_malformed: 0.0,
+            require_key: None,
+            models: Vec::new(),
+            error_style: ErrorStyle::Openai,
+            limit_rpm: None,
+            limit_window: DEFAULT_LIMIT_WINDOW,
+            rate_headers: false,
+        }
+    }
 }
 
 /// A requests-per-minute limit that may change over time: `(start after the first request, rpm)`,
@@ -161,7 +154,7 @@ impl LimitSchedule {
         let mut steps = Vec::new();
         for part in text.split(',') {
             let (rpm, start) = match part.split_once('@') {
-                Some((rpm, at)) => (rpm, crate::cli::parse_duration(at)?),
+                Some((rpm, at)) => (rpm, crate::duration::parse(at)?),
                 None => (part, Duration::ZERO),
             };
             let rpm: u32 = rpm
@@ -829,7 +822,7 @@ impl Directives {
                     d.fail = count.parse().unwrap_or(0);
                     d.fail_status = status.parse().unwrap_or(503);
                 }
-                Some(("sleep", v)) => d.sleep = crate::cli::parse_duration(v).unwrap_or_default(),
+                Some(("sleep", v)) => d.sleep = crate::duration::parse(v).unwrap_or_default(),
                 _ => {}
             }
         }

@@ -9,11 +9,10 @@ use std::fmt::Write as _;
 use std::io::BufRead;
 use std::path::Path;
 
-use crate::cli::{InputFormat, ValidateOptions};
-use crate::error::{exit_code, Error};
+use crate::api::request::RequestOptions;
+use crate::error::Error;
 use crate::human::{count, group};
-use crate::input::{self, RowContent};
-use crate::report::print_out;
+use crate::input::{self, InputFormat, InputOptions, RowContent};
 
 /// Problems printed one by one; the rest are counted.
 pub const SHOWN: u64 = 100;
@@ -29,6 +28,8 @@ pub struct Validation {
     pub stopped: Option<String>,
     pub explicit_ids: u64,
     pub models: BTreeMap<String, u64>,
+    /// The CSV header's columns or the first JSONL object's fields, as a line of text.
+    pub columns: String,
 }
 
 impl Validation {
@@ -71,21 +72,18 @@ pub fn check(rows: input::RowStream, path: &Path) -> Validation {
     v
 }
 
-/// Runs `promptbatch validate` and prints what it found; returns the exit code.
-pub fn run(opts: &ValidateOptions) -> Result<i32, Error> {
-    let rows = input::open_reporting_all(&opts.input, &opts.request)?;
-    let validation = check(rows, &opts.input.path);
-    let columns = describe_columns(&opts.input.path, input::resolve_format(&opts.input));
-    print_out(&render(&validation, opts, &columns))?;
-    Ok(if validation.is_clean() {
-        exit_code::OK
-    } else {
-        exit_code::FAILURE
-    })
+/// `promptbatch validate`: one pass over the input, nothing sent.
+pub fn validate(input: &InputOptions, request: &RequestOptions) -> Result<Validation, Error> {
+    let rows = input::open_reporting_all(input, request)?;
+    let mut validation = check(rows, &input.path);
+    validation.columns = describe_columns(input);
+    Ok(validation)
 }
 
-fn render(v: &Validation, opts: &ValidateOptions, columns: &str) -> String {
-    let path = opts.input.path.display();
+/// What `validate` found, as printed: the problems, the counts, ids, columns, models, verdict.
+pub fn render(v: &Validation, input: &InputOptions) -> String {
+    let columns = &v.columns;
+    let path = input.path.display();
     let mut s = String::new();
     for problem in &v.problems {
         let _ = writeln!(s, "{problem}");
@@ -104,8 +102,7 @@ fn render(v: &Validation, opts: &ValidateOptions, columns: &str) -> String {
             "reading stopped there: the rest of {path} was not checked; fix that record and validate again"
         );
     }
-    let limit = opts
-        .input
+    let limit = input
         .limit
         .map_or_else(String::new, |n| format!(" (--limit {})", group(n)));
     let _ = writeln!(
@@ -115,7 +112,7 @@ fn render(v: &Validation, opts: &ValidateOptions, columns: &str) -> String {
         group(v.rows - v.invalid),
         group(v.invalid)
     );
-    let ids = match (&opts.input.id_column, v.explicit_ids) {
+    let ids = match (&input.id_column, v.explicit_ids) {
         (Some(column), _) => format!("from column `{column}`"),
         (None, 0) => {
             "row numbers (the input has no `id` or `custom_id`; choose a column with --id-column)"
@@ -151,11 +148,12 @@ fn render(v: &Validation, opts: &ValidateOptions, columns: &str) -> String {
 }
 
 /// The CSV header's columns, or the top-level fields of the first JSONL object.
-fn describe_columns(path: &Path, format: InputFormat) -> String {
-    if path.as_os_str() == "-" {
+fn describe_columns(input: &InputOptions) -> String {
+    if input.reads_once() {
         return "columns: (standard input: not re-read)".to_string();
     }
-    let Ok(file) = std::fs::File::open(path) else {
+    let format = input::resolve_format(input);
+    let Ok(file) = std::fs::File::open(&input.path) else {
         return "columns: (unreadable)".to_string();
     };
     let names: Vec<String> = match format {

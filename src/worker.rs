@@ -22,11 +22,24 @@ use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 
 /// Retry settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Retries per row for transient failures (429, 5xx, timeouts, dropped connections).
     pub max_retries: u32,
+    /// First retry backoff; doubles per attempt, with full jitter.
     pub base: Duration,
+    /// Longest backoff between two attempts of a row.
     pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 8,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
 }
 
 impl RetryPolicy {

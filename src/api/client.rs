@@ -64,6 +64,55 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The default API base URL: the EvoLink gateway.
+pub const DEFAULT_BASE_URL: &str = "https://api.evolink.ai/v1";
+/// Bound on one whole attempt unless set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound on establishing a connection unless set.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which endpoint a run talks to, with which key, trusting what, within which timeouts.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// Requests go to `{base_url}/chat/completions`; a user name and password in it are never
+    /// shown.
+    pub base_url: String,
+    /// The key itself. `None`: read from `api_key_env`, else `EVOLINK_API_KEY`, else
+    /// `OPENAI_API_KEY`.
+    pub api_key: Option<ApiKey>,
+    /// Environment variable holding the key.
+    pub api_key_env: Option<String>,
+    /// PEM files of CA certificates trusted besides the bundled and the system's roots.
+    pub ca_certs: Vec<PathBuf>,
+    /// Bound on one whole attempt, from connecting to the last byte of the answer.
+    pub timeout: Duration,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            base_url: DEFAULT_BASE_URL.to_string(),
+            api_key: None,
+            api_key_env: None,
+            ca_certs: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl EndpointOptions {
+    /// The key to send: the one given, else the one in the environment.
+    pub fn key(&self) -> Result<ApiKey, Error> {
+        match &self.api_key {
+            Some(key) => Ok(key.clone()),
+            None => ApiKey::from_env(self.api_key_env.as_deref()),
+        }
+    }
+}
+
 /// How the client connects (from `run`'s flags).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

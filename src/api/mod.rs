@@ -9,6 +9,6 @@ pub mod transport;
 pub mod trust;
 
 pub use classify::{Failure, FailureKind, RateLimitHeaders};
-pub use client::{ApiClient, ApiKey, ClientOptions};
+pub use client::{ApiClient, ApiKey, ClientOptions, EndpointOptions};
 pub use request::ChatRequest;
 pub use response::{Completion, TokenUsage};

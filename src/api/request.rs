@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::cli::RequestOptions;
 use crate::tokens;
 
 /// A request ready to send: its serialized body plus what the runner needs to know about it.
@@ -31,6 +30,39 @@ pub enum BuildError {
     Malformed(String),
     /// The prompt is empty: an error record, no request.
     EmptyPrompt { prompt: String },
+}
+
+/// The model every request names unless a Batch API line's `body.model` says otherwise.
+pub const DEFAULT_MODEL: &str = "gpt-5.2";
+
+/// What every request carries besides its messages (`run`, `estimate`, `validate`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOptions {
+    /// System message prepended to every request whose messages do not already start with one.
+    pub system: Option<String>,
+    /// Model name sent with every request (a Batch API line's own `body.model` wins).
+    pub model: String,
+    /// `max_tokens` for every request (also the output part of the TPM estimate).
+    pub max_tokens: Option<u32>,
+    /// `temperature` for every request.
+    pub temperature: Option<f64>,
+    /// `reasoning_effort` for every request (e.g. none, low, medium, high).
+    pub reasoning_effort: Option<String>,
+    /// Any other request body field (e.g. `seed`, `response_format`).
+    pub params: Vec<(String, Value)>,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            system: None,
+            model: DEFAULT_MODEL.to_string(),
+            max_tokens: None,
+            temperature: None,
+            reasoning_effort: None,
+            params: Vec::new(),
+        }
+    }
 }
 
 /// The body fields every request starts from, taken from the command line.
@@ -185,16 +217,9 @@ pub fn last_user_text(messages: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn defaults(extra: &[&str]) -> RequestDefaults {
-        let mut args = vec!["promptbatch", "run", "in.csv", "-o", "out.jsonl"];
-        args.extend_from_slice(extra);
-        let cli = crate::cli::Cli::parse_from(args);
-        match cli.command {
-            crate::cli::Command::Run(opts) => RequestDefaults::from_options(&opts.request),
-            _ => unreachable!(),
-        }
+    fn defaults(fields: RequestOptions) -> RequestDefaults {
+        RequestDefaults::from_options(&fields)
     }
 
     fn body(req: &ChatRequest) -> Value {
@@ -203,14 +228,12 @@ mod tests {
 
     #[test]
     fn prompt_becomes_user_message_with_defaults() {
-        let d = defaults(&[
-            "--max-tokens",
-            "50",
-            "--param",
-            "seed=7",
-            "--system",
-            "Be brief.",
-        ]);
+        let d = defaults(RequestOptions {
+            max_tokens: Some(50),
+            params: vec![("seed".into(), Value::from(7))],
+            system: Some("Be brief.".into()),
+            ..RequestOptions::default()
+        });
         let req = d.from_prompt("  Hi  ".into(), None).unwrap();
         let b = body(&req);
         assert_eq!(b["model"], "gpt-5.2");
@@ -224,7 +247,10 @@ mod tests {
 
     #[test]
     fn batch_body_wins_and_existing_system_is_kept() {
-        let d = defaults(&["--model", "gpt-5.2", "--system", "S"]);
+        let d = defaults(RequestOptions {
+            system: Some("S".into()),
+            ..RequestOptions::default()
+        });
         let overrides: Map<String, Value> =
             serde_json::from_str(r#"{"model":"gemini-3.1-pro-preview","max_tokens":9}"#).unwrap();
         let messages = vec![
@@ -241,7 +267,7 @@ mod tests {
 
     #[test]
     fn blank_prompt_and_bad_messages_are_rejected() {
-        let d = defaults(&[]);
+        let d = defaults(RequestOptions::default());
         assert!(matches!(
             d.from_prompt(" \n".into(), None),
             Err(BuildError::EmptyPrompt { .. })

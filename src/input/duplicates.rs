@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use crate::cli::{InputOptions, RequestOptions};
+use crate::api::request::RequestOptions;
 use crate::error::Error;
 use crate::fingerprint::PreHashed;
+use crate::input::InputOptions;
 use crate::input::RowSet;
 use crate::spill::{self, Sorter};
 

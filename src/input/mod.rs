@@ -8,17 +8,17 @@ mod csv_record;
 pub mod duplicates;
 mod encoding;
 mod jsonl;
+mod options;
 pub mod template;
 mod unique_keys;
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::api::request::{BuildError, ChatRequest, RequestDefaults};
-use crate::cli::{InputFormat, InputOptions, RequestOptions};
+use crate::api::request::{BuildError, ChatRequest, RequestDefaults, RequestOptions};
 use crate::error::Error;
 use duplicates::IdCheck;
+pub use options::{is_stdin, InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
 pub use template::Template;
 
 /// One input record, ready for the worker pool.
@@ -186,7 +186,7 @@ impl RowFactory {
             Some(id) => {
                 let options = &self.options;
                 let prepass = || {
-                    (options.0.path.as_os_str() != "-")
+                    (!options.0.reads_once())
                         .then(|| duplicates::duplicate_rows(&options.0, &options.1))
                 };
                 if self.ids.is_duplicate(row, &id, prepass)? {
@@ -341,7 +341,7 @@ fn open_mode(
         Some(name) => IdSource::Required(name.clone()),
         None => IdSource::Default,
     };
-    let reader = open_reader(&opts.path)?;
+    let reader = opts.open_reader()?;
     let mut factory = RowFactory::new(opts, request, skip);
     factory.report_all = report_all;
     if reading != Reading::Checked {
@@ -423,23 +423,10 @@ impl Iterator for FirstRows {
     }
 }
 
-fn open_reader(path: &Path) -> Result<Box<dyn Read + Send>, Error> {
-    if path.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdin()));
-    }
-    let file = std::fs::File::open(path).map_err(|e| {
-        Error::io(
-            format!("cannot open input {} (check the path)", path.display()),
-            e,
-        )
-    })?;
-    Ok(Box::new(file))
-}
-
 /// Counts the data records of an input quickly (for the progress bar's total); `None` for stdin
 /// or when the file cannot be read.
 pub fn count_rows(opts: &InputOptions) -> Option<u64> {
-    if opts.path.as_os_str() == "-" {
+    if opts.reads_once() {
         return None;
     }
     let file = std::fs::File::open(&opts.path).ok()?;

@@ -16,3 +16,28 @@ pub mod writer;
 
 pub use record::{Record, Status, COLUMNS};
 pub use writer::{Finished, Writer};
+
+/// The output file and how a run treats an existing one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputOptions {
+    /// `.csv` writes CSV; anything else JSONL. When it has records, the run resumes.
+    pub path: std::path::PathBuf,
+    /// Put the output in input order when the run ends.
+    pub ordered: bool,
+    /// Start over: move an existing output to the first free `OUTPUT.bak[.N]`.
+    pub fresh: bool,
+    /// When resuming, keep earlier error records instead of sending those rows again.
+    pub keep_errors: bool,
+}
+
+impl OutputOptions {
+    /// The file at `path`, resumed if it has records.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        OutputOptions {
+            path: path.into(),
+            ordered: false,
+            fresh: false,
+            keep_errors: false,
+        }
+    }
+}

@@ -19,9 +19,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{InputOptions, RequestOptions};
+use crate::api::request::RequestOptions;
 use crate::error::Error;
 use crate::fingerprint;
+use crate::input::InputOptions;
 use crate::input::{Row, RowSet};
 use crate::output::format;
 use crate::output::read::{file_ends_with_newline, Records, Torn};

@@ -20,7 +20,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::format::{self, RecordFormat};
 use super::record::Record;
 use crate::error::Error;
-use crate::progress::Counters;
 
 /// How often written data is forced to disk while the run goes on.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -60,7 +59,13 @@ pub struct Writer {
 
 impl Writer {
     /// Opens (or creates) the output file for appending and starts the writer thread.
-    pub fn start(path: &Path, capacity: usize, counters: Arc<Counters>) -> Result<Self, Error> {
+    /// `written` is called with each record once it is in the file (to count it, and to hand it
+    /// on to a library caller).
+    pub fn start(
+        path: &Path,
+        capacity: usize,
+        written: Box<dyn FnMut(&Record) + Send>,
+    ) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -74,7 +79,7 @@ impl Writer {
             file,
             buf: Vec::with_capacity(BATCH_BYTES),
             batch: Vec::new(),
-            counters,
+            written,
             dirty: syncer.dirty.clone(),
             slots: Vec::new(),
         };
@@ -149,7 +154,8 @@ struct WriterTask {
     buf: Vec<u8>,
     /// The records encoded in `buf`, counted once they are written.
     batch: Vec<Record>,
-    counters: Arc<Counters>,
+    /// Called with each record once it is written.
+    written: Box<dyn FnMut(&Record) + Send>,
     /// Set after every write; the syncer clears it when it syncs.
     dirty: Arc<AtomicBool>,
     /// Slots of the records accepted since the last write, released by the next one.
@@ -191,7 +197,7 @@ impl WriterTask {
         self.buf.clear();
         self.dirty.store(true, Ordering::Release);
         for record in self.batch.drain(..) {
-            self.counters.record_written(&record);
+            (self.written)(&record);
         }
         self.slots.clear();
         Ok(())

@@ -1,0 +1,203 @@
+//! [`Job`]: everything a run needs, as one plain value owned by the library. The command line
+//! builds one from its flags (`cli.rs` in the binary); a Rust program builds one with
+//! [`Job::new`] and the builder methods, each option's default being the flag's default.
+//!
+//! The options are grouped by the stage they configure, and each group's type lives with that
+//! stage: [`InputOptions`] (`input`), [`RequestOptions`] and [`EndpointOptions`] (`api`),
+//! [`LimitOptions`] (`limit`), [`RetryPolicy`] (`worker`), [`CostOptions`] (`cost`),
+//! [`OutputOptions`] (`output`), [`Display`] (`progress`) and [`SimOptions`] (`sim`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::request::RequestOptions;
+use crate::api::EndpointOptions;
+use crate::cost::CostOptions;
+use crate::error::Error;
+use crate::input::InputOptions;
+use crate::limit::LimitOptions;
+use crate::output::{OutputOptions, Record};
+use crate::progress::{Display, Summary};
+use crate::shutdown::Shutdown;
+use crate::sim::SimOptions;
+use crate::worker::RetryPolicy;
+
+/// After a first interrupt, how long in-flight requests may still finish, unless set.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// Called with every record once it is written to the output file (on the writer's thread, in
+/// the order records are written).
+pub type RecordCallback = Box<dyn FnMut(&Record) + Send>;
+
+/// One run: rows in, one record per row out. See the crate documentation for an example.
+pub struct Job {
+    /// Where the rows come from and how a row becomes a prompt.
+    pub input: InputOptions,
+    /// The output file and how it is resumed.
+    pub output: OutputOptions,
+    /// What every request carries besides its messages.
+    pub request: RequestOptions,
+    /// The API endpoint, its key and timeouts.
+    pub endpoint: EndpointOptions,
+    /// Requests in flight, RPM and TPM caps.
+    pub limits: LimitOptions,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Prices and the budget cap.
+    pub cost: CostOptions,
+    /// How progress is shown on stderr (default: nothing until the end).
+    pub display: Display,
+    /// `Some`: no key, no network, no cost — the run goes to a fresh built-in simulator with
+    /// these settings on a free loopback port, and its records are marked simulated.
+    pub dry_run: Option<SimOptions>,
+    /// After a first interrupt, how long in-flight requests may still finish.
+    pub grace: Duration,
+    /// Whether Ctrl-C, SIGTERM and SIGHUP stop the run (first: finish what is in flight for
+    /// `grace`; second: abort). Off by default: a library leaves signals to its program.
+    pub handle_signals: bool,
+    /// Called with every record once it is in the output file.
+    pub(crate) on_record: Option<Arc<Mutex<RecordCallback>>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("request", &self.request)
+            .field("endpoint", &self.endpoint)
+            .field("limits", &self.limits)
+            .field("retry", &self.retry)
+            .field("cost", &self.cost)
+            .field("display", &self.display)
+            .field("dry_run", &self.dry_run)
+            .field("grace", &self.grace)
+            .field("handle_signals", &self.handle_signals)
+            .field("on_record", &self.on_record.is_some())
+            .finish()
+    }
+}
+
+impl Job {
+    /// A run of the rows of `input` (CSV or JSONL by extension, `-` for standard input) into
+    /// `output` (`.csv` writes CSV, anything else JSONL), every option at its default.
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        Job::with_input(InputOptions::new(input), output)
+    }
+
+    /// A run of the rows `input` describes (e.g. [`InputOptions::from_reader`] for rows in
+    /// memory) into `output`.
+    pub fn with_input(input: InputOptions, output: impl Into<PathBuf>) -> Self {
+        Job {
+            input,
+            output: OutputOptions::new(output),
+            request: RequestOptions::default(),
+            endpoint: EndpointOptions::default(),
+            limits: LimitOptions::default(),
+            retry: RetryPolicy::default(),
+            cost: CostOptions::default(),
+            display: Display::Quiet,
+            dry_run: None,
+            grace: DEFAULT_GRACE,
+            handle_signals: false,
+            on_record: None,
+        }
+    }
+
+    /// The model every request names (a Batch API line's own `body.model` wins).
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.request.model = model.into();
+        self
+    }
+
+    /// A prompt template filled from each row's columns, e.g. `Summarize {title}: {text}`.
+    pub fn template(mut self, template: impl Into<String>) -> Self {
+        self.input.template = Some(template.into());
+        self
+    }
+
+    /// A system message prepended to every request that does not start with one.
+    pub fn system(mut self, system: impl Into<String>) -> Self {
+        self.request.system = Some(system.into());
+        self
+    }
+
+    /// `max_tokens` for every request.
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.request.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Requests in flight at once (at least 1).
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.limits.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Requests per minute cap.
+    pub fn rpm(mut self, rpm: u32) -> Self {
+        self.limits.rpm = Some(rpm);
+        self
+    }
+
+    /// Tokens per minute cap.
+    pub fn tpm(mut self, tpm: u32) -> Self {
+        self.limits.tpm = Some(tpm);
+        self
+    }
+
+    /// Budget cap in USD for the total cost recorded in the output (earlier runs included).
+    pub fn max_cost(mut self, usd: f64) -> Self {
+        self.cost.max_cost = Some(usd);
+        self
+    }
+
+    /// The API base URL; requests go to `{base_url}/chat/completions`.
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.endpoint.base_url = base_url.into();
+        self
+    }
+
+    /// The API key itself (instead of reading it from the environment).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.endpoint.api_key = Some(crate::api::ApiKey::new(key));
+        self
+    }
+
+    /// Run against a fresh built-in simulator instead of the API (no key, no network, no cost).
+    pub fn dry_run(mut self, simulator: SimOptions) -> Self {
+        self.dry_run = Some(simulator);
+        self
+    }
+
+    /// Start over: move an existing output to a new backup first.
+    pub fn fresh(mut self) -> Self {
+        self.output.fresh = true;
+        self
+    }
+
+    /// Put the output in input order when the run ends.
+    pub fn ordered(mut self) -> Self {
+        self.output.ordered = true;
+        self
+    }
+
+    /// Also hand every record to `callback` once it is written to the output file (on the
+    /// writer's thread: keep it quick, or send the record on to a channel).
+    pub fn on_record(mut self, callback: impl FnMut(&Record) + Send + 'static) -> Self {
+        self.on_record = Some(Arc::new(Mutex::new(Box::new(callback))));
+        self
+    }
+
+    /// Runs the job to its end. Errors found before anything is sent (options, key, input
+    /// header, output path, a locked output) are `Err`; everything after that ends in a
+    /// [`Summary`] whose `stop` says why the run ended.
+    pub async fn run(&self) -> Result<Summary, Error> {
+        let shutdown = Shutdown::new();
+        if self.handle_signals {
+            shutdown.listen_for_signals(self.grace);
+        }
+        crate::run::run(self, shutdown).await
+    }
+}
