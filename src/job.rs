@@ -6,6 +6,8 @@
 //! stage: [`InputOptions`] (`input`), [`RequestOptions`] and [`EndpointOptions`] (`api`),
 //! [`LimitOptions`] (`limit`), [`RetryPolicy`] (`worker`), [`CostOptions`] (`cost`),
 //! [`OutputOptions`] (`output`), [`Display`] (`progress`) and [`SimOptions`] (`sim`).
+//! `Job::run` lives with the runner (`run.rs`): the configuration does not depend on the code
+//! that carries it out.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,12 +16,10 @@ use std::time::Duration;
 use crate::api::request::RequestOptions;
 use crate::api::EndpointOptions;
 use crate::cost::CostOptions;
-use crate::error::Error;
 use crate::input::InputOptions;
 use crate::limit::LimitOptions;
 use crate::output::{OutputOptions, Record};
-use crate::progress::{Display, Summary};
-use crate::shutdown::Shutdown;
+use crate::progress::Display;
 use crate::sim::SimOptions;
 use crate::worker::RetryPolicy;
 
@@ -188,16 +188,5 @@ impl Job {
     pub fn on_record(mut self, callback: impl FnMut(&Record) + Send + 'static) -> Self {
         self.on_record = Some(Arc::new(Mutex::new(Box::new(callback))));
         self
-    }
-
-    /// Runs the job to its end. Errors found before anything is sent (options, key, input
-    /// header, output path, a locked output) are `Err`; everything after that ends in a
-    /// [`Summary`] whose `stop` says why the run ended.
-    pub async fn run(&self) -> Result<Summary, Error> {
-        let shutdown = Shutdown::new();
-        if self.handle_signals {
-            shutdown.listen_for_signals(self.grace);
-        }
-        crate::run::run(self, shutdown).await
     }
 }

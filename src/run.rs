@@ -16,19 +16,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::breaker::Breaker;
-use crate::budget::Budget;
+use crate::budget::{Budget, Reservation};
 use crate::cost::PriceTable;
 use crate::error::Error;
 use crate::input::{self, InputOptions, Row, RowContent, RowSet};
 use crate::job::Job;
 use crate::limit::Limits;
 use crate::output::lock::OutputLock;
-use crate::output::record::RowInfo;
 use crate::output::resume::{Plan, ResumeIndex};
 use crate::output::resume_sorted;
 use crate::output::{backup, order, replace, writer, Finished, Record, Writer};
@@ -36,38 +35,35 @@ use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 use crate::sim;
-use crate::worker::{self, Slots, WorkerContext};
+use crate::worker::{self, RowPlace, Slots, WorkerContext};
 
-/// Runs a whole dataset. Errors found before anything is sent (flags, key, header, output path,
-/// a locked output) are returned as `Err`; everything after that ends in a [`Summary`] whose
-/// `stop` says why the run ended.
-pub(crate) async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
-    let started = Instant::now();
-    // Open (and so validate: header, columns) the input before anything else. A file is opened
-    // again after the resume plan, to skip the rows it found done; standard input cannot be read
-    // twice (and cannot be resumed), so its first opening is the one that is read.
-    let early_rows = input::open(&opts.input, &opts.request, None)?;
-    let prices = PriceTable::load(opts.cost.prices.as_deref())?;
-    let (client, _simulator) = connect(opts).await?;
-    refuse_output_over_input(opts)?;
-    writer::check_folder(&opts.output.path)?;
-    // Temporary sorted runs (duplicate ids of a large input) go next to the output.
-    crate::spill::set_dir(match opts.output.path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    });
-    let (_lock, output) = take_output(opts)?;
-    let (done_rows, plan) = plan_resume(opts, &output)?;
-    let rows = match done_rows {
-        Some(done) => {
-            drop(early_rows);
-            input::open(&opts.input, &opts.request, Some(done))?
+impl Job {
+    /// Runs the job to its end. Errors found before anything is sent (options, key, input
+    /// header, output path, a locked output) are `Err`; everything after that ends in a
+    /// [`Summary`] whose `stop` says why the run ended.
+    pub async fn run(&self) -> Result<Summary, Error> {
+        let shutdown = Shutdown::new();
+        if self.handle_signals {
+            shutdown.listen_for_signals(self.grace);
         }
-        None => early_rows,
-    };
-    if let Some(plan) = &plan {
-        say!("{}", plan.describe());
+        run(self, shutdown).await
     }
+}
+
+/// Runs a whole dataset (see [`Job::run`]): prepare, start the pipeline, dispatch, wait for the
+/// workers, then conclude with one stop reason.
+async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
+    let started = Instant::now();
+    let prepared = prepare(opts).await?;
+    let Prepared {
+        client,
+        _simulator,
+        _lock,
+        output,
+        plan,
+        rows,
+        prices,
+    } = prepared;
     let budget = opts
         .cost
         .max_cost
@@ -115,34 +111,116 @@ pub(crate) async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error
     if matches!(dispatched, DispatchEnd::Budget) {
         say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
-
-    // Let every row's task end; after an interrupt or a fatal error, only for --grace. (The
-    // tasks, not the concurrency permits: a row waiting out a 429 lends its permit, so the
-    // permits can all be back while that row is still open.)
-    let ended = tokio::select! {
-        _ = workers.join_all() => true,
-        _ = halted_past_grace(&shutdown, opts.grace) => false,
-    };
-    if !ended {
-        shutdown.abort.cancel();
-        workers.join_all().await;
-    }
+    wait_for_workers(&mut workers, &shutdown, opts.grace).await;
     // Error records the circuit breaker still holds (streaks too short to trip) are written.
     send_released(&ctx, ctx.breaker.take_parked(), &writer.sender).await;
-    let mut write_result = writer.finish();
+    let mut written = writer.finish();
     reporter.finish().await;
-    if opts.output.ordered && write_result.is_ok() {
-        write_result = put_in_input_order(&output);
+    if opts.output.ordered && written.is_ok() {
+        written = put_in_input_order(&output);
     }
 
-    let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
     // Rows of a refused model get no record on purpose (the next run sends them).
     let unrecorded = counters
         .dispatched
         .load(Relaxed)
         .saturating_sub(counters.done() + ctx.breaker.held_back());
+    let stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
+    let mut summary = Summary::new(&counters, started.elapsed(), stop);
+    if let Some(plan) = plan {
+        summary.done_before = plan.done;
+        summary.kept_errors = plan.kept_errors;
+    }
+    summary.simulated = opts.dry_run.is_some();
+    summary.unrecorded = unrecorded;
+    summary.warnings_suppressed = ctx.warnings.suppressed();
+    (summary.rate_limited, summary.paused) = ctx.limits.pacer().totals();
+    Ok(summary)
+}
+
+/// What a run has once it is ready to send: everything that can fail before the first request.
+struct Prepared {
+    client: ApiClient,
+    /// The --dry-run simulator, kept alive for the run.
+    _simulator: Option<sim::SimHandle>,
+    /// The lock on the output, held for the run.
+    _lock: OutputLock,
+    /// The output's real path.
+    output: PathBuf,
+    /// The resume plan when the output had records.
+    plan: Option<Plan>,
+    /// The rows still to send.
+    rows: input::RowStream,
+    prices: PriceTable,
+}
+
+/// Checks the input (header, columns) and the options, connects (or starts the simulator),
+/// locks the output (backing it up with --fresh) and plans the resume.
+async fn prepare(opts: &Job) -> Result<Prepared, Error> {
+    // Open (and so validate: header, columns) the input before anything else. A file is opened
+    // again after the resume plan, to skip the rows it found done; standard input cannot be read
+    // twice (and cannot be resumed), so its first opening is the one that is read.
+    let early_rows = input::open(&opts.input, &opts.request, None)?;
+    let prices = PriceTable::load(opts.cost.prices.as_deref())?;
+    let (client, simulator) = connect(opts).await?;
+    refuse_output_over_input(opts)?;
+    writer::check_folder(&opts.output.path)?;
+    // Temporary sorted runs (duplicate ids of a large input) go next to the output.
+    crate::spill::set_dir(match opts.output.path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    });
+    let (lock, output) = take_output(opts)?;
+    let (done_rows, plan) = plan_resume(opts, &output)?;
+    let rows = match done_rows {
+        Some(done) => {
+            drop(early_rows);
+            input::open(&opts.input, &opts.request, Some(done))?
+        }
+        None => early_rows,
+    };
+    if let Some(plan) = &plan {
+        say!("{}", plan.describe());
+    }
+    Ok(Prepared {
+        client,
+        _simulator: simulator,
+        _lock: lock,
+        output,
+        plan,
+        rows,
+        prices,
+    })
+}
+
+/// Lets every row's task end; after an interrupt or a fatal error, only for `grace`, then
+/// aborts them. (The tasks, not the concurrency permits: a row waiting out a 429 lends its
+/// permit, so the permits can all be back while that row is still open.)
+async fn wait_for_workers(workers: &mut Workers, shutdown: &Shutdown, grace: std::time::Duration) {
+    let ended = tokio::select! {
+        _ = workers.join_all() => true,
+        _ = halted_past_grace(shutdown, grace) => false,
+    };
+    if !ended {
+        shutdown.abort.cancel();
+        workers.join_all().await;
+    }
+}
+
+/// The one reason the run stopped, from everything that can stop it, most serious first: the
+/// output could not be written, a worker crashed, the API refused the run (or could not be
+/// reached), the input was malformed, every model was refused, the budget, an interrupt, rows
+/// without a record; else the run completed.
+fn stop_reason(
+    ctx: &WorkerContext,
+    workers: &Workers,
+    written: Result<(), Error>,
+    dispatched: DispatchEnd,
+    unrecorded: u64,
+) -> StopReason {
+    let fatal = ctx.fatal.lock().ok().and_then(|mut f| f.take());
     let refusals = ctx.breaker.refusals();
-    let stop = match (write_result, dispatched, fatal) {
+    match (written, dispatched, fatal) {
         (Err(e), _, _) => StopReason::Failed(e),
         _ if workers.failed() => StopReason::Crashed(workers.describe_failures()),
         (_, _, Some(message)) => match ctx.client.network_fault() {
@@ -154,23 +232,13 @@ pub(crate) async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error
         (_, DispatchEnd::Budget, _) => StopReason::Budget {
             cap: ctx.budget.as_ref().map_or(0.0, Budget::cap),
         },
-        _ if shutdown.interrupted() => StopReason::Interrupted,
+        _ if ctx.shutdown.interrupted() => StopReason::Interrupted,
         _ if unrecorded > 0 => StopReason::Crashed(format!(
             "{} dispatched rows have no record",
             crate::human::group(unrecorded)
         )),
         _ => StopReason::Completed,
-    };
-    let mut summary = Summary::new(&counters, started.elapsed(), stop);
-    if let Some(plan) = plan {
-        summary.done_before = plan.done;
-        summary.kept_errors = plan.kept_errors;
     }
-    summary.simulated = opts.dry_run.is_some();
-    summary.unrecorded = unrecorded;
-    summary.warnings_suppressed = ctx.warnings.suppressed();
-    (summary.rate_limited, summary.paused) = ctx.limits.pacer().totals();
-    Ok(summary)
 }
 
 /// What the writer does with each record once it is in the file: count it, and hand it to the
@@ -388,125 +456,165 @@ enum DispatchEnd {
 }
 
 /// Hands rows to workers until the input ends, the run halts, the budget is reached or a row is
-/// malformed.
+/// malformed: each row is read, admitted (a budget reservation, then a concurrency permit) and
+/// started.
 async fn dispatch(
-    mut chunks: mpsc::Receiver<Chunk>,
+    chunks: mpsc::Receiver<Chunk>,
     ctx: &Arc<WorkerContext>,
     permits: &Arc<Semaphore>,
     records: &mpsc::Sender<Finished>,
     default_model: &str,
     workers: &mut Workers,
 ) -> DispatchEnd {
-    let stop = &ctx.shutdown.stop_dispatch;
-    let mut pending = Vec::new().into_iter();
+    let mut feed = RowFeed {
+        chunks,
+        pending: Vec::new().into_iter(),
+    };
     loop {
         if ctx.breaker.all_refused() {
             return DispatchEnd::Refused;
         }
-        let item = match pending.next() {
-            Some(item) => item,
-            None => {
-                let chunk = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return DispatchEnd::Halted,
-                    chunk = chunks.recv() => chunk,
-                };
-                match chunk {
-                    None => return DispatchEnd::Exhausted,
-                    Some(chunk) => {
-                        pending = chunk.into_iter();
-                        continue;
-                    }
-                }
-            }
-        };
-        let row = match item {
-            Err(e) => return DispatchEnd::Failed(e),
+        let row = match feed.next(&ctx.shutdown).await {
             Ok(row) => row,
+            Err(end) => return end,
         };
-        let reservation = match (&ctx.budget, &row.content) {
-            (Some(budget), RowContent::Request(request)) => {
-                let worst = match budget.worst_case(&ctx.prices, request) {
-                    Ok(worst) => worst,
-                    Err(e) => return DispatchEnd::Failed(e),
-                };
-                let reserved = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return DispatchEnd::Halted,
-                    reserved = budget.reserve(worst) => reserved,
-                };
-                match reserved {
-                    None => return DispatchEnd::Budget,
-                    reservation => reservation,
-                }
-            }
-            _ => None,
-        };
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return DispatchEnd::Halted,
-            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+        let admitted = match admit(row, ctx, permits).await {
+            Ok(admitted) => admitted,
+            Err(end) => return end,
         };
         ctx.counters.dispatched.fetch_add(1, Relaxed);
         workers.reap();
-        match row.content {
-            RowContent::Invalid { prompt, message } => {
-                tracing::warn!(id = %row.id, row = row.row, "row not sent: {message}");
-                let info = RowInfo {
-                    id: row.id,
-                    row: row.row,
-                    line: row.line,
-                    prompt,
-                    model: default_model.to_string(),
-                    fingerprint: String::new(),
-                    simulated: ctx.simulated,
-                };
-                let record = Record::error(info, message, 0, 0);
-                let sent = records.send(Finished {
-                    record,
-                    slot: Some(permit),
-                });
-                if sent.await.is_err() {
-                    return DispatchEnd::Halted;
-                }
-            }
-            RowContent::Request(mut request) => {
-                let info = RowInfo {
-                    id: row.id,
-                    row: row.row,
-                    line: row.line,
-                    prompt: std::mem::take(&mut request.prompt),
-                    model: request.model.clone(),
-                    fingerprint: std::mem::take(&mut request.fingerprint),
-                    simulated: ctx.simulated,
-                };
-                let ctx = ctx.clone();
-                let records = records.clone();
-                let row_number = info.row;
-                workers.spawn(row_number, async move {
-                    let outcome = worker::process(&ctx, info, request).await;
-                    if let Some(reservation) = reservation {
-                        let own = outcome.own.as_ref();
-                        let cost = own.and_then(|r| r.cost_usd);
-                        let completion = own.map_or(0, |r| r.completion_tokens);
-                        reservation.settle(cost, completion);
-                    }
-                    if let Some(record) = outcome.own {
-                        let _ = records
-                            .send(Finished {
-                                record,
-                                slot: Some(permit),
-                            })
-                            .await;
-                    }
-                    send_released(&ctx, outcome.released, &records).await;
-                });
-            }
+        if let Err(end) = start(admitted, ctx, records, default_model, workers).await {
+            return end;
         }
         if records.is_closed() {
             return DispatchEnd::Halted;
         }
     }
+}
+
+/// The reader's chunks, one row at a time.
+struct RowFeed {
+    chunks: mpsc::Receiver<Chunk>,
+    pending: std::vec::IntoIter<Result<Row, Error>>,
+}
+
+impl RowFeed {
+    /// The next row; `Err` with why dispatching ends (input exhausted or malformed, halted).
+    async fn next(&mut self, shutdown: &Shutdown) -> Result<Row, DispatchEnd> {
+        loop {
+            if let Some(item) = self.pending.next() {
+                return item.map_err(DispatchEnd::Failed);
+            }
+            let chunk = tokio::select! {
+                biased;
+                _ = shutdown.stop_dispatch.cancelled() => return Err(DispatchEnd::Halted),
+                chunk = self.chunks.recv() => chunk,
+            };
+            match chunk {
+                None => return Err(DispatchEnd::Exhausted),
+                Some(chunk) => self.pending = chunk.into_iter(),
+            }
+        }
+    }
+}
+
+/// A row admitted to the pool: it holds its concurrency permit (released once its record is
+/// written) and, under --max-cost, its worst-case budget reservation (released if dropped
+/// unsettled).
+struct Admitted {
+    row: Row,
+    permit: OwnedSemaphorePermit,
+    reservation: Option<Reservation>,
+}
+
+/// Reserves the row's worst case under --max-cost, then waits for a concurrency permit.
+async fn admit(
+    row: Row,
+    ctx: &WorkerContext,
+    permits: &Arc<Semaphore>,
+) -> Result<Admitted, DispatchEnd> {
+    let stop = &ctx.shutdown.stop_dispatch;
+    let reservation = match (&ctx.budget, &row.content) {
+        (Some(budget), RowContent::Request(request)) => {
+            let worst = budget
+                .worst_case(&ctx.prices, request)
+                .map_err(DispatchEnd::Failed)?;
+            let reserved = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(DispatchEnd::Halted),
+                reserved = budget.reserve(worst) => reserved,
+            };
+            Some(reserved.ok_or(DispatchEnd::Budget)?)
+        }
+        _ => None,
+    };
+    let permit = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Err(DispatchEnd::Halted),
+        permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+    };
+    Ok(Admitted {
+        row,
+        permit,
+        reservation,
+    })
+}
+
+/// Starts an admitted row: a worker task for a request; an invalid row's error record goes
+/// straight to the writer (`worker::invalid_record` makes it).
+async fn start(
+    admitted: Admitted,
+    ctx: &Arc<WorkerContext>,
+    records: &mpsc::Sender<Finished>,
+    default_model: &str,
+    workers: &mut Workers,
+) -> Result<(), DispatchEnd> {
+    let Admitted {
+        row,
+        permit,
+        reservation,
+    } = admitted;
+    let place = RowPlace {
+        id: row.id,
+        row: row.row,
+        line: row.line,
+    };
+    let request = match row.content {
+        RowContent::Invalid { prompt, message } => {
+            let record = worker::invalid_record(ctx, place, prompt, default_model, message);
+            let finished = Finished {
+                record,
+                slot: Some(permit),
+            };
+            return records
+                .send(finished)
+                .await
+                .map_err(|_| DispatchEnd::Halted);
+        }
+        RowContent::Request(request) => request,
+    };
+    let ctx = ctx.clone();
+    let records = records.clone();
+    workers.spawn(place.row, async move {
+        let outcome = worker::process(&ctx, place, request).await;
+        if let Some(reservation) = reservation {
+            let own = outcome.own.as_ref();
+            reservation.settle(
+                own.and_then(|r| r.cost_usd),
+                own.map_or(0, |r| r.completion_tokens),
+            );
+        }
+        if let Some(record) = outcome.own {
+            let finished = Finished {
+                record,
+                slot: Some(permit),
+            };
+            let _ = records.send(finished).await;
+        }
+        send_released(&ctx, outcome.released, &records).await;
+    });
+    Ok(())
 }
 
 /// Writes error records the circuit breaker released (their rows' own slots are long gone).

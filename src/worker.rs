@@ -155,8 +155,57 @@ impl Outcome {
     }
 }
 
+/// Where a row is in the input: its id, number and line.
+#[derive(Debug, Clone)]
+pub struct RowPlace {
+    pub id: String,
+    pub row: u64,
+    pub line: u64,
+}
+
+impl RowPlace {
+    /// What the row's record carries about it.
+    fn info(
+        self,
+        ctx: &WorkerContext,
+        prompt: String,
+        model: String,
+        fingerprint: String,
+    ) -> RowInfo {
+        RowInfo {
+            id: self.id,
+            row: self.row,
+            line: self.line,
+            prompt,
+            model,
+            fingerprint,
+            simulated: ctx.simulated,
+        }
+    }
+}
+
+/// The error record of a row that cannot be sent (malformed under --skip-invalid, empty prompt,
+/// …): no attempt, no cost.
+pub fn invalid_record(
+    ctx: &WorkerContext,
+    place: RowPlace,
+    prompt: String,
+    model: &str,
+    message: String,
+) -> Record {
+    tracing::warn!(id = %place.id, row = place.row, "row not sent: {message}");
+    let info = place.info(ctx, prompt, model.to_string(), String::new());
+    Record::error(info, message, 0, 0)
+}
+
 /// Sends one row until it has an answer, a permanent error or no retries left.
-pub async fn process(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Outcome {
+pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequest) -> Outcome {
+    let info = place.info(
+        ctx,
+        std::mem::take(&mut request.prompt),
+        request.model.clone(),
+        std::mem::take(&mut request.fingerprint),
+    );
     process_row(ctx, info, request).await.unwrap_or_default()
 }
 
