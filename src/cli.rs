@@ -8,18 +8,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use promptbatch::api::request::RequestOptions;
-use promptbatch::api::EndpointOptions;
-use promptbatch::cost::CostOptions;
-use promptbatch::estimate::EstimateOptions;
-use promptbatch::input::{InputFormat, InputOptions, Shard};
-use promptbatch::limit::LimitOptions;
-use promptbatch::merge::MergeOptions;
-use promptbatch::output::OutputOptions;
-use promptbatch::progress::Display;
-use promptbatch::sim::{ErrorStyle, LatencySpec, LimitSchedule, SimOptions};
-use promptbatch::worker::RetryPolicy;
-use promptbatch::Job;
+use promptbatch::{
+    CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, InputFormat, InputOptions,
+    Job, LatencySpec, LimitOptions, LimitSchedule, MergeOptions, OutputOptions, RequestOptions,
+    RetryPolicy, Shard, SimOptions,
+};
 
 /// Exit codes, shown at the end of `--help`.
 pub const EXIT_CODES_HELP: &str = "\

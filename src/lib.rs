@@ -65,39 +65,66 @@ macro_rules! say {
     }};
 }
 
+#[doc(hidden)]
 pub mod api;
-pub mod breaker;
-pub mod budget;
+mod breaker;
+mod budget;
+#[doc(hidden)]
 pub mod cost;
+#[doc(hidden)]
 pub mod duration;
 pub mod error;
+#[doc(hidden)]
 pub mod estimate;
-pub mod fingerprint;
+mod fingerprint;
+#[doc(hidden)]
 pub mod human;
+#[doc(hidden)]
 pub mod input;
-pub mod job;
+mod job;
+#[doc(hidden)]
 pub mod limit;
+#[doc(hidden)]
 pub mod merge;
+#[doc(hidden)]
 pub mod output;
-pub mod pacing;
+mod pacing;
+#[doc(hidden)]
 pub mod progress;
+#[doc(hidden)]
 pub mod redact;
-pub mod repeats;
+mod repeats;
+#[doc(hidden)]
 pub mod report;
 mod run;
-pub mod shutdown;
+mod shutdown;
+#[doc(hidden)]
 pub mod sim;
-pub mod sketch;
-pub mod spill;
+mod sketch;
+mod spill;
+#[doc(hidden)]
 pub mod tokens;
+#[doc(hidden)]
 pub mod validate;
+#[doc(hidden)]
 pub mod worker;
 
+// The facade: what a program using the library needs. Everything else is pub(crate), or — where
+// the binary's printing or the property tests reach into it — a `#[doc(hidden)]` module that is
+// not part of the API.
+pub use api::request::RequestOptions;
+pub use api::EndpointOptions;
+pub use breaker::FIRST_STREAK as REFUSALS_BEFORE_STOP;
+pub use cost::CostOptions;
 pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};
-pub use input::{InputFormat, InputOptions};
-pub use job::Job;
-pub use output::{Record, Status};
-pub use progress::{StopReason, Summary};
+pub use input::{InputFormat, InputOptions, Shard};
+pub use job::{Job, RecordCallback};
+pub use limit::LimitOptions;
+pub use merge::MergeOptions;
+pub use output::{OutputOptions, Record, Status};
+pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
-pub use sim::SimOptions;
+pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, SimOptions};
+pub use validate::{validate, Validation};
+pub use worker::RetryPolicy;

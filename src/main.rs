@@ -231,7 +231,7 @@ fn report_run(opts: &Job, summary: &Summary) -> i32 {
             promptbatch::say!(
                 "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account; then re-run the same command:\n  {}",
                 if refusals.len() == 1 { "this model" } else { "these models" },
-                promptbatch::breaker::FIRST_STREAK,
+                promptbatch::REFUSALS_BEFORE_STOP,
                 rerun_command(opts)
             );
             exit_code::FAILURE

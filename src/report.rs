@@ -1,7 +1,7 @@
 //! `promptbatch report`: a summary of an output file (finished or partial): rows ok / error, the
 //! most common error messages, tokens by kind, cost by model, latency percentiles, attempts and
 //! per-row means. The file is streamed ([`crate::output::read::Records`]); memory holds only the statistics
-//! (latency percentiles in a fixed-size [`crate::sketch::LatencySketch`], within 1 %, and at most [`MAX_ERROR_GROUPS`] distinct error messages).
+//! (latency percentiles in a fixed-size `sketch::LatencySketch`, within 1 %, and at most [`MAX_ERROR_GROUPS`] distinct error messages).
 //!
 //! Cost: a record's own `cost_usd`; when it is null, the cost is computed from the price table
 //! (embedded, `--prices FILE` overrides) when the record's model is priced, else the row is

@@ -57,6 +57,7 @@ impl LatencySketch {
     }
 
     /// Values counted.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.count
     }

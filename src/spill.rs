@@ -173,6 +173,7 @@ impl<T: Item> Sorter<T> {
     }
 
     /// Sorted runs written to disk so far.
+    #[cfg(test)]
     pub fn spilled_runs(&self) -> usize {
         self.runs.len()
     }

@@ -1,6 +1,6 @@
 //! Streaming input: CSV and JSONL files become [`Row`]s one at a time, never the whole file.
 //!
-//! Each format's reader turns a record into a prompt or messages; [`RowFactory`] (shared) turns
+//! Each format's reader turns a record into a prompt or messages; `RowFactory` (shared) turns
 //! those into a request, assigns the row id, rejects duplicate ids and applies `--skip-invalid`.
 
 mod csv;
