@@ -89,6 +89,7 @@ pub mod merge;
 #[doc(hidden)]
 pub mod output;
 mod pacing;
+mod paths;
 #[doc(hidden)]
 pub mod progress;
 #[doc(hidden)]

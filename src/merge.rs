@@ -85,9 +85,7 @@ pub fn merge(
     inputs: &[std::path::PathBuf],
     output: &Path,
 ) -> Result<(Merged, std::path::PathBuf), Error> {
-    let mut tmp_name = output.as_os_str().to_owned();
-    tmp_name.push(".merge-tmp");
-    let tmp = std::path::PathBuf::from(tmp_name);
+    let tmp = crate::paths::suffixed(output, ".merge-tmp");
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
     let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
     let mut encoder = format::for_path(output);

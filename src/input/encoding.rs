@@ -31,7 +31,7 @@ pub(crate) fn starts_utf16(bytes: &[u8]) -> bool {
 /// `utf16`: the input looks like UTF-16 (else the likeliest culprit is Windows-1252).
 pub(crate) fn reencode_hint(path: &Path, utf16: bool) -> String {
     let from = if utf16 { "UTF-16" } else { "WINDOWS-1252" };
-    let name = match path.as_os_str() == "-" {
+    let name = match crate::paths::is_stdin(path) {
         true => "INPUT".to_string(),
         false => path.display().to_string(),
     };

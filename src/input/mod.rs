@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::api::request::{BuildError, ChatRequest, RequestDefaults, RequestOptions};
 use crate::error::Error;
 use duplicates::IdCheck;
-pub use options::{is_stdin, InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
+pub use options::{InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
 pub use template::Template;
 
 /// One input record, ready for the worker pool.
@@ -265,7 +265,7 @@ impl RowFactory {
 pub fn resolve_format(opts: &InputOptions) -> InputFormat {
     match opts.input_format {
         InputFormat::Auto => {
-            if crate::output::format::is_csv(&opts.path) {
+            if crate::paths::is_csv(&opts.path) {
                 InputFormat::Csv
             } else {
                 InputFormat::Jsonl

@@ -3,7 +3,9 @@
 //! (a file can; standard input and rows handed over in memory cannot).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::paths::is_stdin;
 use std::sync::{Arc, Mutex};
 
 use super::Shard;
@@ -127,9 +129,4 @@ impl InputOptions {
         })?;
         Ok(Box::new(file))
     }
-}
-
-/// Whether `path` names standard input (`-`).
-pub fn is_stdin(path: &Path) -> bool {
-    path.as_os_str() == "-"
 }

@@ -13,11 +13,7 @@ pub trait RecordFormat: Send {
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>);
 }
 
-/// The one extension rule of inputs and outputs: `.csv` (any case) is CSV, anything else JSONL.
-pub fn is_csv(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-}
+pub use crate::paths::is_csv;
 
 /// Picks the format from the output's extension: `.csv` is CSV, anything else JSONL.
 pub fn for_path(path: &Path) -> Box<dyn RecordFormat> {

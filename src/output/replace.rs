@@ -22,7 +22,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 
@@ -151,12 +151,7 @@ fn sync_folder(path: &Path) {
     }
 }
 
-/// `OUTPUT` + `suffix`, in the same folder (so renames are atomic).
-pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
+pub use crate::paths::suffixed;
 
 #[cfg(test)]
 mod tests {
