@@ -174,28 +174,54 @@ async fn run(job: Job) -> i32 {
 /// Prints the summary and what to do next; returns the exit code.
 fn report_run(opts: &Job, summary: &Summary) -> i32 {
     promptbatch::say!("{summary}");
-    let output = opts.output.path.display();
     let code = match &summary.stop {
-        StopReason::Completed if summary.ok + summary.errors + summary.done_before == 0 => {
-            promptbatch::say!(
-                "warning: the input has no data rows: nothing was sent and {output} holds no records"
-            );
-            exit_code::OK
-        }
-        StopReason::Completed if summary.errors + summary.kept_errors == 0 => {
-            match opts.input.limit {
-                Some(n) => promptbatch::say!(
-                    "done: each of the first {} rows (--limit) has an ok record in {output}; run without --limit to send the rest",
-                    promptbatch::human::group(n)
-                ),
-                None => promptbatch::say!("done: every row has an ok record in {output}"),
-            }
-            exit_code::OK
-        }
-        StopReason::Completed => {
-            report_errors(summary, &output.to_string());
-            exit_code::ROW_ERRORS
-        }
+        StopReason::Completed => report_completed(opts, summary),
+        stop => report_stopped(opts, stop),
+    };
+    let output = opts.output.path.display();
+    if summary.warnings_suppressed > 0 {
+        promptbatch::say!(
+            "{} more row failures with the same messages were not shown (`promptbatch report {output}` groups them)",
+            promptbatch::human::group(summary.warnings_suppressed)
+        );
+    }
+    if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
+        promptbatch::say!(
+            "{} rows were started but have no record; the next run sends them",
+            promptbatch::human::group(summary.unrecorded)
+        );
+    }
+    code
+}
+
+/// A run that went through every row: all ok, none at all, or some error records.
+fn report_completed(opts: &Job, summary: &Summary) -> i32 {
+    let output = opts.output.path.display();
+    if summary.ok + summary.errors + summary.done_before == 0 {
+        promptbatch::say!(
+            "warning: the input has no data rows: nothing was sent and {output} holds no records"
+        );
+        return exit_code::OK;
+    }
+    if summary.errors + summary.kept_errors > 0 {
+        report_errors(summary, &output.to_string());
+        return exit_code::ROW_ERRORS;
+    }
+    match opts.input.limit {
+        Some(n) => promptbatch::say!(
+            "done: each of the first {} rows (--limit) has an ok record in {output}; run without --limit to send the rest",
+            promptbatch::human::group(n)
+        ),
+        None => promptbatch::say!("done: every row has an ok record in {output}"),
+    }
+    exit_code::OK
+}
+
+/// Why a run stopped before the end, and what to do about it.
+fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
+    let output = opts.output.path.display();
+    match stop {
+        StopReason::Completed => exit_code::OK,
         StopReason::Interrupted => {
             promptbatch::say!(
                 "interrupted: {output} holds whole records for the rows finished so far"
@@ -252,20 +278,7 @@ fn report_run(opts: &Job, summary: &Summary) -> i32 {
             );
             exit_code::BUDGET
         }
-    };
-    if summary.warnings_suppressed > 0 {
-        promptbatch::say!(
-            "{} more row failures with the same messages were not shown (`promptbatch report {output}` groups them)",
-            promptbatch::human::group(summary.warnings_suppressed)
-        );
     }
-    if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
-        promptbatch::say!(
-            "{} rows were started but have no record; the next run sends them",
-            promptbatch::human::group(summary.unrecorded)
-        );
-    }
-    code
 }
 
 /// What to do about the error records of a finished run: only rows that failed on transient
