@@ -83,6 +83,8 @@ pub mod human;
 pub mod input;
 mod job;
 #[doc(hidden)]
+pub mod ledger;
+#[doc(hidden)]
 pub mod limit;
 #[doc(hidden)]
 pub mod merge;

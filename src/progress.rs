@@ -2,7 +2,6 @@
 //! `indicatif` bar on a terminal (redrawn at most 10 times a second), one plain line every
 //! `--log-every` otherwise, nothing with `--quiet`; and the end-of-run summary.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::TokenUsage;
 use crate::human::{format_usd, group};
+use crate::ledger::Ledger;
 use crate::output::{Record, Status};
 
 /// Live counters of a run.
@@ -47,49 +47,16 @@ pub struct Counters {
     /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
     pub total_rows: AtomicU64,
     /// Cost of the records written, by model.
-    pub costs: Mutex<CostTotals>,
+    pub costs: Mutex<Ledger>,
 }
 
-/// Spend by model, and how many ok rows had no price.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct CostTotals {
-    pub by_model: BTreeMap<String, f64>,
-    pub unpriced_rows: BTreeMap<String, u64>,
-}
-
-impl CostTotals {
-    /// Adds one record's cost.
-    pub fn add(&mut self, record: &Record) {
-        fn bump<V: Default + std::ops::AddAssign>(map: &mut BTreeMap<String, V>, key: &str, by: V) {
-            match map.get_mut(key) {
-                Some(v) => *v += by,
-                None => {
-                    map.insert(key.to_string(), by);
-                }
-            }
-        }
-        match record.cost_usd {
-            Some(usd) if record.status == Status::Ok => {
-                bump(&mut self.by_model, &record.model, usd)
-            }
-            None => bump(&mut self.unpriced_rows, &record.model, 1),
-            Some(_) => {}
-        }
-    }
-
-    /// The total of the priced rows.
-    pub fn total(&self) -> f64 {
-        self.by_model.values().sum()
-    }
-
-    /// `$1.23`, with a note when some rows are unpriced.
-    pub fn describe_total(&self) -> String {
-        let unpriced: u64 = self.unpriced_rows.values().sum();
-        if unpriced == 0 {
-            format_usd(self.total())
-        } else {
-            format!("{} + {unpriced} unpriced rows", format_usd(self.total()))
-        }
+/// `$1.23`, with a note when some rows are unpriced (simulated rows count: a --dry-run's
+/// summary says separately that nothing was spent).
+pub fn describe_cost(ledger: &Ledger) -> String {
+    let total = format_usd(ledger.spent_usd() + ledger.simulated_usd());
+    match ledger.unpriced_rows() {
+        0 => total,
+        unpriced => format!("{total} + {unpriced} unpriced rows"),
     }
 }
 
@@ -107,12 +74,17 @@ impl Counters {
         self.reasoning_tokens
             .fetch_add(record.reasoning_tokens, Relaxed);
         if let Ok(mut costs) = self.costs.lock() {
-            costs.add(record);
+            costs.add(
+                &record.model,
+                &record.usage(),
+                record.cost_usd,
+                record.simulated,
+            );
         }
     }
 
     /// A copy of the cost totals.
-    pub fn cost_totals(&self) -> CostTotals {
+    pub fn cost_totals(&self) -> Ledger {
         self.costs.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
@@ -197,7 +169,7 @@ impl Counters {
             self.pause_note(),
             self.waiting_note(),
             self.pace_note(),
-            self.cost_totals().describe_total(),
+            describe_cost(&self.cost_totals()),
             group(self.in_flight.load(Relaxed)),
             group(self.retries.load(Relaxed)),
             group(self.errors.load(Relaxed)),
@@ -366,7 +338,7 @@ pub struct Summary {
     pub ok: u64,
     pub errors: u64,
     pub usage: TokenUsage,
-    pub costs: CostTotals,
+    pub costs: Ledger,
     pub elapsed: Duration,
     pub stop: StopReason,
     /// Rows an earlier run had finished (resume).
@@ -445,19 +417,24 @@ impl fmt::Display for Summary {
                 self.paused.as_secs_f64()
             )?;
         }
-        write!(f, "\ncost this run: {}", self.costs.describe_total())?;
+        write!(f, "\ncost this run: {}", describe_cost(&self.costs))?;
         if self.simulated {
             write!(f, " (simulated by --dry-run: nothing was spent)")?;
         }
-        for (model, usd) in &self.costs.by_model {
-            write!(f, "\n  {model}: {}", format_usd(*usd))?;
+        for (model, entry) in self.costs.models() {
+            if entry.priced() {
+                let usd = entry.spent_usd() + entry.simulated_usd();
+                write!(f, "\n  {model}: {}", format_usd(usd))?;
+            }
         }
-        for (model, rows) in &self.costs.unpriced_rows {
-            write!(
-                f,
-                "\n  {model}: unpriced ({} rows; add a price with --prices FILE)",
-                group(*rows)
-            )?;
+        for (model, entry) in self.costs.models() {
+            if entry.unpriced_rows > 0 {
+                write!(
+                    f,
+                    "\n  {model}: unpriced ({} rows; add a price with --prices FILE)",
+                    group(entry.unpriced_rows)
+                )?;
+            }
         }
         Ok(())
     }

@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::cost::PriceTable;
 use crate::error::Error;
+use crate::ledger::Ledger;
 use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
 
@@ -152,7 +153,7 @@ struct Stats {
     tokens: Tokens,
     ok_tokens: Tokens,
     errors: HashMap<String, u64>,
-    models: BTreeMap<String, ModelCost>,
+    ledger: Ledger,
     from_records: u64,
     computed: u64,
     latencies: crate::sketch::LatencySketch,
@@ -193,17 +194,6 @@ impl Stats {
 
     /// Adds the record's cost (its own, else from the price table) to its model's.
     fn add_cost(&mut self, record: &Record, prices: &PriceTable) {
-        let model = match self.models.get_mut(record.model.as_str()) {
-            Some(m) => m,
-            None => self
-                .models
-                .entry(record.model.clone())
-                .or_insert_with(|| ModelCost {
-                    model: record.model.clone(),
-                    ..ModelCost::default()
-                }),
-        };
-        model.rows += 1;
         let cost = match record.cost_usd {
             Some(cost) => {
                 self.from_records += 1;
@@ -214,17 +204,11 @@ impl Stats {
                 price.cost(&record.usage())
             }),
         };
-        match cost {
-            None => model.unpriced_rows += 1,
-            Some(cost) if record.simulated => {
-                self.simulated += 1;
-                model.simulated_rows += 1;
-                model.simulated_usd += cost;
-                // Priced, and nothing spent: $0, not "unpriced".
-                model.cost_usd.get_or_insert(0.0);
-            }
-            Some(cost) => *model.cost_usd.get_or_insert(0.0) += cost,
+        if cost.is_some() && record.simulated {
+            self.simulated += 1;
         }
+        self.ledger
+            .add(&record.model, &record.usage(), cost, record.simulated);
     }
 
     fn finish(self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
@@ -249,7 +233,7 @@ impl Stats {
             }),
             top_errors: top_errors(self.errors),
             tokens: self.tokens,
-            cost: Cost::of(self.models, self.from_records, self.computed),
+            cost: Cost::of(&self.ledger, self.from_records, self.computed),
             latency_ms: latency(&self.latencies),
             attempts: self.attempts,
             mean_per_ok_row,
@@ -283,14 +267,24 @@ fn latency(sketch: &crate::sketch::LatencySketch) -> Option<Latency> {
 }
 
 impl Cost {
-    fn of(models: BTreeMap<String, ModelCost>, from_records: u64, computed: u64) -> Cost {
-        let by_model: Vec<ModelCost> = models.into_values().collect();
+    fn of(ledger: &Ledger, from_records: u64, computed: u64) -> Cost {
+        let by_model: Vec<ModelCost> = ledger
+            .models()
+            .map(|(model, entry)| ModelCost {
+                model: model.to_string(),
+                rows: entry.rows,
+                cost_usd: entry.priced().then(|| entry.spent_usd()),
+                unpriced_rows: entry.unpriced_rows,
+                simulated_rows: entry.simulated_rows,
+                simulated_usd: entry.simulated_usd(),
+            })
+            .collect();
         Cost {
-            total_usd: by_model.iter().filter_map(|m| m.cost_usd).sum(),
-            simulated_usd: by_model.iter().map(|m| m.simulated_usd).sum(),
+            total_usd: ledger.spent_usd(),
+            simulated_usd: ledger.simulated_usd(),
             from_records_rows: from_records,
             computed_rows: computed,
-            unpriced_rows: by_model.iter().map(|m| m.unpriced_rows).sum(),
+            unpriced_rows: ledger.unpriced_rows(),
             unpriced_models: by_model
                 .iter()
                 .filter(|m| m.unpriced_rows > 0)

@@ -82,7 +82,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         client,
         limits: Limits::new(opts.limits.rpm, opts.limits.tpm).with_progress(counters.clone()),
         counters: counters.clone(),
-        shutdown: shutdown.clone(),
+        shutdown,
         retry: opts.retry,
         prices,
         budget,
@@ -111,7 +111,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     if matches!(dispatched, DispatchEnd::Budget) {
         say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
-    wait_for_workers(&mut workers, &shutdown, opts.grace).await;
+    wait_for_workers(&mut workers, &ctx.shutdown, opts.grace).await;
     // Error records the circuit breaker still holds (streaks too short to trip) are written.
     send_released(&ctx, ctx.breaker.take_parked(), &writer.sender).await;
     let mut written = writer.finish();
@@ -126,16 +126,27 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         .load(Relaxed)
         .saturating_sub(counters.done() + ctx.breaker.held_back());
     let stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
-    let mut summary = Summary::new(&counters, started.elapsed(), stop);
+    Ok(summarize(&ctx, plan.as_ref(), started, stop, unrecorded))
+}
+
+/// The run's summary: the counters, what the resume plan found, and why it stopped.
+fn summarize(
+    ctx: &WorkerContext,
+    plan: Option<&Plan>,
+    started: Instant,
+    stop: StopReason,
+    unrecorded: u64,
+) -> Summary {
+    let mut summary = Summary::new(&ctx.counters, started.elapsed(), stop);
     if let Some(plan) = plan {
         summary.done_before = plan.done;
         summary.kept_errors = plan.kept_errors;
     }
-    summary.simulated = opts.dry_run.is_some();
+    summary.simulated = ctx.simulated;
     summary.unrecorded = unrecorded;
     summary.warnings_suppressed = ctx.warnings.suppressed();
     (summary.rate_limited, summary.paused) = ctx.limits.pacer().totals();
-    Ok(summary)
+    summary
 }
 
 /// What a run has once it is ready to send: everything that can fail before the first request.
