@@ -188,7 +188,9 @@ pub fn message_text(message: &Value) -> String {
     content_text(message.get("content").unwrap_or(&Value::Null))
 }
 
-/// The text of a `content` value (string, or array of parts).
+/// The text of a `content` value (string, or array of parts: a string, or an object's string
+/// `text`; others are not text), parts joined by newlines. The one rule for which parts are
+/// text: the o200k counter (`tokens/o200k.rs`) counts the same parts, each on its own.
 pub fn content_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
