@@ -203,10 +203,13 @@ impl ApiClient {
                 .map_err(|e| self.transport_failure(&e))?;
             self.answered.store(true, Ordering::Relaxed);
             let status = response.status();
-            let headers = response.headers().clone();
-            if status.is_success() {
-                *limits = RateLimitHeaders::read(&headers);
-            }
+            // Only a failure needs the headers after the body is read.
+            let headers = if status.is_success() {
+                *limits = RateLimitHeaders::read(response.headers());
+                None
+            } else {
+                Some(response.headers().clone())
+            };
             let bytes = response.bytes().await.map_err(|e| {
                 Failure::transient(format!("HTTP {}: {}", status.as_u16(), describe(&e)))
             })?;
@@ -217,7 +220,11 @@ impl ApiClient {
                     f
                 })
             } else {
-                Err(classify_status(status.as_u16(), &headers, &bytes))
+                Err(classify_status(
+                    status.as_u16(),
+                    &headers.unwrap_or_default(),
+                    &bytes,
+                ))
             }
         };
         let outcome = match tokio::time::timeout(self.timeout, attempt).await {
