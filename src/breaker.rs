@@ -129,8 +129,7 @@ impl Breaker {
     pub fn success(&self, model: &str) -> Vec<Record> {
         // Without any failure, another success of a model that has succeeded changes nothing
         // (only whether a model has succeeded counts): no lock.
-        if !self.any_failure.load(Acquire) && self.first_success.get().is_some_and(|m| m == model)
-        {
+        if !self.any_failure.load(Acquire) && self.first_success.get().is_some_and(|m| m == model) {
             return Vec::new();
         }
         if !self.any_success.load(Relaxed) {

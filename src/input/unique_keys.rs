@@ -174,3 +174,36 @@ impl<'de> Visitor<'de> for UniqueKeys {
         Ok(UniqueKeys)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_builds_what_serde_json_builds() {
+        let text = r#"{"id":7,"n":-3,"f":1.5,"big":18446744073709551615,"t":true,"z":null,"s":"a\"b","m":[{"role":"user","content":"x"}],"o":{"k":{}}}"#;
+        assert_eq!(
+            parse(text).unwrap(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+    }
+
+    #[test]
+    fn parse_refuses_a_repeated_key_with_the_two_step_message() {
+        for text in [
+            r#"{"prompt":"a","prompt":"b"}"#,
+            r#"{"messages":[{"role":"user","role":"system"}]}"#,
+        ] {
+            let one = parse(text).unwrap_err().to_string();
+            assert_eq!(one, check(text).unwrap_err().to_string());
+            assert!(one.contains("appears twice"), "{one}");
+        }
+        // A line with a repeated key and broken JSON further on reports the broken JSON, as
+        // serde_json's own parse (which ran first) always did.
+        let text = r#"{"a":1,"a":2,"b":}"#;
+        assert_eq!(
+            parse(text).unwrap_err().to_string(),
+            serde_json::from_str::<Value>(text).unwrap_err().to_string()
+        );
+    }
+}
