@@ -21,8 +21,11 @@
 //!   succeeded at all, the run stops reading its input.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::sync::{Mutex, OnceLock};
 
 use crate::api::{Failure, FailureKind};
 use crate::output::Record;
@@ -74,6 +77,10 @@ pub struct Breaker {
     /// Every model used so far has tripped and nothing has succeeded: stop reading.
     all_refused: AtomicBool,
     held_back: AtomicU64,
+    /// A permanent failure has been noted (until then, no model has a streak or parked records).
+    any_failure: AtomicBool,
+    /// The first model that succeeded (its state already says so).
+    first_success: OnceLock<String>,
 }
 
 /// A refused model, for the end-of-run message.
@@ -120,6 +127,11 @@ impl Breaker {
     /// Notes an answer for `model`: it works, so it restarts the count. Returns the parked
     /// error records, to be written.
     pub fn success(&self, model: &str) -> Vec<Record> {
+        // Without any failure, another success of a model that has succeeded changes nothing
+        // (only whether a model has succeeded counts): no lock.
+        if !self.any_failure.load(Acquire) && self.first_success.get().is_some_and(|m| m == model) {
+            return Vec::new();
+        }
         if !self.any_success.load(Relaxed) {
             self.any_success.store(true, Relaxed);
         }
@@ -129,7 +141,12 @@ impl Breaker {
             None => models.entry(model.to_string()).or_default(),
         };
         state.successes += 1;
-        state.end_streak()
+        let released = state.end_streak();
+        drop(models);
+        if self.first_success.get().is_none() {
+            let _ = self.first_success.set(model.to_string());
+        }
+        released
     }
 
     /// Notes a permanent failure for `model`, whose error record is `record` (the row starts at
@@ -144,6 +161,7 @@ impl Breaker {
     ) -> Vec<Record> {
         debug_assert_eq!(failure.kind, FailureKind::Permanent);
         let mut models = self.lock();
+        self.any_failure.store(true, Release);
         let state = models.entry(model.to_string()).or_default();
         if state.tripped.is_some() {
             state.held_back += 1;

@@ -26,16 +26,24 @@
 //! with the exact wait until it would pass. `--rate-headers` adds OpenAI's
 //! `x-ratelimit-limit-requests` (per minute), `-remaining-requests` and `-reset-requests` (when
 //! one more request would pass) to every answer.
+//!
+//! For benchmarks, `--answer seed` answers every completion with the gateway's documented
+//! example response ([`SEED_ANSWER`], 683 bytes) instead of the echo, and `--chunked` sends every
+//! answer with `Transfer-Encoding: chunked` instead of `Content-Length`, as nginx and many
+//! gateways do.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -49,6 +57,29 @@ use crate::tokens;
 
 /// Most request arrivals kept for `/_sim/stats`.
 const MAX_ARRIVALS: usize = 100_000;
+
+/// The example response of the gateway's reference page (`POST /v1/chat/completions`, model
+/// `gpt-5.2`), compact: what `--answer seed` sends for every completion.
+pub const SEED_ANSWER: &str = concat!(
+    r#"{"id":"chatcmpl-20251010015944503180122WJNB8Eid","model":"gpt-5.2","object":"chat.completion","#,
+    r#""created":1760032810,"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! "#,
+    r#"I'm happy to introduce GPT-5.2 to you.\n\nGPT-5.2 is the next-generation large language model "#,
+    r#"with enhanced reasoning and understanding capabilities..."},"finish_reason":"stop"}],"#,
+    r#""usage":{"prompt_tokens":13,"completion_tokens":1891,"total_tokens":1904,"#,
+    r#""prompt_tokens_details":{"cached_tokens":0,"text_tokens":13,"audio_tokens":0,"image_tokens":0},"#,
+    r#""completion_tokens_details":{"text_tokens":0,"audio_tokens":0,"reasoning_tokens":1480},"#,
+    r#""input_tokens":0,"output_tokens":0,"input_tokens_details":null}}"#
+);
+
+/// What a successful completion answers (see `--answer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnswerBody {
+    /// Derived from the request (see the module docs).
+    #[default]
+    Echo,
+    /// [`SEED_ANSWER`], the same for every request.
+    Seed,
+}
 
 /// A fixed latency or a uniform range, parsed from `50ms` or `20ms..200ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,6 +146,17 @@ pub struct SimOptions {
     pub limit_window: Duration,
     /// Send OpenAI's `x-ratelimit-*-requests` headers for the `limit_rpm` limit.
     pub rate_headers: bool,
+
+    /// What a successful completion answers: `echo` (derived from the request: see the module
+    /// docs) or `seed` (the gateway's documented example response, 683 bytes, the same for
+    /// every request: a benchmark's stand-in for a real answer).
+    #[arg(long, value_enum, default_value_t = AnswerBody::Echo)]
+    pub answer: AnswerBody,
+
+    /// Send every answer with `Transfer-Encoding: chunked` (no `Content-Length`), as nginx and
+    /// many gateways do.
+    #[arg(long)]
+    pub chunked: bool,
 }
 
 /// `Retry-After` of injected 429s unless set.
@@ -359,7 +401,11 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let sim = sim.clone();
-                async move { sim.handle(req).await }
+                async move {
+                    let chunked = sim.options.chunked;
+                    let response = sim.handle(req).await?;
+                    Ok::<_, Dropped>(response.map(|inner| SimBody { inner, chunked }))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -385,8 +431,44 @@ impl std::error::Error for Dropped {}
 
 type SimResponse = Response<Full<Bytes>>;
 
+/// An answer's body as sent: its bytes, with their length announced (`Content-Length`) or not
+/// (`--chunked`: hyper then sends `Transfer-Encoding: chunked`).
+struct SimBody {
+    inner: Full<Bytes>,
+    chunked: bool,
+}
+
+impl Body for SimBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.chunked {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
 fn json_response(status: u16, body: &Value) -> SimResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_bytes_response(status, Bytes::from(body.to_string()))
+}
+
+/// An answer with this JSON text as its body.
+fn json_bytes_response(status: u16, body: Bytes) -> SimResponse {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
@@ -625,15 +707,17 @@ impl Sim {
             return Ok(fault);
         }
 
-        let answer = completion_body(request, messages, prompt, body);
+        let answer = match self.options.answer {
+            AnswerBody::Echo => {
+                Bytes::from(completion_body(request, messages, prompt, body).to_string())
+            }
+            AnswerBody::Seed => Bytes::from_static(SEED_ANSWER.as_bytes()),
+        };
         if roll(self.options.rate_malformed) {
-            let text = answer.to_string();
-            let cut = text.len() / 2;
-            let mut response = json_response(200, &Value::Null);
-            *response.body_mut() = Full::new(Bytes::from(text.into_bytes()).slice(..cut));
-            return Ok(response);
+            let cut = answer.len() / 2;
+            return Ok(json_bytes_response(200, answer.slice(..cut)));
         }
-        Ok(json_response(200, &answer))
+        Ok(json_bytes_response(200, answer))
     }
 
     /// A 429 advising `--retry-after` (as `retry-after-ms`, and rounded up as `Retry-After`).
@@ -903,6 +987,19 @@ mod tests {
         assert_eq!(d.kind.as_deref(), Some("insufficient_quota_error"));
         assert!(d.quota);
         assert_eq!(Directives::parse("plain"), Directives::default());
+    }
+
+    #[test]
+    fn the_seed_answer_is_the_reference_example() {
+        let seed: Value = serde_json::from_str(SEED_ANSWER).unwrap();
+        assert_eq!(SEED_ANSWER.len(), 683);
+        assert_eq!(seed["object"], "chat.completion");
+        assert_eq!(seed["usage"]["completion_tokens"], 1891);
+        assert_eq!(
+            seed["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            1480
+        );
+        assert!(seed["usage"]["input_tokens_details"].is_null());
     }
 
     #[test]

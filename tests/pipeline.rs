@@ -945,3 +945,37 @@ fn duplicate_ids_are_found_across_spilled_runs() {
     assert!(text.contains("in.jsonl:190"), "{text}");
     assert_eq!(text.matches("duplicate id").count(), 2, "{text}");
 }
+
+/// The benchmark's simulator mode: the reference answer, sent chunked (no `Content-Length`), is
+/// read whole, and every row of the run gets it.
+#[test]
+fn chunked_seed_answers_are_read_whole() {
+    let sim = Sim::start(SimOptions {
+        answer: promptbatch::sim::AnswerBody::Seed,
+        chunked: true,
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let lines: String = (0..50)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\"}}\n"))
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(by_id(&records).len(), 50);
+    for rec in &records {
+        assert_eq!(rec["status"], "ok");
+        assert_eq!(
+            rec["response_id"],
+            "chatcmpl-20251010015944503180122WJNB8Eid"
+        );
+        assert_eq!(rec["completion_tokens"], 1891);
+        assert_eq!(rec["reasoning_tokens"], 1480);
+        assert!(rec["completion"]
+            .as_str()
+            .unwrap()
+            .ends_with("understanding capabilities..."));
+    }
+}

@@ -281,6 +281,14 @@ pub struct RateLimitHeaders {
 impl RateLimitHeaders {
     /// Reads the headers; `None` when the answer carries none of them.
     pub fn read(headers: &HeaderMap) -> Option<Self> {
+        // Most answers carry none: one look at the few names there are, not twelve lookups.
+        let any = headers.keys().any(|name| {
+            let name = name.as_str();
+            name.starts_with("x-ratelimit-") || name.starts_with("llm_provider-x-ratelimit-")
+        });
+        if !any {
+            return None;
+        }
         let number = |name: Name| {
             header(headers, name)
                 .and_then(|v| v.parse::<f64>().ok())

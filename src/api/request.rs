@@ -1,6 +1,8 @@
 //! Building the JSON body of one chat-completions request from a row's messages, the command-line
 //! defaults (model, max_tokens, …, `--param`) and, for Batch API lines, the line's own `body`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -150,13 +152,13 @@ impl RequestDefaults {
             }
         };
         let prompt = last_user_text(&messages);
-        let all_blank = messages.iter().all(|m| message_text(m).trim().is_empty());
+        let all_blank = messages.iter().all(|m| message_str(m).trim().is_empty());
         if all_blank {
             return Err(BuildError::EmptyPrompt { prompt });
         }
         let estimated_prompt_tokens = messages
             .iter()
-            .map(|m| tokens::estimate(&message_text(m)) + tokens::PER_MESSAGE_OVERHEAD)
+            .map(|m| tokens::estimate(&message_str(m)) + tokens::PER_MESSAGE_OVERHEAD)
             .sum();
         let max_tokens = body
             .get("max_tokens")
@@ -185,24 +187,36 @@ fn is_system_message(message: &Value) -> bool {
 
 /// The text of a message's `content`: a string as is, content parts' `text` joined with newlines.
 pub fn message_text(message: &Value) -> String {
-    content_text(message.get("content").unwrap_or(&Value::Null))
+    message_str(message).into_owned()
+}
+
+/// [`message_text`], borrowed when the content is a plain string.
+fn message_str(message: &Value) -> Cow<'_, str> {
+    content_str(message.get("content").unwrap_or(&Value::Null))
 }
 
 /// The text of a `content` value (string, or array of parts: a string, or an object's string
 /// `text`; others are not text), parts joined by newlines. The one rule for which parts are
 /// text: the o200k counter (`tokens/o200k.rs`) counts the same parts, each on its own.
 pub fn content_text(content: &Value) -> String {
+    content_str(content).into_owned()
+}
+
+/// [`content_text`], borrowed when the content is a plain string.
+fn content_str(content: &Value) -> Cow<'_, str> {
     match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| match p {
-                Value::String(s) => Some(s.as_str()),
-                other => other.get("text").and_then(Value::as_str),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Array(parts) => Cow::Owned(
+            parts
+                .iter()
+                .filter_map(|p| match p {
+                    Value::String(s) => Some(s.as_str()),
+                    other => other.get("text").and_then(Value::as_str),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => Cow::Borrowed(""),
     }
 }
 

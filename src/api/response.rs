@@ -99,6 +99,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, String> {
         .and_then(|m| m.content)
         .and_then(|c| match c {
             Value::Null => None,
+            Value::String(text) => Some(text),
             other => Some(content_text(&other)),
         });
     let usage = raw.usage.map(|u| {

@@ -197,8 +197,8 @@ impl CsvRows {
         })
     }
 
-    fn extract(&self, fields: &Fields) -> Extracted {
-        let prompt = match &self.prompt {
+    fn extract(prompt: &CsvPrompt, fields: &Fields) -> Extracted {
+        let prompt = match prompt {
             CsvPrompt::Column(index) => fields.get(*index).to_string(),
             CsvPrompt::Template { template, columns } => template
                 .fill(|name| {
@@ -277,7 +277,7 @@ impl CsvRows {
         Some(match fields {
             Ok(fields) => {
                 let id = self.id_column.map(|i| fields.get(i).to_string());
-                let extracted = Ok(self.extract(&fields));
+                let extracted = || Ok(Self::extract(&self.prompt, &fields));
                 self.factory.make(self.row, line, id, extracted)
             }
             Err((line, message)) => self.factory.unreadable(self.row, line, message),

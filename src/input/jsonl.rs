@@ -74,7 +74,11 @@ impl JsonlRows {
         }
     }
 
-    fn extract(&self, text: &str, object: &Map<String, Value>) -> Result<Extracted, String> {
+    fn extract(
+        prompt: &PromptSource,
+        text: &str,
+        object: &Map<String, Value>,
+    ) -> Result<Extracted, String> {
         let batch_body = match object.get("body") {
             Some(Value::Object(body)) => Some(body),
             Some(other) => {
@@ -85,7 +89,7 @@ impl JsonlRows {
             }
             None => None,
         };
-        if let PromptSource::Template(template) = &self.prompt {
+        if let PromptSource::Template(template) = prompt {
             let prompt = template
                 .fill(|name| object.get(name).map(|value| value_text(text, name, value)))
                 .map_err(|missing| {
@@ -113,7 +117,7 @@ impl JsonlRows {
                 overrides: None,
             });
         }
-        let PromptSource::Column(column) = &self.prompt else {
+        let PromptSource::Column(column) = prompt else {
             unreachable!("template handled above")
         };
         match object.get(column) {
@@ -143,8 +147,7 @@ impl JsonlRows {
                     .unreadable(row, line, format!("not UTF-8 ({at}); {hint}"));
             }
         };
-        let parsed = serde_json::from_str::<Value>(text)
-            .and_then(|value| super::unique_keys::check(text).map(|()| value));
+        let parsed = super::unique_keys::parse(text);
         let object = match parsed {
             Ok(Value::Object(object)) => object,
             Ok(other) => {
@@ -163,8 +166,8 @@ impl JsonlRows {
             Ok(id) => id,
             Err(message) => return self.factory.unreadable(row, line, message),
         };
-        let extracted = self.extract(text, &object);
-        self.factory.make(row, line, id, extracted)
+        self.factory
+            .make(row, line, id, || Self::extract(&self.prompt, text, &object))
     }
 }
 

@@ -171,17 +171,19 @@ impl RowFactory {
             || self.skip.as_ref().is_some_and(|s| s.contains(row))
     }
 
-    /// Turns an extracted record (or the reason it could not be read) into a row.
-    /// `id` is `None` when the record has no explicit id (then the row number is used).
+    /// Turns a record into a row: `extract` gives what the record holds (or the reason it could
+    /// not be read), and is not called when no request is to be built (the ids-only pre-pass,
+    /// a duplicate id). `id` is `None` when the record has no explicit id (then the row number
+    /// is used).
     pub fn make(
         &mut self,
         row: u64,
         line: u64,
         id: Option<String>,
-        extracted: Result<Extracted, String>,
+        extract: impl FnOnce() -> Result<Extracted, String>,
     ) -> Result<Row, Error> {
         let explicit_id = id.is_some();
-        let mut extracted = extracted;
+        let mut duplicate = None;
         let id = match id {
             Some(id) => {
                 let options = &self.options;
@@ -197,7 +199,7 @@ impl RowFactory {
                     if !self.report_all {
                         return Err(Error::input(&self.path, line, message));
                     }
-                    extracted = Err(message);
+                    duplicate = Some(message);
                 }
                 id
             }
@@ -215,6 +217,10 @@ impl RowFactory {
                 },
             });
         }
+        let extracted = match duplicate {
+            Some(message) => Err(message),
+            None => extract(),
+        };
         let built = extracted
             .map_err(BuildError::Malformed)
             .and_then(|e| match e {
@@ -257,7 +263,7 @@ impl RowFactory {
 
     /// A record the format reader could not parse at all (broken quoting, invalid JSON).
     pub fn unreadable(&mut self, row: u64, line: u64, message: String) -> Result<Row, Error> {
-        self.make(row, line, None, Err(message))
+        self.make(row, line, None, || Err(message))
     }
 }
 

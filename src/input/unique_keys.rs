@@ -1,15 +1,120 @@
 //! A JSON check serde_json does not make: no object may repeat a key. serde_json keeps the last
 //! value of a repeated key without a word, so `{"prompt": "a", "prompt": "b"}` would silently send
 //! `b`; here it is an error instead (in nested objects too, e.g. a message's `content`).
+//!
+//! [`parse`] reads a line once, building the value and checking its keys together; only a line
+//! that fails is read again, the two-step way ([`check`] after serde_json's own parse), so that a
+//! line with several problems reports the same one either way.
 
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
+use serde_json::{Map, Number, Value};
+
+/// Parses `text` as JSON whose objects have unique keys. The error is the one of serde_json's
+/// parse of `text` when it fails, else the repeated key's (with serde_json's position).
+pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<Unique>(text)
+        .map(|unique| unique.0)
+        .or_else(|_| serde_json::from_str::<Value>(text).and_then(|v| check(text).map(|()| v)))
+}
 
 /// Checks `text` (valid JSON) for a repeated key; the error carries serde_json's position.
 pub(crate) fn check(text: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<UniqueKeys>(text).map(|_| ())
+}
+
+/// The error of a repeated key.
+fn repeated<E: de::Error>(key: &str) -> E {
+    E::custom(format!(
+        "key `{key}` appears twice in one object (keep one: which value counts would be a guess)"
+    ))
+}
+
+/// A JSON value built as serde_json builds a [`Value`], refusing a repeated key on the way.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> DeserializeSeed<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        UniqueVisitor.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(UniqueVisitor)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match object.entry(key) {
+                Entry::Occupied(entry) => return Err(repeated(entry.key())),
+                Entry::Vacant(entry) => {
+                    entry.insert(map.next_value_seed(UniqueVisitor)?);
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Any JSON value whose objects have unique keys (nothing is kept).
@@ -61,14 +166,44 @@ impl<'de> Visitor<'de> for UniqueKeys {
         let mut keys = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if keys.contains(&key) {
-                return Err(de::Error::custom(format!(
-                    "key `{key}` appears twice in one object (keep one: which value counts would \
-                     be a guess)"
-                )));
+                return Err(repeated(&key));
             }
             map.next_value::<UniqueKeys>()?;
             keys.insert(key);
         }
         Ok(UniqueKeys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_builds_what_serde_json_builds() {
+        let text = r#"{"id":7,"n":-3,"f":1.5,"big":18446744073709551615,"t":true,"z":null,"s":"a\"b","m":[{"role":"user","content":"x"}],"o":{"k":{}}}"#;
+        assert_eq!(
+            parse(text).unwrap(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+    }
+
+    #[test]
+    fn parse_refuses_a_repeated_key_with_the_two_step_message() {
+        for text in [
+            r#"{"prompt":"a","prompt":"b"}"#,
+            r#"{"messages":[{"role":"user","role":"system"}]}"#,
+        ] {
+            let one = parse(text).unwrap_err().to_string();
+            assert_eq!(one, check(text).unwrap_err().to_string());
+            assert!(one.contains("appears twice"), "{one}");
+        }
+        // A line with a repeated key and broken JSON further on reports the broken JSON, as
+        // serde_json's own parse (which ran first) always did.
+        let text = r#"{"a":1,"a":2,"b":}"#;
+        assert_eq!(
+            parse(text).unwrap_err().to_string(),
+            serde_json::from_str::<Value>(text).unwrap_err().to_string()
+        );
     }
 }
