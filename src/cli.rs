@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use promptbatch::sim::AnswerBody;
 use promptbatch::{
     CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, InputFormat, InputOptions,
     Job, LatencySpec, LimitOptions, LimitSchedule, MergeOptions, OutputOptions, RequestOptions,
@@ -435,6 +436,17 @@ pub struct SimArgs {
     /// does) with every answer, for the `--limit-rpm` limit.
     #[arg(long)]
     pub rate_headers: bool,
+
+    /// What a successful completion answers: `echo` (derived from the request: see the module
+    /// docs) or `seed` (the gateway's documented example response, 683 bytes, the same for
+    /// every request: a benchmark's stand-in for a real answer).
+    #[arg(long, value_enum, default_value_t = AnswerBody::Echo)]
+    pub answer: AnswerBody,
+
+    /// Send every answer with `Transfer-Encoding: chunked` (no `Content-Length`), as nginx and
+    /// many gateways do.
+    #[arg(long)]
+    pub chunked: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,6 +567,8 @@ impl SimArgs {
             limit_rpm: self.limit_rpm,
             limit_window: self.limit_window,
             rate_headers: self.rate_headers,
+            answer: self.answer,
+            chunked: self.chunked,
         }
     }
 }

@@ -146,16 +146,9 @@ pub struct SimOptions {
     pub limit_window: Duration,
     /// Send OpenAI's `x-ratelimit-*-requests` headers for the `limit_rpm` limit.
     pub rate_headers: bool,
-
-    /// What a successful completion answers: `echo` (derived from the request: see the module
-    /// docs) or `seed` (the gateway's documented example response, 683 bytes, the same for
-    /// every request: a benchmark's stand-in for a real answer).
-    #[arg(long, value_enum, default_value_t = AnswerBody::Echo)]
+    /// What a successful completion answers: derived from the request, or the seed example.
     pub answer: AnswerBody,
-
-    /// Send every answer with `Transfer-Encoding: chunked` (no `Content-Length`), as nginx and
-    /// many gateways do.
-    #[arg(long)]
+    /// Send every answer with `Transfer-Encoding: chunked` (no `Content-Length`).
     pub chunked: bool,
 }
 
@@ -181,6 +174,8 @@ impl Default for SimOptions {
             limit_rpm: None,
             limit_window: DEFAULT_LIMIT_WINDOW,
             rate_headers: false,
+            answer: AnswerBody::Echo,
+            chunked: false,
         }
     }
 }
