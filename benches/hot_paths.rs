@@ -52,6 +52,7 @@ fn sample_record(prompt: &str) -> Record {
         cost_usd: Some(0.026_496_75),
         fingerprint: "af63dc4c8601ec8c".into(),
         simulated: false,
+        kept: None,
     }
 }
 
@@ -100,7 +101,7 @@ fn encode(c: &mut Criterion) {
     group.bench_function("csv", |b| {
         b.iter(|| {
             out.clear();
-            Csv.encode(black_box(&record), &mut out);
+            Csv::default().encode(black_box(&record), &mut out);
             out.len()
         })
     });

@@ -292,6 +292,7 @@ mod tests {
             model: "m".into(),
             fingerprint: String::new(),
             simulated: false,
+            kept: None,
         };
         Record::error(info, f.message.clone(), 1, 1)
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use promptbatch::input::KeepColumns;
 use promptbatch::sim::AnswerBody;
 use promptbatch::{
     CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, InputFormat, InputOptions,
@@ -100,6 +101,13 @@ pub struct InputArgs {
     /// Slurm array); `promptbatch merge` joins their outputs.
     #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
+
+    /// Copy these input columns (CSV) or fields (JSONL) into each record, values unchanged
+    /// (JSON values stay JSON in a JSONL output): `ticket_id,label`, or `all`. A name that is
+    /// also a record field (e.g. `id`, `prompt`) is written as `input_NAME`. A JSONL field a line
+    /// lacks is null.
+    #[arg(long, value_name = "COLUMNS|all", value_parser = KeepColumns::parse)]
+    pub keep_columns: Option<KeepColumns>,
 }
 
 /// What every request carries besides its messages (shared by `run` and `estimate`).
@@ -462,6 +470,7 @@ impl InputArgs {
         input.skip_invalid = self.skip_invalid;
         input.limit = self.limit;
         input.shard = self.shard;
+        input.keep_columns = self.keep_columns;
         input
     }
 }

@@ -117,6 +117,12 @@ impl Job {
         self
     }
 
+    /// Copy these input columns (CSV) or fields (JSONL) into each record.
+    pub fn keep_columns(mut self, keep: crate::input::KeepColumns) -> Self {
+        self.input.keep_columns = Some(keep);
+        self
+    }
+
     /// A system message prepended to every request that does not start with one.
     pub fn system(mut self, system: impl Into<String>) -> Self {
         self.request.system = Some(system.into());

@@ -88,15 +88,38 @@ pub fn merge(
     let tmp = crate::paths::suffixed(output, ".merge-tmp");
     let io = |what: &str, e| Error::io(format!("{what} {}", tmp.display()), e);
     let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io("cannot create", e))?);
-    let mut encoder = format::for_path(output);
+    // A CSV output's extra columns (kept input columns): the first shard's; every record's own
+    // must be among them, or they would be lost.
+    let columns = match inputs.first() {
+        Some(first) => kept_columns_of(first)?,
+        None => Vec::new(),
+    };
+    let csv_output = crate::paths::is_csv(output);
+    let mut encoder = format::for_path_with(output, columns.clone());
     let mut buf = encoder.header();
     // (hash of the id, index of the file it came from)
     let mut seen: Vec<(u64, u32)> = Vec::new();
     let mut merged = Merged::default();
     for (file, path) in inputs.iter().enumerate() {
         let mut records = Records::<Record>::open(path)?;
-        for item in records.by_ref() {
-            let (_, record) = item?;
+        while let Some(item) = records.next() {
+            let (line, mut record) = item?;
+            record.kept = records.last_extras();
+            if let Some(name) = record
+                .kept
+                .as_deref()
+                .and_then(|kept| kept.keys().find(|name| !columns.contains(name)))
+                .filter(|_| csv_output)
+            {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::input(
+                    path,
+                    line,
+                    format!(
+                        "the record's kept column `{name}` is not a column of the first shard's                          output, so a CSV merge would drop it: merge into a .jsonl file, or merge                          shards run with the same --keep-columns"
+                    ),
+                ));
+            }
             merged.records += 1;
             if record.status == Status::Error {
                 merged.errors += 1;
@@ -124,6 +147,23 @@ pub fn merge(
     file.sync_all().map_err(|e| io("cannot sync", e))?;
     find_duplicates(&mut seen, inputs, &mut merged)?;
     Ok((merged, tmp))
+}
+
+/// The kept input columns of an output: a CSV file's extra columns, or the kept fields of a
+/// JSONL file's first record.
+fn kept_columns_of(path: &Path) -> Result<Vec<String>, Error> {
+    let mut records = Records::<Record>::open(path)?;
+    let extra = records.extra_columns();
+    if !extra.is_empty() || records.format() == crate::output::read::Format::Csv {
+        return Ok(extra);
+    }
+    Ok(match records.next() {
+        Some(Ok(_)) => records
+            .last_extras()
+            .map(|kept| kept.keys().cloned().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    })
 }
 
 /// Sorts the id hashes and names the ids that appear twice (read back from their files).

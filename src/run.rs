@@ -63,6 +63,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         plan,
         rows,
         prices,
+        kept_columns,
     } = prepared;
     let budget = opts
         .cost
@@ -74,7 +75,12 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
     }
     let concurrency = opts.limits.concurrency as usize;
-    let writer = Writer::start(&output, concurrency * 2, record_observer(opts, &counters))?;
+    let writer = Writer::start(
+        &output,
+        concurrency * 2,
+        kept_columns,
+        record_observer(opts, &counters),
+    )?;
     let reporter = Reporter::start(counters.clone(), opts.display);
     let permits = Arc::new(Semaphore::new(concurrency));
     let ctx = Arc::new(WorkerContext {
@@ -163,6 +169,8 @@ struct Prepared {
     /// The rows still to send.
     rows: input::RowStream,
     prices: PriceTable,
+    /// A CSV output's kept input columns (output names).
+    kept_columns: Vec<String>,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -181,7 +189,9 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     });
+    let kept_columns = csv_kept_columns(opts)?;
     let (lock, output) = take_output(opts)?;
+    check_output_columns(&output, &kept_columns)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
     let rows = match done_rows {
         Some(done) => {
@@ -201,7 +211,46 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         plan,
         rows,
         prices,
+        kept_columns,
     })
+}
+
+/// The kept input columns a CSV output gets (output names, in order); none for a JSONL output,
+/// whose records carry their own.
+fn csv_kept_columns(opts: &Job) -> Result<Vec<String>, Error> {
+    if !crate::paths::is_csv(&opts.output.path) {
+        return Ok(Vec::new());
+    }
+    let names = match &opts.input.keep_columns {
+        None => return Ok(Vec::new()),
+        Some(input::KeepColumns::Named(names)) => names.clone(),
+        Some(input::KeepColumns::All) => input::csv_column_names(&opts.input)?,
+    };
+    Ok(names
+        .iter()
+        .map(|name| crate::output::record::kept_name(name).into_owned())
+        .collect())
+}
+
+/// A CSV output that already has records must have the columns this run appends.
+fn check_output_columns(output: &Path, kept: &[String]) -> Result<(), Error> {
+    if !crate::paths::is_csv(output) || !std::fs::metadata(output).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let existing = crate::output::read::Records::<Record>::open(output)?.extra_columns();
+    if existing != kept {
+        let list = |names: &[String]| match names {
+            [] => "none".to_string(),
+            names => names.join(", "),
+        };
+        return Err(Error::Config(format!(
+            "{} has the kept columns [{}] but this run keeps [{}]: run with the --keep-columns that              wrote it, or pass --fresh to start a new output (the old one is kept as a backup)",
+            output.display(),
+            list(&existing),
+            list(kept)
+        )));
+    }
+    Ok(())
 }
 
 /// Lets every row's task end; after an interrupt or a fatal error, only for `grace`, then
@@ -480,6 +529,7 @@ async fn dispatch(
     let mut feed = RowFeed {
         chunks,
         pending: Vec::new().into_iter(),
+        ids_announced: false,
     };
     loop {
         if ctx.breaker.all_refused() {
@@ -508,6 +558,8 @@ async fn dispatch(
 struct RowFeed {
     chunks: mpsc::Receiver<Chunk>,
     pending: std::vec::IntoIter<Result<Row, Error>>,
+    /// Whether the first row identified by its row number was announced.
+    ids_announced: bool,
 }
 
 impl RowFeed {
@@ -515,7 +567,17 @@ impl RowFeed {
     async fn next(&mut self, shutdown: &Shutdown) -> Result<Row, DispatchEnd> {
         loop {
             if let Some(item) = self.pending.next() {
-                return item.map_err(DispatchEnd::Failed);
+                let row = item.map_err(DispatchEnd::Failed)?;
+                if !row.explicit_id && !self.ids_announced {
+                    self.ids_announced = true;
+                    say!(
+                        "note: rows without an `id` or `custom_id` are identified by their row number \
+                         (row {} is the first); to use a column of yours, pass --id-column NAME, or \
+                         copy it into the output with --keep-columns NAME",
+                        row.row
+                    );
+                }
+                return Ok(row);
             }
             let chunk = tokio::select! {
                 biased;
@@ -590,6 +652,7 @@ async fn start(
         id: row.id,
         row: row.row,
         line: row.line,
+        kept: row.kept,
     };
     let request = match row.content {
         RowContent::Invalid { prompt, message } => {

@@ -161,6 +161,8 @@ pub struct RowPlace {
     pub id: String,
     pub row: u64,
     pub line: u64,
+    /// `--keep-columns`: the row's kept input values.
+    pub kept: Option<crate::input::Kept>,
 }
 
 impl RowPlace {
@@ -180,6 +182,7 @@ impl RowPlace {
             model,
             fingerprint,
             simulated: ctx.simulated,
+            kept: self.kept.map(crate::output::record::rename_kept),
         }
     }
 }

@@ -337,14 +337,20 @@ fn rpm_limit_spreads_requests_over_time() {
     let secs = r.elapsed.as_secs_f64();
     assert!(secs >= 2.8, "30 rows at --rpm 600 took only {secs:.2}s");
     assert!(secs < 15.0, "30 rows at --rpm 600 took {secs:.2}s");
-    // The arrivals are evenly spaced too: the first 10 span at least 0.85 s.
+    // The arrivals are evenly spaced too: any 10 consecutive ones span at least 8 intervals of
+    // 100 ms (the limiter's capacity of two lets one late wake-up be caught up, never more; a
+    // loaded machine only makes the spans longer).
     let arrivals: Vec<u64> = sim.stats()["arrivals"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a[0].as_u64().unwrap())
         .collect();
-    assert!(arrivals[9] - arrivals[0] >= 850, "{arrivals:?}");
+    let shortest = arrivals.windows(10).map(|w| w[9] - w[0]).min().unwrap();
+    assert!(
+        shortest >= 780,
+        "{shortest} ms for 10 arrivals: {arrivals:?}"
+    );
 }
 
 #[test]

@@ -62,6 +62,7 @@ fn record(id: String, model: String, prompt: String, error: Option<String>) -> R
         cost_usd: None,
         fingerprint: "0123456789abcdef".into(),
         simulated: true,
+        kept: None,
     }
 }
 

@@ -9,8 +9,10 @@ use std::path::Path;
 
 use super::csv_record::{Broken, Next, Problem, RawRecord, RecordReader};
 use super::encoding::{first_non_utf8, first_nul, reencode_hint, starts_utf16};
+use super::keep::{KeepColumns, Kept};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
 use crate::error::Error;
+use serde_json::Value;
 
 /// How to get the prompt from a record, resolved to column indexes.
 enum CsvPrompt {
@@ -42,6 +44,8 @@ pub(crate) struct CsvRows {
     header: Header,
     prompt: CsvPrompt,
     id_column: Option<usize>,
+    /// `--keep-columns`: (name, index) of each kept column, in order.
+    kept: Vec<(String, usize)>,
     record: RawRecord,
     row: u64,
     done: bool,
@@ -185,12 +189,21 @@ impl CsvRows {
                 None => header.find("the default id column", "custom_id", path)?,
             },
         };
+        let kept = match &factory.keep {
+            None => Vec::new(),
+            Some(KeepColumns::All) => header.names.iter().cloned().zip(0..).collect(),
+            Some(KeepColumns::Named(names)) => names
+                .iter()
+                .map(|name| Ok((name.clone(), header.resolve("--keep-columns", name, path)?)))
+                .collect::<Result<_, Error>>()?,
+        };
         Ok(CsvRows {
             reader,
             factory,
             header,
             prompt,
             id_column,
+            kept,
             record: RawRecord::default(),
             row: 0,
             done: false,
@@ -213,6 +226,15 @@ impl CsvRows {
             prompt,
             overrides: None,
         }
+    }
+
+    /// The kept columns' values (strings) of a record.
+    fn kept_values(&self, fields: &Fields) -> Kept {
+        let values = self
+            .kept
+            .iter()
+            .map(|(name, i)| (name.clone(), Value::String(fields.get(*i).to_string())));
+        Box::new(values.collect())
     }
 
     /// Checks the record just read against the header: `(line, what is wrong)` if it fails.
@@ -278,7 +300,14 @@ impl CsvRows {
             Ok(fields) => {
                 let id = self.id_column.map(|i| fields.get(i).to_string());
                 let extracted = || Ok(Self::extract(&self.prompt, &fields));
-                self.factory.make(self.row, line, id, extracted)
+                let made = self.factory.make(self.row, line, id, extracted);
+                match self.factory.keep.is_some() {
+                    true => made.map(|row| Row {
+                        kept: Some(self.kept_values(&fields)),
+                        ..row
+                    }),
+                    false => made,
+                }
             }
             Err((line, message)) => self.factory.unreadable(self.row, line, message),
         })
@@ -390,6 +419,15 @@ fn header_field(i: usize) -> String {
 
 fn read_error(path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("reading {}", path.display()), e)
+}
+
+/// The column names of a CSV input's header.
+pub(crate) fn header_names(
+    reader: Box<dyn Read + Send>,
+    path: &Path,
+) -> Result<Vec<String>, Error> {
+    let mut reader = RecordReader::new(BufReader::with_capacity(1 << 16, reader));
+    Ok(Header::read(&mut reader, path)?.names)
 }
 
 /// Counts records (not lines: quoted fields may span lines; a broken record counts as one row,

@@ -166,8 +166,15 @@ impl JsonlRows {
             Ok(id) => id,
             Err(message) => return self.factory.unreadable(row, line, message),
         };
-        self.factory
-            .make(row, line, id, || Self::extract(&self.prompt, text, &object))
+        let kept = self
+            .factory
+            .keep
+            .as_ref()
+            .map(|keep| super::keep::from_object(keep, &object));
+        let made = self
+            .factory
+            .make(row, line, id, || Self::extract(&self.prompt, text, &object));
+        made.map(|row| Row { kept, ..row })
     }
 }
 

@@ -8,6 +8,7 @@ mod csv_record;
 pub mod duplicates;
 mod encoding;
 mod jsonl;
+pub mod keep;
 mod options;
 pub mod template;
 mod unique_keys;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::api::request::{BuildError, ChatRequest, RequestDefaults, RequestOptions};
 use crate::error::Error;
 use duplicates::IdCheck;
+pub use keep::{KeepColumns, Kept};
 pub use options::{InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
 pub use template::Template;
 
@@ -35,6 +37,8 @@ pub struct Row {
     pub explicit_id: bool,
     /// What to do with the row.
     pub content: RowContent,
+    /// `--keep-columns`: the row's kept input values.
+    pub kept: Option<Kept>,
 }
 
 /// How the error record of a malformed row under --skip-invalid starts.
@@ -148,6 +152,8 @@ pub(crate) struct RowFactory {
     limit: Option<u64>,
     /// Every problem becomes an invalid row, duplicate ids included (`validate`, `estimate`).
     report_all: bool,
+    /// `--keep-columns` (not for the ids-only pre-pass).
+    pub keep: Option<KeepColumns>,
 }
 
 impl RowFactory {
@@ -162,6 +168,7 @@ impl RowFactory {
             skip,
             limit: opts.limit,
             report_all: false,
+            keep: opts.keep_columns.clone(),
         }
     }
 
@@ -215,6 +222,7 @@ impl RowFactory {
                     prompt: String::new(),
                     message: String::new(),
                 },
+                kept: None,
             });
         }
         let extracted = match duplicate {
@@ -258,6 +266,7 @@ impl RowFactory {
             id,
             explicit_id,
             content,
+            kept: None,
         })
     }
 
@@ -354,6 +363,9 @@ fn open_mode(
         factory.ids = IdCheck::Off;
     }
     factory.ids_only = reading == Reading::IdsOnly;
+    if factory.ids_only {
+        factory.keep = None;
+    }
     let rows: RowStream = match resolve_format(opts) {
         InputFormat::Csv => Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?),
         _ => Box::new(jsonl::JsonlRows::new(reader, factory, prompt, ids)),
@@ -427,6 +439,27 @@ impl Iterator for FirstRows {
         }
         Some(item)
     }
+}
+
+/// The columns of a CSV input's header (for `--keep-columns all` into a CSV output, whose header
+/// must name them before the first row is read).
+pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
+    if resolve_format(opts) != InputFormat::Csv {
+        return Err(Error::Config(
+            "--keep-columns all with a CSV output needs a CSV input (the lines of a JSONL input \
+             may each have other fields): name the fields, e.g. --keep-columns ticket_id,label, \
+             or write a .jsonl output"
+                .into(),
+        ));
+    }
+    if opts.reads_once() {
+        return Err(Error::Config(
+            "--keep-columns all with a CSV output reads the input's header first, and standard \
+             input can be read only once: name the columns, e.g. --keep-columns ticket_id,label"
+                .into(),
+        ));
+    }
+    csv::header_names(opts.open_reader()?, &opts.path)
 }
 
 /// Counts the data records of an input quickly (for the progress bar's total); `None` for stdin

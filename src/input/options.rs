@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::paths::is_stdin;
 use std::sync::{Arc, Mutex};
 
+use super::keep::KeepColumns;
 use super::Shard;
 
 /// The column (CSV) or field (JSONL) holding the prompt when no template is given.
@@ -47,6 +48,8 @@ pub struct InputOptions {
     pub limit: Option<u64>,
     /// Only the rows of shard K of N.
     pub shard: Option<Shard>,
+    /// Input columns copied into each record.
+    pub keep_columns: Option<KeepColumns>,
     /// Rows handed over in memory: read once, by the first opening.
     pub(crate) memory: Option<MemoryInput>,
 }
@@ -73,6 +76,7 @@ impl InputOptions {
             skip_invalid: false,
             limit: None,
             shard: None,
+            keep_columns: None,
             memory: None,
         }
     }

@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(move_aside(&path).unwrap(), Some(suffixed(&path, ".bak")));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         assert_eq!(move_aside(&path).unwrap(), None, "nothing to keep");
-        std::fs::write(&path, format::Csv.header()).unwrap();
+        std::fs::write(&path, format::Csv::default().header()).unwrap();
         assert_eq!(move_aside(&path).unwrap(), None, "a header alone");
         std::fs::write(&path, "partial\n").unwrap();
         assert_eq!(move_aside(&path).unwrap(), Some(suffixed(&path, ".bak.1")));

@@ -17,8 +17,14 @@ pub use crate::paths::is_csv;
 
 /// Picks the format from the output's extension: `.csv` is CSV, anything else JSONL.
 pub fn for_path(path: &Path) -> Box<dyn RecordFormat> {
+    for_path_with(path, Vec::new())
+}
+
+/// Like [`for_path`], for records that carry kept input columns: a CSV output's extra columns
+/// are `kept` (output names, in order); JSONL writes each record's own kept values.
+pub fn for_path_with(path: &Path, kept: Vec<String>) -> Box<dyn RecordFormat> {
     if is_csv(path) {
-        Box::new(Csv)
+        Box::new(Csv { kept })
     } else {
         Box::new(Jsonl)
     }
@@ -34,12 +40,26 @@ impl RecordFormat for Jsonl {
 
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
         serde_json::to_writer(&mut *out, record).expect("a record always serializes");
+        if let Some(kept) = record.kept.as_deref().filter(|k| !k.is_empty()) {
+            out.pop(); // the record's closing brace: the kept fields follow inside the object
+            for (name, value) in kept {
+                out.push(b',');
+                serde_json::to_writer(&mut *out, name).expect("a string serializes");
+                out.push(b':');
+                serde_json::to_writer(&mut *out, value).expect("a JSON value serializes");
+            }
+            out.push(b'}');
+        }
         out.push(b'\n');
     }
 }
 
-/// CSV with a header row; null is an empty field.
-pub struct Csv;
+/// CSV with a header row; null is an empty field. `kept`: the extra columns after the schema's
+/// (kept input columns, by output name).
+#[derive(Default)]
+pub struct Csv {
+    pub kept: Vec<String>,
+}
 
 impl Csv {
     fn writer(out: &mut Vec<u8>) -> csv::Writer<&mut Vec<u8>> {
@@ -54,15 +74,38 @@ impl RecordFormat for Csv {
     fn header(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = Csv::writer(&mut out);
-        w.write_record(COLUMNS).expect("writing to memory");
+        let columns = COLUMNS
+            .iter()
+            .copied()
+            .chain(self.kept.iter().map(String::as_str));
+        w.write_record(columns).expect("writing to memory");
         w.flush().expect("writing to memory");
         drop(w);
         out
     }
 
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
-        let mut w = Csv::writer(out);
+        let mut w = Csv::writer(&mut *out);
         w.serialize(record).expect("a record always serializes");
+        w.flush().expect("writing to memory");
+        drop(w);
+        if self.kept.is_empty() {
+            return;
+        }
+        // The kept values as a CSV record of their own, joined to the schema's fields.
+        out.truncate(out.len() - 2); // CRLF
+        out.push(b',');
+        let kept = record.kept.as_deref();
+        let values = self
+            .kept
+            .iter()
+            .map(|name| match kept.and_then(|k| k.get(name)) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+            });
+        let mut w = Csv::writer(out);
+        w.write_record(values).expect("writing to memory");
         w.flush().expect("writing to memory");
     }
 }
@@ -93,6 +136,7 @@ mod tests {
             cost_usd: Some(0.026_496_75),
             fingerprint: "af63dc4c8601ec8c".into(),
             simulated: false,
+            kept: None,
         }
     }
 
@@ -110,8 +154,8 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_round_trips() {
-        let mut out = Csv.header();
-        Csv.encode(&sample(), &mut out);
+        let mut out = Csv::default().header();
+        Csv::default().encode(&sample(), &mut out);
         let mut reader = csv::Reader::from_reader(out.as_slice());
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>(),

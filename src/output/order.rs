@@ -171,6 +171,7 @@ mod tests {
             cost_usd: None,
             fingerprint: String::new(),
             simulated: false,
+            kept: None,
         }
     }
 

@@ -69,6 +69,8 @@ enum Source {
         ahead: Option<Result<csv::StringRecord, csv::Error>>,
         /// Whether the file ends with a line terminator (else its last record may be torn).
         terminated: bool,
+        /// The record last returned (for [`Records::last_extras`]).
+        last: csv::StringRecord,
     },
 }
 
@@ -147,6 +149,7 @@ impl<T: DeserializeOwned> Records<T> {
                     headers,
                     ahead: None,
                     terminated,
+                    last: csv::StringRecord::new(),
                 }
             }
         };
@@ -165,13 +168,49 @@ impl<T: DeserializeOwned> Records<T> {
         self.format
     }
 
-    /// Whether a CSV file's header is today's output schema (an output of an older version may
-    /// lack newer columns; records appended to it must not be longer than its header).
+    /// Whether a CSV file's header starts with today's output schema (an output of an older
+    /// version may lack newer columns; records appended to it must not be longer than its
+    /// header). Kept input columns may follow the schema's.
     pub fn has_current_header(&self) -> bool {
         match &self.source {
-            Source::Csv { headers, .. } => headers.iter().eq(COLUMNS),
+            Source::Csv { headers, .. } => {
+                headers.len() >= COLUMNS.len() && headers.iter().take(COLUMNS.len()).eq(COLUMNS)
+            }
             Source::Jsonl { .. } => true,
         }
+    }
+
+    /// A CSV file's columns beyond the output schema (kept input columns), in order; none for
+    /// JSONL (each line carries its own).
+    pub fn extra_columns(&self) -> Vec<String> {
+        match &self.source {
+            Source::Csv { headers, .. } => headers
+                .iter()
+                .filter(|h| !COLUMNS.contains(h))
+                .map(str::to_string)
+                .collect(),
+            Source::Jsonl { .. } => Vec::new(),
+        }
+    }
+
+    /// The fields of the record last returned beyond the output schema (kept input columns),
+    /// by output name; `None` when it has none. For rewrites, which must keep them.
+    pub fn last_extras(&self) -> Option<crate::input::Kept> {
+        let extras: serde_json::Map<String, serde_json::Value> = match &self.source {
+            Source::Jsonl { buf, .. } => {
+                let mut object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(buf.trim_ascii()).ok()?;
+                object.retain(|name, _| !COLUMNS.contains(&name.as_str()));
+                object
+            }
+            Source::Csv { headers, last, .. } => headers
+                .iter()
+                .zip(last.iter())
+                .filter(|(name, _)| !COLUMNS.contains(name))
+                .map(|(name, value)| (name.to_string(), value.into()))
+                .collect(),
+        };
+        (!extras.is_empty()).then(|| Box::new(extras))
     }
 
     /// The torn last record that was skipped, once the iteration has ended.
@@ -228,6 +267,7 @@ impl<T: DeserializeOwned> Records<T> {
             headers,
             ahead,
             terminated,
+            last,
         } = &mut self.source
         else {
             return None;
@@ -273,7 +313,9 @@ impl<T: DeserializeOwned> Records<T> {
             });
             return None;
         }
-        match record.deserialize::<T>(Some(headers)) {
+        let read = record.deserialize::<T>(Some(headers));
+        *last = record;
+        match read {
             Ok(r) => Some(Ok((line, r))),
             Err(e) if may_be_torn => {
                 self.torn = Some(Torn {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Completion, TokenUsage};
+use crate::input::Kept;
 
 /// Whether a row got an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,11 @@ pub struct Record {
     /// paid, and a real run never counts the row as done.
     #[serde(default)]
     pub simulated: bool,
+    /// `--keep-columns`: the row's input values, by output name (a name that is also a field of
+    /// the schema is `input_NAME`: [`kept_name`]), written after the schema's fields. Reading an
+    /// output fills it only on request (`Records::last_extras`, for rewrites).
+    #[serde(skip)]
+    pub kept: Option<Kept>,
 }
 
 /// The column names, in order (the CSV header).
@@ -66,6 +72,39 @@ pub const COLUMNS: [&str; 19] = [
     "simulated",
 ];
 
+/// Names the output schema reserves besides [`COLUMNS`] (fields written by some options).
+const RESERVED: [&str; 4] = ["parsed", "started_at", "finished_at", "response"];
+
+/// The output name of a kept input column: its own, or `input_` + it while that collides with a
+/// field of the schema (`id` → `input_id`; `input_id` too, if the input also has one, is
+/// `input_input_id`).
+pub fn kept_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let taken = |n: &str| COLUMNS.contains(&n) || RESERVED.contains(&n);
+    if !taken(name) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut renamed = format!("input_{name}");
+    while taken(&renamed) {
+        renamed.insert_str(0, "input_");
+    }
+    std::borrow::Cow::Owned(renamed)
+}
+
+/// Kept input values under their output names ([`kept_name`]).
+pub fn rename_kept(kept: Kept) -> Kept {
+    if kept
+        .keys()
+        .all(|name| matches!(kept_name(name), std::borrow::Cow::Borrowed(_)))
+    {
+        return kept;
+    }
+    Box::new(
+        kept.into_iter()
+            .map(|(name, value)| (kept_name(&name).into_owned(), value))
+            .collect(),
+    )
+}
+
 /// What a record says about the row itself, whatever its outcome.
 #[derive(Debug, Clone)]
 pub struct RowInfo {
@@ -79,6 +118,8 @@ pub struct RowInfo {
     pub fingerprint: String,
     /// The run talks to the built-in simulator (`--dry-run`).
     pub simulated: bool,
+    /// `--keep-columns`: the row's kept input values.
+    pub kept: Option<Kept>,
 }
 
 impl Record {
@@ -111,6 +152,7 @@ impl Record {
             cost_usd,
             fingerprint: info.fingerprint,
             simulated: info.simulated,
+            kept: info.kept,
         }
     }
 
@@ -136,6 +178,7 @@ impl Record {
             cost_usd: Some(0.0),
             fingerprint: info.fingerprint,
             simulated: info.simulated,
+            kept: info.kept,
         }
     }
 

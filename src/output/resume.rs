@@ -410,10 +410,13 @@ impl ResumeIndex {
                     e,
                 )
             };
-            let mut encoder = format::for_path(path);
+            let mut records = Records::<Record>::open(path)?;
+            let mut encoder = format::for_path_with(path, records.extra_columns());
             let mut buf = encoder.header();
-            for (item, entry) in Records::<Record>::open(path)?.zip(&self.entries) {
+            for entry in &self.entries {
+                let Some(item) = records.next() else { break };
                 let (_, mut record) = item?;
+                record.kept = records.last_extras();
                 if entry.relabel() {
                     record.row = entry.claimed_by;
                     if entry.claimed_anonymously {

@@ -486,14 +486,18 @@ impl SortedResume {
                     e,
                 )
             };
-            let mut encoder = format::for_path(path);
+            let mut records = Records::<Record>::open(path)?;
+            let mut encoder = format::for_path_with(path, records.extra_columns());
             let mut buf = encoder.header();
-            for (index, item) in Records::<Record>::open(path)?.enumerate() {
+            let mut index = 0u64;
+            while let Some(item) = records.next() {
                 let (_, mut record) = item?;
-                let index = index as u64;
+                index += 1;
+                let index = index - 1;
                 if !kept.contains(index) {
                     continue;
                 }
+                record.kept = records.last_extras();
                 if let Some([i, row, anonymous]) = relabels.next {
                     if i == index {
                         relabels.take().map_err(&sort_io)?;
@@ -546,6 +550,7 @@ mod tests {
                 max_tokens: None,
                 fingerprint: format!("{fp:016x}"),
             }),
+            kept: None,
         }
     }
 
@@ -615,6 +620,7 @@ mod tests {
                     cost_usd: Some(rng.next(100) as f64 / 8.0),
                     fingerprint: format!("{:016x}", 1 + rng.next(3)),
                     simulated: rng.next(6) == 0,
+                    kept: None,
                 };
                 text.push_str(&serde_json::to_string(&record).unwrap());
                 text.push('\n');

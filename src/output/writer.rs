@@ -68,9 +68,11 @@ impl Writer {
     /// Opens (or creates) the output file for appending and starts the writer thread.
     /// `written` is called with each record once it is in the file (to count it, and to hand it
     /// on to a library caller).
+    /// `kept`: a CSV output's kept input columns (output names, in order).
     pub fn start(
         path: &Path,
         capacity: usize,
+        kept: Vec<String>,
         written: Box<dyn FnMut(&Record) + Send>,
     ) -> Result<Self, Error> {
         let file = OpenOptions::new()
@@ -82,7 +84,7 @@ impl Writer {
         let syncer = Syncer::start(&file)?;
         let mut task = WriterTask {
             path: path.to_path_buf(),
-            format: format::for_path(path),
+            format: format::for_path_with(path, kept),
             file,
             buf: Vec::with_capacity(BATCH_BYTES),
             batch: Vec::new(),

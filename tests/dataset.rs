@@ -1,0 +1,270 @@
+//! Dataset in, dataset out (issue 13): the user's own columns go through to the output, values
+//! unchanged, with CSV and JSONL inputs and outputs, across resume, `--ordered` and `merge`. The
+//! real binary against the simulator over loopback; assertions on the records' values.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Records by id.
+fn by_id(records: &[Value]) -> HashMap<String, Value> {
+    records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
+}
+
+/// The rows of a CSV output as header-name → value maps, and its header.
+fn read_csv(path: &std::path::Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header
+                .iter()
+                .cloned()
+                .zip(r.iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn csv_columns_go_through_to_jsonl_as_strings_and_a_colliding_name_is_prefixed() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    // Excel-style: BOM, CRLF; the user's key is `ticket_id`; `id` is taken by the row id.
+    let input = dir.write(
+        "t.csv",
+        "\u{feff}id,ticket_id,text,team\r\n1,T-0042,Hello there,Billing\r\n2,T-0043,\"Multi\r\nline\",\"Ops, night\"\r\n",
+    );
+    let output = dir.path("t.jsonl");
+    let result = run(
+        &sim,
+        &input,
+        &output,
+        &[
+            "--prompt-column",
+            "text",
+            "--keep-columns",
+            "ticket_id,team,id",
+            "-q",
+        ],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let records = by_id(&read_jsonl(&output));
+    assert_eq!(records.len(), 2);
+    assert_eq!(records["1"]["ticket_id"], "T-0042");
+    assert_eq!(records["1"]["team"], "Billing");
+    assert_eq!(
+        records["1"]["input_id"], "1",
+        "the input's `id` column is kept as input_id"
+    );
+    assert_eq!(records["2"]["team"], "Ops, night");
+    assert_eq!(records["2"]["completion"], "echo: Multi\r\nline");
+    assert_eq!(records["2"]["ticket_id"], "T-0043");
+}
+
+#[test]
+fn jsonl_fields_stay_json_and_a_missing_field_is_null() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "j.jsonl",
+        concat!(
+            r#"{"id": "a", "prompt": "p1", "meta": {"lang": "de", "score": 0.5}, "n": 7}"#,
+            "\n",
+            r#"{"id": "b", "prompt": "p2", "n": null}"#,
+            "\n",
+        ),
+    );
+    let output = dir.path("j.out.jsonl");
+    let result = run(&sim, &input, &output, &["--keep-columns", "meta,n", "-q"]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let records = by_id(&read_jsonl(&output));
+    assert_eq!(records["a"]["meta"], json!({"lang": "de", "score": 0.5}));
+    assert_eq!(records["a"]["n"], 7);
+    assert_eq!(records["b"]["meta"], Value::Null);
+    assert_eq!(records["b"]["n"], Value::Null);
+    // `all` copies every field, ours included under input_ names.
+    let output = dir.path("j.all.jsonl");
+    let result = run(&sim, &input, &output, &["--keep-columns", "all", "-q"]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let records = by_id(&read_jsonl(&output));
+    assert_eq!(records["a"]["input_prompt"], "p1");
+    assert_eq!(records["a"]["input_id"], "a");
+    assert_eq!(records["a"]["meta"]["lang"], "de");
+}
+
+#[test]
+fn a_csv_output_gets_the_kept_columns_and_keeps_them_through_resume_rewrites() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let output = dir.path("out.csv");
+    let first = dir.write("in.csv", "ticket_id,text\nT1,one\nT2,two\nT3,three\n");
+    let args = [
+        "--prompt-column",
+        "text",
+        "--id-column",
+        "ticket_id",
+        "--keep-columns",
+        "all",
+        "-q",
+    ];
+    let result = run(&sim, &first, &output, &args);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let (header, rows) = read_csv(&output);
+    assert_eq!(&header[header.len() - 2..], ["ticket_id", "text"]);
+    assert_eq!(rows.len(), 3);
+    // The input changes: T2's text is new (its record is dropped by a rewrite and sent again),
+    // T4 is added. Earlier records keep their kept values through the rewrite.
+    let second = dir.write(
+        "in.csv",
+        "ticket_id,text\nT1,one\nT2,TWO\nT3,three\nT4,four\n",
+    );
+    let result = run(&sim, &second, &output, &args);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let (header, rows) = read_csv(&output);
+    assert_eq!(&header[header.len() - 2..], ["ticket_id", "text"]);
+    let by_ticket: HashMap<&str, &HashMap<String, String>> =
+        rows.iter().map(|r| (r["id"].as_str(), r)).collect();
+    assert_eq!(rows.len(), 4, "one record per row: {rows:?}");
+    assert_eq!(by_ticket["T1"]["text"], "one");
+    assert_eq!(by_ticket["T1"]["ticket_id"], "T1");
+    assert_eq!(by_ticket["T2"]["text"], "TWO");
+    assert_eq!(by_ticket["T2"]["completion"], "echo: TWO");
+    assert_eq!(by_ticket["T4"]["text"], "four");
+    // --ordered keeps them too.
+    let result = run(
+        &sim,
+        &second,
+        &output,
+        &[&args[..], &["--ordered"]].concat(),
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let (_, rows) = read_csv(&output);
+    let ids: Vec<&str> = rows.iter().map(|r| r["ticket_id"].as_str()).collect();
+    assert_eq!(ids, ["T1", "T2", "T3", "T4"]);
+}
+
+#[test]
+fn other_kept_columns_than_a_csv_output_has_are_refused_before_anything_is_sent() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let output = dir.path("out.csv");
+    let input = dir.write("in.csv", "k,prompt,x\n1,a,u\n2,b,v\n");
+    let result = run(
+        &sim,
+        &input,
+        &output,
+        &["--keep-columns", "k", "--limit", "1", "-q"],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let before = sim.requests();
+    let result = run(&sim, &input, &output, &["--keep-columns", "k,x", "-q"]);
+    assert_eq!(result.code, 1);
+    assert!(
+        result
+            .stderr
+            .contains("has the kept columns [k] but this run keeps [k, x]")
+            && result.stderr.contains("--fresh"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(sim.requests(), before, "nothing was sent");
+    // A JSONL input cannot say which columns `all` means for a CSV header.
+    let jsonl = dir.write("in.jsonl", "{\"prompt\": \"a\"}\n");
+    let result = run(
+        &sim,
+        &jsonl,
+        &dir.path("other.csv"),
+        &["--keep-columns", "all", "-q"],
+    );
+    assert_eq!(result.code, 1);
+    assert!(
+        result.stderr.contains("name the fields"),
+        "{}",
+        result.stderr
+    );
+    // A column that does not exist is named, with the ones that do.
+    let result = run(
+        &sim,
+        &input,
+        &dir.path("third.jsonl"),
+        &["--keep-columns", "nope", "-q"],
+    );
+    assert_eq!(result.code, 1);
+    assert!(result.stderr.contains("`nope`"), "{}", result.stderr);
+    assert_eq!(sim.requests(), before, "nothing was sent");
+}
+
+#[test]
+fn row_number_ids_are_announced_once() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.csv", "prompt\na\nb\nc\n");
+    let result = run(&sim, &input, &dir.path("o.jsonl"), &["-q"]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_eq!(
+        result
+            .stderr
+            .matches("identified by their row number")
+            .count(),
+        1,
+        "{}",
+        result.stderr
+    );
+    assert!(result.stderr.contains("--id-column"), "{}", result.stderr);
+    let with_ids = dir.write("ids.csv", "id,prompt\n7,a\n");
+    let result = run(&sim, &with_ids, &dir.path("o2.jsonl"), &["-q"]);
+    assert!(!result.stderr.contains("row number"), "{}", result.stderr);
+}
+
+#[test]
+fn merge_keeps_the_kept_columns_of_every_shard() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let mut lines = String::from("id,prompt,label\n");
+    for i in 0..40 {
+        lines.push_str(&format!("r{i},p{i},L{}\n", i % 3));
+    }
+    let input = dir.write("in.csv", &lines);
+    let mut shards = Vec::new();
+    for k in 0..2 {
+        let out = dir.path(&format!("s{k}.csv"));
+        let shard = format!("{k}/2");
+        let result = run(
+            &sim,
+            &input,
+            &out,
+            &["--shard", &shard, "--keep-columns", "label", "-q"],
+        );
+        assert_eq!(result.code, 0, "{}", result.stderr);
+        shards.push(out);
+    }
+    let merged = dir.path("all.csv");
+    let mut args = vec!["merge".to_string()];
+    args.extend(shards.iter().map(|p| p.display().to_string()));
+    args.extend([
+        "-o".into(),
+        merged.display().to_string(),
+        "--expect-rows".into(),
+        "40".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = run_args(&args);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let (header, rows) = read_csv(&merged);
+    assert_eq!(header.last().map(String::as_str), Some("label"));
+    assert_eq!(rows.len(), 40);
+    for row in &rows {
+        let i: usize = row["id"][1..].parse().unwrap();
+        assert_eq!(row["label"], format!("L{}", i % 3));
+    }
+}
