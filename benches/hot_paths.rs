@@ -53,6 +53,8 @@ fn sample_record(prompt: &str) -> Record {
         fingerprint: "af63dc4c8601ec8c".into(),
         simulated: false,
         kept: None,
+        started_at: None,
+        finished_at: None,
     }
 }
 

@@ -293,6 +293,7 @@ mod tests {
             fingerprint: String::new(),
             simulated: false,
             kept: None,
+            started: None,
         };
         Record::error(info, f.message.clone(), 1, 1)
     }

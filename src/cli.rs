@@ -211,6 +211,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_errors: bool,
 
+    /// Store each answer's whole response body in its record, as `response` (JSON in a JSONL
+    /// output, JSON text in a CSV column): tool calls, refusals, logprobs, system fingerprint.
+    #[arg(long)]
+    pub keep_response: bool,
+
     /// No key, no network, no cost: run the real pipeline against the built-in simulator on a
     /// free loopback port.
     #[arg(long)]
@@ -501,6 +506,7 @@ impl RunArgs {
             ordered: self.ordered,
             fresh: self.fresh,
             keep_errors: self.keep_errors,
+            keep_response: self.keep_response,
             ..job.output
         };
         job.request = self.request.into_options();

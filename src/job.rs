@@ -183,6 +183,12 @@ impl Job {
         self
     }
 
+    /// Store each answer's whole response body in its record (`response`).
+    pub fn keep_response(mut self) -> Self {
+        self.output.keep_response = true;
+        self
+    }
+
     /// Put the output in input order when the run ends.
     pub fn ordered(mut self) -> Self {
         self.output.ordered = true;

@@ -94,6 +94,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         budget,
         fatal: Mutex::new(None),
         simulated: opts.dry_run.is_some(),
+        keep_response: opts.output.keep_response,
         breaker: Breaker::default(),
         warnings: Repeats::default(),
     });
@@ -215,21 +216,26 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     })
 }
 
-/// The kept input columns a CSV output gets (output names, in order); none for a JSONL output,
-/// whose records carry their own.
+/// The extra columns a CSV output gets after the schema's: the kept input columns (output
+/// names, in order), then `response` with --keep-response. None for a JSONL output, whose records
+/// carry their own.
 fn csv_kept_columns(opts: &Job) -> Result<Vec<String>, Error> {
     if !crate::paths::is_csv(&opts.output.path) {
         return Ok(Vec::new());
     }
     let names = match &opts.input.keep_columns {
-        None => return Ok(Vec::new()),
+        None => Vec::new(),
         Some(input::KeepColumns::Named(names)) => names.clone(),
         Some(input::KeepColumns::All) => input::csv_column_names(&opts.input)?,
     };
-    Ok(names
+    let mut columns: Vec<String> = names
         .iter()
         .map(|name| crate::output::record::kept_name(name).into_owned())
-        .collect())
+        .collect();
+    if opts.output.keep_response {
+        columns.push(crate::output::record::RESPONSE.to_string());
+    }
+    Ok(columns)
 }
 
 /// A CSV output that already has records must have the columns this run appends.
@@ -244,7 +250,9 @@ fn check_output_columns(output: &Path, kept: &[String]) -> Result<(), Error> {
             names => names.join(", "),
         };
         return Err(Error::Config(format!(
-            "{} has the kept columns [{}] but this run keeps [{}]: run with the --keep-columns that              wrote it, or pass --fresh to start a new output (the old one is kept as a backup)",
+            "{} has the extra columns [{}] but this run writes [{}]: run with the --keep-columns \
+             (and --keep-response) that wrote it, or pass --fresh to start a new output (the old \
+             one is kept as a backup)",
             output.display(),
             list(&existing),
             list(kept)

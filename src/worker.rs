@@ -115,6 +115,8 @@ pub struct WorkerContext {
     pub fatal: Mutex<Option<String>>,
     /// The API is the built-in simulator (`--dry-run`): records are marked simulated.
     pub simulated: bool,
+    /// `--keep-response`: ok records hold the whole response body.
+    pub keep_response: bool,
     /// Per-model circuit breakers: a systematic refusal stops that model's rows.
     pub breaker: Breaker,
     /// Row-failure warnings: the first few of each kind are printed.
@@ -183,6 +185,7 @@ impl RowPlace {
             fingerprint,
             simulated: ctx.simulated,
             kept: self.kept.map(crate::output::record::rename_kept),
+            started: None,
         }
     }
 }
@@ -201,6 +204,17 @@ pub fn invalid_record(
     Record::error(info, message, 0, 0)
 }
 
+/// Stores the whole response body in an ok record (`--keep-response`): as JSON, or as a string
+/// when the body, though it parsed as an answer, is somehow not one JSON value.
+fn keep_response(record: &mut Record, body: &[u8]) {
+    let value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
+    record
+        .kept
+        .get_or_insert_with(Default::default)
+        .insert(crate::output::record::RESPONSE.to_string(), value);
+}
+
 /// Sends one row until it has an answer, a permanent error or no retries left.
 pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequest) -> Outcome {
     let info = place.info(
@@ -213,7 +227,11 @@ pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequ
 }
 
 /// [`process`]; `None` when the row gets no record and releases nothing.
-async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Outcome> {
+async fn process_row(
+    ctx: &WorkerContext,
+    mut info: RowInfo,
+    request: ChatRequest,
+) -> Option<Outcome> {
     #[cfg(debug_assertions)]
     fault_injection::panic_if_asked(info.row);
     let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
@@ -234,6 +252,9 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
             return None;
         }
         attempts += 1;
+        if attempts == 1 {
+            info.started = Some(std::time::SystemTime::now());
+        }
         ctx.counters.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
         let sent_at = tokio::time::Instant::now();
@@ -262,7 +283,11 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
                 let cost = ctx
                     .prices
                     .cost(&[answered_model, &request.model], &completion.usage);
-                let own = Record::ok(info, completion, latency_ms, attempts, cost);
+                let body = ctx.keep_response.then(|| completion.body.clone());
+                let mut own = Record::ok(info, completion, latency_ms, attempts, cost);
+                if let Some(body) = body {
+                    keep_response(&mut own, &body);
+                }
                 return Some(Outcome {
                     own: Some(own),
                     released,

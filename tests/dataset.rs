@@ -172,7 +172,7 @@ fn other_kept_columns_than_a_csv_output_has_are_refused_before_anything_is_sent(
     assert!(
         result
             .stderr
-            .contains("has the kept columns [k] but this run keeps [k, x]")
+            .contains("has the extra columns [k] but this run writes [k, x]")
             && result.stderr.contains("--fresh"),
         "{}",
         result.stderr
@@ -267,4 +267,55 @@ fn merge_keeps_the_kept_columns_of_every_shard() {
         let i: usize = row["id"][1..].parse().unwrap();
         assert_eq!(row["label"], format!("L{}", i % 3));
     }
+}
+
+#[test]
+fn records_carry_rfc3339_times_and_keep_response_stores_the_whole_body() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"hello\"}\n{\"id\": \"b\", \"prompt\": \"  \"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let before = std::time::SystemTime::now();
+    let result = run(&sim, &input, &output, &["--keep-response", "-q"]);
+    assert_eq!(result.code, 3, "b is an empty prompt: {}", result.stderr);
+    let records = by_id(&read_jsonl(&output));
+    let parse = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    for record in records.values() {
+        let (started, finished) = (parse(&record["started_at"]), parse(&record["finished_at"]));
+        assert!(
+            record["started_at"].as_str().unwrap().ends_with('Z'),
+            "UTC: {record}"
+        );
+        assert!(started <= finished, "{record}");
+        let slack = std::time::Duration::from_secs(1); // millisecond rounding, clock steps
+        assert!(started + slack >= before, "{record}");
+    }
+    let a = &records["a"];
+    assert_eq!(a["response"]["object"], "chat.completion");
+    assert_eq!(
+        a["response"]["choices"][0]["message"]["content"],
+        "echo: hello"
+    );
+    assert_eq!(a["response"]["usage"]["prompt_tokens"], a["prompt_tokens"]);
+    assert!(
+        records["b"].get("response").is_none(),
+        "no answer, no response"
+    );
+    // Without the flag there is no `response`; a CSV output gets it as JSON text.
+    let csv_out = dir.path("out.csv");
+    let result = run(&sim, &input, &csv_out, &["--keep-response", "-q"]);
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    let (header, rows) = read_csv(&csv_out);
+    assert_eq!(header.last().map(String::as_str), Some("response"));
+    let a = rows.iter().find(|r| r["id"] == "a").unwrap();
+    let body: Value = serde_json::from_str(&a["response"]).unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hello");
+    let plain = dir.path("plain.jsonl");
+    run(&sim, &input, &plain, &["-q"]);
+    assert!(read_jsonl(&plain)
+        .iter()
+        .all(|r| r.get("response").is_none()));
 }

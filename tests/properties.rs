@@ -63,6 +63,8 @@ fn record(id: String, model: String, prompt: String, error: Option<String>) -> R
         fingerprint: "0123456789abcdef".into(),
         simulated: true,
         kept: None,
+        started_at: None,
+        finished_at: None,
     }
 }
 

@@ -263,7 +263,11 @@ impl ApiClient {
                 Failure::transient(format!("HTTP {}: {}", status.as_u16(), describe(&e)))
             })?;
             if status.is_success() {
-                response::parse(&bytes).map_err(|e| {
+                let parsed = response::parse(&bytes).map(|completion| Completion {
+                    body: bytes.clone(),
+                    ..completion
+                });
+                parsed.map_err(|e| {
                     let mut f = Failure::transient(format!("HTTP {}: {e}", status.as_u16()));
                     f.status = Some(status.as_u16());
                     f

@@ -46,6 +46,8 @@ pub struct Completion {
     pub model: Option<String>,
     pub response_id: Option<String>,
     pub usage: TokenUsage,
+    /// The whole response body (for `--keep-response`; shares the received buffer).
+    pub body: bytes::Bytes,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +127,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, String> {
         model: raw.model,
         response_id: raw.id,
         usage: usage.unwrap_or_default(),
+        body: bytes::Bytes::new(),
     })
 }
 

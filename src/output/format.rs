@@ -137,6 +137,8 @@ mod tests {
             fingerprint: "af63dc4c8601ec8c".into(),
             simulated: false,
             kept: None,
+            started_at: None,
+            finished_at: None,
         }
     }
 

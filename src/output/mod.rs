@@ -28,6 +28,8 @@ pub struct OutputOptions {
     pub fresh: bool,
     /// When resuming, keep earlier error records instead of sending those rows again.
     pub keep_errors: bool,
+    /// Store each answer's whole response body in its record (`response`).
+    pub keep_response: bool,
 }
 
 impl OutputOptions {
@@ -38,6 +40,7 @@ impl OutputOptions {
             ordered: false,
             fresh: false,
             keep_errors: false,
+            keep_response: false,
         }
     }
 }

@@ -172,6 +172,8 @@ mod tests {
             fingerprint: String::new(),
             simulated: false,
             kept: None,
+            started_at: None,
+            finished_at: None,
         }
     }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::time::SystemTime;
+
 use crate::api::{Completion, TokenUsage};
 use crate::input::Kept;
 
@@ -42,6 +44,13 @@ pub struct Record {
     /// paid, and a real run never counts the row as done.
     #[serde(default)]
     pub simulated: bool,
+    /// When the row's first attempt was sent (RFC 3339, UTC); for a row never sent, when its
+    /// record was made.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When the record was made (RFC 3339, UTC).
+    #[serde(default)]
+    pub finished_at: Option<String>,
     /// `--keep-columns`: the row's input values, by output name (a name that is also a field of
     /// the schema is `input_NAME`: [`kept_name`]), written after the schema's fields. Reading an
     /// output fills it only on request (`Records::last_extras`, for rewrites).
@@ -50,7 +59,7 @@ pub struct Record {
 }
 
 /// The column names, in order (the CSV header).
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 21] = [
     "id",
     "row",
     "prompt",
@@ -70,10 +79,15 @@ pub const COLUMNS: [&str; 19] = [
     "cost_usd",
     "fingerprint",
     "simulated",
+    "started_at",
+    "finished_at",
 ];
 
 /// Names the output schema reserves besides [`COLUMNS`] (fields written by some options).
-const RESERVED: [&str; 4] = ["parsed", "started_at", "finished_at", "response"];
+const RESERVED: [&str; 2] = ["parsed", RESPONSE];
+
+/// The field `--keep-response` stores the whole response body in.
+pub const RESPONSE: &str = "response";
 
 /// The output name of a kept input column: its own, or `input_` + it while that collides with a
 /// field of the schema (`id` → `input_id`; `input_id` too, if the input also has one, is
@@ -105,6 +119,11 @@ pub fn rename_kept(kept: Kept) -> Kept {
     )
 }
 
+/// A time as RFC 3339 in UTC, to the millisecond (`2026-11-30T13:57:37.123Z`).
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// What a record says about the row itself, whatever its outcome.
 #[derive(Debug, Clone)]
 pub struct RowInfo {
@@ -120,6 +139,8 @@ pub struct RowInfo {
     pub simulated: bool,
     /// `--keep-columns`: the row's kept input values.
     pub kept: Option<Kept>,
+    /// When the row's first attempt was sent.
+    pub started: Option<std::time::SystemTime>,
 }
 
 impl Record {
@@ -152,6 +173,8 @@ impl Record {
             cost_usd,
             fingerprint: info.fingerprint,
             simulated: info.simulated,
+            started_at: Some(timestamp(info.started.unwrap_or_else(SystemTime::now))),
+            finished_at: Some(timestamp(SystemTime::now())),
             kept: info.kept,
         }
     }
@@ -178,6 +201,8 @@ impl Record {
             cost_usd: Some(0.0),
             fingerprint: info.fingerprint,
             simulated: info.simulated,
+            started_at: Some(timestamp(info.started.unwrap_or_else(SystemTime::now))),
+            finished_at: Some(timestamp(SystemTime::now())),
             kept: info.kept,
         }
     }

@@ -621,6 +621,8 @@ mod tests {
                     fingerprint: format!("{:016x}", 1 + rng.next(3)),
                     simulated: rng.next(6) == 0,
                     kept: None,
+                    started_at: None,
+                    finished_at: None,
                 };
                 text.push_str(&serde_json::to_string(&record).unwrap());
                 text.push('\n');
