@@ -12,8 +12,8 @@ use promptbatch::input::KeepColumns;
 use promptbatch::sim::AnswerBody;
 use promptbatch::{
     CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, InputFormat, InputOptions,
-    Job, LatencySpec, LimitOptions, LimitSchedule, MergeOptions, OutputOptions, RequestOptions,
-    RetryPolicy, Shard, SimOptions,
+    Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule, MergeOptions, OutputOptions,
+    RequestOptions, RetryPolicy, Shard, SimOptions,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -138,6 +138,15 @@ pub struct RequestArgs {
     /// string.
     #[arg(long = "param", value_name = "KEY=JSON", value_parser = parse_param)]
     pub params: Vec<(String, serde_json::Value)>,
+
+    /// Structured outputs: send this JSON Schema (a bare schema, or OpenAI's `{"name",
+    /// "schema", "strict"}`) as every request's `response_format` and check every answer
+    /// against it. A JSONL record gets the answer's value as `parsed`; a CSV output gets one
+    /// column per top-level property. An answer that is not valid JSON or breaks the schema is
+    /// retried (it counts as an attempt, its tokens and cost are added to the row), then
+    /// becomes an error record naming the rule.
+    #[arg(long, value_name = "FILE", value_parser = parse_schema)]
+    pub json_schema: Option<JsonSchema>,
 }
 
 /// Everything `promptbatch run` accepts.
@@ -371,6 +380,11 @@ fn parse_usd(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Reads a `--json-schema` file.
+fn parse_schema(path: &str) -> Result<JsonSchema, String> {
+    JsonSchema::from_file(std::path::Path::new(path)).map_err(|e| e.to_string())
+}
+
 /// Parses `KEY=JSON`; a value that is not valid JSON is taken as a string.
 fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
     let (key, value) = s
@@ -489,6 +503,7 @@ impl RequestArgs {
             temperature: self.temperature,
             reasoning_effort: self.reasoning_effort,
             params: self.params,
+            json_schema: self.json_schema,
         }
     }
 }

@@ -43,7 +43,9 @@
 //!   would become error records (empty prompt, or malformed under `--skip-invalid`), no tokens
 //! - `prompt_tokens`, `prompt_tokens_mean` (per request row, `null` without rows),
 //!   `prompt_tokens_exact` (false when some rows use the approximation),
-//!   `approximate_prompt_tokens` (the part of `prompt_tokens` that is approximate)
+//!   `approximate_prompt_tokens` (the part of `prompt_tokens` that is approximate),
+//!   `schema_tokens_per_row` (`--json-schema`: the schema sent with every request, counted in
+//!   `prompt_tokens`)
 //! - `first_invalid`: `file:line: what` of the first invalid row, or `null`
 //! - `expected_output`: `null`, or `{ "source": "expect-output" | "from-output",
 //!   "tokens_per_row", "tokens_per_row_low", "tokens_per_row_high" (95 % range of the sample's
@@ -130,7 +132,11 @@ pub fn estimate(opts: &EstimateOptions) -> Result<Estimate, Error> {
     // Every problem is counted (and the first shown) instead of stopping at the first one.
     let rows = input::open_reporting_all(&opts.input, &opts.request)?;
     let counter = ChatTokenCounter::new()?;
-    let totals = count_rows(rows, &counter, &prices, &opts.input.path)?;
+    // The schema goes with every request (as `response_format`), and is billed as prompt tokens.
+    let schema_tokens = opts.request.json_schema.as_ref().map_or(0, |schema| {
+        counter.text(&schema.response_format()["json_schema"].to_string())
+    });
+    let totals = count_rows(rows, &counter, &prices, &opts.input.path, schema_tokens)?;
     Ok(Estimate::new(opts, totals, expected))
 }
 
@@ -172,6 +178,8 @@ struct ModelTotals {
 /// Sums over the whole input.
 #[derive(Debug, Default)]
 struct Totals {
+    /// `--json-schema`: the schema's tokens, sent with every request.
+    schema_tokens: u64,
     invalid_rows: u64,
     /// `file:line: what` of the first invalid row.
     first_invalid: Option<String>,
@@ -229,11 +237,15 @@ fn count_rows(
     counter: &ChatTokenCounter,
     prices: &PriceTable,
     path: &std::path::Path,
+    schema_tokens: u64,
 ) -> Result<Totals, Error> {
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, Error>>(8);
     std::thread::scope(|scope| {
         scope.spawn(move || send_rows(rows, &tx, path));
-        let mut totals = Totals::default();
+        let mut totals = Totals {
+            schema_tokens,
+            ..Totals::default()
+        };
         for batch in rx {
             for item in batch? {
                 totals.count(item, counter, prices, path)?;
@@ -310,7 +322,7 @@ impl Totals {
                 let tokens = counter
                     .body(&body)
                     .map_err(|message| Error::input(path, line, message))?;
-                self.add(model, tokens, max_tokens, prices);
+                self.add(model, tokens + self.schema_tokens, max_tokens, prices);
             }
         }
         Ok(())
@@ -460,6 +472,8 @@ pub struct Estimate {
     pub prompt_tokens_mean: Option<f64>,
     pub prompt_tokens_exact: bool,
     pub approximate_prompt_tokens: u64,
+    /// `--json-schema`: the schema's tokens per request (included in `prompt_tokens`).
+    pub schema_tokens_per_row: u64,
     pub expected_output: Option<ExpectedOutput>,
     pub expected_output_tokens: Option<f64>,
     pub worst_output_tokens: Option<u64>,
@@ -664,6 +678,7 @@ impl Estimate {
             rows: request_rows + totals.invalid_rows,
             request_rows,
             invalid_rows: totals.invalid_rows,
+            schema_tokens_per_row: totals.schema_tokens,
             first_invalid: totals.first_invalid,
             prompt_tokens: sums.prompt_tokens,
             prompt_tokens_mean: (request_rows > 0)

@@ -100,6 +100,8 @@ mod repeats;
 #[doc(hidden)]
 pub mod report;
 mod run;
+#[doc(hidden)]
+pub mod schema;
 mod shutdown;
 #[doc(hidden)]
 pub mod sim;
@@ -128,6 +130,7 @@ pub use merge::MergeOptions;
 pub use output::{OutputOptions, Record, Status};
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
+pub use schema::JsonSchema;
 pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, SimOptions};
 pub use validate::{validate, Validation};
 pub use worker::RetryPolicy;

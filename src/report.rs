@@ -12,7 +12,8 @@
 //!
 //! `--json` prints one object with these fields:
 //! - `output` (path), `format` (`jsonl` | `csv`)
-//! - `rows`, `ok`, `error`: record counts
+//! - `rows`, `ok`, `error`: record counts; `schema_failures`: error records whose answers never
+//!   matched `--json-schema`
 //! - `torn_last_line`: `null`, or `{ "line", "reason" }` for a skipped incomplete last record
 //! - `top_errors`: up to 5 `{ "message", "count" }`, most frequent first
 //! - `tokens`: `{ "prompt", "cached", "completion", "reasoning", "total" }` summed over all rows
@@ -57,6 +58,8 @@ pub struct Report {
     pub rows: u64,
     pub ok: u64,
     pub error: u64,
+    /// Error records of rows whose answers never matched `--json-schema`.
+    pub schema_failures: u64,
     /// Records answered by the simulator (`--dry-run`): their cost was never spent.
     pub simulated: u64,
     pub torn_last_line: Option<TornLine>,
@@ -149,6 +152,7 @@ struct Stats {
     rows: u64,
     ok: u64,
     error: u64,
+    schema_failures: u64,
     simulated: u64,
     tokens: Tokens,
     ok_tokens: Tokens,
@@ -174,6 +178,10 @@ impl Stats {
             }
             Status::Error => {
                 self.error += 1;
+                let message = record.error.as_deref().unwrap_or_default();
+                if message.contains(crate::schema::SCHEMA_FAILURE) {
+                    self.schema_failures += 1;
+                }
                 self.add_error(record.error.as_deref().unwrap_or("(no message)"));
             }
         }
@@ -226,6 +234,7 @@ impl Stats {
             rows: self.rows,
             ok: self.ok,
             error: self.error,
+            schema_failures: self.schema_failures,
             simulated: self.simulated,
             torn_last_line: torn.map(|t| TornLine {
                 line: t.line,

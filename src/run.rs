@@ -64,6 +64,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         rows,
         prices,
         kept_columns,
+        schema,
     } = prepared;
     let budget = opts
         .cost
@@ -95,6 +96,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         fatal: Mutex::new(None),
         simulated: opts.dry_run.is_some(),
         keep_response: opts.output.keep_response,
+        schema,
         breaker: Breaker::default(),
         warnings: Repeats::default(),
     });
@@ -170,8 +172,10 @@ struct Prepared {
     /// The rows still to send.
     rows: input::RowStream,
     prices: PriceTable,
-    /// A CSV output's kept input columns (output names).
+    /// A CSV output's extra columns (output names).
     kept_columns: Vec<String>,
+    /// `--json-schema`, compiled.
+    schema: Option<AnswerSchema>,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -191,6 +195,7 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         _ => Path::new("."),
     });
     let kept_columns = csv_kept_columns(opts)?;
+    let schema = answer_schema(opts)?;
     let (lock, output) = take_output(opts)?;
     check_output_columns(&output, &kept_columns)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
@@ -213,29 +218,57 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         rows,
         prices,
         kept_columns,
+        schema,
     })
 }
 
 /// The extra columns a CSV output gets after the schema's: the kept input columns (output
-/// names, in order), then `response` with --keep-response. None for a JSONL output, whose records
-/// carry their own.
+/// names, in order), the parsed answer's (--json-schema), then `response` (--keep-response).
+/// None for a JSONL output, whose records carry their own.
 fn csv_kept_columns(opts: &Job) -> Result<Vec<String>, Error> {
     if !crate::paths::is_csv(&opts.output.path) {
         return Ok(Vec::new());
     }
+    let mut columns = kept_input_columns(opts)?;
+    if let Some(schema) = &opts.request.json_schema {
+        let parsed = crate::schema::csv_columns(schema, &columns);
+        columns.extend(parsed.into_iter().map(|(column, _)| column));
+    }
+    if opts.output.keep_response {
+        columns.push(crate::output::record::RESPONSE.to_string());
+    }
+    Ok(columns)
+}
+
+/// The kept input columns of a CSV output, by output name.
+fn kept_input_columns(opts: &Job) -> Result<Vec<String>, Error> {
     let names = match &opts.input.keep_columns {
         None => Vec::new(),
         Some(input::KeepColumns::Named(names)) => names.clone(),
         Some(input::KeepColumns::All) => input::csv_column_names(&opts.input)?,
     };
-    let mut columns: Vec<String> = names
+    Ok(names
         .iter()
         .map(|name| crate::output::record::kept_name(name).into_owned())
-        .collect();
-    if opts.output.keep_response {
-        columns.push(crate::output::record::RESPONSE.to_string());
-    }
-    Ok(columns)
+        .collect())
+}
+
+/// `--json-schema`: the compiled checker, and for a CSV output the parsed answer's
+/// `(column, property)` columns.
+type AnswerSchema = (crate::schema::SchemaChecker, Option<Vec<(String, String)>>);
+
+fn answer_schema(opts: &Job) -> Result<Option<AnswerSchema>, Error> {
+    let Some(schema) = &opts.request.json_schema else {
+        return Ok(None);
+    };
+    let columns = match crate::paths::is_csv(&opts.output.path) {
+        true => Some(crate::schema::csv_columns(
+            schema,
+            &kept_input_columns(opts)?,
+        )),
+        false => None,
+    };
+    Ok(Some((schema.checker()?, columns)))
 }
 
 /// A CSV output that already has records must have the columns this run appends.

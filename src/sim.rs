@@ -4,7 +4,9 @@
 //! Answers are deterministic functions of the request, so a test can tell which row got which
 //! answer:
 //! - content: `"echo: "` + the text of the last user message (cut at `max_tokens`×4 bytes, with
-//!   `finish_reason: "length"`, when longer);
+//!   `finish_reason: "length"`, when longer); for a structured-outputs request
+//!   (`response_format.type: json_schema`) the text itself, minus its `#sim:` words, and for the
+//!   first N requests with `#sim:prose=N`, prose instead of JSON;
 //! - usage: prompt tokens = Σ over messages of (⌈bytes/4⌉ + 4); cached tokens = the share of
 //!   that from leading system messages (a shared prefix, as a provider's cache would serve it);
 //!   reasoning tokens = 16/32/64 for `reasoning_effort` low/medium/high (0 otherwise);
@@ -704,7 +706,12 @@ impl Sim {
 
         let answer = match self.options.answer {
             AnswerBody::Echo => {
-                Bytes::from(completion_body(request, messages, prompt, body).to_string())
+                let mut completion = completion_body(request, messages, prompt, body);
+                if directives.prose > 0 && self.first_times(body, 1, directives.prose)? {
+                    completion["choices"][0]["message"]["content"] =
+                        json!("Sure! Here is the JSON you asked for: {label: positive}");
+                }
+                Bytes::from(completion.to_string())
             }
             AnswerBody::Seed => Bytes::from_static(SEED_ANSWER.as_bytes()),
         };
@@ -713,6 +720,19 @@ impl Sim {
             return Ok(json_bytes_response(200, answer.slice(..cut)));
         }
         Ok(json_bytes_response(200, answer))
+    }
+
+    /// Whether this is one of the first `n` requests with this exact body (counted apart for
+    /// each `kind` of directive).
+    fn first_times(&self, body: &[u8], kind: u64, n: u32) -> Result<bool, Dropped> {
+        let key = fnv1a(body) ^ kind.rotate_left(61);
+        let mut counts = self.fail_counts.lock().map_err(|_| Dropped)?;
+        let seen = counts.entry(key).or_insert(0);
+        let first = *seen < n;
+        if first {
+            *seen += 1;
+        }
+        Ok(first)
     }
 
     /// A 429 advising `--retry-after` (as `retry-after-ms`, and rounded up as `Retry-After`).
@@ -798,6 +818,26 @@ fn roll(rate: f64) -> bool {
 }
 
 /// The deterministic answer to a request (see the module docs).
+/// Whether the request asks for structured outputs (`response_format.type: json_schema`).
+fn structured(request: &Value) -> bool {
+    request
+        .pointer("/response_format/type")
+        .and_then(Value::as_str)
+        == Some("json_schema")
+}
+
+/// A prompt without its `#sim:` directive words.
+fn without_directives(prompt: &str) -> String {
+    if !prompt.contains("#sim:") {
+        return prompt.to_string();
+    }
+    let words: Vec<&str> = prompt
+        .split(' ')
+        .filter(|w| !w.starts_with("#sim:"))
+        .collect();
+    words.join(" ").trim().to_string()
+}
+
 fn completion_body(request: &Value, messages: &[Value], prompt: &str, raw: &[u8]) -> Value {
     let model = request.get("model").and_then(Value::as_str).unwrap_or("");
     let message_tokens =
@@ -814,7 +854,12 @@ fn completion_body(request: &Value, messages: &[Value], prompt: &str, raw: &[u8]
         Some("high") | Some("xhigh") => 64,
         _ => 0,
     };
-    let mut content = format!("echo: {prompt}");
+    let mut content = match structured(request) {
+        // Structured outputs: the answer is the prompt itself, without its `#sim:` words (so a
+        // test writes the JSON it wants back).
+        true => without_directives(prompt),
+        false => format!("echo: {prompt}"),
+    };
     let mut finish_reason = "stop";
     let limit = request
         .get("max_tokens")
@@ -878,6 +923,9 @@ struct Directives {
     fail: u32,
     fail_status: u16,
     sleep: Duration,
+    /// `#sim:prose=N`: the first N requests with this exact body answer prose, not the JSON a
+    /// structured-outputs request asked for.
+    prose: u32,
 }
 
 impl Directives {
@@ -901,6 +949,7 @@ impl Directives {
                     d.fail = count.parse().unwrap_or(0);
                     d.fail_status = status.parse().unwrap_or(503);
                 }
+                Some(("prose", v)) => d.prose = v.parse().unwrap_or(0),
                 Some(("sleep", v)) => d.sleep = crate::duration::parse(v).unwrap_or_default(),
                 _ => {}
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::api::{ApiClient, ChatRequest, FailureKind};
+use crate::api::{ApiClient, ChatRequest, Failure, FailureKind, TokenUsage};
 use crate::breaker::Breaker;
 use crate::budget::Budget;
 use crate::cost::PriceTable;
@@ -19,6 +19,7 @@ use crate::output::Record;
 use crate::pacing::Answer;
 use crate::progress::Counters;
 use crate::repeats::Repeats;
+use crate::schema::SchemaChecker;
 use crate::shutdown::Shutdown;
 
 /// Retry settings.
@@ -117,6 +118,9 @@ pub struct WorkerContext {
     pub simulated: bool,
     /// `--keep-response`: ok records hold the whole response body.
     pub keep_response: bool,
+    /// `--json-schema`: every answer is checked; with a CSV output, the parsed answer's
+    /// `(column, property)` columns (else it is written as `parsed`).
+    pub schema: Option<(SchemaChecker, Option<Vec<(String, String)>>)>,
     /// Per-model circuit breakers: a systematic refusal stops that model's rows.
     pub breaker: Breaker,
     /// Row-failure warnings: the first few of each kind are printed.
@@ -204,6 +208,48 @@ pub fn invalid_record(
     Record::error(info, message, 0, 0)
 }
 
+/// Tokens and cost of a row's answers that were paid for but not kept (they failed
+/// `--json-schema`), added to the row's record.
+#[derive(Debug, Default)]
+struct Spent {
+    usage: TokenUsage,
+    /// `None` once an answer had no price.
+    cost: Option<f64>,
+    answers: u32,
+}
+
+impl Spent {
+    fn add(&mut self, usage: &TokenUsage, cost: Option<f64>) {
+        self.cost = match (self.answers, self.cost, cost) {
+            (0, _, cost) => cost,
+            (_, Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.answers += 1;
+        self.usage.prompt += usage.prompt;
+        self.usage.cached += usage.cached;
+        self.usage.completion += usage.completion;
+        self.usage.reasoning += usage.reasoning;
+        self.usage.total += usage.total;
+    }
+
+    /// Adds these answers to a row's record: its tokens and cost are the row's total.
+    fn add_to(&self, record: &mut Record) {
+        if self.answers == 0 {
+            return;
+        }
+        record.prompt_tokens += self.usage.prompt;
+        record.cached_tokens += self.usage.cached;
+        record.completion_tokens += self.usage.completion;
+        record.reasoning_tokens += self.usage.reasoning;
+        record.total_tokens += self.usage.total;
+        record.cost_usd = match (record.cost_usd, self.cost) {
+            (Some(own), Some(spent)) => Some(own + spent),
+            _ => None,
+        };
+    }
+}
+
 /// Stores the whole response body in an ok record (`--keep-response`): as JSON, or as a string
 /// when the body, though it parsed as an answer, is somehow not one JSON value.
 fn keep_response(record: &mut Record, body: &[u8]) {
@@ -237,6 +283,8 @@ async fn process_row(
     let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
     let abort = &ctx.shutdown.abort;
     let mut attempts = 0u32;
+    // Answers that failed --json-schema: paid for, so their tokens and cost go on the record.
+    let mut spent = Spent::default();
     loop {
         if ctx.halting() || ctx.breaker.hold_back(&request.model) {
             return None;
@@ -278,25 +326,46 @@ async fn process_row(
             .on_answer(sent_at, answer, headers.as_ref());
         let failure = match outcome {
             Ok(completion) => {
-                let released = ctx.breaker.success(&request.model);
                 let answered_model = completion.model.as_deref().unwrap_or(&request.model);
                 let cost = ctx
                     .prices
                     .cost(&[answered_model, &request.model], &completion.usage);
-                let body = ctx.keep_response.then(|| completion.body.clone());
-                let mut own = Record::ok(info, completion, latency_ms, attempts, cost);
-                if let Some(body) = body {
-                    keep_response(&mut own, &body);
+                let parsed = match &ctx.schema {
+                    Some((checker, _)) => checker.check(completion.content.as_deref()).map(Some),
+                    None => Ok(None),
+                };
+                match parsed {
+                    Ok(parsed) => {
+                        let released = ctx.breaker.success(&request.model);
+                        let body = ctx.keep_response.then(|| completion.body.clone());
+                        let mut own = Record::ok(info, completion, latency_ms, attempts, cost);
+                        spent.add_to(&mut own);
+                        if let (Some(value), Some((_, columns))) = (parsed, &ctx.schema) {
+                            let fields = crate::schema::parsed_fields(value, columns.as_deref());
+                            own.kept.get_or_insert_with(Default::default).extend(fields);
+                        }
+                        if let Some(body) = body {
+                            keep_response(&mut own, &body);
+                        }
+                        return Some(Outcome {
+                            own: Some(own),
+                            released,
+                        });
+                    }
+                    // Paid for, but not the answer asked for: retried like a transient failure.
+                    Err(message) => {
+                        spent.add(&completion.usage, cost);
+                        Failure::transient(message)
+                    }
                 }
-                return Some(Outcome {
-                    own: Some(own),
-                    released,
-                });
             }
             Err(failure) => failure,
         };
-        let error_record =
-            |message: String| Record::error(info.clone(), message, latency_ms, attempts);
+        let error_record = |message: String| {
+            let mut record = Record::error(info.clone(), message, latency_ms, attempts);
+            spent.add_to(&mut record);
+            record
+        };
         match failure.kind {
             FailureKind::Fatal => {
                 ctx.fail_run(failure.message);

@@ -319,3 +319,128 @@ fn records_carry_rfc3339_times_and_keep_response_stores_the_whole_body() {
         .iter()
         .all(|r| r.get("response").is_none()));
 }
+
+/// A schema for a sentiment label and a score.
+const LABEL_SCHEMA: &str = r#"{"type": "object",
+  "properties": {"label": {"enum": ["pos", "neg"]}, "score": {"type": "number"}},
+  "required": ["label", "score"], "additionalProperties": false}"#;
+
+#[test]
+fn json_schema_answers_are_parsed_retried_and_failures_name_the_rule() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let schema = dir.write("sentiment.json", LABEL_SCHEMA);
+    // The simulator answers a structured-outputs request with the prompt itself: each row's
+    // prompt is the answer it will get. `b` answers prose once, then JSON; `c` never matches.
+    let input = dir.write(
+        "in.jsonl",
+        concat!(
+            r#"{"id": "a", "prompt": "{\"label\": \"pos\", \"score\": 0.9}"}"#,
+            "\n",
+            r#"{"id": "b", "prompt": "{\"label\": \"neg\", \"score\": 0.1} #sim:prose=1"}"#,
+            "\n",
+            r#"{"id": "c", "prompt": "{\"label\": \"meh\", \"score\": 1}"}"#,
+            "\n",
+        ),
+    );
+    let output = dir.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = [
+        "--json-schema",
+        &schema_arg,
+        "--max-retries",
+        "2",
+        "--backoff-base",
+        "1ms",
+        "-q",
+    ];
+    let result = run(&sim, &input, &output, &args);
+    assert_eq!(result.code, 3, "c is an error record: {}", result.stderr);
+    let records = by_id(&read_jsonl(&output));
+    assert_eq!(
+        records["a"]["parsed"],
+        json!({"label": "pos", "score": 0.9})
+    );
+    assert_eq!(records["a"]["attempts"], 1);
+    let b = &records["b"];
+    assert_eq!((&b["status"], &b["attempts"]), (&json!("ok"), &json!(2)));
+    assert_eq!(b["parsed"]["label"], "neg");
+    // Both of b's answers were paid for: its tokens are the sum of two answers.
+    let one_answer = records["a"]["prompt_tokens"].as_u64().unwrap();
+    assert!(b["prompt_tokens"].as_u64().unwrap() > one_answer, "{b}");
+    let c = &records["c"];
+    assert_eq!((&c["status"], &c["attempts"]), (&json!("error"), &json!(3)));
+    let message = c["error"].as_str().unwrap();
+    assert!(
+        message.contains("answer does not match --json-schema") && message.contains("/label"),
+        "{message}"
+    );
+    assert!(
+        c["completion_tokens"].as_u64().unwrap() > 0,
+        "c's three answers were paid for"
+    );
+    assert!(c.get("parsed").is_none());
+    // report counts the schema failures.
+    let report = run_args(&["report", "--json", &output.display().to_string()]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(report["schema_failures"], 1);
+    assert_eq!(report["error"], 1);
+}
+
+#[test]
+fn json_schema_properties_become_csv_columns_and_estimate_counts_the_schema() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let schema = dir.write("s.json", LABEL_SCHEMA);
+    let schema_arg = schema.display().to_string();
+    let input = dir.write(
+        "in.jsonl",
+        concat!(
+            r#"{"id": "a", "prompt": "{\"label\": \"pos\", \"score\": 0.75}"}"#,
+            "\n",
+            r#"{"id": "b", "prompt": "{\"label\": \"neg\", \"score\": 2}"}"#,
+            "\n",
+        ),
+    );
+    let output = dir.path("out.csv");
+    let result = run(&sim, &input, &output, &["--json-schema", &schema_arg, "-q"]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let (header, rows) = read_csv(&output);
+    assert_eq!(&header[header.len() - 2..], ["label", "score"]);
+    let a = rows.iter().find(|r| r["id"] == "a").unwrap();
+    assert_eq!((a["label"].as_str(), a["score"].as_str()), ("pos", "0.75"));
+    // estimate: the schema's tokens are part of every request's prompt.
+    let input_arg = input.display().to_string();
+    let plain = run_args(&["estimate", &input_arg, "--json"]);
+    let with = run_args(&[
+        "estimate",
+        &input_arg,
+        "--json",
+        "--json-schema",
+        &schema_arg,
+    ]);
+    let plain: Value = serde_json::from_str(&plain.stdout).unwrap();
+    let with: Value = serde_json::from_str(&with.stdout).unwrap();
+    let per_row = with["schema_tokens_per_row"].as_u64().unwrap();
+    assert!(per_row > 20, "{with}");
+    assert_eq!(
+        with["prompt_tokens"].as_u64().unwrap(),
+        plain["prompt_tokens"].as_u64().unwrap() + 2 * per_row
+    );
+    // A schema that is not one is refused before anything is sent.
+    let bad = dir.write("bad.json", r#"{"type": "nope"}"#);
+    let before = sim.requests();
+    let result = run(
+        &sim,
+        &input,
+        &dir.path("x.jsonl"),
+        &["--json-schema", &bad.display().to_string()],
+    );
+    assert_eq!(result.code, 2, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("not a valid JSON Schema"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(sim.requests(), before);
+}

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::schema::JsonSchema;
 use crate::tokens;
 
 /// A request ready to send: its serialized body plus what the runner needs to know about it.
@@ -52,6 +53,9 @@ pub struct RequestOptions {
     pub reasoning_effort: Option<String>,
     /// Any other request body field (e.g. `seed`, `response_format`).
     pub params: Vec<(String, Value)>,
+    /// Structured outputs: every request's `response_format` is this schema (it wins over a
+    /// `response_format` in `params`), and every answer is checked against it.
+    pub json_schema: Option<JsonSchema>,
 }
 
 impl Default for RequestOptions {
@@ -63,6 +67,7 @@ impl Default for RequestOptions {
             temperature: None,
             reasoning_effort: None,
             params: Vec::new(),
+            json_schema: None,
         }
     }
 }
@@ -91,6 +96,9 @@ impl RequestDefaults {
         }
         for (key, value) in &opts.params {
             fields.insert(key.clone(), value.clone());
+        }
+        if let Some(schema) = &opts.json_schema {
+            fields.insert("response_format".into(), schema.response_format());
         }
         RequestDefaults {
             fields,

@@ -89,6 +89,14 @@ impl Report {
         for (name, n) in [("ok", self.ok), ("error", self.error)] {
             t.add_row(vec![name.to_string(), group(n), percent(n, self.rows)]);
         }
+        if self.schema_failures > 0 {
+            t.add_row(vec![
+                "schema failures".to_string(),
+                group(self.schema_failures),
+                percent(self.schema_failures, self.rows),
+                "error records whose answers never matched --json-schema".to_string(),
+            ]);
+        }
         if self.simulated > 0 {
             t.add_row(vec![
                 "simulated".to_string(),
