@@ -1,6 +1,6 @@
 //! The writer: the only code that appends to the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
-//! `write_all`; a small batch waits 200 µs for more) as they arrive — with `--ordered` too: the file is the checkpoint, and it is put
+//! `write_all`; a small batch waits 500 µs for more while many requests are in flight) as they arrive — with `--ordered` too: the file is the checkpoint, and it is put
 //! in input order at the end (`order.rs`) — and only then releases their rows' concurrency slots
 //! and counts them, so after `kill -9` at most `--concurrency` rows were paid for without a
 //! record, and the counters never include a record a failed write (a full disk) lost. A companion
@@ -26,13 +26,14 @@ use crate::progress::Counters;
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Write out the batch buffer when it grows past this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
-/// A batch of fewer records than this waits [`COALESCE`] for more before it is written. The
-/// rows' slots are held that much longer: nothing next to an API's latency, and at 0 ms (a local
-/// server) it turns one wake-up, write and slot release per record into one per batch — about
-/// a tenth of the runner's CPU per row.
+/// A batch of fewer records than this waits [`COALESCE`] for more before it is written, when at
+/// least as many requests are in flight (more records are then about to come; with fewer, e.g.
+/// `-c 1`, nothing waits). The rows' slots are held that much longer: nothing next to an API's
+/// latency, and at 0 ms (a local server) it turns one wake-up, write and slot release per record
+/// into one per batch (with the pool fix in `api/client.rs`, a third of the runner's CPU per row).
 const COALESCE_RECORDS: usize = 16;
 /// How long a small batch waits for more records.
-const COALESCE: Duration = Duration::from_micros(200);
+const COALESCE: Duration = Duration::from_micros(500);
 
 /// A finished row's record, with the slot it holds until the record is written.
 #[derive(Debug)]
@@ -172,7 +173,9 @@ impl WriterTask {
         while let Some(first) = receiver.blocking_recv() {
             self.accept(first);
             self.take_waiting(&mut receiver)?;
-            if self.batch.len() < COALESCE_RECORDS {
+            if self.batch.len() < COALESCE_RECORDS
+                && self.counters.in_flight.load(Ordering::Relaxed) >= COALESCE_RECORDS as u64
+            {
                 // Let the rows about to finish join this batch: one wake-up of this thread, one
                 // write and one release of slots then serve several records instead of one each.
                 std::thread::sleep(COALESCE);
