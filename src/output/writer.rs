@@ -1,11 +1,11 @@
 //! The writer: the only code that appends to the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
-//! `write_all`; a small batch waits 500 µs for more while many requests are in flight) as they arrive — with `--ordered` too: the file is the checkpoint, and it is put
-//! in input order at the end (`order.rs`) — and only then releases their rows' concurrency slots
-//! and counts them, so after `kill -9` at most `--concurrency` rows were paid for without a
-//! record, and the counters never include a record a failed write (a full disk) lost. A companion
-//! thread syncs to disk every 2 s while anything is unsynced, and the writer syncs once more at
-//! the end.
+//! `write_all`; a small batch waits 500 µs for more while many requests are in flight) as they
+//! arrive — with `--ordered` too: the file is the checkpoint, and it is put in input order at the
+//! end (`order.rs`) — and only then releases their rows' concurrency slots and counts them, so
+//! after `kill -9` at most `--concurrency` rows were paid for without a record, and the counters
+//! never include a record a failed write (a full disk) lost. A companion thread syncs to disk
+//! every 2 s while anything is unsynced, and the writer syncs once more at the end.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
