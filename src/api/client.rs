@@ -112,8 +112,8 @@ impl ApiClient {
         auth.set_sensitive(true);
         // Twice the concurrency: a request that starts before the connection its slot's last
         // request used is back in the pool opens a new one; with room for only `concurrency`
-        // idle connections, one of them was then closed again (at 0 ms latency, a connect per
-        // 60 requests). With the spare room the pool settles and stops connecting.
+        // idle connections, one of them was then closed again (at 0 ms latency, one connect per
+        // 12 to 60 requests). With the spare room the pool settles and stops connecting.
         let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(2 * options.concurrency as usize)
             .connect_timeout(options.connect_timeout)
