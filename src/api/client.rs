@@ -67,7 +67,7 @@ impl fmt::Debug for ApiKey {
 /// How the client connects (from `run`'s flags).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Keep-alive connections kept per host (the run's concurrency).
+    /// The run's concurrency (the pool keeps up to twice as many idle keep-alive connections).
     pub concurrency: u32,
     /// Bound on one whole attempt.
     pub timeout: Duration,
