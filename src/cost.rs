@@ -135,7 +135,7 @@ impl PriceTable {
             let first_time = self
                 .warned
                 .lock()
-                .map(|mut w| w.insert(model.to_string()))
+                .map(|mut w| !w.contains(*model) && w.insert(model.to_string()))
                 .unwrap_or(false);
             if first_time {
                 tracing::warn!(

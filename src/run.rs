@@ -35,7 +35,7 @@ use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
 use crate::sim;
-use crate::worker::{self, RowPlace, Slots, WorkerContext};
+use crate::worker::{self, AnswerSchema, RowPlace, Slots, WorkerContext};
 
 impl Job {
     /// Runs the job to its end. Errors found before anything is sent (options, key, input
@@ -80,7 +80,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         &output,
         concurrency * 2,
         kept_columns,
-        record_observer(opts, &counters),
+        writer_hooks(opts, &counters),
     )?;
     let reporter = Reporter::start(counters.clone(), opts.display);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -255,8 +255,6 @@ fn kept_input_columns(opts: &Job) -> Result<Vec<String>, Error> {
 
 /// `--json-schema`: the compiled checker, and for a CSV output the parsed answer's
 /// `(column, property)` columns.
-type AnswerSchema = (crate::schema::SchemaChecker, Option<Vec<(String, String)>>);
-
 fn answer_schema(opts: &Job) -> Result<Option<AnswerSchema>, Error> {
     let Some(schema) = &opts.request.json_schema else {
         return Ok(None);
@@ -342,19 +340,23 @@ fn stop_reason(
     }
 }
 
-/// What the writer does with each record once it is in the file: count it, and hand it to the
-/// caller's callback if the job has one.
-fn record_observer(opts: &Job, counters: &Arc<Counters>) -> Box<dyn FnMut(&Record) + Send> {
-    let counters = counters.clone();
+/// What the writer does with each record once it is in the file (count it, and hand it to the
+/// caller's callback if the job has one), and how it sees the requests in flight.
+fn writer_hooks(opts: &Job, counters: &Arc<Counters>) -> writer::WriterHooks {
     let callback = opts.on_record.clone();
-    Box::new(move |record| {
-        counters.record_written(record);
-        if let Some(callback) = &callback {
-            if let Ok(mut callback) = callback.lock() {
-                callback(record);
+    let written = counters.clone();
+    let in_flight = counters.clone();
+    writer::WriterHooks {
+        written: Box::new(move |record| {
+            written.record_written(record);
+            if let Some(callback) = &callback {
+                if let Ok(mut callback) = callback.lock() {
+                    callback(record);
+                }
             }
-        }
-    })
+        }),
+        in_flight: Box::new(move || in_flight.in_flight.load(Relaxed)),
+    }
 }
 
 /// The API client: the real endpoint with the user's key, or a fresh simulator for --dry-run

@@ -120,7 +120,7 @@ pub struct WorkerContext {
     pub keep_response: bool,
     /// `--json-schema`: every answer is checked; with a CSV output, the parsed answer's
     /// `(column, property)` columns (else it is written as `parsed`).
-    pub schema: Option<(SchemaChecker, Option<Vec<(String, String)>>)>,
+    pub schema: Option<AnswerSchema>,
     /// Per-model circuit breakers: a systematic refusal stops that model's rows.
     pub breaker: Breaker,
     /// Row-failure warnings: the first few of each kind are printed.
@@ -207,6 +207,10 @@ pub fn invalid_record(
     let info = place.info(ctx, prompt, model.to_string(), String::new());
     Record::error(info, message, 0, 0)
 }
+
+/// `--json-schema` compiled, and for a CSV output the parsed answer's `(column, property)`
+/// columns (else it is written as `parsed`).
+pub type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
 
 /// Tokens and cost of a row's answers that were paid for but not kept (they failed
 /// `--json-schema`), added to the row's record.

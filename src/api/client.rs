@@ -116,7 +116,7 @@ impl EndpointOptions {
 /// How the client connects (from `run`'s flags).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Keep-alive connections kept per host (the run's concurrency).
+    /// The run's concurrency (the pool keeps up to twice as many idle keep-alive connections).
     pub concurrency: u32,
     /// Bound on one whole attempt.
     pub timeout: Duration,
@@ -161,8 +161,8 @@ impl ApiClient {
         auth.set_sensitive(true);
         // Twice the concurrency: a request that starts before the connection its slot's last
         // request used is back in the pool opens a new one; with room for only `concurrency`
-        // idle connections, one of them was then closed again (at 0 ms latency, a connect per
-        // 60 requests). With the spare room the pool settles and stops connecting.
+        // idle connections, one of them was then closed again (at 0 ms latency, one connect per
+        // 12 to 60 requests). With the spare room the pool settles and stops connecting.
         let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(2 * options.concurrency as usize)
             .connect_timeout(options.connect_timeout)

@@ -269,6 +269,7 @@ mod tests {
             prompt_tokens_mean: Some(1000.0),
             prompt_tokens_exact: false,
             approximate_prompt_tokens: 200_000,
+            schema_tokens_per_row: 0,
             expected_output: Some(ExpectedOutput {
                 source: "from-output",
                 tokens_per_row: 50.0,

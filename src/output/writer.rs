@@ -1,11 +1,11 @@
 //! The writer: the only code that appends to the output file. It runs on its own thread, appends
 //! whole records (each encoded completely before it is written, batches written with one
-//! `write_all`; a small batch waits 200 µs for more) as they arrive — with `--ordered` too: the file is the checkpoint, and it is put
-//! in input order at the end (`order.rs`) — and only then releases their rows' concurrency slots
-//! and counts them, so after `kill -9` at most `--concurrency` rows were paid for without a
-//! record, and the counters never include a record a failed write (a full disk) lost. A companion
-//! thread syncs to disk every 2 s while anything is unsynced, and the writer syncs once more at
-//! the end.
+//! `write_all`; a small batch waits 500 µs for more while many requests are in flight) as they
+//! arrive — with `--ordered` too: the file is the checkpoint, and it is put in input order at the
+//! end (`order.rs`) — and only then releases their rows' concurrency slots and counts them, so
+//! after `kill -9` at most `--concurrency` rows were paid for without a record, and the counters
+//! never include a record a failed write (a full disk) lost. A companion thread syncs to disk
+//! every 2 s while anything is unsynced, and the writer syncs once more at the end.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -25,13 +25,14 @@ use crate::error::Error;
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Write out the batch buffer when it grows past this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
-/// A batch of fewer records than this waits [`COALESCE`] for more before it is written. The
-/// rows' slots are held that much longer: nothing next to an API's latency, and at 0 ms (a local
-/// server) it turns one wake-up, write and slot release per record into one per batch — about
-/// a tenth of the runner's CPU per row.
+/// A batch of fewer records than this waits [`COALESCE`] for more before it is written, when at
+/// least as many requests are in flight (more records are then about to come; with fewer, e.g.
+/// `-c 1`, nothing waits). The rows' slots are held that much longer: nothing next to an API's
+/// latency, and at 0 ms (a local server) it turns one wake-up, write and slot release per record
+/// into one per batch (with the pool fix in `api/client.rs`, a third of the runner's CPU per row).
 const COALESCE_RECORDS: usize = 16;
 /// How long a small batch waits for more records.
-const COALESCE: Duration = Duration::from_micros(200);
+const COALESCE: Duration = Duration::from_micros(500);
 
 /// A finished row's record, with the slot it holds until the record is written.
 #[derive(Debug)]
@@ -57,6 +58,15 @@ pub fn check_folder(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the writer asks of the run.
+pub struct WriterHooks {
+    /// Called with each record once it is in the file (to count it, and to hand it on to a
+    /// library caller).
+    pub written: Box<dyn FnMut(&Record) + Send>,
+    /// Requests in flight now (a small batch waits a moment for them to join it).
+    pub in_flight: Box<dyn Fn() -> u64 + Send>,
+}
+
 /// A running writer thread (and its disk-sync companion).
 pub struct Writer {
     pub sender: mpsc::Sender<Finished>,
@@ -73,7 +83,7 @@ impl Writer {
         path: &Path,
         capacity: usize,
         kept: Vec<String>,
-        written: Box<dyn FnMut(&Record) + Send>,
+        hooks: WriterHooks,
     ) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .create(true)
@@ -88,7 +98,8 @@ impl Writer {
             file,
             buf: Vec::with_capacity(BATCH_BYTES),
             batch: Vec::new(),
-            written,
+            written: hooks.written,
+            in_flight: hooks.in_flight,
             dirty: syncer.dirty.clone(),
             slots: Vec::new(),
         };
@@ -165,6 +176,8 @@ struct WriterTask {
     batch: Vec<Record>,
     /// Called with each record once it is written.
     written: Box<dyn FnMut(&Record) + Send>,
+    /// Requests in flight now.
+    in_flight: Box<dyn Fn() -> u64 + Send>,
     /// Set after every write; the syncer clears it when it syncs.
     dirty: Arc<AtomicBool>,
     /// Slots of the records accepted since the last write, released by the next one.
@@ -180,7 +193,8 @@ impl WriterTask {
         while let Some(first) = receiver.blocking_recv() {
             self.accept(first);
             self.take_waiting(&mut receiver)?;
-            if self.batch.len() < COALESCE_RECORDS {
+            if self.batch.len() < COALESCE_RECORDS && (self.in_flight)() >= COALESCE_RECORDS as u64
+            {
                 // Let the rows about to finish join this batch: one wake-up of this thread, one
                 // write and one release of slots then serve several records instead of one each.
                 std::thread::sleep(COALESCE);

@@ -255,6 +255,7 @@ pub(crate) mod tests {
             rows: 1200,
             ok: 1150,
             error: 50,
+            schema_failures: 0,
             simulated: 7,
             torn_last_line: Some(TornLine {
                 line: 1201,
