@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use promptbatch::input::KeepColumns;
+use promptbatch::output::format::OutputFormat;
 use promptbatch::sim::AnswerBody;
 use promptbatch::{
     CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, InputFormat, InputOptions,
@@ -219,6 +220,13 @@ pub struct RunArgs {
     /// When resuming, keep earlier error records instead of sending those rows again.
     #[arg(long)]
     pub keep_errors: bool,
+
+    /// The shape of OUTPUT's lines: `jsonl`, `csv` (a .csv OUTPUT) or `openai-batch` (the OpenAI
+    /// Batch API's output lines — `id`, `custom_id`, `response: {status_code, request_id, body}`,
+    /// `error` — with the whole record under `promptbatch`, so it resumes like any output).
+    /// Default: by extension, or the shape an existing OUTPUT has.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<OutputFormat>,
 
     /// Store each answer's whole response body in its record, as `response` (JSON in a JSONL
     /// output, JSON text in a CSV column): tool calls, refusals, logprobs, system fingerprint.
@@ -522,6 +530,7 @@ impl RunArgs {
             fresh: self.fresh,
             keep_errors: self.keep_errors,
             keep_response: self.keep_response,
+            format: self.output_format,
             ..job.output
         };
         job.request = self.request.into_options();

@@ -65,6 +65,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         prices,
         kept_columns,
         schema,
+        output_format,
     } = prepared;
     let budget = opts
         .cost
@@ -79,6 +80,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     let writer = Writer::start(
         &output,
         concurrency * 2,
+        output_format,
         kept_columns,
         writer_hooks(opts, &counters),
     )?;
@@ -176,6 +178,8 @@ struct Prepared {
     kept_columns: Vec<String>,
     /// `--json-schema`, compiled.
     schema: Option<AnswerSchema>,
+    /// The shape of the output's lines.
+    output_format: crate::output::format::OutputFormat,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -198,6 +202,7 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     let schema = answer_schema(opts)?;
     let (lock, output) = take_output(opts)?;
     check_output_columns(&output, &kept_columns)?;
+    let output_format = output_format(opts, &output)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
     let rows = match done_rows {
         Some(done) => {
@@ -219,7 +224,40 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         prices,
         kept_columns,
         schema,
+        output_format,
     })
+}
+
+/// The shape of the output's lines: `--output-format`, else the shape an existing output has,
+/// else by extension. A shape other than the existing output's is refused (the file would mix
+/// them), and so is a shape the extension contradicts (it is read back by extension).
+fn output_format(opts: &Job, output: &Path) -> Result<crate::output::format::OutputFormat, Error> {
+    use crate::output::format::OutputFormat;
+    let csv_path = crate::paths::is_csv(output);
+    if let Some(asked) = opts.output.format {
+        if (asked == OutputFormat::Csv) != csv_path {
+            return Err(Error::Config(format!(
+                "--output-format {} does not fit {}: a .csv output is CSV, any other is JSONL or openai-batch",
+                asked.name(),
+                opts.output.path.display()
+            )));
+        }
+    }
+    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
+    let existing =
+        has_records.then(|| crate::output::read::Format::for_path(output).output_format());
+    match (opts.output.format, existing) {
+        (Some(asked), Some(existing)) if asked != existing => Err(Error::Config(format!(
+            "{} holds {} records, and this run asks for --output-format {}: use the format it was \
+             written in, or --fresh to start a new output (the old one is kept as a backup)",
+            opts.output.path.display(),
+            existing.name(),
+            asked.name()
+        ))),
+        (Some(asked), _) => Ok(asked),
+        (None, Some(existing)) => Ok(existing),
+        (None, None) => Ok(OutputFormat::for_path(output)),
+    }
 }
 
 /// The extra columns a CSV output gets after the schema's: the kept input columns (output

@@ -444,3 +444,92 @@ fn json_schema_properties_become_csv_columns_and_estimate_counts_the_schema() {
     );
     assert_eq!(sim.requests(), before);
 }
+
+#[test]
+fn openai_batch_shaped_output_reads_like_batch_results_and_resumes() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"one\"}\n{\"id\": \"b\", \"prompt\": \"  \"}\n{\"id\": \"c\", \"prompt\": \"three\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let args = ["--output-format", "openai-batch", "-q"];
+    let result = run(&sim, &input, &output, &args);
+    assert_eq!(result.code, 3, "b is an empty prompt: {}", result.stderr);
+    let lines = read_jsonl(&output);
+    let by_custom: HashMap<&str, &Value> = lines
+        .iter()
+        .map(|l| (l["custom_id"].as_str().unwrap(), l))
+        .collect();
+    let a = by_custom["a"];
+    assert!(a["id"].as_str().unwrap().starts_with("batch_req_"), "{a}");
+    assert_eq!(a["response"]["status_code"], 200);
+    assert_eq!(
+        a["response"]["body"]["choices"][0]["message"]["content"],
+        "echo: one"
+    );
+    assert_eq!(
+        a["response"]["body"]["usage"]["prompt_tokens"],
+        a["promptbatch"]["prompt_tokens"]
+    );
+    assert_eq!(a["error"], Value::Null);
+    let b = by_custom["b"];
+    assert_eq!(b["response"], Value::Null);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty prompt"),
+        "{b}"
+    );
+    // It resumes like any output: a new row is sent, the done ones are not, the shape is kept.
+    let sent = sim.requests();
+    let more = dir.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"one\"}\n{\"id\": \"b\", \"prompt\": \"  \"}\n{\"id\": \"c\", \"prompt\": \"three\"}\n{\"id\": \"d\", \"prompt\": \"four\"}\n",
+    );
+    let result = run(&sim, &more, &output, &["--ordered", "-q"]);
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    assert_eq!(sim.requests(), sent + 1, "only d was sent");
+    let lines = read_jsonl(&output);
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "d"], "batch-shaped and in input order");
+    let report = run_args(&["report", "--json", &output.display().to_string()]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        (report["rows"].as_u64(), report["ok"].as_u64()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(report["format"], "openai-batch");
+    // Asking for plain JSONL lines in it is refused before anything is sent.
+    let result = run(&sim, &more, &output, &["--output-format", "jsonl", "-q"]);
+    assert_eq!(result.code, 1);
+    assert!(
+        result.stderr.contains("holds openai-batch records"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(sim.requests(), sent + 1);
+    // A changed row is dropped by a rewrite, which keeps the shape, and sent again.
+    let changed = dir.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"one\"}\n{\"id\": \"b\", \"prompt\": \"  \"}\n{\"id\": \"c\", \"prompt\": \"THREE\"}\n{\"id\": \"d\", \"prompt\": \"four\"}\n",
+    );
+    let result = run(&sim, &changed, &output, &["-q"]);
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    assert_eq!(sim.requests(), sent + 2, "only c was sent again");
+    let lines = read_jsonl(&output);
+    assert_eq!(lines.len(), 4);
+    let c = lines.iter().find(|l| l["custom_id"] == "c").unwrap();
+    assert_eq!(
+        c["response"]["body"]["choices"][0]["message"]["content"],
+        "echo: THREE"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["promptbatch"]["id"] == l["custom_id"]));
+}

@@ -15,6 +15,48 @@ pub trait RecordFormat: Send {
 
 pub use crate::paths::is_csv;
 
+/// The shape of an output file's lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One record per line, as a JSON object.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+    /// The OpenAI Batch API's output lines (`id`, `custom_id`, `response: {status_code,
+    /// request_id, body}`, `error`), each with the whole record under `promptbatch` (so the file
+    /// resumes like any output).
+    OpenaiBatch,
+}
+
+impl OutputFormat {
+    /// By extension: `.csv` is CSV, anything else JSONL.
+    pub fn for_path(path: &Path) -> Self {
+        if is_csv(path) {
+            OutputFormat::Csv
+        } else {
+            OutputFormat::Jsonl
+        }
+    }
+
+    /// The name `--output-format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Csv => "csv",
+            OutputFormat::OpenaiBatch => "openai-batch",
+        }
+    }
+
+    /// An encoder of this format; `kept`: a CSV output's extra columns (output names, in order).
+    pub fn encoder(self, kept: Vec<String>) -> Box<dyn RecordFormat> {
+        match self {
+            OutputFormat::Jsonl => Box::new(Jsonl),
+            OutputFormat::Csv => Box::new(Csv { kept }),
+            OutputFormat::OpenaiBatch => Box::new(OpenAiBatch),
+        }
+    }
+}
+
 /// Picks the format from the output's extension: `.csv` is CSV, anything else JSONL.
 pub fn for_path(path: &Path) -> Box<dyn RecordFormat> {
     for_path_with(path, Vec::new())
@@ -23,11 +65,7 @@ pub fn for_path(path: &Path) -> Box<dyn RecordFormat> {
 /// Like [`for_path`], for records that carry kept input columns: a CSV output's extra columns
 /// are `kept` (output names, in order); JSONL writes each record's own kept values.
 pub fn for_path_with(path: &Path, kept: Vec<String>) -> Box<dyn RecordFormat> {
-    if is_csv(path) {
-        Box::new(Csv { kept })
-    } else {
-        Box::new(Jsonl)
-    }
+    OutputFormat::for_path(path).encoder(kept)
 }
 
 /// One JSON object per line, fields in schema order.
@@ -51,6 +89,74 @@ impl RecordFormat for Jsonl {
             out.push(b'}');
         }
         out.push(b'\n');
+    }
+}
+
+/// The OpenAI Batch API's output line shape, so tools that read Batch results read ours:
+/// `{"id": "batch_req_…", "custom_id": ID, "response": {"status_code": 200, "request_id",
+/// "body"}, "error": null}` for an ok record (the body is the kept `response` with
+/// `--keep-response`, else rebuilt from the record), `"response": null, "error": {"code",
+/// "message"}` for an error record; the whole record follows under `promptbatch`.
+pub struct OpenAiBatch;
+
+/// The key under which an OpenAI Batch-shaped line holds its record.
+pub const BATCH_RECORD_KEY: &str = "promptbatch";
+
+impl RecordFormat for OpenAiBatch {
+    fn header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
+        use serde_json::{json, Value};
+        let (response, error) = match record.status {
+            super::Status::Ok => {
+                let kept = record.kept.as_deref();
+                let body = match kept.and_then(|k| k.get(super::record::RESPONSE)) {
+                    Some(body) => body.clone(),
+                    None => json!({
+                        "id": record.response_id,
+                        "object": "chat.completion",
+                        "model": record.model,
+                        "choices": [{
+                            "index": 0,
+                            "message": {"role": "assistant", "content": record.completion},
+                            "finish_reason": record.finish_reason,
+                        }],
+                        "usage": {
+                            "prompt_tokens": record.prompt_tokens,
+                            "completion_tokens": record.completion_tokens,
+                            "total_tokens": record.total_tokens,
+                            "prompt_tokens_details": {"cached_tokens": record.cached_tokens},
+                            "completion_tokens_details": {"reasoning_tokens": record.reasoning_tokens},
+                        },
+                    }),
+                };
+                let response = json!({
+                    "status_code": 200,
+                    "request_id": record.response_id,
+                    "body": body,
+                });
+                (response, Value::Null)
+            }
+            super::Status::Error => (
+                Value::Null,
+                json!({"code": "promptbatch_error", "message": record.error}),
+            ),
+        };
+        out.extend_from_slice(b"{\"id\":");
+        let id = format!("batch_req_{}_{}", record.row, record.fingerprint);
+        serde_json::to_writer(&mut *out, &id).expect("a string serializes");
+        out.extend_from_slice(b",\"custom_id\":");
+        serde_json::to_writer(&mut *out, &record.id).expect("a string serializes");
+        out.extend_from_slice(b",\"response\":");
+        serde_json::to_writer(&mut *out, &response).expect("a JSON value serializes");
+        out.extend_from_slice(b",\"error\":");
+        serde_json::to_writer(&mut *out, &error).expect("a JSON value serializes");
+        out.extend_from_slice(b",\"promptbatch\":");
+        Jsonl.encode(record, out); // the record and its newline
+        out.pop();
+        out.extend_from_slice(b"}\n");
     }
 }
 

@@ -30,6 +30,8 @@ pub struct OutputOptions {
     pub keep_errors: bool,
     /// Store each answer's whole response body in its record (`response`).
     pub keep_response: bool,
+    /// The shape of the lines; `None`: by extension, or the shape an existing output has.
+    pub format: Option<format::OutputFormat>,
 }
 
 impl OutputOptions {
@@ -41,6 +43,7 @@ impl OutputOptions {
             fresh: false,
             keep_errors: false,
             keep_response: false,
+            format: None,
         }
     }
 }

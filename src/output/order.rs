@@ -29,7 +29,8 @@ struct Span {
 /// moved into place (0: already in order).
 pub fn sort_by_row(path: &Path) -> Result<u64, Error> {
     let (header_end, mut spans) = match Format::for_path(path) {
-        Format::Jsonl => jsonl_spans(path)?,
+        Format::Jsonl => jsonl_spans::<RowOnly>(path)?,
+        Format::OpenaiBatch => jsonl_spans::<BatchRowOnly>(path)?,
         Format::Csv => csv_spans(path)?,
     };
     if spans.is_sorted_by_key(|s| s.row) {
@@ -60,13 +61,36 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("cannot put {} in input order", path.display()), e)
 }
 
+/// The row of a JSONL line.
+trait HasRow: serde::de::DeserializeOwned {
+    fn row(&self) -> u64;
+}
+
 #[derive(Deserialize)]
 struct RowOnly {
     row: u64,
 }
 
+impl HasRow for RowOnly {
+    fn row(&self) -> u64 {
+        self.row
+    }
+}
+
+/// The row of an OpenAI Batch-shaped line (its record is under `promptbatch`).
+#[derive(Deserialize)]
+struct BatchRowOnly {
+    promptbatch: RowOnly,
+}
+
+impl HasRow for BatchRowOnly {
+    fn row(&self) -> u64 {
+        self.promptbatch.row
+    }
+}
+
 /// The records of a JSONL output (no header: blank lines are dropped).
-fn jsonl_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
+fn jsonl_spans<R: HasRow>(path: &Path) -> Result<(u64, Vec<Span>), Error> {
     let file = File::open(path).map_err(|e| read_error(path, e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let (mut spans, mut line, mut offset) = (Vec::new(), Vec::new(), 0u64);
@@ -80,11 +104,11 @@ fn jsonl_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
         }
         let text = line.trim_ascii();
         if !text.is_empty() {
-            let record: RowOnly = serde_json::from_slice(text).map_err(|e| {
+            let record: R = serde_json::from_slice(text).map_err(|e| {
                 Error::Config(format!("cannot put {} in input order: {e}", path.display()))
             })?;
             spans.push(Span {
-                row: record.row,
+                row: record.row(),
                 start: offset,
                 end: offset + n,
             });

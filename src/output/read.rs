@@ -26,25 +26,56 @@ use crate::output::record::{Record, COLUMNS};
 pub enum Format {
     Jsonl,
     Csv,
+    /// JSONL lines in the OpenAI Batch output shape, each record under `promptbatch`.
+    OpenaiBatch,
 }
 
+/// How an OpenAI Batch-shaped line starts (`format::OpenAiBatch` writes them).
+const BATCH_LINE_START: &[u8] = b"{\"id\":\"batch_req_";
+
 impl Format {
-    /// `.csv` → CSV, anything else → JSONL (the writer's rule).
+    /// `.csv` → CSV; anything else is JSONL, in the OpenAI Batch shape when its first line is.
     pub fn for_path(path: &Path) -> Self {
         if super::format::is_csv(path) {
-            Format::Csv
-        } else {
-            Format::Jsonl
+            return Format::Csv;
+        }
+        let first_line = File::open(path).ok().and_then(|file| {
+            BufReader::new(file)
+                .split(b'\n')
+                .map_while(Result::ok)
+                .find(|line| !line.trim_ascii().is_empty())
+        });
+        match first_line {
+            Some(line) if line.trim_ascii_start().starts_with(BATCH_LINE_START) => {
+                Format::OpenaiBatch
+            }
+            _ => Format::Jsonl,
         }
     }
 
-    /// `"jsonl"` or `"csv"`.
+    /// `"jsonl"`, `"csv"` or `"openai-batch"`.
     pub fn name(self) -> &'static str {
         match self {
             Format::Jsonl => "jsonl",
             Format::Csv => "csv",
+            Format::OpenaiBatch => "openai-batch",
         }
     }
+
+    /// The format a writer appends in.
+    pub fn output_format(self) -> super::format::OutputFormat {
+        match self {
+            Format::Jsonl => super::format::OutputFormat::Jsonl,
+            Format::Csv => super::format::OutputFormat::Csv,
+            Format::OpenaiBatch => super::format::OutputFormat::OpenaiBatch,
+        }
+    }
+}
+
+/// An OpenAI Batch-shaped line, read for its record.
+#[derive(serde::Deserialize)]
+struct BatchLine<T> {
+    promptbatch: T,
 }
 
 /// A torn (incomplete, unparsable) last record that was skipped.
@@ -109,7 +140,7 @@ impl<T: DeserializeOwned> Records<T> {
         }
         let format = Format::for_path(path);
         let source = match format {
-            Format::Jsonl => Source::Jsonl {
+            Format::Jsonl | Format::OpenaiBatch => Source::Jsonl {
                 reader: BufReader::with_capacity(1 << 16, file),
                 buf: Vec::new(),
                 line: 0,
@@ -200,6 +231,12 @@ impl<T: DeserializeOwned> Records<T> {
             Source::Jsonl { buf, .. } => {
                 let mut object: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_slice(buf.trim_ascii()).ok()?;
+                if self.format == Format::OpenaiBatch {
+                    match object.remove(super::format::BATCH_RECORD_KEY) {
+                        Some(serde_json::Value::Object(record)) => object = record,
+                        _ => return None,
+                    }
+                }
                 object.retain(|name, _| !COLUMNS.contains(&name.as_str()));
                 object
             }
@@ -240,7 +277,13 @@ impl<T: DeserializeOwned> Records<T> {
             if text.is_empty() {
                 continue;
             }
-            return match serde_json::from_slice::<T>(text) {
+            let parsed = match self.format {
+                Format::OpenaiBatch => {
+                    serde_json::from_slice::<BatchLine<T>>(text).map(|line| line.promptbatch)
+                }
+                _ => serde_json::from_slice::<T>(text),
+            };
+            return match parsed {
                 Ok(record) => Some(Ok((*line, record))),
                 Err(e) if !terminated => {
                     self.torn = Some(Torn {
@@ -345,7 +388,7 @@ impl<T: DeserializeOwned> Iterator for Records<T> {
             return None;
         }
         let item = match self.format {
-            Format::Jsonl => self.next_jsonl(),
+            Format::Jsonl | Format::OpenaiBatch => self.next_jsonl(),
             Format::Csv => self.next_csv(),
         };
         if !matches!(item, Some(Ok(_))) {

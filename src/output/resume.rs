@@ -30,7 +30,6 @@ use crate::error::Error;
 use crate::fingerprint::{self, fnv1a, PreHashed};
 use crate::human::group;
 use crate::input::{Row, RowSet};
-use crate::output::format;
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
 use crate::output::replace::replace_with;
@@ -411,7 +410,10 @@ impl ResumeIndex {
                 )
             };
             let mut records = Records::<Record>::open(path)?;
-            let mut encoder = format::for_path_with(path, records.extra_columns());
+            let mut encoder = records
+                .format()
+                .output_format()
+                .encoder(records.extra_columns());
             let mut buf = encoder.header();
             for entry in &self.entries {
                 let Some(item) = records.next() else { break };

@@ -24,7 +24,6 @@ use crate::error::Error;
 use crate::fingerprint;
 use crate::input::InputOptions;
 use crate::input::{Row, RowSet};
-use crate::output::format;
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
 use crate::output::replace::replace_with;
@@ -487,7 +486,10 @@ impl SortedResume {
                 )
             };
             let mut records = Records::<Record>::open(path)?;
-            let mut encoder = format::for_path_with(path, records.extra_columns());
+            let mut encoder = records
+                .format()
+                .output_format()
+                .encoder(records.extra_columns());
             let mut buf = encoder.header();
             let mut index = 0u64;
             while let Some(item) = records.next() {

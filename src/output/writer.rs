@@ -82,6 +82,7 @@ impl Writer {
     pub fn start(
         path: &Path,
         capacity: usize,
+        format: format::OutputFormat,
         kept: Vec<String>,
         hooks: WriterHooks,
     ) -> Result<Self, Error> {
@@ -94,7 +95,7 @@ impl Writer {
         let syncer = Syncer::start(&file)?;
         let mut task = WriterTask {
             path: path.to_path_buf(),
-            format: format::for_path_with(path, kept),
+            format: format.encoder(kept),
             file,
             buf: Vec::with_capacity(BATCH_BYTES),
             batch: Vec::new(),
