@@ -767,6 +767,8 @@ async fn start(
             };
             let _ = records.send(finished).await;
         }
+        // Only now: the row's cost is on the books before its extra reservations go.
+        drop(outcome.extra_reservations);
         send_released(&ctx, outcome.released, &records).await;
     });
     Ok(())

@@ -150,15 +150,9 @@ pub struct Outcome {
     pub own: Option<Record>,
     /// Earlier rows' error records that the circuit breaker released (they hold no slot).
     pub released: Vec<Record>,
-}
-
-impl Outcome {
-    fn record(record: Record) -> Self {
-        Outcome {
-            own: Some(record),
-            released: Vec::new(),
-        }
-    }
+    /// Budget reserved for the row's extra attempts (`--json-schema` retries under
+    /// `--max-cost`): released only after the row's own reservation is settled with its cost.
+    pub extra_reservations: Vec<crate::budget::Reservation>,
 }
 
 /// Where a row is in the input: its id, number and line.
@@ -211,6 +205,24 @@ pub fn invalid_record(
 /// `--json-schema` compiled, and for a CSV output the parsed answer's `(column, property)`
 /// columns (else it is written as `parsed`).
 pub type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
+
+/// Under `--max-cost`, the worst case of one more attempt of `request`, reserved now; `Err`
+/// says why there is none (it does not fit under the cap).
+fn reserve_retry(
+    ctx: &WorkerContext,
+    request: &ChatRequest,
+) -> Result<Option<crate::budget::Reservation>, &'static str> {
+    let Some(budget) = &ctx.budget else {
+        return Ok(None);
+    };
+    let worst = budget
+        .worst_case(&ctx.prices, request)
+        .map_err(|_| "the model has no price for --max-cost")?;
+    match budget.try_reserve(worst) {
+        Some(reservation) => Ok(Some(reservation)),
+        None => Err("another attempt could pass --max-cost"),
+    }
+}
 
 /// Tokens and cost of a row's answers that were paid for but not kept (they failed
 /// `--json-schema`), added to the row's record.
@@ -287,8 +299,11 @@ async fn process_row(
     let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
     let abort = &ctx.shutdown.abort;
     let mut attempts = 0u32;
-    // Answers that failed --json-schema: paid for, so their tokens and cost go on the record.
+    // Answers that failed --json-schema: paid for, so their tokens and cost go on the record;
+    // under --max-cost each retry first reserves its own worst case.
     let mut spent = Spent::default();
+    let mut extra_reservations = Vec::new();
+    let mut no_more_attempts = false;
     loop {
         if ctx.halting() || ctx.breaker.hold_back(&request.model) {
             return None;
@@ -354,12 +369,22 @@ async fn process_row(
                         return Some(Outcome {
                             own: Some(own),
                             released,
+                            extra_reservations,
                         });
                     }
                     // Paid for, but not the answer asked for: retried like a transient failure.
                     Err(message) => {
                         spent.add(&completion.usage, cost);
-                        Failure::transient(message)
+                        match reserve_retry(ctx, &request) {
+                            Ok(reservation) => {
+                                extra_reservations.extend(reservation);
+                                Failure::transient(message)
+                            }
+                            Err(why) => {
+                                no_more_attempts = true;
+                                Failure::transient(format!("{message}; not retried: {why}"))
+                            }
+                        }
                     }
                 }
             }
@@ -383,14 +408,19 @@ async fn process_row(
                 return Some(Outcome {
                     own: None,
                     released,
+                    extra_reservations,
                 });
             }
-            FailureKind::Transient if attempts > ctx.retry.max_retries => {
+            FailureKind::Transient if attempts > ctx.retry.max_retries || no_more_attempts => {
                 let message = format!("gave up after {attempts} attempts: {}", failure.message);
                 ctx.counters.transient_errors.fetch_add(1, Relaxed);
                 let record = error_record(message);
                 warn_row_failed(ctx, &record);
-                return Some(Outcome::record(record));
+                return Some(Outcome {
+                    own: Some(record),
+                    extra_reservations,
+                    ..Outcome::default()
+                });
             }
             FailureKind::Transient => {
                 // This row waits at least the server's advice; the others go on, paced

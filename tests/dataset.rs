@@ -533,3 +533,57 @@ fn openai_batch_shaped_output_reads_like_batch_results_and_resumes() {
         .iter()
         .all(|l| l["promptbatch"]["id"] == l["custom_id"]));
 }
+
+#[test]
+fn schema_retries_under_max_cost_reserve_first_and_stop_before_the_cap() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let schema = dir.write("s.json", LABEL_SCHEMA);
+    // $1 per output token, prompts free: a request's worst case is --max-tokens 10 = $10.
+    let prices = dir.write(
+        "prices.toml",
+        "[models.\"m\"]\ninput = 0.0\ncached_input = 0.0\noutput = 1000000.0\nsource = \"test\"\ndate = \"2026-11-30\"\n",
+    );
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"{\\\"label\\\": \\\"pos\\\", \\\"score\\\": 1} #sim:prose=5\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let (schema, prices) = (schema.display().to_string(), prices.display().to_string());
+    let result = run(
+        &sim,
+        &input,
+        &output,
+        &[
+            "--json-schema",
+            &schema,
+            "--prices",
+            &prices,
+            "--model",
+            "m",
+            "--max-tokens",
+            "10",
+            "--max-cost",
+            "15",
+            "--backoff-base",
+            "1ms",
+            "-q",
+        ],
+    );
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    let records = read_jsonl(&output);
+    let a = &records[0];
+    // One attempt fits the cap with its $10 reservation; a second would need $10 more.
+    assert_eq!(a["attempts"], 1, "{a}");
+    let message = a["error"].as_str().unwrap();
+    assert!(
+        message.contains("not retried: another attempt could pass --max-cost"),
+        "{message}"
+    );
+    let cost = a["cost_usd"].as_f64().unwrap();
+    assert!(
+        cost > 0.0 && cost <= 15.0,
+        "the prose answer was paid for: {a}"
+    );
+    assert_eq!(sim.requests(), 1);
+}
