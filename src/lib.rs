@@ -67,6 +67,7 @@ macro_rules! say {
 
 #[doc(hidden)]
 pub mod api;
+pub mod batch;
 mod breaker;
 mod budget;
 #[doc(hidden)]
@@ -117,6 +118,7 @@ pub mod worker;
 // not part of the API.
 pub use api::request::RequestOptions;
 pub use api::EndpointOptions;
+pub use batch::{BatchOptions, Fallback, Via};
 pub use breaker::FIRST_STREAK as REFUSALS_BEFORE_STOP;
 pub use cost::CostOptions;
 pub use error::Error;

@@ -1,5 +1,6 @@
 //! The orchestrator of `promptbatch run`: lock the output (then work on its real path), back it
-//! up with --fresh, plan a resume, then reader thread → bounded queue → dispatcher (one task,
+//! up with --fresh, plan a resume (the prepare stage, shared with `--via batch`, which branches
+//! to `batch::run` here), then reader thread → bounded queue → dispatcher (one task,
 //! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
 //! --ordered, sort the output by row at the end.
 //!
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiClient, ApiKey, ClientOptions};
+use crate::batch::{BatchEnd, Via};
 use crate::breaker::Breaker;
 use crate::budget::{Budget, Reservation};
 use crate::cost::PriceTable;
@@ -54,7 +56,23 @@ impl Job {
 /// workers, then conclude with one stop reason.
 async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
-    let prepared = prepare(opts).await?;
+    let mut prepared = prepare(opts).await?;
+    if opts.via == Via::Batch {
+        match crate::batch::run(opts, prepared, &shutdown, started).await? {
+            BatchEnd::Done(summary) => return Ok(summary),
+            BatchEnd::Live(rest) => prepared = rest,
+        }
+    }
+    run_live(opts, prepared, shutdown, started).await
+}
+
+/// The live pipeline on a prepared run: reader, dispatcher, workers, writer.
+async fn run_live(
+    opts: &Job,
+    prepared: Prepared,
+    shutdown: Shutdown,
+    started: Instant,
+) -> Result<Summary, Error> {
     let Prepared {
         client,
         _simulator,
@@ -63,6 +81,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         plan,
         rows,
         prices,
+        done: _,
     } = prepared;
     let budget = opts
         .cost
@@ -150,19 +169,22 @@ fn summarize(
 }
 
 /// What a run has once it is ready to send: everything that can fail before the first request.
-struct Prepared {
-    client: ApiClient,
+/// The live pipeline and the batch path (`batch::run`) both start from it.
+pub(crate) struct Prepared {
+    pub client: ApiClient,
     /// The --dry-run simulator, kept alive for the run.
-    _simulator: Option<sim::SimHandle>,
+    pub _simulator: Option<sim::SimHandle>,
     /// The lock on the output, held for the run.
-    _lock: OutputLock,
+    pub _lock: OutputLock,
     /// The output's real path.
-    output: PathBuf,
+    pub output: PathBuf,
     /// The resume plan when the output had records.
-    plan: Option<Plan>,
+    pub plan: Option<Plan>,
     /// The rows still to send.
-    rows: input::RowStream,
-    prices: PriceTable,
+    pub rows: input::RowStream,
+    pub prices: PriceTable,
+    /// The rows the resume plan found done (`None` for a new output).
+    pub done: Option<RowSet>,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -183,6 +205,7 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     });
     let (lock, output) = take_output(opts)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
+    let done = done_rows.clone();
     let rows = match done_rows {
         Some(done) => {
             drop(early_rows);
@@ -201,6 +224,7 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         plan,
         rows,
         prices,
+        done,
     })
 }
 
@@ -254,7 +278,10 @@ fn stop_reason(
 
 /// What the writer does with each record once it is in the file: count it, and hand it to the
 /// caller's callback if the job has one.
-fn record_observer(opts: &Job, counters: &Arc<Counters>) -> Box<dyn FnMut(&Record) + Send> {
+pub(crate) fn record_observer(
+    opts: &Job,
+    counters: &Arc<Counters>,
+) -> Box<dyn FnMut(&Record) + Send> {
     let counters = counters.clone();
     let callback = opts.on_record.clone();
     Box::new(move |record| {
@@ -427,11 +454,11 @@ const CHUNK_ROWS: usize = 64;
 const QUEUED_CHUNKS: usize = 4;
 
 /// A few rows, handed from the reader to the dispatcher together (one wake-up, not one per row).
-type Chunk = Vec<Result<Row, Error>>;
+pub(crate) type Chunk = Vec<Result<Row, Error>>;
 
 /// Reads rows on a thread of its own into a bounded queue of chunks (the reader blocks when it
 /// is full). An `Err` item is the last one sent.
-fn spawn_reader(rows: input::RowStream, chunk_rows: usize) -> mpsc::Receiver<Chunk> {
+pub(crate) fn spawn_reader(rows: input::RowStream, chunk_rows: usize) -> mpsc::Receiver<Chunk> {
     let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
     std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(chunk_rows);

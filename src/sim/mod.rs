@@ -26,6 +26,9 @@
 //! with the exact wait until it would pass. `--rate-headers` adds OpenAI's
 //! `x-ratelimit-limit-requests` (per minute), `-remaining-requests` and `-reset-requests` (when
 //! one more request would pass) to every answer.
+//!
+//! The Batch API (files and batches, `batch.rs`) is served too unless `no_batch` is set: see
+//! that module for its processing time, expiry and failure on request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +49,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::request::{last_user_text, message_text};
 use crate::fingerprint::fnv1a;
 use crate::tokens;
+
+mod batch;
 
 /// Most request arrivals kept for `/_sim/stats`.
 const MAX_ARRIVALS: usize = 100_000;
@@ -115,6 +120,14 @@ pub struct SimOptions {
     pub limit_window: Duration,
     /// Send OpenAI's `x-ratelimit-*-requests` headers for the `limit_rpm` limit.
     pub rate_headers: bool,
+    /// Batch API: how long a batch takes from creation to its final status.
+    pub batch_time: Duration,
+    /// Batch API: the first N batches created expire (half their requests answered).
+    pub batch_expire: u32,
+    /// Batch API: the first N batches created fail validation (no request answered).
+    pub batch_fail: u32,
+    /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
+    pub no_batch: bool,
 }
 
 /// `Retry-After` of injected 429s unless set.
@@ -139,6 +152,10 @@ impl Default for SimOptions {
             limit_rpm: None,
             limit_window: DEFAULT_LIMIT_WINDOW,
             rate_headers: false,
+            batch_time: Duration::ZERO,
+            batch_expire: 0,
+            batch_fail: 0,
+            no_batch: false,
         }
     }
 }
@@ -278,6 +295,8 @@ struct Sim {
     arrivals: Mutex<Vec<Arrival>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
     window: Mutex<SlidingWindow>,
+    /// Files and batches of the Batch API.
+    batches: batch::Store,
 }
 
 /// A running in-process simulator.
@@ -344,6 +363,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         arrivals: Mutex::new(Vec::new()),
         fail_counts: Mutex::new(HashMap::new()),
         window: Mutex::new(SlidingWindow::default()),
+        batches: batch::Store::default(),
     });
     loop {
         let stream = tokio::select! {
@@ -434,6 +454,9 @@ impl Sim {
     async fn handle(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
         if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
             return Ok(json_response(200, &self.stats()));
+        }
+        if !self.options.no_batch && batch::serves(req.uri().path()) {
+            return self.batch(req).await;
         }
         let arrived = self.started.elapsed().as_millis() as u64;
         self.requests.fetch_add(1, Relaxed);
@@ -708,6 +731,7 @@ impl Sim {
         json!({
             "requests": self.requests.load(Relaxed),
             "completions": self.completions.load(Relaxed),
+            "batch": self.batches.stats(),
             "arrivals": arrivals,
             "details": details,
         })
