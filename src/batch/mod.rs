@@ -504,7 +504,8 @@ impl BatchRun<'_> {
             rows: file.rows,
         });
         let index = self.state.batches.len() - 1;
-        self.save()?;
+        // Not saved yet: an entry without a file id is dropped on resume anyway (its rows are
+        // submitted again; an upload is not billed).
         let name = format!(
             "promptbatch-{}-{}.jsonl",
             self.output
