@@ -118,7 +118,8 @@ impl Default for BatchOptions {
     }
 }
 
-/// How the batch part of a run ended.
+/// How the batch part of a run ended (returned once per run: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum BatchEnd {
     /// Done (or stopped): the run's summary.
     Done(Summary),
