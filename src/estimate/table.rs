@@ -421,14 +421,18 @@ mod tests {
         };
         let rows = edge(lines[0], "rows");
         let worst = edge(lines[0], "worst cost");
-        for (line, count, cost) in [
-            (lines[1], "1,000", "$3.00"),
-            (lines[2], " 100", "$1.00"),
-            (lines[3], " 100", "unpriced"),
+        let batch_worst = edge(lines[0], "batch worst");
+        for (line, count, cost, batch_cost) in [
+            (lines[1], "1,000", "$3.00", "$1.50"),
+            (lines[2], " 100", "$1.00", "$0.5000"),
+            (lines[3], " 100", "unpriced", "unpriced"),
         ] {
             assert_eq!(edge(line, count), rows, "{text}");
-            assert_eq!(display_width(line), worst, "{text}");
-            assert!(line.ends_with(cost), "{text}");
+            if cost != "unpriced" {
+                assert_eq!(edge(line, cost), worst, "{text}");
+            }
+            assert_eq!(display_width(line), batch_worst, "{text}");
+            assert!(line.ends_with(batch_cost), "{text}");
         }
     }
 
