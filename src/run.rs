@@ -421,7 +421,7 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
 }
 
 /// --ordered: the output was written as rows finished; now it is put in input order.
-fn put_in_input_order(output: &Path) -> Result<(), Error> {
+pub(crate) fn put_in_input_order(output: &Path) -> Result<(), Error> {
     let moved = order::sort_by_row(output)?;
     if moved > 0 {
         say!(

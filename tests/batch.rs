@@ -370,7 +370,10 @@ fn detach_submits_and_exits_then_the_same_command_collects() {
         .to_string();
     assert!(command_line.contains("--via batch"), "{command_line}");
     assert!(!command_line.contains("--detach"), "{command_line}");
-    assert!(state_file(&output).exists());
+    let state = std::fs::read_to_string(state_file(&output)).unwrap();
+    assert_no_key(&[&state]);
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["batches"][0]["rows"].as_array().unwrap().len(), 40);
     assert_eq!(std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), 0);
     assert_eq!(count(&batch_stats(&sim), "downloads"), 0);
 
@@ -495,4 +498,85 @@ fn a_provider_without_a_batch_api_gets_one_clear_line() {
     assert!(errors[0].contains("--via live"), "{}", errors[0]);
     assert!(!state_file(&output).exists(), "nothing was submitted");
     assert_no_key(&[&result.stderr]);
+}
+
+#[test]
+fn estimate_shows_the_batch_cost_beside_the_live_cost() {
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(50, |_| ""));
+    let result = common::run_args(&[
+        "estimate",
+        input.to_str().unwrap(),
+        "--max-tokens",
+        "100",
+        "--expect-output",
+        "40",
+        "--json",
+    ]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let estimate: Value = serde_json::from_str(&result.stdout).unwrap();
+    let half = |live: &str, batch: &str| {
+        let live = estimate[live].as_f64().unwrap();
+        let batch = estimate[batch].as_f64().unwrap();
+        assert!(
+            live > 0.0 && (batch - live / 2.0).abs() < 1e-12,
+            "{live} vs {batch}"
+        );
+    };
+    half("expected_cost_usd", "batch_expected_cost_usd");
+    half("worst_cost_usd", "batch_worst_cost_usd");
+    let table = common::run_args(&[
+        "estimate",
+        input.to_str().unwrap(),
+        "--max-tokens",
+        "100",
+        "--expect-output",
+        "40",
+    ]);
+    assert!(
+        table.stdout.contains("batch expected cost"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("batch worst-case cost"),
+        "{}",
+        table.stdout
+    );
+}
+
+/// The library alone (no command line): a `Job` through the Batch API of a `--dry-run`
+/// simulator, with `--ordered`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_job_runs_through_the_batch_api() {
+    use promptbatch::{BatchOptions, Job, StopReason, Via};
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(25, |_| ""));
+    let output = work.path("out.jsonl");
+    let summary = Job::new(&input, &output)
+        .via(Via::Batch)
+        .batch_options(BatchOptions {
+            max_requests: 10,
+            poll_every: Duration::from_millis(20),
+            ..BatchOptions::default()
+        })
+        .ordered()
+        .dry_run(SimOptions::default())
+        .run()
+        .await
+        .unwrap();
+    assert!(
+        matches!(summary.stop, StopReason::Completed),
+        "{:?}",
+        summary.stop
+    );
+    assert_eq!((summary.ok, summary.errors), (25, 0));
+    let records = read_jsonl(&output);
+    let rows: Vec<u64> = records.iter().map(|r| r["row"].as_u64().unwrap()).collect();
+    assert_eq!(
+        rows,
+        (1..=25).collect::<Vec<u64>>(),
+        "--ordered puts them in input order"
+    );
+    assert!(records.iter().all(|r| r["simulated"] == true));
 }

@@ -164,6 +164,7 @@ pub(crate) async fn run(
         spent_before: plan.as_ref().map_or(0.0, |p| p.spent),
         simulated,
         quiet: matches!(opts.display, Display::Quiet),
+        last_lines: Instant::now(),
     };
     let drive = batch_run.drive(rows, shutdown).await?;
     let skip = batch_run.skip;
@@ -186,6 +187,15 @@ pub(crate) async fn run(
                 done: Some(skip),
             }));
         }
+    };
+    let stop = match stop {
+        StopReason::Completed if opts.output.ordered => {
+            match crate::run::put_in_input_order(&output) {
+                Ok(()) => StopReason::Completed,
+                Err(e) => StopReason::Failed(e),
+            }
+        }
+        stop => stop,
     };
     let mut summary = Summary::new(&counters, started.elapsed(), stop);
     if let Some(plan) = &plan {
@@ -273,6 +283,8 @@ struct BatchRun<'a> {
     spent_before: f64,
     simulated: bool,
     quiet: bool,
+    /// When every batch's line was last printed (`Display::Lines`: once per interval).
+    last_lines: Instant,
 }
 
 impl BatchRun<'_> {
@@ -568,16 +580,26 @@ impl BatchRun<'_> {
     async fn poll(&mut self) -> Result<Vec<(usize, BatchObject)>, Error> {
         let mut finals = Vec::new();
         let mut changed = false;
+        // Plain progress lines (stderr not a terminal): every batch once per --log-every, as
+        // well as on each change.
+        let every_batch = match self.opts.display {
+            Display::Lines(every) if self.last_lines.elapsed() >= every => {
+                self.last_lines = Instant::now();
+                true
+            }
+            _ => false,
+        };
         for i in 0..self.state.batches.len() {
             let Some(id) = self.state.batches[i].batch_id.clone() else {
                 continue;
             };
             let batch = self.client().get(&id).await?;
             let entry = &mut self.state.batches[i];
-            if batch.status != entry.status {
+            let moved = batch.status != entry.status;
+            if moved || every_batch {
+                changed |= moved;
                 entry.status = batch.status.clone();
-                changed = true;
-                if !self.quiet || batch.is_final() {
+                if !self.quiet || (moved && batch.is_final()) {
                     let counts = batch.request_counts.unwrap_or_default();
                     let elapsed = unix_now().saturating_sub(entry.submitted_at);
                     say!(
@@ -896,7 +918,20 @@ pub async fn cancel(
     output: &std::path::Path,
     endpoint: &crate::api::EndpointOptions,
 ) -> Result<u64, Error> {
-    let state_path = state::path_for(output);
+    if !state::path_for(output).exists() {
+        return Err(Error::Config(format!(
+            "{} does not exist: no batch of {} is known (nothing to cancel)",
+            state::path_for(output).display(),
+            output.display()
+        )));
+    }
+    // The run that collects these batches holds this lock and writes the state too.
+    let lock = crate::output::lock::OutputLock::acquire(output).map_err(|e| {
+        Error::Config(format!(
+            "{e}\nto cancel its batches, stop that run first (Ctrl-C: the batches keep running), then cancel"
+        ))
+    })?;
+    let state_path = state::path_for(lock.path());
     let Some(mut state) = State::load(&state_path)? else {
         return Err(Error::Config(format!(
             "{} does not exist: no batch of {} is known (nothing to cancel)",
