@@ -166,7 +166,15 @@ pub(crate) async fn run(
         quiet: matches!(opts.display, Display::Quiet),
         last_lines: Instant::now(),
     };
-    let drive = batch_run.drive(rows, shutdown).await?;
+    // A second interrupt drops whatever step is under way: every step is saved before the next
+    // starts, so stopping anywhere is as safe as `kill -9`, and the same command resumes.
+    let drive = tokio::select! {
+        drive = batch_run.drive(rows, shutdown) => drive?,
+        _ = shutdown.abort.cancelled() => {
+            say!("stopped at once (second interrupt); the same command resumes where this run stopped");
+            Drive::Stopped(StopReason::Interrupted)
+        }
+    };
     let skip = batch_run.skip;
     let stop = match drive {
         Drive::Stopped(stop) => stop,
@@ -344,9 +352,14 @@ impl BatchRun<'_> {
                 }
                 continue;
             }
-            let finals = self.poll().await?;
+            let mut finals = self.poll().await?;
             if !finals.is_empty() {
-                self.collect(finals).await?;
+                // One batch at a time (memory: one batch's answers), last entry first so the
+                // earlier entries keep their places.
+                finals.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+                for (index, batch) in finals {
+                    self.collect(index, &batch).await?;
+                }
                 continue;
             }
             tokio::select! {
@@ -622,13 +635,13 @@ impl BatchRun<'_> {
         Ok(finals)
     }
 
-    /// Downloads the final batches' output and error files and writes one record per row that
-    /// has an answer or a permanent error; rows to try again go to `retry`. The batches leave the
-    /// state only once their records are on disk.
-    async fn collect(&mut self, finals: Vec<(usize, BatchObject)>) -> Result<(), Error> {
+    /// Downloads a final batch's output and error files and writes one record per row that has
+    /// an answer or a permanent error; rows to try again go to `retry`. The batch leaves the
+    /// state only once its records are on disk.
+    async fn collect(&mut self, index: usize, batch: &BatchObject) -> Result<(), Error> {
         let mut outcomes: HashMap<u64, (LineOutcome, u32, String, u64)> = HashMap::new();
-        for (index, batch) in &finals {
-            let entry = &self.state.batches[*index];
+        {
+            let entry = &self.state.batches[index];
             let by_id: HashMap<&str, &RowRef> = entry.rows.iter().map(|r| (r.id(), r)).collect();
             let mut found: HashMap<u64, LineOutcome> = HashMap::new();
             for file_id in [&batch.output_file_id, &batch.error_file_id]
@@ -669,11 +682,7 @@ impl BatchRun<'_> {
             }
         }
         self.write_outcomes(outcomes).await?;
-        let mut done: Vec<usize> = finals.into_iter().map(|(i, _)| i).collect();
-        done.sort_unstable();
-        for i in done.into_iter().rev() {
-            self.state.batches.remove(i);
-        }
+        self.state.batches.remove(index);
         self.save()
     }
 
