@@ -291,12 +291,13 @@ fn error_file_rows_become_error_records_or_go_into_new_batches() {
     let sim = Sim::plain();
     let work = Workdir::new();
     // Row 3 is refused (400: permanent); row 5 always meets a 503 (transient: new batches
-    // until the third, then an error record).
+    // until the third, then an error record); row 7 meets a 503 in its first batch only.
     let input = work.write(
         "in.jsonl",
         &rows(10, |i| match i {
             3 => " #sim:status=400",
             5 => " #sim:status=503",
+            7 => " #sim:fail=1",
             _ => "",
         }),
     );
@@ -332,6 +333,10 @@ fn error_file_rows_become_error_records_or_go_into_new_batches() {
     );
     let ok = records.iter().filter(|r| r["status"] == "ok").count();
     assert_eq!(ok, 8);
+    let recovered = by_id["r7"];
+    assert_eq!(recovered["status"], "ok", "{recovered}");
+    assert_eq!(recovered["attempts"], 2, "answered by its second batch");
+    assert_eq!(recovered["completion"], "echo: prompt 7 #sim:fail=1");
 
     // A re-run sends the two error rows again in one batch (and the 503 row twice more).
     let again = run_batch(&sim, &input, &output, &[], &[]);
@@ -345,7 +350,7 @@ fn error_file_rows_become_error_records_or_go_into_new_batches() {
         .collect();
     assert_eq!(
         totals,
-        [10, 1, 1, 2, 1, 1],
+        [10, 2, 1, 2, 1, 1],
         "only the error rows are sent again"
     );
     assert_eq!(read_jsonl(&output).len(), 10);
@@ -579,4 +584,101 @@ async fn a_library_job_runs_through_the_batch_api() {
         "--ordered puts them in input order"
     );
     assert!(records.iter().all(|r| r["simulated"] == true));
+}
+
+#[test]
+fn killed_for_real_while_waiting_the_resume_collects_the_same_batch() {
+    let sim = Sim::start(SimOptions {
+        batch_time: Duration::from_secs(2),
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(50, |_| ""));
+    let output = work.path("out.jsonl");
+    let mut child = command()
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args([
+            "--base-url",
+            &sim.base_url,
+            "--via",
+            "batch",
+            "--poll-every",
+            "50ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the state names the created batch, then SIGKILL.
+    let state = state_file(&output);
+    loop {
+        let text = std::fs::read_to_string(&state).unwrap_or_default();
+        if text.contains("\"batch_id\":\"batch_") {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its batch was created"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+
+    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "files_created"), 1);
+    assert_eq!(count(&stats, "batches_created"), 1);
+    assert_one_ok_record_per_row(&output, 50);
+}
+
+#[test]
+fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
+    let sim = Sim::start(SimOptions {
+        batch_time: Duration::from_secs(2),
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(30, |_| ""));
+    let output = work.path("out.jsonl");
+    let child = command()
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args([
+            "--base-url",
+            &sim.base_url,
+            "--via",
+            "batch",
+            "--poll-every",
+            "50ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = state_file(&output);
+    while !std::fs::read_to_string(&state)
+        .unwrap_or_default()
+        .contains("\"batch_id\":\"batch_")
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    common::interrupt(child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("keep running at the provider"), "{stderr}");
+    assert!(stderr.contains("to resume, run:"), "{stderr}");
+
+    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    assert_one_ok_record_per_row(&output, 30);
 }

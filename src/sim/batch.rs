@@ -4,7 +4,8 @@
 //!
 //! A batch is `validating`, then `in_progress` until `batch_time` after its creation, then
 //! `completed`: each input line is answered as `POST /v1/chat/completions` would answer it (the
-//! same deterministic completion, `#sim:status=NNN` and `#sim:quota` directives included),
+//! same deterministic completion, `#sim:status=NNN` and `#sim:quota` directives included,
+//! `#sim:fail=N` failing the first N batches that carry the line's body with a 503),
 //! 200 answers into the output file and the others into the error file, in the documented line
 //! shape `{id, custom_id, response: {status_code, request_id, body}, error}`. On request the first
 //! `batch_fail` batches created end `failed` (nothing answered, `errors` says why) and the first
@@ -391,7 +392,7 @@ impl Sim {
             }
             let body = request.get("body").cloned().unwrap_or(Value::Null);
             let raw = serde_json::to_vec(&body).unwrap_or_default();
-            let (status, answer) = answer_line(&body, &raw);
+            let (status, answer) = self.answer_line(&body, &raw);
             let entry = json!({
                 "id": line_id,
                 "custom_id": custom_id,
@@ -449,6 +450,37 @@ impl Sim {
             "request_counts": {"total": batch.total, "completed": counts.0, "failed": counts.1},
             "metadata": batch.metadata,
         })
+    }
+}
+
+impl Sim {
+    /// How one request of a batch is answered: the live answer, without latency or random
+    /// faults; `#sim:fail=N[:STATUS]` fails the first N batches that carry this exact body.
+    fn answer_line(&self, body: &Value, raw: &[u8]) -> (u16, Value) {
+        let (status, answer) = answer_line(body, raw);
+        if status != 200 {
+            return (status, answer);
+        }
+        let prompt = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(|m| last_user_text(m))
+            .unwrap_or_default();
+        let directives = Directives::parse(&prompt);
+        if directives.fail > 0 {
+            if let Ok(mut counts) = self.fail_counts.lock() {
+                let seen = counts.entry(fnv1a(raw)).or_insert(0);
+                if *seen < directives.fail {
+                    *seen += 1;
+                    let status = directives.fail_status;
+                    return (
+                        status,
+                        json!({"error": {"message": "simulated failure (#sim:fail)", "type": "server_error", "code": "overloaded"}}),
+                    );
+                }
+            }
+        }
+        (status, answer)
     }
 }
 
