@@ -56,6 +56,12 @@ impl Job {
 /// workers, then conclude with one stop reason.
 async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
+    if opts.via == Via::Batch && opts.input.reads_once() {
+        return Err(Error::Config(format!(
+            "--via batch reads the input again when its batches finish (to write their records), and {} can be read only once: save it to a file and pass that file",
+            if crate::paths::is_stdin(&opts.input.path) { "standard input" } else { "rows in memory" }
+        )));
+    }
     let mut prepared = prepare(opts).await?;
     if opts.via == Via::Batch {
         match crate::batch::run(opts, prepared, &shutdown, started).await? {

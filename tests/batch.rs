@@ -682,3 +682,23 @@ fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
     assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
     assert_one_ok_record_per_row(&output, 30);
 }
+
+#[test]
+fn standard_input_is_refused_with_what_to_do() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let output = work.path("out.jsonl");
+    let result = common::run_stdin(
+        &sim,
+        &output,
+        &["--input-format", "jsonl", "--via", "batch"],
+        rows(3, |_| "").as_bytes(),
+    );
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("--via batch") && result.stderr.contains("save it to a file"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
+}
