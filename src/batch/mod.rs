@@ -237,7 +237,14 @@ fn load_state(path: &std::path::Path, endpoint: &str, simulated: bool) -> Result
             state.endpoint
         )));
     }
-    if state.endpoint != endpoint && !state.batches.is_empty() {
+    if state.batches.is_empty() {
+        // Only rows to retry: they may go anywhere.
+        return Ok(State {
+            endpoint: endpoint.to_string(),
+            ..state
+        });
+    }
+    if state.endpoint != endpoint {
         return Err(Error::Config(format!(
             "{} names {} batches submitted to {}, not to {endpoint}: run with --base-url {} to collect them (or `promptbatch cancel` them there)",
             path.display(),
@@ -424,13 +431,29 @@ impl BatchRun<'_> {
         rows: input::RowStream,
         shutdown: &Shutdown,
     ) -> Result<Submitted, Error> {
-        let in_flight = self.state.rows_in_flight();
-        let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
         let writer = Writer::start(
             &self.output,
             256,
             crate::run::record_observer(self.opts, &self.counters),
         )?;
+        // The writer is finished (its records synced) whatever the pass ends with.
+        let submitted = self.submit_rows(rows, shutdown, &writer).await;
+        let written = writer.finish();
+        let submitted = submitted?;
+        written?;
+        Ok(submitted)
+    }
+
+    /// [`submit`](Self::submit)'s pass, writing error records of rows that cannot be sent to
+    /// `writer`.
+    async fn submit_rows(
+        &mut self,
+        rows: input::RowStream,
+        shutdown: &Shutdown,
+        writer: &Writer,
+    ) -> Result<Submitted, Error> {
+        let in_flight = self.state.rows_in_flight();
+        let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
         let mut chunks = crate::run::spawn_reader(rows, 64);
         let mut end = Submitted::All;
         'reading: while let Some(chunk) = chunks.recv().await {
@@ -453,7 +476,7 @@ impl BatchRun<'_> {
                 let request = match row.content {
                     RowContent::Invalid { prompt, message } => {
                         let record = self.error_record(place, prompt, None, message, 0);
-                        self.write(&writer, record).await;
+                        self.write(writer, record).await;
                         continue;
                     }
                     RowContent::Request(request) => request,
@@ -467,7 +490,7 @@ impl BatchRun<'_> {
                     );
                     let prompt = request.prompt.clone();
                     let record = self.error_record(place, prompt, Some(&request), message, 0);
-                    self.write(&writer, record).await;
+                    self.write(writer, record).await;
                     continue;
                 }
                 let worst = self.worst_case(&request)?;
@@ -496,7 +519,6 @@ impl BatchRun<'_> {
                 self.save()?;
             }
         }
-        writer.finish()?;
         Ok(end)
     }
 
