@@ -26,9 +26,9 @@
 //! Debug builds only: `PROMPTBATCH_TEST_ABORT_AT=after-upload|create-unsaved|after-create|
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
 
-pub mod client;
-pub mod split;
-pub mod state;
+mod client;
+mod split;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
