@@ -184,6 +184,19 @@ pub(crate) async fn run(
                 "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
                 crate::human::group(counters.done())
             );
+            // The live part's --max-cost counts what the batch part of this run spent.
+            let batch_spent = counters.cost_totals().spent_usd();
+            let plan = match plan {
+                Some(mut plan) => {
+                    plan.spent += batch_spent;
+                    Some(plan)
+                }
+                None if opts.cost.max_cost.is_some() => Some(crate::output::resume::Plan {
+                    spent: batch_spent,
+                    ..Default::default()
+                }),
+                None => None,
+            };
             return Ok(BatchEnd::Live(Prepared {
                 client,
                 _simulator,
