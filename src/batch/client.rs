@@ -88,7 +88,12 @@ struct FileObject {
 struct BatchList {
     #[serde(default)]
     data: Vec<BatchObject>,
+    #[serde(default)]
+    has_more: bool,
 }
+
+/// Pages of `GET batches` read at most when looking for a batch (100 batches each).
+const MAX_LIST_PAGES: usize = 20;
 
 /// The Batch API of the run's endpoint.
 pub struct BatchClient<'a> {
@@ -154,11 +159,32 @@ impl<'a> BatchClient<'a> {
         parse(&answer, "GET batches/{id}")
     }
 
-    /// The most recent batches (up to 100), newest first.
-    pub async fn recent(&self) -> Result<Vec<BatchObject>, Error> {
-        let answer = self.call(Method::GET, "batches?limit=100", None).await?;
-        let list: BatchList = parse(&answer, "GET batches")?;
-        Ok(list.data)
+    /// The batches created since `since` (unix seconds; the API lists newest first, so the
+    /// listing stops at the first older one), at most [`MAX_LIST_PAGES`] pages of 100.
+    pub async fn created_since(&self, since: u64) -> Result<Vec<BatchObject>, Error> {
+        let mut found = Vec::new();
+        let mut path = "batches?limit=100".to_string();
+        for _ in 0..MAX_LIST_PAGES {
+            let answer = self.call(Method::GET, &path, None).await?;
+            let list: BatchList = parse(&answer, "GET batches")?;
+            let last = list.data.last().map(|b| b.id.clone());
+            let older = list
+                .data
+                .iter()
+                .any(|b| b.created_at.is_some_and(|at| at < since));
+            found.extend(
+                list.data
+                    .into_iter()
+                    .filter(|b| b.created_at.is_none_or(|at| at >= since)),
+            );
+            match last {
+                Some(last) if list.has_more && !older => {
+                    path = format!("batches?limit=100&after={last}")
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Cancels the batch `id`.

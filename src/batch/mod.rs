@@ -14,7 +14,7 @@
 //! Never paying twice: every step is recorded in the state file (`state.rs`, `OUTPUT.batch.json`)
 //! before the next one starts, so a re-run after Ctrl-C, `kill -9` or a reboot resumes where the
 //! last one stopped: an uploaded file whose batch was not recorded is looked up among the
-//! endpoint's recent batches (by input file id) before a batch is created for it; a created
+//! batches created since its upload (by input file id) before a batch is created for it; a created
 //! batch is polled, never created again; a batch whose records were only partly written is
 //! downloaded again and only the rows without a record are written. Rows of an expired, failed
 //! or cancelled batch, rows the error file reports with a transient error (429, 5xx,
@@ -399,9 +399,9 @@ impl BatchRun<'_> {
     }
 
     /// Batches an interrupted run left half-submitted: an uploaded file without a recorded batch
-    /// is looked up among the endpoint's recent batches (the create may have reached it) and
-    /// only then given a new batch; an entry whose upload did not finish is dropped (its rows
-    /// are submitted again: uploads are not billed).
+    /// is looked up among the batches created since its upload (the create may have reached the
+    /// endpoint before the run stopped) and only then given a new batch; an entry whose upload
+    /// did not finish is dropped (its rows are submitted again: uploads are not billed).
     async fn finish_submissions(&mut self) -> Result<(), Error> {
         let before = self.state.batches.len();
         self.state.batches.retain(|e| e.input_file_id.is_some());
@@ -414,7 +414,14 @@ impl BatchRun<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        let recent = self.client().recent().await?;
+        // Batches created since the oldest of these uploads (a minute of clock skew allowed).
+        let since = pending
+            .iter()
+            .map(|&i| self.state.batches[i].submitted_at)
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(60);
+        let recent = self.client().created_since(since).await?;
         for i in pending {
             let file_id = self.state.batches[i]
                 .input_file_id
