@@ -127,6 +127,10 @@ pub(crate) enum BatchEnd {
     Live(Prepared),
 }
 
+/// Rows of final batches collected in one pass over the input (their answers are held in
+/// memory meanwhile).
+const COLLECT_ROWS: usize = 200_000;
+
 /// Output tokens assumed for the worst case of a request without `max_tokens`.
 const WORST_OUTPUT_TOKENS: u64 = 4096;
 
@@ -374,12 +378,21 @@ impl BatchRun<'_> {
             }
             let mut finals = self.poll().await?;
             if !finals.is_empty() {
-                // One batch at a time (memory: one batch's answers), last entry first so the
-                // earlier entries keep their places.
+                // Last entry first, so the earlier entries keep their places; a few batches per
+                // pass over the input (memory: their answers), up to COLLECT_ROWS rows.
                 finals.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+                let mut group: Vec<(usize, BatchObject)> = Vec::new();
+                let mut rows = 0;
                 for (index, batch) in finals {
-                    self.collect(index, &batch).await?;
+                    let size = self.state.batches[index].rows.len();
+                    if !group.is_empty() && rows + size > COLLECT_ROWS {
+                        self.collect(std::mem::take(&mut group)).await?;
+                        rows = 0;
+                    }
+                    rows += size;
+                    group.push((index, batch));
                 }
+                self.collect(group).await?;
                 continue;
             }
             tokio::select! {
@@ -677,13 +690,13 @@ impl BatchRun<'_> {
         Ok(finals)
     }
 
-    /// Downloads a final batch's output and error files and writes one record per row that has
-    /// an answer or a permanent error; rows to try again go to `retry`. The batch leaves the
-    /// state only once its records are on disk.
-    async fn collect(&mut self, index: usize, batch: &BatchObject) -> Result<(), Error> {
+    /// Downloads final batches' output and error files and writes one record per row that has
+    /// an answer or a permanent error; rows to try again go to `retry`. The batches leave the
+    /// state only once their records are on disk. `finals` is sorted by index, last first.
+    async fn collect(&mut self, finals: Vec<(usize, BatchObject)>) -> Result<(), Error> {
         let mut outcomes: HashMap<u64, (LineOutcome, u32, String, u64)> = HashMap::new();
-        {
-            let entry = &self.state.batches[index];
+        for (index, batch) in &finals {
+            let entry = &self.state.batches[*index];
             let by_id: HashMap<&str, &RowRef> = entry.rows.iter().map(|r| (r.id(), r)).collect();
             let mut found: HashMap<u64, LineOutcome> = HashMap::new();
             for file_id in [&batch.output_file_id, &batch.error_file_id]
@@ -724,7 +737,9 @@ impl BatchRun<'_> {
             }
         }
         self.write_outcomes(outcomes).await?;
-        self.state.batches.remove(index);
+        for (index, _) in finals {
+            self.state.batches.remove(index);
+        }
         self.save()
     }
 
@@ -739,11 +754,18 @@ impl BatchRun<'_> {
             256,
             crate::run::record_observer(self.opts, &self.counters),
         )?;
-        let rows = input::open(
-            &self.opts.input,
-            &self.opts.request,
-            Some(self.skip.clone()),
-        )?;
+        // Rows with a record already (a download an interrupted run had begun) are not written
+        // again; every row but those of `outcomes` is passed over unparsed, and reading stops
+        // after the last of them.
+        outcomes.retain(|row, _| !self.skip.contains(*row));
+        let last = outcomes.keys().copied().max().unwrap_or(0);
+        let mut others = RowSet::default();
+        for row in 1..=last {
+            if !outcomes.contains_key(&row) {
+                others.insert(row);
+            }
+        }
+        let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
         let mut chunks = crate::run::spawn_reader(rows, 64);
         let total = outcomes.len();
         let mut written = 0usize;
@@ -757,6 +779,9 @@ impl BatchRun<'_> {
                         break 'reading;
                     }
                 };
+                if row.row > last || outcomes.is_empty() {
+                    break 'reading;
+                }
                 let Some((outcome, attempts, fingerprint, latency_ms)) = outcomes.remove(&row.row)
                 else {
                     continue;
