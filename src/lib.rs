@@ -50,7 +50,8 @@
 //! ```
 //!
 //! The facade: [`Job`] → [`Summary`]; [`estimate()`] → [`Estimate`]; [`report()`] →
-//! [`Report`]; [`Record`] is one output line. The modules below are the pipeline (see
+//! [`Report`]; [`Record`] is one output line. `Job::via(Via::Batch)` sends a run through the
+//! provider's Batch API instead (half price, answers within 24 h; see [`batch`]). The modules below are the pipeline (see
 //! ARCHITECTURE.md): `input` streams rows, the runner dispatches them to workers paced by `limit`,
 //! `api` talks HTTP, and the `output` writer owns the result file; `sim` is the built-in
 //! OpenAI-compatible simulator used by `--dry-run` and the tests.
