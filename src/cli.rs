@@ -12,9 +12,9 @@ use promptbatch::input::KeepColumns;
 use promptbatch::output::format::OutputFormat;
 use promptbatch::sim::AnswerBody;
 use promptbatch::{
-    CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, InputFormat, InputOptions,
-    Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule, MergeOptions, OutputOptions,
-    RequestOptions, RetryPolicy, Shard, SimOptions,
+    BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
+    InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
+    MergeOptions, OutputOptions, RequestOptions, RetryPolicy, Shard, SimOptions, Via,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -59,6 +59,10 @@ pub enum Command {
     Merge(MergeArgs),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
     MockServer(MockServerArgs),
+    /// Cancel the batches a `run --via batch` into OUTPUT submitted that are still running (read
+    /// from OUTPUT.batch.json). A later run on OUTPUT collects what they finished and submits
+    /// their other rows again.
+    Cancel(CancelArgs),
 }
 
 /// Where the rows come from and how a row becomes a prompt (shared by `run` and `estimate`).
@@ -273,6 +277,61 @@ pub struct RunArgs {
     /// No progress display (the end-of-run summary is still printed).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// How requests travel: `live` (one HTTP request per row, answers in seconds, live price) or
+    /// `batch` (the provider's Batch API: files of requests answered within 24 h, at the batch
+    /// price — half the live price at OpenAI). A batch run keeps its batch ids in
+    /// OUTPUT.batch.json: re-running the same command collects them, never submitting the same
+    /// rows twice.
+    #[arg(long, value_enum, default_value_t = Via::Live)]
+    pub via: Via,
+
+    /// --via batch: at most this many requests per Batch input file (one batch each).
+    #[arg(long, value_name = "N", default_value_t = promptbatch::batch::DEFAULT_MAX_REQUESTS, value_parser = parse_positive_usize)]
+    pub batch_max_requests: usize,
+
+    /// --via batch: at most this many bytes per Batch input file.
+    #[arg(long, value_name = "BYTES", default_value_t = promptbatch::batch::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_max_bytes: u64,
+
+    /// --via batch: how often to read the batches' status.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = promptbatch::duration::parse)]
+    pub poll_every: Duration,
+
+    /// --via batch: where rows go whose batch expired, failed or was cancelled, or that the
+    /// error file reports with a transient error: `batch` (a new batch) or `live` (sent live,
+    /// at the live price, once every batch is collected).
+    #[arg(long, value_enum, default_value_t = Fallback::Batch)]
+    pub fallback: Fallback,
+
+    /// --via batch: submit the batches and exit at once, printing the command that collects
+    /// the results later (the same command without --detach).
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// Everything `promptbatch cancel` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct CancelArgs {
+    /// The output file of the `run --via batch` whose batches to cancel.
+    #[arg(value_name = "OUTPUT")]
+    pub output: PathBuf,
+
+    /// API base URL the batches were submitted to (as for `run`).
+    #[arg(
+        long,
+        env = "PROMPTBATCH_BASE_URL",
+        default_value = promptbatch::api::client::DEFAULT_BASE_URL
+    )]
+    pub base_url: String,
+
+    /// Environment variable holding the API key. Default: EVOLINK_API_KEY, else OPENAI_API_KEY.
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
+
+    /// Also trust the CA certificates in FILE (PEM), as for `run`.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
 }
 
 /// Everything `promptbatch estimate` accepts.
@@ -372,6 +431,14 @@ pub struct MockServerArgs {
 
     #[command(flatten)]
     pub sim: SimArgs,
+}
+
+/// Parses a whole number of at least 1.
+fn parse_positive_usize(s: &str) -> Result<usize, String> {
+    match s.trim().replace('_', "").parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}`: expected a whole number of at least 1")),
+    }
 }
 
 /// Parses a positive dollar amount.
@@ -482,6 +549,23 @@ pub struct SimArgs {
     /// many gateways do.
     #[arg(long)]
     pub chunked: bool,
+
+    /// Batch API: how long a batch takes from creation to its final status.
+    #[arg(long, default_value = "0s", value_parser = promptbatch::duration::parse)]
+    pub batch_time: Duration,
+
+    /// Batch API: the first N batches created expire (half their requests answered, the rest
+    /// reported `batch_expired` in the error file).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub batch_expire: u32,
+
+    /// Batch API: the first N batches created fail (nothing answered).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub batch_fail: u32,
+
+    /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
+    #[arg(long)]
+    pub no_batch: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,7 +644,28 @@ impl RunArgs {
         job.dry_run = dry_run;
         job.grace = self.grace;
         job.handle_signals = true;
+        job.via = self.via;
+        job.batch = BatchOptions {
+            max_requests: self.batch_max_requests,
+            max_bytes: self.batch_max_bytes,
+            poll_every: self.poll_every,
+            fallback: self.fallback,
+            detach: self.detach,
+            ..BatchOptions::default()
+        };
         job
+    }
+}
+
+impl CancelArgs {
+    /// The endpoint to cancel at.
+    pub fn endpoint(&self) -> EndpointOptions {
+        EndpointOptions {
+            base_url: self.base_url.clone(),
+            api_key_env: self.api_key_env.clone(),
+            ca_certs: self.ca_cert.clone(),
+            ..EndpointOptions::default()
+        }
     }
 }
 
@@ -608,6 +713,10 @@ impl SimArgs {
             rate_headers: self.rate_headers,
             answer: self.answer,
             chunked: self.chunked,
+            batch_time: self.batch_time,
+            batch_expire: self.batch_expire,
+            batch_fail: self.batch_fail,
+            no_batch: self.no_batch,
         }
     }
 }
@@ -641,6 +750,8 @@ mod tests {
         );
         assert_eq!(job.input.prompt_column, library.input.prompt_column);
         assert_eq!(job.input.input_format, library.input.input_format);
+        assert_eq!(job.via, library.via);
+        assert_eq!(job.batch, library.batch);
         assert!(job.handle_signals && !library.handle_signals);
 
         let cli = Cli::parse_from(["promptbatch", "mock-server"]);
@@ -653,6 +764,59 @@ mod tests {
         assert_eq!(sim.limit_window, library.limit_window);
         assert_eq!(sim.latency, library.latency);
         assert_eq!(sim.error_style, library.error_style);
+        assert_eq!(sim.batch_time, library.batch_time);
+        assert_eq!(
+            (sim.batch_expire, sim.batch_fail, sim.no_batch),
+            (library.batch_expire, library.batch_fail, library.no_batch)
+        );
+    }
+
+    #[test]
+    fn batch_flags_reach_the_job() {
+        let cli = Cli::parse_from([
+            "promptbatch",
+            "run",
+            "in.jsonl",
+            "-o",
+            "out.jsonl",
+            "--via",
+            "batch",
+            "--batch-max-requests",
+            "40000",
+            "--batch-max-bytes",
+            "1000",
+            "--poll-every",
+            "2s",
+            "--fallback",
+            "live",
+            "--detach",
+        ]);
+        let Command::Run(args) = cli.command else {
+            panic!("not a run")
+        };
+        let job = args.into_job();
+        assert_eq!(job.via, Via::Batch);
+        assert_eq!(
+            job.batch,
+            BatchOptions {
+                max_requests: 40_000,
+                max_bytes: 1000,
+                poll_every: Duration::from_secs(2),
+                fallback: Fallback::Live,
+                detach: true,
+                ..BatchOptions::default()
+            }
+        );
+        assert!(Cli::try_parse_from([
+            "promptbatch",
+            "run",
+            "in.jsonl",
+            "-o",
+            "o",
+            "--batch-max-requests",
+            "0"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! `--prices FILE` overrides, and the cost of one answer's usage:
 //! uncached prompt × input + cached × cached_input + completion × output (reasoning tokens are
 //! part of completion and billed as output), with the tier chosen by the request's prompt tokens.
+//! A run through the provider's Batch API (`--via batch`) is billed at the model's `batch` rates
+//! (its `[models."NAME".batch]` table); a model without one is billed at its live rates, so a
+//! batch cost is never under-reported.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -44,6 +47,28 @@ pub struct LongContext {
     pub output: f64,
 }
 
+/// A model's Batch API rates (USD per 1M tokens), with their own long-context tier.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPrice {
+    pub input: f64,
+    pub cached_input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub long_context: Option<LongContext>,
+    /// Where the rates come from (or that they are assumed).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// Which price list applies: the live API's or the Batch API's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Billing {
+    #[default]
+    Live,
+    Batch,
+}
+
 /// One model's prices.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +78,9 @@ pub struct ModelPrice {
     pub output: f64,
     #[serde(default)]
     pub long_context: Option<LongContext>,
+    /// Batch API rates; `None`: the live rates apply to batches too.
+    #[serde(default)]
+    pub batch: Option<BatchPrice>,
     #[serde(default)]
     pub source: Option<String>,
     #[serde(default)]
@@ -76,9 +104,33 @@ impl ModelPrice {
         }
     }
 
+    /// The rates that apply under `billing` to a request with `prompt_tokens` prompt tokens.
+    pub fn rates_via(&self, billing: Billing, prompt_tokens: u64) -> Rates {
+        match (billing, &self.batch) {
+            (Billing::Batch, Some(batch)) => match batch.long_context {
+                Some(long) if prompt_tokens > long.above_prompt_tokens => Rates {
+                    input: long.input,
+                    cached_input: long.cached_input,
+                    output: long.output,
+                },
+                _ => Rates {
+                    input: batch.input,
+                    cached_input: batch.cached_input,
+                    output: batch.output,
+                },
+            },
+            _ => self.rates_for(prompt_tokens),
+        }
+    }
+
     /// USD cost of one answer's usage.
     pub fn cost(&self, usage: &TokenUsage) -> f64 {
-        let rates = self.rates_for(usage.prompt);
+        self.cost_via(Billing::Live, usage)
+    }
+
+    /// USD cost of one answer's usage under `billing`.
+    pub fn cost_via(&self, billing: Billing, usage: &TokenUsage) -> f64 {
+        let rates = self.rates_via(billing, usage.prompt);
         let cached = usage.cached.min(usage.prompt);
         let uncached = usage.prompt - cached;
         (uncached as f64 * rates.input
@@ -128,8 +180,13 @@ impl PriceTable {
     /// Cost of a usage under the first priced model of `models` (e.g. the answer's model, then
     /// the requested one); `None` when none is priced, with one warning per model name.
     pub fn cost(&self, models: &[&str], usage: &TokenUsage) -> Option<f64> {
+        self.cost_via(Billing::Live, models, usage)
+    }
+
+    /// [`cost`](Self::cost) under `billing` (the Batch API's rates for `Billing::Batch`).
+    pub fn cost_via(&self, billing: Billing, models: &[&str], usage: &TokenUsage) -> Option<f64> {
         if let Some(price) = models.iter().find_map(|m| self.get(m)) {
-            return Some(price.cost(usage));
+            return Some(price.cost_via(billing, usage));
         }
         if let Some(model) = models.first() {
             let first_time = self
@@ -255,10 +312,41 @@ mod tests {
     }
 
     #[test]
+    fn batch_rates_are_half_for_gpt_5_2_and_live_without_a_batch_table() {
+        let table = PriceTable::load(None).unwrap();
+        let u = usage(10_000, 8_000, 500, 0);
+        let live = table.cost(&["gpt-5.2"], &u).unwrap();
+        let batch = table.cost_via(Billing::Batch, &["gpt-5.2"], &u).unwrap();
+        assert!(close(batch, live / 2.0), "{batch} vs {live}");
+        // Gemini's long-context tier has its own batch rates: 250,000 prompt → half of $0.856.
+        let m = ["gemini-3.1-pro-preview"];
+        let long = table
+            .cost_via(Billing::Batch, &m, &usage(250_000, 50_000, 2_000, 0))
+            .unwrap();
+        assert!(close(long, 0.428), "{long}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[models.local]\ninput = 1\ncached_input = 1\noutput = 1\n",
+        )
+        .unwrap();
+        let table = PriceTable::load(Some(&path)).unwrap();
+        let u = usage(1_000_000, 0, 0, 0);
+        assert_eq!(table.cost_via(Billing::Batch, &["local"], &u), Some(1.0));
+    }
+
+    #[test]
     fn every_embedded_entry_names_its_source_and_date() {
         let table = PriceTable::load(None).unwrap();
         for (name, price) in &table.models {
             assert!(price.source.is_some() && price.date.is_some(), "{name}");
+            if let Some(batch) = &price.batch {
+                assert!(
+                    batch.source.is_some(),
+                    "{name}: batch rates without a source"
+                );
+            }
         }
     }
 }

@@ -57,8 +57,10 @@
 //! - `expected_cost_usd`, `worst_cost_usd`: totals over priced rows, `null` when that case is
 //!   unknown or no row is priced; `expected_cost_low_usd`, `expected_cost_high_usd`: the
 //!   expected cost at the ends of the output's 95 % range; `unpriced_rows`, `unpriced_models`
+//! - `batch_expected_cost_usd`, `batch_worst_cost_usd`: the same at the Batch API's rates
+//!   (`run --via batch`; a model without batch rates counts at its live rates)
 //! - `models`: `[{ "model", "rows", "prompt_tokens", "exact", "priced", "expected_cost_usd",
-//!   "worst_cost_usd" }]`, by model name
+//!   "worst_cost_usd", "batch_expected_cost_usd", "batch_worst_cost_usd" }]`, by model name
 //! - `time`: `null` when neither `--rpm`, `--tpm` nor `--from-output` is given, else `{ "rpm",
 //!   "tpm", "minutes", "limited_by": "rpm" | "tpm" | "latency", "output_basis": "worst" |
 //!   "expected" | "none" }`; `concurrency`: the `-c` the latency-bound time assumes
@@ -70,7 +72,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::api::request::RequestOptions;
-use crate::cost::{ModelPrice, PriceTable};
+use crate::cost::{Billing, ModelPrice, PriceTable};
 use crate::error::Error;
 use crate::human::group;
 use crate::input::{self, InputOptions, RowContent};
@@ -163,6 +165,17 @@ struct ModelTotals {
     prompt_tokens: u64,
     exact: bool,
     price: Option<ModelPrice>,
+    /// Cost sums at the live rates.
+    live: RateSums,
+    /// Cost sums at the Batch API's rates.
+    batch: RateSums,
+    worst_output_tokens: u64,
+    rows_without_max_tokens: u64,
+}
+
+/// Rate sums of one model's rows under one price list.
+#[derive(Debug, Clone, Default)]
+struct RateSums {
     /// Σ prompt tokens × input rate (USD per 1M tokens × tokens).
     input_cost: f64,
     /// Σ prompt tokens × cached-input rate (the same prompts, were they all cached).
@@ -171,8 +184,18 @@ struct ModelTotals {
     output_rate_sum: f64,
     /// Σ max tokens × output rate over rows with a max.
     worst_output_cost: f64,
-    worst_output_tokens: u64,
-    rows_without_max_tokens: u64,
+}
+
+impl RateSums {
+    fn add(&mut self, price: &ModelPrice, billing: Billing, prompt_tokens: u64, max: Option<u64>) {
+        let rates = price.rates_via(billing, prompt_tokens);
+        self.input_cost += prompt_tokens as f64 * rates.input;
+        self.cached_input_cost += prompt_tokens as f64 * rates.cached_input;
+        self.output_rate_sum += rates.output;
+        if let Some(n) = max {
+            self.worst_output_cost += n as f64 * rates.output;
+        }
+    }
 }
 
 /// Sums over the whole input.
@@ -202,10 +225,8 @@ impl Totals {
                     prompt_tokens: 0,
                     exact: is_exact_model(&model),
                     price: prices.get(&model).cloned(),
-                    input_cost: 0.0,
-                    cached_input_cost: 0.0,
-                    output_rate_sum: 0.0,
-                    worst_output_cost: 0.0,
+                    live: RateSums::default(),
+                    batch: RateSums::default(),
                     worst_output_tokens: 0,
                     rows_without_max_tokens: 0,
                 };
@@ -219,13 +240,12 @@ impl Totals {
             None => entry.rows_without_max_tokens += 1,
         }
         if let Some(price) = &entry.price {
-            let rates = price.rates_for(prompt_tokens);
-            entry.input_cost += prompt_tokens as f64 * rates.input;
-            entry.cached_input_cost += prompt_tokens as f64 * rates.cached_input;
-            entry.output_rate_sum += rates.output;
-            if let Some(n) = max_tokens {
-                entry.worst_output_cost += n as f64 * rates.output;
-            }
+            entry
+                .live
+                .add(price, Billing::Live, prompt_tokens, max_tokens);
+            entry
+                .batch
+                .add(price, Billing::Batch, prompt_tokens, max_tokens);
         }
     }
 }
@@ -483,6 +503,9 @@ pub struct Estimate {
     pub expected_cost_low_usd: Option<f64>,
     pub expected_cost_high_usd: Option<f64>,
     pub worst_cost_usd: Option<f64>,
+    /// The expected and worst-case costs at the Batch API's rates (`run --via batch`).
+    pub batch_expected_cost_usd: Option<f64>,
+    pub batch_worst_cost_usd: Option<f64>,
     pub unpriced_rows: u64,
     pub unpriced_models: Vec<String>,
     pub models: Vec<ModelEstimate>,
@@ -501,6 +524,8 @@ pub struct ModelEstimate {
     pub priced: bool,
     pub expected_cost_usd: Option<f64>,
     pub worst_cost_usd: Option<f64>,
+    pub batch_expected_cost_usd: Option<f64>,
+    pub batch_worst_cost_usd: Option<f64>,
 }
 
 /// How long the run would take under the given limits.
@@ -545,19 +570,23 @@ struct ModelCosts {
 }
 
 impl ModelTotals {
-    fn costs(&self, x: &Expectation) -> ModelCosts {
+    fn costs(&self, x: &Expectation, billing: Billing) -> ModelCosts {
         if self.price.is_none() {
             return ModelCosts::default();
         }
+        let sums = match billing {
+            Billing::Live => &self.live,
+            Billing::Batch => &self.batch,
+        };
         let input =
-            self.input_cost * (1.0 - x.cached_share) + self.cached_input_cost * x.cached_share;
-        let cost_at = |n: f64| (input + n * self.output_rate_sum) / 1e6;
+            sums.input_cost * (1.0 - x.cached_share) + sums.cached_input_cost * x.cached_share;
+        let cost_at = |n: f64| (input + n * sums.output_rate_sum) / 1e6;
         ModelCosts {
             expected: x.per_row.map(cost_at),
             low: x.range.map(|r| cost_at(r.0)),
             high: x.range.map(|r| cost_at(r.1)),
             worst: (self.rows_without_max_tokens == 0)
-                .then(|| (self.input_cost + self.worst_output_cost) / 1e6),
+                .then(|| (sums.input_cost + sums.worst_output_cost) / 1e6),
         }
     }
 }
@@ -575,6 +604,8 @@ struct Sums {
     expected_low: f64,
     expected_high: f64,
     worst_cost: f64,
+    batch_expected_cost: f64,
+    batch_worst_cost: f64,
     unpriced_rows: u64,
     unpriced_models: Vec<String>,
     models: Vec<ModelEstimate>,
@@ -589,7 +620,8 @@ impl Sums {
         }
         self.rows_without_max += m.rows_without_max_tokens;
         self.worst_tokens += m.worst_output_tokens;
-        let c = m.costs(x);
+        let c = m.costs(x, Billing::Live);
+        let b = m.costs(x, Billing::Batch);
         let priced = m.price.is_some();
         if priced {
             self.any_priced = true;
@@ -597,6 +629,8 @@ impl Sums {
             self.expected_low += c.low.unwrap_or(0.0);
             self.expected_high += c.high.unwrap_or(0.0);
             self.worst_cost += c.worst.unwrap_or(0.0);
+            self.batch_expected_cost += b.expected.unwrap_or(0.0);
+            self.batch_worst_cost += b.worst.unwrap_or(0.0);
         } else {
             self.unpriced_rows += m.rows;
             self.unpriced_models.push(name.clone());
@@ -609,6 +643,8 @@ impl Sums {
             priced,
             expected_cost_usd: c.expected,
             worst_cost_usd: c.worst,
+            batch_expected_cost_usd: b.expected,
+            batch_worst_cost_usd: b.worst,
         });
     }
 }
@@ -693,6 +729,9 @@ impl Estimate {
             expected_cost_low_usd: (priced && x.range.is_some()).then_some(sums.expected_low),
             expected_cost_high_usd: (priced && x.range.is_some()).then_some(sums.expected_high),
             worst_cost_usd: (priced && bounded).then_some(sums.worst_cost),
+            batch_expected_cost_usd: (priced && x.per_row.is_some())
+                .then_some(sums.batch_expected_cost),
+            batch_worst_cost_usd: (priced && bounded).then_some(sums.batch_worst_cost),
             unpriced_rows: sums.unpriced_rows,
             unpriced_models: sums.unpriced_models,
             models: sums.models,

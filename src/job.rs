@@ -5,7 +5,8 @@
 //! The options are grouped by the stage they configure, and each group's type lives with that
 //! stage: [`InputOptions`] (`input`), [`RequestOptions`] and [`EndpointOptions`] (`api`),
 //! [`LimitOptions`] (`limit`), [`RetryPolicy`] (`worker`), [`CostOptions`] (`cost`),
-//! [`OutputOptions`] (`output`), [`Display`] (`progress`) and [`SimOptions`] (`sim`).
+//! [`OutputOptions`] (`output`), [`Display`] (`progress`), [`SimOptions`] (`sim`), and how
+//! requests travel: [`Via`] and [`BatchOptions`] (`batch`).
 //! `Job::run` lives with the runner (`run.rs`): the configuration does not depend on the code
 //! that carries it out.
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crate::api::request::RequestOptions;
 use crate::api::EndpointOptions;
+use crate::batch::{BatchOptions, Via};
 use crate::cost::CostOptions;
 use crate::input::InputOptions;
 use crate::limit::LimitOptions;
@@ -46,6 +48,10 @@ pub struct Job {
     pub retry: RetryPolicy,
     /// Prices and the budget cap.
     pub cost: CostOptions,
+    /// Live requests (default) or the provider's Batch API.
+    pub via: Via,
+    /// The Batch API's limits, polling and fallback (used with `Via::Batch`).
+    pub batch: BatchOptions,
     /// How progress is shown on stderr (default: nothing until the end).
     pub display: Display,
     /// `Some`: no key, no network, no cost — the run goes to a fresh built-in simulator with
@@ -70,6 +76,8 @@ impl std::fmt::Debug for Job {
             .field("limits", &self.limits)
             .field("retry", &self.retry)
             .field("cost", &self.cost)
+            .field("via", &self.via)
+            .field("batch", &self.batch)
             .field("display", &self.display)
             .field("dry_run", &self.dry_run)
             .field("grace", &self.grace)
@@ -97,6 +105,8 @@ impl Job {
             limits: LimitOptions::default(),
             retry: RetryPolicy::default(),
             cost: CostOptions::default(),
+            via: Via::Live,
+            batch: BatchOptions::default(),
             display: Display::Quiet,
             dry_run: None,
             grace: DEFAULT_GRACE,
@@ -174,6 +184,18 @@ impl Job {
     /// Run against a fresh built-in simulator instead of the API (no key, no network, no cost).
     pub fn dry_run(mut self, simulator: SimOptions) -> Self {
         self.dry_run = Some(simulator);
+        self
+    }
+
+    /// Send the rows through the provider's Batch API (`Via::Batch`) or live (the default).
+    pub fn via(mut self, via: Via) -> Self {
+        self.via = via;
+        self
+    }
+
+    /// The Batch API's options (file limits, polling, fallback, detach).
+    pub fn batch_options(mut self, options: BatchOptions) -> Self {
+        self.batch = options;
         self
     }
 

@@ -50,7 +50,8 @@
 //! ```
 //!
 //! The facade: [`Job`] → [`Summary`]; [`estimate()`] → [`Estimate`]; [`report()`] →
-//! [`Report`]; [`Record`] is one output line. The modules below are the pipeline (see
+//! [`Report`]; [`Record`] is one output line. `Job::via(Via::Batch)` sends a run through the
+//! provider's Batch API instead (half price, answers within 24 h; see [`batch`]). The modules below are the pipeline (see
 //! ARCHITECTURE.md): `input` streams rows, the runner dispatches them to workers paced by `limit`,
 //! `api` talks HTTP, and the `output` writer owns the result file; `sim` is the built-in
 //! OpenAI-compatible simulator used by `--dry-run` and the tests.
@@ -67,6 +68,7 @@ macro_rules! say {
 
 #[doc(hidden)]
 pub mod api;
+pub mod batch;
 mod breaker;
 mod budget;
 #[doc(hidden)]
@@ -119,6 +121,7 @@ pub mod worker;
 // not part of the API.
 pub use api::request::RequestOptions;
 pub use api::EndpointOptions;
+pub use batch::{BatchOptions, Fallback, Via};
 pub use breaker::FIRST_STREAK as REFUSALS_BEFORE_STOP;
 pub use cost::CostOptions;
 pub use error::Error;

@@ -49,8 +49,20 @@ fn main() -> ExitCode {
         )),
         Command::Merge(args) => finish(promptbatch::merge::run(&args.into_options())),
         Command::MockServer(args) => runtime.block_on(mock_server(args)),
+        Command::Cancel(args) => finish(runtime.block_on(cancel(args))),
     };
     ExitCode::from(code as u8)
+}
+
+/// `promptbatch cancel OUTPUT`: cancels the batches of a `--via batch` run still running.
+async fn cancel(args: cli::CancelArgs) -> Result<i32, Error> {
+    let cancelled = promptbatch::batch::cancel(&args.output, &args.endpoint()).await?;
+    promptbatch::say!(
+        "cancelled {} running batches of {}; re-running the same `run` command collects what they finished and submits their other rows again",
+        cancelled,
+        args.output.display()
+    );
+    Ok(exit_code::OK)
 }
 
 /// `promptbatch estimate`: the estimate as a table, or JSON.
@@ -270,6 +282,20 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             );
             exit_code::FAILURE
         }
+        StopReason::Detached {
+            batches,
+            rows,
+            state,
+        } => {
+            promptbatch::say!(
+                "detached: {} batches holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
+                promptbatch::human::group(*batches),
+                promptbatch::human::group(*rows),
+                state.display(),
+                resume_command()
+            );
+            exit_code::OK
+        }
         StopReason::Budget { cap } => {
             promptbatch::say!(
                 "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
@@ -340,7 +366,7 @@ fn rerun_command(opts: &Job) -> String {
     }
 }
 
-/// The command line of this run, minus `--fresh`, quoted for a POSIX shell.
+/// The command line of this run, minus `--fresh` and `--detach`, quoted for a POSIX shell.
 fn resume_command() -> String {
     command_line(None)
 }
@@ -350,7 +376,7 @@ fn resume_command() -> String {
 fn command_line(stdin_as: Option<&str>) -> String {
     let mut stdin_as = stdin_as.map(std::ffi::OsString::from);
     let args: Vec<_> = std::env::args_os()
-        .filter(|a| a != "--fresh")
+        .filter(|a| a != "--fresh" && a != "--detach")
         .map(|a| match stdin_as.take_if(|_| a == "-") {
             Some(file) => file,
             None => a,

@@ -330,6 +330,13 @@ pub enum StopReason {
     /// The circuit breaker stopped one or more models (see `breaker`); their unsent rows have
     /// no record.
     Refused(Vec<crate::breaker::Refusal>),
+    /// `--via batch --detach`: the batches were submitted and the run returned without waiting;
+    /// `state` names them for the run that collects them.
+    Detached {
+        batches: u64,
+        rows: u64,
+        state: std::path::PathBuf,
+    },
 }
 
 /// The end-of-run summary.

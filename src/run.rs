@@ -1,5 +1,6 @@
 //! The orchestrator of `promptbatch run`: lock the output (then work on its real path), back it
-//! up with --fresh, plan a resume, then reader thread → bounded queue → dispatcher (one task,
+//! up with --fresh, plan a resume (the prepare stage, shared with `--via batch`, which branches
+//! to `batch::run` here), then reader thread → bounded queue → dispatcher (one task,
 //! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
 //! --ordered, sort the output by row at the end.
 //!
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::{ApiClient, ApiKey, ClientOptions};
+use crate::batch::{BatchEnd, Via};
 use crate::breaker::Breaker;
 use crate::budget::{Budget, Reservation};
 use crate::cost::PriceTable;
@@ -54,7 +56,29 @@ impl Job {
 /// workers, then conclude with one stop reason.
 async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
-    let prepared = prepare(opts).await?;
+    if opts.via == Via::Batch && opts.input.reads_once() {
+        return Err(Error::Config(format!(
+            "--via batch reads the input again when its batches finish (to write their records), and {} can be read only once: save it to a file and pass that file",
+            if crate::paths::is_stdin(&opts.input.path) { "standard input" } else { "rows in memory" }
+        )));
+    }
+    let mut prepared = prepare(opts).await?;
+    if opts.via == Via::Batch {
+        match crate::batch::run(opts, prepared, &shutdown, started).await? {
+            BatchEnd::Done(summary) => return Ok(summary),
+            BatchEnd::Live(rest) => prepared = rest,
+        }
+    }
+    run_live(opts, prepared, shutdown, started).await
+}
+
+/// The live pipeline on a prepared run: reader, dispatcher, workers, writer.
+async fn run_live(
+    opts: &Job,
+    prepared: Prepared,
+    shutdown: Shutdown,
+    started: Instant,
+) -> Result<Summary, Error> {
     let Prepared {
         client,
         _simulator,
@@ -66,6 +90,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         kept_columns,
         schema,
         output_format,
+        done: _,
     } = prepared;
     let budget = opts
         .cost
@@ -161,25 +186,28 @@ fn summarize(
 }
 
 /// What a run has once it is ready to send: everything that can fail before the first request.
-struct Prepared {
-    client: ApiClient,
+/// The live pipeline and the batch path (`batch::run`) both start from it.
+pub(crate) struct Prepared {
+    pub client: ApiClient,
     /// The --dry-run simulator, kept alive for the run.
-    _simulator: Option<sim::SimHandle>,
+    pub _simulator: Option<sim::SimHandle>,
     /// The lock on the output, held for the run.
-    _lock: OutputLock,
+    pub _lock: OutputLock,
     /// The output's real path.
-    output: PathBuf,
+    pub output: PathBuf,
     /// The resume plan when the output had records.
-    plan: Option<Plan>,
+    pub plan: Option<Plan>,
     /// The rows still to send.
-    rows: input::RowStream,
-    prices: PriceTable,
+    pub rows: input::RowStream,
+    pub prices: PriceTable,
+    /// The rows the resume plan found done (`None` for a new output).
+    pub done: Option<RowSet>,
     /// A CSV output's extra columns (output names).
-    kept_columns: Vec<String>,
+    pub kept_columns: Vec<String>,
     /// `--json-schema`, compiled.
-    schema: Option<AnswerSchema>,
+    pub schema: Option<AnswerSchema>,
     /// The shape of the output's lines.
-    output_format: crate::output::format::OutputFormat,
+    pub output_format: crate::output::format::OutputFormat,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -204,6 +232,7 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     check_output_columns(&output, &kept_columns)?;
     let output_format = output_format(opts, &output)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
+    let done = done_rows.clone();
     let rows = match done_rows {
         Some(done) => {
             drop(early_rows);
@@ -225,6 +254,7 @@ async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         kept_columns,
         schema,
         output_format,
+        done,
     })
 }
 
@@ -380,7 +410,7 @@ fn stop_reason(
 
 /// What the writer does with each record once it is in the file (count it, and hand it to the
 /// caller's callback if the job has one), and how it sees the requests in flight.
-fn writer_hooks(opts: &Job, counters: &Arc<Counters>) -> writer::WriterHooks {
+pub(crate) fn writer_hooks(opts: &Job, counters: &Arc<Counters>) -> writer::WriterHooks {
     let callback = opts.on_record.clone();
     let written = counters.clone();
     let in_flight = counters.clone();
@@ -524,7 +554,7 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
 }
 
 /// --ordered: the output was written as rows finished; now it is put in input order.
-fn put_in_input_order(output: &Path) -> Result<(), Error> {
+pub(crate) fn put_in_input_order(output: &Path) -> Result<(), Error> {
     let moved = order::sort_by_row(output)?;
     if moved > 0 {
         say!(
@@ -557,11 +587,11 @@ const CHUNK_ROWS: usize = 64;
 const QUEUED_CHUNKS: usize = 4;
 
 /// A few rows, handed from the reader to the dispatcher together (one wake-up, not one per row).
-type Chunk = Vec<Result<Row, Error>>;
+pub(crate) type Chunk = Vec<Result<Row, Error>>;
 
 /// Reads rows on a thread of its own into a bounded queue of chunks (the reader blocks when it
 /// is full). An `Err` item is the last one sent.
-fn spawn_reader(rows: input::RowStream, chunk_rows: usize) -> mpsc::Receiver<Chunk> {
+pub(crate) fn spawn_reader(rows: input::RowStream, chunk_rows: usize) -> mpsc::Receiver<Chunk> {
     let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
     std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(chunk_rows);

@@ -268,7 +268,7 @@ impl Spent {
 
 /// Stores the whole response body in an ok record (`--keep-response`): as JSON, or as a string
 /// when the body, though it parsed as an answer, is somehow not one JSON value.
-fn keep_response(record: &mut Record, body: &[u8]) {
+pub(crate) fn keep_response(record: &mut Record, body: &[u8]) {
     let value = serde_json::from_slice(body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
     record

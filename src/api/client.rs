@@ -199,6 +199,34 @@ impl ApiClient {
         &self.endpoint.shown
     }
 
+    /// The base URL (`…/v1/`, with a trailing slash) that other endpoints of the same API
+    /// (the Batch API's `files` and `batches`) are joined to.
+    pub(crate) fn api_base(&self) -> reqwest::Url {
+        let mut base = self.url.clone();
+        let path = base.path().trim_end_matches("chat/completions").to_string();
+        base.set_path(&path);
+        base
+    }
+
+    /// The shared HTTP client, the `Authorization` header and the whole-attempt timeout, for
+    /// other endpoints of the same API (the Batch API): same trust, proxies and key.
+    pub(crate) fn parts(&self) -> (&reqwest::Client, HeaderValue, Duration) {
+        (&self.http, self.auth.clone(), self.timeout)
+    }
+
+    /// Notes that an HTTP answer arrived (the endpoint is reachable).
+    pub(crate) fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// A failure without an answer, classified like the chat requests' (unreachable before any
+    /// answer and untrusted certificates are fatal), its message scrubbed.
+    pub(crate) fn classify_transport(&self, error: &reqwest::Error) -> Failure {
+        let mut failure = self.transport_failure(error);
+        failure.message = self.scrub(&failure.message);
+        failure
+    }
+
     /// The proxy requests go through (from the environment), as it may be shown.
     pub fn proxy(&self) -> Option<&str> {
         self.endpoint.proxy.as_deref()

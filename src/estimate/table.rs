@@ -24,6 +24,8 @@ impl Estimate {
             self.worst_output_line(),
             self.expected_cost_line(),
             self.worst_cost_line(),
+            self.batch_expected_line(),
+            self.batch_worst_line(),
             self.time_line(),
         ] {
             t.add_row(row.to_vec());
@@ -122,6 +124,40 @@ impl Estimate {
         self.cost_line("worst-case cost", self.worst_cost_usd, None, why)
     }
 
+    /// The expected cost through the Batch API, beside the live one above.
+    fn batch_expected_line(&self) -> Line {
+        let why = if self.no_price() {
+            "no row's model has a price"
+        } else {
+            "no expected output given"
+        };
+        let mut line = self.cost_line(
+            "batch expected cost",
+            self.batch_expected_cost_usd,
+            None,
+            why,
+        );
+        if self.batch_expected_cost_usd.is_some() {
+            line[2] = join_note("`run --via batch`: answers within 24 h", &line[2]);
+        }
+        line
+    }
+
+    /// The worst-case cost through the Batch API (what `--max-cost` checks before submitting).
+    fn batch_worst_line(&self) -> Line {
+        let why = if self.no_price() {
+            "no row's model has a price"
+        } else {
+            "worst case unbounded without max_tokens"
+        };
+        self.cost_line(
+            "batch worst-case cost",
+            self.batch_worst_cost_usd,
+            None,
+            why,
+        )
+    }
+
     /// A cost, its range if any and the unpriced rows it leaves out; or why there is none.
     fn cost_line(&self, what: &str, cost: Option<f64>, range: Option<String>, why: &str) -> Line {
         let Some(cost) = cost else {
@@ -192,6 +228,8 @@ impl Estimate {
             "tokens",
             "expected cost",
             "worst cost",
+            "batch expected",
+            "batch worst",
         ];
         let mut t = table(&header);
         for m in &self.models {
@@ -206,9 +244,20 @@ impl Estimate {
                 if m.exact { "exact" } else { "approximate" }.to_string(),
                 cost(m.expected_cost_usd),
                 cost(m.worst_cost_usd),
+                cost(m.batch_expected_cost_usd),
+                cost(m.batch_worst_cost_usd),
             ]);
         }
-        render(t, &[1, 2, 4, 5])
+        render(t, &[1, 2, 4, 5, 6, 7])
+    }
+}
+
+/// `first; second`, or `first` alone when `second` is empty.
+fn join_note(first: &str, second: &str) -> String {
+    if second.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first}; {second}")
     }
 }
 
@@ -254,6 +303,8 @@ mod tests {
             priced: cost.is_some(),
             expected_cost_usd: cost.map(|c| c.0),
             worst_cost_usd: cost.map(|c| c.1),
+            batch_expected_cost_usd: cost.map(|c| c.0 / 2.0),
+            batch_worst_cost_usd: cost.map(|c| c.1 / 2.0),
         }
     }
 
@@ -287,6 +338,8 @@ mod tests {
             expected_cost_low_usd: Some(2.25),
             expected_cost_high_usd: Some(2.75),
             worst_cost_usd: Some(4.0),
+            batch_expected_cost_usd: Some(1.25),
+            batch_worst_cost_usd: Some(2.0),
             unpriced_rows: 100,
             unpriced_models: vec!["模型中文".into()],
             models: vec![
@@ -369,14 +422,18 @@ mod tests {
         };
         let rows = edge(lines[0], "rows");
         let worst = edge(lines[0], "worst cost");
-        for (line, count, cost) in [
-            (lines[1], "1,000", "$3.00"),
-            (lines[2], " 100", "$1.00"),
-            (lines[3], " 100", "unpriced"),
+        let batch_worst = edge(lines[0], "batch worst");
+        for (line, count, cost, batch_cost) in [
+            (lines[1], "1,000", "$3.00", "$1.50"),
+            (lines[2], " 100", "$1.00", "$0.5000"),
+            (lines[3], " 100", "unpriced", "unpriced"),
         ] {
             assert_eq!(edge(line, count), rows, "{text}");
-            assert_eq!(display_width(line), worst, "{text}");
-            assert!(line.ends_with(cost), "{text}");
+            if cost != "unpriced" {
+                assert_eq!(edge(line, cost), worst, "{text}");
+            }
+            assert_eq!(display_width(line), batch_worst, "{text}");
+            assert!(line.ends_with(batch_cost), "{text}");
         }
     }
 

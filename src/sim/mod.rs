@@ -33,6 +33,8 @@
 //! example response ([`SEED_ANSWER`], 683 bytes) instead of the echo, and `--chunked` sends every
 //! answer with `Transfer-Encoding: chunked` instead of `Content-Length`, as nginx and many
 //! gateways do.
+//! The Batch API (files and batches, `batch.rs`) is served too unless `no_batch` is set: see
+//! that module for its processing time, expiry and failure on request.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -56,6 +58,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::request::{last_user_text, message_text};
 use crate::fingerprint::fnv1a;
 use crate::tokens;
+
+mod batch;
 
 /// Most request arrivals kept for `/_sim/stats`.
 const MAX_ARRIVALS: usize = 100_000;
@@ -152,6 +156,14 @@ pub struct SimOptions {
     pub answer: AnswerBody,
     /// Send every answer with `Transfer-Encoding: chunked` (no `Content-Length`).
     pub chunked: bool,
+    /// Batch API: how long a batch takes from creation to its final status.
+    pub batch_time: Duration,
+    /// Batch API: the first N batches created expire (half their requests answered).
+    pub batch_expire: u32,
+    /// Batch API: the first N batches created fail validation (no request answered).
+    pub batch_fail: u32,
+    /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
+    pub no_batch: bool,
 }
 
 /// `Retry-After` of injected 429s unless set.
@@ -178,6 +190,10 @@ impl Default for SimOptions {
             rate_headers: false,
             answer: AnswerBody::Echo,
             chunked: false,
+            batch_time: Duration::ZERO,
+            batch_expire: 0,
+            batch_fail: 0,
+            no_batch: false,
         }
     }
 }
@@ -317,6 +333,8 @@ struct Sim {
     arrivals: Mutex<Vec<Arrival>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
     window: Mutex<SlidingWindow>,
+    /// Files and batches of the Batch API.
+    batches: batch::Store,
 }
 
 /// A running in-process simulator.
@@ -383,6 +401,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         arrivals: Mutex::new(Vec::new()),
         fail_counts: Mutex::new(HashMap::new()),
         window: Mutex::new(SlidingWindow::default()),
+        batches: batch::Store::default(),
     });
     loop {
         let stream = tokio::select! {
@@ -513,6 +532,9 @@ impl Sim {
     async fn handle(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
         if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
             return Ok(json_response(200, &self.stats()));
+        }
+        if !self.options.no_batch && batch::serves(req.uri().path()) {
+            return self.batch(req).await;
         }
         let arrived = self.started.elapsed().as_millis() as u64;
         self.requests.fetch_add(1, Relaxed);
@@ -807,6 +829,7 @@ impl Sim {
         json!({
             "requests": self.requests.load(Relaxed),
             "completions": self.completions.load(Relaxed),
+            "batch": self.batches.stats(),
             "arrivals": arrivals,
             "details": details,
         })

@@ -1,0 +1,306 @@
+//! The Batch API over HTTP: upload an input file (`POST /files`, multipart, `purpose=batch`),
+//! create a batch (`POST /batches`), read one (`GET /batches/{id}`) or the recent ones
+//! (`GET /batches?limit=100`), cancel one, and download a file (`GET /files/{id}/content`).
+//!
+//! It rides on the run's [`ApiClient`]: the same base URL, key, trusted certificates, proxies and
+//! timeout. Transient failures (5xx, 429, dropped connections) are retried with the run's
+//! backoff; a 404 on `files` or `batches` means the provider has no Batch API and says so in one
+//! line. Every message has the key and the URL's user-info scrubbed.
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::classify::{classify_status, one_line};
+use crate::api::{ApiClient, FailureKind};
+use crate::error::Error;
+use crate::worker::RetryPolicy;
+
+/// A batch as the API describes it (fields the run uses; others ignored, missing ones empty).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BatchObject {
+    pub id: String,
+    pub status: String,
+    pub input_file_id: String,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+    pub created_at: Option<u64>,
+    pub completed_at: Option<u64>,
+    pub expired_at: Option<u64>,
+    pub failed_at: Option<u64>,
+    pub cancelled_at: Option<u64>,
+    pub request_counts: Option<RequestCounts>,
+    pub errors: Option<Value>,
+}
+
+/// `request_counts` of a batch.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RequestCounts {
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+impl BatchObject {
+    /// Whether the batch reached a final status.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "completed" | "failed" | "expired" | "cancelled"
+        )
+    }
+
+    /// When the batch reached its final status (unix seconds), if it says.
+    pub fn ended_at(&self) -> Option<u64> {
+        self.completed_at
+            .or(self.expired_at)
+            .or(self.failed_at)
+            .or(self.cancelled_at)
+    }
+
+    /// The batch's own `errors` (a failed batch says why), on one line.
+    pub fn errors_text(&self) -> Option<String> {
+        let data = self.errors.as_ref()?.get("data")?.as_array()?;
+        let texts: Vec<String> = data
+            .iter()
+            .filter_map(|e| {
+                let message = e.get("message").and_then(Value::as_str)?;
+                Some(match e.get("code").and_then(Value::as_str) {
+                    Some(code) => format!("{message} ({code})"),
+                    None => message.to_string(),
+                })
+            })
+            .collect();
+        (!texts.is_empty()).then(|| one_line(&texts.join("; ")))
+    }
+}
+
+#[derive(Deserialize)]
+struct FileObject {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct BatchList {
+    #[serde(default)]
+    data: Vec<BatchObject>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+/// Pages of `GET batches` read at most when looking for a batch (100 batches each).
+const MAX_LIST_PAGES: usize = 20;
+
+/// The Batch API of the run's endpoint.
+pub struct BatchClient<'a> {
+    api: &'a ApiClient,
+    retry: RetryPolicy,
+}
+
+impl<'a> BatchClient<'a> {
+    pub fn new(api: &'a ApiClient, retry: RetryPolicy) -> Self {
+        BatchClient { api, retry }
+    }
+
+    /// Uploads a Batch input file; returns its file id.
+    pub async fn upload(&self, content: Vec<u8>, name: &str) -> Result<String, Error> {
+        let boundary = format!("promptbatch-{:032x}", rand::random::<u128>());
+        let mut body = Vec::with_capacity(content.len() + 400);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+                 --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/jsonl\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&content);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let answer = self
+            .call(Method::POST, "files", Some((content_type, body.into())))
+            .await?;
+        let file: FileObject = parse(&answer, "POST files")?;
+        Ok(file.id)
+    }
+
+    /// Creates a batch of the uploaded file `input_file_id`.
+    pub async fn create(
+        &self,
+        input_file_id: &str,
+        completion_window: &str,
+        metadata: Value,
+    ) -> Result<BatchObject, Error> {
+        let request = serde_json::json!({
+            "input_file_id": input_file_id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": completion_window,
+            "metadata": metadata,
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                "batches",
+                Some(("application/json".into(), request.to_string().into())),
+            )
+            .await?;
+        parse(&answer, "POST batches")
+    }
+
+    /// The batch `id` now.
+    pub async fn get(&self, id: &str) -> Result<BatchObject, Error> {
+        let answer = self
+            .call(Method::GET, &format!("batches/{id}"), None)
+            .await?;
+        parse(&answer, "GET batches/{id}")
+    }
+
+    /// The batches created since `since` (unix seconds; the API lists newest first, so the
+    /// listing stops at the first older one), at most [`MAX_LIST_PAGES`] pages of 100.
+    pub async fn created_since(&self, since: u64) -> Result<Vec<BatchObject>, Error> {
+        let mut found = Vec::new();
+        let mut path = "batches?limit=100".to_string();
+        for _ in 0..MAX_LIST_PAGES {
+            let answer = self.call(Method::GET, &path, None).await?;
+            let list: BatchList = parse(&answer, "GET batches")?;
+            let last = list.data.last().map(|b| b.id.clone());
+            let older = list
+                .data
+                .iter()
+                .any(|b| b.created_at.is_some_and(|at| at < since));
+            found.extend(
+                list.data
+                    .into_iter()
+                    .filter(|b| b.created_at.is_none_or(|at| at >= since)),
+            );
+            match last {
+                Some(last) if list.has_more && !older => {
+                    path = format!("batches?limit=100&after={last}")
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Cancels the batch `id`.
+    pub async fn cancel(&self, id: &str) -> Result<BatchObject, Error> {
+        let answer = self
+            .call(Method::POST, &format!("batches/{id}/cancel"), None)
+            .await?;
+        parse(&answer, "POST batches/{id}/cancel")
+    }
+
+    /// The content of the file `id` (an output or error file).
+    pub async fn download(&self, id: &str) -> Result<Bytes, Error> {
+        self.call(Method::GET, &format!("files/{id}/content"), None)
+            .await
+    }
+
+    /// One call, retried on transient failures with the run's backoff.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(String, Bytes)>,
+    ) -> Result<Bytes, Error> {
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.attempt(method.clone(), path, body.clone()).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Transient(message)) if attempts > self.retry.max_retries => {
+                    return Err(Error::FatalApi(format!(
+                        "{method} {}: gave up after {attempts} attempts: {message}; the batch state is kept, re-run the same command to go on",
+                        self.shown(path)
+                    )))
+                }
+                Err(Attempt::Transient(message)) => {
+                    tracing::warn!("{method} {}: {message}; retrying", self.shown(path));
+                    tokio::time::sleep(self.retry.backoff(attempts)).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(String, Bytes)>,
+    ) -> Result<Bytes, Attempt> {
+        let (http, auth, timeout) = self.api.parts();
+        let url = self.api.api_base().join(path).map_err(|e| {
+            Attempt::Final(Error::Config(format!("bad Batch API path {path}: {e}")))
+        })?;
+        let mut request = http
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, auth)
+            .timeout(timeout);
+        if let Some((content_type, body)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let failure = self.api.classify_transport(&e);
+                return Err(match failure.kind {
+                    FailureKind::Fatal => Attempt::Final(Error::FatalApi(failure.message)),
+                    _ => Attempt::Transient(failure.message),
+                });
+            }
+        };
+        self.api.mark_answered();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| {
+            Attempt::Transient(self.api.scrub(&format!("HTTP {}: {e}", status.as_u16())))
+        })?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let collection = path.starts_with("files") || path.starts_with("batches");
+        if status.as_u16() == 404 && collection && !path.contains('/') || status.as_u16() == 405 {
+            return Err(Attempt::Final(Error::Config(format!(
+                "{} answered {} to {method} {path}: this endpoint has no Batch API (files and batches); run with --via live instead",
+                self.api.scrub(self.api.api_base().as_str()),
+                status.as_u16()
+            ))));
+        }
+        let failure = classify_status(status.as_u16(), &headers, &bytes);
+        let message = self.api.scrub(&failure.message);
+        match failure.kind {
+            FailureKind::Transient => Err(Attempt::Transient(message)),
+            _ => Err(Attempt::Final(Error::FatalApi(format!(
+                "{method} {}: {message}",
+                self.shown(path)
+            )))),
+        }
+    }
+
+    /// `{base}{path}` as it may be shown.
+    fn shown(&self, path: &str) -> String {
+        self.api.scrub(&format!("{}{path}", self.api.api_base()))
+    }
+}
+
+/// How one attempt failed.
+enum Attempt {
+    /// Try again after a backoff.
+    Transient(String),
+    /// Stop: the error says what to do.
+    Final(Error),
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::FatalApi(format!(
+            "the answer to {what} is not what the Batch API returns ({e}); is --base-url an OpenAI-compatible API with a Batch API? Otherwise run with --via live"
+        ))
+    })
+}

@@ -1,0 +1,1124 @@
+//! `--via batch`: the same run through the provider's Batch API, at its batch price (half the
+//! live price at OpenAI), answers within the completion window instead of seconds.
+//!
+//! After the live runner's prepare stage (input checked, key, output locked, `--fresh`, resume
+//! plan: rows done in OUTPUT are never submitted), the rows become Batch input files
+//! (`split.rs`, within `--batch-max-requests` / `--batch-max-bytes`), each is uploaded and made
+//! a batch (`client.rs`), and the run polls them every `--poll-every`, printing a line per batch
+//! when its status changes. A final batch's output and error files become the same records a
+//! live run writes (token counts from each answer's usage, cost at the batch rates, `attempts` =
+//! the batches the row went through, an error file's message as the record's `error`), appended
+//! through the output writer — so `report`, `estimate --from-output` and resume need nothing
+//! special.
+//!
+//! Never paying twice: every step is recorded in the state file (`state.rs`, `OUTPUT.batch.json`)
+//! before the next one starts, so a re-run after Ctrl-C, `kill -9` or a reboot resumes where the
+//! last one stopped: an uploaded file whose batch was not recorded is looked up among the
+//! batches created since its upload (by input file id) before a batch is created for it; a created
+//! batch is polled, never created again; a batch whose records were only partly written is
+//! downloaded again and only the rows without a record are written. Rows of an expired, failed
+//! or cancelled batch, rows the error file reports with a transient error (429, 5xx,
+//! `batch_expired`) and rows missing from both files go into a new batch (or, with
+//! `--fallback live`, are sent live), up to [`DEFAULT_MAX_ATTEMPTS`] batches per row; after that
+//! they get an error record. Rows the error file reports with a permanent error (400, …) get an
+//! error record with the API's message, as a live run would write.
+//!
+//! Debug builds only: `PROMPTBATCH_TEST_ABORT_AT=after-upload|create-unsaved|after-create|
+//! during-download` aborts the process at that point (as `kill -9` would), for the tests.
+
+mod client;
+mod split;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::api::classify::{classify_status, one_line};
+use crate::api::{response, ApiClient, ChatRequest, Completion, FailureKind};
+use crate::cost::{Billing, PriceTable};
+use crate::error::Error;
+use crate::input::{self, RowContent, RowSet};
+use crate::job::Job;
+use crate::output::record::RowInfo;
+use crate::output::{Finished, Record, Writer};
+use crate::progress::{Counters, Display, StopReason, Summary};
+use crate::run::Prepared;
+use crate::shutdown::Shutdown;
+use client::{BatchClient, BatchObject};
+use split::Splitter;
+use state::{Entry, RowRef, State};
+
+/// How a run sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Via {
+    /// One HTTP request per row, answers in seconds, at the live price.
+    #[default]
+    Live,
+    /// The provider's Batch API: files of requests, answers within the completion window, at
+    /// the batch price.
+    Batch,
+}
+
+/// Where rows go whose batch expired, failed or was cancelled, or that the error file reports
+/// with a transient error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Fallback {
+    /// Into a new batch.
+    #[default]
+    Batch,
+    /// Sent live, at the live price, once every batch is collected.
+    Live,
+}
+
+/// Requests per Batch input file unless set (OpenAI's limit).
+pub const DEFAULT_MAX_REQUESTS: usize = 50_000;
+/// Bytes per Batch input file unless set (OpenAI's limit is 200 MB).
+pub const DEFAULT_MAX_BYTES: u64 = 200 * 1_000_000;
+/// How often batches are polled unless set.
+pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(30);
+/// The completion window asked for (the only one OpenAI offers).
+pub const DEFAULT_COMPLETION_WINDOW: &str = "24h";
+/// Batches a row may go through before it gets an error record.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The options of `--via batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOptions {
+    /// Requests per input file (a new batch past it).
+    pub max_requests: usize,
+    /// Bytes per input file (a new batch past it).
+    pub max_bytes: u64,
+    /// How often the batches' status is read.
+    pub poll_every: Duration,
+    /// The completion window asked for.
+    pub completion_window: String,
+    /// Where rows to send again go.
+    pub fallback: Fallback,
+    /// Submit, save the state and return without waiting (a later run collects).
+    pub detach: bool,
+    /// Batches a row may go through before it gets an error record.
+    pub max_attempts: u32,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            poll_every: DEFAULT_POLL_EVERY,
+            completion_window: DEFAULT_COMPLETION_WINDOW.to_string(),
+            fallback: Fallback::Batch,
+            detach: false,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// How the batch part of a run ended (returned once per run: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum BatchEnd {
+    /// Done (or stopped): the run's summary.
+    Done(Summary),
+    /// `--fallback live`: these rows are to be sent live by the live runner.
+    Live(Prepared),
+}
+
+/// Rows of final batches collected in one pass over the input (their answers are held in
+/// memory meanwhile).
+const COLLECT_ROWS: usize = 200_000;
+
+/// Output tokens assumed for the worst case of a request without `max_tokens`.
+const WORST_OUTPUT_TOKENS: u64 = 4096;
+
+/// Runs the batch part of a job on a prepared run.
+pub(crate) async fn run(
+    opts: &Job,
+    prepared: Prepared,
+    shutdown: &Shutdown,
+    started: Instant,
+) -> Result<BatchEnd, Error> {
+    let Prepared {
+        client,
+        _simulator,
+        _lock,
+        output,
+        plan,
+        rows,
+        prices,
+        done,
+        kept_columns,
+        schema,
+        output_format,
+    } = prepared;
+    if schema.is_some() {
+        return Err(Error::Config(
+            "--json-schema with --via batch is not supported yet (the batch answers would not be \
+             checked against the schema): use --via live, or drop --json-schema"
+                .into(),
+        ));
+    }
+    let simulated = opts.dry_run.is_some();
+    let state_path = state::path_for(&output);
+    let endpoint = client.scrub(client.api_base().as_str());
+    let state = load_state(&state_path, &endpoint, simulated)?;
+    let counters = Arc::new(Counters::default());
+    let mut batch_run = BatchRun {
+        opts,
+        api: &client,
+        state,
+        state_path,
+        output: output.clone(),
+        prices: &prices,
+        counters: counters.clone(),
+        skip: done.unwrap_or_default(),
+        spent_before: plan.as_ref().map_or(0.0, |p| p.spent),
+        simulated,
+        kept_columns: kept_columns.clone(),
+        output_format,
+        quiet: matches!(opts.display, Display::Quiet),
+        last_lines: Instant::now(),
+    };
+    // A second interrupt drops whatever step is under way: every step is saved before the next
+    // starts, so stopping anywhere is as safe as `kill -9`, and the same command resumes.
+    let drive = tokio::select! {
+        drive = batch_run.drive(rows, shutdown) => drive?,
+        _ = shutdown.abort.cancelled() => {
+            say!("stopped at once (second interrupt); the same command resumes where this run stopped");
+            Drive::Stopped(StopReason::Interrupted)
+        }
+    };
+    let skip = batch_run.skip;
+    let stop = match drive {
+        Drive::Stopped(stop) => stop,
+        Drive::GoLive => {
+            let live_rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
+            say!(
+                "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
+                crate::human::group(counters.done())
+            );
+            // The live part's --max-cost counts what the batch part of this run spent.
+            let batch_spent = counters.cost_totals().spent_usd();
+            let plan = match plan {
+                Some(mut plan) => {
+                    plan.spent += batch_spent;
+                    Some(plan)
+                }
+                None if opts.cost.max_cost.is_some() => Some(crate::output::resume::Plan {
+                    spent: batch_spent,
+                    ..Default::default()
+                }),
+                None => None,
+            };
+            return Ok(BatchEnd::Live(Prepared {
+                client,
+                _simulator,
+                _lock,
+                output,
+                plan,
+                rows: live_rows,
+                prices,
+                done: Some(skip),
+                kept_columns,
+                schema,
+                output_format,
+            }));
+        }
+    };
+    let stop = match stop {
+        StopReason::Completed if opts.output.ordered => {
+            match crate::run::put_in_input_order(&output) {
+                Ok(()) => StopReason::Completed,
+                Err(e) => StopReason::Failed(e),
+            }
+        }
+        stop => stop,
+    };
+    let mut summary = Summary::new(&counters, started.elapsed(), stop);
+    if let Some(plan) = &plan {
+        summary.done_before = plan.done;
+        summary.kept_errors = plan.kept_errors;
+    }
+    summary.simulated = simulated;
+    Ok(BatchEnd::Done(summary))
+}
+
+/// The state of an earlier run on the same output, checked against this one.
+fn load_state(path: &std::path::Path, endpoint: &str, simulated: bool) -> Result<State, Error> {
+    let Some(state) = State::load(path)? else {
+        return Ok(State::new(endpoint.to_string(), simulated));
+    };
+    if state.simulated {
+        if !state.batches.is_empty() {
+            say!(
+                "{}: dropping {} batches of an earlier --dry-run (its simulator is gone); their rows are submitted again",
+                path.display(),
+                state.batches.len()
+            );
+        }
+        return Ok(State::new(endpoint.to_string(), simulated));
+    }
+    if simulated && !state.batches.is_empty() {
+        return Err(Error::Config(format!(
+            "{} names {} batches submitted to {}; a --dry-run cannot collect them: run without --dry-run to collect them, or `promptbatch cancel` them first",
+            path.display(),
+            state.batches.len(),
+            state.endpoint
+        )));
+    }
+    if state.batches.is_empty() {
+        // Only rows to retry: they may go anywhere.
+        return Ok(State {
+            endpoint: endpoint.to_string(),
+            ..state
+        });
+    }
+    if state.endpoint != endpoint {
+        return Err(Error::Config(format!(
+            "{} names {} batches submitted to {}, not to {endpoint}: run with --base-url {} to collect them (or `promptbatch cancel` them there)",
+            path.display(),
+            state.batches.len(),
+            state.endpoint,
+            state.endpoint
+        )));
+    }
+    Ok(state)
+}
+
+/// Why driving the batches ended.
+enum Drive {
+    Stopped(StopReason),
+    GoLive,
+}
+
+/// Why a submission pass ended.
+enum Submitted {
+    /// Every row was read.
+    All,
+    /// The next batch would pass --max-cost.
+    Budget,
+    /// Interrupted.
+    Halted,
+    /// A malformed input record.
+    Failed(Error),
+}
+
+/// What the answer to one row of a batch says.
+enum LineOutcome {
+    Answer(Completion),
+    /// An error record with this message.
+    Permanent(String),
+    /// Worth another batch.
+    Transient(String),
+}
+
+/// One batch run in progress.
+struct BatchRun<'a> {
+    opts: &'a Job,
+    api: &'a ApiClient,
+    state: State,
+    state_path: std::path::PathBuf,
+    output: std::path::PathBuf,
+    prices: &'a PriceTable,
+    counters: Arc<Counters>,
+    /// Rows with a record: done before this run, or written by it.
+    skip: RowSet,
+    /// Cost recorded in the output before this run.
+    spent_before: f64,
+    simulated: bool,
+    /// A CSV output's extra columns.
+    kept_columns: Vec<String>,
+    /// The shape of the output's lines.
+    output_format: crate::output::format::OutputFormat,
+    quiet: bool,
+    /// When every batch's line was last printed (`Display::Lines`: once per interval).
+    last_lines: Instant,
+}
+
+impl BatchRun<'_> {
+    fn client(&self) -> BatchClient<'_> {
+        BatchClient::new(self.api, self.opts.retry)
+    }
+
+    fn save(&self) -> Result<(), Error> {
+        self.state.save(&self.state_path)
+    }
+
+    /// Submits what is not submitted yet, then polls and collects until every row has a record
+    /// (or the run stops, detaches or falls back to live requests).
+    async fn drive(&mut self, rows: input::RowStream, shutdown: &Shutdown) -> Result<Drive, Error> {
+        self.finish_submissions().await?;
+        let mut rows = Some(rows);
+        loop {
+            let pass = match rows.take() {
+                Some(rows) => Some(rows),
+                // A later pass sends the rows to retry (and any row an earlier pass missed).
+                None if self.state.batches.is_empty() && !self.state.retry.is_empty() => {
+                    if self.opts.batch.fallback == Fallback::Live {
+                        self.state.retry.clear();
+                        self.save()?;
+                        return Ok(Drive::GoLive);
+                    }
+                    Some(input::open(
+                        &self.opts.input,
+                        &self.opts.request,
+                        Some(self.skip.clone()),
+                    )?)
+                }
+                None => None,
+            };
+            if let Some(pass) = pass {
+                match self.submit(pass, shutdown).await? {
+                    Submitted::All => {}
+                    Submitted::Budget => {
+                        let cap = self.opts.cost.max_cost.unwrap_or_default();
+                        return Ok(Drive::Stopped(StopReason::Budget { cap }));
+                    }
+                    Submitted::Halted => return Ok(Drive::Stopped(StopReason::Interrupted)),
+                    Submitted::Failed(e) => return Ok(Drive::Stopped(StopReason::Failed(e))),
+                }
+                if self.opts.batch.detach {
+                    let rows: usize = self.state.batches.iter().map(|b| b.rows.len()).sum();
+                    return Ok(Drive::Stopped(StopReason::Detached {
+                        batches: self.state.batches.len() as u64,
+                        rows: rows as u64,
+                        state: self.state_path.clone(),
+                    }));
+                }
+            }
+            if self.state.batches.is_empty() {
+                if self.state.retry.is_empty() {
+                    return Ok(Drive::Stopped(StopReason::Completed));
+                }
+                continue;
+            }
+            let mut finals = self.poll().await?;
+            if !finals.is_empty() {
+                // Last entry first, so the earlier entries keep their places; a few batches per
+                // pass over the input (memory: their answers), up to COLLECT_ROWS rows.
+                finals.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+                let mut group: Vec<(usize, BatchObject)> = Vec::new();
+                let mut rows = 0;
+                for (index, batch) in finals {
+                    let size = self.state.batches[index].rows.len();
+                    if !group.is_empty() && rows + size > COLLECT_ROWS {
+                        self.collect(std::mem::take(&mut group)).await?;
+                        rows = 0;
+                    }
+                    rows += size;
+                    group.push((index, batch));
+                }
+                self.collect(group).await?;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.stop_dispatch.cancelled() => {
+                    say!(
+                        "stopped waiting: {} batches keep running at the provider (state in {}); the same command collects them later, `promptbatch cancel {}` cancels them",
+                        self.state.batches.len(),
+                        self.state_path.display(),
+                        self.output.display()
+                    );
+                    return Ok(Drive::Stopped(StopReason::Interrupted));
+                }
+                _ = tokio::time::sleep(self.opts.batch.poll_every) => {}
+            }
+        }
+    }
+
+    /// Batches an interrupted run left half-submitted: an uploaded file without a recorded batch
+    /// is looked up among the batches created since its upload (the create may have reached the
+    /// endpoint before the run stopped) and only then given a new batch; an entry whose upload
+    /// did not finish is dropped (its rows are submitted again: uploads are not billed).
+    async fn finish_submissions(&mut self) -> Result<(), Error> {
+        let before = self.state.batches.len();
+        self.state.batches.retain(|e| e.input_file_id.is_some());
+        if self.state.batches.len() != before {
+            self.save()?;
+        }
+        let pending: Vec<usize> = (0..self.state.batches.len())
+            .filter(|&i| self.state.batches[i].batch_id.is_none())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Batches created since the oldest of these uploads (a minute of clock skew allowed).
+        let since = pending
+            .iter()
+            .map(|&i| self.state.batches[i].submitted_at)
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(60);
+        let recent = self.client().created_since(since).await?;
+        for i in pending {
+            let file_id = self.state.batches[i]
+                .input_file_id
+                .clone()
+                .unwrap_or_default();
+            match recent.iter().find(|b| b.input_file_id == file_id) {
+                Some(found) => {
+                    say!(
+                        "found batch {} for the uploaded file {file_id} (created before the last run stopped): it is collected, not created again",
+                        found.id
+                    );
+                    let entry = &mut self.state.batches[i];
+                    entry.batch_id = Some(found.id.clone());
+                    entry.status = found.status.clone();
+                    self.save()?;
+                }
+                None => self.create(i).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over `rows`: every row without a record and not in a batch goes into an input
+    /// file; each full file is uploaded and becomes a batch.
+    async fn submit(
+        &mut self,
+        rows: input::RowStream,
+        shutdown: &Shutdown,
+    ) -> Result<Submitted, Error> {
+        let writer = Writer::start(
+            &self.output,
+            256,
+            self.output_format,
+            self.kept_columns.clone(),
+            crate::run::writer_hooks(self.opts, &self.counters),
+        )?;
+        // The writer is finished (its records synced) whatever the pass ends with.
+        let submitted = self.submit_rows(rows, shutdown, &writer).await;
+        let written = writer.finish();
+        let submitted = submitted?;
+        written?;
+        Ok(submitted)
+    }
+
+    /// [`submit`](Self::submit)'s pass, writing error records of rows that cannot be sent to
+    /// `writer`.
+    async fn submit_rows(
+        &mut self,
+        rows: input::RowStream,
+        shutdown: &Shutdown,
+        writer: &Writer,
+    ) -> Result<Submitted, Error> {
+        let in_flight = self.state.rows_in_flight();
+        let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
+        let mut chunks = crate::run::spawn_reader(rows, 64);
+        let mut end = Submitted::All;
+        'reading: while let Some(chunk) = chunks.recv().await {
+            for item in chunk {
+                if shutdown.stop_dispatch.is_cancelled() {
+                    end = Submitted::Halted;
+                    break 'reading;
+                }
+                let row = match item {
+                    Ok(row) => row,
+                    Err(e) => {
+                        end = Submitted::Failed(e);
+                        break 'reading;
+                    }
+                };
+                if in_flight.contains(row.row) {
+                    continue;
+                }
+                let place = (row.id, row.row, row.line);
+                let request = match row.content {
+                    RowContent::Invalid { prompt, message } => {
+                        let record = self.error_record(place, prompt, None, message, 0);
+                        self.write(writer, record).await;
+                        continue;
+                    }
+                    RowContent::Request(request) => request,
+                };
+                let line = split::line(&place.0, &request.body);
+                if !splitter.fits(line.len()) {
+                    let message = format!(
+                        "the request is {} bytes as a Batch API line, more than --batch-max-bytes {}: send this row with --via live",
+                        line.len(),
+                        self.opts.batch.max_bytes
+                    );
+                    let prompt = request.prompt.clone();
+                    let record = self.error_record(place, prompt, Some(&request), message, 0);
+                    self.write(writer, record).await;
+                    continue;
+                }
+                let worst = self.worst_case(&request)?;
+                let attempts = self.state.retry.get(&place.1).copied().unwrap_or(0) + 1;
+                let row_ref = RowRef(place.1, place.0, request.fingerprint, attempts);
+                if let Some(file) = splitter.push(line, row_ref, worst) {
+                    if !self.submit_file(file).await? {
+                        end = Submitted::Budget;
+                        break 'reading;
+                    }
+                }
+            }
+        }
+        drop(chunks);
+        if matches!(end, Submitted::All) {
+            if let Some(file) = splitter.finish() {
+                if !self.submit_file(file).await? {
+                    end = Submitted::Budget;
+                }
+            }
+        }
+        if matches!(end, Submitted::All) {
+            // Every row to retry was read: those not submitted again left the input.
+            if !self.state.retry.is_empty() {
+                self.state.retry.clear();
+                self.save()?;
+            }
+        }
+        Ok(end)
+    }
+
+    /// Uploads a file and creates its batch; `false` when --max-cost refuses it.
+    async fn submit_file(&mut self, file: split::InputFile) -> Result<bool, Error> {
+        if let Some(cap) = self.opts.cost.max_cost {
+            let spent = self.spent_before + self.counters.cost_totals().spent_usd();
+            let reserved: f64 = self.state.batches.iter().map(|b| b.worst_case_usd).sum();
+            if spent + reserved + file.worst_case_usd > cap {
+                say!(
+                    "--max-cost: the next batch ({} rows) could cost up to {} at batch prices, which would pass the cap of {} ({} spent, {} reserved by batches in flight); it was not submitted",
+                    crate::human::group(file.rows.len() as u64),
+                    crate::human::format_usd(file.worst_case_usd),
+                    crate::human::format_usd(cap),
+                    crate::human::format_usd(spent),
+                    crate::human::format_usd(reserved)
+                );
+                return Ok(false);
+            }
+        }
+        for row in &file.rows {
+            self.state.retry.remove(&row.row());
+        }
+        let rows = file.rows.len();
+        self.state.batches.push(Entry {
+            input_file_id: None,
+            batch_id: None,
+            status: "uploading".into(),
+            submitted_at: unix_now(),
+            worst_case_usd: file.worst_case_usd,
+            rows: file.rows,
+        });
+        let index = self.state.batches.len() - 1;
+        // Not saved yet: an entry without a file id is dropped on resume anyway (its rows are
+        // submitted again; an upload is not billed).
+        let name = format!(
+            "promptbatch-{}-{}.jsonl",
+            self.output
+                .file_name()
+                .map_or_else(|| "output".into(), |n| n.to_string_lossy()),
+            index + 1
+        );
+        let file_id = match self.client().upload(file.content, &name).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.state.batches.pop();
+                self.save()?;
+                return Err(e);
+            }
+        };
+        if !self.quiet {
+            say!(
+                "uploaded {file_id}: {} requests",
+                crate::human::group(rows as u64)
+            );
+        }
+        let entry = &mut self.state.batches[index];
+        entry.input_file_id = Some(file_id);
+        entry.status = "uploaded".into();
+        self.save()?;
+        abort_at("after-upload");
+        self.create(index).await?;
+        Ok(true)
+    }
+
+    /// Creates the batch of entry `index` (uploaded, no batch yet).
+    async fn create(&mut self, index: usize) -> Result<(), Error> {
+        let entry = &self.state.batches[index];
+        let file_id = entry.input_file_id.clone().unwrap_or_default();
+        let metadata = serde_json::json!({
+            "promptbatch_output": self.output.file_name().map(|n| n.to_string_lossy().into_owned()),
+        });
+        let batch = self
+            .client()
+            .create(&file_id, &self.opts.batch.completion_window, metadata)
+            .await?;
+        abort_at("create-unsaved");
+        let entry = &mut self.state.batches[index];
+        entry.batch_id = Some(batch.id.clone());
+        entry.status = batch.status.clone();
+        let rows = entry.rows.len();
+        self.save()?;
+        say!(
+            "batch {} submitted: {} rows (state in {})",
+            batch.id,
+            crate::human::group(rows as u64),
+            self.state_path.display()
+        );
+        abort_at("after-create");
+        Ok(())
+    }
+
+    /// Reads every batch's status once; returns the batches that reached a final status.
+    async fn poll(&mut self) -> Result<Vec<(usize, BatchObject)>, Error> {
+        let mut finals = Vec::new();
+        let mut changed = false;
+        // Plain progress lines (stderr not a terminal): every batch once per --log-every, as
+        // well as on each change.
+        let every_batch = match self.opts.display {
+            Display::Lines(every) if self.last_lines.elapsed() >= every => {
+                self.last_lines = Instant::now();
+                true
+            }
+            _ => false,
+        };
+        for i in 0..self.state.batches.len() {
+            let Some(id) = self.state.batches[i].batch_id.clone() else {
+                continue;
+            };
+            let batch = self.client().get(&id).await?;
+            let entry = &mut self.state.batches[i];
+            let moved = batch.status != entry.status;
+            if moved || every_batch {
+                changed |= moved;
+                entry.status = batch.status.clone();
+                if !self.quiet || (moved && batch.is_final()) {
+                    let counts = batch.request_counts.unwrap_or_default();
+                    let elapsed = unix_now().saturating_sub(entry.submitted_at);
+                    say!(
+                        "batch {id}: {} · {}/{} requests done, {} failed · {} since submitted",
+                        batch.status,
+                        crate::human::group(counts.completed),
+                        crate::human::group(counts.total.max(entry.rows.len() as u64)),
+                        crate::human::group(counts.failed),
+                        humantime::format_duration(Duration::from_secs(elapsed))
+                    );
+                }
+            }
+            if batch.is_final() {
+                finals.push((i, batch));
+            }
+        }
+        if changed {
+            self.save()?;
+        }
+        Ok(finals)
+    }
+
+    /// Downloads final batches' output and error files and writes one record per row that has
+    /// an answer or a permanent error; rows to try again go to `retry`. The batches leave the
+    /// state only once their records are on disk. `finals` is sorted by index, last first.
+    async fn collect(&mut self, finals: Vec<(usize, BatchObject)>) -> Result<(), Error> {
+        let mut outcomes: HashMap<u64, (LineOutcome, u32, String, u64)> = HashMap::new();
+        for (index, batch) in &finals {
+            let entry = &self.state.batches[*index];
+            let by_id: HashMap<&str, &RowRef> = entry.rows.iter().map(|r| (r.id(), r)).collect();
+            let mut found: HashMap<u64, LineOutcome> = HashMap::new();
+            for file_id in [&batch.output_file_id, &batch.error_file_id]
+                .into_iter()
+                .flatten()
+            {
+                let content = self.client().download(file_id).await?;
+                for line in content.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    if let Some((custom_id, outcome)) = read_line(line) {
+                        if let Some(row) = by_id.get(custom_id.as_str()) {
+                            found.insert(row.row(), outcome);
+                        }
+                    }
+                }
+            }
+            let latency_ms = match (batch.created_at, batch.ended_at()) {
+                (Some(start), Some(end)) => end.saturating_sub(start) * 1000,
+                _ => 0,
+            };
+            for row in &entry.rows {
+                let outcome = found.remove(&row.row()).unwrap_or_else(|| {
+                    LineOutcome::Transient(match (batch.status.as_str(), batch.errors_text()) {
+                        ("failed", Some(why)) => format!("batch {} failed: {why}", batch.id),
+                        (status, _) => {
+                            format!("no answer for this row in batch {} ({status})", batch.id)
+                        }
+                    })
+                });
+                outcomes.insert(
+                    row.row(),
+                    (
+                        outcome,
+                        row.attempts(),
+                        row.fingerprint().to_string(),
+                        latency_ms,
+                    ),
+                );
+            }
+        }
+        self.write_outcomes(outcomes).await?;
+        for (index, _) in finals {
+            self.state.batches.remove(index);
+        }
+        self.save()
+    }
+
+    /// One pass over the input for the rows in `outcomes` (their prompts and lines), writing
+    /// their records.
+    async fn write_outcomes(
+        &mut self,
+        mut outcomes: HashMap<u64, (LineOutcome, u32, String, u64)>,
+    ) -> Result<(), Error> {
+        let writer = Writer::start(
+            &self.output,
+            256,
+            self.output_format,
+            self.kept_columns.clone(),
+            crate::run::writer_hooks(self.opts, &self.counters),
+        )?;
+        // Rows with a record already (a download an interrupted run had begun) are not written
+        // again; every row but those of `outcomes` is passed over unparsed, and reading stops
+        // after the last of them.
+        outcomes.retain(|row, _| !self.skip.contains(*row));
+        let last = outcomes.keys().copied().max().unwrap_or(0);
+        let mut others = RowSet::default();
+        for row in 1..=last {
+            if !outcomes.contains_key(&row) {
+                others.insert(row);
+            }
+        }
+        let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
+        let mut chunks = crate::run::spawn_reader(rows, 64);
+        let total = outcomes.len();
+        let mut written = 0usize;
+        let mut failure = None;
+        'reading: while let Some(chunk) = chunks.recv().await {
+            for item in chunk {
+                let row = match item {
+                    Ok(row) => row,
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'reading;
+                    }
+                };
+                if row.row > last || outcomes.is_empty() {
+                    break 'reading;
+                }
+                let Some((outcome, attempts, fingerprint, latency_ms)) = outcomes.remove(&row.row)
+                else {
+                    continue;
+                };
+                let RowContent::Request(request) = row.content else {
+                    continue;
+                };
+                if request.fingerprint != fingerprint {
+                    // The row changed since it was submitted: this answer is not its answer.
+                    self.state.retry.insert(row.row, 0);
+                    continue;
+                }
+                let place = (row.id, row.row, row.line);
+                let kept = row.kept.map(crate::output::record::rename_kept);
+                let mut record = match outcome {
+                    LineOutcome::Answer(completion) => {
+                        let answered = completion.model.clone().unwrap_or_default();
+                        let cost = self.prices.cost_via(
+                            Billing::Batch,
+                            &[&answered, &request.model],
+                            &completion.usage,
+                        );
+                        let body = completion.body.clone();
+                        let info = self.info(place, request.prompt, request.model, fingerprint);
+                        let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
+                        if self.opts.output.keep_response {
+                            crate::worker::keep_response(&mut record, &body);
+                        }
+                        record
+                    }
+                    LineOutcome::Permanent(message) => {
+                        let mut record =
+                            self.error_record(place, request.prompt, None, message, attempts);
+                        record.model = request.model;
+                        record.fingerprint = fingerprint;
+                        record.latency_ms = latency_ms;
+                        record
+                    }
+                    LineOutcome::Transient(message) if attempts >= self.opts.batch.max_attempts => {
+                        self.counters.transient_errors.fetch_add(1, Relaxed);
+                        let message = format!("gave up after {attempts} batches: {message}");
+                        let mut record =
+                            self.error_record(place, request.prompt, None, message, attempts);
+                        record.model = request.model;
+                        record.fingerprint = fingerprint;
+                        record.latency_ms = latency_ms;
+                        record
+                    }
+                    LineOutcome::Transient(message) => {
+                        tracing::debug!(row = place.1, "sent again in a new batch: {message}");
+                        self.state.retry.insert(place.1, attempts);
+                        continue;
+                    }
+                };
+                if let Some(kept) = kept {
+                    record
+                        .kept
+                        .get_or_insert_with(Default::default)
+                        .extend(*kept);
+                }
+                self.write(&writer, record).await;
+                written += 1;
+                if written == total.div_ceil(2) {
+                    self.abort_midway(written as u64).await;
+                }
+            }
+        }
+        drop(chunks);
+        writer.finish()?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Debug builds: `PROMPTBATCH_TEST_ABORT_AT=during-download` aborts once half the records of
+    /// a collection are in the output.
+    async fn abort_midway(&self, written: u64) {
+        if !abort_requested("during-download") {
+            return;
+        }
+        while self.counters.done() < written {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        abort_at("during-download");
+    }
+
+    /// Hands a record to the writer and marks its row as having one.
+    async fn write(&mut self, writer: &Writer, record: Record) {
+        if record.status == crate::output::Status::Error {
+            tracing::warn!(id = %record.id, row = record.row, "row failed: {}", record.error.as_deref().unwrap_or_default());
+        }
+        self.skip.insert(record.row);
+        let _ = writer.sender.send(Finished { record, slot: None }).await;
+    }
+
+    fn info(
+        &self,
+        (id, row, line): (String, u64, u64),
+        prompt: String,
+        model: String,
+        fingerprint: String,
+    ) -> RowInfo {
+        RowInfo {
+            id,
+            row,
+            line,
+            prompt,
+            model,
+            fingerprint,
+            simulated: self.simulated,
+            kept: None,
+            started: None,
+        }
+    }
+
+    /// An error record for a row (no tokens, no cost).
+    fn error_record(
+        &self,
+        place: (String, u64, u64),
+        prompt: String,
+        request: Option<&ChatRequest>,
+        message: String,
+        attempts: u32,
+    ) -> Record {
+        let model = request.map_or_else(|| self.opts.request.model.clone(), |r| r.model.clone());
+        let fingerprint = request.map_or_else(String::new, |r| r.fingerprint.clone());
+        let info = self.info(place, prompt, model, fingerprint);
+        Record::error(info, message, 0, attempts)
+    }
+
+    /// The worst-case cost of a request at batch prices (0 without --max-cost).
+    fn worst_case(&self, request: &ChatRequest) -> Result<f64, Error> {
+        if self.opts.cost.max_cost.is_none() {
+            return Ok(0.0);
+        }
+        let price = self.prices.get(&request.model).ok_or_else(|| {
+            Error::Config(format!(
+                "--max-cost cannot be enforced: model `{}` has no price; add it with --prices FILE",
+                request.model
+            ))
+        })?;
+        let prompt = request.estimated_prompt_tokens * 2;
+        let output = request.max_tokens.unwrap_or(WORST_OUTPUT_TOKENS);
+        let rates = price.rates_via(Billing::Batch, prompt);
+        Ok((prompt as f64 * rates.input + output as f64 * rates.output) / 1_000_000.0)
+    }
+}
+
+/// One line of an output or error file: its `custom_id` and what it says.
+fn read_line(line: &[u8]) -> Option<(String, LineOutcome)> {
+    let value: Value = serde_json::from_slice(line).ok()?;
+    let custom_id = match value.get("custom_id")? {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let response = value.get("response").filter(|r| !r.is_null());
+    if let Some(response) = response {
+        let status = response
+            .get("status_code")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u16;
+        let body = response.get("body").cloned().unwrap_or(Value::Null);
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Some((
+                custom_id,
+                match response::parse(&bytes) {
+                    Ok(completion) => LineOutcome::Answer(response::Completion {
+                        body: bytes.into(),
+                        ..completion
+                    }),
+                    Err(e) => LineOutcome::Transient(format!("HTTP {status}: {e}")),
+                },
+            ));
+        }
+        let failure = classify_status(status, &reqwest::header::HeaderMap::new(), &bytes);
+        return Some((
+            custom_id,
+            match failure.kind {
+                FailureKind::Transient => LineOutcome::Transient(failure.message),
+                _ => LineOutcome::Permanent(failure.message),
+            },
+        ));
+    }
+    let error = value.get("error").filter(|e| !e.is_null());
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("no response and no error for this row");
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let text = if code.is_empty() {
+        one_line(message)
+    } else {
+        one_line(&format!("{message} ({code})"))
+    };
+    Some((custom_id, LineOutcome::Transient(text)))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Debug builds: whether `PROMPTBATCH_TEST_ABORT_AT` names `point`.
+fn abort_requested(point: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var("PROMPTBATCH_TEST_ABORT_AT").is_ok_and(|v| v == point)
+}
+
+/// Debug builds: aborts the process (no cleanup, as `kill -9` would) when
+/// `PROMPTBATCH_TEST_ABORT_AT` names `point`.
+fn abort_at(point: &str) {
+    if abort_requested(point) {
+        say!("PROMPTBATCH_TEST_ABORT_AT={point}: aborting the process");
+        std::process::abort();
+    }
+}
+
+/// `promptbatch cancel OUTPUT`: cancels every batch the state of OUTPUT names that is still
+/// running. Returns how many were cancelled. The state is kept: a later run collects what the
+/// batches finished and submits their other rows again.
+pub async fn cancel(
+    output: &std::path::Path,
+    endpoint: &crate::api::EndpointOptions,
+) -> Result<u64, Error> {
+    if !state::path_for(output).exists() {
+        return Err(Error::Config(format!(
+            "{} does not exist: no batch of {} is known (nothing to cancel)",
+            state::path_for(output).display(),
+            output.display()
+        )));
+    }
+    // The run that collects these batches holds this lock and writes the state too.
+    let lock = crate::output::lock::OutputLock::acquire(output).map_err(|e| {
+        Error::Config(format!(
+            "{e}\nto cancel its batches, stop that run first (Ctrl-C: the batches keep running), then cancel"
+        ))
+    })?;
+    let state_path = state::path_for(lock.path());
+    let Some(mut state) = State::load(&state_path)? else {
+        return Err(Error::Config(format!(
+            "{} does not exist: no batch of {} is known (nothing to cancel)",
+            state_path.display(),
+            output.display()
+        )));
+    };
+    let options = crate::api::ClientOptions {
+        concurrency: 1,
+        timeout: endpoint.timeout,
+        connect_timeout: endpoint.connect_timeout,
+        ca_certs: endpoint.ca_certs.clone(),
+    };
+    let api = ApiClient::new(&endpoint.base_url, endpoint.key()?, &options)?;
+    let shown = api.scrub(api.api_base().as_str());
+    if shown != state.endpoint {
+        return Err(Error::Config(format!(
+            "the batches of {} were submitted to {}, not to {shown}: pass --base-url {}",
+            output.display(),
+            state.endpoint,
+            state.endpoint
+        )));
+    }
+    let client = BatchClient::new(&api, crate::worker::RetryPolicy::default());
+    let mut cancelled = 0;
+    for entry in &mut state.batches {
+        let Some(id) = &entry.batch_id else { continue };
+        let batch = client.get(id).await?;
+        if batch.is_final() {
+            continue;
+        }
+        let batch = client.cancel(id).await?;
+        say!("batch {id}: {} ({} rows)", batch.status, entry.rows.len());
+        entry.status = batch.status;
+        cancelled += 1;
+    }
+    state.save(&state_path)?;
+    Ok(cancelled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_and_error_lines_become_outcomes() {
+        let ok = br#"{"id":"r1","custom_id":"a","response":{"status_code":200,"request_id":"q","body":{"id":"c1","model":"m","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}},"error":null}"#;
+        let (id, outcome) = read_line(ok).unwrap();
+        assert_eq!(id, "a");
+        let LineOutcome::Answer(c) = outcome else {
+            panic!("not an answer")
+        };
+        assert_eq!((c.content.as_deref(), c.usage.prompt), (Some("hi"), 3));
+
+        let bad = br#"{"id":"r2","custom_id":"b","response":{"status_code":400,"request_id":"q","body":{"error":{"message":"bad thing","type":"invalid_request_error"}}},"error":null}"#;
+        let LineOutcome::Permanent(m) = read_line(bad).unwrap().1 else {
+            panic!("not permanent")
+        };
+        assert!(m.contains("HTTP 400") && m.contains("bad thing"), "{m}");
+
+        let busy = br#"{"id":"r3","custom_id":"c","response":{"status_code":503,"request_id":"q","body":{"error":{"message":"overloaded"}}},"error":null}"#;
+        assert!(matches!(
+            read_line(busy).unwrap().1,
+            LineOutcome::Transient(_)
+        ));
+
+        let expired = br#"{"id":"r4","custom_id":"d","response":null,"error":{"code":"batch_expired","message":"too late"}}"#;
+        let LineOutcome::Transient(m) = read_line(expired).unwrap().1 else {
+            panic!("not transient")
+        };
+        assert_eq!(m, "too late (batch_expired)");
+        assert!(read_line(b"not json").is_none());
+    }
+}

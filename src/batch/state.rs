@@ -1,0 +1,213 @@
+//! The state file of a `--via batch` run, `OUTPUT.batch.json` next to the output: which batches
+//! were submitted (input file id, batch id, last status), which rows each one holds (row number,
+//! id, fingerprint, how many batches the row has been through) and which rows wait to be sent
+//! again. It is what makes a batch run resumable without paying twice: a re-run reads it and
+//! polls the batches it names instead of uploading their rows again.
+//!
+//! Written atomically: a temporary file in the same folder, fsynced, renamed over the state, and
+//! the folder fsynced — on disk there is always the old state or the new one, never a mix. It
+//! holds no key and no URL user-info. It is removed once every batch it names is collected.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The version written; an unknown version is refused rather than misread.
+const VERSION: u32 = 1;
+
+/// Everything a later run needs to collect what this one submitted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub version: u32,
+    /// The API base URL the batches live at, as it may be shown (user-info redacted).
+    pub endpoint: String,
+    /// The batches went to a `--dry-run` simulator (gone with its process).
+    #[serde(default)]
+    pub simulated: bool,
+    /// Batches submitted (or being submitted) and not collected yet.
+    pub batches: Vec<Entry>,
+    /// Rows to send again (their batch expired, failed, was cancelled, or the error file
+    /// reported a transient error), with the number of batches each has been through.
+    #[serde(default)]
+    pub retry: BTreeMap<u64, u32>,
+}
+
+/// One batch, from before its upload until it is collected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// Set once the input file is uploaded.
+    pub input_file_id: Option<String>,
+    /// Set once the batch is created.
+    pub batch_id: Option<String>,
+    /// The last status seen (`uploading`, `uploaded`, then the API's).
+    pub status: String,
+    /// Unix seconds when the batch was submitted (for the elapsed time shown).
+    pub submitted_at: u64,
+    /// Worst-case cost of its rows at batch prices (for `--max-cost`).
+    #[serde(default)]
+    pub worst_case_usd: f64,
+    /// The rows it holds.
+    pub rows: Vec<RowRef>,
+}
+
+/// A row in a batch: `[row, id, fingerprint, attempts]` (attempts: the batches it has been
+/// through, this one included). Its `custom_id` in the batch is its id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RowRef(pub u64, pub String, pub String, pub u32);
+
+impl RowRef {
+    pub fn row(&self) -> u64 {
+        self.0
+    }
+    pub fn id(&self) -> &str {
+        &self.1
+    }
+    pub fn fingerprint(&self) -> &str {
+        &self.2
+    }
+    pub fn attempts(&self) -> u32 {
+        self.3
+    }
+}
+
+/// Where the state of the run writing `output` lives.
+pub fn path_for(output: &Path) -> PathBuf {
+    crate::paths::suffixed(output, ".batch.json")
+}
+
+impl State {
+    /// A new state for batches at `endpoint`.
+    pub fn new(endpoint: String, simulated: bool) -> Self {
+        State {
+            version: VERSION,
+            endpoint,
+            simulated,
+            batches: Vec::new(),
+            retry: BTreeMap::new(),
+        }
+    }
+
+    /// The state at `path`, `None` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Self>, Error> {
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot read the batch state {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        let state: State = serde_json::from_slice(&text).map_err(|e| {
+            Error::Config(format!(
+                "the batch state {} is not readable ({e}); it names batches that may still be running at the provider: fix it, or move it away to submit every unfinished row again (batches it names would be paid twice)",
+                path.display()
+            ))
+        })?;
+        if state.version != VERSION {
+            return Err(Error::Config(format!(
+                "the batch state {} has version {} (this promptbatch writes {VERSION}); use the promptbatch that wrote it to collect its batches",
+                path.display(),
+                state.version
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename, fsync of the folder); with no
+    /// batches and no rows to retry left, removes it instead.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        if self.batches.is_empty() && self.retry.is_empty() {
+            return match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                    format!("cannot remove the batch state {}", path.display()),
+                    e,
+                )),
+                _ => sync_folder(path),
+            };
+        }
+        let tmp = crate::paths::suffixed(path, ".tmp");
+        let failed = |e| {
+            Error::io(
+                format!(
+                    "cannot write the batch state {} (check the folder's free space and permissions)",
+                    path.display()
+                ),
+                e,
+            )
+        };
+        let text = serde_json::to_vec(self).map_err(|e| failed(std::io::Error::other(e)))?;
+        let mut file = std::fs::File::create(&tmp).map_err(failed)?;
+        file.write_all(&text).map_err(failed)?;
+        file.write_all(b"\n").map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(failed)?;
+        sync_folder(path)
+    }
+
+    /// Row numbers held by batches not collected yet.
+    pub fn rows_in_flight(&self) -> crate::input::RowSet {
+        let mut rows = crate::input::RowSet::default();
+        for entry in &self.batches {
+            for r in &entry.rows {
+                rows.insert(r.row());
+            }
+        }
+        rows
+    }
+}
+
+/// Makes a rename or removal in `path`'s folder durable.
+fn sync_folder(path: &Path) -> Result<(), Error> {
+    let folder = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = std::fs::File::open(folder) {
+        // Not every platform can fsync a folder; the rename itself is atomic either way.
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_disappears_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("out.jsonl"));
+        assert!(path.ends_with("out.jsonl.batch.json"));
+        assert_eq!(State::load(&path).unwrap(), None);
+        let mut state = State::new("http://127.0.0.1:1/v1/".into(), false);
+        state.batches.push(Entry {
+            input_file_id: Some("file-1".into()),
+            batch_id: None,
+            status: "uploaded".into(),
+            submitted_at: 1,
+            worst_case_usd: 0.5,
+            rows: vec![RowRef(3, "a".into(), "f".into(), 1)],
+        });
+        state.retry.insert(9, 2);
+        state.save(&path).unwrap();
+        let loaded = State::load(&path).unwrap().unwrap();
+        assert_eq!(loaded, state);
+        assert!(loaded.rows_in_flight().contains(3));
+        assert!(!loaded.rows_in_flight().contains(9));
+        assert!(!crate::paths::suffixed(&path, ".tmp").exists());
+        state.batches.clear();
+        state.retry.clear();
+        state.save(&path).unwrap();
+        assert!(!path.exists());
+        std::fs::write(&path, "{not json").unwrap();
+        let err = State::load(&path).unwrap_err().to_string();
+        assert!(err.contains("not readable"), "{err}");
+    }
+}

@@ -1,0 +1,704 @@
+//! `run --via batch` end to end: the real binary against the simulator's Batch API over
+//! loopback. Splitting into batches, the records written (same schema, batch price), resuming
+//! after the process is killed at each step (debug builds' `PROMPTBATCH_TEST_ABORT_AT`) without
+//! creating a second batch for the same rows, expired and failed batches, per-row errors from
+//! the error file, `--detach` then collect, `cancel`, `--max-cost`, `--fallback live`, and a
+//! provider without a Batch API.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{assert_no_key, command, read_jsonl, RunResult, Sim, Workdir};
+use promptbatch::SimOptions;
+use serde_json::Value;
+
+/// `n` JSONL rows with ids `r1..rn` and prompts `prompt {i}` (plus `extra(i)` when given).
+fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
+    let mut text = String::new();
+    for i in 1..=n {
+        text.push_str(&format!(
+            "{{\"id\": \"r{i}\", \"prompt\": \"prompt {i}{}\"}}\n",
+            extra(i)
+        ));
+    }
+    text
+}
+
+/// `promptbatch run INPUT -o OUTPUT --base-url SIM --via batch --poll-every 50ms ARGS`, with
+/// `env` set, waited for.
+fn run_batch(
+    sim: &Sim,
+    input: &Path,
+    output: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> RunResult {
+    let mut cmd = command();
+    cmd.arg("run")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args([
+            "--base-url",
+            &sim.base_url,
+            "--via",
+            "batch",
+            "--poll-every",
+            "50ms",
+        ])
+        .args(args)
+        .env_remove("PROMPTBATCH_TEST_ABORT_AT");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    RunResult {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The simulator's Batch API counters.
+fn batch_stats(sim: &Sim) -> Value {
+    sim.stats()["batch"].clone()
+}
+
+fn count(stats: &Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+/// Exactly one ok record per row `r1..rn`, nothing else; returns the records by id.
+fn assert_one_ok_record_per_row(output: &Path, n: usize) -> HashMap<String, Value> {
+    let records = read_jsonl(output);
+    assert_eq!(records.len(), n, "one record per row");
+    let mut by_id = HashMap::new();
+    for record in records {
+        assert_eq!(record["status"], "ok", "{record}");
+        let id = record["id"].as_str().unwrap().to_string();
+        let row: usize = id[1..].parse().unwrap();
+        assert_eq!(
+            record["completion"],
+            format!("echo: prompt {row}"),
+            "{record}"
+        );
+        assert!(by_id.insert(id.clone(), record).is_none(), "{id} twice");
+    }
+    by_id
+}
+
+fn state_file(output: &Path) -> std::path::PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".batch.json");
+    name.into()
+}
+
+/// The live cost of gpt-5.2 for a record's tokens (USD per 1M: 1.75 input, 14 output).
+fn live_cost(record: &Value) -> f64 {
+    let prompt = record["prompt_tokens"].as_f64().unwrap();
+    let completion = record["completion_tokens"].as_f64().unwrap();
+    (prompt * 1.75 + completion * 14.0) / 1e6
+}
+
+#[test]
+fn a_run_of_120000_rows_goes_out_as_3_batches_of_at_most_50000() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(120_000, |_| ""));
+    let output = work.path("out.jsonl");
+    // The real default split: 50,000 requests per file.
+    let result = run_batch(&sim, &input, &output, &["-q"], &[]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_no_key(&[&result.stderr, &result.stdout]);
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "files_created"), 3);
+    assert_eq!(count(&stats, "batches_created"), 3);
+    let totals: Vec<u64> = stats["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(totals, [50_000, 50_000, 20_000]);
+    assert_eq!(sim.stats()["completions"], 0, "nothing was sent live");
+
+    let records = assert_one_ok_record_per_row(&output, 120_000);
+    let record = &records["r77"];
+    assert_eq!(record["attempts"], 1);
+    assert_eq!(record["model"], "gpt-5.2");
+    assert_eq!(
+        record["prompt_tokens"].as_u64().unwrap(),
+        common::sim_prompt_tokens(&["prompt 77"])
+    );
+    let cost = record["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - live_cost(record) / 2.0).abs() < 1e-12,
+        "batch price is half the live price: {cost} vs {}",
+        live_cost(record)
+    );
+    assert!(
+        !state_file(&output).exists(),
+        "the state goes once all is collected"
+    );
+
+    // `report` reads a batch run's output like any other.
+    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        (report["rows"].as_u64(), report["ok"].as_u64()),
+        (Some(120_000), Some(120_000))
+    );
+}
+
+/// Kills the run at `point` (as `kill -9` would), then runs the same command again: no second
+/// upload or batch for the same rows, and exactly one ok record per row.
+fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, Value) {
+    let sim = Sim::start(sim_options);
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(300, |_| ""));
+    let output = work.path("out.jsonl");
+    let args = ["--batch-max-requests", "200"];
+    let killed = run_batch(
+        &sim,
+        &input,
+        &output,
+        &args,
+        &[("PROMPTBATCH_TEST_ABORT_AT", point)],
+    );
+    assert_ne!(killed.code, 0, "the run must have been aborted at {point}");
+    assert!(
+        killed
+            .stderr
+            .contains(&format!("PROMPTBATCH_TEST_ABORT_AT={point}")),
+        "{}",
+        killed.stderr
+    );
+    assert!(state_file(&output).exists(), "the state survives the kill");
+    let before = batch_stats(&sim);
+
+    let resumed = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_no_key(&[&killed.stderr, &resumed.stderr]);
+    let after = batch_stats(&sim);
+    // 300 rows at 200 per file: two files and two batches, whatever happened in between.
+    assert_eq!(count(&after, "files_created"), 2, "{before} → {after}");
+    assert_eq!(count(&after, "batches_created"), 2, "{before} → {after}");
+    let records = assert_one_ok_record_per_row(&output, 300);
+    assert!(records.values().all(|r| r["attempts"] == 1));
+    assert!(!state_file(&output).exists());
+    (sim, work, before)
+}
+
+#[test]
+fn killed_between_upload_and_create_the_resume_creates_the_batch_from_the_uploaded_file() {
+    let (_sim, _work, before) = killed_then_resumed("after-upload", SimOptions::default());
+    assert_eq!(count(&before, "files_created"), 1);
+    assert_eq!(count(&before, "batches_created"), 0);
+}
+
+#[test]
+fn killed_after_create_before_saving_the_resume_finds_the_batch_instead_of_creating_another() {
+    let (_sim, _work, before) = killed_then_resumed("create-unsaved", SimOptions::default());
+    assert_eq!(count(&before, "files_created"), 1);
+    assert_eq!(count(&before, "batches_created"), 1);
+}
+
+#[test]
+fn killed_between_create_and_completion_the_resume_polls_the_same_batches() {
+    let options = SimOptions {
+        batch_time: Duration::from_millis(300),
+        ..SimOptions::default()
+    };
+    let (_sim, _work, before) = killed_then_resumed("after-create", options);
+    assert_eq!(count(&before, "batches_created"), 1);
+    assert_eq!(count(&before, "downloads"), 0);
+}
+
+#[test]
+fn killed_during_the_download_the_resume_writes_only_the_missing_records() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(300, |_| ""));
+    let output = work.path("out.jsonl");
+    let killed = run_batch(
+        &sim,
+        &input,
+        &output,
+        &[],
+        &[("PROMPTBATCH_TEST_ABORT_AT", "during-download")],
+    );
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    let partial = std::fs::read_to_string(&output).unwrap();
+    let whole_lines = partial.lines().filter(|l| l.ends_with('}')).count();
+    assert!(
+        (150..300).contains(&whole_lines),
+        "about half the records are written before the kill: {whole_lines}"
+    );
+    assert_eq!(count(&batch_stats(&sim), "downloads"), 1);
+
+    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "files_created"), 1);
+    assert_eq!(count(&stats, "batches_created"), 1, "no second batch");
+    assert_eq!(count(&stats, "downloads"), 2, "the output file again");
+    assert_one_ok_record_per_row(&output, 300);
+}
+
+#[test]
+fn an_expired_batch_sends_its_unanswered_rows_in_a_new_batch() {
+    let sim = Sim::start(SimOptions {
+        batch_expire: 1,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(100, |_| ""));
+    let output = work.path("out.jsonl");
+    let result = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert!(result.stderr.contains("expired"), "{}", result.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "batches_created"), 2);
+    let totals: Vec<u64> = stats["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        totals,
+        [100, 50],
+        "the second batch holds the expired half only"
+    );
+    let records = assert_one_ok_record_per_row(&output, 100);
+    let twice = records.values().filter(|r| r["attempts"] == 2).count();
+    assert_eq!(
+        twice, 50,
+        "rows answered by the second batch went through two"
+    );
+}
+
+#[test]
+fn error_file_rows_become_error_records_or_go_into_new_batches() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    // Row 3 is refused (400: permanent); row 5 always meets a 503 (transient: new batches
+    // until the third, then an error record); row 7 meets a 503 in its first batch only.
+    let input = work.write(
+        "in.jsonl",
+        &rows(10, |i| match i {
+            3 => " #sim:status=400",
+            5 => " #sim:status=503",
+            7 => " #sim:fail=1",
+            _ => "",
+        }),
+    );
+    let output = work.path("out.jsonl");
+    let result = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(
+        result.code, 3,
+        "some rows are error records: {}",
+        result.stderr
+    );
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 3);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 10);
+    let by_id: HashMap<&str, &Value> = records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    let refused = by_id["r3"];
+    assert_eq!(refused["status"], "error");
+    assert_eq!(refused["attempts"], 1);
+    let message = refused["error"].as_str().unwrap();
+    assert!(
+        message.contains("HTTP 400") && message.contains("requested by #sim:status"),
+        "{message}"
+    );
+    let busy = by_id["r5"];
+    assert_eq!(busy["status"], "error");
+    assert_eq!(busy["attempts"], 3);
+    let message = busy["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("gave up after 3 batches: HTTP 503"),
+        "{message}"
+    );
+    let ok = records.iter().filter(|r| r["status"] == "ok").count();
+    assert_eq!(ok, 8);
+    let recovered = by_id["r7"];
+    assert_eq!(recovered["status"], "ok", "{recovered}");
+    assert_eq!(recovered["attempts"], 2, "answered by its second batch");
+    assert_eq!(recovered["completion"], "echo: prompt 7 #sim:fail=1");
+
+    // A re-run sends the two error rows again in one batch (and the 503 row twice more).
+    let again = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(again.code, 3, "{}", again.stderr);
+    let stats = batch_stats(&sim);
+    let totals: Vec<u64> = stats["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        totals,
+        [10, 2, 1, 2, 1, 1],
+        "only the error rows are sent again"
+    );
+    assert_eq!(read_jsonl(&output).len(), 10);
+}
+
+#[test]
+fn detach_submits_and_exits_then_the_same_command_collects() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(40, |_| ""));
+    let output = work.path("out.jsonl");
+    let detached = run_batch(&sim, &input, &output, &["--detach"], &[]);
+    assert_eq!(detached.code, 0, "{}", detached.stderr);
+    assert!(detached.stderr.contains("detached"), "{}", detached.stderr);
+    let command_line = detached
+        .stderr
+        .lines()
+        .skip_while(|l| !l.contains("collect the results later with"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command: {}", detached.stderr))
+        .trim()
+        .to_string();
+    assert!(command_line.contains("--via batch"), "{command_line}");
+    assert!(!command_line.contains("--detach"), "{command_line}");
+    let state = std::fs::read_to_string(state_file(&output)).unwrap();
+    assert_no_key(&[&state]);
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["batches"][0]["rows"].as_array().unwrap().len(), 40);
+    assert_eq!(std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), 0);
+    assert_eq!(count(&batch_stats(&sim), "downloads"), 0);
+
+    let collected = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(collected.code, 0, "{}", collected.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "files_created"), 1);
+    assert_eq!(count(&stats, "batches_created"), 1);
+    assert_one_ok_record_per_row(&output, 40);
+    assert_no_key(&[&detached.stderr, &collected.stderr]);
+}
+
+#[test]
+fn cancel_cancels_the_running_batches() {
+    let sim = Sim::start(SimOptions {
+        batch_time: Duration::from_secs(3600),
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(30, |_| ""));
+    let output = work.path("out.jsonl");
+    let detached = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--detach", "--batch-max-requests", "20"],
+        &[],
+    );
+    assert_eq!(detached.code, 0, "{}", detached.stderr);
+    let out = output.to_str().unwrap();
+    let cancelled = common::run_args(&["cancel", out, "--base-url", &sim.base_url]);
+    assert_eq!(cancelled.code, 0, "{}", cancelled.stderr);
+    assert!(
+        cancelled.stderr.contains("cancelled 2"),
+        "{}",
+        cancelled.stderr
+    );
+    assert_eq!(count(&batch_stats(&sim), "cancels"), 2);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+    let statuses: Vec<&str> = state["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["cancelled", "cancelled"]);
+    assert_no_key(&[&cancelled.stderr]);
+}
+
+#[test]
+fn max_cost_refuses_a_batch_whose_worst_case_passes_the_cap() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(100, |_| ""));
+    let output = work.path("out.jsonl");
+    // Worst case per row at batch prices: 1,000 output tokens × $7/1M = $0.007; 100 rows: $0.70+.
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--max-tokens", "1000", "--max-cost", "0.5"],
+        &[],
+    );
+    assert_eq!(result.code, 4, "{}", result.stderr);
+    assert!(result.stderr.contains("--max-cost"), "{}", result.stderr);
+    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 0);
+
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--max-tokens", "1000", "--max-cost", "1"],
+        &[],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+}
+
+#[test]
+fn fallback_live_sends_the_rows_of_a_failed_batch_live() {
+    let sim = Sim::start(SimOptions {
+        batch_fail: 1,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(20, |_| ""));
+    let output = work.path("out.jsonl");
+    let result = run_batch(&sim, &input, &output, &["--fallback", "live"], &[]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert!(result.stderr.contains("failed"), "{}", result.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    assert_eq!(sim.stats()["completions"], 20, "every row went live");
+    let records = assert_one_ok_record_per_row(&output, 20);
+    let record = &records["r4"];
+    let cost = record["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - live_cost(record)).abs() < 1e-12,
+        "live rows cost the live price"
+    );
+}
+
+#[test]
+fn a_provider_without_a_batch_api_gets_one_clear_line() {
+    let sim = Sim::start(SimOptions {
+        no_batch: true,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(5, |_| ""));
+    let output = work.path("out.jsonl");
+    let result = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    let errors: Vec<&str> = result
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", result.stderr);
+    assert!(errors[0].contains("no Batch API"), "{}", errors[0]);
+    assert!(errors[0].contains("--via live"), "{}", errors[0]);
+    assert!(!state_file(&output).exists(), "nothing was submitted");
+    assert_no_key(&[&result.stderr]);
+}
+
+#[test]
+fn estimate_shows_the_batch_cost_beside_the_live_cost() {
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(50, |_| ""));
+    let result = common::run_args(&[
+        "estimate",
+        input.to_str().unwrap(),
+        "--max-tokens",
+        "100",
+        "--expect-output",
+        "40",
+        "--json",
+    ]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let estimate: Value = serde_json::from_str(&result.stdout).unwrap();
+    let half = |live: &str, batch: &str| {
+        let live = estimate[live].as_f64().unwrap();
+        let batch = estimate[batch].as_f64().unwrap();
+        assert!(
+            live > 0.0 && (batch - live / 2.0).abs() < 1e-12,
+            "{live} vs {batch}"
+        );
+    };
+    half("expected_cost_usd", "batch_expected_cost_usd");
+    half("worst_cost_usd", "batch_worst_cost_usd");
+    let table = common::run_args(&[
+        "estimate",
+        input.to_str().unwrap(),
+        "--max-tokens",
+        "100",
+        "--expect-output",
+        "40",
+    ]);
+    assert!(
+        table.stdout.contains("batch expected cost"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("batch worst-case cost"),
+        "{}",
+        table.stdout
+    );
+}
+
+/// The library alone (no command line): a `Job` through the Batch API of a `--dry-run`
+/// simulator, with `--ordered`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_job_runs_through_the_batch_api() {
+    use promptbatch::{BatchOptions, Job, StopReason, Via};
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(25, |_| ""));
+    let output = work.path("out.jsonl");
+    let summary = Job::new(&input, &output)
+        .via(Via::Batch)
+        .batch_options(BatchOptions {
+            max_requests: 10,
+            poll_every: Duration::from_millis(20),
+            ..BatchOptions::default()
+        })
+        .ordered()
+        .dry_run(SimOptions::default())
+        .run()
+        .await
+        .unwrap();
+    assert!(
+        matches!(summary.stop, StopReason::Completed),
+        "{:?}",
+        summary.stop
+    );
+    assert_eq!((summary.ok, summary.errors), (25, 0));
+    let records = read_jsonl(&output);
+    let rows: Vec<u64> = records.iter().map(|r| r["row"].as_u64().unwrap()).collect();
+    assert_eq!(
+        rows,
+        (1..=25).collect::<Vec<u64>>(),
+        "--ordered puts them in input order"
+    );
+    assert!(records.iter().all(|r| r["simulated"] == true));
+}
+
+#[test]
+fn killed_for_real_while_waiting_the_resume_collects_the_same_batch() {
+    let sim = Sim::start(SimOptions {
+        batch_time: Duration::from_secs(2),
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(50, |_| ""));
+    let output = work.path("out.jsonl");
+    let mut child = command()
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args([
+            "--base-url",
+            &sim.base_url,
+            "--via",
+            "batch",
+            "--poll-every",
+            "50ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the state names the created batch, then SIGKILL.
+    let state = state_file(&output);
+    loop {
+        let text = std::fs::read_to_string(&state).unwrap_or_default();
+        if text.contains("\"batch_id\":\"batch_") {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its batch was created"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+
+    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "files_created"), 1);
+    assert_eq!(count(&stats, "batches_created"), 1);
+    assert_one_ok_record_per_row(&output, 50);
+}
+
+#[test]
+fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
+    let sim = Sim::start(SimOptions {
+        batch_time: Duration::from_secs(2),
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(30, |_| ""));
+    let output = work.path("out.jsonl");
+    let child = command()
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args([
+            "--base-url",
+            &sim.base_url,
+            "--via",
+            "batch",
+            "--poll-every",
+            "50ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = state_file(&output);
+    while !std::fs::read_to_string(&state)
+        .unwrap_or_default()
+        .contains("\"batch_id\":\"batch_")
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    common::interrupt(child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("keep running at the provider"), "{stderr}");
+    assert!(stderr.contains("to resume, run:"), "{stderr}");
+
+    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    assert_one_ok_record_per_row(&output, 30);
+}
+
+#[test]
+fn standard_input_is_refused_with_what_to_do() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let output = work.path("out.jsonl");
+    let result = common::run_stdin(
+        &sim,
+        &output,
+        &["--input-format", "jsonl", "--via", "batch"],
+        rows(3, |_| "").as_bytes(),
+    );
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("--via batch") && result.stderr.contains("save it to a file"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
+}
