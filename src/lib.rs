@@ -94,6 +94,8 @@ pub mod merge;
 pub mod output;
 mod pacing;
 mod paths;
+mod pipeline;
+mod prepare;
 #[doc(hidden)]
 pub mod progress;
 #[doc(hidden)]

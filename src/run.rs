@@ -12,7 +12,6 @@
 //! resume; rows an earlier run finished are never dispatched.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,24 +19,21 @@ use std::time::Instant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::batch::{BatchEnd, Via};
 use crate::breaker::Breaker;
 use crate::budget::{Budget, Reservation};
-use crate::cost::PriceTable;
 use crate::error::Error;
-use crate::input::{self, InputOptions, Row, RowContent, RowSet};
+use crate::input::{self, InputOptions, Row, RowContent};
 use crate::job::Job;
 use crate::limit::Limits;
-use crate::output::lock::OutputLock;
-use crate::output::resume::{Plan, ResumeIndex};
-use crate::output::resume_sorted;
-use crate::output::{backup, order, replace, writer, Finished, Record, Writer};
+use crate::output::resume::Plan;
+use crate::output::{Finished, Record, Writer};
+use crate::pipeline::{put_in_input_order, spawn_reader, writer_hooks, Chunk, CHUNK_ROWS};
+use crate::prepare::{prepare, Prepared};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
 use crate::repeats::Repeats;
 use crate::shutdown::Shutdown;
-use crate::sim;
-use crate::worker::{self, AnswerSchema, RowPlace, Slots, WorkerContext};
+use crate::worker::{self, RowPlace, Slots, WorkerContext};
 
 impl Job {
     /// Runs the job to its end. Errors found before anything is sent (options, key, input
@@ -185,181 +181,6 @@ fn summarize(
     summary
 }
 
-/// What a run has once it is ready to send: everything that can fail before the first request.
-/// The live pipeline and the batch path (`batch::run`) both start from it.
-pub(crate) struct Prepared {
-    pub client: ApiClient,
-    /// The --dry-run simulator, kept alive for the run.
-    pub _simulator: Option<sim::SimHandle>,
-    /// The lock on the output, held for the run.
-    pub _lock: OutputLock,
-    /// The output's real path.
-    pub output: PathBuf,
-    /// The resume plan when the output had records.
-    pub plan: Option<Plan>,
-    /// The rows still to send.
-    pub rows: input::RowStream,
-    pub prices: PriceTable,
-    /// The rows the resume plan found done (`None` for a new output).
-    pub done: Option<RowSet>,
-    /// A CSV output's extra columns (output names).
-    pub kept_columns: Vec<String>,
-    /// `--json-schema`, compiled.
-    pub schema: Option<AnswerSchema>,
-    /// The shape of the output's lines.
-    pub output_format: crate::output::format::OutputFormat,
-}
-
-/// Checks the input (header, columns) and the options, connects (or starts the simulator),
-/// locks the output (backing it up with --fresh) and plans the resume.
-async fn prepare(opts: &Job) -> Result<Prepared, Error> {
-    // Open (and so validate: header, columns) the input before anything else. A file is opened
-    // again after the resume plan, to skip the rows it found done; standard input cannot be read
-    // twice (and cannot be resumed), so its first opening is the one that is read.
-    let early_rows = input::open(&opts.input, &opts.request, None)?;
-    let prices = PriceTable::load(opts.cost.prices.as_deref())?;
-    let (client, simulator) = connect(opts).await?;
-    refuse_output_over_input(opts)?;
-    writer::check_folder(&opts.output.path)?;
-    // Temporary sorted runs (duplicate ids of a large input) go next to the output.
-    crate::spill::set_dir(match opts.output.path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    });
-    let kept_columns = csv_kept_columns(opts)?;
-    let schema = answer_schema(opts)?;
-    let (lock, output) = take_output(opts)?;
-    check_output_columns(&output, &kept_columns)?;
-    let output_format = output_format(opts, &output)?;
-    let (done_rows, plan) = plan_resume(opts, &output)?;
-    let done = done_rows.clone();
-    let rows = match done_rows {
-        Some(done) => {
-            drop(early_rows);
-            input::open(&opts.input, &opts.request, Some(done))?
-        }
-        None => early_rows,
-    };
-    if let Some(plan) = &plan {
-        say!("{}", plan.describe());
-    }
-    Ok(Prepared {
-        client,
-        _simulator: simulator,
-        _lock: lock,
-        output,
-        plan,
-        rows,
-        prices,
-        kept_columns,
-        schema,
-        output_format,
-        done,
-    })
-}
-
-/// The shape of the output's lines: `--output-format`, else the shape an existing output has,
-/// else by extension. A shape other than the existing output's is refused (the file would mix
-/// them), and so is a shape the extension contradicts (it is read back by extension).
-fn output_format(opts: &Job, output: &Path) -> Result<crate::output::format::OutputFormat, Error> {
-    use crate::output::format::OutputFormat;
-    let csv_path = crate::paths::is_csv(output);
-    if let Some(asked) = opts.output.format {
-        if (asked == OutputFormat::Csv) != csv_path {
-            return Err(Error::Config(format!(
-                "--output-format {} does not fit {}: a .csv output is CSV, any other is JSONL or openai-batch",
-                asked.name(),
-                opts.output.path.display()
-            )));
-        }
-    }
-    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
-    let existing =
-        has_records.then(|| crate::output::read::Format::for_path(output).output_format());
-    match (opts.output.format, existing) {
-        (Some(asked), Some(existing)) if asked != existing => Err(Error::Config(format!(
-            "{} holds {} records, and this run asks for --output-format {}: use the format it was \
-             written in, or --fresh to start a new output (the old one is kept as a backup)",
-            opts.output.path.display(),
-            existing.name(),
-            asked.name()
-        ))),
-        (Some(asked), _) => Ok(asked),
-        (None, Some(existing)) => Ok(existing),
-        (None, None) => Ok(OutputFormat::for_path(output)),
-    }
-}
-
-/// The extra columns a CSV output gets after the schema's: the kept input columns (output
-/// names, in order), the parsed answer's (--json-schema), then `response` (--keep-response).
-/// None for a JSONL output, whose records carry their own.
-fn csv_kept_columns(opts: &Job) -> Result<Vec<String>, Error> {
-    if !crate::paths::is_csv(&opts.output.path) {
-        return Ok(Vec::new());
-    }
-    let mut columns = kept_input_columns(opts)?;
-    if let Some(schema) = &opts.request.json_schema {
-        let parsed = crate::schema::csv_columns(schema, &columns);
-        columns.extend(parsed.into_iter().map(|(column, _)| column));
-    }
-    if opts.output.keep_response {
-        columns.push(crate::output::record::RESPONSE.to_string());
-    }
-    Ok(columns)
-}
-
-/// The kept input columns of a CSV output, by output name.
-fn kept_input_columns(opts: &Job) -> Result<Vec<String>, Error> {
-    let names = match &opts.input.keep_columns {
-        None => Vec::new(),
-        Some(input::KeepColumns::Named(names)) => names.clone(),
-        Some(input::KeepColumns::All) => input::csv_column_names(&opts.input)?,
-    };
-    Ok(names
-        .iter()
-        .map(|name| crate::output::record::kept_name(name).into_owned())
-        .collect())
-}
-
-/// `--json-schema`: the compiled checker, and for a CSV output the parsed answer's
-/// `(column, property)` columns.
-fn answer_schema(opts: &Job) -> Result<Option<AnswerSchema>, Error> {
-    let Some(schema) = &opts.request.json_schema else {
-        return Ok(None);
-    };
-    let columns = match crate::paths::is_csv(&opts.output.path) {
-        true => Some(crate::schema::csv_columns(
-            schema,
-            &kept_input_columns(opts)?,
-        )),
-        false => None,
-    };
-    Ok(Some((schema.checker()?, columns)))
-}
-
-/// A CSV output that already has records must have the columns this run appends.
-fn check_output_columns(output: &Path, kept: &[String]) -> Result<(), Error> {
-    if !crate::paths::is_csv(output) || !std::fs::metadata(output).is_ok_and(|m| m.len() > 0) {
-        return Ok(());
-    }
-    let existing = crate::output::read::Records::<Record>::open(output)?.extra_columns();
-    if existing != kept {
-        let list = |names: &[String]| match names {
-            [] => "none".to_string(),
-            names => names.join(", "),
-        };
-        return Err(Error::Config(format!(
-            "{} has the extra columns [{}] but this run writes [{}]: run with the --keep-columns \
-             (and --keep-response) that wrote it, or pass --fresh to start a new output (the old \
-             one is kept as a backup)",
-            output.display(),
-            list(&existing),
-            list(kept)
-        )));
-    }
-    Ok(())
-}
-
 /// Lets every row's task end; after an interrupt or a fatal error, only for `grace`, then
 /// aborts them. (The tasks, not the concurrency permits: a row waiting out a 429 lends its
 /// permit, so the permits can all be back while that row is still open.)
@@ -408,164 +229,6 @@ fn stop_reason(
     }
 }
 
-/// What the writer does with each record once it is in the file (count it, and hand it to the
-/// caller's callback if the job has one), and how it sees the requests in flight.
-pub(crate) fn writer_hooks(opts: &Job, counters: &Arc<Counters>) -> writer::WriterHooks {
-    let callback = opts.on_record.clone();
-    let written = counters.clone();
-    let in_flight = counters.clone();
-    writer::WriterHooks {
-        written: Box::new(move |record| {
-            written.record_written(record);
-            if let Some(callback) = &callback {
-                if let Ok(mut callback) = callback.lock() {
-                    callback(record);
-                }
-            }
-        }),
-        in_flight: Box::new(move || in_flight.in_flight.load(Relaxed)),
-    }
-}
-
-/// The API client: the real endpoint with the user's key, or a fresh simulator for --dry-run
-/// (kept alive by the returned handle).
-async fn connect(opts: &Job) -> Result<(ApiClient, Option<sim::SimHandle>), Error> {
-    let (base_url, key, simulator) = if let Some(options) = &opts.dry_run {
-        let handle = sim::start("127.0.0.1:0", options.clone())
-            .await
-            .map_err(|e| Error::io("cannot start the built-in simulator for --dry-run", e))?;
-        (handle.base_url(), ApiKey::new("dry-run"), Some(handle))
-    } else {
-        (opts.endpoint.base_url.clone(), opts.endpoint.key()?, None)
-    };
-    let options = ClientOptions {
-        concurrency: opts.limits.concurrency,
-        timeout: opts.endpoint.timeout,
-        connect_timeout: opts.endpoint.connect_timeout,
-        ca_certs: opts.endpoint.ca_certs.clone(),
-    };
-    let client = ApiClient::new(&base_url, key, &options)?;
-    match client.proxy() {
-        Some(proxy) => tracing::info!("sending to {} through the proxy {proxy}", client.url()),
-        None => tracing::info!("sending to {}", client.url()),
-    }
-    Ok((client, simulator))
-}
-
-/// Locks the output and returns its real path, after finishing a rewrite a crash interrupted and,
-/// with --fresh, moving the earlier output to a new backup.
-fn take_output(opts: &Job) -> Result<(OutputLock, PathBuf), Error> {
-    let lock = OutputLock::acquire(&opts.output.path)?;
-    let output = lock.path().to_path_buf();
-    replace::finish_interrupted(&output)?;
-    if opts.output.fresh {
-        if let Some(backup) = backup::move_aside(&output)? {
-            // The new, empty output is locked before the old one's lock is released.
-            let lock = OutputLock::acquire(&output)?;
-            say!(
-                "starting over (--fresh): the earlier output is kept as {}",
-                backup.display()
-            );
-            return Ok((lock, output));
-        }
-    }
-    Ok((lock, output))
-}
-
-/// An output that is the input file itself would be read as earlier results and appended to.
-fn refuse_output_over_input(opts: &Job) -> Result<(), Error> {
-    let same = match (
-        std::fs::canonicalize(&opts.input.path),
-        std::fs::canonicalize(&opts.output.path),
-    ) {
-        (Ok(input), Ok(output)) => input == output,
-        _ => false,
-    };
-    if same {
-        return Err(Error::Config(format!(
-            "--output {} is the input file; choose another output file",
-            opts.output.path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// When OUTPUT (at its real path `output`) has records: index it, claim the rows already done in
-/// a first pass over the input, and rewrite it without the records that will be redone. Returns
-/// the done rows and the plan; `None` for a new output.
-fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
-    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
-    if !has_records {
-        return Ok((None, None));
-    }
-    if opts.input.reads_once() {
-        return Err(Error::Config(format!(
-            "{} exists, and a run reading standard input (or rows in memory) cannot resume it; pass the input as a file, or --fresh to start over",
-            opts.output.path.display()
-        )));
-    }
-    // The whole input, --limit or not: records of rows beyond the limit are kept.
-    let whole_input = InputOptions {
-        limit: None,
-        ..opts.input.clone()
-    };
-    let say_torn = |torn: Option<&crate::output::read::Torn>| {
-        if let Some(torn) = torn {
-            say!(
-                "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
-                output.display(),
-                torn.line,
-                torn.reason
-            );
-        }
-    };
-    // Sorting and merge-joining on disk: memory stays flat (unless the input mixes rows with
-    // and without ids: then the in-memory index).
-    // Without --shard the plan's pass sees every row, so it finds duplicate ids itself.
-    let unchecked = whole_input.shard.is_none();
-    let rows = if unchecked {
-        input::open_unchecked(&whole_input, &opts.request)?
-    } else {
-        input::open(&whole_input, &opts.request, None)?
-    };
-    if let Some((sorted, plan, done_rows)) = resume_sorted::plan(
-        output,
-        opts.output.keep_errors,
-        opts.dry_run.is_some(),
-        opts.input.limit,
-        rows,
-        unchecked.then_some((&whole_input, &opts.request)),
-    )? {
-        say_torn(sorted.torn());
-        sorted.rewrite_if_needed()?;
-        return Ok((Some(done_rows), Some(plan)));
-    }
-    let rows = input::open(&whole_input, &opts.request, None)?;
-    let (index, plan, done_rows) = ResumeIndex::plan(
-        output,
-        opts.output.keep_errors,
-        opts.dry_run.is_some(),
-        opts.input.limit,
-        rows,
-    )?;
-    say_torn(index.torn());
-    index.rewrite_if_needed()?;
-    Ok((Some(done_rows), Some(plan)))
-}
-
-/// --ordered: the output was written as rows finished; now it is put in input order.
-pub(crate) fn put_in_input_order(output: &Path) -> Result<(), Error> {
-    let moved = order::sort_by_row(output)?;
-    if moved > 0 {
-        say!(
-            "--ordered: put {} records in input order in {}",
-            crate::human::group(moved),
-            output.display()
-        );
-    }
-    Ok(())
-}
-
 /// Counts the rows to send in the background, for the progress total (only shown when not quiet:
 /// it is a second pass over the input).
 fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Counters>) {
@@ -579,37 +242,6 @@ fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Count
             counters.total_rows.store(n, Relaxed);
         }
     });
-}
-
-/// Rows the reader hands over at once (1 for standard input, whose rows may trickle in).
-const CHUNK_ROWS: usize = 64;
-/// Chunks that may wait in the reader's queue.
-const QUEUED_CHUNKS: usize = 4;
-
-/// A few rows, handed from the reader to the dispatcher together (one wake-up, not one per row).
-pub(crate) type Chunk = Vec<Result<Row, Error>>;
-
-/// Reads rows on a thread of its own into a bounded queue of chunks (the reader blocks when it
-/// is full). An `Err` item is the last one sent.
-pub(crate) fn spawn_reader(rows: input::RowStream, chunk_rows: usize) -> mpsc::Receiver<Chunk> {
-    let (sender, receiver) = mpsc::channel(QUEUED_CHUNKS);
-    std::thread::spawn(move || {
-        let mut chunk = Vec::with_capacity(chunk_rows);
-        for item in rows {
-            let stop = item.is_err();
-            chunk.push(item);
-            if chunk.len() >= chunk_rows || stop {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_rows));
-                if sender.blocking_send(full).is_err() || stop {
-                    return;
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = sender.blocking_send(chunk);
-        }
-    });
-    receiver
 }
 
 /// Why dispatching ended.

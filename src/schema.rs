@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::Error;
 
@@ -136,41 +136,6 @@ impl SchemaChecker {
     }
 }
 
-/// The columns a CSV output gets for the parsed answer: `(column, property)` for each top-level
-/// property, a column named like a field of the record (or `taken`) prefixed `parsed_`.
-pub fn csv_columns(schema: &JsonSchema, taken: &[String]) -> Vec<(String, String)> {
-    schema
-        .properties()
-        .into_iter()
-        .map(|property| {
-            let mut column = property.clone();
-            while crate::output::COLUMNS.contains(&column.as_str())
-                || taken.contains(&column)
-                || column == crate::output::record::RESPONSE
-            {
-                column.insert_str(0, "parsed_");
-            }
-            (column, property)
-        })
-        .collect()
-}
-
-/// The parsed answer as record fields: `parsed` for a JSONL output, one field per column for CSV.
-pub fn parsed_fields(value: Value, csv_columns: Option<&[(String, String)]>) -> Map<String, Value> {
-    match csv_columns {
-        None => Map::from_iter([("parsed".to_string(), value)]),
-        Some(columns) => columns
-            .iter()
-            .map(|(column, property)| {
-                (
-                    column.clone(),
-                    value.get(property).cloned().unwrap_or(Value::Null),
-                )
-            })
-            .collect(),
-    }
-}
-
 /// A name OpenAI accepts: `[A-Za-z0-9_-]`, at most 64 characters.
 fn clean_name(name: &str) -> String {
     let cleaned: String = name
@@ -261,20 +226,5 @@ mod tests {
             .unwrap_err()
             .contains("not a valid JSON Schema"));
         assert!(JsonSchema::new("x", json!([1])).is_err());
-    }
-
-    #[test]
-    fn csv_columns_avoid_the_records_fields() {
-        let schema = JsonSchema::new(
-            "s",
-            json!({"type": "object", "properties": {"id": {}, "label": {}, "note": {}}}),
-        )
-        .unwrap();
-        let columns = csv_columns(&schema, &["note".to_string()]);
-        let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(names, ["parsed_id", "label", "parsed_note"]);
-        let fields = parsed_fields(json!({"id": 3, "label": "x"}), Some(&columns));
-        assert_eq!(fields["parsed_id"], 3);
-        assert_eq!(fields["parsed_note"], Value::Null);
     }
 }

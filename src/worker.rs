@@ -360,7 +360,8 @@ async fn process_row(
                         let mut own = Record::ok(info, completion, latency_ms, attempts, cost);
                         spent.add_to(&mut own);
                         if let (Some(value), Some((_, columns))) = (parsed, &ctx.schema) {
-                            let fields = crate::schema::parsed_fields(value, columns.as_deref());
+                            let fields =
+                                crate::output::record::parsed_fields(value, columns.as_deref());
                             own.kept.get_or_insert_with(Default::default).extend(fields);
                         }
                         if let Some(body) = body {

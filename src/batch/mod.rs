@@ -27,6 +27,7 @@
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
 
 mod client;
+pub mod options;
 mod split;
 mod state;
 
@@ -45,78 +46,17 @@ use crate::input::{self, RowContent, RowSet};
 use crate::job::Job;
 use crate::output::record::RowInfo;
 use crate::output::{Finished, Record, Writer};
+use crate::prepare::Prepared;
 use crate::progress::{Counters, Display, StopReason, Summary};
-use crate::run::Prepared;
 use crate::shutdown::Shutdown;
 use client::{BatchClient, BatchObject};
 use split::Splitter;
 use state::{Entry, RowRef, State};
 
-/// How a run sends its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Via {
-    /// One HTTP request per row, answers in seconds, at the live price.
-    #[default]
-    Live,
-    /// The provider's Batch API: files of requests, answers within the completion window, at
-    /// the batch price.
-    Batch,
-}
-
-/// Where rows go whose batch expired, failed or was cancelled, or that the error file reports
-/// with a transient error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Fallback {
-    /// Into a new batch.
-    #[default]
-    Batch,
-    /// Sent live, at the live price, once every batch is collected.
-    Live,
-}
-
-/// Requests per Batch input file unless set (OpenAI's limit).
-pub const DEFAULT_MAX_REQUESTS: usize = 50_000;
-/// Bytes per Batch input file unless set (OpenAI's limit is 200 MB).
-pub const DEFAULT_MAX_BYTES: u64 = 200 * 1_000_000;
-/// How often batches are polled unless set.
-pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(30);
-/// The completion window asked for (the only one OpenAI offers).
-pub const DEFAULT_COMPLETION_WINDOW: &str = "24h";
-/// Batches a row may go through before it gets an error record.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-
-/// The options of `--via batch`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchOptions {
-    /// Requests per input file (a new batch past it).
-    pub max_requests: usize,
-    /// Bytes per input file (a new batch past it).
-    pub max_bytes: u64,
-    /// How often the batches' status is read.
-    pub poll_every: Duration,
-    /// The completion window asked for.
-    pub completion_window: String,
-    /// Where rows to send again go.
-    pub fallback: Fallback,
-    /// Submit, save the state and return without waiting (a later run collects).
-    pub detach: bool,
-    /// Batches a row may go through before it gets an error record.
-    pub max_attempts: u32,
-}
-
-impl Default for BatchOptions {
-    fn default() -> Self {
-        BatchOptions {
-            max_requests: DEFAULT_MAX_REQUESTS,
-            max_bytes: DEFAULT_MAX_BYTES,
-            poll_every: DEFAULT_POLL_EVERY,
-            completion_window: DEFAULT_COMPLETION_WINDOW.to_string(),
-            fallback: Fallback::Batch,
-            detach: false,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-        }
-    }
-}
+pub use options::{
+    BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_POLL_EVERY,
+};
 
 /// How the batch part of a run ended (returned once per run: its size does not matter).
 #[allow(clippy::large_enum_variant)]
@@ -230,7 +170,7 @@ pub(crate) async fn run(
     };
     let stop = match stop {
         StopReason::Completed if opts.output.ordered => {
-            match crate::run::put_in_input_order(&output) {
+            match crate::pipeline::put_in_input_order(&output) {
                 Ok(()) => StopReason::Completed,
                 Err(e) => StopReason::Failed(e),
             }
@@ -488,7 +428,7 @@ impl BatchRun<'_> {
             256,
             self.output_format,
             self.kept_columns.clone(),
-            crate::run::writer_hooks(self.opts, &self.counters),
+            crate::pipeline::writer_hooks(self.opts, &self.counters),
         )?;
         // The writer is finished (its records synced) whatever the pass ends with.
         let submitted = self.submit_rows(rows, shutdown, &writer).await;
@@ -508,7 +448,7 @@ impl BatchRun<'_> {
     ) -> Result<Submitted, Error> {
         let in_flight = self.state.rows_in_flight();
         let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
-        let mut chunks = crate::run::spawn_reader(rows, 64);
+        let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let mut end = Submitted::All;
         'reading: while let Some(chunk) = chunks.recv().await {
             for item in chunk {
@@ -775,7 +715,7 @@ impl BatchRun<'_> {
             256,
             self.output_format,
             self.kept_columns.clone(),
-            crate::run::writer_hooks(self.opts, &self.counters),
+            crate::pipeline::writer_hooks(self.opts, &self.counters),
         )?;
         // Rows with a record already (a download an interrupted run had begun) are not written
         // again; every row but those of `outcomes` is passed over unparsed, and reading stops
@@ -789,7 +729,7 @@ impl BatchRun<'_> {
             }
         }
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
-        let mut chunks = crate::run::spawn_reader(rows, 64);
+        let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let total = outcomes.len();
         let mut written = 0usize;
         let mut failure = None;

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
 use crate::api::{Completion, TokenUsage};
-use crate::input::Kept;
+use crate::schema::JsonSchema;
+
+/// A record's fields beyond the schema's, by output name (the same type as `input::Kept`).
+pub type Kept = Box<serde_json::Map<String, serde_json::Value>>;
 
 /// Whether a row got an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +127,47 @@ pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// The columns a CSV output gets for the parsed answer: `(column, property)` for each top-level
+/// property, a column named like a field of the record (or `taken`) prefixed `parsed_`.
+pub fn parsed_csv_columns(schema: &JsonSchema, taken: &[String]) -> Vec<(String, String)> {
+    schema
+        .properties()
+        .into_iter()
+        .map(|property| {
+            let mut column = property.clone();
+            while COLUMNS.contains(&column.as_str())
+                || taken.contains(&column)
+                || column == RESPONSE
+            {
+                column.insert_str(0, "parsed_");
+            }
+            (column, property)
+        })
+        .collect()
+}
+
+/// The parsed answer as record fields: `parsed` for a JSONL output, one field per column for CSV.
+pub fn parsed_fields(
+    value: serde_json::Value,
+    csv_columns: Option<&[(String, String)]>,
+) -> serde_json::Map<String, serde_json::Value> {
+    match csv_columns {
+        None => serde_json::Map::from_iter([("parsed".to_string(), value)]),
+        Some(columns) => columns
+            .iter()
+            .map(|(column, property)| {
+                (
+                    column.clone(),
+                    value
+                        .get(property)
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect(),
+    }
+}
+
 /// What a record says about the row itself, whatever its outcome.
 #[derive(Debug, Clone)]
 pub struct RowInfo {
@@ -216,5 +260,25 @@ impl Record {
             reasoning: self.reasoning_tokens,
             total: self.total_tokens,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_columns_avoid_the_records_fields() {
+        let schema = crate::schema::JsonSchema::new(
+            "s",
+            serde_json::json!({"type": "object", "properties": {"id": {}, "label": {}, "note": {}}}),
+        )
+        .unwrap();
+        let columns = parsed_csv_columns(&schema, &["note".to_string()]);
+        let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(names, ["parsed_id", "label", "parsed_note"]);
+        let fields = parsed_fields(serde_json::json!({"id": 3, "label": "x"}), Some(&columns));
+        assert_eq!(fields["parsed_id"], 3);
+        assert_eq!(fields["parsed_note"], serde_json::Value::Null);
     }
 }

@@ -1,0 +1,70 @@
+//! The options of `--via batch`: which transport a run uses and how batches are cut, polled and
+//! retried. Apart from the batch runner so that `Job` can hold them without depending on it.
+
+use std::time::Duration;
+
+/// How a run sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Via {
+    /// One HTTP request per row, answers in seconds, at the live price.
+    #[default]
+    Live,
+    /// The provider's Batch API: files of requests, answers within the completion window, at
+    /// the batch price.
+    Batch,
+}
+
+/// Where rows go whose batch expired, failed or was cancelled, or that the error file reports
+/// with a transient error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Fallback {
+    /// Into a new batch.
+    #[default]
+    Batch,
+    /// Sent live, at the live price, once every batch is collected.
+    Live,
+}
+
+/// Requests per Batch input file unless set (OpenAI's limit).
+pub const DEFAULT_MAX_REQUESTS: usize = 50_000;
+/// Bytes per Batch input file unless set (OpenAI's limit is 200 MB).
+pub const DEFAULT_MAX_BYTES: u64 = 200 * 1_000_000;
+/// How often batches are polled unless set.
+pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(30);
+/// The completion window asked for (the only one OpenAI offers).
+pub const DEFAULT_COMPLETION_WINDOW: &str = "24h";
+/// Batches a row may go through before it gets an error record.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The options of `--via batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOptions {
+    /// Requests per input file (a new batch past it).
+    pub max_requests: usize,
+    /// Bytes per input file (a new batch past it).
+    pub max_bytes: u64,
+    /// How often the batches' status is read.
+    pub poll_every: Duration,
+    /// The completion window asked for.
+    pub completion_window: String,
+    /// Where rows to send again go.
+    pub fallback: Fallback,
+    /// Submit, save the state and return without waiting (a later run collects).
+    pub detach: bool,
+    /// Batches a row may go through before it gets an error record.
+    pub max_attempts: u32,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            poll_every: DEFAULT_POLL_EVERY,
+            completion_window: DEFAULT_COMPLETION_WINDOW.to_string(),
+            fallback: Fallback::Batch,
+            detach: false,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
