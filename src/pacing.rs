@@ -3,22 +3,31 @@
 //!
 //! - **Unpaced** until told otherwise: only `--concurrency` (and `--rpm`/`--tpm`, in `limit.rs`)
 //!   bound the sends. A 429'd row waits its own advice (the worker does that); the others go on.
+//!   When answers are slow enough that a `--concurrency` wave lasts (under 2,000 sends/s), the
+//!   sends are spread over the answer time (1.25 × in flight ÷ latency, no slower than the
+//!   concurrency allows): a wave that meets a full window is then stopped after a few 429s
+//!   instead of being answered 429 almost whole.
 //! - **Multiplicative decrease**, at most once per window: when 429s make up ≥ 5 % of the
 //!   answers (at least 3 of them, over at least 1 s) to requests sent since the last decrease,
-//!   the pace drops to
-//!   90 % of the lower of the current send rate and the goodput since the last decrease (pauses
-//!   included), never below a quarter of the send rate. Answers to requests sent before a
-//!   decrease never cause another one.
-//! - **Increase** while answers succeed and the pace is what holds the sends back: 1 % of the
-//!   pace set at the last decrease per second, the slope doubling every 5 s without a
-//!   decrease (slow probing near a limit just found, faster when it went away). The pace
-//!   never rises above `--rpm` or the server's announced limit; it is dropped once it reaches
-//!   them.
+//!   the pace drops to 97 % of the lower of the current send rate and the rate the server
+//!   served over its last window (ok answers of the last 10 s, a pool pause's time left out),
+//!   never below a quarter of the send rate. That served rate is the limit as far as it is
+//!   known (*learned*). Answers to requests sent before a decrease never cause another one.
+//! - **Increase** while answers succeed and the pace is what holds the sends back: towards the
+//!   learned limit (1 % of it per second) up to 98 % of it, held there for 8 s from the cut;
+//!   then a probe above it, 10 % a second. The probe's first 429 ends it (a decrease, and the
+//!   pool waits that 429's advice: the window is full until then). Like TCP's congestion
+//!   avoidance after ssthresh: slow near the limit just found, fast when it went away (a
+//!   doubled limit is found again within ≈ 7 s of the hold). The pace never rises above
+//!   `--rpm` or the server's announced limit; it is dropped once it reaches them.
 //! - **Pool pause** only when the server says the window is exhausted: a burst (the requests
 //!   sent after a 429 mostly get 429s too: 3 of them before 3 successes), or an answer with
 //!   `x-ratelimit-remaining-requests: 0` / `-tokens: 0` and a reset time. The pool then waits
-//!   until that advice, and restarts paced: at most what the server took over the last
-//!   10 s (ok or still in flight), spread over that span or until the advised time when longer.
+//!   until that advice and resumes at 97 % of the rate the server served over its window:
+//!   what it took (ok, or in flight from before the burst) since 10 s back, divided by that
+//!   span (without the previous pause) plus this pause — 200 taken in 0.6 s then a 9.4-s pause
+//!   is 20/s; LiteLLM's 30 a minute then `retry-after: 60` is 30 a minute. Not a cut of the
+//!   pace that overran it, which left the tail of a run at half the server's rate.
 //! - **Proactive**: `x-ratelimit-limit-requests` / `-tokens` (per minute, as OpenAI sends them)
 //!   pace requests at 97 % of the announced limit (tokens: by each request's estimate).
 //!
@@ -1144,7 +1153,7 @@ mod tests {
         }
         let rate = 20.0 / last.duration_since(first).as_secs_f64();
         assert!(
-            rate >= 19.0 && rate <= 20.0,
+            (19.0..=20.0).contains(&rate),
             "{rate}/s right after the pause"
         );
 
