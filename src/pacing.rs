@@ -119,14 +119,7 @@ pub enum Answer {
     Other,
 }
 
-/// What the pacing does now, for the progress display.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PaceNote {
-    /// Requests per minute, when paced.
-    pub per_minute: Option<f64>,
-    /// Why it last changed.
-    pub why: String,
-}
+pub use crate::progress::PaceNote;
 
 /// The shared pacing state (see the module docs).
 pub struct Pacer {

@@ -43,11 +43,20 @@ pub struct Counters {
     /// Time the pool spent paused, in ms.
     pub paused_ms: AtomicU64,
     /// The current pace and why it last changed.
-    pub pace: Mutex<crate::pacing::PaceNote>,
+    pub pace: Mutex<PaceNote>,
     /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
     pub total_rows: AtomicU64,
     /// Cost of the records written, by model.
     pub costs: Mutex<Ledger>,
+}
+
+/// What the pacing does now (`pacing.rs` sets it), for the progress display.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaceNote {
+    /// Requests per minute, when paced.
+    pub per_minute: Option<f64>,
+    /// Why it last changed.
+    pub why: String,
 }
 
 /// `$1.23`, with a note when some rows are unpriced (simulated rows count: a --dry-run's
