@@ -323,15 +323,23 @@ fn text_kind(s: &str) -> Option<ColumnType> {
         ColumnType::Boolean
     } else if s.parse::<i64>().is_ok_and(|n| n.to_string() == s) {
         ColumnType::Int64
-    } else if s.bytes().any(|b| b.is_ascii_digit())
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-        && s.parse::<f64>().is_ok_and(f64::is_finite)
-    {
+    } else if is_float_text(s) {
         ColumnType::Float64
     } else {
         ColumnType::Utf8
     })
+}
+
+/// A decimal number with a point or an exponent (`2.5`, `-1e3`), not an integer's spelling
+/// (those that do not fit i64, or `007`, stay text) and not `inf` / `nan`.
+fn is_float_text(s: &str) -> bool {
+    let digits = s.trim_start_matches(['+', '-']);
+    let leading_zero = digits.len() > 1 && digits.starts_with('0') && digits.as_bytes()[1] != b'.';
+    s.bytes().any(|b| b == b'.' || b == b'e' || b == b'E')
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        && !leading_zero
+        && s.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 impl Table {
@@ -735,6 +743,12 @@ mod tests {
         assert_eq!(kind(&texts(&["1", "", "-3"]), true), ColumnType::Int64);
         assert_eq!(kind(&texts(&["1", "2.5e3"]), true), ColumnType::Float64);
         assert_eq!(kind(&texts(&["007", "1"]), true), ColumnType::Utf8);
+        assert_eq!(kind(&texts(&["0.5", "-1.25"]), true), ColumnType::Float64);
+        assert_eq!(kind(&texts(&["01.5"]), true), ColumnType::Utf8);
+        assert_eq!(
+            kind(&texts(&["99999999999999999999"]), true),
+            ColumnType::Utf8
+        );
         assert_eq!(kind(&texts(&["true", "false"]), true), ColumnType::Boolean);
         assert_eq!(kind(&texts(&["inf", "nan"]), true), ColumnType::Utf8);
     }
