@@ -17,7 +17,8 @@ use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
 };
 use arrow_schema::{DataType, Field, Fields, Schema};
 use common::*;
@@ -176,6 +177,16 @@ fn parquet_input_runs_every_row_with_ids_from_the_id_column() {
     ]);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
     assert!(v.stdout.contains("`ticket`, `title`, `n`"), "{}", v.stdout);
+    let e = run_args(&[
+        "estimate",
+        input.to_str().unwrap(),
+        "--template",
+        "{title} {n}",
+        "--json",
+    ]);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let estimate: Value = serde_json::from_str(&e.stdout).unwrap();
+    assert_eq!(estimate["rows"], json!(10), "{estimate}");
 }
 
 /// A `messages` column of list<struct<role, content>> is sent as the chat messages, exactly as
@@ -282,6 +293,33 @@ fn a_missing_parquet_column_is_a_clear_error() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains("column `prompt`, which the file lacks"),
+        "{}",
+        r.stderr
+    );
+    // A value of a type a prompt cannot hold names the file, row, row group and column.
+    let dated = dir.path("dated.parquet");
+    write_parquet(
+        &dated,
+        vec![
+            (
+                "title",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
+            ("when", Arc::new(Date32Array::from(vec![1, 2, 3]))),
+        ],
+        2,
+    );
+    let r = run(
+        &sim,
+        &dated,
+        &output,
+        &["-q", "--fresh", "--template", "{title} {when}"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("dated.parquet:1: column `when` (row 1, row group 0): values of type Date32")
+            && r.stderr.contains("cast the column to string"),
         "{}",
         r.stderr
     );
@@ -440,6 +478,28 @@ fn export_skips_a_torn_last_record() {
         assert_eq!(row["completion"], record["completion"]);
     }
     assert!(!dir.path("out.parquet.export-tmp").exists());
+}
+
+#[test]
+fn an_output_without_records_exports_the_record_schema() {
+    let dir = Workdir::new();
+    let output = dir.write("empty.jsonl", "");
+    let dest = dir.path("empty.parquet");
+    let r = run_args(&["export", output.to_str().unwrap(), dest.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (schema, rows) = read_parquet(&dest);
+    assert!(rows.is_empty());
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, promptbatch::output::COLUMNS);
+    assert_eq!(type_of(&schema, "latency_ms"), (DataType::UInt64, false));
+    // Exporting a Parquet file is refused with what to pass instead.
+    let r = run_args(&[
+        "export",
+        dest.to_str().unwrap(),
+        dir.path("x.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("empty.parquet.jsonl"), "{}", r.stderr);
 }
 
 fn wait_for_lines(path: &Path, lines: usize) {

@@ -382,6 +382,14 @@ impl Table {
             }
         }
         let torn = records.torn().cloned();
+        if names.is_empty() {
+            // No records: the record schema's columns, so the file still has its types.
+            for name in super::COLUMNS {
+                index.insert(name.to_string(), names.len());
+                names.push(name.to_string());
+                seen.push(Seen::default());
+            }
+        }
         // The record's own fields in schema order, then the others as the file first has them.
         let mut order: Vec<usize> = (0..names.len()).collect();
         order.sort_by_key(|&i| {
