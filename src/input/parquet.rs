@@ -332,8 +332,8 @@ impl ParquetRows {
 
     /// The next row; `None` for a skipped row or the end (then `done` is set).
     fn read_next(&mut self) -> Option<Result<Row, Error>> {
-        let batch = match &self.batch {
-            Some(batch) if self.at < batch.num_rows() => batch.clone(),
+        match &self.batch {
+            Some(batch) if self.at < batch.num_rows() => {}
             _ => match self.reader.next() {
                 None => {
                     self.done = true;
@@ -358,7 +358,7 @@ impl ParquetRows {
                     )));
                 }
             },
-        };
+        }
         let i = self.at;
         self.at += 1;
         self.row += 1;
@@ -366,7 +366,8 @@ impl ParquetRows {
         if self.factory.skips(row) {
             return None;
         }
-        Some(match self.extract(&batch, i) {
+        let batch = self.batch.as_ref()?;
+        Some(match self.extract(batch, i) {
             Ok((id, extracted)) => self.factory.make(row, row, id, extracted),
             Err(message) => self.factory.unreadable(row, row, message),
         })
