@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type};
+use arrow_array::types::{Float64Type, Int64Type, Int8Type, UInt32Type, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray,
+    Array, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int32Array,
+    Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Field, Fields, Schema};
 use common::*;
@@ -81,7 +81,8 @@ fn type_of(schema: &Schema, name: &str) -> (DataType, bool) {
 }
 
 /// Ten rows: `ticket` (int64 ids 101…110), `title` (text, row 3 null), `n` (int32), `score`
-/// (float64), `flag` (bool); row groups of 3 rows.
+/// (float64), `flag` (bool), `kind` (dictionary-encoded text, as pandas writes a categorical);
+/// row groups of 3 rows.
 fn ticket_table(dir: &Workdir) -> std::path::PathBuf {
     let path = dir.path("tickets.parquet");
     let titles: Vec<Option<String>> = (0..10)
@@ -106,6 +107,16 @@ fn ticket_table(dir: &Workdir) -> std::path::PathBuf {
                 "flag",
                 Arc::new(BooleanArray::from_iter((0..10).map(|i| Some(i % 2 == 0)))),
             ),
+            (
+                "kind",
+                Arc::new(DictionaryArray::<Int8Type>::from_iter((0..10).map(|i| {
+                    if i % 3 == 0 {
+                        "bug"
+                    } else {
+                        "question"
+                    }
+                }))),
+            ),
         ],
         3,
     );
@@ -127,7 +138,7 @@ fn parquet_input_runs_every_row_with_ids_from_the_id_column() {
             "--id-column",
             "ticket",
             "--template",
-            "{title} n={n} s={score} f={flag}",
+            "{title} n={n} s={score} f={flag} {kind}",
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -140,7 +151,8 @@ fn parquet_input_runs_every_row_with_ids_from_the_id_column() {
         } else {
             format!("title {i}")
         };
-        let prompt = format!("{title} n={i} s={}.5 f={}", i, i % 2 == 0);
+        let kind = if i % 3 == 0 { "bug" } else { "question" };
+        let prompt = format!("{title} n={i} s={}.5 f={} {kind}", i, i % 2 == 0);
         assert_eq!(record["id"], json!(format!("{}", 101 + i)), "{record}");
         assert_eq!(record["row"], json!(i + 1));
         assert_eq!(record["prompt"], json!(prompt));

@@ -406,7 +406,8 @@ fn text_at(array: &dyn Array, i: usize) -> Result<Cow<'_, str>, String> {
     }
 }
 
-/// A value as JSON: strings, numbers, booleans, null, lists as arrays and structs as objects.
+/// A value as JSON: strings, numbers, booleans, null, lists as arrays and structs as objects
+/// (dictionary-encoded columns by their values).
 fn json_at(array: &dyn Array, i: usize) -> Result<Value, String> {
     if array.is_null(i) {
         return Ok(Value::Null);
@@ -436,6 +437,16 @@ fn json_at(array: &dyn Array, i: usize) -> Result<Value, String> {
                 object.insert(field.name().clone(), json_at(column.as_ref(), i)?);
             }
             Value::Object(object)
+        }
+        DataType::Dictionary(_, _) => {
+            // Dictionary-encoded (e.g. a pandas categorical): the value its key points to.
+            let Some(dict) = array.as_any_dictionary_opt() else {
+                return Err("unreadable dictionary column".into());
+            };
+            match json_at(dict.keys(), i)?.as_u64() {
+                Some(key) => json_at(dict.values().as_ref(), key as usize)?,
+                None => return Err("a dictionary key that is not a whole number".into()),
+            }
         }
         other => {
             return Err(format!(
