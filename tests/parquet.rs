@@ -1,6 +1,6 @@
 //! Parquet in and out, end to end: Parquet inputs written here with the `parquet` crate run every
 //! row (template columns of several types, ids from a column, a `messages` list<struct> column),
-//! a missing column is a clear error, `export` round-trips (read back with the `parquet` crate's
+//! a missing column, a null or duplicate id and an unsupported type are clear errors, `export` round-trips (read back with the `parquet` crate's
 //! own reader: row count, column types, values), `-o x.parquet` keeps a JSONL checkpoint that an
 //! interrupted run resumes from, and a torn last record is left out of an export.
 
@@ -280,7 +280,7 @@ fn parquet_messages_column_matches_the_same_jsonl_input() {
 }
 
 #[test]
-fn a_missing_parquet_column_is_a_clear_error() {
+fn parquet_input_errors_name_the_file_row_row_group_and_column() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let input = ticket_table(&dir);
@@ -307,6 +307,53 @@ fn a_missing_parquet_column_is_a_clear_error() {
         r.stderr.contains("column `prompt`, which the file lacks"),
         "{}",
         r.stderr
+    );
+    assert_eq!(sim.requests(), 0);
+    // Duplicate ids, and a null id (an error record with --skip-invalid), name their row.
+    let ids = dir.path("ids.parquet");
+    write_parquet(
+        &ids,
+        vec![
+            (
+                "id",
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("c"),
+                    Some("a"),
+                ])) as ArrayRef,
+            ),
+            (
+                "prompt",
+                Arc::new(StringArray::from(vec!["p1", "p2", "p3", "p4"])),
+            ),
+        ],
+        2,
+    );
+    let r = run(&sim, &ids, &output, &["-q", "--fresh", "--skip-invalid"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ids.parquet:4: duplicate id `a`"),
+        "{}",
+        r.stderr
+    );
+    let records = read_jsonl(&output);
+    let null_id = records
+        .iter()
+        .find(|r| r["row"] == 2)
+        .expect("row 2 has a record");
+    assert_eq!(null_id["status"], "error");
+    assert!(
+        null_id["error"]
+            .as_str()
+            .unwrap()
+            .contains("column `id` (row 2, row group 0) is null"),
+        "{null_id}"
+    );
+    assert_eq!(
+        sim.requests(),
+        2,
+        "rows 1 and 3 were sent, nothing after the duplicate"
     );
     // A value of a type a prompt cannot hold names the file, row, row group and column.
     let dated = dir.path("dated.parquet");
@@ -335,7 +382,7 @@ fn a_missing_parquet_column_is_a_clear_error() {
         "{}",
         r.stderr
     );
-    assert_eq!(sim.requests(), 0);
+    assert_eq!(sim.requests(), 2, "nothing more was sent");
 }
 
 /// A finished JSONL output with fields promptbatch does not know (as later options add) exports
