@@ -1,6 +1,6 @@
 //! What a path names, decided in one place for inputs and outputs alike: the format its
-//! extension implies (`.csv`, `.parquet`, else JSONL), a Parquet output's JSONL checkpoint, whether it is standard input, and its sibling files (`OUTPUT.bak`,
-//! `OUTPUT.rewrite`, …).
+//! extension implies (`.csv`, `.parquet`, else JSONL), a Parquet output's JSONL checkpoint,
+//! whether it is standard input, and its sibling files (`OUTPUT.bak`, `OUTPUT.rewrite`, …).
 
 use std::path::{Path, PathBuf};
 

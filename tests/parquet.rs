@@ -1,9 +1,9 @@
 //! Parquet in and out, end to end: Parquet inputs written here with the `parquet` crate run every
-//! row (template columns of several types, ids from a column, a `messages` list<struct> column),
-//! a missing column, a null or duplicate id and an unsupported type are clear errors, `export` round-trips (read back with the `parquet` crate's
-//! own reader: row count, column types, values), `-o x.parquet` keeps a JSONL checkpoint that an
-//! interrupted run resumes from, and a torn last record is left out of an export.
-
+//! row (template columns of several types, ids from a column, a `messages` list<struct> column);
+//! a missing column, a null or duplicate id and an unsupported type are clear errors; `export`
+//! round-trips (read back with the `parquet` crate's own reader: row count, column types,
+//! values); `-o x.parquet` keeps a JSONL checkpoint that an interrupted run resumes from; and a
+//! torn last record is left out of an export.
 mod common;
 
 use std::collections::{HashMap, HashSet};
