@@ -4,6 +4,7 @@
 //! round-trips (read back with the `parquet` crate's own reader: row count, column types,
 //! values); `-o x.parquet` keeps a JSONL checkpoint that an interrupted run resumes from; and a
 //! torn last record is left out of an export.
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
