@@ -57,6 +57,10 @@ pub enum Command {
     /// Join the outputs of a sharded run (`--shard K/N`) into one file, checking that no row is
     /// in two of them (and, with --expect-rows, that none is missing).
     Merge(MergeArgs),
+    /// Convert an output (JSONL or CSV, finished or partial) to DEST: `.parquet` (typed
+    /// columns), `.csv`, or anything else JSONL. Every field of the records becomes a column;
+    /// DEST is replaced atomically.
+    Export(ExportArgs),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
     MockServer(MockServerArgs),
     /// Cancel the batches a `run --via batch` into OUTPUT submitted that are still running (read
@@ -68,8 +72,10 @@ pub enum Command {
 /// Where the rows come from and how a row becomes a prompt (shared by `run` and `estimate`).
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// Input file: CSV with a header row, or JSONL (one object per line: `prompt`, `messages`
-    /// or an OpenAI Batch API line). `-` reads standard input (then give --input-format).
+    /// Input file: CSV with a header row, JSONL (one object per line: `prompt`, `messages` or an
+    /// OpenAI Batch API line), or Parquet (`.parquet`: columns as in CSV, and a `messages`
+    /// list<struct<role, content>> column works too). `-` reads standard input (then give
+    /// --input-format; not Parquet).
     #[arg(value_name = "INPUT")]
     pub path: PathBuf,
 
@@ -160,7 +166,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
-    /// Output file. `.csv` writes CSV; anything else writes JSONL. When it exists, the run
+    /// Output file. `.csv` writes CSV; `.parquet` writes the records to the JSONL checkpoint
+    /// OUTPUT.jsonl (e.g. results.parquet.jsonl) and OUTPUT itself, typed columns, once every
+    /// row has a record; anything else writes JSONL. When it (its checkpoint) exists, the run
     /// resumes: its ok records for unchanged rows are kept and only the other rows are sent.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -402,6 +410,22 @@ pub struct MergeArgs {
     pub expect_rows: Option<u64>,
 
     /// Replace FILE when it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Everything `promptbatch export` accepts.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// A run's output file (.jsonl or .csv; for `-o x.parquet`, its checkpoint x.parquet.jsonl).
+    #[arg(value_name = "OUTPUT")]
+    pub source: PathBuf,
+
+    /// The file to write: `.parquet`, `.csv`, anything else JSONL.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+
+    /// Replace DEST when it exists.
     #[arg(long)]
     pub force: bool,
 }
@@ -690,6 +714,16 @@ impl MergeArgs {
             outputs: self.outputs,
             output: self.output,
             expect_rows: self.expect_rows,
+            force: self.force,
+        }
+    }
+}
+
+impl ExportArgs {
+    pub fn into_options(self) -> promptbatch::output::export::ExportOptions {
+        promptbatch::output::export::ExportOptions {
+            source: self.source,
+            dest: self.dest,
             force: self.force,
         }
     }

@@ -33,6 +33,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 pub type RecordCallback = Box<dyn FnMut(&Record) + Send>;
 
 /// One run: rows in, one record per row out. See the crate documentation for an example.
+#[derive(Clone)]
 pub struct Job {
     /// Where the rows come from and how a row becomes a prompt.
     pub input: InputOptions,

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             args.request.into_options(),
         )),
         Command::Merge(args) => finish(promptbatch::merge::run(&args.into_options())),
+        Command::Export(args) => finish(export(args.into_options())),
         Command::MockServer(args) => runtime.block_on(mock_server(args)),
         Command::Cancel(args) => finish(runtime.block_on(cancel(args))),
     };
@@ -93,6 +94,26 @@ fn report(args: &ReportArgs) -> Result<i32, Error> {
             torn.reason
         );
     }
+    Ok(exit_code::OK)
+}
+
+/// `promptbatch export`: what was written, and a note on a torn last record.
+fn export(opts: promptbatch::output::export::ExportOptions) -> Result<i32, Error> {
+    let exported = promptbatch::output::export::run(&opts)?;
+    if let Some(torn) = &exported.torn {
+        promptbatch::say!(
+            "note: the last record of {} (line {}) is incomplete and was skipped ({})",
+            opts.source.display(),
+            torn.line,
+            torn.reason
+        );
+    }
+    promptbatch::say!(
+        "wrote {} records, {} columns, to {}",
+        promptbatch::human::group(exported.records),
+        exported.columns.len(),
+        opts.dest.display()
+    );
     Ok(exit_code::OK)
 }
 

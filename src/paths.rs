@@ -1,6 +1,6 @@
 //! What a path names, decided in one place for inputs and outputs alike: the format its
-//! extension implies, whether it is standard input, and its sibling files (`OUTPUT.bak`,
-//! `OUTPUT.rewrite`, …).
+//! extension implies (`.csv`, `.parquet`, else JSONL), a Parquet output's JSONL checkpoint,
+//! whether it is standard input, and its sibling files (`OUTPUT.bak`, `OUTPUT.rewrite`, …).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,20 @@ use std::path::{Path, PathBuf};
 pub fn is_csv(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// `.parquet` (any case): a Parquet input, or a run's output written as Parquet at the end of the
+/// run from its JSONL checkpoint ([`checkpoint`]).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// The JSONL checkpoint of a Parquet output: `results.parquet` → `results.parquet.jsonl`. A run
+/// appends its records there (Parquet cannot be appended to); resume, the lock and `--fresh`
+/// work on it, and the Parquet file is written from it when the run completes.
+pub fn checkpoint(path: &Path) -> PathBuf {
+    suffixed(path, ".jsonl")
 }
 
 /// Whether `path` names standard input (`-`).
@@ -30,6 +44,11 @@ mod tests {
     fn extension_stdin_and_siblings() {
         assert!(is_csv(Path::new("a/b.CSV")) && !is_csv(Path::new("b.csv.jsonl")));
         assert!(!is_csv(Path::new("csv")));
+        assert!(is_parquet(Path::new("r.Parquet")) && !is_parquet(Path::new("r.parquet.jsonl")));
+        assert_eq!(
+            checkpoint(Path::new("d/r.parquet")),
+            Path::new("d/r.parquet.jsonl")
+        );
         assert!(is_stdin(Path::new("-")) && !is_stdin(Path::new("./-")));
         assert_eq!(
             suffixed(Path::new("d/out.jsonl"), ".bak.2"),

@@ -12,6 +12,7 @@
 //! resume; rows an earlier run finished are never dispatched.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,8 +27,10 @@ use crate::error::Error;
 use crate::input::{self, InputOptions, Row, RowContent};
 use crate::job::Job;
 use crate::limit::Limits;
+use crate::output::lock::OutputLock;
 use crate::output::resume::Plan;
-use crate::output::{Finished, Record, Writer};
+use crate::output::{export, Finished, Record, Writer};
+use crate::paths;
 use crate::pipeline::{put_in_input_order, spawn_reader, writer_hooks, Chunk, CHUNK_ROWS};
 use crate::prepare::{prepare, Prepared};
 use crate::progress::{self, Counters, Reporter, StopReason, Summary};
@@ -48,9 +51,72 @@ impl Job {
     }
 }
 
-/// Runs a whole dataset (see [`Job::run`]): prepare, start the pipeline, dispatch, wait for the
-/// workers, then conclude with one stop reason.
+/// Runs a whole dataset (see [`Job::run`]). `-o x.parquet`: the run works on its JSONL
+/// checkpoint (`x.parquet.jsonl`: the lock, `--fresh`, resume and the writer all apply to it,
+/// exactly as to a JSONL output) and writes the Parquet file from it once every row has a record.
 async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
+    if !paths::is_parquet(&opts.output.path) {
+        return run_to(opts, shutdown).await;
+    }
+    let dest = opts.output.path.clone();
+    let checkpoint = paths::checkpoint(&dest);
+    check_parquet_output(opts, &dest, &checkpoint)?;
+    let mut job = opts.clone();
+    job.output.path = checkpoint;
+    let mut summary = run_to(&job, shutdown).await?;
+    if matches!(summary.stop, StopReason::Completed) {
+        // Under the lock: run_to's lock is released, so take the checkpoint's again.
+        let lock = OutputLock::acquire(&job.output.path)?;
+        match export::export(lock.path(), &dest) {
+            Ok(exported) => say!(
+                "wrote {} records to {} (from its checkpoint {})",
+                crate::human::group(exported.records),
+                dest.display(),
+                job.output.path.display()
+            ),
+            Err(e) => summary.stop = StopReason::Failed(e),
+        }
+    } else {
+        say!(
+            "{} is not written yet: the records so far are in its checkpoint {} (run the same \
+             command again to finish, or `promptbatch export {} {}` for what is there now)",
+            dest.display(),
+            job.output.path.display(),
+            job.output.path.display(),
+            dest.display()
+        );
+    }
+    Ok(summary)
+}
+
+/// `-o x.parquet` may not replace its own input, nor a Parquet file that has no checkpoint (it
+/// was not written by a run of this output, or its checkpoint is gone).
+fn check_parquet_output(opts: &Job, dest: &Path, checkpoint: &Path) -> Result<(), Error> {
+    if let (Ok(input), Ok(output)) = (
+        std::fs::canonicalize(&opts.input.path),
+        std::fs::canonicalize(dest),
+    ) {
+        if input == output {
+            return Err(Error::Config(format!(
+                "--output {} is the input file; choose another output file",
+                dest.display()
+            )));
+        }
+    }
+    if dest.exists() && !checkpoint.exists() {
+        return Err(Error::Config(format!(
+            "{} exists but its checkpoint {} does not: it was not written by a run of this \
+             output, or its checkpoint was removed; move it away or choose another --output",
+            dest.display(),
+            checkpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a whole dataset into a JSONL or CSV output: prepare, start the pipeline, dispatch, wait
+/// for the workers, then conclude with one stop reason.
+async fn run_to(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     let started = Instant::now();
     if opts.via == Via::Batch && opts.input.reads_once() {
         return Err(Error::Config(format!(

@@ -147,7 +147,7 @@ pub fn render(v: &Validation, input: &InputOptions) -> String {
     s
 }
 
-/// The CSV header's columns, or the top-level fields of the first JSONL object.
+/// The CSV header's or Parquet file's columns, or the top-level fields of the first JSONL object.
 fn describe_columns(input: &InputOptions) -> String {
     if input.reads_once() {
         return "columns: (standard input: not re-read)".to_string();
@@ -157,6 +157,7 @@ fn describe_columns(input: &InputOptions) -> String {
         return "columns: (unreadable)".to_string();
     };
     let names: Vec<String> = match format {
+        InputFormat::Parquet => input::parquet::column_names(&input.path).unwrap_or_default(),
         InputFormat::Csv => csv::ReaderBuilder::new()
             .from_reader(file)
             .headers()
@@ -179,7 +180,7 @@ fn describe_columns(input: &InputOptions) -> String {
             .map(|object| object.keys().cloned().collect())
             .unwrap_or_default(),
     };
-    let what = if matches!(format, InputFormat::Csv) {
+    let what = if matches!(format, InputFormat::Csv | InputFormat::Parquet) {
         "columns"
     } else {
         "fields of the first line"

@@ -1,4 +1,5 @@
-//! Streaming input: CSV and JSONL files become [`Row`]s one at a time, never the whole file.
+//! Streaming input: CSV, JSONL and Parquet files become [`Row`]s one at a time, never the whole
+//! file.
 //!
 //! Each format's reader turns a record into a prompt or messages; `RowFactory` (shared) turns
 //! those into a request, assigns the row id, rejects duplicate ids and applies `--skip-invalid`.
@@ -10,6 +11,7 @@ mod encoding;
 mod jsonl;
 pub mod keep;
 mod options;
+pub(crate) mod parquet;
 pub mod template;
 mod unique_keys;
 
@@ -282,6 +284,8 @@ pub fn resolve_format(opts: &InputOptions) -> InputFormat {
         InputFormat::Auto => {
             if crate::paths::is_csv(&opts.path) {
                 InputFormat::Csv
+            } else if crate::paths::is_parquet(&opts.path) {
+                InputFormat::Parquet
             } else {
                 InputFormat::Jsonl
             }
@@ -356,7 +360,14 @@ fn open_mode(
         Some(name) => IdSource::Required(name.clone()),
         None => IdSource::Default,
     };
-    let reader = opts.open_reader()?;
+    let format = resolve_format(opts);
+    if format == InputFormat::Parquet && opts.reads_once() {
+        return Err(Error::Config(format!(
+            "{}: a Parquet input must be a file (its footer is read first): save it to a file \
+             and pass its path",
+            opts.path.display()
+        )));
+    }
     let mut factory = RowFactory::new(opts, request, skip);
     factory.report_all = report_all;
     if reading != Reading::Checked {
@@ -366,10 +377,27 @@ fn open_mode(
     if factory.ids_only {
         factory.keep = None;
     }
-    let rows: RowStream = match resolve_format(opts) {
-        InputFormat::Csv => Box::new(csv::CsvRows::new(reader, factory, prompt, ids)?),
-        _ => Box::new(jsonl::JsonlRows::new(reader, factory, prompt, ids)),
-    };
+    let rows: RowStream =
+        match format {
+            InputFormat::Parquet if factory.keep.is_some() => return Err(Error::Config(
+                "--keep-columns with a Parquet input is not supported yet: convert the input to \
+                 CSV or JSONL, or drop --keep-columns"
+                    .into(),
+            )),
+            InputFormat::Parquet => Box::new(parquet::ParquetRows::new(factory, prompt, ids)?),
+            InputFormat::Csv => Box::new(csv::CsvRows::new(
+                opts.open_reader()?,
+                factory,
+                prompt,
+                ids,
+            )?),
+            _ => Box::new(jsonl::JsonlRows::new(
+                opts.open_reader()?,
+                factory,
+                prompt,
+                ids,
+            )),
+        };
     let rows: RowStream = match opts.limit {
         Some(limit) => Box::new(FirstRows { rows, limit }),
         None => rows,
@@ -473,6 +501,7 @@ pub fn count_rows(opts: &InputOptions) -> Option<u64> {
         return None; // which rows fall in the shard is known only once they are read
     }
     let all = match resolve_format(opts) {
+        InputFormat::Parquet => parquet::count_rows(&opts.path),
         InputFormat::Csv => csv::count_records(file),
         _ => jsonl::count_lines(file),
     }?;

@@ -18,13 +18,15 @@ pub const DEFAULT_PROMPT_COLUMN: &str = "prompt";
 /// (Its `ValueEnum` lets `--help` list the values; the library never imports the CLI.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum InputFormat {
-    /// Chosen from the file extension (.csv → csv, anything else → jsonl).
+    /// Chosen from the file extension (.csv → csv, .parquet → parquet, anything else → jsonl).
     #[default]
     Auto,
     /// CSV with a header row.
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// Apache Parquet (a file, read by row group; not standard input).
+    Parquet,
 }
 
 /// Where the rows come from and how a row becomes a prompt.

@@ -1,12 +1,15 @@
 //! The output side: the record schema, the formats (JSONL, CSV), the writer thread that appends
 //! to the output file, reading an output back (report, estimate, resume), resuming from an
 //! existing output, the crash-safe in-place rewrite that resuming and `--ordered` share, the
-//! `--fresh` backups, and the per-output lock.
+//! `--fresh` backups, the per-output lock, and `export` (to Parquet, CSV or JSONL; also how
+//! `-o x.parquet` is written from its JSONL checkpoint).
 
 pub mod backup;
+pub mod export;
 pub mod format;
 pub mod lock;
 pub mod order;
+pub mod parquet;
 pub mod read;
 pub mod record;
 pub mod replace;

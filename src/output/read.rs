@@ -1,6 +1,7 @@
 //! Streaming reader of a run's output file (JSONL or CSV, chosen by extension like the writer:
 //! `.csv` is CSV, anything else JSONL), one [`Record`] at a time, shared by resume, `report` and
-//! `estimate --from-output`.
+//! `estimate --from-output`. A Parquet output (`-o x.parquet`) is read from its JSONL
+//! checkpoint.
 //!
 //! A run that was killed mid-write (or stopped by a full disk) can leave a torn last record: a
 //! last line (JSONL) or record (CSV) with no line terminator, or — in CSV — a last record with
@@ -121,6 +122,21 @@ impl<T: DeserializeOwned> Records<T> {
     /// Opens an output file; a missing or unreadable file, or a CSV header that is not the output
     /// schema, is an error naming the file.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        // `-o x.parquet`: the records are in its JSONL checkpoint, which has every one of them.
+        let checkpoint;
+        let path = if crate::paths::is_parquet(path) {
+            checkpoint = crate::paths::checkpoint(path);
+            if !checkpoint.exists() {
+                return Err(Error::Config(format!(
+                    "{} is Parquet and has no checkpoint {}: pass a run's JSONL or CSV output",
+                    path.display(),
+                    checkpoint.display()
+                )));
+            }
+            checkpoint.as_path()
+        } else {
+            path
+        };
         let file = File::open(path).map_err(|e| {
             Error::io(
                 format!(

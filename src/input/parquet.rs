@@ -1,0 +1,482 @@
+//! Parquet input: the file's rows, streamed in batches of [`BATCH_ROWS`] by the `parquet` crate's
+//! Arrow reader, reading only the columns the run uses (template columns, prompt column,
+//! `messages`, the id column). Memory ≈ one batch of those columns plus the pages being decoded,
+//! never more than one row group's chunks of them.
+//!
+//! The column rules are CSV's: `--template` fills from columns (integers, floats and booleans as
+//! their text, null as empty, lists and structs as compact JSON), else the prompt column
+//! (`--prompt-column`, default `prompt`); a `messages` column (`list<struct<role, content>>`, or
+//! any list of structs in the chat shape) is used, as in JSONL, for rows where it is not null.
+//! The id comes from `--id-column`, else `id`, else `custom_id`, else the row number. Every
+//! named column is checked before the first row; a missing one lists the columns found.
+//!
+//! There are no lines in Parquet: where messages say `file:N`, N is the row number (1-based),
+//! and they name the row group too.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use serde_json::Value;
+
+use super::{Extracted, IdSource, PromptSource, Row, RowFactory, Template};
+use crate::error::Error;
+
+/// Rows decoded at once.
+pub const BATCH_ROWS: usize = 1_024;
+
+/// How to get the prompt from a row, resolved to column indexes of the projected batches.
+enum ParquetPrompt {
+    Template {
+        template: Template,
+        columns: Vec<(String, usize)>,
+    },
+    /// The prompt column; `None` when absent (then every row needs `messages`).
+    Column { name: String, index: Option<usize> },
+}
+
+/// Streams rows from a Parquet file.
+pub(crate) struct ParquetRows {
+    reader: ParquetRecordBatchReader,
+    factory: RowFactory,
+    prompt: ParquetPrompt,
+    messages: Option<usize>,
+    id: Option<(String, usize)>,
+    batch: Option<RecordBatch>,
+    /// Next row of `batch`.
+    at: usize,
+    /// Rows read so far (the last row's number).
+    row: u64,
+    /// The cumulative row count at the end of each row group (for messages).
+    group_ends: Vec<u64>,
+    done: bool,
+}
+
+/// Opens the file and reads its footer; errors name the file and what to do.
+fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, Error> {
+    let file = File::open(path).map_err(|e| {
+        Error::io(
+            format!("cannot open input {} (check the path)", path.display()),
+            e,
+        )
+    })?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        file_error(
+            path,
+            format!(
+                "not a readable Parquet file ({e}); check the file is complete, or pass \
+                 --input-format csv/jsonl if it is not Parquet"
+            ),
+        )
+    })
+}
+
+/// An error about the whole file (there is no line to name).
+fn file_error(path: &Path, message: String) -> Error {
+    Error::Config(format!("{}: {message}", path.display()))
+}
+
+/// The file's top-level column names (for `validate`).
+pub(crate) fn column_names(path: &Path) -> Option<Vec<String>> {
+    let builder = builder(path).ok()?;
+    Some(
+        builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect(),
+    )
+}
+
+/// The number of rows in the file's footer (for the progress total).
+pub(crate) fn count_rows(path: &Path) -> Option<u64> {
+    let builder = builder(path).ok()?;
+    u64::try_from(builder.metadata().file_metadata().num_rows()).ok()
+}
+
+impl ParquetRows {
+    /// Reads the footer and resolves every named column; a missing one is an error listing the
+    /// columns the file has.
+    pub fn new(factory: RowFactory, prompt: PromptSource, ids: IdSource) -> Result<Self, Error> {
+        let path = factory.path.clone();
+        let builder = builder(&path)?;
+        let names: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let find = |name: &str| names.iter().position(|n| n == name);
+        let missing = |flag: &str, name: &str| {
+            let found: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            file_error(
+                &path,
+                format!(
+                    "{flag} names column `{name}`, which the file lacks; its columns are: {}",
+                    if found.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        found.join(", ")
+                    }
+                ),
+            )
+        };
+        // Columns to read, by index in the file's schema.
+        let mut wanted: Vec<usize> = Vec::new();
+        let mut template_columns = Vec::new();
+        let messages = match &prompt {
+            PromptSource::Template(_) => None,
+            PromptSource::Column(_) => find("messages"),
+        };
+        let prompt_column = match &prompt {
+            PromptSource::Template(template) => {
+                for name in template.fields() {
+                    let i = find(name).ok_or_else(|| missing("--template", name))?;
+                    template_columns.push((name.to_string(), i));
+                    wanted.push(i);
+                }
+                None
+            }
+            PromptSource::Column(name) => match (find(name), messages) {
+                (Some(i), _) => Some(i),
+                (None, Some(_)) => None,
+                (None, None) => {
+                    return Err(missing(
+                        "--prompt-column (default `prompt`; or give a `messages` column)",
+                        name,
+                    ))
+                }
+            },
+        };
+        wanted.extend(prompt_column);
+        wanted.extend(messages);
+        let id = match ids {
+            IdSource::Required(name) => Some((
+                name.clone(),
+                find(&name).ok_or_else(|| missing("--id-column", &name))?,
+            )),
+            IdSource::Default => ["id", "custom_id"]
+                .iter()
+                .find_map(|name| find(name).map(|i| (name.to_string(), i))),
+        };
+        wanted.extend(id.as_ref().map(|(_, i)| *i));
+        wanted.sort_unstable();
+        wanted.dedup();
+        // Projected batches hold the wanted columns in file order.
+        let projected = |file_index: usize| wanted.iter().position(|&w| w == file_index);
+        let at = |file_index: usize| projected(file_index).unwrap_or_default();
+        let prompt = match prompt {
+            PromptSource::Template(template) => ParquetPrompt::Template {
+                template,
+                columns: template_columns
+                    .into_iter()
+                    .map(|(name, i)| (name, at(i)))
+                    .collect(),
+            },
+            PromptSource::Column(name) => ParquetPrompt::Column {
+                name,
+                index: prompt_column.map(at),
+            },
+        };
+        let messages = messages.map(at);
+        let id = id.map(|(name, i)| (name, at(i)));
+
+        let mut group_ends = Vec::new();
+        let mut total: u64 = 0;
+        for group in builder.metadata().row_groups() {
+            total += u64::try_from(group.num_rows()).unwrap_or(0);
+            group_ends.push(total);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| {
+                file_error(
+                    &path,
+                    format!("cannot read the Parquet file ({e}); check the file is complete"),
+                )
+            })?;
+        Ok(ParquetRows {
+            reader,
+            factory,
+            prompt,
+            messages,
+            id,
+            batch: None,
+            at: 0,
+            row: 0,
+            group_ends,
+            done: false,
+        })
+    }
+
+    /// The 0-based row group of row number `row` (1-based).
+    fn group_of(&self, row: u64) -> usize {
+        self.group_ends.partition_point(|&end| end < row)
+    }
+
+    /// Where a value comes from, for messages.
+    fn place(&self, column: &str) -> String {
+        format!(
+            "column `{column}` (row {}, row group {})",
+            self.row,
+            self.group_of(self.row)
+        )
+    }
+
+    /// Row `i` of `batch`: its id and what to send.
+    fn extract(
+        &self,
+        batch: &RecordBatch,
+        i: usize,
+    ) -> Result<(Option<String>, Result<Extracted, String>), String> {
+        let id = match &self.id {
+            Some((name, index)) => {
+                let column = batch.column(*index);
+                if column.is_null(i) {
+                    return Err(format!(
+                        "{} is null: every row needs an id (fill it, or choose another column \
+                         with --id-column)",
+                        self.place(name)
+                    ));
+                }
+                match json_at(column.as_ref(), i) {
+                    Ok(Value::String(s)) => Some(s),
+                    Ok(Value::Number(n)) => Some(n.to_string()),
+                    Ok(other) => {
+                        return Err(format!(
+                            "{} must be a string or a number, not {}",
+                            self.place(name),
+                            kind_of(&other)
+                        ))
+                    }
+                    Err(e) => return Err(format!("{}: {e}", self.place(name))),
+                }
+            }
+            None => None,
+        };
+        Ok((id, self.content(batch, i)))
+    }
+
+    fn content(&self, batch: &RecordBatch, i: usize) -> Result<Extracted, String> {
+        match &self.prompt {
+            ParquetPrompt::Template { template, columns } => {
+                let mut failed = None;
+                let prompt = template
+                    .fill(|name| {
+                        let (_, index) = columns.iter().find(|(n, _)| n == name)?;
+                        match text_at(batch.column(*index).as_ref(), i) {
+                            Ok(text) => Some(text),
+                            Err(e) => {
+                                failed.get_or_insert_with(|| format!("{}: {e}", self.place(name)));
+                                Some(Cow::Borrowed(""))
+                            }
+                        }
+                    })
+                    .unwrap_or_default();
+                match failed {
+                    Some(message) => Err(message),
+                    None => Ok(Extracted::Prompt {
+                        prompt,
+                        overrides: None,
+                    }),
+                }
+            }
+            ParquetPrompt::Column { name, index } => {
+                if let Some(m) = self.messages {
+                    let column = batch.column(m);
+                    if !column.is_null(i) {
+                        return match json_at(column.as_ref(), i) {
+                            Ok(Value::Array(messages)) => Ok(Extracted::Messages {
+                                messages,
+                                overrides: None,
+                            }),
+                            Ok(other) => Err(format!(
+                                "{} must be a list of {{role, content}} structs, not {}",
+                                self.place("messages"),
+                                kind_of(&other)
+                            )),
+                            Err(e) => Err(format!("{}: {e}", self.place("messages"))),
+                        };
+                    }
+                }
+                match index {
+                    Some(index) => match text_at(batch.column(*index).as_ref(), i) {
+                        Ok(text) => Ok(Extracted::Prompt {
+                            prompt: text.into_owned(),
+                            overrides: None,
+                        }),
+                        Err(e) => Err(format!("{}: {e}", self.place(name))),
+                    },
+                    None => Err(format!(
+                        "{} is null and the file has no `{name}` column: nothing to send \
+                         (fill `messages`, or add a `{name}` column)",
+                        self.place("messages")
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The next row; `None` for a skipped row or the end (then `done` is set).
+    fn read_next(&mut self) -> Option<Result<Row, Error>> {
+        match &self.batch {
+            Some(batch) if self.at < batch.num_rows() => {}
+            _ => match self.reader.next() {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Ok(batch)) => {
+                    self.batch = Some(batch);
+                    self.at = 0;
+                    return None; // read again from the new batch
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    let row = self.row + 1;
+                    return Some(Err(Error::input(
+                        &self.factory.path,
+                        row,
+                        format!(
+                            "cannot read row {row} (row group {}): {e}; the file is damaged or \
+                             incomplete: write it again",
+                            self.group_of(row)
+                        ),
+                    )));
+                }
+            },
+        }
+        let i = self.at;
+        self.at += 1;
+        self.row += 1;
+        let row = self.row;
+        if self.factory.skips(row) {
+            return None;
+        }
+        let batch = self.batch.as_ref()?;
+        Some(match self.extract(batch, i) {
+            Ok((id, extracted)) => self.factory.make(row, row, id, || extracted),
+            Err(message) => self.factory.unreadable(row, row, message),
+        })
+    }
+}
+
+impl Iterator for ParquetRows {
+    type Item = Result<Row, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let item = self.read_next();
+            if item.is_some() {
+                return item;
+            }
+        }
+        None
+    }
+}
+
+/// A value's text for a template or prompt: strings as they are, null as empty, numbers and
+/// booleans as their text, lists and structs as compact JSON.
+fn text_at(array: &dyn Array, i: usize) -> Result<Cow<'_, str>, String> {
+    if array.is_null(i) {
+        return Ok(Cow::Borrowed(""));
+    }
+    match array.data_type() {
+        DataType::Utf8 => Ok(Cow::Borrowed(array.as_string::<i32>().value(i))),
+        DataType::LargeUtf8 => Ok(Cow::Borrowed(array.as_string::<i64>().value(i))),
+        DataType::Utf8View => Ok(Cow::Borrowed(array.as_string_view().value(i))),
+        _ => Ok(Cow::Owned(match json_at(array, i)? {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })),
+    }
+}
+
+/// A value as JSON: strings, numbers, booleans, null, lists as arrays and structs as objects
+/// (dictionary-encoded columns by their values).
+fn json_at(array: &dyn Array, i: usize) -> Result<Value, String> {
+    if array.is_null(i) {
+        return Ok(Value::Null);
+    }
+    Ok(match array.data_type() {
+        DataType::Null => Value::Null,
+        DataType::Boolean => Value::Bool(array.as_boolean().value(i)),
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(i).to_string()),
+        DataType::Utf8View => Value::String(array.as_string_view().value(i).to_string()),
+        DataType::Int8 => array.as_primitive::<Int8Type>().value(i).into(),
+        DataType::Int16 => array.as_primitive::<Int16Type>().value(i).into(),
+        DataType::Int32 => array.as_primitive::<Int32Type>().value(i).into(),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(i).into(),
+        DataType::UInt8 => array.as_primitive::<UInt8Type>().value(i).into(),
+        DataType::UInt16 => array.as_primitive::<UInt16Type>().value(i).into(),
+        DataType::UInt32 => array.as_primitive::<UInt32Type>().value(i).into(),
+        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(i).into(),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(i)))?,
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(i))?,
+        DataType::List(_) => list(array.as_list::<i32>().value(i).as_ref())?,
+        DataType::LargeList(_) => list(array.as_list::<i64>().value(i).as_ref())?,
+        DataType::Struct(fields) => {
+            let array = array.as_struct();
+            let mut object = serde_json::Map::new();
+            for (field, column) in fields.iter().zip(array.columns()) {
+                object.insert(field.name().clone(), json_at(column.as_ref(), i)?);
+            }
+            Value::Object(object)
+        }
+        DataType::Dictionary(_, _) => {
+            // Dictionary-encoded (e.g. a pandas categorical): the value its key points to.
+            let Some(dict) = array.as_any_dictionary_opt() else {
+                return Err("unreadable dictionary column".into());
+            };
+            match json_at(dict.keys(), i)?.as_u64() {
+                Some(key) => json_at(dict.values().as_ref(), key as usize)?,
+                None => return Err("a dictionary key that is not a whole number".into()),
+            }
+        }
+        other => {
+            return Err(format!(
+                "values of type {other} are not supported (strings, integers, floats, booleans, \
+                 lists and structs are); cast the column to string when writing the file"
+            ))
+        }
+    })
+}
+
+fn float(f: f64) -> Result<Value, String> {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .ok_or_else(|| format!("{f} is not a finite number"))
+}
+
+fn list(values: &dyn Array) -> Result<Value, String> {
+    (0..values.len())
+        .map(|j| json_at(values, j))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a struct",
+    }
+}
