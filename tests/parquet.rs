@@ -446,6 +446,7 @@ fn export_to_parquet_round_trips_with_typed_columns() {
         ("attempts", DataType::UInt32, false),
         ("cost_usd", DataType::Float64, true),
         ("simulated", DataType::Boolean, false),
+        ("started_at", DataType::Utf8, true),
         ("ticket", DataType::Int64, false),
         ("parsed", DataType::Utf8, false),
         ("score", DataType::Float64, false),
@@ -455,12 +456,15 @@ fn export_to_parquet_round_trips_with_typed_columns() {
     }
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(
-        &names[..19],
+        &names[..promptbatch::output::COLUMNS.len()],
         promptbatch::output::COLUMNS,
         "the record's fields first"
     );
     // Then the others as the file first has them (serde_json writes the keys sorted here).
-    assert_eq!(&names[19..], ["parsed", "score", "tag", "ticket"]);
+    assert_eq!(
+        &names[promptbatch::output::COLUMNS.len()..],
+        ["parsed", "score", "tag", "ticket"]
+    );
     for (record, row) in records.iter().zip(&rows) {
         for (name, value) in record.as_object().unwrap() {
             let got = &row[name];
