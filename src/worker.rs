@@ -289,23 +289,70 @@ pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequ
 }
 
 /// [`process`]; `None` when the row gets no record and releases nothing.
-async fn process_row(
-    ctx: &WorkerContext,
-    mut info: RowInfo,
-    request: ChatRequest,
-) -> Option<Outcome> {
+async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Outcome> {
     #[cfg(debug_assertions)]
     fault_injection::panic_if_asked(info.row);
-    let tokens = request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0);
-    let abort = &ctx.shutdown.abort;
-    let mut attempts = 0u32;
-    // Answers that failed --json-schema: paid for, so their tokens and cost go on the record;
-    // under --max-cost each retry first reserves its own worst case.
-    let mut spent = Spent::default();
-    let mut extra_reservations = Vec::new();
-    let mut no_more_attempts = false;
+    let mut row = RowAttempts {
+        tokens: request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0),
+        info,
+        request,
+        attempts: 0,
+        spent: Spent::default(),
+        extra_reservations: Vec::new(),
+        no_more_attempts: false,
+    };
     loop {
-        if ctx.halting() || ctx.breaker.hold_back(&request.model) {
+        let (outcome, latency_ms, may_lend) = row.attempt(ctx).await?;
+        let failure = match outcome {
+            Ok(completion) => match row.answered(ctx, completion, latency_ms) {
+                Ok(outcome) => return Some(outcome),
+                Err(failure) => failure,
+            },
+            Err(failure) => failure,
+        };
+        let wait = match row.failed(ctx, failure, latency_ms) {
+            Next::Done(outcome) => return outcome,
+            Next::Retry(wait) => wait,
+        };
+        if !wait_to_retry(ctx, wait, may_lend).await {
+            return None;
+        }
+    }
+}
+
+/// One row's attempts so far, and what they cost.
+struct RowAttempts {
+    info: RowInfo,
+    request: ChatRequest,
+    /// Estimated tokens of one attempt, for `--tpm`.
+    tokens: u64,
+    attempts: u32,
+    /// Answers that failed `--json-schema`: paid for, so their tokens and cost go on the record.
+    spent: Spent,
+    /// Under `--max-cost`, each `--json-schema` retry first reserves its own worst case.
+    extra_reservations: Vec<crate::budget::Reservation>,
+    /// A retry would not fit under `--max-cost`.
+    no_more_attempts: bool,
+}
+
+/// What follows a failed attempt. (One per attempt: the size of `Done` costs nothing.)
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// The row is done: its outcome (`None`: no record, the run is halting).
+    Done(Option<Outcome>),
+    /// Try again after this wait.
+    Retry(Duration),
+}
+
+impl RowAttempts {
+    /// Waits for the limiter, sends once and tells the pacer; `None` when the run halts first.
+    /// Returns the answer, its latency and whether the row may lend its slot while it waits.
+    async fn attempt(
+        &mut self,
+        ctx: &WorkerContext,
+    ) -> Option<(Result<crate::api::Completion, Failure>, u64, bool)> {
+        let abort = &ctx.shutdown.abort;
+        if ctx.halting() || ctx.breaker.hold_back(&self.request.model) {
             return None;
         }
         tokio::select! {
@@ -313,14 +360,14 @@ async fn process_row(
             _ = abort.cancelled() => return None,
             // Waiting for the limiter is not being in flight: a first Ctrl-C ends the wait.
             _ = ctx.shutdown.stop_dispatch.cancelled() => return None,
-            _ = ctx.limits.acquire(tokens) => {}
+            _ = ctx.limits.acquire(self.tokens) => {}
         }
         if ctx.halting() {
             return None;
         }
-        attempts += 1;
-        if attempts == 1 {
-            info.started = Some(std::time::SystemTime::now());
+        self.attempts += 1;
+        if self.attempts == 1 {
+            self.info.started = Some(std::time::SystemTime::now());
         }
         ctx.counters.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
@@ -328,7 +375,7 @@ async fn process_row(
         let outcome = tokio::select! {
             biased;
             _ = abort.cancelled() => None,
-            outcome = ctx.client.send_reporting_limits(request.body.clone()) => Some(outcome),
+            outcome = ctx.client.send_reporting_limits(self.request.body.clone()) => Some(outcome),
         };
         ctx.counters.in_flight.fetch_sub(1, Relaxed);
         let (outcome, headers) = outcome?;
@@ -343,85 +390,96 @@ async fn process_row(
             .limits
             .pacer()
             .on_answer(sent_at, answer, headers.as_ref());
-        let failure = match outcome {
-            Ok(completion) => {
-                let answered_model = completion.model.as_deref().unwrap_or(&request.model);
-                let cost = ctx
-                    .prices
-                    .cost(&[answered_model, &request.model], &completion.usage);
-                let parsed = match &ctx.schema {
-                    Some((checker, _)) => checker.check(completion.content.as_deref()).map(Some),
-                    None => Ok(None),
-                };
-                match parsed {
-                    Ok(parsed) => {
-                        let released = ctx.breaker.success(&request.model);
-                        let body = ctx.keep_response.then(|| completion.body.clone());
-                        let mut own = Record::ok(info, completion, latency_ms, attempts, cost);
-                        spent.add_to(&mut own);
-                        if let (Some(value), Some((_, columns))) = (parsed, &ctx.schema) {
-                            let fields =
-                                crate::output::record::parsed_fields(value, columns.as_deref());
-                            own.kept.get_or_insert_with(Default::default).extend(fields);
-                        }
-                        if let Some(body) = body {
-                            keep_response(&mut own, &body);
-                        }
-                        return Some(Outcome {
-                            own: Some(own),
-                            released,
-                            extra_reservations,
-                        });
-                    }
-                    // Paid for, but not the answer asked for: retried like a transient failure.
-                    Err(message) => {
-                        spent.add(&completion.usage, cost);
-                        match reserve_retry(ctx, &request) {
-                            Ok(reservation) => {
-                                extra_reservations.extend(reservation);
-                                Failure::transient(message)
-                            }
-                            Err(why) => {
-                                no_more_attempts = true;
-                                Failure::transient(format!("{message}; not retried: {why}"))
-                            }
-                        }
-                    }
-                }
-            }
-            Err(failure) => failure,
+        Some((outcome, latency_ms, may_lend))
+    }
+
+    /// An answer: the row's ok record, or — when it fails `--json-schema` — a transient
+    /// failure (paid for: its tokens and cost are kept for the record). (One per attempt: the
+    /// size of the `Err` costs nothing.)
+    #[allow(clippy::result_large_err)]
+    fn answered(
+        &mut self,
+        ctx: &WorkerContext,
+        completion: crate::api::Completion,
+        latency_ms: u64,
+    ) -> Result<Outcome, Failure> {
+        let model = &self.request.model;
+        let answered_model = completion.model.as_deref().unwrap_or(model);
+        let cost = ctx.prices.cost(&[answered_model, model], &completion.usage);
+        let parsed = match &ctx.schema {
+            Some((checker, _)) => checker.check(completion.content.as_deref()),
+            None => Ok(serde_json::Value::Null),
         };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                self.spent.add(&completion.usage, cost);
+                return Err(match reserve_retry(ctx, &self.request) {
+                    Ok(reservation) => {
+                        self.extra_reservations.extend(reservation);
+                        Failure::transient(message)
+                    }
+                    Err(why) => {
+                        self.no_more_attempts = true;
+                        Failure::transient(format!("{message}; not retried: {why}"))
+                    }
+                });
+            }
+        };
+        let released = ctx.breaker.success(model);
+        let body = ctx.keep_response.then(|| completion.body.clone());
+        let info = self.info.clone();
+        let mut own = Record::ok(info, completion, latency_ms, self.attempts, cost);
+        self.spent.add_to(&mut own);
+        if let Some((_, columns)) = &ctx.schema {
+            let fields = crate::output::record::parsed_fields(parsed, columns.as_deref());
+            own.kept.get_or_insert_with(Default::default).extend(fields);
+        }
+        if let Some(body) = body {
+            keep_response(&mut own, &body);
+        }
+        Ok(Outcome {
+            own: Some(own),
+            released,
+            extra_reservations: std::mem::take(&mut self.extra_reservations),
+        })
+    }
+
+    /// A failed attempt: stop the run (fatal), the row's error record (permanent, or no retries
+    /// left), or a retry after the server's advice or the backoff, whichever is longer.
+    fn failed(&mut self, ctx: &WorkerContext, failure: Failure, latency_ms: u64) -> Next {
+        let attempts = self.attempts;
         let error_record = |message: String| {
-            let mut record = Record::error(info.clone(), message, latency_ms, attempts);
-            spent.add_to(&mut record);
+            let mut record = Record::error(self.info.clone(), message, latency_ms, attempts);
+            self.spent.add_to(&mut record);
             record
         };
         match failure.kind {
             FailureKind::Fatal => {
                 ctx.fail_run(failure.message);
-                return None;
+                Next::Done(None)
             }
             FailureKind::Permanent => {
                 let record = error_record(failure.message.clone());
-                let released = ctx
-                    .breaker
-                    .failure(&request.model, &failure, record, info.line);
-                return Some(Outcome {
+                let released =
+                    ctx.breaker
+                        .failure(&self.request.model, &failure, record, self.info.line);
+                Next::Done(Some(Outcome {
                     own: None,
                     released,
-                    extra_reservations,
-                });
+                    extra_reservations: std::mem::take(&mut self.extra_reservations),
+                }))
             }
-            FailureKind::Transient if attempts > ctx.retry.max_retries || no_more_attempts => {
+            FailureKind::Transient if attempts > ctx.retry.max_retries || self.no_more_attempts => {
                 let message = format!("gave up after {attempts} attempts: {}", failure.message);
                 ctx.counters.transient_errors.fetch_add(1, Relaxed);
                 let record = error_record(message);
                 warn_row_failed(ctx, &record);
-                return Some(Outcome {
+                Next::Done(Some(Outcome {
                     own: Some(record),
-                    extra_reservations,
+                    extra_reservations: std::mem::take(&mut self.extra_reservations),
                     ..Outcome::default()
-                });
+                }))
             }
             FailureKind::Transient => {
                 // This row waits at least the server's advice; the others go on, paced
@@ -429,35 +487,39 @@ async fn process_row(
                 let advised = failure.retry_after.unwrap_or(Duration::ZERO);
                 let wait = ctx.retry.backoff(attempts).max(advised);
                 ctx.counters.retries.fetch_add(1, Relaxed);
-                let _waiting = ctx.counters.row_waits(wait);
                 debug!(
-                    id = %info.id,
-                    row = info.row,
+                    id = %self.info.id,
+                    row = self.info.row,
                     attempt = attempts,
                     "retrying in {:?}: {}",
                     wait,
                     failure.message
                 );
-                if may_lend {
-                    let stop = async {
-                        tokio::select! {
-                            _ = abort.cancelled() => {}
-                            _ = ctx.shutdown.stop_dispatch.cancelled() => {}
-                        }
-                    };
-                    if !ctx.slots.wait_lending(wait, stop).await {
-                        return None;
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    biased;
-                    _ = abort.cancelled() => return None,
-                    _ = ctx.shutdown.stop_dispatch.cancelled() => return None,
-                    _ = tokio::time::sleep(wait) => {}
-                }
+                Next::Retry(wait)
             }
         }
+    }
+}
+
+/// Waits before a row's next attempt, lending its concurrency slot while it does when the
+/// pacer allows it; `false` when the run halts meanwhile.
+async fn wait_to_retry(ctx: &WorkerContext, wait: Duration, may_lend: bool) -> bool {
+    let abort = &ctx.shutdown.abort;
+    let _waiting = ctx.counters.row_waits(wait);
+    if may_lend {
+        let stop = async {
+            tokio::select! {
+                _ = abort.cancelled() => {}
+                _ = ctx.shutdown.stop_dispatch.cancelled() => {}
+            }
+        };
+        return ctx.slots.wait_lending(wait, stop).await;
+    }
+    tokio::select! {
+        biased;
+        _ = abort.cancelled() => false,
+        _ = ctx.shutdown.stop_dispatch.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 
