@@ -139,20 +139,8 @@ impl Store {
 impl Sim {
     /// Answers one Batch API request.
     pub(super) async fn batch(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
-        if let Some(required) = &self.options.require_key {
-            let given = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(required.as_str()) {
-                return Ok(self.error(
-                    401,
-                    "Incorrect API key provided.",
-                    "invalid_request_error",
-                    "invalid_api_key",
-                ));
-            }
+        if let Some(refused) = self.refuse_key(&req) {
+            return Ok(refused);
         }
         let method = req.method().clone();
         let path = req.uri().path().to_string();

@@ -581,20 +581,8 @@ impl Sim {
                 "not_found",
             ));
         }
-        if let Some(required) = &self.options.require_key {
-            let given = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(required.as_str()) {
-                return Ok(self.error(
-                    401,
-                    "Incorrect API key provided.",
-                    "invalid_request_error",
-                    "invalid_api_key",
-                ));
-            }
+        if let Some(refused) = self.refuse_key(&req) {
+            return Ok(refused);
         }
         let body = req
             .into_body()
@@ -602,45 +590,13 @@ impl Sim {
             .await
             .map_err(|_| Dropped)?
             .to_bytes();
-        let request: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok(self.error(
-                    400,
-                    &format!("We could not parse the JSON body of your request: {e}"),
-                    "invalid_request_error",
-                    "invalid_json",
-                ))
-            }
+        let request = match self.parse_request(&body) {
+            Ok(request) => request,
+            Err(refused) => return Ok(refused),
         };
-        let messages = match request.get("messages").and_then(Value::as_array) {
-            Some(m) if !m.is_empty() => m.as_slice(),
-            _ => {
-                return Ok(self.error(
-                    400,
-                    "`messages` must be a non-empty array",
-                    "invalid_request_error",
-                    "invalid_messages",
-                ))
-            }
-        };
-        let model = request.get("model").and_then(Value::as_str).unwrap_or("");
-        if model.is_empty() {
-            return Ok(self.error(
-                400,
-                "`model` is required",
-                "invalid_request_error",
-                "missing_model",
-            ));
-        }
-        if !self.options.models.is_empty() && !self.options.models.iter().any(|m| m == model) {
-            return Ok(self.error(
-                404,
-                &format!("The model `{model}` does not exist or you do not have access to it."),
-                "invalid_request_error",
-                "model_not_found",
-            ));
-        }
+        let messages = request["messages"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
         let prompt = last_user_text(messages);
         seen.clone_from(&prompt);
         let directives = Directives::parse(&prompt);
@@ -667,6 +623,68 @@ impl Sim {
             headers.insert("x-ratelimit-reset-requests", reset.parse().expect("ascii"));
         }
         Ok(response)
+    }
+
+    /// A 401 when `--require-key` is set and the request's bearer key is another.
+    fn refuse_key(&self, req: &Request<Incoming>) -> Option<SimResponse> {
+        let required = self.options.require_key.as_ref()?;
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        (given != Some(required.as_str())).then(|| {
+            self.error(
+                401,
+                "Incorrect API key provided.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        })
+    }
+
+    /// The request body as JSON with non-empty `messages` and a known `model`, or the 400/404
+    /// an API gives otherwise. (Once per request: the size of the `Err` costs nothing.)
+    #[allow(clippy::result_large_err)]
+    fn parse_request(&self, body: &[u8]) -> Result<Value, SimResponse> {
+        let request: Value = serde_json::from_slice(body).map_err(|e| {
+            self.error(
+                400,
+                &format!("We could not parse the JSON body of your request: {e}"),
+                "invalid_request_error",
+                "invalid_json",
+            )
+        })?;
+        if request
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_none_or(|m| m.is_empty())
+        {
+            return Err(self.error(
+                400,
+                "`messages` must be a non-empty array",
+                "invalid_request_error",
+                "invalid_messages",
+            ));
+        }
+        let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+        if model.is_empty() {
+            return Err(self.error(
+                400,
+                "`model` is required",
+                "invalid_request_error",
+                "missing_model",
+            ));
+        }
+        if !self.options.models.is_empty() && !self.options.models.iter().any(|m| m == model) {
+            return Err(self.error(
+                404,
+                &format!("The model `{model}` does not exist or you do not have access to it."),
+                "invalid_request_error",
+                "model_not_found",
+            ));
+        }
+        Ok(request)
     }
 
     /// The answer once the request is parsed: a 429 when over `--limit-rpm`, else the faults and
