@@ -347,23 +347,49 @@ impl State {
             Answer::RateLimited(_) => true,
             Answer::Other => return false,
         };
+        self.count(now, sent_at, limited);
+        let (in_burst, exhausted) = self.track_burst(now, sent_at, limited);
+        if let Some(burst) = exhausted {
+            self.pause_for_burst(now, &burst, answer);
+        } else if self.last_decrease.is_none_or(|d| sent_at >= d) {
+            self.react(now, limited, answer);
+        }
+        // Nor when 429s come in a row: a wave of requests sent before the first 429 came back
+        // meets a full window (lending their slots sent as many more into it); sporadic 429s
+        // (2 % of answers) come three in a row once in ≈ 100,000 429s.
+        limited
+            && !in_burst
+            && self.run_429 < LEND_UNTIL_RUN
+            && self.paused_until.is_none_or(|p| p <= now)
+    }
+
+    /// Counts an answer: 429s (and how many in a row), or an ok answer's latency and time.
+    fn count(&mut self, now: Instant, sent_at: Instant, limited: bool) {
         if limited {
             self.rate_limited += 1;
             self.run_429 += 1;
-        } else {
-            self.run_429 = 0;
-            let latency = now.saturating_duration_since(sent_at).as_secs_f64();
-            self.latency = Some(
-                self.latency
-                    .map_or(latency, |l| l + LATENCY_WEIGHT * (latency - l)),
-            );
-            self.ok_since += 1;
-            self.oks.push(now, false);
-            self.oks.prune(now, SAMPLE_SPAN);
+            return;
         }
-        let mut in_burst = false;
+        self.run_429 = 0;
+        let latency = now.saturating_duration_since(sent_at).as_secs_f64();
+        self.latency = Some(
+            self.latency
+                .map_or(latency, |l| l + LATENCY_WEIGHT * (latency - l)),
+        );
+        self.ok_since += 1;
+        self.oks.push(now, false);
+        self.oks.prune(now, SAMPLE_SPAN);
+    }
 
-        // A burst: the requests sent after a 429 arrived are mostly answered 429 too.
+    /// A burst: the requests sent after a 429 arrived are mostly answered 429 too. Returns
+    /// whether this answer belongs to one, and the burst when it shows the window exhausted.
+    fn track_burst(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        limited: bool,
+    ) -> (bool, Option<Burst>) {
+        let mut in_burst = false;
         let mut exhausted = None;
         if let Some(b) = self.burst.as_mut() {
             if sent_at > b.since {
@@ -389,78 +415,84 @@ impl State {
                 sent: 0,
             });
         }
-        if let Some(burst) = exhausted {
-            let advice = match answer {
-                Answer::RateLimited(advice) => advice,
-                _ => None,
-            };
-            let pause = advice.unwrap_or(DEFAULT_PAUSE);
-            // Measured before the pause is recorded: its span starts after the previous one.
-            let served = self.served_over_window(now, pause, &burst);
-            self.pause_until(now, now + pause);
-            // The pace the pool resumes at is what the server served, not a cut of the pace
-            // that overran it: that rate is what the window lets through, and a cut below it
-            // (then a slow creep back) left the tail at about half the server's rate after a
-            // long pause. Answers to requests sent before now cause no further cut.
-            self.cut_to(
-                now,
-                served * RESUME_SHARE,
-                served,
-                "paused: window exhausted (a burst of 429s); resuming at the rate served".into(),
-            );
-        } else if self.last_decrease.is_none_or(|d| sent_at >= d) {
-            self.sample.push(now, limited);
-            self.sample.prune(now, SAMPLE_SPAN);
-            if limited {
-                let total = self.sample.total() as f64;
-                let n429 = self.sample.marked() as u32;
-                let long_enough = self
-                    .sample
-                    .first()
-                    .is_some_and(|t| t + DECREASE_MIN_SPAN <= now);
-                // Above the limit learned at the last cut, 429s mean the probe found it again.
-                let probing = self
-                    .learned
-                    .is_some_and(|l| self.pace().is_some_and(|p| p > l));
-                let (min, share) = if probing {
-                    (PROBE_END_429S, 0.0)
-                } else {
-                    (DECREASE_MIN_429S, DECREASE_SHARE)
-                };
-                if long_enough && n429 >= min && f64::from(n429) >= share * total {
-                    let why = format!("{n429} 429s in {} answers", self.sample.total());
-                    self.decrease(now, &why);
-                    if probing {
-                        // The probe met the limit where it was: the window is full until the
-                        // 429's advice, so the pool waits for it rather than send more into
-                        // it (each costing a 429, and a burst's pause only after 3 of them).
-                        self.burst = None;
-                        if let Answer::RateLimited(Some(advice)) = answer {
-                            // A long advice says the limit itself fell (a window holding more
-                            // than its new capacity): then what the server took over its window
-                            // and the pause is the better measure, as for a burst.
-                            let served = self.served_with_pause(now, advice, 0);
-                            self.pause_until(now, now + advice);
-                            if self.adaptive.is_some_and(|a| a > served * RESUME_SHARE) {
-                                self.adaptive = Some(served * RESUME_SHARE);
-                                self.base = served * RESUME_SHARE;
-                                self.learned = Some(served);
-                                self.show_pace();
-                            }
-                        }
-                    }
-                }
-            } else {
-                self.grow(now);
+        (in_burst, exhausted)
+    }
+
+    /// The window is exhausted: the pool pauses for the 429's advice, then resumes at the rate
+    /// the server served.
+    fn pause_for_burst(&mut self, now: Instant, burst: &Burst, answer: Answer) {
+        let advice = match answer {
+            Answer::RateLimited(advice) => advice,
+            _ => None,
+        };
+        let pause = advice.unwrap_or(DEFAULT_PAUSE);
+        // Measured before the pause is recorded: its span starts after the previous one.
+        let served = self.served_over_window(now, pause, burst);
+        self.pause_until(now, now + pause);
+        // The pace the pool resumes at is what the server served, not a cut of the pace
+        // that overran it: that rate is what the window lets through, and a cut below it
+        // (then a slow creep back) left the tail at about half the server's rate after a
+        // long pause. Answers to requests sent before now cause no further cut.
+        self.cut_to(
+            now,
+            served * RESUME_SHARE,
+            served,
+            "paused: window exhausted (a burst of 429s); resuming at the rate served".into(),
+        );
+    }
+
+    /// AIMD on the recent answers: a cut when 429s pass their share of them (or end a probe),
+    /// growth while answers succeed.
+    fn react(&mut self, now: Instant, limited: bool, answer: Answer) {
+        self.sample.push(now, limited);
+        self.sample.prune(now, SAMPLE_SPAN);
+        if !limited {
+            self.grow(now);
+            return;
+        }
+        let total = self.sample.total() as f64;
+        let n429 = self.sample.marked() as u32;
+        let long_enough = self
+            .sample
+            .first()
+            .is_some_and(|t| t + DECREASE_MIN_SPAN <= now);
+        // Above the limit learned at the last cut, 429s mean the probe found it again.
+        let probing = self
+            .learned
+            .is_some_and(|l| self.pace().is_some_and(|p| p > l));
+        let (min, share) = if probing {
+            (PROBE_END_429S, 0.0)
+        } else {
+            (DECREASE_MIN_429S, DECREASE_SHARE)
+        };
+        if !(long_enough && n429 >= min && f64::from(n429) >= share * total) {
+            return;
+        }
+        let why = format!("{n429} 429s in {} answers", self.sample.total());
+        self.decrease(now, &why);
+        if probing {
+            self.end_probe(now, answer);
+        }
+    }
+
+    /// The probe met the limit where it was: the window is full until the 429's advice, so the
+    /// pool waits for it rather than send more into it (each costing a 429, and a burst's pause
+    /// only after 3 of them).
+    fn end_probe(&mut self, now: Instant, answer: Answer) {
+        self.burst = None;
+        if let Answer::RateLimited(Some(advice)) = answer {
+            // A long advice says the limit itself fell (a window holding more than its new
+            // capacity): then what the server took over its window and the pause is the better
+            // measure, as for a burst.
+            let served = self.served_with_pause(now, advice, 0);
+            self.pause_until(now, now + advice);
+            if self.adaptive.is_some_and(|a| a > served * RESUME_SHARE) {
+                self.adaptive = Some(served * RESUME_SHARE);
+                self.base = served * RESUME_SHARE;
+                self.learned = Some(served);
+                self.show_pace();
             }
         }
-        // Nor when 429s come in a row: a wave of requests sent before the first 429 came back
-        // meets a full window (lending their slots sent as many more into it); sporadic 429s
-        // (2 % of answers) come three in a row once in ≈ 100,000 429s.
-        limited
-            && !in_burst
-            && self.run_429 < LEND_UNTIL_RUN
-            && self.paused_until.is_none_or(|p| p <= now)
     }
 
     /// Copies what the progress display shows into the counters: two stores, and the note only
