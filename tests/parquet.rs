@@ -710,3 +710,68 @@ fn ticket_table_of(dir: &Workdir, n: usize) -> std::path::PathBuf {
     );
     path
 }
+
+#[test]
+fn parquet_columns_are_kept_with_their_types() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = ticket_table(&dir);
+    let output = dir.path("kept.jsonl");
+    let args = [
+        "-q",
+        "--id-column",
+        "ticket",
+        "--template",
+        "{title}",
+        "--keep-columns",
+        "n,score,flag,title",
+    ];
+    let r = run(&sim, &input, &output, &args);
+    assert_eq!(
+        r.code, 3,
+        "row 3's empty title is an error record: {}",
+        r.stderr
+    );
+    let mut records = read_jsonl(&output);
+    records.sort_by_key(|r| r["row"].as_u64());
+    assert_eq!(records.len(), 10);
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record["n"], json!(i), "integers stay integers: {record}");
+        assert_eq!(record["score"], json!(i as f64 + 0.5), "{record}");
+        assert_eq!(record["flag"], json!(i % 2 == 0), "{record}");
+    }
+    assert_eq!(records[2]["title"], Value::Null, "a null stays null");
+    // A CSV output gets them as columns, `all` included.
+    let csv_out = dir.path("kept.csv");
+    let all = [
+        "-q",
+        "--id-column",
+        "ticket",
+        "--template",
+        "{kind}",
+        "--keep-columns",
+        "all",
+    ];
+    let r = run(&sim, &input, &csv_out, &all);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut reader = csv::Reader::from_path(&csv_out).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert!(
+        header.iter().any(|h| h == "ticket") && header.iter().any(|h| h == "kind"),
+        "{header:?}"
+    );
+    assert_eq!(reader.records().count(), 10);
+    // A kept column the file lacks is named.
+    let r = run(
+        &sim,
+        &input,
+        &dir.path("x.jsonl"),
+        &["-q", "--keep-columns", "nope", "--template", "{kind}"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("`nope`") && r.stderr.contains("`ticket`"),
+        "{}",
+        r.stderr
+    );
+}

@@ -377,27 +377,21 @@ fn open_mode(
     if factory.ids_only {
         factory.keep = None;
     }
-    let rows: RowStream =
-        match format {
-            InputFormat::Parquet if factory.keep.is_some() => return Err(Error::Config(
-                "--keep-columns with a Parquet input is not supported yet: convert the input to \
-                 CSV or JSONL, or drop --keep-columns"
-                    .into(),
-            )),
-            InputFormat::Parquet => Box::new(parquet::ParquetRows::new(factory, prompt, ids)?),
-            InputFormat::Csv => Box::new(csv::CsvRows::new(
-                opts.open_reader()?,
-                factory,
-                prompt,
-                ids,
-            )?),
-            _ => Box::new(jsonl::JsonlRows::new(
-                opts.open_reader()?,
-                factory,
-                prompt,
-                ids,
-            )),
-        };
+    let rows: RowStream = match format {
+        InputFormat::Parquet => Box::new(parquet::ParquetRows::new(factory, prompt, ids)?),
+        InputFormat::Csv => Box::new(csv::CsvRows::new(
+            opts.open_reader()?,
+            factory,
+            prompt,
+            ids,
+        )?),
+        _ => Box::new(jsonl::JsonlRows::new(
+            opts.open_reader()?,
+            factory,
+            prompt,
+            ids,
+        )),
+    };
     let rows: RowStream = match opts.limit {
         Some(limit) => Box::new(FirstRows { rows, limit }),
         None => rows,
@@ -472,6 +466,14 @@ impl Iterator for FirstRows {
 /// The columns of a CSV input's header (for `--keep-columns all` into a CSV output, whose header
 /// must name them before the first row is read).
 pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
+    if resolve_format(opts) == InputFormat::Parquet {
+        return parquet::column_names(&opts.path).ok_or_else(|| {
+            Error::Config(format!(
+                "cannot read the columns of {}",
+                opts.path.display()
+            ))
+        });
+    }
     if resolve_format(opts) != InputFormat::Csv {
         return Err(Error::Config(
             "--keep-columns all with a CSV output needs a CSV input (the lines of a JSONL input \

@@ -28,6 +28,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ProjectionMask;
 use serde_json::Value;
 
+use super::keep::{KeepColumns, Kept};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory, Template};
 use crate::error::Error;
 
@@ -51,6 +52,8 @@ pub(crate) struct ParquetRows {
     prompt: ParquetPrompt,
     messages: Option<usize>,
     id: Option<(String, usize)>,
+    /// `--keep-columns`: (name, index in a batch) of each kept column.
+    kept: Vec<(String, usize)>,
     batch: Option<RecordBatch>,
     /// Next row of `batch`.
     at: usize,
@@ -170,6 +173,20 @@ impl ParquetRows {
                 .find_map(|name| find(name).map(|i| (name.to_string(), i))),
         };
         wanted.extend(id.as_ref().map(|(_, i)| *i));
+        let kept: Vec<(String, usize)> = match &factory.keep {
+            None => Vec::new(),
+            Some(KeepColumns::All) => names.iter().cloned().zip(0..).collect(),
+            Some(KeepColumns::Named(kept)) => kept
+                .iter()
+                .map(|name| {
+                    Ok((
+                        name.clone(),
+                        find(name).ok_or_else(|| missing("--keep-columns", name))?,
+                    ))
+                })
+                .collect::<Result<_, Error>>()?,
+        };
+        wanted.extend(kept.iter().map(|(_, i)| *i));
         wanted.sort_unstable();
         wanted.dedup();
         // Projected batches hold the wanted columns in file order.
@@ -190,6 +207,7 @@ impl ParquetRows {
         };
         let messages = messages.map(at);
         let id = id.map(|(name, i)| (name, at(i)));
+        let kept = kept.into_iter().map(|(name, i)| (name, at(i))).collect();
 
         let mut group_ends = Vec::new();
         let mut total: u64 = 0;
@@ -214,6 +232,7 @@ impl ParquetRows {
             prompt,
             messages,
             id,
+            kept,
             batch: None,
             at: 0,
             row: 0,
@@ -234,6 +253,20 @@ impl ParquetRows {
             self.row,
             self.group_of(self.row)
         )
+    }
+
+    /// `--keep-columns`: row `i`'s kept values as JSON (null stays null).
+    fn kept_values(&self, batch: &RecordBatch, i: usize) -> Result<Option<Kept>, String> {
+        if self.factory.keep.is_none() {
+            return Ok(None);
+        }
+        let mut kept = serde_json::Map::new();
+        for (name, index) in &self.kept {
+            let value = json_at(batch.column(*index).as_ref(), i)
+                .map_err(|e| format!("{}: {e}", self.place(name)))?;
+            kept.insert(name.clone(), value);
+        }
+        Ok(Some(Box::new(kept)))
     }
 
     /// Row `i` of `batch`: its id and what to send.
@@ -367,8 +400,15 @@ impl ParquetRows {
             return None;
         }
         let batch = self.batch.as_ref()?;
+        let kept = match self.kept_values(batch, i) {
+            Ok(kept) => kept,
+            Err(message) => return Some(self.factory.unreadable(row, row, message)),
+        };
         Some(match self.extract(batch, i) {
-            Ok((id, extracted)) => self.factory.make(row, row, id, || extracted),
+            Ok((id, extracted)) => self
+                .factory
+                .make(row, row, id, || extracted)
+                .map(|made| Row { kept, ..made }),
             Err(message) => self.factory.unreadable(row, row, message),
         })
     }
