@@ -7,7 +7,7 @@
 //! type ([`known_type`]: counts `UInt64`, `attempts` `UInt32`, `cost_usd` `Float64`, `simulated`
 //! `Boolean`, text `Utf8`; an `Option` field is nullable); any other field (kept input columns,
 //! `parsed`, timestamps added later) is typed by looking at every value in the file
-//! ([`Seen::kind`]): only integers → `Int64`, only numbers → `Float64`, only booleans →
+//! (`Seen::kind`): only integers → `Int64`, only numbers → `Float64`, only booleans →
 //! `Boolean`, only strings → `Utf8`, anything else (objects, arrays, a mix) → `Json` (the value's
 //! compact JSON text). A column is nullable when some record lacks it or has `null`.
 //!
