@@ -45,6 +45,64 @@ enum ParquetPrompt {
     Column { name: String, index: Option<usize> },
 }
 
+/// A Parquet file's top-level columns, to find the ones the flags name.
+struct FileColumns {
+    names: Vec<String>,
+    path: std::path::PathBuf,
+}
+
+impl FileColumns {
+    /// The index of column `name`, if the file has it.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The index of a column `flag` names; an error listing the file's columns if it lacks it.
+    fn require(&self, flag: &str, name: &str) -> Result<usize, Error> {
+        self.find(name).ok_or_else(|| self.missing(flag, name))
+    }
+
+    /// `flag` names a column the file lacks: say which columns it has.
+    fn missing(&self, flag: &str, name: &str) -> Error {
+        let found: Vec<String> = self.names.iter().map(|n| format!("`{n}`")).collect();
+        let found = if found.is_empty() {
+            "(none)".to_string()
+        } else {
+            found.join(", ")
+        };
+        file_error(
+            &self.path,
+            format!("{flag} names column `{name}`, which the file lacks; its columns are: {found}"),
+        )
+    }
+
+    /// `--keep-columns`: (name, index) of each kept column.
+    fn kept(&self, keep: Option<&KeepColumns>) -> Result<Vec<(String, usize)>, Error> {
+        match keep {
+            None => Ok(Vec::new()),
+            Some(KeepColumns::All) => Ok(self.names.iter().cloned().zip(0..).collect()),
+            Some(KeepColumns::Named(names)) => names
+                .iter()
+                .map(|name| Ok((name.clone(), self.require("--keep-columns", name)?)))
+                .collect(),
+        }
+    }
+}
+
+/// The cumulative row count at the end of each row group.
+fn group_ends(builder: &ParquetRecordBatchReaderBuilder<File>) -> Vec<u64> {
+    let mut total: u64 = 0;
+    builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|group| {
+            total += u64::try_from(group.num_rows()).unwrap_or(0);
+            total
+        })
+        .collect()
+}
+
 /// Streams rows from a Parquet file.
 pub(crate) struct ParquetRows {
     reader: ParquetRecordBatchReader,
@@ -111,87 +169,63 @@ impl ParquetRows {
     /// Reads the footer and resolves every named column; a missing one is an error listing the
     /// columns the file has.
     pub fn new(factory: RowFactory, prompt: PromptSource, ids: IdSource) -> Result<Self, Error> {
-        let path = factory.path.clone();
-        let builder = builder(&path)?;
-        let names: Vec<String> = builder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let find = |name: &str| names.iter().position(|n| n == name);
-        let missing = |flag: &str, name: &str| {
-            let found: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            file_error(
-                &path,
-                format!(
-                    "{flag} names column `{name}`, which the file lacks; its columns are: {}",
-                    if found.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        found.join(", ")
-                    }
-                ),
-            )
+        let builder = builder(&factory.path)?;
+        let file = FileColumns {
+            names: builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+            path: factory.path.clone(),
         };
         // Columns to read, by index in the file's schema.
         let mut wanted: Vec<usize> = Vec::new();
         let mut template_columns = Vec::new();
         let messages = match &prompt {
             PromptSource::Template(_) => None,
-            PromptSource::Column(_) => find("messages"),
+            PromptSource::Column(_) => file.find("messages"),
         };
         let prompt_column = match &prompt {
             PromptSource::Template(template) => {
                 for name in template.fields() {
-                    let i = find(name).ok_or_else(|| missing("--template", name))?;
+                    let i = file.require("--template", name)?;
                     template_columns.push((name.to_string(), i));
-                    wanted.push(i);
                 }
                 None
             }
-            PromptSource::Column(name) => match (find(name), messages) {
+            PromptSource::Column(name) => match (file.find(name), messages) {
                 (Some(i), _) => Some(i),
                 (None, Some(_)) => None,
                 (None, None) => {
-                    return Err(missing(
+                    return Err(file.missing(
                         "--prompt-column (default `prompt`; or give a `messages` column)",
                         name,
                     ))
                 }
             },
         };
-        wanted.extend(prompt_column);
-        wanted.extend(messages);
         let id = match ids {
-            IdSource::Required(name) => Some((
-                name.clone(),
-                find(&name).ok_or_else(|| missing("--id-column", &name))?,
-            )),
+            IdSource::Required(name) => Some((name.clone(), file.require("--id-column", &name)?)),
             IdSource::Default => ["id", "custom_id"]
                 .iter()
-                .find_map(|name| find(name).map(|i| (name.to_string(), i))),
+                .find_map(|name| file.find(name).map(|i| (name.to_string(), i))),
         };
+        let kept = file.kept(factory.keep.as_ref())?;
+        wanted.extend(template_columns.iter().map(|(_, i)| *i));
+        wanted.extend(prompt_column);
+        wanted.extend(messages);
         wanted.extend(id.as_ref().map(|(_, i)| *i));
-        let kept: Vec<(String, usize)> = match &factory.keep {
-            None => Vec::new(),
-            Some(KeepColumns::All) => names.iter().cloned().zip(0..).collect(),
-            Some(KeepColumns::Named(kept)) => kept
-                .iter()
-                .map(|name| {
-                    Ok((
-                        name.clone(),
-                        find(name).ok_or_else(|| missing("--keep-columns", name))?,
-                    ))
-                })
-                .collect::<Result<_, Error>>()?,
-        };
         wanted.extend(kept.iter().map(|(_, i)| *i));
         wanted.sort_unstable();
         wanted.dedup();
         // Projected batches hold the wanted columns in file order.
-        let projected = |file_index: usize| wanted.iter().position(|&w| w == file_index);
-        let at = |file_index: usize| projected(file_index).unwrap_or_default();
+        let at = |file_index: usize| {
+            wanted
+                .iter()
+                .position(|&w| w == file_index)
+                .unwrap_or_default()
+        };
         let prompt = match prompt {
             PromptSource::Template(template) => ParquetPrompt::Template {
                 template,
@@ -208,13 +242,7 @@ impl ParquetRows {
         let messages = messages.map(at);
         let id = id.map(|(name, i)| (name, at(i)));
         let kept = kept.into_iter().map(|(name, i)| (name, at(i))).collect();
-
-        let mut group_ends = Vec::new();
-        let mut total: u64 = 0;
-        for group in builder.metadata().row_groups() {
-            total += u64::try_from(group.num_rows()).unwrap_or(0);
-            group_ends.push(total);
-        }
+        let group_ends = group_ends(&builder);
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
         let reader = builder
             .with_projection(mask)
@@ -222,7 +250,7 @@ impl ParquetRows {
             .build()
             .map_err(|e| {
                 file_error(
-                    &path,
+                    &file.path,
                     format!("cannot read the Parquet file ({e}); check the file is complete"),
                 )
             })?;
