@@ -77,51 +77,38 @@ const WORST_OUTPUT_TOKENS: u64 = 4096;
 /// Runs the batch part of a job on a prepared run.
 pub(crate) async fn run(
     opts: &Job,
-    prepared: Prepared,
+    mut prepared: Prepared,
     shutdown: &Shutdown,
     started: Instant,
 ) -> Result<BatchEnd, Error> {
-    let Prepared {
-        client,
-        _simulator,
-        _lock,
-        output,
-        plan,
-        rows,
-        prices,
-        done,
-        kept_columns,
-        schema,
-        output_format,
-    } = prepared;
-    if schema.is_some() {
+    if prepared.schema.is_some() {
         return Err(Error::Config(
             "--json-schema with --via batch is not supported yet (the batch answers would not be \
              checked against the schema): use --via live, or drop --json-schema"
                 .into(),
         ));
     }
-    let simulated = opts.dry_run.is_some();
-    let state_path = state::path_for(&output);
-    let endpoint = client.scrub(client.api_base().as_str());
-    let state = load_state(&state_path, &endpoint, simulated)?;
     let counters = Arc::new(Counters::default());
-    let mut batch_run = BatchRun {
-        opts,
-        api: &client,
-        state,
-        state_path,
-        output: output.clone(),
-        prices: &prices,
-        counters: counters.clone(),
-        skip: done.unwrap_or_default(),
-        spent_before: plan.as_ref().map_or(0.0, |p| p.spent),
-        simulated,
-        kept_columns: kept_columns.clone(),
-        output_format,
-        quiet: matches!(opts.display, Display::Quiet),
-        last_lines: Instant::now(),
-    };
+    let rows = std::mem::replace(&mut prepared.rows, Box::new(std::iter::empty()));
+    let batch_run = BatchRun::new(opts, &prepared, &counters)?;
+    let (drive, skip) = drive_batches(batch_run, rows, shutdown).await?;
+    match drive {
+        Drive::GoLive => Ok(BatchEnd::Live(hand_to_live(
+            opts, prepared, skip, &counters,
+        )?)),
+        Drive::Stopped(stop) => Ok(BatchEnd::Done(conclude(
+            opts, &prepared, stop, &counters, started,
+        ))),
+    }
+}
+
+/// Submits, polls and collects until every row has a record, the run stops, or rows are left
+/// for `--fallback live`; returns how it ended and the rows with a record.
+async fn drive_batches(
+    mut batch_run: BatchRun<'_>,
+    rows: input::RowStream,
+    shutdown: &Shutdown,
+) -> Result<(Drive, RowSet), Error> {
     // A second interrupt drops whatever step is under way: every step is saved before the next
     // starts, so stopping anywhere is as safe as `kill -9`, and the same command resumes.
     let drive = tokio::select! {
@@ -131,59 +118,62 @@ pub(crate) async fn run(
             Drive::Stopped(StopReason::Interrupted)
         }
     };
-    let skip = batch_run.skip;
-    let stop = match drive {
-        Drive::Stopped(stop) => stop,
-        Drive::GoLive => {
-            let live_rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
-            say!(
-                "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
-                crate::human::group(counters.done())
-            );
-            // The live part's --max-cost counts what the batch part of this run spent.
-            let batch_spent = counters.cost_totals().spent_usd();
-            let plan = match plan {
-                Some(mut plan) => {
-                    plan.spent += batch_spent;
-                    Some(plan)
-                }
-                None if opts.cost.max_cost.is_some() => Some(crate::output::resume::Plan {
-                    spent: batch_spent,
-                    ..Default::default()
-                }),
-                None => None,
-            };
-            return Ok(BatchEnd::Live(Prepared {
-                client,
-                _simulator,
-                _lock,
-                output,
-                plan,
-                rows: live_rows,
-                prices,
-                done: Some(skip),
-                kept_columns,
-                schema,
-                output_format,
-            }));
+    Ok((drive, batch_run.skip))
+}
+
+/// `--fallback live`: the rows without a record go to the live runner, whose `--max-cost`
+/// counts what the batch part of this run spent.
+fn hand_to_live(
+    opts: &Job,
+    mut prepared: Prepared,
+    skip: RowSet,
+    counters: &Counters,
+) -> Result<Prepared, Error> {
+    prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
+    say!(
+        "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
+        crate::human::group(counters.done())
+    );
+    let batch_spent = counters.cost_totals().spent_usd();
+    prepared.plan = match prepared.plan.take() {
+        Some(mut plan) => {
+            plan.spent += batch_spent;
+            Some(plan)
         }
+        None if opts.cost.max_cost.is_some() => Some(crate::output::resume::Plan {
+            spent: batch_spent,
+            ..Default::default()
+        }),
+        None => None,
     };
+    prepared.done = Some(skip);
+    Ok(prepared)
+}
+
+/// The batch run's summary (after `--ordered`'s sort, when it completed).
+fn conclude(
+    opts: &Job,
+    prepared: &Prepared,
+    stop: StopReason,
+    counters: &Counters,
+    started: Instant,
+) -> Summary {
     let stop = match stop {
         StopReason::Completed if opts.output.ordered => {
-            match crate::pipeline::put_in_input_order(&output) {
+            match crate::pipeline::put_in_input_order(&prepared.output) {
                 Ok(()) => StopReason::Completed,
                 Err(e) => StopReason::Failed(e),
             }
         }
         stop => stop,
     };
-    let mut summary = Summary::new(&counters, started.elapsed(), stop);
-    if let Some(plan) = &plan {
+    let mut summary = Summary::new(counters, started.elapsed(), stop);
+    if let Some(plan) = &prepared.plan {
         summary.done_before = plan.done;
         summary.kept_errors = plan.kept_errors;
     }
-    summary.simulated = simulated;
-    Ok(BatchEnd::Done(summary))
+    summary.simulated = opts.dry_run.is_some();
+    summary
 }
 
 /// The state of an earlier run on the same output, checked against this one.
@@ -278,7 +268,33 @@ struct BatchRun<'a> {
     last_lines: Instant,
 }
 
-impl BatchRun<'_> {
+impl<'a> BatchRun<'a> {
+    /// A batch run over a prepared run: the state of an earlier run on the same output (checked
+    /// against this one), the rows already done.
+    fn new(opts: &'a Job, prepared: &'a Prepared, counters: &Arc<Counters>) -> Result<Self, Error> {
+        let simulated = opts.dry_run.is_some();
+        let state_path = state::path_for(&prepared.output);
+        let client = &prepared.client;
+        let endpoint = client.scrub(client.api_base().as_str());
+        let state = load_state(&state_path, &endpoint, simulated)?;
+        Ok(BatchRun {
+            opts,
+            api: client,
+            state,
+            state_path,
+            output: prepared.output.clone(),
+            prices: &prepared.prices,
+            counters: counters.clone(),
+            skip: prepared.done.clone().unwrap_or_default(),
+            spent_before: prepared.plan.as_ref().map_or(0.0, |p| p.spent),
+            simulated,
+            kept_columns: prepared.kept_columns.clone(),
+            output_format: prepared.output_format,
+            quiet: matches!(opts.display, Display::Quiet),
+            last_lines: Instant::now(),
+        })
+    }
+
     fn client(&self) -> BatchClient<'_> {
         BatchClient::new(self.api, self.opts.retry)
     }
