@@ -86,6 +86,8 @@ const PROBE_GROWTH: f64 = 0.10;
 /// After a pool pause, the pace resumes at this share of the rate the server served over its
 /// last window (what it took, divided by that span plus the pause).
 const RESUME_SHARE: f64 = 0.97;
+/// Ok answers a served rate must rest on before a probe's 429 may cut the pace to it.
+const RESUME_MIN_ANSWERS: u64 = 10;
 /// Share of a server-announced limit the proactive pace uses.
 const HEADER_MARGIN: f64 = 0.97;
 /// The slowest pace: one request a minute.
@@ -483,10 +485,15 @@ impl State {
         if let Answer::RateLimited(Some(advice)) = answer {
             // A long advice says the limit itself fell (a window holding more than its new
             // capacity): then what the server took over its window and the pause is the better
-            // measure, as for a burst.
+            // measure, as for a burst — when there is something to measure. Right after a pool
+            // pause only a few answers are in the span, and their count over a per-minute
+            // advice would collapse the pace to a request every half minute (a LiteLLM proxy
+            // at 30 rpm left 8 of 40 rows unsent for minutes): then the pause alone answers it.
+            let (from, _) = self.served_span(now);
+            let measured = self.oks.count_since(from) >= RESUME_MIN_ANSWERS;
             let served = self.served_with_pause(now, advice, 0);
             self.pause_until(now, now + advice);
-            if self.adaptive.is_some_and(|a| a > served * RESUME_SHARE) {
+            if measured && self.adaptive.is_some_and(|a| a > served * RESUME_SHARE) {
                 self.adaptive = Some(served * RESUME_SHARE);
                 self.base = served * RESUME_SHARE;
                 self.learned = Some(served);
