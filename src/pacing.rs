@@ -1268,6 +1268,48 @@ mod tests {
         assert!(p.note().why.starts_with("slowed"), "{:?}", p.note());
     }
 
+    /// A per-minute limit (LiteLLM: 30 a minute, `retry-after: 60`): when the probe after the
+    /// pause meets a 429 with the same long advice, the pool waits that advice but keeps the
+    /// pace it had. A handful of answers over a 60-s advice is no measure of the server's rate
+    /// (it once cut the pace to a request every half minute and left rows unsent for minutes).
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_429_after_a_long_pause_waits_its_advice_without_collapsing_the_pace() {
+        let p = Pacer::new(None);
+        exhaust_window(
+            &p,
+            30,
+            Duration::from_millis(900),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )
+        .await;
+        let learned = p.lock().learned.expect("learned at the pause");
+        let resumed = p.paused_until().unwrap();
+        // The hold, then the start of the probe: every answer ok.
+        loop {
+            let s = send(&p).await;
+            p.on_answer(s, Answer::Ok, None);
+            if s >= resumed + HOLD + Duration::from_secs(1) {
+                break;
+            }
+        }
+        assert!(p.lock().pace().unwrap() > learned, "probing");
+        let s = send(&p).await;
+        p.on_answer(s, limited(60.0), None);
+        let pace = p.lock().pace().unwrap();
+        assert_eq!(
+            p.paused_until(),
+            Some(Instant::now() + Duration::from_secs(60)),
+            "the pool waits the advice"
+        );
+        assert!(
+            pace >= learned * 0.8,
+            "{:.1}/min after the probe's 429, learned {:.1}/min",
+            pace * 60.0,
+            learned * 60.0
+        );
+    }
+
     /// Unpaced sends whose answers take long enough are spread over the answer time, so the
     /// requests of a `--concurrency` wave do not all meet a window that just filled.
     #[tokio::test(start_paused = true)]
