@@ -24,37 +24,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde::Serialize;
 use serde_json::Value;
 
 use super::read::{Records, Torn};
+pub use super::table::{Cell, Column, ColumnType, TableSink, ROW_GROUP_ROWS};
 use crate::error::Error;
 use crate::paths;
-
-/// Rows per Parquet row group (and the most rows the Parquet writer holds at once).
-pub const ROW_GROUP_ROWS: usize = 65_536;
-
-/// A column's type in every destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ColumnType {
-    /// Text.
-    Utf8,
-    /// Compact JSON text of any value (objects, arrays, a mix of kinds).
-    Json,
-    Int64,
-    UInt64,
-    UInt32,
-    Float64,
-    Boolean,
-}
-
-/// One column of the exported table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Column {
-    pub name: String,
-    pub kind: ColumnType,
-    pub nullable: bool,
-}
 
 /// The type of a field of [`Record`](super::Record) and whether it is an `Option`; `None` for any
 /// other field (typed by inference). A test checks every name of `COLUMNS` is here.
@@ -93,28 +68,6 @@ impl ExportFormat {
             ExportFormat::Jsonl
         }
     }
-}
-
-/// One value of the table, typed by its column.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Text(Cow<'a, str>),
-    /// Compact JSON text (a `Json` column).
-    Json(String),
-}
-
-/// Writes the rows of a table in one destination format (one type per format, like the run's
-/// [`RecordFormat`](super::format::RecordFormat)).
-pub trait TableSink {
-    /// Appends one row: one cell per column, in column order.
-    fn write_row(&mut self, cells: &[Cell]) -> Result<(), Error>;
-    /// Writes what is buffered and the file's footer; the file is complete once this returns.
-    fn finish(self: Box<Self>) -> Result<(), Error>;
 }
 
 /// What an export wrote.

@@ -15,6 +15,7 @@ pub mod record;
 pub mod replace;
 pub mod resume;
 pub mod resume_sorted;
+pub mod table;
 pub mod writer;
 
 pub use record::{Record, Status, COLUMNS};

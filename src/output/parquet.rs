@@ -17,7 +17,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::export::{Cell, Column, ColumnType, TableSink, ROW_GROUP_ROWS};
+use super::table::{Cell, Column, ColumnType, TableSink, ROW_GROUP_ROWS};
 use crate::error::Error;
 
 /// Rows gathered as Arrow arrays before they go to the writer.
