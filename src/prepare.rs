@@ -238,7 +238,7 @@ fn take_output(opts: &Job) -> Result<(OutputLock, PathBuf), Error> {
 }
 
 /// An output that is the input file itself would be read as earlier results and appended to.
-fn refuse_output_over_input(opts: &Job) -> Result<(), Error> {
+pub(crate) fn refuse_output_over_input(opts: &Job) -> Result<(), Error> {
     let same = match (
         std::fs::canonicalize(&opts.input.path),
         std::fs::canonicalize(&opts.output.path),

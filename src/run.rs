@@ -92,17 +92,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
 /// `-o x.parquet` may not replace its own input, nor a Parquet file that has no checkpoint (it
 /// was not written by a run of this output, or its checkpoint is gone).
 fn check_parquet_output(opts: &Job, dest: &Path, checkpoint: &Path) -> Result<(), Error> {
-    if let (Ok(input), Ok(output)) = (
-        std::fs::canonicalize(&opts.input.path),
-        std::fs::canonicalize(dest),
-    ) {
-        if input == output {
-            return Err(Error::Config(format!(
-                "--output {} is the input file; choose another output file",
-                dest.display()
-            )));
-        }
-    }
+    crate::prepare::refuse_output_over_input(opts)?;
     if dest.exists() && !checkpoint.exists() {
         return Err(Error::Config(format!(
             "{} exists but its checkpoint {} does not: it was not written by a run of this \

@@ -428,7 +428,8 @@ impl RowAttempts {
         };
         let released = ctx.breaker.success(model);
         let body = ctx.keep_response.then(|| completion.body.clone());
-        let info = self.info.clone();
+        // The row is done: its info moves into the record (no copy of the prompt per answer).
+        let info = std::mem::take(&mut self.info);
         let mut own = Record::ok(info, completion, latency_ms, self.attempts, cost);
         self.spent.add_to(&mut own);
         if let Some((_, columns)) = &ctx.schema {

@@ -169,7 +169,7 @@ pub fn parsed_fields(
 }
 
 /// What a record says about the row itself, whatever its outcome.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RowInfo {
     pub id: String,
     pub row: u64,
