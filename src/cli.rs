@@ -14,7 +14,7 @@ use promptbatch::sim::AnswerBody;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
-    MergeOptions, OutputOptions, RequestOptions, RetryPolicy, Shard, SimOptions, Via,
+    LimitStyle, MergeOptions, OutputOptions, RequestOptions, RetryPolicy, Shard, SimOptions, Via,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -554,12 +554,20 @@ pub struct SimArgs {
     #[arg(long, value_name = "RPM[@START],...", value_parser = LimitSchedule::parse)]
     pub limit_rpm: Option<LimitSchedule>,
 
-    /// The sliding window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
+    /// The window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
     #[arg(long, default_value = "60s", value_parser = promptbatch::duration::parse)]
     pub limit_window: Duration,
 
+    /// How `--limit-rpm` counts: `sliding` (the requests admitted in any sliding window; a 429
+    /// advises the exact wait) or `fixed` (as the LiteLLM proxy: one counter per wall-clock
+    /// window, e.g. the UTC minute, that refused requests increment too; a 429 advises the
+    /// whole window).
+    #[arg(long, value_enum, default_value_t = LimitStyle::Sliding)]
+    pub limit_style: LimitStyle,
+
     /// Send `x-ratelimit-limit-requests`, `-remaining-requests` and `-reset-requests` (as OpenAI
-    /// does) with every answer, for the `--limit-rpm` limit.
+    /// does) with every answer, for the `--limit-rpm` limit. With `--limit-style fixed`, as the
+    /// LiteLLM proxy: the limit and the remaining requests of the window, on successes only.
     #[arg(long)]
     pub rate_headers: bool,
 
@@ -744,6 +752,7 @@ impl SimArgs {
             error_style: self.error_style,
             limit_rpm: self.limit_rpm,
             limit_window: self.limit_window,
+            limit_style: self.limit_style,
             rate_headers: self.rate_headers,
             answer: self.answer,
             chunked: self.chunked,
@@ -796,6 +805,7 @@ mod tests {
         let library = SimOptions::default();
         assert_eq!(sim.retry_after, library.retry_after);
         assert_eq!(sim.limit_window, library.limit_window);
+        assert_eq!(sim.limit_style, library.limit_style);
         assert_eq!(sim.latency, library.latency);
         assert_eq!(sim.error_style, library.error_style);
         assert_eq!(sim.batch_time, library.batch_time);

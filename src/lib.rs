@@ -136,6 +136,6 @@ pub use output::{OutputOptions, Record, Status};
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
 pub use schema::JsonSchema;
-pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, SimOptions};
+pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
 pub use validate::{validate, Validation};
 pub use worker::RetryPolicy;

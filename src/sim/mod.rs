@@ -25,7 +25,9 @@
 //! A real server-side rate limit: `--limit-rpm` admits at most RPM × window / 60 requests in any
 //! sliding `--limit-window` (a schedule such as `1200,600@30s,1200@60s` changes the limit over
 //! time, counted from the first request); a request over it is answered 429 at once (no latency)
-//! with the exact wait until it would pass. `--rate-headers` adds OpenAI's
+//! with the exact wait until it would pass. `--limit-style fixed` counts as the LiteLLM proxy
+//! does instead: per wall-clock window, refused requests included, advising the whole window
+//! (`limit.rs`). `--rate-headers` adds OpenAI's
 //! `x-ratelimit-limit-requests` (per minute), `-remaining-requests` and `-reset-requests` (when
 //! one more request would pass) to every answer.
 //!
@@ -60,6 +62,9 @@ use crate::fingerprint::fnv1a;
 use crate::tokens;
 
 mod batch;
+mod limit;
+
+pub use limit::{LimitSchedule, LimitStyle};
 
 /// Most request arrivals kept for `/_sim/stats`.
 const MAX_ARRIVALS: usize = 100_000;
@@ -148,8 +153,10 @@ pub struct SimOptions {
     pub error_style: ErrorStyle,
     /// A server-side requests-per-minute limit over a sliding `limit_window`.
     pub limit_rpm: Option<LimitSchedule>,
-    /// The sliding window `limit_rpm` is counted over (capacity: RPM × window / 60).
+    /// The window `limit_rpm` is counted over (capacity: RPM × window / 60).
     pub limit_window: Duration,
+    /// How `limit_rpm` counts: a sliding window (OpenAI-like) or LiteLLM's fixed wall-clock one.
+    pub limit_style: LimitStyle,
     /// Send OpenAI's `x-ratelimit-*-requests` headers for the `limit_rpm` limit.
     pub rate_headers: bool,
     /// What a successful completion answers: derived from the request, or the seed example.
@@ -187,6 +194,7 @@ impl Default for SimOptions {
             error_style: ErrorStyle::Openai,
             limit_rpm: None,
             limit_window: DEFAULT_LIMIT_WINDOW,
+            limit_style: LimitStyle::Sliding,
             rate_headers: false,
             answer: AnswerBody::Echo,
             chunked: false,
@@ -194,96 +202,6 @@ impl Default for SimOptions {
             batch_expire: 0,
             batch_fail: 0,
             no_batch: false,
-        }
-    }
-}
-
-/// A requests-per-minute limit that may change over time: `(start after the first request, rpm)`,
-/// sorted by start, the first starting at 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitSchedule(pub Vec<(Duration, u32)>);
-
-impl LimitSchedule {
-    /// Parses `1200` or `1200,600@30s,1200@60s`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut steps = Vec::new();
-        for part in text.split(',') {
-            let (rpm, start) = match part.split_once('@') {
-                Some((rpm, at)) => (rpm, crate::duration::parse(at)?),
-                None => (part, Duration::ZERO),
-            };
-            let rpm: u32 = rpm
-                .trim()
-                .parse()
-                .ok()
-                .filter(|r| *r > 0)
-                .ok_or_else(|| format!("`{part}`: expected RPM[@START], e.g. 600@30s"))?;
-            steps.push((start, rpm));
-        }
-        steps.sort_by_key(|(start, _)| *start);
-        if steps.first().is_none_or(|(start, _)| !start.is_zero()) {
-            return Err(format!("`{text}`: the first limit must start at 0"));
-        }
-        Ok(LimitSchedule(steps))
-    }
-
-    /// The limit in force `since` after the first request.
-    pub fn at(&self, since: Duration) -> u32 {
-        self.0
-            .iter()
-            .take_while(|(start, _)| *start <= since)
-            .last()
-            .map_or(self.0[0].1, |(_, rpm)| *rpm)
-    }
-}
-
-/// The state of the `--limit-rpm` sliding window.
-#[derive(Debug, Default)]
-struct SlidingWindow {
-    /// When the first request arrived (the schedule's origin).
-    first: Option<Instant>,
-    /// Arrival times of the requests admitted in the current window, oldest first.
-    admitted: std::collections::VecDeque<Instant>,
-}
-
-/// What the sliding window decided for one request.
-struct WindowVerdict {
-    admitted: bool,
-    rpm: u32,
-    /// Requests that would still pass now (after this one, when admitted).
-    remaining: u64,
-    /// When one more request would pass.
-    reset: Duration,
-}
-
-impl SlidingWindow {
-    fn check(&mut self, schedule: &LimitSchedule, window: Duration, now: Instant) -> WindowVerdict {
-        let first = *self.first.get_or_insert(now);
-        let rpm = schedule.at(now - first);
-        let capacity = ((u64::from(rpm) * window.as_millis() as u64) / 60_000).max(1);
-        while self.admitted.front().is_some_and(|t| *t + window <= now) {
-            self.admitted.pop_front();
-        }
-        let admitted = (self.admitted.len() as u64) < capacity;
-        if admitted {
-            self.admitted.push_back(now);
-        }
-        let used = self.admitted.len() as u64;
-        let remaining = capacity.saturating_sub(used);
-        // One more passes once `used - capacity + 1` of the admitted have left the window.
-        let reset = if remaining > 0 {
-            Duration::ZERO
-        } else {
-            let leaving = (used + 1 - capacity) as usize;
-            self.admitted.get(leaving - 1).map_or(Duration::ZERO, |t| {
-                (*t + window).saturating_duration_since(now)
-            })
-        };
-        WindowVerdict {
-            admitted,
-            rpm,
-            remaining,
-            reset,
         }
     }
 }
@@ -332,7 +250,7 @@ struct Sim {
     completions: AtomicU64,
     arrivals: Mutex<Vec<Arrival>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
-    window: Mutex<SlidingWindow>,
+    limit: Mutex<limit::ServerLimit>,
     /// Files and batches of the Batch API.
     batches: batch::Store,
 }
@@ -400,7 +318,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         completions: AtomicU64::new(0),
         arrivals: Mutex::new(Vec::new()),
         fail_counts: Mutex::new(HashMap::new()),
-        window: Mutex::new(SlidingWindow::default()),
+        limit: Mutex::new(limit::ServerLimit::default()),
         batches: batch::Store::default(),
     });
     loop {
@@ -602,8 +520,15 @@ impl Sim {
         let directives = Directives::parse(&prompt);
 
         let verdict = self.options.limit_rpm.as_ref().map(|schedule| {
-            let mut window = self.window.lock().expect("window lock");
-            window.check(schedule, self.options.limit_window, Instant::now())
+            let mut limit = self.limit.lock().expect("limit lock");
+            let o = &self.options;
+            limit.check(
+                schedule,
+                o.limit_window,
+                o.limit_style,
+                Instant::now(),
+                SystemTime::now(),
+            )
         });
         let mut response = self
             .answer_within_limit(
@@ -616,11 +541,18 @@ impl Sim {
             )
             .await?;
         if let (Some(v), true) = (&verdict, self.options.rate_headers) {
-            let headers = response.headers_mut();
-            headers.insert("x-ratelimit-limit-requests", v.rpm.into());
-            headers.insert("x-ratelimit-remaining-requests", v.remaining.into());
-            let reset = format!("{:.3}s", v.reset.as_secs_f64());
-            headers.insert("x-ratelimit-reset-requests", reset.parse().expect("ascii"));
+            // LiteLLM (the fixed style) adds its limit and what is left of the minute to
+            // successes only, without a reset time.
+            let fixed = self.options.limit_style == LimitStyle::Fixed;
+            if !fixed || response.status() == StatusCode::OK {
+                let headers = response.headers_mut();
+                headers.insert("x-ratelimit-limit-requests", v.rpm.into());
+                headers.insert("x-ratelimit-remaining-requests", v.remaining.into());
+                if !fixed {
+                    let reset = format!("{:.3}s", v.reset.as_secs_f64());
+                    headers.insert("x-ratelimit-reset-requests", reset.parse().expect("ascii"));
+                }
+            }
         }
         Ok(response)
     }
@@ -696,10 +628,10 @@ impl Sim {
         prompt: &str,
         body: &[u8],
         directives: &Directives,
-        verdict: Option<&WindowVerdict>,
+        verdict: Option<&limit::Verdict>,
     ) -> Result<SimResponse, Dropped> {
         if let Some(v) = verdict.filter(|v| !v.admitted) {
-            return Ok(self.rate_limited_for(v.reset.max(Duration::from_millis(1))));
+            return Ok(self.rate_limited_for(v.advice.max(Duration::from_millis(1))));
         }
         let delay = self.options.latency.sample() + directives.sleep;
         if !delay.is_zero() {
@@ -1022,36 +954,6 @@ mod tests {
             let d = r.sample();
             assert!(d >= r.min && d <= r.max);
         }
-    }
-
-    #[test]
-    fn limit_schedules_and_the_sliding_window() {
-        let s = LimitSchedule::parse("1200,600@30s,1200@60s").unwrap();
-        assert_eq!(s.at(Duration::ZERO), 1200);
-        assert_eq!(s.at(Duration::from_secs(45)), 600);
-        assert_eq!(s.at(Duration::from_secs(61)), 1200);
-        assert!(LimitSchedule::parse("600@5s").is_err());
-        assert!(LimitSchedule::parse("fast").is_err());
-
-        // 60 RPM over 3 s: 3 per window.
-        let s = LimitSchedule::parse("60").unwrap();
-        let window = Duration::from_secs(3);
-        let mut w = SlidingWindow::default();
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        for (ms, remaining) in [(0, 2), (100, 1), (200, 0)] {
-            let v = w.check(&s, window, at(ms));
-            assert!(v.admitted);
-            assert_eq!(v.remaining, remaining);
-        }
-        let v = w.check(&s, window, at(1000));
-        assert!(!v.admitted);
-        assert_eq!(
-            v.reset,
-            Duration::from_millis(2000),
-            "when the first leaves"
-        );
-        assert!(w.check(&s, window, at(3000)).admitted);
     }
 
     #[test]
