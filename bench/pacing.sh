@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Adaptive pacing under pressure (issue 11): the runner against the built-in simulator's 429s.
 #
-# Usage:   bench/pacing.sh [--skip-build] [--only sporadic|window|halving]
+# Usage:   bench/pacing.sh [--skip-build] [--only sporadic|window|halving|minute]
 # Env:     CARGO_TARGET_DIR (default: the repo's target/), BENCH_KEEP=1 keeps the temp dir.
 #
 # Prints a Markdown table (stdout) of the three targets with their conditions:
@@ -15,7 +15,13 @@
 #      200 ms answers, -c 64, 90 s): seconds after each change until the success rate over the
 #      next 5 s is within 85–110 % of the new limit (target ≤ 10 s each way); without and with
 #      headers.
-# Every figure is one run; ratios are taken within the same script run. About 8 minutes.
+#   4. a LiteLLM-like per-minute limit (the proxy's `rpm: 30`: a counter per UTC minute that
+#      refused requests increment too, every 429 advising `retry-after: 60`; --limit-style fixed),
+#      100–300 ms answers, -c 16, 40 rows started in a minute's first seconds: all 40 ok within
+#      150 s (the 60-s advice must be waited once; a controller that measured the server's rate
+#      over 10 s once stalled here at a request a minute); without and with the proxy's
+#      x-ratelimit-limit/remaining headers.
+# Every figure is one run; ratios are taken within the same script run. About 13 minutes.
 
 set -euo pipefail
 
@@ -29,7 +35,7 @@ while [[ $# -gt 0 ]]; do
             shift
             ;;
         -h | --help)
-            sed -n '2,22p' "$0"
+            sed -n '2,28p' "$0"
             exit 0
             ;;
         *)
@@ -219,6 +225,38 @@ print(settle(30, 10), settle(60, 20), sum(1 for t, s in a if s == 429), len(a))'
         add "limit halves and recovers, $LABEL" "1,200 → 600 RPM at 30 s → 1,200 at 60 s (10-s window), 200 ms answers, -c 64, 90 s; \`$SIM_CMD\`" \
             "follows the halving in $DOWN s, the recovery in $UP s; $N429 of $ATTEMPTS attempts 429" \
             "≤ 10 s each way" "$(calc "int($DOWN <= 10 and $UP <= 10)")"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4. A LiteLLM-like per-minute limit: 30 RPM, fixed UTC-minute window, retry-after 60
+
+if [[ -z $ONLY || $ONLY == minute ]]; then
+    gen 40 "$TMP/minute.jsonl"
+    for headers in "" "--rate-headers"; do
+        # shellcheck disable=SC2086
+        start_sim --latency 100ms..300ms --limit-rpm 30 --limit-style fixed --error-style litellm $headers
+        second=$((10#$(date -u +%S)))
+        if ((second > 3)); then
+            log "minute: waiting $((61 - second)) s for the next UTC minute (the limit's window)"
+            sleep $((61 - second))
+        fi
+        set +e
+        timeout -s INT 200 "$BIN" run "$TMP/minute.jsonl" -o "$TMP/minute.out.jsonl" --base-url "$BASE" -q -c 16 \
+            2> "$TMP/minute.err"
+        set -e
+        OK=$(grep -c '"status":"ok"' "$TMP/minute.out.jsonl" || true)
+        stats
+        read -r WALL N429 ATTEMPTS < <(python3 -c '
+import json
+a = json.load(open("'"$TMP"'/stats.json"))["arrivals"]
+print(round((a[-1][0] - a[0][0]) / 1000), sum(1 for t, s in a if s == 429), len(a))')
+        rm -f "$TMP/minute.out.jsonl"
+        LABEL="without headers"
+        [[ -n $headers ]] && LABEL="with LiteLLM's x-ratelimit-limit/remaining headers"
+        add "per-minute limit (LiteLLM-like), $LABEL" "40 rows, 30 RPM counted per UTC minute (refused requests count), 429 advising 60 s, 100–300 ms answers, -c 16, started at second ≤ 3; \`$SIM_CMD\`" \
+            "$OK of 40 ok, first to last request $WALL s; $N429 of $ATTEMPTS attempts 429" \
+            "40 ok, ≤ 150 s" "$(calc "int($OK == 40 and $WALL <= 150)")"
     done
 fi
 
