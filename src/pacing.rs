@@ -24,11 +24,11 @@
 //!   sent after a 429 mostly get 429s too: 3 of them before 3 successes), or an answer with
 //!   `x-ratelimit-remaining-requests: 0` / `-tokens: 0` and a reset time. The pool then waits
 //!   until that advice and resumes at 97 % of the rate the server served over the window the
-//!   429 named: what it took (ok, or in flight from before the burst) over the last advice,
-//!   divided by the advice — LiteLLM's 30 a minute then `retry-after: 60` is 30 a minute
-//!   however the 30 were spread; a sliding window's 200 taken in 0.6 s then a 9.4-s advice is
-//!   21.3/s (20/s in truth: the next probe corrects it). Not a cut of the pace that overran
-//!   it, which left the tail of a run at half the server's rate.
+//!   429 implies (`window_for`): what it took (ok, or in flight from before the burst) and the
+//!   window still holds, divided by the window's length — LiteLLM's 30 a minute then
+//!   `retry-after: 60` is 30 a minute however the 30 were spread; a sliding 10-s window's 200
+//!   taken in 0.6 s then a 9.4-s advice is 20/s. Not a cut of the pace that overran it, which
+//!   left the tail of a run at half the server's rate.
 //! - **Probes grow by time**, not by answers: at a low pace answers are far apart, and growth
 //!   of at most 1 s per answer once left a pace of one request a minute growing 10 % a minute.
 //! - **Proactive**: `x-ratelimit-limit-requests` / `-tokens` (per minute, as OpenAI sends them)
@@ -87,14 +87,14 @@ const HOLD: Duration = Duration::from_secs(8);
 /// with ≈ 2 429s, which end the probe).
 const PROBE_GROWTH: f64 = 0.10;
 /// After a pool pause, the pace resumes at this share of the rate the server served over the
-/// window its 429 named (what it took over the advised wait, divided by it).
+/// window its 429 implies (what the window still holds, divided by its length: `window_for`).
 const RESUME_SHARE: f64 = 0.97;
 /// Ok answers a served rate must rest on before a probe's 429 may cut the pace to it.
 const RESUME_MIN_ANSWERS: u64 = 10;
 /// Ok answers are remembered this long, for the rate a server served over a window that a
 /// 429's advice says is full (LiteLLM's minute; longer windows are measured over this much).
 const OK_HISTORY: Duration = Duration::from_secs(120);
-/// A window is taken to be at least this long (a 429 advising 50 ms says little of its length).
+/// Less of a window than this left past a 429's advice: the advice covers the whole window.
 const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// A probe's growth per answer is at most this factor, however long since the last answer: at
 /// a low pace the answers are far apart, and growth clocked per answer (at most 1 s of it each)
@@ -505,8 +505,8 @@ impl State {
             // pause only a few answers are in the span, and their count over a per-minute
             // advice would collapse the pace to a request every half minute (a LiteLLM proxy
             // at 30 rpm left 8 of 40 rows unsent for minutes): then the pause alone answers it.
-            let window = advice.clamp(MIN_WINDOW, OK_HISTORY);
-            let from = now.checked_sub(window).unwrap_or(now);
+            let (lookback, _) = window_for(advice);
+            let from = now.checked_sub(lookback).unwrap_or(now);
             let measured = self.oks.count_since(from) >= RESUME_MIN_ANSWERS;
             let served = self.served_in_window(now, advice, 0);
             self.pause_until(now, now + advice);
@@ -562,24 +562,24 @@ impl State {
     }
 
     /// The rate the server served over its window, when a 429 advising `advice` says the window
-    /// is full: what it took over the last `advice` (at least [`MIN_WINDOW`], at most
-    /// [`OK_HISTORY`] back) — ok answers, and requests in flight except `pending` (sent after a
-    /// burst began: those mostly meet the full window) — divided by `advice`.
+    /// is full: what it took over the part of the window that stays full past the advice — ok
+    /// answers, and requests in flight except `pending` (sent after a burst began: those mostly
+    /// meet the full window) — divided by the window's length (see [`window_for`]).
     ///
-    /// Exact for a fixed window whose 429s advise the whole window (LiteLLM: 30 taken in the
-    /// minute, `retry-after: 60`, is 30 a minute however the 30 were spread). For a sliding
-    /// window, whose advice is the time until its oldest request leaves, it overestimates by
-    /// the time the window took to fill (200 taken in 0.6 s, then 9.4 s advised: 21.3/s
-    /// against 20/s); the next probe's 429s correct that. Dividing by the span of the taking
-    /// plus the advice instead was exact there, but for LiteLLM, whose 30 had been paced over
-    /// 40 s, it said 30 per 100 s — and with the 10-s span it measured over it said 3 per 70 s,
-    /// a pace of one request a minute that stalled a run.
+    /// A pool pause within the lookback is left out of the length: nothing was sent then, so
+    /// the window was not filled over it (a probe's 429 soon after a pause would otherwise say
+    /// the server took less than it did).
     fn served_in_window(&self, now: Instant, advice: Duration, pending: u32) -> f64 {
-        let window = advice.clamp(MIN_WINDOW, OK_HISTORY);
+        let (lookback, length) = window_for(advice);
+        let from = now.checked_sub(lookback).unwrap_or(now);
+        let paused = match (self.pause_start, self.paused_until) {
+            (Some(start), Some(end)) => end.min(now).saturating_duration_since(start.max(from)),
+            _ => Duration::ZERO,
+        };
+        let length = length.saturating_sub(paused).max(MIN_WINDOW);
         let in_flight = self.sent_total.saturating_sub(self.answered_total);
-        let taken = self.oks.count_since(now.checked_sub(window).unwrap_or(now))
-            + in_flight.saturating_sub(u64::from(pending));
-        (taken as f64 / advice.max(MIN_WINDOW).as_secs_f64()).max(MIN_PACE)
+        let taken = self.oks.count_since(from) + in_flight.saturating_sub(u64::from(pending));
+        (taken as f64 / length.as_secs_f64()).max(MIN_PACE)
     }
 
     /// The span a served rate is measured over: from [`SAMPLE_SPAN`] back (not before the
@@ -803,6 +803,26 @@ impl State {
             self.pause_changed = true;
         }
     }
+}
+
+/// The server's window as a 429 advising `advice` implies it: `(lookback, length)` — how far back
+/// the requests it still holds were taken, and its length. The window is taken to be the
+/// advice or [`SAMPLE_SPAN`], the longer; what it holds past the advice is what was taken over
+/// its length less the advice (a sliding window: the requests that have not left when the
+/// advice ends), or over its whole length when the advice covers it (a fixed window whose
+/// 429s advise all of it, as LiteLLM's minute does, or a sliding one filled in under
+/// [`MIN_WINDOW`]). Capped at [`OK_HISTORY`] back.
+///
+/// - LiteLLM, 30 a minute paced over 30 s, then `retry-after: 60`: 30 over 60 s, 30/min (over
+///   the last 10 s plus the pause it was 3 per 70 s, and a run stalled at a request a minute).
+/// - A sliding 10-s window of 200 filled in 0.6 s, advice 9.4 s: 200 over 10 s, 20/s.
+/// - The same window halved to 100 while it held 200, advice 5 s: the 100 taken in the last
+///   5 s over 10 s, 10/s (the advice alone said 20/s, and the pace pulsed at twice the limit).
+fn window_for(advice: Duration) -> (Duration, Duration) {
+    let length = advice.max(SAMPLE_SPAN);
+    let held = length.saturating_sub(advice);
+    let lookback = if held >= MIN_WINDOW { held } else { length };
+    (lookback.min(OK_HISTORY), length)
 }
 
 /// Events of a trailing time span, counted in [`BUCKET`]-wide buckets (some of them marked,
@@ -1165,15 +1185,14 @@ mod tests {
         paused
     }
 
-    /// Issue 11: after a pool pause the pace is the rate the server served before it — what it
-    /// took over the advised wait, divided by it — within [`RESUME_SHARE`] (3 %), not a cut of
-    /// the pace that overran it (which left the tail of a run at half the server's rate after a
-    /// 60-s pause).
+    /// Issue 11: after a pool pause the pace is the rate the server served before it — what its
+    /// window still holds, divided by its length ([`window_for`]) — within [`RESUME_SHARE`]
+    /// (3 %), not a cut of the pace that overran it (which left the tail of a run at half the
+    /// server's rate after a 60-s pause).
     #[tokio::test(start_paused = true)]
     async fn after_a_pause_the_pace_is_the_rate_the_server_served() {
-        // A sliding window of 200 per 10 s, filled in 0.6 s (200-ms answers): 20/s, measured as
-        // 200 per the 9.4 s advised (21.3/s: the probes correct it).
-        let served = 200.0 / 9.4;
+        // A sliding window of 200 per 10 s, filled in 0.6 s (200-ms answers): 20/s.
+        let served = 20.0;
         let p = Pacer::new(None);
         let paused = exhaust_window(
             &p,
@@ -1221,6 +1240,23 @@ mod tests {
             (per_minute - served * RESUME_SHARE).abs() < 0.5,
             "{per_minute}/min, served {served}/min"
         );
+
+        // A sliding 10-s window taken at 20/s whose limit halves: it holds 200, 100 must leave
+        // before one more passes (advice 5 s). 10/s, not the 20/s the advice alone measured.
+        let p = Pacer::new(None);
+        exhaust_window(
+            &p,
+            200,
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        )
+        .await;
+        let pace = p.lock().pace().unwrap();
+        assert!(
+            (pace - 10.0 * RESUME_SHARE).abs() < 0.3,
+            "{pace}/s, not 10/s"
+        );
     }
 
     /// After a cut the pace holds just below the limit it learned for [`HOLD`], then probes
@@ -1238,7 +1274,7 @@ mod tests {
         )
         .await;
         let learned = p.lock().learned.expect("learned at the pause");
-        assert!((learned - 200.0 / 9.4).abs() < 0.2, "{learned}");
+        assert!((learned - 20.0).abs() < 0.2, "{learned}");
         let resumed = p.paused_until().unwrap();
         // Answers all succeed (latency 0): the pace is what holds the sends back.
         let mut held = Vec::new();
