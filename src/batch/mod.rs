@@ -484,7 +484,9 @@ impl<'a> BatchRun<'a> {
                 }
                 let place = (row.id, row.row, row.line);
                 let request = match row.content {
-                    RowContent::Invalid { prompt, message } => {
+                    RowContent::Invalid {
+                        prompt, message, ..
+                    } => {
                         let record = self.error_record(place, prompt, None, message, 0);
                         self.write(writer, record).await;
                         continue;
@@ -886,7 +888,10 @@ impl<'a> BatchRun<'a> {
         message: String,
         attempts: u32,
     ) -> Record {
-        let model = request.map_or_else(|| self.opts.request.model.clone(), |r| r.model.clone());
+        let model = request.map_or_else(
+            || self.opts.request.first_model().to_string(),
+            |r| r.model.clone(),
+        );
         let fingerprint = request.map_or_else(String::new, |r| r.fingerprint.clone());
         let info = self.info(place, prompt, model, fingerprint);
         Record::error(info, message, 0, attempts)
