@@ -192,14 +192,7 @@ async fn run_live(
     };
     let row_queue = spawn_reader(rows, chunk_rows);
     let mut workers = Workers::default();
-    let dispatched = dispatch(
-        row_queue,
-        &ctx,
-        &permits,
-        &writer.sender,
-        &mut workers,
-    )
-    .await;
+    let dispatched = dispatch(row_queue, &ctx, &permits, &writer.sender, &mut workers).await;
     if matches!(dispatched, DispatchEnd::Budget) {
         say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }

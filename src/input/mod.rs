@@ -118,6 +118,16 @@ impl RowSet {
         self.words[word] |= 1 << (row % 64);
     }
 
+    /// Adds every number of `other`.
+    pub fn union_with(&mut self, other: &RowSet) {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (word, theirs) in self.words.iter_mut().zip(&other.words) {
+            *word |= theirs;
+        }
+    }
+
     /// Whether a row number is in the set.
     pub fn contains(&self, row: u64) -> bool {
         self.words
@@ -287,7 +297,9 @@ impl RowFactory {
             }
         }
         .into_iter();
-        let content = contents.next().expect("one content per model, at least one model");
+        let content = contents
+            .next()
+            .expect("one content per model, at least one model");
         Ok(Row {
             row,
             line,

@@ -34,9 +34,9 @@ impl PerModel {
     }
 
     fn is_done(&self, row: &Row) -> bool {
-        self.done.as_ref().is_some_and(|done| {
-            done.contains(unit(row.row, u64::from(row.slot), self.models))
-        })
+        self.done
+            .as_ref()
+            .is_some_and(|done| done.contains(unit(row.row, u64::from(row.slot), self.models)))
     }
 }
 
