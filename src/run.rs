@@ -202,7 +202,7 @@ async fn run_live(
     let mut written = writer.finish();
     reporter.finish().await;
     if opts.output.ordered && written.is_ok() {
-        written = put_in_input_order(&output);
+        written = put_in_input_order(&output, &opts.request.models);
     }
 
     // Rows of a refused model get no record on purpose (the next run sends them).

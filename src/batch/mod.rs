@@ -160,7 +160,7 @@ fn conclude(
 ) -> Summary {
     let stop = match stop {
         StopReason::Completed if opts.output.ordered => {
-            match crate::pipeline::put_in_input_order(&prepared.output) {
+            match crate::pipeline::put_in_input_order(&prepared.output, &opts.request.models) {
                 Ok(()) => StopReason::Completed,
                 Err(e) => StopReason::Failed(e),
             }
