@@ -455,3 +455,37 @@ fn model_lists_that_cannot_work_are_refused_with_the_way_out() {
     assert_eq!(sim.requests(), 0);
     assert!(!output.exists() || std::fs::read_to_string(&output).unwrap().is_empty());
 }
+
+#[test]
+fn shards_with_two_models_merge_into_one_record_per_row_and_model() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let n = 30;
+    let input = dir.write("in.jsonl", &jsonl_rows(n));
+    let mut parts = Vec::new();
+    for k in 0..2 {
+        let part = dir.path(&format!("part-{k}.jsonl"));
+        let shard = format!("{k}/2");
+        let r = run(
+            &sim,
+            &input,
+            &part,
+            &["-q", "--model", "a,b", "--shard", &shard],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        parts.push(part.to_str().unwrap().to_string());
+    }
+    let all = dir.path("all.jsonl");
+    let expect = (2 * n).to_string();
+    let mut args = vec!["merge"];
+    args.extend(parts.iter().map(String::as_str));
+    args.extend(["-o", all.to_str().unwrap(), "--expect-rows", &expect]);
+    let r = run_args(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_one_record_per_pair(&all, n, &["a", "b"]);
+    // The same shard twice is still an overlap, named with its model.
+    let all2 = dir.path("all2.jsonl");
+    let r = run_args(&["merge", &parts[0], &parts[0], "-o", all2.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("` for model `a` is in"), "{}", r.stderr);
+}
