@@ -226,7 +226,7 @@ fn adding_a_model_sends_only_its_requests_and_dropping_one_keeps_its_records() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert!(
             r.stderr
-                .contains("resuming: 40 of 60 (row, model) pairs done, 20 to send"),
+                .contains("resuming: 40 of 60 (row, model) pairs done, 20 to send\n"),
             "{}",
             r.stderr
         );

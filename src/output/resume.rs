@@ -119,6 +119,8 @@ pub struct Plan {
     pub spent: f64,
     /// Models each row goes to (`--model`'s list): the counts are of (row, model) pairs.
     pub models: u64,
+    /// Earlier records of models this run sends nothing to, kept as they are.
+    pub other_models: u64,
 }
 
 impl Plan {
@@ -145,14 +147,28 @@ impl Plan {
                 group(self.simulated)
             ));
         }
+        if self.other_models > 0 {
+            notes.push(format!(
+                "{} records of models not in --model kept as they are",
+                group(self.other_models)
+            ));
+        }
         let unit = if self.models > 1 {
             "(row, model) pairs"
         } else {
             "rows"
         };
         if self.to_send() == 0 {
+            let kept = if self.other_models > 0 {
+                format!(
+                    "; {} records of models not in --model kept as they are",
+                    group(self.other_models)
+                )
+            } else {
+                String::new()
+            };
             return format!(
-                "already complete: all {} {unit} have a record, nothing to send (use --fresh to start over)",
+                "already complete: all {} {unit} have a record, nothing to send{kept} (use --fresh to start over)",
                 group(self.rows)
             );
         }
@@ -437,6 +453,7 @@ impl ResumeIndex {
                 }
             } else {
                 entry.foreign = !sent_to.contains(&entry.model);
+                plan.other_models += u64::from(entry.foreign);
             }
         }
         Ok((index, plan, done))

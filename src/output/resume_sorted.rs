@@ -391,6 +391,7 @@ where
     for (model, (count, indices)) in &scanned.by_model {
         if !keys.sent_to.contains(model) {
             foreign += count;
+            tally.plan.other_models += count;
             tally.kept.union_with(indices);
         }
     }
@@ -764,6 +765,7 @@ mod tests {
             assert_eq!(want.retried_errors, got.retried_errors, "{what}");
             assert_eq!(want.kept_errors, got.kept_errors, "{what}");
             assert_eq!(want.simulated, got.simulated, "{what}");
+            assert_eq!(want.other_models, got.other_models, "{what}");
             assert!((want.spent - got.spent).abs() < 1e-9, "{what}");
             for unit in 0..(n_rows + 3) * models {
                 assert_eq!(
