@@ -489,3 +489,60 @@ fn shards_with_two_models_merge_into_one_record_per_row_and_model() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("` for model `a` is in"), "{}", r.stderr);
 }
+
+#[test]
+fn max_cost_reserves_each_row_and_models_own_worst_case() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_rows(30));
+    let output = dir.path("out.jsonl");
+    // Worst case of one request: ~2 × 9 prompt tokens plus 100 output tokens, about $0.0014 at
+    // gpt-5.2's prices ($1.75 / $14 per M) and $0.0012 at gemini-3.1-pro-preview's ($2 / $12);
+    // what the simulator's answers really cost is about $0.0001 each.
+    let models = ["gpt-5.2", "gemini-3.1-pro-preview"];
+    let prices = [(1.75, 14.0), (2.0, 12.0)];
+    let args = ["--max-tokens", "100", "-c", "2", "-q", "--model"];
+    let list = models.join(",");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &[&args[..], &[list.as_str(), "--max-cost", "0.003"]].concat(),
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    let spent: f64 = records
+        .iter()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    assert!(spent <= 0.003, "spent {spent}");
+    assert!(
+        spent + 0.0015 > 0.003,
+        "stopped only when the next worst case did not fit: {spent}"
+    );
+    assert!(
+        records.len() >= 4 && records.len() < 60,
+        "{}",
+        records.len()
+    );
+    for r in &records {
+        let m = models.iter().position(|m| r["model"] == *m).unwrap();
+        let (input_price, output_price) = prices[m];
+        let expected = (r["prompt_tokens"].as_f64().unwrap() * input_price
+            + r["completion_tokens"].as_f64().unwrap() * output_price)
+            / 1e6;
+        assert!(
+            (r["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+            "each record priced at its own model's rates: {r}"
+        );
+    }
+    assert!(
+        records.iter().any(|r| r["model"] == models[1]),
+        "both models ran"
+    );
+    assert_eq!(
+        sim.requests() as usize,
+        records.len(),
+        "no request without a record"
+    );
+}
