@@ -546,3 +546,36 @@ fn max_cost_reserves_each_row_and_models_own_worst_case() {
         "no request without a record"
     );
 }
+
+#[test]
+fn a_row_that_cannot_be_sent_has_one_error_record_per_model_or_under_its_own() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\":\"blank\",\"prompt\":\" \"}\n{\"id\":\"own\",\"prompt\":\"\",\"model\":\"mine\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-q", "--model", "a,b", "--ordered"],
+    );
+    assert_eq!(r.code, 3, "finished with error records: {}", r.stderr);
+    let got: Vec<(String, String, String)> = read_jsonl(&output)
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["model"].as_str().unwrap().to_string(),
+                r["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let empty = "empty prompt: nothing to send".to_string();
+    let want = [("blank", "a"), ("blank", "b"), ("own", "mine")]
+        .map(|(i, m)| (i.to_string(), m.to_string(), empty.clone()));
+    assert_eq!(got, want);
+    assert_eq!(sim.requests(), 0);
+}

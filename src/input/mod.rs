@@ -269,6 +269,8 @@ impl RowFactory {
             Some(message) => Err(message),
             None => extract(),
         };
+        // A row naming its own model has one unit, even when it cannot be sent.
+        let mut own_model = None;
         let built = extracted.map_err(BuildError::Malformed).and_then(|e| {
             let (messages, overrides) = match e {
                 Extracted::Prompt { prompt, overrides } => {
@@ -279,14 +281,23 @@ impl RowFactory {
                     overrides,
                 } => (messages, overrides),
             };
+            if RequestDefaults::names_own_model(overrides.as_ref()) {
+                own_model = overrides
+                    .as_ref()
+                    .and_then(|o| o.get("model"))
+                    .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string));
+            }
             self.requests(messages, overrides.as_ref())
         });
+        let own_model = own_model.as_deref();
         let mut contents = match built {
             Ok(requests) => requests.into_iter().map(RowContent::Request).collect(),
-            Err(BuildError::EmptyPrompt { prompt }) => self.invalid(prompt, "empty prompt: nothing to send".into()),
+            Err(BuildError::EmptyPrompt { prompt }) => {
+                self.invalid(prompt, "empty prompt: nothing to send".into(), own_model)
+            }
             Err(BuildError::Malformed(message)) if self.skip_invalid || self.report_all => {
                 let message = format!("{MALFORMED_PREFIX}{}:{line}: {message}", self.path.display());
-                self.invalid(String::new(), message)
+                self.invalid(String::new(), message, own_model)
             }
             Err(BuildError::Malformed(message)) => {
                 return Err(Error::input(
@@ -332,13 +343,21 @@ impl RowFactory {
         Ok(requests)
     }
 
-    /// A row without a request: the same error record for each model of the list.
-    fn invalid(&self, prompt: String, message: String) -> Vec<RowContent> {
-        (0..self.defaults.model_count())
-            .map(|slot| RowContent::Invalid {
+    /// A row without a request: the same error record for each model of the list, or once
+    /// under the row's own model.
+    fn invalid(&self, prompt: String, message: String, own_model: Option<&str>) -> Vec<RowContent> {
+        let models: Vec<&str> = match own_model {
+            Some(model) => vec![model],
+            None => (0..self.defaults.model_count())
+                .map(|slot| self.defaults.model(slot))
+                .collect(),
+        };
+        models
+            .into_iter()
+            .map(|model| RowContent::Invalid {
                 prompt: prompt.clone(),
                 message: message.clone(),
-                model: self.defaults.model(slot).to_string(),
+                model: model.to_string(),
             })
             .collect()
     }
