@@ -579,3 +579,45 @@ fn a_row_that_cannot_be_sent_has_one_error_record_per_model_or_under_its_own() {
     assert_eq!(got, want);
     assert_eq!(sim.requests(), 0);
 }
+
+#[test]
+fn an_earlier_record_named_by_a_dated_snapshot_counts_for_its_model() {
+    // Outputs written before a record's `model` was the requested one hold the name the answer
+    // gave, e.g. a dated snapshot: resume files them under the model without the date.
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write("in.jsonl", &jsonl_rows(5));
+    let output = dir.path("out.jsonl");
+    assert_eq!(
+        run(&sim, &input, &output, &["-q", "--model", "gpt-5.2"]).code,
+        0
+    );
+    let text = std::fs::read_to_string(&output).unwrap();
+    let dated = text.replace("\"model\":\"gpt-5.2\"", "\"model\":\"gpt-5.2-2025-12-11\"");
+    assert_ne!(dated, text);
+    std::fs::write(&output, &dated).unwrap();
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-q", "--model", "gpt-5.2,gemini-3.1-pro-preview"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("resuming: 5 of 10 (row, model) pairs done, 5 to send\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 10, "only gemini's requests");
+    assert_eq!(read_jsonl(&output).len(), 10);
+    // A list naming a model and its snapshot is refused.
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-q", "--model", "gpt-5.2,gpt-5.2-2025-12-11"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("a dated snapshot of it"), "{}", r.stderr);
+}

@@ -100,6 +100,16 @@ impl RequestOptions {
                      each model once"
                 ));
             }
+            let undated = |m: &str| crate::cost::strip_snapshot_date(m).unwrap_or(m).to_string();
+            if let Some(other) = self.models[..i]
+                .iter()
+                .find(|other| undated(other) == undated(model))
+            {
+                return Err(format!(
+                    "--model names `{other}` and `{model}`, one model and a dated snapshot of it: \
+                     resume files a record under the model without its date, so name one of them"
+                ));
+            }
         }
         Ok(())
     }

@@ -251,8 +251,16 @@ pub struct ResumeIndex {
     old_header: bool,
 }
 
+/// The name resume files a model under: a dated snapshot's (`gpt-5.2-2025-12-11`) is its
+/// model's (`gpt-5.2`), because ok records written before a record's `model` was the requested
+/// one hold the name the answer gave.
+pub(crate) fn model_name(model: &str) -> &str {
+    crate::cost::strip_snapshot_date(model).unwrap_or(model)
+}
+
 /// The identity of an explicit id's unit for one model.
 pub(crate) fn explicit_key(id: &str, model: &str) -> u64 {
+    let model = model_name(model);
     let mut bytes = Vec::with_capacity(id.len() + model.len() + 4);
     bytes.extend_from_slice(b"id\0");
     bytes.extend_from_slice(id.as_bytes());
@@ -270,7 +278,7 @@ pub(crate) fn unit_fingerprint(fingerprint: &str, model: &str) -> u64 {
 
 /// The key of a model's name.
 pub(crate) fn model_key(model: &str) -> u64 {
-    fnv1a(model.as_bytes())
+    fnv1a(model_name(model).as_bytes())
 }
 
 /// The identity of the unit (row number, model) for a numeric id that names a record whose id
