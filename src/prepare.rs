@@ -42,23 +42,6 @@ pub(crate) struct Prepared {
     pub output_format: crate::output::format::OutputFormat,
 }
 
-/// `--via batch` keys a Batch input line (`custom_id`) and its state by the row alone, so it
-/// sends each row to one model.
-fn refuse_batch_with_several_models(opts: &Job) -> Result<(), Error> {
-    if opts.via == crate::Via::Batch && opts.request.models.len() > 1 {
-        return Err(Error::Config(format!(
-            "--via batch sends each row to one model, and --model names {} ({}): run one \
-             batch per model, each with its own output (e.g. --model {} -o out.{}.jsonl), or \
-             use --via live to send each row to every model",
-            opts.request.models.len(),
-            opts.request.models.join(", "),
-            opts.request.models[0],
-            opts.request.models[0],
-        )));
-    }
-    Ok(())
-}
-
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
 /// locks the output (backing it up with --fresh) and plans the resume.
 pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
@@ -66,7 +49,6 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.
     let early_rows = input::open(&opts.input, &opts.request, None)?;
-    refuse_batch_with_several_models(opts)?;
     let prices = PriceTable::load(opts.cost.prices.as_deref())?;
     let (client, simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;

@@ -424,24 +424,11 @@ fn a_duplicate_id_is_reported_once_per_row_not_per_model() {
 }
 
 #[test]
-fn model_lists_that_cannot_work_are_refused_with_the_way_out() {
+fn model_lists_that_cannot_work_are_refused_with_what_to_do() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let input = dir.write("in.jsonl", &jsonl_rows(2));
     let output = dir.path("out.jsonl");
-    let r = run(
-        &sim,
-        &input,
-        &output,
-        &["-q", "--model", "a,b", "--via", "batch"],
-    );
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("--via batch sends each row to one model")
-            && r.stderr.contains("--via live"),
-        "{}",
-        r.stderr
-    );
     let r = run(&sim, &input, &output, &["-q", "--model", "a,a"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("names `a` twice"), "{}", r.stderr);
@@ -620,4 +607,73 @@ fn an_earlier_record_named_by_a_dated_snapshot_counts_for_its_model() {
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("a dated snapshot of it"), "{}", r.stderr);
+}
+
+#[test]
+fn via_batch_sends_each_row_to_each_model_and_resumes_per_pair() {
+    // The first batch expires (half its lines answered): its other half goes into a second one.
+    let sim = Sim::start(SimOptions {
+        batch_expire: 1,
+        ..SimOptions::default()
+    });
+    let dir = Workdir::new();
+    let n = 30;
+    let input = dir.write("in.jsonl", &jsonl_rows(n));
+    let output = dir.path("out.jsonl");
+    let batch = |models: &str, more: &[&str]| {
+        let mut args = vec![
+            "-q",
+            "--via",
+            "batch",
+            "--poll-every",
+            "50ms",
+            "--model",
+            models,
+        ];
+        args.extend_from_slice(more);
+        run(&sim, &input, &output, &args)
+    };
+    let totals = |sim: &Sim| -> Vec<u64> {
+        sim.stats()["batch"]["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["total"].as_u64().unwrap())
+            .collect()
+    };
+    let r = batch("a,b", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_one_record_per_pair(&output, n, &["a", "b"]);
+    assert_eq!(
+        totals(&sim),
+        [60, 30],
+        "the expired half, and only it, again"
+    );
+    let twice = read_jsonl(&output)
+        .iter()
+        .filter(|r| r["attempts"] == 2)
+        .count();
+    assert_eq!(twice, 30);
+
+    // A third model: one batch of its 30 requests.
+    let r = batch("a,b,c", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(totals(&sim), [60, 30, 30]);
+    assert_one_record_per_pair(&output, n, &["a", "b", "c"]);
+
+    // Batches in flight were made for one list: another list is refused until they are in.
+    let r = batch("d,e", &["--detach"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = batch("d", &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("run with the same --model list to collect them"),
+        "{}",
+        r.stderr
+    );
+    let r = batch("d,e", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_one_record_per_pair(&output, n, &["a", "b", "c", "d", "e"]);
+    assert_eq!(totals(&sim), [60, 30, 30, 60]);
 }
