@@ -677,3 +677,49 @@ fn via_batch_sends_each_row_to_each_model_and_resumes_per_pair() {
     assert_one_record_per_pair(&output, n, &["a", "b", "c", "d", "e"]);
     assert_eq!(totals(&sim), [60, 30, 30, 60]);
 }
+
+#[test]
+fn via_batch_killed_during_the_download_resumes_with_one_record_per_pair() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let n = 100;
+    let input = dir.write("in.jsonl", &jsonl_rows(n));
+    let output = dir.path("out.jsonl");
+    let batch = |abort: Option<&str>| {
+        let mut cmd = command();
+        cmd.arg("run")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["--base-url", &sim.base_url, "--via", "batch"])
+            .args(["--poll-every", "50ms", "--model", "a,b"])
+            .env_remove("PROMPTBATCH_TEST_ABORT_AT");
+        if let Some(point) = abort {
+            cmd.env("PROMPTBATCH_TEST_ABORT_AT", point);
+        }
+        cmd.output().unwrap()
+    };
+    let killed = batch(Some("during-download"));
+    assert_ne!(killed.status.code(), Some(0), "aborted mid-download");
+    let partial = read_jsonl_lenient(&output);
+    assert!(
+        (n..2 * n).contains(&partial),
+        "about half the records are written before the kill: {partial}"
+    );
+    let resumed = batch(None);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{stderr}");
+    let stats = sim.stats()["batch"].clone();
+    assert_eq!(stats["batches_created"], 1, "no second batch: {stats}");
+    assert_eq!(stats["downloads"], 2, "the output file again: {stats}");
+    assert_one_record_per_pair(&output, n, &["a", "b"]);
+}
+
+/// Whole records in an output a kill may have cut.
+fn read_jsonl_lenient(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok())
+        .count()
+}
