@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU per row of `promptbatch run` (issue 15, point 4), under the issue's conditions.
 #
-# Usage:   bench/cpu.sh [--rows N] [--runs K] [--skip-build] [--runner PATH] [--no-wrk]
+# Usage:   bench/cpu.sh [--rows N] [--runs K] [--skip-build] [--runner PATH] [--no-wrk] [--model LIST]
 #   --rows N       rows of input (default 200000)
 #   --runs K       runs of the runner, each reported (default 1); the ceiling is measured once,
 #                  right after the last run, so the ratio is taken within a minute
@@ -9,6 +9,9 @@
 #   --runner PATH  measure this binary as the runner (e.g. an older build); the simulator is
 #                  always the freshly built one
 #   --no-wrk       skip the ceiling (wrk) measurement
+#   --model LIST   pass `--model LIST` to the runner (e.g. `a,b`: each row to two models); the
+#                  per-row CPU columns are then per request, (row, model), and rows/s counts
+#                  input rows (requests/s = rows/s × models)
 # Env:     CARGO_TARGET_DIR (default: the repo's target/), BENCH_KEEP=1 keeps the temp dir.
 #
 # Conditions: JSONL input, every line `{"id":"r000000001","prompt":"…"}` with a 200-byte prompt;
@@ -28,6 +31,7 @@ RUNS=1
 BUILD=1
 RUNNER=""
 WRK=1
+MODEL=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rows)
@@ -44,8 +48,12 @@ while [[ $# -gt 0 ]]; do
             shift
             ;;
         --no-wrk) WRK=0 ;;
+        --model)
+            MODEL=$2
+            shift
+            ;;
         -h | --help)
-            sed -n '2,22p' "$0"
+            sed -n '2,25p' "$0"
             exit 0
             ;;
         *)
@@ -148,14 +156,21 @@ EOF
 start_sim
 echo "## promptbatch CPU per row — $(date -u "+%Y-%m-%d %H:%M") UTC, $(nproc) cores, load $(cut -d" " -f1-3 /proc/loadavg), tree $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown), runner $RUNNER"
 echo
-echo "Conditions: $ROWS JSONL rows with ids, 200-byte prompts; simulator \`$SIM_CMD\` (683-byte answers, chunked) on 127.0.0.1, its own process; runner \`-c 64\`; CPU is the runner process's only."
+echo "Conditions: $ROWS JSONL rows with ids, 200-byte prompts; simulator \`$SIM_CMD\` (683-byte answers, chunked) on 127.0.0.1, its own process; runner \`-c 64\`; CPU is the runner process's only${MODEL:+; runner \`--model $MODEL\`: rows/s counts input rows, CPU columns are per (row, model) request}."
 echo
 echo "| run | rows/s | user µs/row | sys µs/row | user+sys µs/row | peak RSS | ok records |"
 echo "|---|---|---|---|---|---|---|"
 RUN_CMD=""
+MODEL_ARGS=()
+MODELS=1
+if [[ -n $MODEL ]]; then
+    MODEL_ARGS=(--model "$MODEL")
+    MODELS=$(awk -F, '{print NF}' <<< "$MODEL")
+fi
+REQUESTS=$((ROWS * MODELS))
 for run in $(seq 1 "$RUNS"); do
     rm -f "$TMP/out.jsonl"
-    RUN=("$RUNNER" run "$TMP/in.jsonl" -o "$TMP/out.jsonl" --base-url "$BASE" -q -c 64)
+    RUN=("$RUNNER" run "$TMP/in.jsonl" -o "$TMP/out.jsonl" --base-url "$BASE" -q -c 64 "${MODEL_ARGS[@]}")
     RUN_CMD="/usr/bin/time -v ${RUN[*]}"
     log "run $run/$RUNS: $RUN_CMD"
     set +e
@@ -176,12 +191,12 @@ for run in $(seq 1 "$RUNS"); do
     OK=$(grep -c '"status":"ok"' "$TMP/out.jsonl" || true)
     RPS=$(calc "round($ROWS / $WALL_S)")
     RUNNER_RPS=$RPS
-    U=$(calc "round($USER_S * 1e6 / $ROWS, 1)")
-    S=$(calc "round($SYS_S * 1e6 / $ROWS, 1)")
-    T=$(calc "round(($USER_S + $SYS_S) * 1e6 / $ROWS, 1)")
-    echo "| $run | $RPS | $U | $S | $T | $(calc "round($RSS_KB / 1024, 1)") MB | $OK / $ROWS |"
-    [[ $OK == "$ROWS" ]] || {
-        echo "only $OK of $ROWS rows came back ok" >&2
+    U=$(calc "round($USER_S * 1e6 / $REQUESTS, 1)")
+    S=$(calc "round($SYS_S * 1e6 / $REQUESTS, 1)")
+    T=$(calc "round(($USER_S + $SYS_S) * 1e6 / $REQUESTS, 1)")
+    echo "| $run | $RPS | $U | $S | $T | $(calc "round($RSS_KB / 1024, 1)") MB | $OK / $REQUESTS |"
+    [[ $OK == "$REQUESTS" ]] || {
+        echo "only $OK of $REQUESTS requests came back ok" >&2
         exit 1
     }
 done

@@ -128,9 +128,11 @@ pub struct RequestArgs {
     #[arg(long)]
     pub system: Option<String>,
 
-    /// Model name sent with every request (a Batch API line's own `body.model` wins).
-    #[arg(long, default_value = promptbatch::api::request::DEFAULT_MODEL)]
-    pub model: String,
+    /// Model sent with every request; several, comma-separated (`--model gpt-5.2,gemini-3.1-pro-preview`),
+    /// send each row to each model, one record per (row, model). A row that names its own model
+    /// (a Batch API line's `body.model`, a JSONL line's `model`) goes to that model alone.
+    #[arg(long, value_delimiter = ',', default_value = promptbatch::api::request::DEFAULT_MODEL)]
+    pub model: Vec<String>,
 
     /// `max_tokens` for every request (also the output part of the --tpm estimate).
     #[arg(long)]
@@ -622,7 +624,7 @@ impl RequestArgs {
     pub fn into_options(self) -> RequestOptions {
         RequestOptions {
             system: self.system,
-            model: self.model,
+            models: self.model,
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             reasoning_effort: self.reasoning_effort,
@@ -910,7 +912,7 @@ mod tests {
             panic!("not a run")
         };
         let job = args.into_job();
-        assert_eq!(job.request.model, "m");
+        assert_eq!(job.request.models, ["m"]);
         assert_eq!(job.request.system.as_deref(), Some("S"));
         assert_eq!(job.request.max_tokens, Some(9));
         assert_eq!(

@@ -214,7 +214,7 @@ fn parse(text: &str, what: &str) -> Result<BTreeMap<String, ModelPrice>, Error> 
 }
 
 /// `name-YYYY-MM-DD` → `name`. Works on bytes from the end, so a name of any characters is safe.
-fn strip_snapshot_date(model: &str) -> Option<&str> {
+pub(crate) fn strip_snapshot_date(model: &str) -> Option<&str> {
     let bytes = model.as_bytes();
     let tail = bytes.get(bytes.len().checked_sub(11)?..)?;
     let is_date = tail[0] == b'-'

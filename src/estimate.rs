@@ -483,7 +483,11 @@ fn read_sample(path: &std::path::Path) -> Result<ExpectedOutput, Error> {
 pub struct Estimate {
     pub input: String,
     pub tokenizer: &'static str,
+    /// Requests to make: one per (row, model) (`--model a,b` sends each row to each model),
+    /// invalid ones included.
     pub rows: u64,
+    /// Models in `--model`'s list (a row naming its own model goes to that one alone).
+    pub models_per_row: u64,
     pub request_rows: u64,
     pub invalid_rows: u64,
     /// `file:line: what` of the first invalid row (`promptbatch validate` lists them all).
@@ -712,6 +716,7 @@ impl Estimate {
             input: opts.input.path.display().to_string(),
             tokenizer: "o200k_base",
             rows: request_rows + totals.invalid_rows,
+            models_per_row: opts.request.models.len() as u64,
             request_rows,
             invalid_rows: totals.invalid_rows,
             schema_tokens_per_row: totals.schema_tokens,

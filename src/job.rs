@@ -118,7 +118,14 @@ impl Job {
 
     /// The model every request names (a Batch API line's own `body.model` wins).
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.request.model = model.into();
+        self.request.models = vec![model.into()];
+        self
+    }
+
+    /// Several models: each row is sent to each (one record per (row, model)), except a row
+    /// that names its own model.
+    pub fn models<S: Into<String>>(mut self, models: impl IntoIterator<Item = S>) -> Self {
+        self.request.models = models.into_iter().map(Into::into).collect();
         self
     }
 

@@ -1,6 +1,7 @@
 //! `promptbatch merge OUT_0 … OUT_N-1 -o ALL`: joins the outputs of a sharded run (`--shard K/N`)
-//! into one file and checks that every row is present exactly once: no id in two records (in one
-//! file or across files), and, with `--expect-rows N`, exactly N records. The format of ALL
+//! into one file and checks that every row is present exactly once: no (id, model) pair in two
+//! records (in one file or across files; with `--model a,b` a row has one record per model), and,
+//! with `--expect-rows N`, exactly N distinct pairs. The format of ALL
 //! follows its extension, as for `run`; the inputs may mix JSONL and CSV.
 //!
 //! Memory: one 64-bit hash per record (ids are compared by FNV-1a hash; a collision between two
@@ -124,7 +125,7 @@ pub fn merge(
             if record.status == Status::Error {
                 merged.errors += 1;
             }
-            seen.push((fnv1a(record.id.as_bytes()), file as u32));
+            seen.push((pair_key(&record), file as u32));
             encoder.encode(&record, &mut buf);
             if buf.len() >= 1 << 20 {
                 out.write_all(&buf).map_err(|e| io("cannot write", e))?;
@@ -193,11 +194,22 @@ fn find_duplicates(
     Ok(())
 }
 
+/// The hash of a record's (id, model) pair: a row's records for several models are not
+/// duplicates of each other.
+fn pair_key(record: &Record) -> u64 {
+    let mut bytes = Vec::with_capacity(record.id.len() + record.model.len() + 1);
+    bytes.extend_from_slice(record.id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(record.model.as_bytes());
+    fnv1a(&bytes)
+}
+
+/// The id (and model) of the record with this pair hash, as the duplicate message names it.
 fn id_with_hash(path: &Path, hash: u64) -> Result<Option<String>, Error> {
     for item in Records::<Record>::open(path)? {
         let (_, record) = item?;
-        if fnv1a(record.id.as_bytes()) == hash {
-            return Ok(Some(record.id));
+        if pair_key(&record) == hash {
+            return Ok(Some(format!("{}` for model `{}", record.id, record.model)));
         }
     }
     Ok(None)

@@ -33,9 +33,10 @@ pub(crate) fn writer_hooks(opts: &Job, counters: &Arc<Counters>) -> writer::Writ
     }
 }
 
-/// --ordered: the output was written as rows finished; now it is put in input order.
-pub(crate) fn put_in_input_order(output: &Path) -> Result<(), Error> {
-    let moved = order::sort_by_row(output)?;
+/// --ordered: the output was written as rows finished; now it is put in input order (a row's
+/// records in the order of `models`, `--model`'s list).
+pub(crate) fn put_in_input_order(output: &Path, models: &[String]) -> Result<(), Error> {
+    let moved = order::sort_by_row(output, models)?;
     if moved > 0 {
         say!(
             "--ordered: put {} records in input order in {}",

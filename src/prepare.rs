@@ -298,6 +298,7 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
         opts.output.keep_errors,
         opts.dry_run.is_some(),
         opts.input.limit,
+        opts.request.models.len() as u64,
         rows,
         unchecked.then_some((&whole_input, &opts.request)),
     )? {
@@ -311,6 +312,7 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
         opts.output.keep_errors,
         opts.dry_run.is_some(),
         opts.input.limit,
+        opts.request.models.len() as u64,
         rows,
     )?;
     say_torn(index.torn());

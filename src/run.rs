@@ -151,7 +151,12 @@ async fn run_live(
 
     let counters = Arc::new(Counters::default());
     if !matches!(opts.display, progress::Display::Quiet) {
-        spawn_row_count(&opts.input, plan.as_ref(), counters.clone());
+        spawn_row_count(
+            &opts.input,
+            opts.request.models.len(),
+            plan.as_ref(),
+            counters.clone(),
+        );
     }
     let concurrency = opts.limits.concurrency as usize;
     let writer = Writer::start(
@@ -187,15 +192,7 @@ async fn run_live(
     };
     let row_queue = spawn_reader(rows, chunk_rows);
     let mut workers = Workers::default();
-    let dispatched = dispatch(
-        row_queue,
-        &ctx,
-        &permits,
-        &writer.sender,
-        &opts.request.model,
-        &mut workers,
-    )
-    .await;
+    let dispatched = dispatch(row_queue, &ctx, &permits, &writer.sender, &mut workers).await;
     if matches!(dispatched, DispatchEnd::Budget) {
         say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
@@ -205,7 +202,7 @@ async fn run_live(
     let mut written = writer.finish();
     reporter.finish().await;
     if opts.output.ordered && written.is_ok() {
-        written = put_in_input_order(&output);
+        written = put_in_input_order(&output, &opts.request.models);
     }
 
     // Rows of a refused model get no record on purpose (the next run sends them).
@@ -287,7 +284,12 @@ fn stop_reason(
 
 /// Counts the rows to send in the background, for the progress total (only shown when not quiet:
 /// it is a second pass over the input).
-fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Counters>) {
+fn spawn_row_count(
+    opts: &InputOptions,
+    models: usize,
+    plan: Option<&Plan>,
+    counters: Arc<Counters>,
+) {
     if let Some(plan) = plan {
         counters.total_rows.store(plan.to_send(), Relaxed);
         return;
@@ -295,7 +297,10 @@ fn spawn_row_count(opts: &InputOptions, plan: Option<&Plan>, counters: Arc<Count
     let opts = opts.clone();
     std::thread::spawn(move || {
         if let Some(n) = input::count_rows(&opts) {
-            counters.total_rows.store(n, Relaxed);
+            // One unit per (row, model); a row naming its own model is one, so the total is an
+            // upper bound when the input has such rows.
+            let units = n * models.max(1) as u64;
+            counters.total_rows.store(units, Relaxed);
         }
     });
 }
@@ -322,7 +327,6 @@ async fn dispatch(
     ctx: &Arc<WorkerContext>,
     permits: &Arc<Semaphore>,
     records: &mpsc::Sender<Finished>,
-    default_model: &str,
     workers: &mut Workers,
 ) -> DispatchEnd {
     let mut feed = RowFeed {
@@ -344,7 +348,7 @@ async fn dispatch(
         };
         ctx.counters.dispatched.fetch_add(1, Relaxed);
         workers.reap();
-        if let Err(end) = start(admitted, ctx, records, default_model, workers).await {
+        if let Err(end) = start(admitted, ctx, records, workers).await {
             return end;
         }
         if records.is_closed() {
@@ -439,7 +443,6 @@ async fn start(
     admitted: Admitted,
     ctx: &Arc<WorkerContext>,
     records: &mpsc::Sender<Finished>,
-    default_model: &str,
     workers: &mut Workers,
 ) -> Result<(), DispatchEnd> {
     let Admitted {
@@ -454,8 +457,12 @@ async fn start(
         kept: row.kept,
     };
     let request = match row.content {
-        RowContent::Invalid { prompt, message } => {
-            let record = worker::invalid_record(ctx, place, prompt, default_model, message);
+        RowContent::Invalid {
+            prompt,
+            message,
+            model,
+        } => {
+            let record = worker::invalid_record(ctx, place, prompt, &model, message);
             let finished = Finished {
                 record,
                 slot: Some(permit),

@@ -50,14 +50,17 @@ pub fn check(rows: input::RowStream, path: &Path) -> Validation {
                 break;
             }
         };
-        v.rows += 1;
-        if row.explicit_id {
-            v.explicit_ids += 1;
-        }
-        if let Some(problem) = row.problem(path) {
-            v.invalid += 1;
-            if v.invalid <= SHOWN {
-                v.problems.push(problem);
+        // Rows once, whatever the number of models (`--model a,b`); models per request.
+        if row.slot == 0 {
+            v.rows += 1;
+            if row.explicit_id {
+                v.explicit_ids += 1;
+            }
+            if let Some(problem) = row.problem(path) {
+                v.invalid += 1;
+                if v.invalid <= SHOWN {
+                    v.problems.push(problem);
+                }
             }
         }
         if let RowContent::Request(request) = &row.content {

@@ -293,7 +293,7 @@ fn edited_input_resends_only_changed_and_new_rows() {
 }
 
 #[test]
-fn changed_model_resends_everything_and_ids_survive_reordering() {
+fn changed_model_sends_every_row_to_it_and_ids_survive_reordering() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let input = dir.write("in.jsonl", &jsonl_prompts(10, true));
@@ -319,18 +319,23 @@ fn changed_model_resends_everything_and_ids_survive_reordering() {
         &["--model", "gemini-3.1-pro-preview", "-q"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // A model is a (row, model) pair of its own: every row goes to it, and the records of the
+    // model no longer asked for stay as they are.
     assert!(
-        r.stderr
-            .contains("0 of 10 rows done, 10 to send (10 changed rows re-sent)"),
+        r.stderr.contains("0 of 10 rows done, 10 to send"),
         "{}",
         r.stderr
     );
     assert_eq!(sim.requests(), 20);
     let records = read_jsonl(&output);
-    assert_eq!(records.len(), 10);
-    assert!(records
-        .iter()
-        .all(|r| r["model"] == "gemini-3.1-pro-preview"));
+    assert_eq!(records.len(), 20);
+    for model in ["gpt-5.2", "gemini-3.1-pro-preview"] {
+        assert_eq!(
+            records.iter().filter(|r| r["model"] == model).count(),
+            10,
+            "{model}"
+        );
+    }
 }
 
 #[test]

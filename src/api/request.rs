@@ -43,8 +43,10 @@ pub const DEFAULT_MODEL: &str = "gpt-5.2";
 pub struct RequestOptions {
     /// System message prepended to every request whose messages do not already start with one.
     pub system: Option<String>,
-    /// Model name sent with every request (a Batch API line's own `body.model` wins).
-    pub model: String,
+    /// The models every row is sent to, in order (`--model a,b`): one request, and one record,
+    /// per (row, model). Never empty. A row that names its own model (a Batch API line's
+    /// `body.model`, a JSONL line's `model`) is sent to that model alone.
+    pub models: Vec<String>,
     /// `max_tokens` for every request (also the output part of the TPM estimate).
     pub max_tokens: Option<u32>,
     /// `temperature` for every request.
@@ -62,7 +64,7 @@ impl Default for RequestOptions {
     fn default() -> Self {
         RequestOptions {
             system: None,
-            model: DEFAULT_MODEL.to_string(),
+            models: vec![DEFAULT_MODEL.to_string()],
             max_tokens: None,
             temperature: None,
             reasoning_effort: None,
@@ -72,11 +74,54 @@ impl Default for RequestOptions {
     }
 }
 
+impl RequestOptions {
+    /// The first model of the list (the one a row without a request is recorded under when
+    /// nothing else says which).
+    pub fn first_model(&self) -> &str {
+        self.models.first().map_or(DEFAULT_MODEL, String::as_str)
+    }
+
+    /// Whether `models` is a list every request can name: not empty, no empty or repeated name.
+    pub fn check_models(&self) -> Result<(), String> {
+        if self.models.is_empty() {
+            return Err("--model is empty: name at least one model, e.g. --model gpt-5.2".into());
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            if model.trim().is_empty() {
+                return Err(format!(
+                    "--model: model {} of the list is empty: write names separated by commas, \
+                     e.g. --model gpt-5.2,gemini-3.1-pro-preview",
+                    i + 1
+                ));
+            }
+            if self.models[..i].contains(model) {
+                return Err(format!(
+                    "--model names `{model}` twice: each (row, model) gets one record, so name \
+                     each model once"
+                ));
+            }
+            let undated = |m: &str| crate::cost::strip_snapshot_date(m).unwrap_or(m).to_string();
+            if let Some(other) = self.models[..i]
+                .iter()
+                .find(|other| undated(other) == undated(model))
+            {
+                return Err(format!(
+                    "--model names `{other}` and `{model}`, one model and a dated snapshot of it: \
+                     resume files a record under the model without its date, so name one of them"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The body fields every request starts from, taken from the command line.
 #[derive(Debug, Clone)]
 pub struct RequestDefaults {
     fields: Map<String, Value>,
     system: Option<String>,
+    /// `--model`'s list (the first is in `fields`).
+    models: Vec<String>,
 }
 
 impl RequestDefaults {
@@ -84,7 +129,10 @@ impl RequestDefaults {
     /// and `--system`.
     pub fn from_options(opts: &RequestOptions) -> Self {
         let mut fields = Map::new();
-        fields.insert("model".into(), Value::String(opts.model.clone()));
+        fields.insert(
+            "model".into(),
+            Value::String(opts.first_model().to_string()),
+        );
         if let Some(n) = opts.max_tokens {
             fields.insert("max_tokens".into(), Value::from(n));
         }
@@ -103,7 +151,39 @@ impl RequestDefaults {
         RequestDefaults {
             fields,
             system: opts.system.clone(),
+            models: opts.models.clone(),
         }
+    }
+
+    /// How many models each row is sent to (`--model`'s list).
+    pub fn model_count(&self) -> usize {
+        self.models.len().max(1)
+    }
+
+    /// The `slot`-th model of the list.
+    pub fn model(&self, slot: usize) -> &str {
+        self.models.get(slot).map_or(DEFAULT_MODEL, String::as_str)
+    }
+
+    /// Whether a row with these overrides names its own model (then it is sent to that model
+    /// alone, not to each of `--model`'s list).
+    pub fn names_own_model(overrides: Option<&Map<String, Value>>) -> bool {
+        overrides.is_some_and(|o| o.contains_key("model"))
+    }
+
+    /// The request to the `slot`-th model of `--model`'s list (slot 0: [`Self::build`]).
+    pub fn build_for(
+        &self,
+        slot: usize,
+        messages: Vec<Value>,
+        overrides: Option<&Map<String, Value>>,
+    ) -> Result<ChatRequest, BuildError> {
+        if slot == 0 || Self::names_own_model(overrides) {
+            return self.build(messages, overrides);
+        }
+        let mut with_model = overrides.cloned().unwrap_or_default();
+        with_model.insert("model".into(), Value::String(self.model(slot).to_string()));
+        self.build(messages, Some(&with_model))
     }
 
     /// A request with a single user message.
@@ -112,8 +192,7 @@ impl RequestDefaults {
         prompt: String,
         overrides: Option<&Map<String, Value>>,
     ) -> Result<ChatRequest, BuildError> {
-        let message = serde_json::json!({"role": "user", "content": prompt});
-        self.build(vec![message], overrides)
+        self.build(vec![user_message(prompt)], overrides)
     }
 
     /// A request from chat messages; `overrides` (a Batch API line's `body`) win over the
@@ -184,6 +263,11 @@ impl RequestDefaults {
             max_tokens,
         })
     }
+}
+
+/// The single user message of a prompt.
+pub fn user_message(prompt: String) -> Value {
+    serde_json::json!({"role": "user", "content": prompt})
 }
 
 fn is_system_message(message: &Value) -> bool {

@@ -160,7 +160,7 @@ fn conclude(
 ) -> Summary {
     let stop = match stop {
         StopReason::Completed if opts.output.ordered => {
-            match crate::pipeline::put_in_input_order(&prepared.output) {
+            match crate::pipeline::put_in_input_order(&prepared.output, &opts.request.models) {
                 Ok(()) => StopReason::Completed,
                 Err(e) => StopReason::Failed(e),
             }
@@ -177,9 +177,14 @@ fn conclude(
 }
 
 /// The state of an earlier run on the same output, checked against this one.
-fn load_state(path: &std::path::Path, endpoint: &str, simulated: bool) -> Result<State, Error> {
-    let Some(state) = State::load(path)? else {
-        return Ok(State::new(endpoint.to_string(), simulated));
+fn load_state(
+    path: &std::path::Path,
+    endpoint: &str,
+    simulated: bool,
+    models: u64,
+) -> Result<State, Error> {
+    let Some(mut state) = State::load(path)? else {
+        return Ok(State::new(endpoint.to_string(), simulated, models));
     };
     if state.simulated {
         if !state.batches.is_empty() {
@@ -189,7 +194,7 @@ fn load_state(path: &std::path::Path, endpoint: &str, simulated: bool) -> Result
                 state.batches.len()
             );
         }
-        return Ok(State::new(endpoint.to_string(), simulated));
+        return Ok(State::new(endpoint.to_string(), simulated, models));
     }
     if simulated && !state.batches.is_empty() {
         return Err(Error::Config(format!(
@@ -200,11 +205,24 @@ fn load_state(path: &std::path::Path, endpoint: &str, simulated: bool) -> Result
         )));
     }
     if state.batches.is_empty() {
-        // Only rows to retry: they may go anywhere.
+        // Only rows to retry: they may go anywhere (with another model list, their unit numbers
+        // mean other units: they are read again as rows without a record instead).
+        if state.models_per_row() != models {
+            state.retry.clear();
+        }
         return Ok(State {
             endpoint: endpoint.to_string(),
+            models,
             ..state
         });
+    }
+    if state.models_per_row() != models {
+        return Err(Error::Config(format!(
+            "{} names {} batches submitted when each row went to {} models, and --model now names {models}: run with the same --model list to collect them (or `promptbatch cancel` them), then change it",
+            path.display(),
+            state.batches.len(),
+            state.models_per_row(),
+        )));
     }
     if state.endpoint != endpoint {
         return Err(Error::Config(format!(
@@ -276,7 +294,8 @@ impl<'a> BatchRun<'a> {
         let state_path = state::path_for(&prepared.output);
         let client = &prepared.client;
         let endpoint = client.scrub(client.api_base().as_str());
-        let state = load_state(&state_path, &endpoint, simulated)?;
+        let models = opts.request.models.len().max(1) as u64;
+        let state = load_state(&state_path, &endpoint, simulated, models)?;
         Ok(BatchRun {
             opts,
             api: client,
@@ -479,19 +498,23 @@ impl<'a> BatchRun<'a> {
                         break 'reading;
                     }
                 };
-                if in_flight.contains(row.row) {
+                let unit = self.unit(&row);
+                if in_flight.contains(unit) {
                     continue;
                 }
+                let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
                 let place = (row.id, row.row, row.line);
                 let request = match row.content {
-                    RowContent::Invalid { prompt, message } => {
+                    RowContent::Invalid {
+                        prompt, message, ..
+                    } => {
                         let record = self.error_record(place, prompt, None, message, 0);
-                        self.write(writer, record).await;
+                        self.write(writer, record, unit).await;
                         continue;
                     }
                     RowContent::Request(request) => request,
                 };
-                let line = split::line(&place.0, &request.body);
+                let line = split::line(&custom_id, &request.body);
                 if !splitter.fits(line.len()) {
                     let message = format!(
                         "the request is {} bytes as a Batch API line, more than --batch-max-bytes {}: send this row with --via live",
@@ -500,12 +523,12 @@ impl<'a> BatchRun<'a> {
                     );
                     let prompt = request.prompt.clone();
                     let record = self.error_record(place, prompt, Some(&request), message, 0);
-                    self.write(writer, record).await;
+                    self.write(writer, record, unit).await;
                     continue;
                 }
                 let worst = self.worst_case(&request)?;
-                let attempts = self.state.retry.get(&place.1).copied().unwrap_or(0) + 1;
-                let row_ref = RowRef(place.1, place.0, request.fingerprint, attempts);
+                let attempts = self.state.retry.get(&unit).copied().unwrap_or(0) + 1;
+                let row_ref = RowRef(unit, custom_id, request.fingerprint, attempts);
                 if let Some(file) = splitter.push(line, row_ref, worst) {
                     if !self.submit_file(file).await? {
                         end = Submitted::Budget;
@@ -758,10 +781,11 @@ impl<'a> BatchRun<'a> {
                         break 'reading;
                     }
                 };
-                if row.row > last || outcomes.is_empty() {
+                let unit = self.unit(&row);
+                if unit > last || outcomes.is_empty() {
                     break 'reading;
                 }
-                let Some((outcome, attempts, fingerprint, latency_ms)) = outcomes.remove(&row.row)
+                let Some((outcome, attempts, fingerprint, latency_ms)) = outcomes.remove(&unit)
                 else {
                     continue;
                 };
@@ -770,7 +794,7 @@ impl<'a> BatchRun<'a> {
                 };
                 if request.fingerprint != fingerprint {
                     // The row changed since it was submitted: this answer is not its answer.
-                    self.state.retry.insert(row.row, 0);
+                    self.state.retry.insert(unit, 0);
                     continue;
                 }
                 let place = (row.id, row.row, row.line);
@@ -811,7 +835,7 @@ impl<'a> BatchRun<'a> {
                     }
                     LineOutcome::Transient(message) => {
                         tracing::debug!(row = place.1, "sent again in a new batch: {message}");
-                        self.state.retry.insert(place.1, attempts);
+                        self.state.retry.insert(unit, attempts);
                         continue;
                     }
                 };
@@ -821,7 +845,7 @@ impl<'a> BatchRun<'a> {
                         .get_or_insert_with(Default::default)
                         .extend(*kept);
                 }
-                self.write(&writer, record).await;
+                self.write(&writer, record, unit).await;
                 written += 1;
                 if written == total.div_ceil(2) {
                     self.abort_midway(written as u64).await;
@@ -848,12 +872,18 @@ impl<'a> BatchRun<'a> {
         abort_at("during-download");
     }
 
-    /// Hands a record to the writer and marks its row as having one.
-    async fn write(&mut self, writer: &Writer, record: Record) {
+    /// The unit number of a row for one model (the row number with one model): what the state,
+    /// the rows to retry and the rows with a record count.
+    fn unit(&self, row: &input::Row) -> u64 {
+        input::models::unit(row.row, u64::from(row.slot), self.state.models_per_row())
+    }
+
+    /// Hands a record to the writer and marks its unit as having one.
+    async fn write(&mut self, writer: &Writer, record: Record, unit: u64) {
         if record.status == crate::output::Status::Error {
             tracing::warn!(id = %record.id, row = record.row, "row failed: {}", record.error.as_deref().unwrap_or_default());
         }
-        self.skip.insert(record.row);
+        self.skip.insert(unit);
         let _ = writer.sender.send(Finished { record, slot: None }).await;
     }
 
@@ -886,7 +916,10 @@ impl<'a> BatchRun<'a> {
         message: String,
         attempts: u32,
     ) -> Record {
-        let model = request.map_or_else(|| self.opts.request.model.clone(), |r| r.model.clone());
+        let model = request.map_or_else(
+            || self.opts.request.first_model().to_string(),
+            |r| r.model.clone(),
+        );
         let fingerprint = request.map_or_else(String::new, |r| r.fingerprint.clone());
         let info = self.info(place, prompt, model, fingerprint);
         Record::error(info, message, 0, attempts)

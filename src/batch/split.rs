@@ -22,6 +22,17 @@ pub struct Splitter {
     current: InputFile,
 }
 
+/// The `custom_id` of a (row, model) unit, unique within a batch: the row id with one model;
+/// with several, `ID#SLOT` (the model's position in the list; a row naming its own model has
+/// slot 0). Every id gets the suffix, so two units never share one (ids are unique).
+pub fn custom_id(id: &str, slot: u32, models: u64) -> String {
+    if models > 1 {
+        format!("{id}#{slot}")
+    } else {
+        id.to_string()
+    }
+}
+
 /// The Batch API line of one request.
 pub fn line(custom_id: &str, body: &[u8]) -> Vec<u8> {
     let id = serde_json::Value::String(custom_id.to_string()).to_string();

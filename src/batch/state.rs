@@ -1,7 +1,7 @@
 //! The state file of a `--via batch` run, `OUTPUT.batch.json` next to the output: which batches
-//! were submitted (input file id, batch id, last status), which rows each one holds (row number,
-//! id, fingerprint, how many batches the row has been through) and which rows wait to be sent
-//! again. It is what makes a batch run resumable without paying twice: a re-run reads it and
+//! were submitted (input file id, batch id, last status), which rows each one holds (unit number —
+//! the row number, or with several models `row × models + slot` —, `custom_id`, fingerprint,
+//! how many batches the row has been through) and which rows wait to be sent again. It is what makes a batch run resumable without paying twice: a re-run reads it and
 //! polls the batches it names instead of uploading their rows again.
 //!
 //! Written atomically: a temporary file in the same folder, fsynced, renamed over the state, and
@@ -34,6 +34,10 @@ pub struct State {
     /// reported a transient error), with the number of batches each has been through.
     #[serde(default)]
     pub retry: BTreeMap<u64, u32>,
+    /// Models each row went to (`--model`'s list; 0 in states written before it was kept: one).
+    /// The unit numbers above depend on it.
+    #[serde(default)]
+    pub models: u64,
 }
 
 /// One batch, from before its upload until it is collected.
@@ -54,8 +58,9 @@ pub struct Entry {
     pub rows: Vec<RowRef>,
 }
 
-/// A row in a batch: `[row, id, fingerprint, attempts]` (attempts: the batches it has been
-/// through, this one included). Its `custom_id` in the batch is its id.
+/// A row in a batch: `[unit, custom_id, fingerprint, attempts]` (attempts: the batches it has
+/// been through, this one included). The unit is the row number with one model (and the
+/// `custom_id` the row id); with several, `row × models + slot` (and `ID#SLOT`: `split::custom_id`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RowRef(pub u64, pub String, pub String, pub u32);
 
@@ -81,14 +86,20 @@ pub fn path_for(output: &Path) -> PathBuf {
 
 impl State {
     /// A new state for batches at `endpoint`.
-    pub fn new(endpoint: String, simulated: bool) -> Self {
+    pub fn new(endpoint: String, simulated: bool, models: u64) -> Self {
         State {
             version: VERSION,
             endpoint,
             simulated,
             batches: Vec::new(),
             retry: BTreeMap::new(),
+            models,
         }
+    }
+
+    /// Models per row the unit numbers were made for.
+    pub fn models_per_row(&self) -> u64 {
+        self.models.max(1)
     }
 
     /// The state at `path`, `None` when there is none.
@@ -186,7 +197,7 @@ mod tests {
         let path = path_for(&dir.path().join("out.jsonl"));
         assert!(path.ends_with("out.jsonl.batch.json"));
         assert_eq!(State::load(&path).unwrap(), None);
-        let mut state = State::new("http://127.0.0.1:1/v1/".into(), false);
+        let mut state = State::new("http://127.0.0.1:1/v1/".into(), false, 1);
         state.batches.push(Entry {
             input_file_id: Some("file-1".into()),
             batch_id: None,

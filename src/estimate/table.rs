@@ -46,7 +46,13 @@ impl Estimate {
     }
 
     fn rows_line(&self) -> Line {
-        let note = format!("{} invalid: not sent, no tokens", group(self.invalid_rows));
+        let mut note = format!("{} invalid: not sent, no tokens", group(self.invalid_rows));
+        if self.models_per_row > 1 {
+            note.push_str(&format!(
+                "; each row goes to {} models: one request per (row, model), counted here",
+                self.models_per_row
+            ));
+        }
         line("rows", group(self.rows), note)
     }
 
@@ -313,6 +319,7 @@ mod tests {
             input: "in.jsonl".into(),
             tokenizer: "o200k_base",
             rows: 1203,
+            models_per_row: 1,
             request_rows: 1200,
             invalid_rows: 3,
             first_invalid: Some("in.jsonl:7: the prompt is empty".into()),

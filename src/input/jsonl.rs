@@ -89,6 +89,22 @@ impl JsonlRows {
             }
             None => None,
         };
+        // A line outside the Batch shape may name its model: `{"model": "…", "messages": …}`.
+        let own_model = match (batch_body, object.get("model")) {
+            (None, Some(Value::String(model))) => {
+                let mut fields = Map::new();
+                fields.insert("model".into(), Value::String(model.clone()));
+                Some(fields)
+            }
+            (None, Some(other)) => {
+                return Err(format!(
+                    "`model` must be a string naming the row's model, not {}",
+                    kind_of(other)
+                ))
+            }
+            _ => None,
+        };
+        let overrides = |body: Option<&Map<String, Value>>| body.cloned().or(own_model.clone());
         if let PromptSource::Template(template) = prompt {
             let prompt = template
                 .fill(|name| object.get(name).map(|value| value_text(text, name, value)))
@@ -100,7 +116,7 @@ impl JsonlRows {
                 })?;
             return Ok(Extracted::Prompt {
                 prompt,
-                overrides: batch_body.cloned(),
+                overrides: overrides(batch_body),
             });
         }
         if let Some(body) = batch_body {
@@ -114,7 +130,7 @@ impl JsonlRows {
             let messages = messages_of(object.get("messages"), "messages")?;
             return Ok(Extracted::Messages {
                 messages,
-                overrides: None,
+                overrides: overrides(None),
             });
         }
         let PromptSource::Column(column) = prompt else {
@@ -123,7 +139,7 @@ impl JsonlRows {
         match object.get(column) {
             Some(Value::String(prompt)) => Ok(Extracted::Prompt {
                 prompt: prompt.clone(),
-                overrides: None,
+                overrides: overrides(None),
             }),
             Some(other) => Err(format!("`{column}` must be a string, not {}", kind_of(other))),
             None => Err(format!(

@@ -10,6 +10,7 @@ pub mod duplicates;
 mod encoding;
 mod jsonl;
 pub mod keep;
+pub mod models;
 mod options;
 pub(crate) mod parquet;
 pub mod template;
@@ -41,6 +42,12 @@ pub struct Row {
     pub content: RowContent,
     /// `--keep-columns`: the row's kept input values.
     pub kept: Option<Kept>,
+    /// The position in `--model`'s list of the model this row's request goes to (0 for a row
+    /// that names its own model): a (row, slot) pair is one unit of work, with one record.
+    pub slot: u32,
+    /// The same row for the next models of the list (slots 1, 2, …), until `models::PerModel`
+    /// hands each out as a row of its own.
+    pub(crate) more: Vec<RowContent>,
 }
 
 /// How the error record of a malformed row under --skip-invalid starts.
@@ -60,6 +67,15 @@ impl Row {
         }
     }
 
+    /// The model the row's request goes to (for a row without a request, the model its record
+    /// is filed under).
+    pub fn model(&self) -> &str {
+        match &self.content {
+            RowContent::Request(request) => &request.model,
+            RowContent::Invalid { model, .. } => model,
+        }
+    }
+
     /// The fingerprint of the row's request (`""` when it has none).
     pub fn fingerprint(&self) -> &str {
         match &self.content {
@@ -75,8 +91,12 @@ pub enum RowContent {
     /// Send this request.
     Request(ChatRequest),
     /// No request: an error record with this prompt and message (empty prompt, or a malformed
-    /// record under --skip-invalid).
-    Invalid { prompt: String, message: String },
+    /// record under --skip-invalid), filed under `model`.
+    Invalid {
+        prompt: String,
+        message: String,
+        model: String,
+    },
 }
 
 /// A stream of rows; an `Err` item stops the run (after the rows before it).
@@ -96,6 +116,16 @@ impl RowSet {
             self.words.resize(word + 1, 0);
         }
         self.words[word] |= 1 << (row % 64);
+    }
+
+    /// Adds every number of `other`.
+    pub fn union_with(&mut self, other: &RowSet) {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (word, theirs) in self.words.iter_mut().zip(&other.words) {
+            *word |= theirs;
+        }
     }
 
     /// Whether a row number is in the set.
@@ -174,10 +204,15 @@ impl RowFactory {
         }
     }
 
-    /// Whether row number `row` is skipped (done by an earlier run, or past `--limit`).
+    /// Whether row number `row` is skipped (done by an earlier run for every model of the
+    /// list, or past `--limit`).
     pub fn skips(&self, row: u64) -> bool {
+        let units = self.defaults.model_count() as u64;
         self.limit.is_some_and(|limit| row > limit)
-            || self.skip.as_ref().is_some_and(|s| s.contains(row))
+            || self
+                .skip
+                .as_ref()
+                .is_some_and(|s| (0..units).all(|slot| s.contains(models::unit(row, slot, units))))
     }
 
     /// Turns a record into a row: `extract` gives what the record holds (or the reason it could
@@ -223,36 +258,46 @@ impl RowFactory {
                 content: RowContent::Invalid {
                     prompt: String::new(),
                     message: String::new(),
+                    model: String::new(),
                 },
                 kept: None,
+                slot: 0,
+                more: Vec::new(),
             });
         }
         let extracted = match duplicate {
             Some(message) => Err(message),
             None => extract(),
         };
-        let built = extracted
-            .map_err(BuildError::Malformed)
-            .and_then(|e| match e {
+        // A row naming its own model has one unit, even when it cannot be sent.
+        let mut own_model = None;
+        let built = extracted.map_err(BuildError::Malformed).and_then(|e| {
+            let (messages, overrides) = match e {
                 Extracted::Prompt { prompt, overrides } => {
-                    self.defaults.from_prompt(prompt, overrides.as_ref())
+                    (vec![crate::api::request::user_message(prompt)], overrides)
                 }
                 Extracted::Messages {
                     messages,
                     overrides,
-                } => self.defaults.build(messages, overrides.as_ref()),
-            });
-        let content = match built {
-            Ok(request) => RowContent::Request(request),
-            Err(BuildError::EmptyPrompt { prompt }) => RowContent::Invalid {
-                prompt,
-                message: "empty prompt: nothing to send".into(),
-            },
+                } => (messages, overrides),
+            };
+            if RequestDefaults::names_own_model(overrides.as_ref()) {
+                own_model = overrides
+                    .as_ref()
+                    .and_then(|o| o.get("model"))
+                    .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string));
+            }
+            self.requests(messages, overrides.as_ref())
+        });
+        let own_model = own_model.as_deref();
+        let mut contents = match built {
+            Ok(requests) => requests.into_iter().map(RowContent::Request).collect(),
+            Err(BuildError::EmptyPrompt { prompt }) => {
+                self.invalid(prompt, "empty prompt: nothing to send".into(), own_model)
+            }
             Err(BuildError::Malformed(message)) if self.skip_invalid || self.report_all => {
-                RowContent::Invalid {
-                    prompt: String::new(),
-                    message: format!("{MALFORMED_PREFIX}{}:{line}: {message}", self.path.display()),
-                }
+                let message = format!("{MALFORMED_PREFIX}{}:{line}: {message}", self.path.display());
+                self.invalid(String::new(), message, own_model)
             }
             Err(BuildError::Malformed(message)) => {
                 return Err(Error::input(
@@ -261,7 +306,11 @@ impl RowFactory {
                     format!("{message} (fix the record, or pass --skip-invalid to record it as an error and go on)"),
                 ))
             }
-        };
+        }
+        .into_iter();
+        let content = contents
+            .next()
+            .expect("one content per model, at least one model");
         Ok(Row {
             row,
             line,
@@ -269,7 +318,48 @@ impl RowFactory {
             explicit_id,
             content,
             kept: None,
+            slot: 0,
+            more: contents.collect(),
         })
+    }
+
+    /// The row's requests: one per model of `--model`'s list, or one when the row names its own
+    /// model.
+    fn requests(
+        &self,
+        messages: Vec<serde_json::Value>,
+        overrides: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Vec<ChatRequest>, BuildError> {
+        let count = if RequestDefaults::names_own_model(overrides) {
+            1
+        } else {
+            self.defaults.model_count()
+        };
+        let mut requests = Vec::with_capacity(count);
+        for slot in 1..count {
+            requests.push(self.defaults.build_for(slot, messages.clone(), overrides)?);
+        }
+        requests.insert(0, self.defaults.build(messages, overrides)?);
+        Ok(requests)
+    }
+
+    /// A row without a request: the same error record for each model of the list, or once
+    /// under the row's own model.
+    fn invalid(&self, prompt: String, message: String, own_model: Option<&str>) -> Vec<RowContent> {
+        let models: Vec<&str> = match own_model {
+            Some(model) => vec![model],
+            None => (0..self.defaults.model_count())
+                .map(|slot| self.defaults.model(slot))
+                .collect(),
+        };
+        models
+            .into_iter()
+            .map(|model| RowContent::Invalid {
+                prompt: prompt.clone(),
+                message: message.clone(),
+                model: model.to_string(),
+            })
+            .collect()
     }
 
     /// A record the format reader could not parse at all (broken quoting, invalid JSON).
@@ -352,6 +442,7 @@ fn open_mode(
     report_all: bool,
     reading: Reading,
 ) -> Result<RowStream, Error> {
+    request.check_models().map_err(Error::Config)?;
     let prompt = match &opts.template {
         Some(text) => PromptSource::Template(Template::parse(text).map_err(Error::Config)?),
         None => PromptSource::Column(opts.prompt_column.clone()),
@@ -368,6 +459,11 @@ fn open_mode(
             opts.path.display()
         )));
     }
+    let skip_units = if request.models.len() > 1 {
+        skip.clone()
+    } else {
+        None
+    };
     let mut factory = RowFactory::new(opts, request, skip);
     factory.report_all = report_all;
     if reading != Reading::Checked {
@@ -395,6 +491,11 @@ fn open_mode(
     let rows: RowStream = match opts.limit {
         Some(limit) => Box::new(FirstRows { rows, limit }),
         None => rows,
+    };
+    // After `--limit` (which counts rows, not (row, model) units).
+    let rows: RowStream = match request.models.len() {
+        0 | 1 => rows,
+        units => Box::new(models::PerModel::new(rows, skip_units, units as u64)),
     };
     Ok(match opts.shard {
         Some(shard) => Box::new(rows.filter(move |item| match item {

@@ -1,11 +1,13 @@
 //! `--ordered`: the output is the checkpoint, so records are appended as rows finish (a finished
 //! row is on disk within the usual sync interval, and `kill -9` re-pays at most the rows in
 //! flight); when the run ends, the output is put in input order (by `row`) here, in place and
-//! crash-safely (`replace.rs`). An output already in order is left untouched.
+//! crash-safely (`replace.rs`). An output already in order is left untouched. With several
+//! models (`--model a,b`), a row's records follow the list's order; a record of a model not in
+//! the list (a row's own model, a model dropped from the list) comes after them.
 //!
-//! One pass finds each record's bytes and row (only the `row` field is parsed); if they are out
-//! of order, the records are copied byte for byte, by row, into the new contents. Memory: 24
-//! bytes per record during the sort.
+//! One pass finds each record's bytes, row and model (only those fields are parsed); if they
+//! are out of order, the records are copied byte for byte, by (row, model), into the new
+//! contents. Memory: 24 bytes per record during the sort.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -17,29 +19,40 @@ use super::replace::replace_with;
 use crate::error::Error;
 use crate::output::read::Format;
 
-/// Where one record's bytes are, and its row.
+/// Where one record's bytes are, and its place: `row × (models + 1) + the model's position`.
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    row: u64,
+    place: u64,
     start: u64,
     end: u64,
 }
 
-/// Puts the records of the output at `path` in input order. Returns how many records were
-/// moved into place (0: already in order).
-pub fn sort_by_row(path: &Path) -> Result<u64, Error> {
+/// The place of a record of `row` for `model` when rows go to `models`, in order.
+fn place(row: u64, model: Option<&str>, models: &[String]) -> u64 {
+    let position = models
+        .iter()
+        .position(|m| Some(m.as_str()) == model)
+        .unwrap_or(models.len());
+    row.saturating_mul(models.len() as u64 + 1)
+        .saturating_add(position as u64)
+}
+
+/// Puts the records of the output at `path` in input order: by row, then by the position of
+/// their model in `models` (`--model`'s list). Returns how many records were moved into place
+/// (0: already in order).
+pub fn sort_by_row(path: &Path, models: &[String]) -> Result<u64, Error> {
     let (header_end, mut spans) = match Format::for_path(path) {
-        Format::Jsonl => jsonl_spans::<RowOnly>(path)?,
-        Format::OpenaiBatch => jsonl_spans::<BatchRowOnly>(path)?,
-        Format::Csv => csv_spans(path)?,
+        Format::Jsonl => jsonl_spans::<RowOnly>(path, models)?,
+        Format::OpenaiBatch => jsonl_spans::<BatchRowOnly>(path, models)?,
+        Format::Csv => csv_spans(path, models)?,
     };
-    if spans.is_sorted_by_key(|s| s.row) {
+    if spans.is_sorted_by_key(|s| s.place) {
         return Ok(0);
     }
-    spans.sort_by_key(|s| s.row);
+    spans.sort_by_key(|s| s.place);
     let mut file = File::open(path).map_err(|e| read_error(path, e))?;
     let header = Span {
-        row: 0,
+        place: 0,
         start: 0,
         end: header_end,
     };
@@ -61,19 +74,26 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
     Error::io(format!("cannot put {} in input order", path.display()), e)
 }
 
-/// The row of a JSONL line.
+/// The row and model of a JSONL line.
 trait HasRow: serde::de::DeserializeOwned {
     fn row(&self) -> u64;
+    fn model(&self) -> Option<&str>;
 }
 
 #[derive(Deserialize)]
 struct RowOnly {
     row: u64,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 impl HasRow for RowOnly {
     fn row(&self) -> u64 {
         self.row
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -87,10 +107,14 @@ impl HasRow for BatchRowOnly {
     fn row(&self) -> u64 {
         self.promptbatch.row
     }
+
+    fn model(&self) -> Option<&str> {
+        self.promptbatch.model()
+    }
 }
 
 /// The records of a JSONL output (no header: blank lines are dropped).
-fn jsonl_spans<R: HasRow>(path: &Path) -> Result<(u64, Vec<Span>), Error> {
+fn jsonl_spans<R: HasRow>(path: &Path, models: &[String]) -> Result<(u64, Vec<Span>), Error> {
     let file = File::open(path).map_err(|e| read_error(path, e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let (mut spans, mut line, mut offset) = (Vec::new(), Vec::new(), 0u64);
@@ -108,7 +132,7 @@ fn jsonl_spans<R: HasRow>(path: &Path) -> Result<(u64, Vec<Span>), Error> {
                 Error::Config(format!("cannot put {} in input order: {e}", path.display()))
             })?;
             spans.push(Span {
-                row: record.row(),
+                place: place(record.row(), record.model(), models),
                 start: offset,
                 end: offset + n,
             });
@@ -118,7 +142,7 @@ fn jsonl_spans<R: HasRow>(path: &Path) -> Result<(u64, Vec<Span>), Error> {
 }
 
 /// The records of a CSV output, after its header.
-fn csv_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
+fn csv_spans(path: &Path, models: &[String]) -> Result<(u64, Vec<Span>), Error> {
     let len = std::fs::metadata(path)
         .map_err(|e| read_error(path, e))?
         .len();
@@ -127,12 +151,12 @@ fn csv_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
         .flexible(true)
         .from_path(path)
         .map_err(|e| csv_error(path, e))?;
-    let row_column = reader
-        .headers()
-        .map_err(|e| csv_error(path, e))?
+    let headers = reader.headers().map_err(|e| csv_error(path, e))?;
+    let row_column = headers
         .iter()
         .position(|h| h == "row")
         .ok_or_else(|| Error::Config(format!("{} has no `row` column", path.display())))?;
+    let model_column = headers.iter().position(|h| h == "model");
     let mut record = csv::ByteRecord::new();
     let mut starts_rows = Vec::new();
     let header_end = reader.position().byte();
@@ -148,7 +172,10 @@ fn csv_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
-        starts_rows.push((start, row));
+        let model = model_column
+            .and_then(|c| record.get(c))
+            .and_then(|m| std::str::from_utf8(m).ok());
+        starts_rows.push((start, place(row, model, models)));
     }
     let ends = starts_rows
         .iter()
@@ -158,7 +185,7 @@ fn csv_spans(path: &Path) -> Result<(u64, Vec<Span>), Error> {
     let spans = starts_rows
         .iter()
         .zip(ends)
-        .map(|(&(start, row), end)| Span { row, start, end })
+        .map(|(&(start, place), end)| Span { place, start, end })
         .collect();
     Ok((header_end, spans))
 }
@@ -210,12 +237,16 @@ mod tests {
             encoder.encode(&record(row), &mut bytes);
         }
         std::fs::write(&path, bytes).unwrap();
-        let moved = sort_by_row(&path).unwrap();
+        let moved = sort_by_row(&path, &["m".to_string()]).unwrap();
         let rows = Records::<Record>::open(&path)
             .unwrap()
             .map(|r| r.unwrap().1.row)
             .collect();
-        assert_eq!(sort_by_row(&path).unwrap(), 0, "already in order");
+        assert_eq!(
+            sort_by_row(&path, &["m".to_string()]).unwrap(),
+            0,
+            "already in order"
+        );
         (moved, rows)
     }
 

@@ -176,7 +176,9 @@ pub struct RowInfo {
     /// Where the row starts in the input (for messages; not written).
     pub line: u64,
     pub prompt: String,
-    /// The requested model (an answer's own `model` replaces it in ok records).
+    /// The model the request was sent to (the record's `model`, ok or error: the unit of work
+    /// is a (row, model) pair, so an answer's own `model` name — a dated snapshot — does not
+    /// replace it; `--keep-response` keeps that name in `response.model`).
     pub model: String,
     pub fingerprint: String,
     /// The run talks to the built-in simulator (`--dry-run`).
@@ -203,7 +205,7 @@ impl Record {
             prompt: info.prompt,
             completion: completion.content,
             finish_reason: completion.finish_reason,
-            model: completion.model.unwrap_or(info.model),
+            model: info.model,
             prompt_tokens: usage.prompt,
             cached_tokens: usage.cached,
             completion_tokens: usage.completion,

@@ -3,9 +3,12 @@
 //! skipped when that record is ok (or an error, with --keep-errors) and its request fingerprint
 //! matches what would be sent now.
 //!
-//! Row identity: the explicit id when the input has one; otherwise the request fingerprint plus
-//! its occurrence number among identical requests (so inserting or deleting rows never shifts
-//! another row's identity). Earlier records whose `id` equals their `row` may be of either kind,
+//! The unit is a (row, model) pair (`--model a,b` sends each row to each model; a record's
+//! `model` is the model its request was sent to). Row identity: the explicit id when the input
+//! has one, paired with the model; otherwise the request fingerprint (whose body names the
+//! model) plus its occurrence number among identical requests (so inserting or deleting rows
+//! never shifts another row's identity). Records of a model this run sends nothing to (one
+//! dropped from the list) are kept as they are, neither claimed nor counted. Earlier records whose `id` equals their `row` may be of either kind,
 //! so they can be found both ways: by row number, and by fingerprint, where their occurrence
 //! number is their rank by `row` among the earlier records with the same fingerprint.
 //!
@@ -20,7 +23,7 @@
 //! is used only when the input mixes rows with and without ids; otherwise `resume_sorted.rs`
 //! makes the same plan by sorting on disk, in bounded memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +49,8 @@ pub(crate) struct Earlier {
     pub fingerprint: String,
     #[serde(default)]
     pub simulated: bool,
+    #[serde(default)]
+    pub model: String,
 }
 
 /// One earlier record, as far as resuming needs it.
@@ -62,11 +67,20 @@ struct Entry {
     claimed_by: u64,
     /// Whether the claiming row has no explicit id (its id is its row number).
     claimed_anonymously: bool,
+    /// `model_key` of the record's model.
+    model: u64,
+    /// Its model is none this run sends to: kept as is, unclaimed.
+    foreign: bool,
 }
 
 impl Entry {
     fn claimed(&self) -> bool {
         self.claimed_by > 0
+    }
+
+    /// Whether the rewrite keeps the record.
+    fn kept(&self) -> bool {
+        self.claimed() || self.foreign
     }
 
     /// Whether the kept record must be relabelled with the claiming row's number.
@@ -103,6 +117,10 @@ pub struct Plan {
     pub simulated: u64,
     /// Cost of the records kept.
     pub spent: f64,
+    /// Models each row goes to (`--model`'s list): the counts are of (row, model) pairs.
+    pub models: u64,
+    /// Earlier records of models this run sends nothing to, kept as they are.
+    pub other_models: u64,
 }
 
 impl Plan {
@@ -129,9 +147,28 @@ impl Plan {
                 group(self.simulated)
             ));
         }
+        if self.other_models > 0 {
+            notes.push(format!(
+                "{} records of models not in --model kept as they are",
+                group(self.other_models)
+            ));
+        }
+        let unit = if self.models > 1 {
+            "(row, model) pairs"
+        } else {
+            "rows"
+        };
         if self.to_send() == 0 {
+            let kept = if self.other_models > 0 {
+                format!(
+                    "; {} records of models not in --model kept as they are",
+                    group(self.other_models)
+                )
+            } else {
+                String::new()
+            };
             return format!(
-                "already complete: all {} rows have a record, nothing to send (use --fresh to start over)",
+                "already complete: all {} {unit} have a record, nothing to send{kept} (use --fresh to start over)",
                 group(self.rows)
             );
         }
@@ -141,7 +178,7 @@ impl Plan {
             format!(" ({})", notes.join(", "))
         };
         format!(
-            "resuming: {} of {} rows done, {} to send{notes}",
+            "resuming: {} of {} {unit} done, {} to send{notes}",
             group(self.done),
             group(self.rows),
             group(self.to_send())
@@ -149,25 +186,32 @@ impl Plan {
     }
 }
 
-/// The identity and fingerprint of one input row, as resuming compares them.
+/// The identity and fingerprint of one input unit (a row for one model), as resuming compares
+/// them.
 #[derive(Debug, Clone, Copy)]
 pub struct RowKey {
     row: u64,
+    /// `models::unit` of (row, slot): the bit the done set gets.
+    unit: u64,
     fingerprint: u64,
-    /// `explicit_key(id)` for rows with an explicit id.
+    /// `model_key` of the unit's model.
+    model: u64,
+    /// `explicit_key(id, model)` for rows with an explicit id.
     id_hash: Option<u64>,
     /// The explicit id as a number, when it is one (it may name a record whose id is its row).
     id_number: Option<u64>,
 }
 
 impl RowKey {
-    /// The key of a row.
-    pub fn of(row: &Row) -> Self {
+    /// The key of a row's unit, when each row goes to `models` models.
+    pub fn of(row: &Row, models: u64) -> Self {
         let explicit = row.explicit_id;
         RowKey {
             row: row.row,
-            fingerprint: fingerprint::parse(row.fingerprint()).unwrap_or(0),
-            id_hash: explicit.then(|| explicit_key(&row.id)),
+            unit: crate::input::models::unit(row.row, u64::from(row.slot), models),
+            fingerprint: unit_fingerprint(row.fingerprint(), row.model()),
+            model: model_key(row.model()),
+            id_hash: explicit.then(|| explicit_key(&row.id, row.model())),
             id_number: if explicit { row.id.parse().ok() } else { None },
         }
     }
@@ -188,10 +232,11 @@ pub struct ResumeIndex {
     path: PathBuf,
     /// Every earlier record, in file order.
     entries: Vec<Entry>,
-    /// Records whose id is not their row number, by `explicit_key(id)`.
+    /// Records whose id is not their row number, by `explicit_key(id, model)`.
     by_id: HashMap<u64, u32, PreHashed>,
-    /// Records whose id is their row number (either kind of identity): `by_row[row] = index + 1`.
-    by_row: Vec<u32>,
+    /// Records whose id is their row number (either kind of identity), by
+    /// `number_key(row, model)`.
+    by_row: HashMap<u64, u32, PreHashed>,
     /// Those same records grouped by fingerprint, for anonymous rows.
     groups: HashMap<u64, Group, PreHashed>,
     members: Vec<u32>,
@@ -206,10 +251,42 @@ pub struct ResumeIndex {
     old_header: bool,
 }
 
-pub(crate) fn explicit_key(id: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(id.len() + 3);
+/// The name resume files a model under: a dated snapshot's (`gpt-5.2-2025-12-11`) is its
+/// model's (`gpt-5.2`), because ok records written before a record's `model` was the requested
+/// one hold the name the answer gave.
+pub(crate) fn model_name(model: &str) -> &str {
+    crate::cost::strip_snapshot_date(model).unwrap_or(model)
+}
+
+/// The identity of an explicit id's unit for one model.
+pub(crate) fn explicit_key(id: &str, model: &str) -> u64 {
+    let model = model_name(model);
+    let mut bytes = Vec::with_capacity(id.len() + model.len() + 4);
     bytes.extend_from_slice(b"id\0");
     bytes.extend_from_slice(id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(model.as_bytes());
+    fnv1a(&bytes)
+}
+
+/// The fingerprint resuming compares: the request's, or for a row without a request (its
+/// record's fingerprint is empty) its model's key, so that such rows of one model meet only
+/// that model's records.
+pub(crate) fn unit_fingerprint(fingerprint: &str, model: &str) -> u64 {
+    fingerprint::parse(fingerprint).unwrap_or_else(|| model_key(model))
+}
+
+/// The key of a model's name.
+pub(crate) fn model_key(model: &str) -> u64 {
+    fnv1a(model_name(model).as_bytes())
+}
+
+/// The identity of the unit (row number, model) for a numeric id that names a record whose id
+/// is its row.
+pub(crate) fn number_key(row: u64, model: u64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&row.to_le_bytes());
+    bytes[8..].copy_from_slice(&model.to_le_bytes());
     fnv1a(&bytes)
 }
 
@@ -221,7 +298,7 @@ impl ResumeIndex {
             path: path.to_path_buf(),
             entries: Vec::new(),
             by_id: HashMap::default(),
-            by_row: Vec::new(),
+            by_row: HashMap::default(),
             groups: HashMap::default(),
             members: Vec::new(),
             keep_errors,
@@ -230,14 +307,15 @@ impl ResumeIndex {
             unterminated: !file_ends_with_newline(path),
             old_header: false,
         };
-        // (fingerprint, row, index) of the records whose id is their row number.
-        let mut anonymous: Vec<(u64, u64, u32)> = Vec::new();
+        // (fingerprint, row, index, model) of the records whose id is their row number.
+        let mut anonymous: Vec<(u64, u64, u32, u64)> = Vec::new();
         let mut records = Records::<Earlier>::open(path)?;
         index.old_header = !records.has_current_header();
         for item in &mut records {
             let (_, record) = item.map_err(suggest_fresh)?;
             let i = index.entries.len() as u32;
-            let fp = fingerprint::parse(&record.fingerprint).unwrap_or(0);
+            let fp = unit_fingerprint(&record.fingerprint, &record.model);
+            let model = model_key(&record.model);
             index.entries.push(Entry {
                 fingerprint: fp,
                 ok: record.status == Status::Ok,
@@ -246,20 +324,22 @@ impl ResumeIndex {
                 row: record.row,
                 claimed_by: 0,
                 claimed_anonymously: false,
+                model,
+                foreign: false,
             });
             if record.id == record.row.to_string() {
-                anonymous.push((fp, record.row, i));
+                anonymous.push((fp, record.row, i, model));
             } else {
-                index.by_id.insert(explicit_key(&record.id), i);
+                index
+                    .by_id
+                    .insert(explicit_key(&record.id, &record.model), i);
             }
         }
         index.torn = records.torn().cloned();
         anonymous.sort_unstable();
-        let max_row = anonymous.iter().map(|&(_, row, _)| row).max().unwrap_or(0);
-        index.by_row = vec![0; max_row as usize + 1];
         index.members = Vec::with_capacity(anonymous.len());
-        for (k, &(fp, row, i)) in anonymous.iter().enumerate() {
-            index.by_row[row as usize] = i + 1;
+        for (k, &(fp, row, i, model)) in anonymous.iter().enumerate() {
+            index.by_row.insert(number_key(row, model), i);
             index.members.push(i);
             let group = index.groups.entry(fp).or_insert(Group {
                 start: k as u32,
@@ -279,12 +359,7 @@ impl ResumeIndex {
     /// The earlier record with this row's identity, if any.
     fn find(&mut self, key: &RowKey) -> Option<u32> {
         if let Some(hash) = key.id_hash {
-            let by_row = |n: u64| {
-                self.by_row
-                    .get(n as usize)
-                    .filter(|i| **i > 0)
-                    .map(|i| i - 1)
-            };
+            let by_row = |n: u64| self.by_row.get(&number_key(n, key.model)).copied();
             return self
                 .by_id
                 .get(&hash)
@@ -337,6 +412,7 @@ impl ResumeIndex {
         keep_errors: bool,
         accept_simulated: bool,
         limit: Option<u64>,
+        models: u64,
         rows: I,
     ) -> Result<(Self, Plan, RowSet), Error>
     where
@@ -344,17 +420,22 @@ impl ResumeIndex {
     {
         let (index, keys) = std::thread::scope(|scope| {
             let scanning = scope.spawn(|| ResumeIndex::scan(path, keep_errors, accept_simulated));
-            let keys: Result<Vec<RowKey>, Error> =
-                rows.map(|row| row.map(|r| RowKey::of(&r))).collect();
+            let keys: Result<Vec<RowKey>, Error> = rows
+                .map(|row| row.map(|r| RowKey::of(&r, models)))
+                .collect();
             let index = scanning
                 .join()
                 .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
             (index, keys)
         });
         let (mut index, keys) = (index?, keys?);
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            models,
+            ..Plan::default()
+        };
         let mut done = RowSet::default();
         let limit = limit.unwrap_or(u64::MAX);
+        let sent_to: HashSet<u64> = keys.iter().map(|k| k.model).collect();
         for key in &keys {
             let claim = index.claim(key);
             if key.row > limit {
@@ -364,7 +445,7 @@ impl ResumeIndex {
             match claim {
                 Claim::Done => {
                     plan.done += 1;
-                    done.insert(key.row);
+                    done.insert(key.unit);
                 }
                 Claim::Changed => plan.changed += 1,
                 Claim::RetryError => plan.retried_errors += 1,
@@ -372,10 +453,15 @@ impl ResumeIndex {
                 Claim::New => {}
             }
         }
-        for entry in index.entries.iter().filter(|e| e.claimed()) {
-            plan.spent += entry.cost;
-            if !entry.ok {
-                plan.kept_errors += 1;
+        for entry in &mut index.entries {
+            if entry.claimed() {
+                plan.spent += entry.cost;
+                if !entry.ok {
+                    plan.kept_errors += 1;
+                }
+            } else {
+                entry.foreign = !sent_to.contains(&entry.model);
+                plan.other_models += u64::from(entry.foreign);
             }
         }
         Ok((index, plan, done))
@@ -388,7 +474,7 @@ impl ResumeIndex {
         self.torn.is_some()
             || self.unterminated
             || self.old_header
-            || self.entries.iter().any(|e| !e.claimed() || e.relabel())
+            || self.entries.iter().any(|e| !e.kept() || e.relabel())
     }
 
     /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled with the rows
@@ -425,7 +511,7 @@ impl ResumeIndex {
                         record.id = entry.claimed_by.to_string();
                     }
                 }
-                if entry.claimed() {
+                if entry.kept() {
                     encoder.encode(&record, &mut buf);
                 }
                 if buf.len() >= 1 << 20 {

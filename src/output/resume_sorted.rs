@@ -3,12 +3,16 @@
 //!
 //! The earlier output is scanned once into sorted runs (`crate::spill`) while the input's row
 //! keys are sorted on another thread; the two sorted streams are then merged:
-//! - every input row has an explicit id: rows meet the records with `explicit_key(id)` whose id
-//!   is not their row number (the last such record in the file, as the index did); a row with a
-//!   numeric id and no such record meets the record whose id is its row number `n` (the same
-//!   tie-break as the index). Claims on one record happen in row order, as before.
-//! - no input row has an id: the k-th input row with a fingerprint meets the k-th record (by
-//!   `row`) with that fingerprint whose id is its row number.
+//! - every input row has an explicit id: each (row, model) unit meets the records with
+//!   `explicit_key(id, model)` whose id is not their row number (the last such record in the
+//!   file, as the index did); a unit with a numeric id and no such record meets the record of
+//!   its model whose id is its row number `n` (the same tie-break as the index). Claims on one
+//!   record happen in row order, as before.
+//! - no input row has an id: the k-th input unit with a fingerprint (whose body names the
+//!   model) meets the k-th record (by `row`) with that fingerprint whose id is its row number.
+//!
+//! Records of a model no unit goes to (one dropped from `--model`'s list) are kept unclaimed:
+//! the scan keeps one bitset of record indices per model for that.
 //!
 //! The results: the done rows as a bitset (1 bit per row), the plan's counts, the kept records
 //! as a bitset (1 bit per record) and the relabels `(record index, claiming row)` sorted by
@@ -16,18 +20,21 @@
 //! side. Memory: the sorters' buffers (a few
 //! MB each) and the bitset, whatever the sizes of input and output.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::api::request::RequestOptions;
 use crate::error::Error;
-use crate::fingerprint;
+use crate::fingerprint::PreHashed;
 use crate::input::InputOptions;
 use crate::input::{Row, RowSet};
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
 use crate::output::replace::replace_with;
-use crate::output::resume::{explicit_key, suggest_fresh, Claim, Earlier, Plan};
+use crate::output::resume::{
+    explicit_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim, Earlier, Plan,
+};
 use crate::spill::{self, Item, Sorted, Sorter};
 
 /// Items each sorter holds in memory (48 bytes each: 3 MB).
@@ -53,10 +60,13 @@ pub struct SortedResume {
 
 /// What the output scan collected.
 struct Scanned {
-    /// Records whose id is not their row: `[explicit_key(id), index, fingerprint, row, flags, cost]`.
+    /// Records whose id is not their row: `[explicit_key(id, model), index, fingerprint, row,
+    /// flags, cost]`.
     by_id: Sorted<[u64; 6]>,
-    /// Records whose id is their row: `[fingerprint, row, index, flags, cost]`.
-    anonymous: Sorted<[u64; 5]>,
+    /// Records whose id is their row: `[fingerprint, row, index, flags, cost, model_key]`.
+    anonymous: Sorted<[u64; 6]>,
+    /// Per `model_key`: how many records, and their indices.
+    by_model: HashMap<u64, (u64, RowSet), PreHashed>,
     records: u64,
     torn: Option<Torn>,
     old_header: bool,
@@ -78,27 +88,39 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 fn scan(path: &Path) -> Result<Scanned, Error> {
     let io = io_error(path);
     let mut by_id = sorter::<[u64; 6]>();
-    let mut anonymous = sorter::<[u64; 5]>();
+    let mut anonymous = sorter::<[u64; 6]>();
+    let mut by_model: HashMap<u64, (u64, RowSet), PreHashed> = HashMap::default();
     let mut records = Records::<Earlier>::open(path)?;
     let old_header = !records.has_current_header();
     let mut n = 0u64;
     let mut row_text = String::new();
     for item in &mut records {
         let (_, record) = item.map_err(suggest_fresh)?;
-        let fp = fingerprint::parse(&record.fingerprint).unwrap_or(0);
+        let fp = unit_fingerprint(&record.fingerprint, &record.model);
         let flags = if record.status == Status::Ok { OK } else { 0 }
             | if record.simulated { SIMULATED } else { 0 };
         let cost = record.cost_usd.unwrap_or(0.0).to_bits();
+        let model = model_key(&record.model);
+        let (count, indices) = by_model.entry(model).or_default();
+        *count += 1;
+        indices.insert(n);
         row_text.clear();
         use std::fmt::Write as _;
         let _ = write!(row_text, "{}", record.row);
         if record.id == row_text {
             anonymous
-                .push([fp, record.row, n, flags, cost])
+                .push([fp, record.row, n, flags, cost, model])
                 .map_err(&io)?;
         } else {
             by_id
-                .push([explicit_key(&record.id), n, fp, record.row, flags, cost])
+                .push([
+                    explicit_key(&record.id, &record.model),
+                    n,
+                    fp,
+                    record.row,
+                    flags,
+                    cost,
+                ])
                 .map_err(&io)?;
         }
         n += 1;
@@ -106,55 +128,72 @@ fn scan(path: &Path) -> Result<Scanned, Error> {
     Ok(Scanned {
         by_id: by_id.finish().map_err(&io)?,
         anonymous: anonymous.finish().map_err(&io)?,
+        by_model,
         records: n,
         torn: records.torn().cloned(),
         old_header,
     })
 }
 
-/// The input's keys.
+/// The input's keys, one per (row, model) unit.
 struct Keys {
-    /// Rows with an explicit id: `[explicit_key(id), row, fingerprint, id as a number or NONE]`.
-    explicit: Sorted<[u64; 4]>,
-    /// Rows without: `[fingerprint, row]`.
-    anonymous: Sorted<[u64; 2]>,
+    /// Units with an explicit id: `[explicit_key(id, model), row, fingerprint, id as a number
+    /// or NONE, unit, model_key]`.
+    explicit: Sorted<[u64; 6]>,
+    /// Units without: `[fingerprint, row, unit]`.
+    anonymous: Sorted<[u64; 3]>,
+    /// The `model_key`s of the units' models.
+    sent_to: HashSet<u64>,
     mixed: bool,
     with_ids: bool,
     /// `[128-bit id key (high, low), row]` of the rows read, for the duplicate-id check.
     ids: Sorter<[u64; 3]>,
 }
 
-fn keys<I>(path: &Path, rows: I) -> Result<Keys, Error>
+fn keys<I>(path: &Path, rows: I, models: u64) -> Result<Keys, Error>
 where
     I: Iterator<Item = Result<Row, Error>>,
 {
     let io = io_error(path);
-    let mut explicit = sorter::<[u64; 4]>();
-    let mut anonymous = sorter::<[u64; 2]>();
+    let mut explicit = sorter::<[u64; 6]>();
+    let mut anonymous = sorter::<[u64; 3]>();
     let mut ids = sorter::<[u64; 3]>();
+    let mut sent_to = HashSet::new();
     let (mut with_id, mut without) = (0u64, 0u64);
     for row in rows {
         let row = row?;
-        if row.explicit_id {
+        let model = model_key(row.model());
+        sent_to.insert(model);
+        let unit = crate::input::models::unit(row.row, u64::from(row.slot), models);
+        // A row's id once, whatever the number of its models.
+        if row.explicit_id && row.slot == 0 {
             let key = crate::input::duplicates::key(&row.id);
             ids.push([(key >> 64) as u64, key as u64, row.row])
                 .map_err(&io)?;
         }
-        let fp = fingerprint::parse(row.fingerprint()).unwrap_or(0);
+        let fp = unit_fingerprint(row.fingerprint(), row.model());
         if row.explicit_id {
             with_id += 1;
             let number = row.id.parse::<u64>().unwrap_or(NONE);
             explicit
-                .push([explicit_key(&row.id), row.row, fp, number])
+                .push([
+                    explicit_key(&row.id, row.model()),
+                    row.row,
+                    fp,
+                    number,
+                    unit,
+                    model,
+                ])
                 .map_err(&io)?;
         } else {
             without += 1;
-            anonymous.push([fp, row.row]).map_err(&io)?;
+            anonymous.push([fp, row.row, unit]).map_err(&io)?;
         }
         if with_id > 0 && without > 0 {
             return Ok(Keys {
                 explicit: explicit.finish().map_err(&io)?,
                 anonymous: anonymous.finish().map_err(&io)?,
+                sent_to,
                 mixed: true,
                 with_ids: true,
                 ids,
@@ -164,6 +203,7 @@ where
     Ok(Keys {
         explicit: explicit.finish().map_err(&io)?,
         anonymous: anonymous.finish().map_err(&io)?,
+        sent_to,
         mixed: false,
         with_ids: with_id > 0,
         ids,
@@ -205,10 +245,11 @@ struct Tally {
 }
 
 impl Tally {
-    /// Row `row` (fingerprint `fp`) meets an unclaimed record; true when it claims it.
+    /// Row `row`'s unit `unit` (fingerprint `fp`) meets an unclaimed record; true when it
+    /// claims it.
     fn meet(
         &mut self,
-        row: u64,
+        (row, unit): (u64, u64),
         fp: u64,
         anonymous: bool,
         record: (u64, u64, u64, u64, u64),
@@ -223,7 +264,7 @@ impl Tally {
         } else {
             Claim::Done
         };
-        self.count(row, claim);
+        self.count((row, unit), claim);
         if claim == Claim::Done {
             self.kept.insert(index);
             self.claimed += 1;
@@ -239,7 +280,7 @@ impl Tally {
         Ok(claim == Claim::Done)
     }
 
-    fn count(&mut self, row: u64, claim: Claim) {
+    fn count(&mut self, (row, unit): (u64, u64), claim: Claim) {
         if row > self.limit {
             return;
         }
@@ -247,7 +288,7 @@ impl Tally {
         match claim {
             Claim::Done => {
                 self.plan.done += 1;
-                self.done.insert(row);
+                self.done.insert(unit);
             }
             Claim::Changed => self.plan.changed += 1,
             Claim::RetryError => self.plan.retried_errors += 1,
@@ -270,6 +311,7 @@ pub fn plan<I>(
     keep_errors: bool,
     accept_simulated: bool,
     limit: Option<u64>,
+    models: u64,
     rows: I,
     unchecked: Option<(&InputOptions, &RequestOptions)>,
 ) -> Result<Option<(SortedResume, Plan, RowSet)>, Error>
@@ -278,7 +320,7 @@ where
 {
     let (scanned, keys) = std::thread::scope(|scope| {
         let scanning = scope.spawn(|| scan(path));
-        let keys = keys(path, rows);
+        let keys = keys(path, rows, models);
         let scanned = scanning
             .join()
             .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
@@ -328,7 +370,10 @@ where
         keep_errors,
         accept_simulated,
         limit: limit.unwrap_or(u64::MAX),
-        plan: Plan::default(),
+        plan: Plan {
+            models,
+            ..Plan::default()
+        },
         done: RowSet::default(),
         kept: RowSet::default(),
         relabels: sorter(),
@@ -341,11 +386,20 @@ where
         join_anonymous(&mut tally, scanned.anonymous, keys.anonymous)
     }
     .map_err(&io)?;
+    // Records of a model no unit goes to stay as they are.
+    let mut foreign = 0;
+    for (model, (count, indices)) in &scanned.by_model {
+        if !keys.sent_to.contains(model) {
+            foreign += count;
+            tally.plan.other_models += count;
+            tally.kept.union_with(indices);
+        }
+    }
     let unterminated = !file_ends_with_newline(path);
     let needs_rewrite = scanned.torn.is_some()
         || unterminated
         || scanned.old_header
-        || tally.claimed < scanned.records
+        || tally.claimed + foreign < scanned.records
         || tally.relabelled > 0;
     let claims = if needs_rewrite {
         Some((tally.kept, tally.relabels.finish().map_err(&io)?))
@@ -369,15 +423,15 @@ where
 fn join_explicit(
     tally: &mut Tally,
     by_id: Sorted<[u64; 6]>,
-    anonymous: Sorted<[u64; 5]>,
-    rows: Sorted<[u64; 4]>,
+    anonymous: Sorted<[u64; 6]>,
+    rows: Sorted<[u64; 6]>,
 ) -> Result<(), std::io::Error> {
     let mut records = Peek::new(by_id)?;
-    // Rows to look up by number: `[number, row, fingerprint]`.
-    let mut by_number = sorter::<[u64; 3]>();
+    // Units to look up by number: `[number_key(number, model), row, fingerprint, unit]`.
+    let mut by_number = sorter::<[u64; 4]>();
     let mut current: Option<([u64; 6], bool)> = None; // the record of the current key, claimed
     for row in rows {
-        let [key, row, fp, number] = row?;
+        let [key, row, fp, number, unit, model] = row?;
         if current.is_none_or(|(r, _)| r[0] != key) {
             current = None;
             // The last record with this key (the index kept the last one in file order).
@@ -392,29 +446,29 @@ fn join_explicit(
             }
         }
         match &mut current {
-            Some((_, true)) => tally.count(row, Claim::New),
+            Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
-                *claimed = tally.meet(row, fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
+                *claimed = tally.meet((row, unit), fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
             }
-            None if number != NONE => by_number.push([number, row, fp])?,
-            None => tally.count(row, Claim::New),
+            None if number != NONE => by_number.push([number_key(number, model), row, fp, unit])?,
+            None => tally.count((row, unit), Claim::New),
         }
     }
     let mut lookups = Peek::new(by_number.finish()?)?;
     if lookups.next.is_none() {
         return Ok(());
     }
-    // Records whose id is their row, by row: `[row, fingerprint, index, flags, cost]`; of
-    // several with one row, the last (largest fingerprint, then index) is the one the in-memory
-    // index found.
-    let mut by_row = sorter::<[u64; 5]>();
+    // Records whose id is their row, by (row, model):
+    // `[number_key(row, model), fingerprint, index, flags, cost, row]`; of several with one
+    // key, the last (largest fingerprint, then index) is the one the in-memory index found.
+    let mut by_row = sorter::<[u64; 6]>();
     for r in anonymous {
-        let [fp, row, index, flags, cost] = r?;
-        by_row.push([row, fp, index, flags, cost])?;
+        let [fp, row, index, flags, cost, model] = r?;
+        by_row.push([number_key(row, model), fp, index, flags, cost, row])?;
     }
     let mut records = Peek::new(by_row.finish()?)?;
-    let mut current: Option<([u64; 5], bool)> = None;
-    while let Some([number, row, fp]) = lookups.take()? {
+    let mut current: Option<([u64; 6], bool)> = None;
+    while let Some([number, row, fp, unit]) = lookups.take()? {
         if current.is_none_or(|(r, _)| r[0] != number) {
             current = None;
             while let Some(r) = records.next {
@@ -428,9 +482,9 @@ fn join_explicit(
             }
         }
         match &mut current {
-            Some((_, true)) | None => tally.count(row, Claim::New),
+            Some((_, true)) | None => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
-                *claimed = tally.meet(row, fp, false, (r[2], r[1], r[0], r[3], r[4]))?;
+                *claimed = tally.meet((row, unit), fp, false, (r[2], r[1], r[5], r[3], r[4]))?;
             }
         }
     }
@@ -441,22 +495,22 @@ fn join_explicit(
 /// fingerprint meets the k-th such record (by row) with it.
 fn join_anonymous(
     tally: &mut Tally,
-    records: Sorted<[u64; 5]>,
-    rows: Sorted<[u64; 2]>,
+    records: Sorted<[u64; 6]>,
+    rows: Sorted<[u64; 3]>,
 ) -> Result<(), std::io::Error> {
     let mut records = Peek::new(records)?;
     for row in rows {
-        let [fp, row] = row?;
+        let [fp, row, unit] = row?;
         while records.next.is_some_and(|r| r[0] < fp) {
             records.take()?;
         }
         match records.next {
             Some(r) if r[0] == fp => {
                 records.take()?;
-                let [fp, record_row, index, flags, cost] = r;
-                tally.meet(row, fp, true, (index, fp, record_row, flags, cost))?;
+                let [fp, record_row, index, flags, cost, _] = r;
+                tally.meet((row, unit), fp, true, (index, fp, record_row, flags, cost))?;
             }
-            _ => tally.count(row, Claim::New),
+            _ => tally.count((row, unit), Claim::New),
         }
     }
     Ok(())
@@ -538,21 +592,45 @@ mod tests {
         }
     }
 
-    fn row(row: u64, id: Option<String>, fp: u64) -> Row {
+    /// The models of the test's records and units; a run's list is a prefix of them.
+    const MODELS: [&str; 3] = ["m", "n", "o"];
+
+    /// A unit's request fingerprint: the row's content `fp` (0: a row without a request) sent
+    /// to model `m`.
+    fn unit_fp(fp: u64, m: usize) -> String {
+        if fp == 0 {
+            String::new()
+        } else {
+            format!("{:016x}", fp * 8 + m as u64)
+        }
+    }
+
+    fn row(row: u64, id: Option<String>, fp: u64, m: usize, slot: u32) -> Row {
+        let content = if fp == 0 {
+            RowContent::Invalid {
+                prompt: String::new(),
+                message: "empty prompt".into(),
+                model: MODELS[m].into(),
+            }
+        } else {
+            RowContent::Request(ChatRequest {
+                body: bytes::Bytes::new(),
+                model: MODELS[m].into(),
+                prompt: String::new(),
+                estimated_prompt_tokens: 0,
+                max_tokens: None,
+                fingerprint: unit_fp(fp, m),
+            })
+        };
         Row {
             row,
             line: row,
             explicit_id: id.is_some(),
             id: id.unwrap_or_else(|| row.to_string()),
-            content: RowContent::Request(ChatRequest {
-                body: bytes::Bytes::new(),
-                model: "m".into(),
-                prompt: String::new(),
-                estimated_prompt_tokens: 0,
-                max_tokens: None,
-                fingerprint: format!("{fp:016x}"),
-            }),
+            content,
             kept: None,
+            slot,
+            more: Vec::new(),
         }
     }
 
@@ -569,7 +647,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pb-resume-sorted-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         crate::spill::TEST_ITEMS.with(|n| n.set(Some(3)));
-        for seed in 1..=300u64 {
+        let mut foreign_kept = 0;
+        let mut several_done = 0;
+        for seed in 1..=600u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let explicit = rng.next(2) == 0;
             let n_rows = 1 + rng.next(40);
@@ -585,8 +665,12 @@ mod tests {
                 } else {
                     None
                 };
-                rows.push((r, id, 1 + rng.next(3)));
+                // Content 0: a row without a request; an own model: sent to it alone.
+                let own = (rng.next(8) == 0).then(|| rng.next(3) as usize);
+                rows.push((r, id, rng.next(4), own));
             }
+            // The run sends each row to the first `models` of MODELS (1 to 3).
+            let models = 1 + rng.next(3) as usize;
             let mut text = String::new();
             for _ in 0..rng.next(50) {
                 let record_row = 1 + rng.next(n_rows + 5);
@@ -598,13 +682,14 @@ mod tests {
                         .clone()
                         .unwrap_or_else(|| record_row.to_string()),
                 };
+                let m = rng.next(3) as usize;
                 let record = Record {
                     id,
                     row: record_row,
                     prompt: "p".into(),
                     completion: Some("c".into()),
                     finish_reason: None,
-                    model: "m".into(),
+                    model: MODELS[m].into(),
                     prompt_tokens: 1,
                     cached_tokens: 0,
                     completion_tokens: 1,
@@ -620,7 +705,7 @@ mod tests {
                     error: None,
                     response_id: None,
                     cost_usd: Some(rng.next(100) as f64 / 8.0),
-                    fingerprint: format!("{:016x}", 1 + rng.next(3)),
+                    fingerprint: unit_fp(rng.next(4), m),
                     simulated: rng.next(6) == 0,
                     kept: None,
                     started_at: None,
@@ -633,22 +718,45 @@ mod tests {
             let accept_simulated = rng.next(2) == 0;
             let limit = (rng.next(3) == 0).then(|| 1 + rng.next(n_rows));
             let make_rows = || {
-                rows.iter()
-                    .map(|(r, id, fp)| Ok(row(*r, id.clone(), *fp)))
-                    .collect::<Vec<_>>()
-                    .into_iter()
+                let mut units = Vec::new();
+                for (r, id, fp, own) in &rows {
+                    match own {
+                        Some(m) => units.push(Ok(row(*r, id.clone(), *fp, *m, 0))),
+                        None => {
+                            for m in 0..models {
+                                units.push(Ok(row(*r, id.clone(), *fp, m, m as u32)));
+                            }
+                        }
+                    }
+                }
+                units.into_iter()
             };
+            let models = models as u64;
             let a = dir.join(format!("a{seed}.jsonl"));
             let b = dir.join(format!("b{seed}.jsonl"));
             std::fs::write(&a, &text).unwrap();
             std::fs::write(&b, &text).unwrap();
-            let (index, want, want_done) =
-                ResumeIndex::plan(&a, keep_errors, accept_simulated, limit, make_rows()).unwrap();
+            let (index, want, want_done) = ResumeIndex::plan(
+                &a,
+                keep_errors,
+                accept_simulated,
+                limit,
+                models,
+                make_rows(),
+            )
+            .unwrap();
             index.rewrite_if_needed().unwrap();
-            let (sorted, got, got_done) =
-                plan(&b, keep_errors, accept_simulated, limit, make_rows(), None)
-                    .unwrap()
-                    .expect("not mixed");
+            let (sorted, got, got_done) = plan(
+                &b,
+                keep_errors,
+                accept_simulated,
+                limit,
+                models,
+                make_rows(),
+                None,
+            )
+            .unwrap()
+            .expect("not mixed");
             sorted.rewrite_if_needed().unwrap();
             let what = format!("seed {seed}: {want:?} vs {got:?}");
             assert_eq!(want.rows, got.rows, "{what}");
@@ -657,12 +765,13 @@ mod tests {
             assert_eq!(want.retried_errors, got.retried_errors, "{what}");
             assert_eq!(want.kept_errors, got.kept_errors, "{what}");
             assert_eq!(want.simulated, got.simulated, "{what}");
+            assert_eq!(want.other_models, got.other_models, "{what}");
             assert!((want.spent - got.spent).abs() < 1e-9, "{what}");
-            for r in 0..n_rows + 3 {
+            for unit in 0..(n_rows + 3) * models {
                 assert_eq!(
-                    want_done.contains(r),
-                    got_done.contains(r),
-                    "{what} row {r}"
+                    want_done.contains(unit),
+                    got_done.contains(unit),
+                    "{what} unit {unit}"
                 );
             }
             assert_eq!(
@@ -670,9 +779,37 @@ mod tests {
                 std::fs::read_to_string(&b).unwrap(),
                 "{what}\n{text}"
             );
+            // Records of a model no unit goes to are all kept, unchanged.
+            let sent: std::collections::HashSet<String> = make_rows()
+                .map(|r| r.unwrap().model().to_string())
+                .collect();
+            let foreign = |text: &str| -> Vec<String> {
+                text.lines()
+                    .filter(|l| {
+                        let model = serde_json::from_str::<serde_json::Value>(l).unwrap()["model"]
+                            .as_str()
+                            .unwrap()
+                            .to_string();
+                        !sent.contains(&model)
+                    })
+                    .map(String::from)
+                    .collect()
+            };
+            let after = std::fs::read_to_string(&a).unwrap();
+            assert_eq!(foreign(&text), foreign(&after), "{what}");
+            foreign_kept += usize::from(!foreign(&after).is_empty());
+            several_done += usize::from(models > 1 && want.done > 0);
             std::fs::remove_file(&a).unwrap();
             std::fs::remove_file(&b).unwrap();
         }
         std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            foreign_kept > 20,
+            "records of dropped models: {foreign_kept}"
+        );
+        assert!(
+            several_done > 20,
+            "plans with several models: {several_done}"
+        );
     }
 }
