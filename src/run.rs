@@ -164,6 +164,7 @@ async fn run_live(
         concurrency * 2,
         output_format,
         kept_columns,
+        opts.request.models.len() as u64,
         writer_hooks(opts, &counters),
     )?;
     let reporter = Reporter::start(counters.clone(), opts.display);

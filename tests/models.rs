@@ -723,3 +723,59 @@ fn read_jsonl_lenient(path: &Path) -> usize {
         .filter(|l| serde_json::from_str::<Value>(l).is_ok())
         .count()
 }
+
+/// `--output-format openai-batch` with two models: every line's `custom_id` is unique
+/// (`ID#MODEL`, as the Batch API's are within a file), and stays so when a resume with a
+/// retried error record rewrites the file.
+#[test]
+fn openai_batch_lines_with_two_models_have_one_custom_id_each() {
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"one\"}\n{\"id\": \"b\", \"prompt\": \"two #sim:fail=1\"}\n",
+    );
+    let output = dir.path("out.jsonl");
+    let args = [
+        "--model",
+        "m-one,m-two",
+        "--output-format",
+        "openai-batch",
+        "--max-retries",
+        "0",
+        "-q",
+    ];
+    let first = run(&sim, &input, &output, &args);
+    assert_ne!(first.code, 0, "b failed for both models: {}", first.stderr);
+    let custom_ids = |path: &Path| -> Vec<String> {
+        let mut ids: Vec<String> = read_jsonl(path)
+            .iter()
+            .map(|l| l["custom_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        custom_ids(&output),
+        ["a#m-one", "a#m-two", "b#m-one", "b#m-two"]
+    );
+    // The rerun retries b's error records: the file is rewritten without them, then b's
+    // answers are appended; still one line per (row, model).
+    let second = run(&sim, &input, &output, &[&args[..4], &["-q"]].concat());
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(
+        custom_ids(&output),
+        ["a#m-one", "a#m-two", "b#m-one", "b#m-two"]
+    );
+    for line in read_jsonl(&output) {
+        let custom_id = line["custom_id"].as_str().unwrap();
+        let record = &line["promptbatch"];
+        assert_eq!(record["status"], "ok", "{line}");
+        let expected = format!(
+            "{}#{}",
+            record["id"].as_str().unwrap(),
+            record["model"].as_str().unwrap()
+        );
+        assert_eq!(custom_id, expected);
+    }
+}

@@ -463,6 +463,7 @@ impl<'a> BatchRun<'a> {
             256,
             self.output_format,
             self.kept_columns.clone(),
+            self.opts.request.models.len() as u64,
             crate::pipeline::writer_hooks(self.opts, &self.counters),
         )?;
         // The writer is finished (its records synced) whatever the pass ends with.
@@ -754,6 +755,7 @@ impl<'a> BatchRun<'a> {
             256,
             self.output_format,
             self.kept_columns.clone(),
+            self.opts.request.models.len() as u64,
             crate::pipeline::writer_hooks(self.opts, &self.counters),
         )?;
         // Rows with a record already (a download an interrupted run had begun) are not written

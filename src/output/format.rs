@@ -47,12 +47,16 @@ impl OutputFormat {
         }
     }
 
-    /// An encoder of this format; `kept`: a CSV output's extra columns (output names, in order).
-    pub fn encoder(self, kept: Vec<String>) -> Box<dyn RecordFormat> {
+    /// An encoder of this format; `kept`: a CSV output's extra columns (output names, in order);
+    /// `models`: how many models each row goes to (Batch-shaped lines need a `custom_id` per
+    /// (row, model) when more than one).
+    pub fn encoder(self, kept: Vec<String>, models: u64) -> Box<dyn RecordFormat> {
         match self {
             OutputFormat::Jsonl => Box::new(Jsonl),
             OutputFormat::Csv => Box::new(Csv { kept }),
-            OutputFormat::OpenaiBatch => Box::new(OpenAiBatch),
+            OutputFormat::OpenaiBatch => Box::new(OpenAiBatch {
+                several_models: models > 1,
+            }),
         }
     }
 }
@@ -65,7 +69,7 @@ pub fn for_path(path: &Path) -> Box<dyn RecordFormat> {
 /// Like [`for_path`], for records that carry kept input columns: a CSV output's extra columns
 /// are `kept` (output names, in order); JSONL writes each record's own kept values.
 pub fn for_path_with(path: &Path, kept: Vec<String>) -> Box<dyn RecordFormat> {
-    OutputFormat::for_path(path).encoder(kept)
+    OutputFormat::for_path(path).encoder(kept, 1)
 }
 
 /// One JSON object per line, fields in schema order.
@@ -96,8 +100,11 @@ impl RecordFormat for Jsonl {
 /// `{"id": "batch_req_…", "custom_id": ID, "response": {"status_code": 200, "request_id",
 /// "body"}, "error": null}` for an ok record (the body is the kept `response` with
 /// `--keep-response`, else rebuilt from the record), `"response": null, "error": {"code",
-/// "message"}` for an error record; the whole record follows under `promptbatch`.
-pub struct OpenAiBatch;
+/// "message"}` for an error record; the whole record follows under `promptbatch`. With several
+/// models per row the `custom_id` is `ID#MODEL`, unique per line as the Batch API's are.
+pub struct OpenAiBatch {
+    pub several_models: bool,
+}
 
 /// The key under which an OpenAI Batch-shaped line holds its record.
 pub const BATCH_RECORD_KEY: &str = "promptbatch";
@@ -148,7 +155,12 @@ impl RecordFormat for OpenAiBatch {
         let id = format!("batch_req_{}_{}", record.row, record.fingerprint);
         serde_json::to_writer(&mut *out, &id).expect("a string serializes");
         out.extend_from_slice(b",\"custom_id\":");
-        serde_json::to_writer(&mut *out, &record.id).expect("a string serializes");
+        if self.several_models {
+            let custom_id = format!("{}#{}", record.id, record.model);
+            serde_json::to_writer(&mut *out, &custom_id).expect("a string serializes");
+        } else {
+            serde_json::to_writer(&mut *out, &record.id).expect("a string serializes");
+        }
         out.extend_from_slice(b",\"response\":");
         serde_json::to_writer(&mut *out, &response).expect("a JSON value serializes");
         out.extend_from_slice(b",\"error\":");

@@ -243,6 +243,8 @@ pub struct ResumeIndex {
     keep_errors: bool,
     /// Simulated answers count as done (this run is a `--dry-run` too).
     accept_simulated: bool,
+    /// Models each row goes to (for the rewrite's encoder).
+    models: u64,
     /// A torn last record that the rewrite drops.
     torn: Option<Torn>,
     /// The last record lacks its line ending (the rewrite adds it).
@@ -303,6 +305,7 @@ impl ResumeIndex {
             members: Vec::new(),
             keep_errors,
             accept_simulated,
+            models: 1,
             torn: None,
             unterminated: !file_ends_with_newline(path),
             old_header: false,
@@ -429,6 +432,7 @@ impl ResumeIndex {
             (index, keys)
         });
         let (mut index, keys) = (index?, keys?);
+        index.models = models;
         let mut plan = Plan {
             models,
             ..Plan::default()
@@ -499,7 +503,7 @@ impl ResumeIndex {
             let mut encoder = records
                 .format()
                 .output_format()
-                .encoder(records.extra_columns());
+                .encoder(records.extra_columns(), self.models);
             let mut buf = encoder.header();
             for entry in &self.entries {
                 let Some(item) = records.next() else { break };

@@ -55,6 +55,8 @@ pub struct SortedResume {
     /// id]` of those whose row changes, by record index.
     claims: Option<(RowSet, Sorted<[u64; 3]>)>,
     needs_rewrite: bool,
+    /// Models each row goes to (for the rewrite's encoder).
+    models: u64,
     torn: Option<Torn>,
 }
 
@@ -411,6 +413,7 @@ where
             path: path.to_path_buf(),
             claims,
             needs_rewrite,
+            models,
             torn: scanned.torn,
         },
         tally.plan,
@@ -543,7 +546,7 @@ impl SortedResume {
             let mut encoder = records
                 .format()
                 .output_format()
-                .encoder(records.extra_columns());
+                .encoder(records.extra_columns(), self.models);
             let mut buf = encoder.header();
             let mut index = 0u64;
             while let Some(item) = records.next() {

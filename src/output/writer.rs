@@ -84,6 +84,7 @@ impl Writer {
         capacity: usize,
         format: format::OutputFormat,
         kept: Vec<String>,
+        models: u64,
         hooks: WriterHooks,
     ) -> Result<Self, Error> {
         let file = OpenOptions::new()
@@ -95,7 +96,7 @@ impl Writer {
         let syncer = Syncer::start(&file)?;
         let mut task = WriterTask {
             path: path.to_path_buf(),
-            format: format.encoder(kept),
+            format: format.encoder(kept, models),
             file,
             buf: Vec::with_capacity(BATCH_BYTES),
             batch: Vec::new(),
