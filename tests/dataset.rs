@@ -587,3 +587,100 @@ fn schema_retries_under_max_cost_reserve_first_and_stop_before_the_cap() {
     );
     assert_eq!(sim.requests(), 1);
 }
+
+/// `kill -9` in the middle of a run with every dataset option at once (`--keep-columns all`,
+/// `--json-schema`, `--keep-response`, `--output-format openai-batch`), then the same command:
+/// one ok line per row, each with its kept columns, its parsed answer and its whole response,
+/// and at most the requests in flight at the kill paid twice.
+#[test]
+fn kill_9_then_resume_with_every_dataset_option_gives_one_whole_record_per_row() {
+    use promptbatch::sim::{LatencySpec, SimOptions};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("5ms..25ms").unwrap(),
+        ..Default::default()
+    });
+    let dir = Workdir::new();
+    let schema = dir.write("sentiment.json", LABEL_SCHEMA);
+    let n = 200;
+    let rows: String = (0..n)
+        .map(|i| {
+            let answer = json!({"label": if i % 2 == 0 { "pos" } else { "neg" }, "score": 0.5});
+            let line = json!({"id": format!("t{i}"), "prompt": answer.to_string(), "team": {"n": i}, "note": "ü ✓"});
+            format!("{line}\n")
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &rows);
+    let output = dir.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = [
+        "--keep-columns",
+        "all",
+        "--json-schema",
+        &schema_arg,
+        "--keep-response",
+        "--output-format",
+        "openai-batch",
+        "-c",
+        "8",
+        "-q",
+    ];
+    let mut child = command()
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["--base-url", &sim.base_url])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines = || std::fs::read_to_string(&output).map_or(0, |t| t.lines().count());
+    while lines() < 80 && child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "hang detector: no 80 records");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "killed mid-way");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines() < n, "the kill left work to do");
+
+    let result = run(&sim, &input, &output, &args);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let lines = read_jsonl(&output);
+    assert_eq!(lines.len(), n, "one line per row");
+    let mut seen = std::collections::HashSet::new();
+    for line in &lines {
+        let record = &line["promptbatch"];
+        let id = record["id"].as_str().unwrap();
+        assert!(seen.insert(id.to_string()), "{id} twice");
+        assert_eq!(line["custom_id"], id);
+        assert_eq!(record["status"], "ok", "{line}");
+        let i: u64 = id[1..].parse().unwrap();
+        assert_eq!(
+            record["team"],
+            json!({"n": i}),
+            "kept column, JSON as it was"
+        );
+        assert_eq!(record["note"], "ü ✓");
+        let label = if i % 2 == 0 { "pos" } else { "neg" };
+        assert_eq!(record["parsed"], json!({"label": label, "score": 0.5}));
+        assert_eq!(
+            record["response"]["usage"]["prompt_tokens"],
+            record["prompt_tokens"]
+        );
+        assert_eq!(
+            line["response"]["body"], record["response"],
+            "the real body"
+        );
+    }
+    let sent = sim.requests() as usize;
+    assert!(
+        sent <= n + 8,
+        "{sent} requests for {n} rows: at most the 8 in flight paid twice"
+    );
+}
