@@ -667,7 +667,7 @@ fn kill_9_then_resume_with_every_dataset_option_gives_one_whole_record_per_row()
             "kept column, JSON as it was"
         );
         assert_eq!(record["note"], "ü ✓");
-        let label = if i % 2 == 0 { "pos" } else { "neg" };
+        let label = if i.is_multiple_of(2) { "pos" } else { "neg" };
         assert_eq!(record["parsed"], json!({"label": label, "score": 0.5}));
         assert_eq!(
             record["response"]["usage"]["prompt_tokens"],
