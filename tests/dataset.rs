@@ -595,8 +595,6 @@ fn schema_retries_under_max_cost_reserve_first_and_stop_before_the_cap() {
 #[test]
 fn kill_9_then_resume_with_every_dataset_option_gives_one_whole_record_per_row() {
     use promptbatch::sim::{LatencySpec, SimOptions};
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
 
     let sim = Sim::start(SimOptions {
         latency: LatencySpec::parse("5ms..25ms").unwrap(),
@@ -627,27 +625,8 @@ fn kill_9_then_resume_with_every_dataset_option_gives_one_whole_record_per_row()
         "8",
         "-q",
     ];
-    let mut child = command()
-        .arg("run")
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .args(["--base-url", &sim.base_url])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let lines = || std::fs::read_to_string(&output).map_or(0, |t| t.lines().count());
-    while lines() < 80 && child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "hang detector: no 80 records");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "killed mid-way");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(lines() < n, "the kill left work to do");
+    let left = kill_9_after_lines(&sim, &input, &output, &args, 80);
+    assert!(left < n, "the kill left work to do");
 
     let result = run(&sim, &input, &output, &args);
     assert_eq!(result.code, 0, "{}", result.stderr);

@@ -7,8 +7,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::*;
 use promptbatch::sim::{LatencySpec, SimOptions};
@@ -152,28 +150,13 @@ fn kill_9_then_resume_gives_one_record_per_row_and_model() {
     let input = dir.write("in.jsonl", &jsonl_rows(n));
     let output = dir.path("out.jsonl");
     let concurrency = 8;
-    let mut child = command()
-        .arg("run")
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .args(["--base-url", &sim.base_url, "-q", "-c", "8"])
-        .args(["--model", "m-one,m-two"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill once the output holds 150 of the 400 records (hang detector: 60 s).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let lines = || std::fs::read_to_string(&output).map_or(0, |t| t.lines().count());
-    while lines() < 150 && child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "hang detector: no 150 records");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "killed mid-way");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before = lines();
+    let before = kill_9_after_lines(
+        &sim,
+        &input,
+        &output,
+        &["-q", "-c", "8", "--model", "m-one,m-two"],
+        150,
+    );
     assert!(before < 2 * n, "the kill left work to do");
 
     let r = run(

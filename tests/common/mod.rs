@@ -191,3 +191,37 @@ pub fn assert_no_key(texts: &[&str]) {
         );
     }
 }
+
+/// Starts `promptbatch run INPUT -o OUTPUT --base-url SIM ARGS…` and kills it (`kill -9`) once
+/// OUTPUT holds `lines` lines, asserting it was still running then (hang detector: 60 s).
+/// Returns how many lines the kill left.
+#[allow(dead_code)] // not every test file kills a run
+pub fn kill_9_after_lines(
+    sim: &Sim,
+    input: &Path,
+    output: &Path,
+    args: &[&str],
+    lines: usize,
+) -> usize {
+    let mut child = command()
+        .arg("run")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--base-url", &sim.base_url])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count = || std::fs::read_to_string(output).map_or(0, |t| t.lines().count());
+    while count() < lines && child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "hang detector: no {lines} lines");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "killed mid-way");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    count()
+}
