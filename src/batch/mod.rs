@@ -63,8 +63,9 @@ pub use options::{
 pub(crate) enum BatchEnd {
     /// Done (or stopped): the run's summary.
     Done(Summary),
-    /// `--fallback live`: these rows are to be sent live by the live runner.
-    Live(Prepared),
+    /// `--fallback live`: these rows are to be sent live by the live runner, which goes on
+    /// counting into the batch part's counters (one summary for the whole run).
+    Live(Prepared, Arc<Counters>),
 }
 
 /// Rows of final batches collected in one pass over the input (their answers are held in
@@ -93,9 +94,10 @@ pub(crate) async fn run(
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
     let (drive, skip) = drive_batches(batch_run, rows, shutdown).await?;
     match drive {
-        Drive::GoLive => Ok(BatchEnd::Live(hand_to_live(
-            opts, prepared, skip, &counters,
-        )?)),
+        Drive::GoLive => {
+            let prepared = hand_to_live(opts, prepared, skip, &counters)?;
+            Ok(BatchEnd::Live(prepared, counters))
+        }
         Drive::Stopped(stop) => Ok(BatchEnd::Done(conclude(
             opts, &prepared, stop, &counters, started,
         ))),
@@ -122,7 +124,8 @@ async fn drive_batches(
 }
 
 /// `--fallback live`: the rows without a record go to the live runner, whose `--max-cost`
-/// counts what the batch part of this run spent.
+/// counts what the batch part of this run spent. The batch part's records count as dispatched
+/// rows, so the live runner's "dispatched but no record" check stays true on shared counters.
 fn hand_to_live(
     opts: &Job,
     mut prepared: Prepared,
@@ -134,6 +137,7 @@ fn hand_to_live(
         "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
         crate::human::group(counters.done())
     );
+    counters.dispatched.fetch_add(counters.done(), Relaxed);
     let batch_spent = counters.cost_totals().spent_usd();
     prepared.plan = match prepared.plan.take() {
         Some(mut plan) => {
