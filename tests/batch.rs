@@ -194,6 +194,13 @@ fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, V
     let records = assert_one_ok_record_per_row(&output, 300);
     assert!(records.values().all(|r| r["attempts"] == 1));
     assert!(!state_file(&output).exists());
+    // The downloads' temporary file is unlinked as soon as it is open: a kill leaves nothing.
+    let mut left: Vec<String> = std::fs::read_dir(work.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["in.jsonl", "out.jsonl"]);
     (sim, work, before)
 }
 

@@ -4,8 +4,8 @@
 //!
 //! It rides on the run's [`ApiClient`]: the same base URL, key, trusted certificates, proxies and
 //! timeout. Transient failures (5xx, 429, dropped connections) are retried with the run's
-//! backoff; a 404 on `files` or `batches` means the provider has no Batch API and says so in one
-//! line. Every message has the key and the URL's user-info scrubbed.
+//! backoff; a 404 on `files` or `batches` (or a LiteLLM proxy's 500 "files_settings is not set")
+//! means the provider has no Batch API and says so in one line. Every message has the key and the URL's user-info scrubbed.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -318,8 +318,7 @@ impl<'a> BatchClient<'a> {
             .bytes()
             .await
             .map_err(|e| self.cut_short(status, e))?;
-        let collection = path.starts_with("files") || path.starts_with("batches");
-        if status.as_u16() == 404 && collection && !path.contains('/') || status.as_u16() == 405 {
+        if no_batch_api(status.as_u16(), path, &bytes) {
             return Err(Attempt::Final(Error::Config(format!(
                 "{} answered {} to {method} {path}: this endpoint has no Batch API (files and batches); run with --via live instead",
                 self.api.scrub(self.api.api_base().as_str()),
@@ -351,10 +350,44 @@ enum Attempt {
     Final(Error),
 }
 
+/// Whether an answer says the endpoint has no Batch API: 404 on the `files` or `batches`
+/// collection, 405, or a LiteLLM proxy without `files_settings` (it answers 500 "files_settings
+/// is not set" to every files and batches call).
+fn no_batch_api(status: u16, path: &str, body: &[u8]) -> bool {
+    const LITELLM_NO_FILES: &[u8] = b"files_settings is not set";
+    let collection = path.starts_with("files") || path.starts_with("batches");
+    status == 404 && collection && !path.contains('/')
+        || status == 405
+        || collection
+            && body
+                .windows(LITELLM_NO_FILES.len())
+                .any(|w| w == LITELLM_NO_FILES)
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::FatalApi(format!(
             "the answer to {what} is not what the Batch API returns ({e}); is --base-url an OpenAI-compatible API with a Batch API? Otherwise run with --via live"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_batch_api;
+
+    #[test]
+    fn answers_that_mean_no_batch_api() {
+        assert!(no_batch_api(404, "files", b""));
+        assert!(no_batch_api(404, "batches", b"{}"));
+        assert!(
+            !no_batch_api(404, "batches/batch_1", b"{}"),
+            "an unknown batch is not that"
+        );
+        assert!(no_batch_api(405, "batches/batch_1/cancel", b""));
+        // LiteLLM 1.108.7 without `files_settings` in its config.
+        let litellm = br#"{"error":{"message":"files_settings is not set, set it on your config.yaml file.","type":"internal_server_error","param":null,"code":"500"}}"#;
+        assert!(no_batch_api(500, "files", litellm));
+        assert!(!no_batch_api(500, "files", b"Internal Server Error"));
+    }
 }
