@@ -21,6 +21,9 @@
 #                  cost at the batch price, error, attempts)
 #   batch-cancel   `--detach`, then `promptbatch cancel` through that proxy: the batch is
 #                  cancelled upstream; the same run command then submits its rows again, all ok
+#   batch-resume   killed (debug builds' PROMPTBATCH_TEST_ABORT_AT=create-unsaved) after the batch
+#                  was created but before the state recorded it: the resume finds it through the
+#                  proxy's batch list by its input file id and creates no second batch
 #   no-batch       `--via batch` at the first proxy (no `files_settings`: LiteLLM answers 500
 #                  "files_settings is not set"): one line saying there is no Batch API, at once
 # Names listed in ci/litellm/expected-failures (or $LITELLM_CHECK_XFAIL) are reported XFAIL/XPASS
@@ -377,6 +380,31 @@ else
   [[ $detach_code == 0 && $cancel_code == 0 && $cancelled_status == cancelled && $code == 0 \
     && $records == 10 && $ok == 10 && $retried == 10 ]] && pass=1
   verdict batch-cancel "$pass" "detach exit 0, cancel exit 0 (state: '$cancelled_status'), then 10 ok records in a second batch, exit 0"
+
+  # (i) Killed after the create reached the proxy, before the state recorded it (debug builds'
+  # kill point): the resume must find that batch through the proxy's GET /v1/batches (newest
+  # first, `after` pages) by its input file id instead of creating a second one.
+  sed -e 's/Cancel then say/Resume then say/' "$work/cancel.jsonl" >"$work/resume.jsonl"
+  created() { curl -s "http://127.0.0.1:$sim_port/_sim/stats" | "$py" -c 'import json, sys; print(json.load(sys.stdin)["batch"]["batches_created"])'; }
+  before=$(created)
+  PROMPTBATCH_TEST_ABORT_AT=create-unsaved batch_step batch-killed run "$work/resume.jsonl" \
+    -o "$work/resume.out.jsonl" --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
+  killed_code=$code killed_leaked=$leaked
+  batch_step batch-resume run "$work/resume.jsonl" -o "$work/resume.out.jsonl" \
+    --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
+  [[ -n $killed_leaked ]] && leaked=1
+  new_batches=$(($(created) - before))
+  eval "$("$py" "$CONF_DIR/batch_compare.py" "$work/resume.out.jsonl" /dev/null/none)"
+  pass=
+  if grep -q 'PROMPTBATCH_TEST_ABORT_AT=create-unsaved' "$work/batch-killed.stderr"; then
+    [[ $killed_code != 0 && $code == 0 && $new_batches == 1 && $records == 10 && $ok == 10 && $retried == 0 ]] \
+      && grep -q '^found batch .* not created again' "$work/batch-resume.stderr" && pass=1
+    detail="killed after create: the resume finds the batch by listing (1 batch created: $new_batches), 10 ok records, exit 0"
+  else
+    detail="$bin is not a debug build (no kill points): nothing to check"
+    pass=1
+  fi
+  verdict batch-resume "$pass" "$detail"
 fi
 
 # (h) A proxy without files_settings (config.yaml): one line, no retries, no state.
