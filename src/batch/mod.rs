@@ -743,6 +743,7 @@ impl<'a> BatchRun<'a> {
                 others.insert(row);
             }
         }
+        let pass_started = Instant::now();
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let total = outcomes.len();
@@ -841,6 +842,10 @@ impl<'a> BatchRun<'a> {
         }
         drop(chunks);
         writer.finish()?;
+        tracing::debug!(
+            "collected {written} records in one pass over the input up to row {last} ({} ms)",
+            pass_started.elapsed().as_millis()
+        );
         if let Some(e) = failure {
             return Err(e);
         }
