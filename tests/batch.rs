@@ -158,6 +158,43 @@ fn a_run_of_120000_rows_goes_out_as_3_batches_of_at_most_50000() {
     );
 }
 
+#[test]
+fn a_download_cut_short_is_downloaded_again_from_its_start() {
+    // The first two downloads (the output files of both batches) end halfway through their
+    // body (after the headers): each is fetched again from its start, no row is lost or sent
+    // again. (Fails if a body cut short is taken as final: the run stops with exit 1.)
+    let sim = Sim::start(SimOptions {
+        batch_cut_downloads: 2,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(300, |_| ""));
+    let output = work.path("out.jsonl");
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--batch-max-requests", "200", "--backoff-max", "100ms"],
+        &[],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(
+        count(&stats, "batches_created"),
+        2,
+        "no row went into a new batch"
+    );
+    assert_eq!(count(&stats, "downloads"), 4, "2 cut short + 2 whole");
+    let records = assert_one_ok_record_per_row(&output, 300);
+    assert!(records.values().all(|r| r["attempts"] == 1));
+    assert_eq!(
+        result.stderr.matches("retrying").count(),
+        2,
+        "{}",
+        result.stderr
+    );
+}
+
 /// Kills the run at `point` (as `kill -9` would), then runs the same command again: no second
 /// upload or batch for the same rows, and exactly one ok record per row.
 fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, Value) {
