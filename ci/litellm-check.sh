@@ -323,7 +323,12 @@ done
 # clearing the other figures verdict prints); its stderr is in $work/NAME.stderr.
 batch_step() { # NAME ARG...
   local name=$1 t0=$SECONDS
-  EVOLINK_API_KEY="$master_key" timeout 60 "$bin" "${@:2}" >"$work/$name.stdout" 2>"$work/$name.stderr" </dev/null
+  # In a subshell whose own notices are dropped (a kill point's abort is expected, not news);
+  # the `exit` after it keeps bash from exec'ing the command in place of the subshell.
+  (
+    EVOLINK_API_KEY="$master_key" timeout 60 "$bin" "${@:2}" >"$work/$name.stdout" 2>"$work/$name.stderr" </dev/null
+    exit $?
+  ) 2>/dev/null
   code=$?
   elapsed=$((SECONDS - t0))
   leaked=
