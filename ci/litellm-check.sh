@@ -13,6 +13,19 @@
 #                  may see a 429, none of them twice)
 #   no-quota       an upstream without credit (ci/litellm/fake_upstream.py): LiteLLM answers 429
 #                  with the quota only in the message text; must stop like a wrong key
+#   batch          `--via batch` through a second proxy (ci/litellm/batch.yaml) whose files and
+#                  batches endpoints forward to `promptbatch mock-server` as an "openai" upstream:
+#                  30 rows in 2 batches, one row refused (400, from the error file), one failed
+#                  with a 503 in its first batch (sent again in a new batch); every record must
+#                  equal the one a run straight against a second simulator writes (answer, tokens,
+#                  cost at the batch price, error, attempts)
+#   batch-cancel   `--detach`, then `promptbatch cancel` through that proxy: the batch is
+#                  cancelled upstream; the same run command then submits its rows again, all ok
+#   batch-resume   killed (debug builds' PROMPTBATCH_TEST_ABORT_AT=create-unsaved) after the batch
+#                  was created but before the state recorded it: the resume finds it through the
+#                  proxy's batch list by its input file id and creates no second batch
+#   no-batch       `--via batch` at the first proxy (no `files_settings`: LiteLLM answers 500
+#                  "files_settings is not set"): one line saying there is no Batch API, at once
 # Names listed in ci/litellm/expected-failures (or $LITELLM_CHECK_XFAIL) are reported XFAIL/XPASS
 # and do not fail the script. Any other failure exits 1. When LiteLLM cannot be installed or does
 # not start (no network, no python3 venv), the script says why and exits 0: this check is extra.
@@ -88,6 +101,9 @@ work=$(mktemp -d)
 proxy_pid=
 upstream_pid=
 rate_limit_pid=
+batch_proxy_pid=
+sim_pid=
+ref_sim_pid=
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   if [[ -n ${rate_limit_pid:-} ]] && kill -0 "$rate_limit_pid" 2>/dev/null; then
@@ -95,7 +111,7 @@ cleanup() {
     kill "$rate_limit_pid" 2>/dev/null
   fi
   local pid
-  for pid in $proxy_pid $upstream_pid; do
+  for pid in $proxy_pid $upstream_pid $batch_proxy_pid $sim_pid $ref_sim_pid; do
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
@@ -106,11 +122,13 @@ trap 'exit 130' INT TERM HUP
 
 master_key="sk-ci-$("$py" -c 'import secrets; print(secrets.token_hex(16))')"
 wrong_key="sk-ci-wrong-$("$py" -c 'import secrets; print(secrets.token_hex(8))')"
-port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sim_key="sk-ci-upstream-$("$py" -c 'import secrets; print(secrets.token_hex(8))')"
+free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 base_url="http://127.0.0.1:$port/v1"
 proxy_log="$work/proxy.log"
 # Hide both keys from anything this script prints from the proxy's log.
-redact() { sed -e "s/$master_key/<master key>/g" -e "s/$wrong_key/<wrong key>/g"; }
+redact() { sed -e "s/$master_key/<master key>/g" -e "s/$wrong_key/<wrong key>/g" -e "s/$sim_key/<upstream key>/g"; }
 
 "$py" "$CONF_DIR/fake_upstream.py" "$work/upstream.port" </dev/null &
 upstream_pid=$!
@@ -124,6 +142,24 @@ FAKE_UPSTREAM_BASE="http://127.0.0.1:$(cat "$work/upstream.port")/v1" \
   "$venv/bin/litellm" --config "$CONF_DIR/config.yaml" --host 127.0.0.1 --port "$port" \
   >"$proxy_log" 2>&1 </dev/null &
 proxy_pid=$!
+# The batch case's upstream (the simulator, as an "openai" provider with a Batch API; 3 s per
+# batch, time enough to cancel one), a second simulator for the same run made directly, and a
+# second proxy forwarding files and batches to the first simulator. Started now: the proxy's
+# start-up overlaps the first one's.
+sim_port=$(free_port)
+ref_sim_port=$(free_port)
+batch_port=$(free_port)
+"$bin" mock-server --listen "127.0.0.1:$sim_port" --require-key "$sim_key" --batch-time 3s \
+  >"$work/sim.log" 2>&1 </dev/null &
+sim_pid=$!
+"$bin" mock-server --listen "127.0.0.1:$ref_sim_port" --require-key "$sim_key" \
+  >"$work/ref-sim.log" 2>&1 </dev/null &
+ref_sim_pid=$!
+SIM_BASE="http://127.0.0.1:$sim_port/v1" SIM_KEY="$sim_key" \
+  LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_MASTER_KEY="$master_key" PYTHONUNBUFFERED=1 \
+  "$venv/bin/litellm" --config "$CONF_DIR/batch.yaml" --host 127.0.0.1 --port "$batch_port" \
+  >"$work/batch-proxy.log" 2>&1 </dev/null &
+batch_proxy_pid=$!
 ready=
 for _ in $(seq 1 120); do
   if ! kill -0 "$proxy_pid" 2>/dev/null; then
@@ -190,6 +226,7 @@ run_case() { # NAME KEY MODEL INPUT TIMEOUT ANSWER PROMPT_TOKENS COMPLETION_TOKE
   } >"$work/$name.result"
 }
 code='' elapsed='' records='' ok='' errors='' ok_as_mocked='' first_error='' sent='' sent_429='' out_tail='' leaked=''
+same='' retried='' first_diff='' # batch_compare.py's
 load() { # NAME
   # shellcheck disable=SC1090  # written by run_case
   source "$work/$1.result"
@@ -271,6 +308,118 @@ load no-quota
 pass=
 [[ $code == 1 && $ok == 0 && $errors == 0 && $sent -le $((2 * CONCURRENCY)) ]] && pass=1
 verdict no-quota "$pass" "exit 1, <= $((2 * CONCURRENCY)) requests, no error record (proxy: 429 'exceeded your current quota')"
+
+# (f) --via batch through LiteLLM's files and batches endpoints (ci/litellm/batch.yaml).
+batch_ready=
+for _ in $(seq 1 120); do
+  kill -0 "$batch_proxy_pid" 2>/dev/null || break
+  if curl -sf -o /dev/null "http://127.0.0.1:$batch_port/health/liveliness"; then
+    batch_ready=1
+    break
+  fi
+  sleep 1
+done
+# Runs `promptbatch ARGS` with the master key, setting code, elapsed, out_tail and leaked (and
+# clearing the other figures verdict prints); its stderr is in $work/NAME.stderr.
+batch_step() { # NAME ARG...
+  local name=$1 t0=$SECONDS
+  # In a subshell whose own notices are dropped (a kill point's abort is expected, not news);
+  # the `exit` after it keeps bash from exec'ing the command in place of the subshell.
+  (
+    EVOLINK_API_KEY="$master_key" timeout 60 "$bin" "${@:2}" >"$work/$name.stdout" 2>"$work/$name.stderr" </dev/null
+    exit $?
+  ) 2>/dev/null
+  code=$?
+  elapsed=$((SECONDS - t0))
+  leaked=
+  if grep -qF -e "$master_key" -e "$sim_key" "$work/$name.stdout" "$work/$name.stderr" 2>/dev/null; then
+    leaked=1
+  fi
+  out_tail=$(tail -n 5 "$work/$name.stderr" | grep -v '^$')
+  ok='' errors='' sent='' sent_429='' first_error=''
+}
+"$py" - "$work/batch.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(1, 31):
+        prompt = f"Say something about number {i}"
+        prompt += {7: " #sim:status=400", 9: " #sim:fail=1"}.get(i, "")
+        f.write(json.dumps({"id": f"r{i}", "prompt": prompt}) + "\n")
+PY
+batch_args=(--via batch --poll-every 500ms --batch-max-requests 20 --model gpt-5.2 --log-every 10s)
+if [[ -z $batch_ready ]]; then
+  code='' elapsed='' ok='' errors='' sent='' sent_429='' leaked='' first_error=''
+  out_tail=$(tail -n 5 "$work/batch-proxy.log" | redact)
+  verdict batch "" "the second proxy (ci/litellm/batch.yaml) did not become ready"
+else
+  batch_step batch run "$work/batch.jsonl" -o "$work/batch.out.jsonl" \
+    --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
+  through_code=$code through_elapsed=$elapsed through_leaked=$leaked through_tail=$out_tail
+  EVOLINK_API_KEY="$sim_key" timeout 60 "$bin" run "$work/batch.jsonl" -o "$work/batch.ref.jsonl" \
+    --base-url "http://127.0.0.1:$ref_sim_port/v1" "${batch_args[@]}" >/dev/null 2>&1 </dev/null
+  eval "$("$py" "$CONF_DIR/batch_compare.py" "$work/batch.out.jsonl" "$work/batch.ref.jsonl")"
+  code=$through_code elapsed=$through_elapsed leaked=$through_leaked out_tail=$through_tail
+  pass=
+  [[ $code == 3 && $records == 30 && $ok == 29 && $errors == 1 && $same == 30 && $retried == 1 \
+    && $first_error == *"simulated HTTP 400"* && ! -e $work/batch.out.jsonl.batch.json ]] && pass=1
+  detail="exit 3, 29 ok + 1 error record (HTTP 400), 1 row retried, all 30 as a direct run writes them ($same)"
+  [[ -n $first_diff ]] && detail="$detail; first difference: $first_diff"
+  verdict batch "$pass" "$detail"
+
+  # (g) --detach, cancel, then the same command collects: the cancelled rows go out again.
+  head -n 10 "$work/batch.jsonl" | sed -e 's/Say something/Cancel then say something/' -e 's/ #sim:[a-z]*=[0-9]*//' \
+    >"$work/cancel.jsonl"
+  batch_step batch-detach run "$work/cancel.jsonl" -o "$work/cancel.out.jsonl" \
+    --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}" --detach
+  detach_code=$code
+  batch_step batch-cancel cancel "$work/cancel.out.jsonl" --base-url "http://127.0.0.1:$batch_port/v1"
+  cancel_code=$code cancel_leaked=$leaked
+  cancelled_status=$("$py" -c 'import json, sys; print(" ".join(b["status"] for b in json.load(open(sys.argv[1]))["batches"]))' \
+    "$work/cancel.out.jsonl.batch.json" 2>/dev/null)
+  batch_step batch-collect run "$work/cancel.jsonl" -o "$work/cancel.out.jsonl" \
+    --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
+  [[ -n $cancel_leaked ]] && leaked=1
+  # (Compared with no direct run: only the counts are read.)
+  eval "$("$py" "$CONF_DIR/batch_compare.py" "$work/cancel.out.jsonl" /dev/null/none)"
+  pass=
+  [[ $detach_code == 0 && $cancel_code == 0 && $cancelled_status == cancelled && $code == 0 \
+    && $records == 10 && $ok == 10 && $retried == 10 ]] && pass=1
+  verdict batch-cancel "$pass" "detach exit 0, cancel exit 0 (state: '$cancelled_status'), then 10 ok records in a second batch, exit 0"
+
+  # (i) Killed after the create reached the proxy, before the state recorded it (debug builds'
+  # kill point): the resume must find that batch through the proxy's GET /v1/batches (newest
+  # first, `after` pages) by its input file id instead of creating a second one.
+  sed -e 's/Cancel then say/Resume then say/' "$work/cancel.jsonl" >"$work/resume.jsonl"
+  created() { curl -s "http://127.0.0.1:$sim_port/_sim/stats" | "$py" -c 'import json, sys; print(json.load(sys.stdin)["batch"]["batches_created"])'; }
+  before=$(created)
+  PROMPTBATCH_TEST_ABORT_AT=create-unsaved batch_step batch-killed run "$work/resume.jsonl" \
+    -o "$work/resume.out.jsonl" --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
+  killed_code=$code killed_leaked=$leaked
+  batch_step batch-resume run "$work/resume.jsonl" -o "$work/resume.out.jsonl" \
+    --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
+  [[ -n $killed_leaked ]] && leaked=1
+  new_batches=$(($(created) - before))
+  eval "$("$py" "$CONF_DIR/batch_compare.py" "$work/resume.out.jsonl" /dev/null/none)"
+  pass=
+  if grep -q 'PROMPTBATCH_TEST_ABORT_AT=create-unsaved' "$work/batch-killed.stderr"; then
+    [[ $killed_code != 0 && $code == 0 && $new_batches == 1 && $records == 10 && $ok == 10 && $retried == 0 ]] \
+      && grep -q '^found batch .* not created again' "$work/batch-resume.stderr" && pass=1
+    detail="killed after create: the resume finds the batch by listing (1 batch created: $new_batches), 10 ok records, exit 0"
+  else
+    detail="$bin is not a debug build (no kill points): nothing to check"
+    pass=1
+  fi
+  verdict batch-resume "$pass" "$detail"
+fi
+
+# (h) A proxy without files_settings (config.yaml): one line, no retries, no state.
+batch_step no-batch run "$work/batch.jsonl" -o "$work/no-batch.out.jsonl" \
+  --base-url "http://127.0.0.1:$port/v1" --via batch
+error_lines=$(grep -c '^error:' "$work/no-batch.stderr")
+pass=
+grep -q '^error: .*no Batch API.*--via live' "$work/no-batch.stderr" \
+  && [[ $code == 1 && $error_lines == 1 && $elapsed -le 10 && ! -e $work/no-batch.out.jsonl.batch.json ]] && pass=1
+verdict no-batch "$pass" "exit 1 within 10 s, one error line: no Batch API, use --via live"
 
 # (d) Honoured advice: only the 10 rows past the limit (plus slack for requests already on the
 # wire when the first 429 arrived) get a 429, then every worker waits the advised 60 s (which

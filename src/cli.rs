@@ -597,6 +597,11 @@ pub struct SimArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub batch_fail: u32,
 
+    /// Batch API: the first N file downloads are cut short (half the announced bytes sent, then
+    /// the connection closed).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub batch_cut_downloads: u32,
+
     /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
     #[arg(long)]
     pub no_batch: bool,
@@ -761,6 +766,7 @@ impl SimArgs {
             batch_time: self.batch_time,
             batch_expire: self.batch_expire,
             batch_fail: self.batch_fail,
+            batch_cut_downloads: self.batch_cut_downloads,
             no_batch: self.no_batch,
         }
     }
@@ -812,8 +818,18 @@ mod tests {
         assert_eq!(sim.error_style, library.error_style);
         assert_eq!(sim.batch_time, library.batch_time);
         assert_eq!(
-            (sim.batch_expire, sim.batch_fail, sim.no_batch),
-            (library.batch_expire, library.batch_fail, library.no_batch)
+            (
+                sim.batch_expire,
+                sim.batch_fail,
+                sim.batch_cut_downloads,
+                sim.no_batch
+            ),
+            (
+                library.batch_expire,
+                library.batch_fail,
+                library.batch_cut_downloads,
+                library.no_batch
+            )
         );
     }
 

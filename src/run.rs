@@ -115,19 +115,24 @@ async fn run_to(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         )));
     }
     let mut prepared = prepare(opts).await?;
+    // One set of counters for the whole run: with `--fallback live` the live part adds to the
+    // batch part's, so the summary counts both.
+    let mut counters = Arc::new(Counters::default());
     if opts.via == Via::Batch {
         match crate::batch::run(opts, prepared, &shutdown, started).await? {
             BatchEnd::Done(summary) => return Ok(summary),
-            BatchEnd::Live(rest) => prepared = rest,
+            BatchEnd::Live(rest, batch_counters) => (prepared, counters) = (rest, batch_counters),
         }
     }
-    run_live(opts, prepared, shutdown, started).await
+    run_live(opts, prepared, counters, shutdown, started).await
 }
 
-/// The live pipeline on a prepared run: reader, dispatcher, workers, writer.
+/// The live pipeline on a prepared run: reader, dispatcher, workers, writer, counting into
+/// `counters`.
 async fn run_live(
     opts: &Job,
     prepared: Prepared,
+    counters: Arc<Counters>,
     shutdown: Shutdown,
     started: Instant,
 ) -> Result<Summary, Error> {
@@ -149,7 +154,6 @@ async fn run_live(
         .max_cost
         .map(|cap| Budget::new(cap, plan.as_ref().map_or(0.0, |p| p.spent)));
 
-    let counters = Arc::new(Counters::default());
     if !matches!(opts.display, progress::Display::Quiet) {
         spawn_row_count(
             &opts.input,

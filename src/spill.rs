@@ -93,15 +93,17 @@ pub fn memory_items(default: usize) -> usize {
     default
 }
 
-/// A temporary file, unlinked at once where possible, else removed on drop.
-struct SpillFile {
-    file: File,
+/// A temporary file, unlinked at once where possible, else removed on drop (also holds a batch
+/// collection's downloaded answers: `batch/answers.rs`).
+pub(crate) struct SpillFile {
+    pub(crate) file: File,
     leftover: Option<PathBuf>,
     len: u64,
 }
 
 impl SpillFile {
-    fn create(dir: &Path) -> io::Result<Self> {
+    /// A new empty temporary file in `dir`.
+    pub(crate) fn create(dir: &Path) -> io::Result<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
         loop {
             let path = dir.join(format!(

@@ -158,6 +158,43 @@ fn a_run_of_120000_rows_goes_out_as_3_batches_of_at_most_50000() {
     );
 }
 
+#[test]
+fn a_download_cut_short_is_downloaded_again_from_its_start() {
+    // The first two downloads (the output files of both batches) end halfway through their
+    // body (after the headers): each is fetched again from its start, no row is lost or sent
+    // again. (Fails if a body cut short is taken as final: the run stops with exit 1.)
+    let sim = Sim::start(SimOptions {
+        batch_cut_downloads: 2,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(300, |_| ""));
+    let output = work.path("out.jsonl");
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--batch-max-requests", "200", "--backoff-max", "100ms"],
+        &[],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let stats = batch_stats(&sim);
+    assert_eq!(
+        count(&stats, "batches_created"),
+        2,
+        "no row went into a new batch"
+    );
+    assert_eq!(count(&stats, "downloads"), 4, "2 cut short + 2 whole");
+    let records = assert_one_ok_record_per_row(&output, 300);
+    assert!(records.values().all(|r| r["attempts"] == 1));
+    assert_eq!(
+        result.stderr.matches("retrying").count(),
+        2,
+        "{}",
+        result.stderr
+    );
+}
+
 /// Kills the run at `point` (as `kill -9` would), then runs the same command again: no second
 /// upload or batch for the same rows, and exactly one ok record per row.
 fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, Value) {
@@ -194,6 +231,13 @@ fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, V
     let records = assert_one_ok_record_per_row(&output, 300);
     assert!(records.values().all(|r| r["attempts"] == 1));
     assert!(!state_file(&output).exists());
+    // The downloads' temporary file is unlinked as soon as it is open: a kill leaves nothing.
+    let mut left: Vec<String> = std::fs::read_dir(work.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["in.jsonl", "out.jsonl"]);
     (sim, work, before)
 }
 
@@ -480,6 +524,82 @@ fn fallback_live_sends_the_rows_of_a_failed_batch_live() {
         (cost - live_cost(record)).abs() < 1e-12,
         "live rows cost the live price"
     );
+}
+
+/// The figures of a run's printed summary: rows ok and error, total tokens, the cost line and
+/// each model's cost line (`model` → `$x`).
+fn summary_figures(stderr: &str) -> (u64, u64, u64, String, HashMap<String, String>) {
+    let line = |prefix: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {stderr}"))
+            .to_string()
+    };
+    let number = |text: &str| -> u64 { text.replace(',', "").parse().unwrap() };
+    let rows = line("rows: ");
+    let mut words = rows.split(' ');
+    let ok = number(words.next().unwrap());
+    let errors = number(rows.split(", ").nth(1).unwrap().split(' ').next().unwrap());
+    let total = number(line("tokens: ").rsplit(' ').next().unwrap());
+    let cost = line("cost this run: ");
+    let mut by_model = HashMap::new();
+    let costs = stderr.split("cost this run: ").nth(1).unwrap();
+    for l in costs.lines().skip(1) {
+        let Some((model, usd)) = l.strip_prefix("  ").and_then(|l| l.split_once(": ")) else {
+            break;
+        };
+        by_model.insert(model.to_string(), usd.to_string());
+    }
+    (ok, errors, total, cost, by_model)
+}
+
+#[test]
+fn fallback_live_summary_counts_the_batch_part_and_the_live_part() {
+    // Two batches of 10: the first fails, so 10 rows are written from the second batch (batch
+    // price) and 10 are sent live (live price); the printed summary must match `report`.
+    let sim = Sim::start(SimOptions {
+        batch_fail: 1,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(20, |_| ""));
+    let output = work.path("out.jsonl");
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--fallback", "live", "--batch-max-requests", "10"],
+        &[],
+    );
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 2);
+    assert_eq!(
+        sim.stats()["completions"],
+        10,
+        "the failed batch's rows went live"
+    );
+    assert_one_ok_record_per_row(&output, 20);
+    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let (ok, errors, total, cost, by_model) = summary_figures(&result.stderr);
+    assert_eq!((ok, errors), (20, 0), "{}", result.stderr);
+    assert_eq!(total, report["tokens"]["total"].as_u64().unwrap());
+    let spent = report["cost"]["total_usd"].as_f64().unwrap();
+    assert!(spent > 0.0);
+    assert_eq!(cost, promptbatch::human::format_usd(spent));
+    let models = report["cost"]["by_model"].as_array().unwrap();
+    assert_eq!(by_model.len(), models.len(), "{}", result.stderr);
+    for model in models {
+        let name = model["model"].as_str().unwrap();
+        let usd = model["cost_usd"].as_f64().unwrap();
+        assert_eq!(
+            by_model[name],
+            promptbatch::human::format_usd(usd),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! The Batch API over HTTP: upload an input file (`POST /files`, multipart, `purpose=batch`),
 //! create a batch (`POST /batches`), read one (`GET /batches/{id}`) or the recent ones
-//! (`GET /batches?limit=100`), cancel one, and download a file (`GET /files/{id}/content`).
+//! (`GET /batches?limit=100`), cancel one, and stream a file to disk (`GET /files/{id}/content`).
 //!
 //! It rides on the run's [`ApiClient`]: the same base URL, key, trusted certificates, proxies and
 //! timeout. Transient failures (5xx, 429, dropped connections) are retried with the run's
-//! backoff; a 404 on `files` or `batches` means the provider has no Batch API and says so in one
-//! line. Every message has the key and the URL's user-info scrubbed.
+//! backoff; a 404 on `files` or `batches` (or a LiteLLM proxy's 500 "files_settings is not set")
+//! means the provider has no Batch API and says so in one line. Every message has the key and the URL's user-info scrubbed.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -195,24 +198,68 @@ impl<'a> BatchClient<'a> {
         parse(&answer, "POST batches/{id}/cancel")
     }
 
-    /// The content of the file `id` (an output or error file).
-    pub async fn download(&self, id: &str) -> Result<Bytes, Error> {
-        self.call(Method::GET, &format!("files/{id}/content"), None)
-            .await
+    /// Streams the content of the file `id` (an output or error file) to the end of `file`,
+    /// chunk by chunk (memory: one chunk); returns the bytes appended. A download cut short is
+    /// retried from the start: the file is first cut back to where this download began.
+    pub async fn download_to(&self, id: &str, file: &File) -> Result<u64, Error> {
+        let path = format!("files/{id}/content");
+        let start = (&*file)
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("a batch download's temporary file", e))?;
+        self.retrying(&Method::GET, &path, || async {
+            let io = |e| Attempt::Final(Error::io("a batch download's temporary file", e));
+            file.set_len(start).map_err(io)?;
+            (&*file).seek(SeekFrom::Start(start)).map_err(io)?;
+            let mut response = self.send(Method::GET, &path, None).await?;
+            let mut written = 0u64;
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| self.cut_short(response.status(), e))?
+            {
+                (&*file).write_all(&chunk).map_err(io)?;
+                written += chunk.len() as u64;
+            }
+            Ok(written)
+        })
+        .await
     }
 
-    /// One call, retried on transient failures with the run's backoff.
+    /// One call, retried on transient failures with the run's backoff; the whole answer.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<(String, Bytes)>,
     ) -> Result<Bytes, Error> {
+        self.retrying(&method, path, || async {
+            let response = self.send(method.clone(), path, body.clone()).await?;
+            let status = response.status();
+            response
+                .bytes()
+                .await
+                .map_err(|e| self.cut_short(status, e))
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has failed transiently more than
+    /// the run's retries (waiting the run's backoff between attempts).
+    async fn retrying<T, F, Fut>(
+        &self,
+        method: &Method,
+        path: &str,
+        mut attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match self.attempt(method.clone(), path, body.clone()).await {
-                Ok(bytes) => return Ok(bytes),
+            match attempt().await {
+                Ok(answer) => return Ok(answer),
                 Err(Attempt::Final(e)) => return Err(e),
                 Err(Attempt::Transient(message)) if attempts > self.retry.max_retries => {
                     return Err(Error::FatalApi(format!(
@@ -228,12 +275,18 @@ impl<'a> BatchClient<'a> {
         }
     }
 
-    async fn attempt(
+    /// An answer's body that could not be read to its end: worth another attempt.
+    fn cut_short(&self, status: reqwest::StatusCode, e: reqwest::Error) -> Attempt {
+        Attempt::Transient(self.api.scrub(&format!("HTTP {}: {e}", status.as_u16())))
+    }
+
+    /// Sends one request; a success's response (its body not read yet), else how it failed.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<(String, Bytes)>,
-    ) -> Result<Bytes, Attempt> {
+    ) -> Result<reqwest::Response, Attempt> {
         let (http, auth, timeout) = self.api.parts();
         let url = self.api.api_base().join(path).map_err(|e| {
             Attempt::Final(Error::Config(format!("bad Batch API path {path}: {e}")))
@@ -257,15 +310,15 @@ impl<'a> BatchClient<'a> {
         };
         self.api.mark_answered();
         let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(|e| {
-            Attempt::Transient(self.api.scrub(&format!("HTTP {}: {e}", status.as_u16())))
-        })?;
         if status.is_success() {
-            return Ok(bytes);
+            return Ok(response);
         }
-        let collection = path.starts_with("files") || path.starts_with("batches");
-        if status.as_u16() == 404 && collection && !path.contains('/') || status.as_u16() == 405 {
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.cut_short(status, e))?;
+        if no_batch_api(status.as_u16(), path, &bytes) {
             return Err(Attempt::Final(Error::Config(format!(
                 "{} answered {} to {method} {path}: this endpoint has no Batch API (files and batches); run with --via live instead",
                 self.api.scrub(self.api.api_base().as_str()),
@@ -297,10 +350,44 @@ enum Attempt {
     Final(Error),
 }
 
+/// Whether an answer says the endpoint has no Batch API: 404 on the `files` or `batches`
+/// collection, 405, or a LiteLLM proxy without `files_settings` (it answers 500 "files_settings
+/// is not set" to every files and batches call).
+fn no_batch_api(status: u16, path: &str, body: &[u8]) -> bool {
+    const LITELLM_NO_FILES: &[u8] = b"files_settings is not set";
+    let collection = path.starts_with("files") || path.starts_with("batches");
+    status == 404 && collection && !path.contains('/')
+        || status == 405
+        || collection
+            && body
+                .windows(LITELLM_NO_FILES.len())
+                .any(|w| w == LITELLM_NO_FILES)
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::FatalApi(format!(
             "the answer to {what} is not what the Batch API returns ({e}); is --base-url an OpenAI-compatible API with a Batch API? Otherwise run with --via live"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_batch_api;
+
+    #[test]
+    fn answers_that_mean_no_batch_api() {
+        assert!(no_batch_api(404, "files", b""));
+        assert!(no_batch_api(404, "batches", b"{}"));
+        assert!(
+            !no_batch_api(404, "batches/batch_1", b"{}"),
+            "an unknown batch is not that"
+        );
+        assert!(no_batch_api(405, "batches/batch_1/cancel", b""));
+        // LiteLLM 1.108.7 without `files_settings` in its config.
+        let litellm = br#"{"error":{"message":"files_settings is not set, set it on your config.yaml file.","type":"internal_server_error","param":null,"code":"500"}}"#;
+        assert!(no_batch_api(500, "files", litellm));
+        assert!(!no_batch_api(500, "files", b"Internal Server Error"));
+    }
 }

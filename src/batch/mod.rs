@@ -26,6 +26,7 @@
 //! Debug builds only: `PROMPTBATCH_TEST_ABORT_AT=after-upload|create-unsaved|after-create|
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
 
+mod answers;
 mod client;
 pub mod options;
 mod split;
@@ -36,10 +37,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
-use crate::api::classify::{classify_status, one_line};
-use crate::api::{response, ApiClient, ChatRequest, Completion, FailureKind};
+use crate::api::{ApiClient, ChatRequest};
 use crate::cost::{Billing, PriceTable};
 use crate::error::Error;
 use crate::input::{self, RowContent, RowSet};
@@ -49,6 +47,7 @@ use crate::output::{Finished, Record, Writer};
 use crate::prepare::Prepared;
 use crate::progress::{Counters, Display, StopReason, Summary};
 use crate::shutdown::Shutdown;
+use answers::{Answers, LineOutcome};
 use client::{BatchClient, BatchObject};
 use split::Splitter;
 use state::{Entry, RowRef, State};
@@ -63,12 +62,13 @@ pub use options::{
 pub(crate) enum BatchEnd {
     /// Done (or stopped): the run's summary.
     Done(Summary),
-    /// `--fallback live`: these rows are to be sent live by the live runner.
-    Live(Prepared),
+    /// `--fallback live`: these rows are to be sent live by the live runner, which goes on
+    /// counting into the batch part's counters (one summary for the whole run).
+    Live(Prepared, Arc<Counters>),
 }
 
-/// Rows of final batches collected in one pass over the input (their answers are held in
-/// memory meanwhile).
+/// Rows of final batches collected in one pass over the input (where their answers lie in the
+/// downloaded files is held in memory meanwhile: `answers.rs`).
 const COLLECT_ROWS: usize = 200_000;
 
 /// Output tokens assumed for the worst case of a request without `max_tokens`.
@@ -93,9 +93,10 @@ pub(crate) async fn run(
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
     let (drive, skip) = drive_batches(batch_run, rows, shutdown).await?;
     match drive {
-        Drive::GoLive => Ok(BatchEnd::Live(hand_to_live(
-            opts, prepared, skip, &counters,
-        )?)),
+        Drive::GoLive => {
+            let prepared = hand_to_live(opts, prepared, skip, &counters)?;
+            Ok(BatchEnd::Live(prepared, counters))
+        }
         Drive::Stopped(stop) => Ok(BatchEnd::Done(conclude(
             opts, &prepared, stop, &counters, started,
         ))),
@@ -122,7 +123,8 @@ async fn drive_batches(
 }
 
 /// `--fallback live`: the rows without a record go to the live runner, whose `--max-cost`
-/// counts what the batch part of this run spent.
+/// counts what the batch part of this run spent. The batch part's records count as dispatched
+/// rows, so the live runner's "dispatched but no record" check stays true on shared counters.
 fn hand_to_live(
     opts: &Job,
     mut prepared: Prepared,
@@ -134,6 +136,7 @@ fn hand_to_live(
         "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
         crate::human::group(counters.done())
     );
+    counters.dispatched.fetch_add(counters.done(), Relaxed);
     let batch_spent = counters.cost_totals().spent_usd();
     prepared.plan = match prepared.plan.take() {
         Some(mut plan) => {
@@ -254,13 +257,15 @@ enum Submitted {
     Failed(Error),
 }
 
-/// What the answer to one row of a batch says.
-enum LineOutcome {
-    Answer(Completion),
-    /// An error record with this message.
-    Permanent(String),
-    /// Worth another batch.
-    Transient(String),
+/// A row of a final batch waiting for its record.
+struct Pending {
+    /// Why the row has no answer, when neither file has a line for it (the batch's reason).
+    missing: Option<Arc<str>>,
+    /// Batches the row went through.
+    attempts: u32,
+    fingerprint: String,
+    /// The batch's time from creation to its end.
+    latency_ms: u64,
 }
 
 /// One batch run in progress.
@@ -695,60 +700,54 @@ impl<'a> BatchRun<'a> {
     /// an answer or a permanent error; rows to try again go to `retry`. The batches leave the
     /// state only once their records are on disk. `finals` is sorted by index, last first.
     async fn collect(&mut self, finals: Vec<(usize, BatchObject)>) -> Result<(), Error> {
-        let mut outcomes: HashMap<u64, (LineOutcome, u32, String, u64)> = HashMap::new();
+        let mut answers = Answers::new()?;
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
         for (index, batch) in &finals {
             let entry = &self.state.batches[*index];
-            let by_id: HashMap<&str, &RowRef> = entry.rows.iter().map(|r| (r.id(), r)).collect();
-            let mut found: HashMap<u64, LineOutcome> = HashMap::new();
+            let by_id: HashMap<&str, u64> = entry.rows.iter().map(|r| (r.id(), r.row())).collect();
             for file_id in [&batch.output_file_id, &batch.error_file_id]
                 .into_iter()
                 .flatten()
             {
-                let content = self.client().download(file_id).await?;
-                for line in content.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    if let Some((custom_id, outcome)) = read_line(line) {
-                        if let Some(row) = by_id.get(custom_id.as_str()) {
-                            found.insert(row.row(), outcome);
-                        }
-                    }
-                }
+                let from = answers.file().metadata().map_or(0, |m| m.len());
+                self.client().download_to(file_id, answers.file()).await?;
+                answers.index(from, &by_id)?;
             }
             let latency_ms = match (batch.created_at, batch.ended_at()) {
                 (Some(start), Some(end)) => end.saturating_sub(start) * 1000,
                 _ => 0,
             };
+            let missing: Arc<str> = match (batch.status.as_str(), batch.errors_text()) {
+                ("failed", Some(why)) => format!("batch {} failed: {why}", batch.id),
+                (status, _) => format!("no answer for this row in batch {} ({status})", batch.id),
+            }
+            .into();
             for row in &entry.rows {
-                let outcome = found.remove(&row.row()).unwrap_or_else(|| {
-                    LineOutcome::Transient(match (batch.status.as_str(), batch.errors_text()) {
-                        ("failed", Some(why)) => format!("batch {} failed: {why}", batch.id),
-                        (status, _) => {
-                            format!("no answer for this row in batch {} ({status})", batch.id)
-                        }
-                    })
-                });
-                outcomes.insert(
+                let missing = (!answers.has(row.row())).then(|| missing.clone());
+                pending.insert(
                     row.row(),
-                    (
-                        outcome,
-                        row.attempts(),
-                        row.fingerprint().to_string(),
+                    Pending {
+                        missing,
+                        attempts: row.attempts(),
+                        fingerprint: row.fingerprint().to_string(),
                         latency_ms,
-                    ),
+                    },
                 );
             }
         }
-        self.write_outcomes(outcomes).await?;
+        self.write_outcomes(pending, &answers).await?;
         for (index, _) in finals {
             self.state.batches.remove(index);
         }
         self.save()
     }
 
-    /// One pass over the input for the rows in `outcomes` (their prompts and lines), writing
-    /// their records.
+    /// One pass over the input for the rows in `outcomes` (their prompts), writing their
+    /// records from their lines in `answers`.
     async fn write_outcomes(
         &mut self,
-        mut outcomes: HashMap<u64, (LineOutcome, u32, String, u64)>,
+        mut outcomes: HashMap<u64, Pending>,
+        answers: &Answers,
     ) -> Result<(), Error> {
         let writer = Writer::start(
             &self.output,
@@ -769,6 +768,7 @@ impl<'a> BatchRun<'a> {
                 others.insert(row);
             }
         }
+        let pass_started = Instant::now();
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let total = outcomes.len();
@@ -787,10 +787,22 @@ impl<'a> BatchRun<'a> {
                 if unit > last || outcomes.is_empty() {
                     break 'reading;
                 }
-                let Some((outcome, attempts, fingerprint, latency_ms)) = outcomes.remove(&unit)
-                else {
+                let Some(pending) = outcomes.remove(&unit) else {
                     continue;
                 };
+                let outcome = match pending.missing {
+                    Some(message) => LineOutcome::Transient(message.to_string()),
+                    None => match answers.read(unit) {
+                        Ok(Some(outcome)) => outcome,
+                        Ok(None) => LineOutcome::Transient("unreadable line for this row".into()),
+                        Err(e) => {
+                            failure = Some(e);
+                            break 'reading;
+                        }
+                    },
+                };
+                let (attempts, fingerprint, latency_ms) =
+                    (pending.attempts, pending.fingerprint, pending.latency_ms);
                 let RowContent::Request(request) = row.content else {
                     continue;
                 };
@@ -856,6 +868,10 @@ impl<'a> BatchRun<'a> {
         }
         drop(chunks);
         writer.finish()?;
+        tracing::debug!(
+            "collected {written} records in one pass over the input up to row {last} ({} ms)",
+            pass_started.elapsed().as_millis()
+        );
         if let Some(e) = failure {
             return Err(e);
         }
@@ -945,59 +961,6 @@ impl<'a> BatchRun<'a> {
     }
 }
 
-/// One line of an output or error file: its `custom_id` and what it says.
-fn read_line(line: &[u8]) -> Option<(String, LineOutcome)> {
-    let value: Value = serde_json::from_slice(line).ok()?;
-    let custom_id = match value.get("custom_id")? {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let response = value.get("response").filter(|r| !r.is_null());
-    if let Some(response) = response {
-        let status = response
-            .get("status_code")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as u16;
-        let body = response.get("body").cloned().unwrap_or(Value::Null);
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        if (200..300).contains(&status) {
-            return Some((
-                custom_id,
-                match response::parse(&bytes) {
-                    Ok(completion) => LineOutcome::Answer(response::Completion {
-                        body: bytes.into(),
-                        ..completion
-                    }),
-                    Err(e) => LineOutcome::Transient(format!("HTTP {status}: {e}")),
-                },
-            ));
-        }
-        let failure = classify_status(status, &reqwest::header::HeaderMap::new(), &bytes);
-        return Some((
-            custom_id,
-            match failure.kind {
-                FailureKind::Transient => LineOutcome::Transient(failure.message),
-                _ => LineOutcome::Permanent(failure.message),
-            },
-        ));
-    }
-    let error = value.get("error").filter(|e| !e.is_null());
-    let message = error
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .unwrap_or("no response and no error for this row");
-    let code = error
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let text = if code.is_empty() {
-        one_line(message)
-    } else {
-        one_line(&format!("{message} ({code})"))
-    };
-    Some((custom_id, LineOutcome::Transient(text)))
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1077,39 +1040,4 @@ pub async fn cancel(
     }
     state.save(&state_path)?;
     Ok(cancelled)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_and_error_lines_become_outcomes() {
-        let ok = br#"{"id":"r1","custom_id":"a","response":{"status_code":200,"request_id":"q","body":{"id":"c1","model":"m","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}},"error":null}"#;
-        let (id, outcome) = read_line(ok).unwrap();
-        assert_eq!(id, "a");
-        let LineOutcome::Answer(c) = outcome else {
-            panic!("not an answer")
-        };
-        assert_eq!((c.content.as_deref(), c.usage.prompt), (Some("hi"), 3));
-
-        let bad = br#"{"id":"r2","custom_id":"b","response":{"status_code":400,"request_id":"q","body":{"error":{"message":"bad thing","type":"invalid_request_error"}}},"error":null}"#;
-        let LineOutcome::Permanent(m) = read_line(bad).unwrap().1 else {
-            panic!("not permanent")
-        };
-        assert!(m.contains("HTTP 400") && m.contains("bad thing"), "{m}");
-
-        let busy = br#"{"id":"r3","custom_id":"c","response":{"status_code":503,"request_id":"q","body":{"error":{"message":"overloaded"}}},"error":null}"#;
-        assert!(matches!(
-            read_line(busy).unwrap().1,
-            LineOutcome::Transient(_)
-        ));
-
-        let expired = br#"{"id":"r4","custom_id":"d","response":null,"error":{"code":"batch_expired","message":"too late"}}"#;
-        let LineOutcome::Transient(m) = read_line(expired).unwrap().1 else {
-            panic!("not transient")
-        };
-        assert_eq!(m, "too late (batch_expired)");
-        assert!(read_line(b"not json").is_none());
-    }
 }

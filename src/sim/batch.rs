@@ -10,7 +10,8 @@
 //! shape `{id, custom_id, response: {status_code, request_id, body}, error}`. On request the first
 //! `batch_fail` batches created end `failed` (nothing answered, `errors` says why) and the first
 //! `batch_expire` ones end `expired` (the first half of their lines answered, the rest in the
-//! error file with the code `batch_expired`). A cancelled batch answers nothing. Everything is
+//! error file with the code `batch_expired`); the first `batch_cut_downloads` downloads send half
+//! the announced bytes and close the connection. A cancelled batch answers nothing. Everything is
 //! kept in memory; `/_sim/stats` reports files and batches created and output downloads.
 
 use std::collections::HashMap;
@@ -217,9 +218,19 @@ impl Sim {
             .and_then(|f| f.get(id).cloned());
         match content {
             Some(content) => {
-                self.batches.downloads.fetch_add(1, Relaxed);
+                let download = self.batches.downloads.fetch_add(1, Relaxed) + 1;
                 let mut response = json_response(200, &Value::Null);
-                *response.body_mut() = Full::new(content);
+                if download <= u64::from(self.options.batch_cut_downloads) {
+                    // The whole length announced, half of it sent: hyper closes the connection
+                    // when the body ends short.
+                    response.headers_mut().insert(
+                        "content-length",
+                        content.len().to_string().parse().expect("digits"),
+                    );
+                    *response.body_mut() = Full::new(content.slice(..content.len() / 2));
+                } else {
+                    *response.body_mut() = Full::new(content);
+                }
                 response.headers_mut().insert(
                     "content-type",
                     "application/octet-stream".parse().expect("static header"),

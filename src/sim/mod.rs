@@ -169,6 +169,9 @@ pub struct SimOptions {
     pub batch_expire: u32,
     /// Batch API: the first N batches created fail validation (no request answered).
     pub batch_fail: u32,
+    /// Batch API: the first N file downloads are cut short (half the announced bytes are sent,
+    /// then the connection is closed).
+    pub batch_cut_downloads: u32,
     /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
     pub no_batch: bool,
 }
@@ -201,6 +204,7 @@ impl Default for SimOptions {
             batch_time: Duration::ZERO,
             batch_expire: 0,
             batch_fail: 0,
+            batch_cut_downloads: 0,
             no_batch: false,
         }
     }
@@ -336,8 +340,13 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
             let service = service_fn(move |req| {
                 let sim = sim.clone();
                 async move {
-                    let chunked = sim.options.chunked;
                     let response = sim.handle(req).await?;
+                    // A handler that sets Content-Length itself (a download cut short) has it
+                    // sent as it is, whatever the body holds.
+                    let chunked = sim.options.chunked
+                        || response
+                            .headers()
+                            .contains_key(hyper::header::CONTENT_LENGTH);
                     Ok::<_, Dropped>(response.map(|inner| SimBody { inner, chunked }))
                 }
             });

@@ -1,0 +1,201 @@
+//! The answers of the final batches one collection writes: their output and error files are
+//! streamed to one temporary file in the output's folder (unlinked at once, so nothing is left
+//! behind, whatever the exit), and only where each row's line lies is kept in memory (about 40
+//! bytes a row), so memory stays flat however large the files; a row's line is read back and
+//! parsed when its record is written. A line says what happened to its row ([`LineOutcome`]).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::classify::{classify_status, one_line};
+use crate::api::{response, Completion, FailureKind};
+use crate::error::Error;
+use crate::spill::SpillFile;
+
+/// What the answer to one row of a batch says.
+pub(super) enum LineOutcome {
+    Answer(Completion),
+    /// An error record with this message.
+    Permanent(String),
+    /// Worth another batch.
+    Transient(String),
+}
+
+/// Downloaded output and error files, and where each row's line is in them.
+pub(super) struct Answers {
+    temp: SpillFile,
+    /// Row → (offset, length) of its line.
+    spots: HashMap<u64, (u64, usize)>,
+}
+
+/// What [`Answers::index`] reads of a line.
+#[derive(Deserialize)]
+struct CustomId {
+    custom_id: Value,
+}
+
+impl Answers {
+    /// An empty set of answers, its file in the output's folder.
+    pub(super) fn new() -> Result<Self, Error> {
+        let dir = crate::spill::dir();
+        let temp = SpillFile::create(&dir).map_err(|e| {
+            Error::io(
+                format!(
+                    "creating a temporary file for batch answers in {}",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+        Ok(Answers {
+            temp,
+            spots: HashMap::new(),
+        })
+    }
+
+    /// The file downloads are appended to.
+    pub(super) fn file(&self) -> &File {
+        &self.temp.file
+    }
+
+    /// Notes where the lines appended from offset `from` on are, for those whose `custom_id`
+    /// names a row of `rows` (a later line for the same row wins).
+    pub(super) fn index(&mut self, from: u64, rows: &HashMap<&str, u64>) -> Result<(), Error> {
+        let io = |e| Error::io("reading a batch download back", e);
+        let mut file = &self.temp.file;
+        file.seek(SeekFrom::Start(from)).map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        let mut line = Vec::new();
+        let mut at = from;
+        loop {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if read == 0 {
+                return Ok(());
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if let Ok(CustomId { custom_id }) = serde_json::from_slice(text) {
+                if let Some(&row) = rows.get(id_text(&custom_id).as_str()) {
+                    self.spots.insert(row, (at, text.len()));
+                }
+            }
+            at += read as u64;
+        }
+    }
+
+    /// Whether `row` has a line.
+    pub(super) fn has(&self, row: u64) -> bool {
+        self.spots.contains_key(&row)
+    }
+
+    /// What `row`'s line says (read back from the file).
+    pub(super) fn read(&self, row: u64) -> Result<Option<LineOutcome>, Error> {
+        let Some(&(at, len)) = self.spots.get(&row) else {
+            return Ok(None);
+        };
+        let mut line = vec![0; len];
+        self.temp
+            .file
+            .read_exact_at(&mut line, at)
+            .map_err(|e| Error::io("reading a batch download back", e))?;
+        Ok(read_line(&line).map(|(_, outcome)| outcome))
+    }
+}
+
+/// A `custom_id` as text (a string as it is, any other JSON value as JSON).
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One line of an output or error file: its `custom_id` and what it says.
+pub(super) fn read_line(line: &[u8]) -> Option<(String, LineOutcome)> {
+    let value: Value = serde_json::from_slice(line).ok()?;
+    let custom_id = id_text(value.get("custom_id")?);
+    let response = value.get("response").filter(|r| !r.is_null());
+    if let Some(response) = response {
+        let status = response
+            .get("status_code")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u16;
+        let body = response.get("body").cloned().unwrap_or(Value::Null);
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Some((
+                custom_id,
+                match response::parse(&bytes) {
+                    Ok(completion) => LineOutcome::Answer(response::Completion {
+                        body: bytes.into(),
+                        ..completion
+                    }),
+                    Err(e) => LineOutcome::Transient(format!("HTTP {status}: {e}")),
+                },
+            ));
+        }
+        let failure = classify_status(status, &reqwest::header::HeaderMap::new(), &bytes);
+        return Some((
+            custom_id,
+            match failure.kind {
+                FailureKind::Transient => LineOutcome::Transient(failure.message),
+                _ => LineOutcome::Permanent(failure.message),
+            },
+        ));
+    }
+    let error = value.get("error").filter(|e| !e.is_null());
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("no response and no error for this row");
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let text = if code.is_empty() {
+        one_line(message)
+    } else {
+        one_line(&format!("{message} ({code})"))
+    };
+    Some((custom_id, LineOutcome::Transient(text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_and_error_lines_become_outcomes() {
+        let ok = br#"{"id":"r1","custom_id":"a","response":{"status_code":200,"request_id":"q","body":{"id":"c1","model":"m","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}},"error":null}"#;
+        let (id, outcome) = read_line(ok).unwrap();
+        assert_eq!(id, "a");
+        let LineOutcome::Answer(c) = outcome else {
+            panic!("not an answer")
+        };
+        assert_eq!((c.content.as_deref(), c.usage.prompt), (Some("hi"), 3));
+
+        let bad = br#"{"id":"r2","custom_id":"b","response":{"status_code":400,"request_id":"q","body":{"error":{"message":"bad thing","type":"invalid_request_error"}}},"error":null}"#;
+        let LineOutcome::Permanent(m) = read_line(bad).unwrap().1 else {
+            panic!("not permanent")
+        };
+        assert!(m.contains("HTTP 400") && m.contains("bad thing"), "{m}");
+
+        let busy = br#"{"id":"r3","custom_id":"c","response":{"status_code":503,"request_id":"q","body":{"error":{"message":"overloaded"}}},"error":null}"#;
+        assert!(matches!(
+            read_line(busy).unwrap().1,
+            LineOutcome::Transient(_)
+        ));
+
+        let expired = br#"{"id":"r4","custom_id":"d","response":null,"error":{"code":"batch_expired","message":"too late"}}"#;
+        let LineOutcome::Transient(m) = read_line(expired).unwrap().1 else {
+            panic!("not transient")
+        };
+        assert_eq!(m, "too late (batch_expired)");
+        assert!(read_line(b"not json").is_none());
+    }
+}
