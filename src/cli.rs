@@ -300,6 +300,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = promptbatch::batch::DEFAULT_MAX_REQUESTS, value_parser = parse_positive_usize)]
     pub batch_max_requests: usize,
 
+    /// --via batch: at most this many rows in batches at once. Past it the run submits no more
+    /// until batches are collected (down to half of it), so memory and the state file stay
+    /// bounded (≈ 260 bytes a row) however large the input, and a provider's limit on queued
+    /// requests is not overrun.
+    #[arg(long, value_name = "ROWS", default_value_t = promptbatch::batch::DEFAULT_MAX_PENDING, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_max_pending: u64,
+
     /// --via batch: at most this many bytes per Batch input file.
     #[arg(long, value_name = "BYTES", default_value_t = promptbatch::batch::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_max_bytes: u64,
@@ -687,6 +694,7 @@ impl RunArgs {
         job.batch = BatchOptions {
             max_requests: self.batch_max_requests,
             max_bytes: self.batch_max_bytes,
+            max_pending: self.batch_max_pending,
             poll_every: self.poll_every,
             fallback: self.fallback,
             detach: self.detach,
@@ -847,6 +855,8 @@ mod tests {
             "40000",
             "--batch-max-bytes",
             "1000",
+            "--batch-max-pending",
+            "70000",
             "--poll-every",
             "2s",
             "--fallback",
@@ -863,6 +873,7 @@ mod tests {
             BatchOptions {
                 max_requests: 40_000,
                 max_bytes: 1000,
+                max_pending: 70_000,
                 poll_every: Duration::from_secs(2),
                 fallback: Fallback::Live,
                 detach: true,

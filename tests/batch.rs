@@ -822,3 +822,54 @@ fn standard_input_is_refused_with_what_to_do() {
     );
     assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
 }
+
+/// `--batch-max-pending`: no more rows in batches at once than it allows. A detached run
+/// submits up to it (the last file cut short there); the collecting run submits the rest as
+/// batches are collected, each row exactly once.
+#[test]
+fn rows_in_batches_at_once_stay_within_batch_max_pending() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(55, |_| ""));
+    let output = work.path("out.jsonl");
+    let args = ["--batch-max-requests", "10", "--batch-max-pending", "25"];
+    let detached = run_batch(
+        &sim,
+        &input,
+        &output,
+        &[&args[..], &["--detach"]].concat(),
+        &[],
+    );
+    assert_eq!(detached.code, 0, "{}", detached.stderr);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+    let sizes: Vec<usize> = state["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["rows"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes,
+        [10, 10, 5],
+        "25 rows pending, the third file cut at the cap"
+    );
+
+    let collected = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(collected.code, 0, "{}", collected.stderr);
+    assert_one_ok_record_per_row(&output, 55);
+    let stats = batch_stats(&sim);
+    let totals: Vec<u64> = stats["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        totals.iter().sum::<u64>(),
+        55,
+        "each row in one batch: {totals:?}"
+    );
+    assert!(totals.iter().all(|t| *t <= 10), "{totals:?}");
+    assert!(!state_file(&output).exists());
+}

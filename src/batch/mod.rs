@@ -54,7 +54,7 @@ use state::{Entry, RowRef, State};
 
 pub use options::{
     BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUESTS, DEFAULT_POLL_EVERY,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS, DEFAULT_POLL_EVERY,
 };
 
 /// How the batch part of a run ended (returned once per run: its size does not matter).
@@ -249,6 +249,8 @@ enum Drive {
 enum Submitted {
     /// Every row was read.
     All,
+    /// `--batch-max-pending` rows are in batches: the rest waits for a later pass.
+    Full,
     /// The next batch would pass --max-cost.
     Budget,
     /// Interrupted.
@@ -289,6 +291,8 @@ struct BatchRun<'a> {
     quiet: bool,
     /// When every batch's line was last printed (`Display::Lines`: once per interval).
     last_lines: Instant,
+    /// The last pass stopped at `--batch-max-pending`: rows of the input are not submitted yet.
+    unsubmitted: bool,
 }
 
 impl<'a> BatchRun<'a> {
@@ -316,6 +320,7 @@ impl<'a> BatchRun<'a> {
             output_format: prepared.output_format,
             quiet: matches!(opts.display, Display::Quiet),
             last_lines: Instant::now(),
+            unsubmitted: false,
         })
     }
 
@@ -327,6 +332,11 @@ impl<'a> BatchRun<'a> {
         self.state.save(&self.state_path)
     }
 
+    /// Rows in batches now (submitted, not collected).
+    fn pending_rows(&self) -> u64 {
+        self.state.batches.iter().map(|b| b.rows.len() as u64).sum()
+    }
+
     /// Submits what is not submitted yet, then polls and collects until every row has a record
     /// (or the run stops, detaches or falls back to live requests).
     async fn drive(&mut self, rows: input::RowStream, shutdown: &Shutdown) -> Result<Drive, Error> {
@@ -335,6 +345,17 @@ impl<'a> BatchRun<'a> {
         loop {
             let pass = match rows.take() {
                 Some(rows) => Some(rows),
+                // The rows a pass stopped before (`--batch-max-pending`), once half are
+                // collected, and with them the rows to retry: one more pass over the input.
+                None if self.unsubmitted
+                    && self.pending_rows() <= self.opts.batch.max_pending / 2 =>
+                {
+                    Some(input::open(
+                        &self.opts.input,
+                        &self.opts.request,
+                        Some(self.skip.clone()),
+                    )?)
+                }
                 // A later pass sends the rows to retry (and any row an earlier pass missed).
                 None if self.state.batches.is_empty() && !self.state.retry.is_empty() => {
                     if self.opts.batch.fallback == Fallback::Live {
@@ -352,7 +373,8 @@ impl<'a> BatchRun<'a> {
             };
             if let Some(pass) = pass {
                 match self.submit(pass, shutdown).await? {
-                    Submitted::All => {}
+                    Submitted::All => self.unsubmitted = false,
+                    Submitted::Full => self.unsubmitted = true,
                     Submitted::Budget => {
                         let cap = self.opts.cost.max_cost.unwrap_or_default();
                         return Ok(Drive::Stopped(StopReason::Budget { cap }));
@@ -370,7 +392,7 @@ impl<'a> BatchRun<'a> {
                 }
             }
             if self.state.batches.is_empty() {
-                if self.state.retry.is_empty() {
+                if self.state.retry.is_empty() && !self.unsubmitted {
                     return Ok(Drive::Stopped(StopReason::Completed));
                 }
                 continue;
@@ -488,6 +510,9 @@ impl<'a> BatchRun<'a> {
         writer: &Writer,
     ) -> Result<Submitted, Error> {
         let in_flight = self.state.rows_in_flight();
+        let mut pending = self.pending_rows();
+        // With --fallback live the rows to retry wait for the live runner, not a new batch.
+        let retry_live = self.opts.batch.fallback == Fallback::Live;
         let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let mut end = Submitted::All;
@@ -505,8 +530,13 @@ impl<'a> BatchRun<'a> {
                     }
                 };
                 let unit = self.unit(&row);
-                if in_flight.contains(unit) {
+                if in_flight.contains(unit) || (retry_live && self.state.retry.contains_key(&unit))
+                {
                     continue;
+                }
+                if pending >= self.opts.batch.max_pending {
+                    end = Submitted::Full;
+                    break 'reading;
                 }
                 let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
                 let place = (row.id, row.row, row.line);
@@ -535,6 +565,7 @@ impl<'a> BatchRun<'a> {
                 let worst = self.worst_case(&request)?;
                 let attempts = self.state.retry.get(&unit).copied().unwrap_or(0) + 1;
                 let row_ref = RowRef(unit, custom_id, request.fingerprint, attempts);
+                pending += 1;
                 if let Some(file) = splitter.push(line, row_ref, worst) {
                     if !self.submit_file(file).await? {
                         end = Submitted::Budget;
@@ -544,14 +575,14 @@ impl<'a> BatchRun<'a> {
             }
         }
         drop(chunks);
-        if matches!(end, Submitted::All) {
+        if matches!(end, Submitted::All | Submitted::Full) {
             if let Some(file) = splitter.finish() {
                 if !self.submit_file(file).await? {
                     end = Submitted::Budget;
                 }
             }
         }
-        if matches!(end, Submitted::All) {
+        if matches!(end, Submitted::All) && !retry_live {
             // Every row to retry was read: those not submitted again left the input.
             if !self.state.retry.is_empty() {
                 self.state.retry.clear();
