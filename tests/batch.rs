@@ -1095,3 +1095,64 @@ fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
     );
     assert!(!state_file(&output).exists());
 }
+
+#[test]
+fn killed_while_collecting_schema_retries_the_resume_counts_each_paid_answer_once() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = ["--json-schema", schema_arg.as_str(), "-q"];
+    // Batch 1 writes a and sends b and c again (their first answers' cost kept in the state);
+    // the kill comes once b's record from batch 2 is written, before c's answer is handled and
+    // before the state is saved.
+    let killed = run_batch(
+        &sim,
+        &input,
+        &output,
+        &args,
+        &[("PROMPTBATCH_TEST_ABORT_AT", "during-download")],
+    );
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    assert!(killed.stderr.contains("aborting"), "{}", killed.stderr);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(state_file(&output)).unwrap()).unwrap();
+    assert_eq!(
+        state["spent"].as_object().map(|s| s.len()),
+        Some(2),
+        "b's and c's first answers wait in the state: {state}"
+    );
+    let written = records_by_id(&output);
+    assert_eq!(written.len(), 2, "a and b: {written:?}");
+
+    let resumed = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(resumed.code, 3, "{}", resumed.stderr);
+    assert_eq!(
+        count(&batch_stats(&sim), "batches_created"),
+        3,
+        "no batch twice"
+    );
+    assert!(!state_file(&output).exists());
+    let records = records_by_id(&output);
+    assert_eq!(records.len(), 3);
+    let answers = |record: &Value, prompt: &str| {
+        record["prompt_tokens"].as_u64().unwrap() / common::sim_prompt_tokens(&[prompt])
+    };
+    let b = &records["b"];
+    assert_eq!((&b["status"], &b["attempts"]), (&json!("ok"), &json!(2)));
+    assert_eq!(
+        answers(b, r#"{"label": "neg", "score": 0.1} #sim:prose=1"#),
+        2,
+        "{b}"
+    );
+    let c = &records["c"];
+    assert_eq!((&c["status"], &c["attempts"]), (&json!("error"), &json!(3)));
+    assert_eq!(
+        c["prompt_tokens"].as_u64().unwrap(),
+        3 * common::sim_prompt_tokens(&[r#"{"label": "meh", "score": 1}"#]),
+        "each of c's answers counted once: {c}"
+    );
+    assert!((c["cost_usd"].as_f64().unwrap() - batch_cost(c)).abs() < 1e-12);
+}
