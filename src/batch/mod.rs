@@ -785,6 +785,8 @@ impl<'a> BatchRun<'a> {
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let total = outcomes.len();
+        // Records of earlier collections in this run (the kill point counts this one's).
+        let done_before = self.counters.done();
         let mut written = 0usize;
         let mut failure = None;
         'reading: while let Some(chunk) = chunks.recv().await {
@@ -899,7 +901,7 @@ impl<'a> BatchRun<'a> {
                 self.write(&writer, record, unit).await;
                 written += 1;
                 if written == total.div_ceil(2) {
-                    self.abort_midway(written as u64).await;
+                    self.abort_midway(done_before + written as u64).await;
                 }
             }
         }
@@ -916,7 +918,8 @@ impl<'a> BatchRun<'a> {
     }
 
     /// Debug builds: `PROMPTBATCH_TEST_ABORT_AT=during-download` aborts once half the records of
-    /// a collection are in the output.
+    /// a collection are in the output (`written`: the run's records by then, earlier
+    /// collections' included).
     async fn abort_midway(&self, written: u64) {
         if !abort_requested("during-download") {
             return;
