@@ -1156,3 +1156,24 @@ fn killed_while_collecting_schema_retries_the_resume_counts_each_paid_answer_onc
     );
     assert!((c["cost_usd"].as_f64().unwrap() - batch_cost(c)).abs() < 1e-12);
 }
+
+#[test]
+fn json_schema_with_fallback_live_is_refused_before_anything_is_sent() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = ["--json-schema", schema_arg.as_str(), "--fallback", "live"];
+    let result = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("--fallback live") && result.stderr.contains("--json-schema"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
+    assert_eq!(sim.requests(), 0);
+    assert!(!state_file(&output).exists() && !output.exists());
+}

@@ -82,14 +82,6 @@ pub(crate) async fn run(
     shutdown: &Shutdown,
     started: Instant,
 ) -> Result<BatchEnd, Error> {
-    if prepared.schema.is_some() && opts.batch.fallback == Fallback::Live {
-        return Err(Error::Config(
-            "--json-schema with --via batch --fallback live is not supported (the tokens and cost \
-             of batch answers that failed the schema would not reach the rows' live records): \
-             drop --fallback live (answers that fail the schema go into a new batch), or use --via live"
-                .into(),
-        ));
-    }
     let counters = Arc::new(Counters::default());
     let rows = std::mem::replace(&mut prepared.rows, Box::new(std::iter::empty()));
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
