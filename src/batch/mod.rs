@@ -23,6 +23,15 @@
 //! they get an error record. Rows the error file reports with a permanent error (400, …) get an
 //! error record with the API's message, as a live run would write.
 //!
+//! `--json-schema`: every answer is checked with the live worker's checker
+//! (`worker::check_answer`) and an accepted one completed the same way (`worker::complete_ok`:
+//! `parsed`, or a CSV output's columns). An answer that fails the schema was paid for: its
+//! tokens and cost are kept in the state (`spent`, per unit) and the row goes into a new batch
+//! like a transient failure, up to the same batches per row; the row's record — ok, or the
+//! error naming the rule — then carries every paid answer, and `--max-cost` counts the kept
+//! spend before it submits another batch. (`--fallback live` is refused with a schema: the
+//! kept spend could not reach a live record.)
+//!
 //! Debug builds only: `PROMPTBATCH_TEST_ABORT_AT=after-upload|create-unsaved|after-create|
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
 
