@@ -255,6 +255,33 @@ mod tests {
         state.retry.clear();
         state.save(&path).unwrap();
         assert!(!path.exists());
+        // Spend waiting for a record keeps the state; it stays only for rows still to be sent.
+        let usage = crate::api::TokenUsage {
+            total: 7,
+            ..Default::default()
+        };
+        for unit in [4, 5, 6] {
+            state.spent.entry(unit).or_default().add(&usage, Some(0.5));
+        }
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap().unwrap().spent.len(), 3);
+        state.retry.insert(5, 1);
+        state.batches.push(Entry {
+            input_file_id: Some("file-2".into()),
+            batch_id: Some("batch-2".into()),
+            status: "in_progress".into(),
+            submitted_at: 1,
+            worst_case_usd: 0.0,
+            rows: vec![RowRef(6, "f".into(), "f".into(), 2)],
+        });
+        state.drop_spent_not_in_flight();
+        assert_eq!(state.spent.keys().copied().collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(state.unrecorded_spend_usd(), 1.0);
+        state.batches.clear();
+        state.retry.clear();
+        state.spent.clear();
+        state.save(&path).unwrap();
+        assert!(!path.exists());
         std::fs::write(&path, "{not json").unwrap();
         let err = State::load(&path).unwrap_err().to_string();
         assert!(err.contains("not readable"), "{err}");
