@@ -110,6 +110,7 @@ mod shutdown;
 #[doc(hidden)]
 pub mod sim;
 mod sketch;
+mod spent;
 mod spill;
 #[doc(hidden)]
 pub mod tokens;

@@ -114,6 +114,17 @@ async fn run_to(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
             if crate::paths::is_stdin(&opts.input.path) { "standard input" } else { "rows in memory" }
         )));
     }
+    if opts.via == Via::Batch
+        && opts.batch.fallback == crate::batch::Fallback::Live
+        && opts.request.json_schema.is_some()
+    {
+        return Err(Error::Config(
+            "--json-schema with --via batch --fallback live is not supported (the tokens and cost \
+             of batch answers that failed the schema would not reach the rows' live records): \
+             drop --fallback live (answers that fail the schema go into a new batch), or use --via live"
+                .into(),
+        ));
+    }
     let mut prepared = prepare(opts).await?;
     // One set of counters for the whole run: with `--fallback live` the live part adds to the
     // batch part's, so the summary counts both.

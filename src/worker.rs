@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::api::{ApiClient, ChatRequest, Failure, FailureKind, TokenUsage};
+use crate::api::{ApiClient, ChatRequest, Failure, FailureKind};
 use crate::breaker::Breaker;
 use crate::budget::Budget;
 use crate::cost::PriceTable;
@@ -21,6 +21,7 @@ use crate::progress::Counters;
 use crate::repeats::Repeats;
 use crate::schema::SchemaChecker;
 use crate::shutdown::Shutdown;
+use crate::spent::Spent;
 
 /// Retry settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,51 +225,43 @@ fn reserve_retry(
     }
 }
 
-/// Tokens and cost of a row's answers that were paid for but not kept (they failed
-/// `--json-schema`), added to the row's record.
-#[derive(Debug, Default)]
-struct Spent {
-    usage: TokenUsage,
-    /// `None` once an answer had no price.
-    cost: Option<f64>,
-    answers: u32,
+/// `--json-schema`: the answer's JSON value, or why it fails the schema (one line naming the
+/// rule). `Null` without a schema. Both transports check answers here.
+pub(crate) fn check_answer(
+    schema: Option<&AnswerSchema>,
+    completion: &crate::api::Completion,
+) -> Result<serde_json::Value, String> {
+    match schema {
+        Some((checker, _)) => checker.check(completion.content.as_deref()),
+        None => Ok(serde_json::Value::Null),
+    }
 }
 
-impl Spent {
-    fn add(&mut self, usage: &TokenUsage, cost: Option<f64>) {
-        self.cost = match (self.answers, self.cost, cost) {
-            (0, _, cost) => cost,
-            (_, Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
-        self.answers += 1;
-        self.usage.prompt += usage.prompt;
-        self.usage.cached += usage.cached;
-        self.usage.completion += usage.completion;
-        self.usage.reasoning += usage.reasoning;
-        self.usage.total += usage.total;
+/// Completes the ok record of an accepted answer, for both transports: the row's earlier paid
+/// answers (`spent`: they failed `--json-schema`) added to its tokens and cost, the parsed
+/// answer (`parsed` in JSONL, a CSV output's columns) and, with `--keep-response`, the body.
+pub(crate) fn complete_ok(
+    record: &mut Record,
+    spent: &Spent,
+    parsed: Option<(serde_json::Value, &AnswerSchema)>,
+    body: Option<&[u8]>,
+) {
+    spent.add_to(record);
+    if let Some((value, (_, columns))) = parsed {
+        let fields = crate::output::record::parsed_fields(value, columns.as_deref());
+        record
+            .kept
+            .get_or_insert_with(Default::default)
+            .extend(fields);
     }
-
-    /// Adds these answers to a row's record: its tokens and cost are the row's total.
-    fn add_to(&self, record: &mut Record) {
-        if self.answers == 0 {
-            return;
-        }
-        record.prompt_tokens += self.usage.prompt;
-        record.cached_tokens += self.usage.cached;
-        record.completion_tokens += self.usage.completion;
-        record.reasoning_tokens += self.usage.reasoning;
-        record.total_tokens += self.usage.total;
-        record.cost_usd = match (record.cost_usd, self.cost) {
-            (Some(own), Some(spent)) => Some(own + spent),
-            _ => None,
-        };
+    if let Some(body) = body {
+        keep_response(record, body);
     }
 }
 
 /// Stores the whole response body in an ok record (`--keep-response`): as JSON, or as a string
 /// when the body, though it parsed as an answer, is somehow not one JSON value.
-pub(crate) fn keep_response(record: &mut Record, body: &[u8]) {
+fn keep_response(record: &mut Record, body: &[u8]) {
     let value = serde_json::from_slice(body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
     record
@@ -406,11 +399,7 @@ impl RowAttempts {
         let model = &self.request.model;
         let answered_model = completion.model.as_deref().unwrap_or(model);
         let cost = ctx.prices.cost(&[answered_model, model], &completion.usage);
-        let parsed = match &ctx.schema {
-            Some((checker, _)) => checker.check(completion.content.as_deref()),
-            None => Ok(serde_json::Value::Null),
-        };
-        let parsed = match parsed {
+        let parsed = match check_answer(ctx.schema.as_ref(), &completion) {
             Ok(parsed) => parsed,
             Err(message) => {
                 self.spent.add(&completion.usage, cost);
@@ -431,14 +420,8 @@ impl RowAttempts {
         // The row is done: its info moves into the record (no copy of the prompt per answer).
         let info = std::mem::take(&mut self.info);
         let mut own = Record::ok(info, completion, latency_ms, self.attempts, cost);
-        self.spent.add_to(&mut own);
-        if let Some((_, columns)) = &ctx.schema {
-            let fields = crate::output::record::parsed_fields(parsed, columns.as_deref());
-            own.kept.get_or_insert_with(Default::default).extend(fields);
-        }
-        if let Some(body) = body {
-            keep_response(&mut own, &body);
-        }
+        let parsed = ctx.schema.as_ref().map(|schema| (parsed, schema));
+        complete_ok(&mut own, &self.spent, parsed, body.as_deref());
         Ok(Outcome {
             own: Some(own),
             released,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{assert_no_key, command, read_jsonl, RunResult, Sim, Workdir};
 use promptbatch::SimOptions;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// `n` JSONL rows with ids `r1..rn` and prompts `prompt {i}` (plus `extra(i)` when given).
 fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
@@ -872,4 +872,361 @@ fn rows_in_batches_at_once_stay_within_batch_max_pending() {
     );
     assert!(totals.iter().all(|t| *t <= 10), "{totals:?}");
     assert!(!state_file(&output).exists());
+}
+
+/// A schema for a sentiment label and a score (as in `tests/dataset.rs`).
+const LABEL_SCHEMA: &str = r#"{"type": "object",
+  "properties": {"label": {"enum": ["pos", "neg"]}, "score": {"type": "number"}},
+  "required": ["label", "score"], "additionalProperties": false}"#;
+
+/// Three rows whose prompts are the answers the simulator gives a structured-outputs request:
+/// `a` valid JSON, `b` prose in its first batch then JSON, `c` never matching (`meh`).
+const SCHEMA_ROWS: &str = concat!(
+    r#"{"id": "a", "prompt": "{\"label\": \"pos\", \"score\": 0.9}"}"#,
+    "\n",
+    r#"{"id": "b", "prompt": "{\"label\": \"neg\", \"score\": 0.1} #sim:prose=1"}"#,
+    "\n",
+    r#"{"id": "c", "prompt": "{\"label\": \"meh\", \"score\": 1}"}"#,
+    "\n",
+);
+
+/// The records of an output by id.
+fn records_by_id(output: &Path) -> HashMap<String, Value> {
+    read_jsonl(output)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+/// The batch price of a record's tokens: half of gpt-5.2's live price.
+fn batch_cost(record: &Value) -> f64 {
+    live_cost(record) / 2.0
+}
+
+#[test]
+fn json_schema_batch_answers_are_checked_and_failures_retried_in_new_batches_with_their_cost() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--json-schema", &schema_arg, "-q"],
+        &[],
+    );
+    assert_eq!(result.code, 3, "c is an error record: {}", result.stderr);
+    // Batch 1: a, b, c; batch 2: b (prose the first time) and c; batch 3: c alone.
+    let stats = batch_stats(&sim);
+    assert_eq!(count(&stats, "batches_created"), 3, "{stats}");
+    assert!(!state_file(&output).exists(), "the state is gone once done");
+    let records = records_by_id(&output);
+    assert_eq!(records.len(), 3);
+    // The simulator's tokens for one answer to a row (the prompt without its directive words
+    // answered back; prose is counted as the JSON it replaced).
+    let one = |prompt: &str, answer: &str| {
+        (
+            common::sim_prompt_tokens(&[prompt]),
+            answer.len().div_ceil(4) as u64,
+        )
+    };
+
+    let a = &records["a"];
+    assert_eq!((&a["status"], &a["attempts"]), (&json!("ok"), &json!(1)));
+    assert_eq!(a["parsed"], json!({"label": "pos", "score": 0.9}));
+    let (prompt, completion) = one(
+        r#"{"label": "pos", "score": 0.9}"#,
+        r#"{"label": "pos", "score": 0.9}"#,
+    );
+    assert_eq!(a["prompt_tokens"], prompt);
+    assert_eq!(a["completion_tokens"], completion);
+    assert!((a["cost_usd"].as_f64().unwrap() - batch_cost(a)).abs() < 1e-12);
+
+    // b: two answers paid for, both on its record.
+    let b = &records["b"];
+    assert_eq!((&b["status"], &b["attempts"]), (&json!("ok"), &json!(2)));
+    assert_eq!(b["parsed"], json!({"label": "neg", "score": 0.1}));
+    let (prompt, completion) = one(
+        r#"{"label": "neg", "score": 0.1} #sim:prose=1"#,
+        r#"{"label": "neg", "score": 0.1}"#,
+    );
+    assert_eq!(b["prompt_tokens"], 2 * prompt, "{b}");
+    assert_eq!(b["completion_tokens"], 2 * completion, "{b}");
+    assert!(
+        (b["cost_usd"].as_f64().unwrap() - batch_cost(b)).abs() < 1e-12,
+        "both answers at the batch price: {b}"
+    );
+
+    // c: an error record naming the rule, after 3 batches, holding the 3 answers' cost.
+    let c = &records["c"];
+    assert_eq!((&c["status"], &c["attempts"]), (&json!("error"), &json!(3)));
+    let message = c["error"].as_str().unwrap();
+    assert!(
+        message.contains("gave up after 3 batches")
+            && message.contains("answer does not match --json-schema")
+            && message.contains("/label")
+            && message.contains("enum"),
+        "{message}"
+    );
+    assert!(c.get("parsed").is_none(), "{c}");
+    let (prompt, completion) = one(
+        r#"{"label": "meh", "score": 1}"#,
+        r#"{"label": "meh", "score": 1}"#,
+    );
+    assert_eq!(c["prompt_tokens"], 3 * prompt, "{c}");
+    assert_eq!(c["completion_tokens"], 3 * completion, "{c}");
+    let c_cost = c["cost_usd"].as_f64().unwrap();
+    assert!(
+        c_cost > 0.0 && (c_cost - batch_cost(c)).abs() < 1e-12,
+        "{c}"
+    );
+
+    // report: one schema failure; its cost and tokens are the records' sums (what was billed).
+    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(report["schema_failures"], 1, "{report}");
+    assert_eq!(
+        (report["ok"].as_u64(), report["error"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let sum_cost: f64 = records
+        .values()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    let reported = report["cost"]["total_usd"].as_f64().unwrap();
+    assert!(
+        (reported - sum_cost).abs() < 1e-9,
+        "{reported} vs {sum_cost}"
+    );
+    let sum_tokens: u64 = records
+        .values()
+        .map(|r| r["total_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(report["tokens"]["total"], sum_tokens);
+    // 6 answers were billed in all: 1 for a, 2 for b, 3 for c.
+    let billed_prompt: u64 = records
+        .values()
+        .map(|r| r["prompt_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(report["tokens"]["prompt"], billed_prompt, "{report}");
+}
+
+#[test]
+fn json_schema_batch_answers_become_csv_columns() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.csv");
+    let schema_arg = schema.display().to_string();
+    let result = run_batch(
+        &sim,
+        &input,
+        &output,
+        &["--json-schema", &schema_arg, "-q"],
+        &[],
+    );
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(&header[header.len() - 2..], ["label", "score"]);
+    assert!(!header.iter().any(|h| h == "parsed"), "{header:?}");
+    let rows: HashMap<String, HashMap<String, String>> = reader
+        .records()
+        .map(|r| {
+            let row: HashMap<String, String> = header
+                .iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect();
+            (row["id"].clone(), row)
+        })
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let column = |id: &str, name: &str| rows[id][name].clone();
+    assert_eq!(
+        (column("a", "label"), column("a", "score")),
+        ("pos".into(), "0.9".into())
+    );
+    assert_eq!(
+        (column("b", "label"), column("b", "attempts")),
+        ("neg".into(), "2".into())
+    );
+    assert_eq!(
+        (column("c", "status"), column("c", "label")),
+        ("error".into(), String::new())
+    );
+}
+
+#[test]
+fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let schema_arg = schema.display().to_string();
+    // One row whose answer is never JSON: 400 bytes of prose, cut at --max-tokens 100, so each
+    // answer costs nearly the batch's worst case.
+    let prose = "word ".repeat(100);
+    let input = work.write(
+        "in.jsonl",
+        &format!("{{\"id\": \"p\", \"prompt\": \"{prose}\"}}\n"),
+    );
+    let output = work.path("out.jsonl");
+    let args = |cap: &str| {
+        vec![
+            "--json-schema".to_string(),
+            schema_arg.clone(),
+            "--max-tokens".into(),
+            "100".into(),
+            "--max-cost".into(),
+            cap.into(),
+        ]
+    };
+    // The worst case of the row's batch, from the refusal under a tiny cap.
+    let tiny = args("0.0000001");
+    let tiny: Vec<&str> = tiny.iter().map(String::as_str).collect();
+    let refused = run_batch(&sim, &input, &output, &tiny, &[]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    let worst: f64 = refused
+        .stderr
+        .split("could cost up to $")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|usd| usd.parse().ok())
+        .unwrap_or_else(|| panic!("{}", refused.stderr));
+    assert!(worst > 0.0008, "{worst}");
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 0);
+
+    // A cap of 1.5 worst cases: the first batch fits; the second does not once the first
+    // answer's cost (paid, failed the schema, no record yet) is counted.
+    let cap = format!("{:.8}", worst * 1.5);
+    let capped = args(&cap);
+    let capped: Vec<&str> = capped.iter().map(String::as_str).collect();
+    let stopped = run_batch(&sim, &input, &output, &capped, &[]);
+    assert_eq!(stopped.code, 4, "{}", stopped.stderr);
+    assert_eq!(
+        count(&batch_stats(&sim), "batches_created"),
+        1,
+        "{}",
+        stopped.stderr
+    );
+    assert!(stopped.stderr.contains("--max-cost"), "{}", stopped.stderr);
+    // The refusal names the first answer's cost as spent.
+    let spent: f64 = stopped
+        .stderr
+        .split(" spent, ")
+        .next()
+        .and_then(|text| text.rsplit('$').next())
+        .and_then(|usd| usd.parse().ok())
+        .unwrap_or_else(|| panic!("{}", stopped.stderr));
+    assert!(spent > 0.0, "{}", stopped.stderr);
+    // The answer's cost waits in the state for the row's record.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(state_file(&output)).unwrap()).unwrap();
+    let waiting = state["spent"]["1"]["cost"].as_f64().unwrap();
+    assert!(waiting > worst / 2.0 && waiting <= worst, "{state}");
+    assert!(!output.exists() || read_jsonl(&output).is_empty());
+
+    // With room for every batch the row ends an error record holding all three answers' cost.
+    let open = args("1");
+    let open: Vec<&str> = open.iter().map(String::as_str).collect();
+    let done = run_batch(&sim, &input, &output, &open, &[]);
+    assert_eq!(done.code, 3, "{}", done.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 3);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 1);
+    let p = &records[0];
+    assert_eq!((&p["status"], &p["attempts"]), (&json!("error"), &json!(3)));
+    let cost = p["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - 3.0 * waiting).abs() < 1e-12,
+        "{cost} vs 3 × {waiting}"
+    );
+    assert!(!state_file(&output).exists());
+}
+
+#[test]
+fn killed_while_collecting_schema_retries_the_resume_counts_each_paid_answer_once() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = ["--json-schema", schema_arg.as_str(), "-q"];
+    // Batch 1 writes a and sends b and c again (their first answers' cost kept in the state);
+    // the kill comes once b's record from batch 2 is written, before c's answer is handled and
+    // before the state is saved.
+    let killed = run_batch(
+        &sim,
+        &input,
+        &output,
+        &args,
+        &[("PROMPTBATCH_TEST_ABORT_AT", "during-download")],
+    );
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    assert!(killed.stderr.contains("aborting"), "{}", killed.stderr);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(state_file(&output)).unwrap()).unwrap();
+    assert_eq!(
+        state["spent"].as_object().map(|s| s.len()),
+        Some(2),
+        "b's and c's first answers wait in the state: {state}"
+    );
+    let written = records_by_id(&output);
+    assert_eq!(written.len(), 2, "a and b: {written:?}");
+
+    let resumed = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(resumed.code, 3, "{}", resumed.stderr);
+    assert_eq!(
+        count(&batch_stats(&sim), "batches_created"),
+        3,
+        "no batch twice"
+    );
+    assert!(!state_file(&output).exists());
+    let records = records_by_id(&output);
+    assert_eq!(records.len(), 3);
+    let answers = |record: &Value, prompt: &str| {
+        record["prompt_tokens"].as_u64().unwrap() / common::sim_prompt_tokens(&[prompt])
+    };
+    let b = &records["b"];
+    assert_eq!((&b["status"], &b["attempts"]), (&json!("ok"), &json!(2)));
+    assert_eq!(
+        answers(b, r#"{"label": "neg", "score": 0.1} #sim:prose=1"#),
+        2,
+        "{b}"
+    );
+    let c = &records["c"];
+    assert_eq!((&c["status"], &c["attempts"]), (&json!("error"), &json!(3)));
+    assert_eq!(
+        c["prompt_tokens"].as_u64().unwrap(),
+        3 * common::sim_prompt_tokens(&[r#"{"label": "meh", "score": 1}"#]),
+        "each of c's answers counted once: {c}"
+    );
+    assert!((c["cost_usd"].as_f64().unwrap() - batch_cost(c)).abs() < 1e-12);
+}
+
+#[test]
+fn json_schema_with_fallback_live_is_refused_before_anything_is_sent() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = ["--json-schema", schema_arg.as_str(), "--fallback", "live"];
+    let result = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("--fallback live") && result.stderr.contains("--json-schema"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
+    assert_eq!(sim.requests(), 0);
+    assert!(!state_file(&output).exists() && !output.exists());
 }

@@ -24,7 +24,7 @@ pub const SEED_RESPONSE: &str = r#"{
 }"#;
 
 /// Token counts of one answer, as the API reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenUsage {
     /// All prompt tokens, cached ones included.
     pub prompt: u64,

@@ -23,6 +23,15 @@
 //! they get an error record. Rows the error file reports with a permanent error (400, …) get an
 //! error record with the API's message, as a live run would write.
 //!
+//! `--json-schema`: every answer is checked with the live worker's checker
+//! (`worker::check_answer`) and an accepted one completed the same way (`worker::complete_ok`:
+//! `parsed`, or a CSV output's columns). An answer that fails the schema was paid for: its
+//! tokens and cost are kept in the state (`spent`, per unit) and the row goes into a new batch
+//! like a transient failure, up to the same batches per row; the row's record — ok, or the
+//! error naming the rule — then carries every paid answer, and `--max-cost` counts the kept
+//! spend before it submits another batch. (`--fallback live` is refused with a schema: the
+//! kept spend could not reach a live record.)
+//!
 //! Debug builds only: `PROMPTBATCH_TEST_ABORT_AT=after-upload|create-unsaved|after-create|
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
 
@@ -47,6 +56,7 @@ use crate::output::{Finished, Record, Writer};
 use crate::prepare::Prepared;
 use crate::progress::{Counters, Display, StopReason, Summary};
 use crate::shutdown::Shutdown;
+use crate::worker::AnswerSchema;
 use answers::{Answers, LineOutcome};
 use client::{BatchClient, BatchObject};
 use split::Splitter;
@@ -81,13 +91,6 @@ pub(crate) async fn run(
     shutdown: &Shutdown,
     started: Instant,
 ) -> Result<BatchEnd, Error> {
-    if prepared.schema.is_some() {
-        return Err(Error::Config(
-            "--json-schema with --via batch is not supported yet (the batch answers would not be \
-             checked against the schema): use --via live, or drop --json-schema"
-                .into(),
-        ));
-    }
     let counters = Arc::new(Counters::default());
     let rows = std::mem::replace(&mut prepared.rows, Box::new(std::iter::empty()));
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
@@ -212,6 +215,7 @@ fn load_state(
         // mean other units: they are read again as rows without a record instead).
         if state.models_per_row() != models {
             state.retry.clear();
+            state.drop_spent_not_in_flight();
         }
         return Ok(State {
             endpoint: endpoint.to_string(),
@@ -288,6 +292,8 @@ struct BatchRun<'a> {
     kept_columns: Vec<String>,
     /// The shape of the output's lines.
     output_format: crate::output::format::OutputFormat,
+    /// `--json-schema`: every answer is checked as the live worker checks it.
+    schema: Option<&'a AnswerSchema>,
     quiet: bool,
     /// When every batch's line was last printed (`Display::Lines`: once per interval).
     last_lines: Instant,
@@ -318,6 +324,7 @@ impl<'a> BatchRun<'a> {
             simulated,
             kept_columns: prepared.kept_columns.clone(),
             output_format: prepared.output_format,
+            schema: prepared.schema.as_ref(),
             quiet: matches!(opts.display, Display::Quiet),
             last_lines: Instant::now(),
             unsubmitted: false,
@@ -586,6 +593,7 @@ impl<'a> BatchRun<'a> {
             // Every row to retry was read: those not submitted again left the input.
             if !self.state.retry.is_empty() {
                 self.state.retry.clear();
+                self.state.drop_spent_not_in_flight();
                 self.save()?;
             }
         }
@@ -595,7 +603,10 @@ impl<'a> BatchRun<'a> {
     /// Uploads a file and creates its batch; `false` when --max-cost refuses it.
     async fn submit_file(&mut self, file: split::InputFile) -> Result<bool, Error> {
         if let Some(cap) = self.opts.cost.max_cost {
-            let spent = self.spent_before + self.counters.cost_totals().spent_usd();
+            // Answers that failed --json-schema were paid for, though no record holds them yet.
+            let spent = self.spent_before
+                + self.counters.cost_totals().spent_usd()
+                + self.state.unrecorded_spend_usd();
             let reserved: f64 = self.state.batches.iter().map(|b| b.worst_case_usd).sum();
             if spent + reserved + file.worst_case_usd > cap {
                 say!(
@@ -792,6 +803,9 @@ impl<'a> BatchRun<'a> {
         // again; every row but those of `outcomes` is passed over unparsed, and reading stops
         // after the last of them.
         outcomes.retain(|row, _| !self.skip.contains(*row));
+        // Their record holds what their failed answers cost (it was written with it).
+        let skip = &self.skip;
+        self.state.spent.retain(|row, _| !skip.contains(*row));
         let last = outcomes.keys().copied().max().unwrap_or(0);
         let mut others = RowSet::default();
         for row in 1..=last {
@@ -803,6 +817,8 @@ impl<'a> BatchRun<'a> {
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         let total = outcomes.len();
+        // Records of earlier collections in this run (the kill point counts this one's).
+        let done_before = self.counters.done();
         let mut written = 0usize;
         let mut failure = None;
         'reading: while let Some(chunk) = chunks.recv().await {
@@ -843,21 +859,41 @@ impl<'a> BatchRun<'a> {
                     continue;
                 }
                 let place = (row.id, row.row, row.line);
-                let kept = row.kept.map(crate::output::record::rename_kept);
+                let mut kept = row.kept.map(crate::output::record::rename_kept);
+                // --json-schema: an answer that fails it was paid for — its tokens and cost wait
+                // in the state until the row's record holds them — and is worth another batch.
+                let mut parsed = serde_json::Value::Null;
+                let outcome = match outcome {
+                    LineOutcome::Answer(completion) => {
+                        match crate::worker::check_answer(self.schema, &completion) {
+                            Ok(value) => {
+                                parsed = value;
+                                LineOutcome::Answer(completion)
+                            }
+                            Err(message) => {
+                                let cost = self.batch_cost(&completion, &request.model);
+                                let spent = self.state.spent.entry(unit).or_default();
+                                spent.add(&completion.usage, cost);
+                                LineOutcome::Transient(message)
+                            }
+                        }
+                    }
+                    other => other,
+                };
                 let mut record = match outcome {
                     LineOutcome::Answer(completion) => {
-                        let answered = completion.model.clone().unwrap_or_default();
-                        let cost = self.prices.cost_via(
-                            Billing::Batch,
-                            &[&answered, &request.model],
-                            &completion.usage,
-                        );
-                        let body = completion.body.clone();
-                        let info = self.info(place, request.prompt, request.model, fingerprint);
+                        let cost = self.batch_cost(&completion, &request.model);
+                        let body = self
+                            .opts
+                            .output
+                            .keep_response
+                            .then(|| completion.body.clone());
+                        let mut info = self.info(place, request.prompt, request.model, fingerprint);
+                        info.kept = kept.take();
                         let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
-                        if self.opts.output.keep_response {
-                            crate::worker::keep_response(&mut record, &body);
-                        }
+                        let spent = self.state.spent.remove(&unit).unwrap_or_default();
+                        let parsed = self.schema.map(|schema| (parsed, schema));
+                        crate::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
                         record
                     }
                     LineOutcome::Permanent(message) => {
@@ -884,6 +920,10 @@ impl<'a> BatchRun<'a> {
                         continue;
                     }
                 };
+                // An error record holds what the row's answers that failed --json-schema cost.
+                if let Some(spent) = self.state.spent.remove(&unit) {
+                    spent.add_to(&mut record);
+                }
                 if let Some(kept) = kept {
                     record
                         .kept
@@ -893,7 +933,7 @@ impl<'a> BatchRun<'a> {
                 self.write(&writer, record, unit).await;
                 written += 1;
                 if written == total.div_ceil(2) {
-                    self.abort_midway(written as u64).await;
+                    self.abort_midway(done_before + written as u64).await;
                 }
             }
         }
@@ -910,7 +950,8 @@ impl<'a> BatchRun<'a> {
     }
 
     /// Debug builds: `PROMPTBATCH_TEST_ABORT_AT=during-download` aborts once half the records of
-    /// a collection are in the output.
+    /// a collection are in the output (`written`: the run's records by then, earlier
+    /// collections' included).
     async fn abort_midway(&self, written: u64) {
         if !abort_requested("during-download") {
             return;
@@ -954,6 +995,13 @@ impl<'a> BatchRun<'a> {
             kept: None,
             started: None,
         }
+    }
+
+    /// What an answer cost at batch prices (`None`: the model has no price).
+    fn batch_cost(&self, completion: &crate::api::Completion, model: &str) -> Option<f64> {
+        let answered = completion.model.as_deref().unwrap_or_default();
+        self.prices
+            .cost_via(Billing::Batch, &[answered, model], &completion.usage)
     }
 
     /// An error record for a row (no tokens, no cost).

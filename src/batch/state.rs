@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::spent::Spent;
 
 /// The version written; an unknown version is refused rather than misread.
 const VERSION: u32 = 1;
@@ -34,6 +35,10 @@ pub struct State {
     /// reported a transient error), with the number of batches each has been through.
     #[serde(default)]
     pub retry: BTreeMap<u64, u32>,
+    /// Tokens and cost of rows' answers that failed `--json-schema` (paid for, no record holds
+    /// them yet), by unit: added to the row's record when it is written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spent: BTreeMap<u64, Spent>,
     /// Models each row went to (`--model`'s list; 0 in states written before it was kept: one).
     /// The unit numbers above depend on it.
     #[serde(default)]
@@ -93,6 +98,7 @@ impl State {
             simulated,
             batches: Vec::new(),
             retry: BTreeMap::new(),
+            spent: BTreeMap::new(),
             models,
         }
     }
@@ -133,7 +139,7 @@ impl State {
     /// Writes the state atomically (temporary file, fsync, rename, fsync of the folder); with no
     /// batches and no rows to retry left, removes it instead.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        if self.batches.is_empty() && self.retry.is_empty() {
+        if self.batches.is_empty() && self.retry.is_empty() && self.spent.is_empty() {
             return match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
                     format!("cannot remove the batch state {}", path.display()),
@@ -160,6 +166,38 @@ impl State {
         drop(file);
         std::fs::rename(&tmp, path).map_err(failed)?;
         sync_folder(path)
+    }
+
+    /// What answers no record holds yet cost (`spent`; an unpriced one counts 0).
+    pub fn unrecorded_spend_usd(&self) -> f64 {
+        self.spent.values().filter_map(|s| s.cost).sum()
+    }
+
+    /// Drops the spend of rows that are neither in a batch nor waiting to be sent again (they
+    /// left the input, or their unit numbers changed with `--model`'s list): no record will
+    /// hold it, so the run says how much that is.
+    pub fn drop_spent_not_in_flight(&mut self) {
+        let in_flight = self.rows_in_flight();
+        let retry = &self.retry;
+        let mut dropped = Spent::default();
+        let mut rows = 0u64;
+        self.spent.retain(|unit, spent| {
+            let keep = in_flight.contains(*unit) || retry.contains_key(unit);
+            if !keep {
+                rows += 1;
+                dropped.add(&spent.usage, spent.cost);
+            }
+            keep
+        });
+        if rows > 0 {
+            say!(
+                "{rows} rows that are no longer sent had answers that failed --json-schema ({} tokens, {}): no record holds what they cost",
+                crate::human::group(dropped.usage.total),
+                dropped
+                    .cost
+                    .map_or_else(|| "unpriced".to_string(), crate::human::format_usd)
+            );
+        }
     }
 
     /// Row numbers held by batches not collected yet.
@@ -215,6 +253,33 @@ mod tests {
         assert!(!crate::paths::suffixed(&path, ".tmp").exists());
         state.batches.clear();
         state.retry.clear();
+        state.save(&path).unwrap();
+        assert!(!path.exists());
+        // Spend waiting for a record keeps the state; it stays only for rows still to be sent.
+        let usage = crate::api::TokenUsage {
+            total: 7,
+            ..Default::default()
+        };
+        for unit in [4, 5, 6] {
+            state.spent.entry(unit).or_default().add(&usage, Some(0.5));
+        }
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap().unwrap().spent.len(), 3);
+        state.retry.insert(5, 1);
+        state.batches.push(Entry {
+            input_file_id: Some("file-2".into()),
+            batch_id: Some("batch-2".into()),
+            status: "in_progress".into(),
+            submitted_at: 1,
+            worst_case_usd: 0.0,
+            rows: vec![RowRef(6, "f".into(), "f".into(), 2)],
+        });
+        state.drop_spent_not_in_flight();
+        assert_eq!(state.spent.keys().copied().collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(state.unrecorded_spend_usd(), 1.0);
+        state.batches.clear();
+        state.retry.clear();
+        state.spent.clear();
         state.save(&path).unwrap();
         assert!(!path.exists());
         std::fs::write(&path, "{not json").unwrap();

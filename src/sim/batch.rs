@@ -454,9 +454,10 @@ impl Sim {
 
 impl Sim {
     /// How one request of a batch is answered: the live answer, without latency or random
-    /// faults; `#sim:fail=N[:STATUS]` fails the first N batches that carry this exact body.
+    /// faults; `#sim:fail=N[:STATUS]` fails the first N batches that carry this exact body, and
+    /// `#sim:prose=N` answers prose in the first N (as a live request would be answered).
     fn answer_line(&self, body: &Value, raw: &[u8]) -> (u16, Value) {
-        let (status, answer) = answer_line(body, raw);
+        let (status, mut answer) = answer_line(body, raw);
         if status != 200 {
             return (status, answer);
         }
@@ -479,6 +480,8 @@ impl Sim {
                 }
             }
         }
+        // A poisoned count (a panicked handler) answers as asked, without the prose.
+        let _ = self.prose_first(&mut answer, raw, &directives);
         (status, answer)
     }
 }

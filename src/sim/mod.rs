@@ -688,10 +688,7 @@ impl Sim {
         let answer = match self.options.answer {
             AnswerBody::Echo => {
                 let mut completion = completion_body(request, messages, prompt, body);
-                if directives.prose > 0 && self.first_times(body, 1, directives.prose)? {
-                    completion["choices"][0]["message"]["content"] =
-                        json!("Sure! Here is the JSON you asked for: {label: positive}");
-                }
+                self.prose_first(&mut completion, body, directives)?;
                 Bytes::from(completion.to_string())
             }
             AnswerBody::Seed => Bytes::from_static(SEED_ANSWER.as_bytes()),
@@ -701,6 +698,21 @@ impl Sim {
             return Ok(json_bytes_response(200, answer.slice(..cut)));
         }
         Ok(json_bytes_response(200, answer))
+    }
+
+    /// `#sim:prose=N`: the first N requests with this exact body are answered prose instead of
+    /// the JSON a structured-outputs request asked for (live requests and batch lines alike).
+    fn prose_first(
+        &self,
+        completion: &mut Value,
+        body: &[u8],
+        directives: &Directives,
+    ) -> Result<(), Dropped> {
+        if directives.prose > 0 && self.first_times(body, 1, directives.prose)? {
+            completion["choices"][0]["message"]["content"] =
+                json!("Sure! Here is the JSON you asked for: {label: positive}");
+        }
+        Ok(())
     }
 
     /// Whether this is one of the first `n` requests with this exact body (counted apart for
