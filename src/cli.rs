@@ -307,6 +307,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ROWS", default_value_t = promptbatch::batch::DEFAULT_MAX_PENDING, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_max_pending: u64,
 
+    /// --via batch: the batches a row may go through (its first and the new ones after an
+    /// expired or failed batch, a transient error in the error file, or an answer that fails
+    /// --json-schema); then it gets an error record saying why.
+    #[arg(long, value_name = "N", default_value_t = promptbatch::batch::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_max_attempts: u32,
+
     /// --via batch: at most this many bytes per Batch input file.
     #[arg(long, value_name = "BYTES", default_value_t = promptbatch::batch::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_max_bytes: u64,
@@ -695,6 +701,7 @@ impl RunArgs {
             max_requests: self.batch_max_requests,
             max_bytes: self.batch_max_bytes,
             max_pending: self.batch_max_pending,
+            max_attempts: self.batch_max_attempts,
             poll_every: self.poll_every,
             fallback: self.fallback,
             detach: self.detach,
@@ -857,6 +864,8 @@ mod tests {
             "1000",
             "--batch-max-pending",
             "70000",
+            "--batch-max-attempts",
+            "5",
             "--poll-every",
             "2s",
             "--fallback",
@@ -874,6 +883,7 @@ mod tests {
                 max_requests: 40_000,
                 max_bytes: 1000,
                 max_pending: 70_000,
+                max_attempts: 5,
                 poll_every: Duration::from_secs(2),
                 fallback: Fallback::Live,
                 detach: true,

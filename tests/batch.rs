@@ -1230,3 +1230,29 @@ fn json_schema_with_fallback_live_is_refused_before_anything_is_sent() {
     assert_eq!(sim.requests(), 0);
     assert!(!state_file(&output).exists() && !output.exists());
 }
+
+/// `--batch-max-attempts`: a row meeting a 503 in every batch gets its error record after that
+/// many batches.
+#[test]
+fn batch_max_attempts_bounds_the_batches_a_row_goes_through() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write(
+        "in.jsonl",
+        &rows(4, |i| if i == 2 { " #sim:status=503" } else { "" }),
+    );
+    let output = work.path("out.jsonl");
+    let result = run_batch(&sim, &input, &output, &["--batch-max-attempts", "5"], &[]);
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 5);
+    let records = read_jsonl(&output);
+    let busy = records.iter().find(|r| r["id"] == "r2").unwrap();
+    assert_eq!(busy["attempts"], 5);
+    assert!(
+        busy["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after 5 batches: HTTP 503"),
+        "{busy}"
+    );
+}

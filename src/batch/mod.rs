@@ -916,6 +916,7 @@ impl<'a> BatchRun<'a> {
                     }
                     LineOutcome::Transient(message) => {
                         tracing::debug!(row = place.1, "sent again in a new batch: {message}");
+                        self.counters.retries.fetch_add(1, Relaxed);
                         self.state.retry.insert(unit, attempts);
                         continue;
                     }
