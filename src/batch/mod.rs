@@ -834,10 +834,10 @@ impl<'a> BatchRun<'a> {
                 if unit > last || outcomes.is_empty() {
                     break 'reading;
                 }
-                let Some(pending) = outcomes.remove(&unit) else {
+                let Some(mut pending) = outcomes.remove(&unit) else {
                     continue;
                 };
-                let outcome = match pending.missing {
+                let outcome = match pending.missing.take() {
                     Some(message) => LineOutcome::Transient(message.to_string()),
                     None => match answers.read(unit) {
                         Ok(Some(outcome)) => outcome,
@@ -848,89 +848,9 @@ impl<'a> BatchRun<'a> {
                         }
                     },
                 };
-                let (attempts, fingerprint, latency_ms) =
-                    (pending.attempts, pending.fingerprint, pending.latency_ms);
-                let RowContent::Request(request) = row.content else {
+                let Some(record) = self.record_for(unit, row, outcome, pending) else {
                     continue;
                 };
-                if request.fingerprint != fingerprint {
-                    // The row changed since it was submitted: this answer is not its answer.
-                    self.state.retry.insert(unit, 0);
-                    continue;
-                }
-                let place = (row.id, row.row, row.line);
-                let mut kept = row.kept.map(crate::output::record::rename_kept);
-                // --json-schema: an answer that fails it was paid for — its tokens and cost wait
-                // in the state until the row's record holds them — and is worth another batch.
-                let mut parsed = serde_json::Value::Null;
-                let outcome = match outcome {
-                    LineOutcome::Answer(completion) => {
-                        match crate::worker::check_answer(self.schema, &completion) {
-                            Ok(value) => {
-                                parsed = value;
-                                LineOutcome::Answer(completion)
-                            }
-                            Err(message) => {
-                                let cost = self.batch_cost(&completion, &request.model);
-                                let spent = self.state.spent.entry(unit).or_default();
-                                spent.add(&completion.usage, cost);
-                                LineOutcome::Transient(message)
-                            }
-                        }
-                    }
-                    other => other,
-                };
-                let mut record = match outcome {
-                    LineOutcome::Answer(completion) => {
-                        let cost = self.batch_cost(&completion, &request.model);
-                        let body = self
-                            .opts
-                            .output
-                            .keep_response
-                            .then(|| completion.body.clone());
-                        let mut info = self.info(place, request.prompt, request.model, fingerprint);
-                        info.kept = kept.take();
-                        let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
-                        let spent = self.state.spent.remove(&unit).unwrap_or_default();
-                        let parsed = self.schema.map(|schema| (parsed, schema));
-                        crate::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
-                        record
-                    }
-                    LineOutcome::Permanent(message) => {
-                        let mut record =
-                            self.error_record(place, request.prompt, None, message, attempts);
-                        record.model = request.model;
-                        record.fingerprint = fingerprint;
-                        record.latency_ms = latency_ms;
-                        record
-                    }
-                    LineOutcome::Transient(message) if attempts >= self.opts.batch.max_attempts => {
-                        self.counters.transient_errors.fetch_add(1, Relaxed);
-                        let message = format!("gave up after {attempts} batches: {message}");
-                        let mut record =
-                            self.error_record(place, request.prompt, None, message, attempts);
-                        record.model = request.model;
-                        record.fingerprint = fingerprint;
-                        record.latency_ms = latency_ms;
-                        record
-                    }
-                    LineOutcome::Transient(message) => {
-                        tracing::debug!(row = place.1, "sent again in a new batch: {message}");
-                        self.counters.retries.fetch_add(1, Relaxed);
-                        self.state.retry.insert(unit, attempts);
-                        continue;
-                    }
-                };
-                // An error record holds what the row's answers that failed --json-schema cost.
-                if let Some(spent) = self.state.spent.remove(&unit) {
-                    spent.add_to(&mut record);
-                }
-                if let Some(kept) = kept {
-                    record
-                        .kept
-                        .get_or_insert_with(Default::default)
-                        .extend(*kept);
-                }
                 self.write(&writer, record, unit).await;
                 written += 1;
                 if written == total.div_ceil(2) {
@@ -1003,6 +923,110 @@ impl<'a> BatchRun<'a> {
         let answered = completion.model.as_deref().unwrap_or_default();
         self.prices
             .cost_via(Billing::Batch, &[answered, model], &completion.usage)
+    }
+
+    /// The record a collected row gets from its line's `outcome`, or `None` when it goes into a
+    /// new batch (a transient failure, an answer failing --json-schema, or a row changed since
+    /// it was submitted). The record holds what the row's earlier paid answers cost.
+    fn record_for(
+        &mut self,
+        unit: u64,
+        row: input::Row,
+        outcome: LineOutcome,
+        pending: Pending,
+    ) -> Option<Record> {
+        let (attempts, fingerprint, latency_ms) =
+            (pending.attempts, pending.fingerprint, pending.latency_ms);
+        let RowContent::Request(request) = row.content else {
+            return None;
+        };
+        if request.fingerprint != fingerprint {
+            // The row changed since it was submitted: this answer is not its answer.
+            self.state.retry.insert(unit, 0);
+            return None;
+        }
+        let place = (row.id, row.row, row.line);
+        let mut kept = row.kept.map(crate::output::record::rename_kept);
+        // --json-schema: an answer that fails it was paid for — its tokens and cost wait
+        // in the state until the row's record holds them — and is worth another batch.
+        let mut parsed = serde_json::Value::Null;
+        let outcome = match outcome {
+            LineOutcome::Answer(completion) => {
+                match crate::worker::check_answer(self.schema, &completion) {
+                    Ok(value) => {
+                        parsed = value;
+                        LineOutcome::Answer(completion)
+                    }
+                    Err(message) => {
+                        let cost = self.batch_cost(&completion, &request.model);
+                        let spent = self.state.spent.entry(unit).or_default();
+                        spent.add(&completion.usage, cost);
+                        LineOutcome::Transient(message)
+                    }
+                }
+            }
+            other => other,
+        };
+        let mut record = match outcome {
+            LineOutcome::Answer(completion) => {
+                let cost = self.batch_cost(&completion, &request.model);
+                let body = self
+                    .opts
+                    .output
+                    .keep_response
+                    .then(|| completion.body.clone());
+                let mut info = self.info(place, request.prompt, request.model, fingerprint);
+                info.kept = kept.take();
+                let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
+                let spent = self.state.spent.remove(&unit).unwrap_or_default();
+                let parsed = self.schema.map(|schema| (parsed, schema));
+                crate::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
+                record
+            }
+            LineOutcome::Permanent(message) => {
+                let info = (request.prompt, request.model, fingerprint, latency_ms);
+                self.answered_error(place, info, message, attempts)
+            }
+            LineOutcome::Transient(message) if attempts < self.opts.batch.max_attempts => {
+                tracing::debug!(row = place.1, "sent again in a new batch: {message}");
+                self.counters.retries.fetch_add(1, Relaxed);
+                self.state.retry.insert(unit, attempts);
+                return None;
+            }
+            LineOutcome::Transient(message) => {
+                self.counters.transient_errors.fetch_add(1, Relaxed);
+                let message = format!("gave up after {attempts} batches: {message}");
+                let info = (request.prompt, request.model, fingerprint, latency_ms);
+                self.answered_error(place, info, message, attempts)
+            }
+        };
+        // An error record holds what the row's answers that failed --json-schema cost.
+        if let Some(spent) = self.state.spent.remove(&unit) {
+            spent.add_to(&mut record);
+        }
+        if let Some(kept) = kept {
+            record
+                .kept
+                .get_or_insert_with(Default::default)
+                .extend(*kept);
+        }
+        Some(record)
+    }
+
+    /// The error record of a row its batch answered (or gave up on): `(prompt, model,
+    /// fingerprint, latency_ms)` of its request and batch.
+    fn answered_error(
+        &self,
+        place: (String, u64, u64),
+        (prompt, model, fingerprint, latency_ms): (String, String, String, u64),
+        message: String,
+        attempts: u32,
+    ) -> Record {
+        let mut record = self.error_record(place, prompt, None, message, attempts);
+        record.model = model;
+        record.fingerprint = fingerprint;
+        record.latency_ms = latency_ms;
+        record
     }
 
     /// An error record for a row (no tokens, no cost).
