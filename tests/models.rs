@@ -1,6 +1,6 @@
 //! Several models per row (`--model a,b`): one record per (row, model), resume per pair (after
 //! `kill -9`, with a model added or dropped), `--ordered` in the list's order, `estimate` and
-//! `report` per model, rows naming their own model, duplicate ids, `--via batch` refused. Real
+//! `report` per model, rows naming their own model, duplicate ids, `--via batch` per pair, `--output-format openai-batch`. Real
 //! binary, real simulator over loopback.
 
 mod common;
