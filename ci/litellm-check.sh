@@ -6,6 +6,8 @@
 #
 # Checks (see ci/litellm/config.yaml for the models):
 #   ok-500         500 rows, all ok, with the mocked answer and usage; 500 requests
+#   two-models     100 rows to two models (--model mock-usage,mock-usage-b): one ok record per
+#                  (row, model), 200 requests
 #   wrong-key      a key the proxy does not know: exit 1 after few requests, no error record per row
 #   unknown-model  a model the proxy does not serve: the same
 #   rate-limit     40 rows at a model limited to 30 rpm: every row ok, retry advice honoured
@@ -284,6 +286,25 @@ load ok-500
 pass=
 [[ $code == 0 && $records == 500 && $ok == 500 && $ok_as_mocked == 500 && $sent == 500 ]] && pass=1
 verdict ok-500 "$pass" "exit 0, 500 ok records with '$MOCKED_ANSWER' and usage 11/5 ($ok_as_mocked), 500 requests"
+
+# (a2) several models per row: one record per (row, model), each naming its model
+make_input 100 "$work/in100.csv"
+run_case two-models "$master_key" mock-usage,mock-usage-b "$work/in100.csv" 120 "$MOCKED_ANSWER" 11 5 /v1
+load two-models
+pairs=$("$py" -c '
+import collections, json, sys
+seen = collections.Counter()
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("status") == "ok":
+        seen[(r["id"], r["model"])] += 1
+models = collections.Counter(m for _, m in seen)
+ok = len(seen) == 200 and set(seen.values()) == {1} and models == {"mock-usage": 100, "mock-usage-b": 100}
+print(len(seen) if ok else "bad: %d pairs, %s" % (len(seen), dict(models)))
+' "$work/two-models.jsonl")
+pass=
+[[ $code == 0 && $records == 200 && $ok_as_mocked == 200 && $sent == 200 && $pairs == 200 ]] && pass=1
+verdict two-models "$pass" "exit 0, one ok record per (row, model): $pairs of 200 pairs, 200 requests"
 
 # (b) wrong key: stop early, no error record per row
 run_case wrong-key "$wrong_key" mock-usage "$work/in500.csv" 120 "$MOCKED_ANSWER" 11 5 /v1
