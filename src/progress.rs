@@ -373,6 +373,8 @@ pub struct Summary {
     pub rate_limited: u64,
     /// Time the whole pool spent paused (the server's window exhausted).
     pub paused: Duration,
+    /// Models each row goes to (`--model a,b`): above 1, the counts are of (row, model) pairs.
+    pub models: u64,
 }
 
 impl Summary {
@@ -395,6 +397,7 @@ impl Summary {
             rate_limited: 0,
             paused: Duration::ZERO,
             unrecorded: 0,
+            models: 1,
         }
     }
 }
@@ -404,9 +407,15 @@ impl fmt::Display for Summary {
         let rows = self.ok + self.errors;
         let secs = self.elapsed.as_secs_f64();
         let rate = if secs > 0.0 { rows as f64 / secs } else { 0.0 };
+        // With several models a record is a (row, model) pair, not a row.
+        let (label, unit) = if self.models > 1 {
+            ("(row, model) pairs", "pairs")
+        } else {
+            ("rows", "rows")
+        };
         write!(
             f,
-            "rows: {} ok, {} error this run in {:.1}s, {:.1} rows/s",
+            "{label}: {} ok, {} error this run in {:.1}s, {:.1} {unit}/s",
             group(self.ok),
             group(self.errors),
             secs,

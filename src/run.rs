@@ -227,7 +227,9 @@ async fn run_live(
         .load(Relaxed)
         .saturating_sub(counters.done() + ctx.breaker.held_back());
     let stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
-    Ok(summarize(&ctx, plan.as_ref(), started, stop, unrecorded))
+    let mut summary = summarize(&ctx, plan.as_ref(), started, stop, unrecorded);
+    summary.models = opts.request.models.len().max(1) as u64;
+    Ok(summary)
 }
 
 /// The run's summary: the counters, what the resume plan found, and why it stopped.

@@ -67,6 +67,12 @@ fn two_models_give_one_record_per_row_and_model_with_kept_columns() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_one_record_per_pair(&output, 30, &["m-one", "m-two"]);
     assert_eq!(sim.requests(), 60, "one request per (row, model)");
+    assert!(
+        r.stderr
+            .contains("(row, model) pairs: 60 ok, 0 error this run"),
+        "the summary counts pairs, not rows: {}",
+        r.stderr
+    );
     for record in read_jsonl(&output) {
         let n: u64 = record["id"].as_str().unwrap()[1..].parse().unwrap();
         assert_eq!(record["tag"], n, "kept column in each model's record");

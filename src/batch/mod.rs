@@ -179,6 +179,7 @@ fn conclude(
         summary.kept_errors = plan.kept_errors;
     }
     summary.simulated = opts.dry_run.is_some();
+    summary.models = opts.request.models.len().max(1) as u64;
     summary
 }
 
