@@ -716,7 +716,7 @@ impl Estimate {
             input: opts.input.path.display().to_string(),
             tokenizer: "o200k_base",
             rows: request_rows + totals.invalid_rows,
-            models_per_row: opts.request.models.len() as u64,
+            models_per_row: opts.request.models_per_row(),
             request_rows,
             invalid_rows: totals.invalid_rows,
             schema_tokens_per_row: totals.schema_tokens,

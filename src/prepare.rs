@@ -298,7 +298,7 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
         opts.output.keep_errors,
         opts.dry_run.is_some(),
         opts.input.limit,
-        opts.request.models.len() as u64,
+        opts.request.models_per_row(),
         rows,
         unchecked.then_some((&whole_input, &opts.request)),
     )? {
@@ -312,7 +312,7 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
         opts.output.keep_errors,
         opts.dry_run.is_some(),
         opts.input.limit,
-        opts.request.models.len() as u64,
+        opts.request.models_per_row(),
         rows,
     )?;
     say_torn(index.torn());

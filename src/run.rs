@@ -168,7 +168,7 @@ async fn run_live(
     if !matches!(opts.display, progress::Display::Quiet) {
         spawn_row_count(
             &opts.input,
-            opts.request.models.len(),
+            opts.request.models_per_row(),
             plan.as_ref(),
             counters.clone(),
         );
@@ -179,7 +179,7 @@ async fn run_live(
         concurrency * 2,
         output_format,
         kept_columns,
-        opts.request.models.len() as u64,
+        opts.request.models_per_row(),
         writer_hooks(opts, &counters),
     )?;
     let reporter = Reporter::start(counters.clone(), opts.display);
@@ -228,7 +228,7 @@ async fn run_live(
         .saturating_sub(counters.done() + ctx.breaker.held_back());
     let stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
     let mut summary = summarize(&ctx, plan.as_ref(), started, stop, unrecorded);
-    summary.models = opts.request.models.len().max(1) as u64;
+    summary.models = opts.request.models_per_row();
     Ok(summary)
 }
 
@@ -302,12 +302,7 @@ fn stop_reason(
 
 /// Counts the rows to send in the background, for the progress total (only shown when not quiet:
 /// it is a second pass over the input).
-fn spawn_row_count(
-    opts: &InputOptions,
-    models: usize,
-    plan: Option<&Plan>,
-    counters: Arc<Counters>,
-) {
+fn spawn_row_count(opts: &InputOptions, models: u64, plan: Option<&Plan>, counters: Arc<Counters>) {
     if let Some(plan) = plan {
         counters.total_rows.store(plan.to_send(), Relaxed);
         return;
@@ -317,7 +312,7 @@ fn spawn_row_count(
         if let Some(n) = input::count_rows(&opts) {
             // One unit per (row, model); a row naming its own model is one, so the total is an
             // upper bound when the input has such rows.
-            let units = n * models.max(1) as u64;
+            let units = n * models;
             counters.total_rows.store(units, Relaxed);
         }
     });

@@ -27,8 +27,21 @@ fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
     text
 }
 
-/// `promptbatch run INPUT -o OUTPUT --base-url SIM --via batch --poll-every 50ms ARGS`, with
-/// `env` set, waited for.
+/// `promptbatch run INPUT -o OUTPUT --base-url SIM --via batch --poll-every 50ms`, not started.
+fn batch_command(sim: &Sim, input: &Path, output: &Path) -> std::process::Command {
+    let mut cmd = command();
+    cmd.arg("run").arg(input).arg("-o").arg(output).args([
+        "--base-url",
+        &sim.base_url,
+        "--via",
+        "batch",
+        "--poll-every",
+        "50ms",
+    ]);
+    cmd
+}
+
+/// [`batch_command`] with ARGS and `env` set, waited for.
 fn run_batch(
     sim: &Sim,
     input: &Path,
@@ -36,21 +49,8 @@ fn run_batch(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> RunResult {
-    let mut cmd = command();
-    cmd.arg("run")
-        .arg(input)
-        .arg("-o")
-        .arg(output)
-        .args([
-            "--base-url",
-            &sim.base_url,
-            "--via",
-            "batch",
-            "--poll-every",
-            "50ms",
-        ])
-        .args(args)
-        .env_remove("PROMPTBATCH_TEST_ABORT_AT");
+    let mut cmd = batch_command(sim, input, output);
+    cmd.args(args).env_remove("PROMPTBATCH_TEST_ABORT_AT");
     for (name, value) in env {
         cmd.env(name, value);
     }
@@ -715,19 +715,7 @@ fn killed_for_real_while_waiting_the_resume_collects_the_same_batch() {
     let work = Workdir::new();
     let input = work.write("in.jsonl", &rows(50, |_| ""));
     let output = work.path("out.jsonl");
-    let mut child = command()
-        .arg("run")
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .args([
-            "--base-url",
-            &sim.base_url,
-            "--via",
-            "batch",
-            "--poll-every",
-            "50ms",
-        ])
+    let mut child = batch_command(&sim, &input, &output)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -766,19 +754,7 @@ fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
     let work = Workdir::new();
     let input = work.write("in.jsonl", &rows(30, |_| ""));
     let output = work.path("out.jsonl");
-    let child = command()
-        .arg("run")
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .args([
-            "--base-url",
-            &sim.base_url,
-            "--via",
-            "batch",
-            "--poll-every",
-            "50ms",
-        ])
+    let child = batch_command(&sim, &input, &output)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -81,6 +81,11 @@ impl RequestOptions {
         self.models.first().map_or(DEFAULT_MODEL, String::as_str)
     }
 
+    /// How many models each row is sent to (`--model`'s list; one when it is empty).
+    pub fn models_per_row(&self) -> u64 {
+        self.models.len().max(1) as u64
+    }
+
     /// Whether `models` is a list every request can name: not empty, no empty or repeated name.
     pub fn check_models(&self) -> Result<(), String> {
         if self.models.is_empty() {

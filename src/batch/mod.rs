@@ -179,7 +179,7 @@ fn conclude(
         summary.kept_errors = plan.kept_errors;
     }
     summary.simulated = opts.dry_run.is_some();
-    summary.models = opts.request.models.len().max(1) as u64;
+    summary.models = opts.request.models_per_row();
     summary
 }
 
@@ -310,7 +310,7 @@ impl<'a> BatchRun<'a> {
         let state_path = state::path_for(&prepared.output);
         let client = &prepared.client;
         let endpoint = client.scrub(client.api_base().as_str());
-        let models = opts.request.models.len().max(1) as u64;
+        let models = opts.request.models_per_row();
         let state = load_state(&state_path, &endpoint, simulated, models)?;
         Ok(BatchRun {
             opts,
@@ -338,6 +338,18 @@ impl<'a> BatchRun<'a> {
 
     fn save(&self) -> Result<(), Error> {
         self.state.save(&self.state_path)
+    }
+
+    /// A writer appending this run's records to the output (each pass has its own).
+    fn start_writer(&self) -> Result<Writer, Error> {
+        Writer::start(
+            &self.output,
+            256,
+            self.output_format,
+            self.kept_columns.clone(),
+            self.opts.request.models_per_row(),
+            crate::pipeline::writer_hooks(self.opts, &self.counters),
+        )
     }
 
     /// Rows in batches now (submitted, not collected).
@@ -493,14 +505,7 @@ impl<'a> BatchRun<'a> {
         rows: input::RowStream,
         shutdown: &Shutdown,
     ) -> Result<Submitted, Error> {
-        let writer = Writer::start(
-            &self.output,
-            256,
-            self.output_format,
-            self.kept_columns.clone(),
-            self.opts.request.models.len() as u64,
-            crate::pipeline::writer_hooks(self.opts, &self.counters),
-        )?;
+        let writer = self.start_writer()?;
         // The writer is finished (its records synced) whatever the pass ends with.
         let submitted = self.submit_rows(rows, shutdown, &writer).await;
         let written = writer.finish();
@@ -792,14 +797,7 @@ impl<'a> BatchRun<'a> {
         mut outcomes: HashMap<u64, Pending>,
         answers: &Answers,
     ) -> Result<(), Error> {
-        let writer = Writer::start(
-            &self.output,
-            256,
-            self.output_format,
-            self.kept_columns.clone(),
-            self.opts.request.models.len() as u64,
-            crate::pipeline::writer_hooks(self.opts, &self.counters),
-        )?;
+        let writer = self.start_writer()?;
         // Rows with a record already (a download an interrupted run had begun) are not written
         // again; every row but those of `outcomes` is passed over unparsed, and reading stops
         // after the last of them.
