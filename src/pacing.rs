@@ -572,11 +572,9 @@ impl State {
     fn served_in_window(&self, now: Instant, advice: Duration, pending: u32) -> f64 {
         let (lookback, length) = window_for(advice);
         let from = now.checked_sub(lookback).unwrap_or(now);
-        let paused = match (self.pause_start, self.paused_until) {
-            (Some(start), Some(end)) => end.min(now).saturating_duration_since(start.max(from)),
-            _ => Duration::ZERO,
-        };
-        let length = length.saturating_sub(paused).max(MIN_WINDOW);
+        let length = length
+            .saturating_sub(self.paused_since(from, now))
+            .max(MIN_WINDOW);
         let in_flight = self.sent_total.saturating_sub(self.answered_total);
         let taken = self.oks.count_since(from) + in_flight.saturating_sub(u64::from(pending));
         (taken as f64 / length.as_secs_f64()).max(MIN_PACE)
@@ -591,12 +589,18 @@ impl State {
         if let Some(first) = self.first_send {
             from = from.max(first);
         }
-        let mut span = now.saturating_duration_since(from);
-        if let (Some(start), Some(end)) = (self.pause_start, self.paused_until) {
-            let overlap = end.min(now).saturating_duration_since(start.max(from));
-            span = span.saturating_sub(overlap);
-        }
+        let span = now
+            .saturating_duration_since(from)
+            .saturating_sub(self.paused_since(from, now));
         (from, span)
+    }
+
+    /// How much of `from..now` the last pool pause took.
+    fn paused_since(&self, from: Instant, now: Instant) -> Duration {
+        match (self.pause_start, self.paused_until) {
+            (Some(start), Some(end)) => end.min(now).saturating_duration_since(start.max(from)),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Requests per second now: the lower of the adaptive and the announced pace (`--rpm`
