@@ -58,11 +58,7 @@ impl Ledger {
             None => self.models.entry(model.to_string()).or_default(),
         };
         entry.rows += 1;
-        entry.usage.prompt += usage.prompt;
-        entry.usage.cached += usage.cached;
-        entry.usage.completion += usage.completion;
-        entry.usage.reasoning += usage.reasoning;
-        entry.usage.total += usage.total;
+        entry.usage += usage;
         match cost {
             None => entry.unpriced_rows += 1,
             Some(usd) if simulated => {

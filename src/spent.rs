@@ -27,11 +27,7 @@ impl Spent {
             _ => None,
         };
         self.answers += 1;
-        self.usage.prompt += usage.prompt;
-        self.usage.cached += usage.cached;
-        self.usage.completion += usage.completion;
-        self.usage.reasoning += usage.reasoning;
-        self.usage.total += usage.total;
+        self.usage += usage;
     }
 
     /// Adds these answers to a row's record: its tokens and cost are the row's total.

@@ -38,6 +38,17 @@ pub struct TokenUsage {
     pub total: u64,
 }
 
+impl std::ops::AddAssign<&TokenUsage> for TokenUsage {
+    /// Adds another answer's counts, field by field.
+    fn add_assign(&mut self, other: &TokenUsage) {
+        self.prompt += other.prompt;
+        self.cached += other.cached;
+        self.completion += other.completion;
+        self.reasoning += other.reasoning;
+        self.total += other.total;
+    }
+}
+
 /// The useful content of one successful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
