@@ -367,7 +367,9 @@ with open(sys.argv[1], "w") as f:
         prompt += {7: " #sim:status=400", 9: " #sim:fail=1"}.get(i, "")
         f.write(json.dumps({"id": f"r{i}", "prompt": prompt}) + "\n")
 PY
-batch_args=(--via batch --poll-every 500ms --batch-max-requests 20 --model gpt-5.2 --log-every 10s)
+# At most 20 rows in batches at once (--batch-max-pending): the second batch is submitted only
+# once the first is collected, through the proxy too.
+batch_args=(--via batch --poll-every 500ms --batch-max-requests 20 --batch-max-pending 20 --model gpt-5.2 --log-every 10s)
 if [[ -z $batch_ready ]]; then
   code='' elapsed='' ok='' errors='' sent='' sent_429='' leaked='' first_error=''
   out_tail=$(tail -n 5 "$work/batch-proxy.log" | redact)
@@ -376,14 +378,17 @@ else
   batch_step batch run "$work/batch.jsonl" -o "$work/batch.out.jsonl" \
     --base-url "http://127.0.0.1:$batch_port/v1" "${batch_args[@]}"
   through_code=$code through_elapsed=$elapsed through_leaked=$leaked through_tail=$out_tail
+  # The cap held: the first batch (20 rows) was collected before the next was submitted.
+  capped=$(awk '/: completed/ { c = 1 } /submitted: [0-9]+ rows/ && ++n == 2 { print (c ? "yes" : "no"); exit }' \
+    "$work/batch.stderr")
   EVOLINK_API_KEY="$sim_key" timeout 60 "$bin" run "$work/batch.jsonl" -o "$work/batch.ref.jsonl" \
     --base-url "http://127.0.0.1:$ref_sim_port/v1" "${batch_args[@]}" >/dev/null 2>&1 </dev/null
   eval "$("$py" "$CONF_DIR/batch_compare.py" "$work/batch.out.jsonl" "$work/batch.ref.jsonl")"
   code=$through_code elapsed=$through_elapsed leaked=$through_leaked out_tail=$through_tail
   pass=
   [[ $code == 3 && $records == 30 && $ok == 29 && $errors == 1 && $same == 30 && $retried == 1 \
-    && $first_error == *"simulated HTTP 400"* && ! -e $work/batch.out.jsonl.batch.json ]] && pass=1
-  detail="exit 3, 29 ok + 1 error record (HTTP 400), 1 row retried, all 30 as a direct run writes them ($same)"
+    && $first_error == *"simulated HTTP 400"* && ! -e $work/batch.out.jsonl.batch.json && $capped == yes ]] && pass=1
+  detail="exit 3, 29 ok + 1 error record (HTTP 400), 1 row retried, all 30 as a direct run writes them ($same), the second batch submitted after the first was collected (--batch-max-pending 20: ${capped:-no})"
   [[ -n $first_diff ]] && detail="$detail; first difference: $first_diff"
   verdict batch "$pass" "$detail"
 
