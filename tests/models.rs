@@ -599,6 +599,84 @@ fn an_earlier_record_named_by_a_dated_snapshot_counts_for_its_model() {
 }
 
 #[test]
+fn an_earlier_record_named_as_a_gateway_answered_counts_for_the_model_it_was_sent_to() {
+    // An output written before a record's `model` was the requested one holds the name the
+    // answer gave, which a gateway may rename (`openai/gpt-5.2`). Its fingerprint still names
+    // the request: resume must not pay for those rows again, whichever planner it uses (rows
+    // with ids: the sorted merge; without: by fingerprint; a mix: the in-memory index).
+    let with_ids = jsonl_rows(6);
+    let without_ids: String = (0..6)
+        .map(|i| format!("{{\"prompt\":\"prompt number {i}\"}}\n"))
+        .collect();
+    let mixed: String = (0..6)
+        .map(|i| match i % 2 {
+            0 => format!("{{\"id\":\"é {i}\",\"prompt\":\"prompt number {i}\"}}\n"),
+            _ => format!("{{\"prompt\":\"prompt number {i}\"}}\n"),
+        })
+        .collect();
+    for (name, rows) in [
+        ("with ids", with_ids),
+        ("without ids", without_ids),
+        ("mixed", mixed),
+    ] {
+        let sim = Sim::plain();
+        let dir = Workdir::new();
+        let input = dir.write("in.jsonl", &rows);
+        let output = dir.path("out.jsonl");
+        let r = run(&sim, &input, &output, &["-q", "--model", "gpt-5.2"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        let text = std::fs::read_to_string(&output).unwrap();
+        let renamed = text.replace("\"model\":\"gpt-5.2\"", "\"model\":\"openai/gpt-5.2\"");
+        assert_eq!(renamed.matches("openai/gpt-5.2").count(), 6, "{name}");
+        std::fs::write(&output, &renamed).unwrap();
+        let r = run(&sim, &input, &output, &["-q", "--model", "gpt-5.2"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(
+                "already complete: all 6 rows have a record, nothing to send (use --fresh"
+            ),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(sim.requests(), 6, "{name}: nothing sent again");
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), renamed, "{name}");
+        // Adding a model sends only its requests; the renamed records stay as they are.
+        let r = run(
+            &sim,
+            &input,
+            &output,
+            &["-q", "--model", "gpt-5.2,gemini-3.1-pro-preview"],
+        );
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("resuming: 6 of 12 (row, model) pairs done, 6 to send\n"),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(sim.requests(), 12, "{name}: only gemini's requests");
+        let records = read_jsonl(&output);
+        assert_eq!(records.len(), 12, "{name}");
+        let models = |model: &str| records.iter().filter(|r| r["model"] == model).count();
+        assert_eq!(models("openai/gpt-5.2"), 6, "{name}");
+        assert_eq!(models("gemini-3.1-pro-preview"), 6, "{name}");
+        // A renamed record whose row changed since is not claimed: it is kept as another
+        // model's (it cannot be told from one), and the row is sent again.
+        let changed = rows.replacen("prompt number 0", "prompt number zero", 1);
+        let input = dir.write("in.jsonl", &changed);
+        let r = run(&sim, &input, &output, &["-q", "--model", "gpt-5.2"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("resuming: 5 of 6 rows done, 1 to send ("),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(sim.requests(), 13, "{name}");
+        assert_eq!(read_jsonl(&output).len(), 13, "{name}: nothing lost");
+    }
+}
+
+#[test]
 fn via_batch_sends_each_row_to_each_model_and_resumes_per_pair() {
     // The first batch expires (half its lines answered): its other half goes into a second one.
     let sim = Sim::start(SimOptions {

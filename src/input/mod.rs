@@ -134,6 +134,16 @@ impl RowSet {
             .get((row / 64) as usize)
             .is_some_and(|w| w & (1 << (row % 64)) != 0)
     }
+
+    /// The numbers in the set, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let base = i as u64 * 64;
+            (0..64u64)
+                .filter(move |bit| word & (1 << bit) != 0)
+                .map(move |bit| base + bit)
+        })
+    }
 }
 
 /// Where a record's prompt comes from.

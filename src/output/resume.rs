@@ -7,10 +7,17 @@
 //! `model` is the model its request was sent to). Row identity: the explicit id when the input
 //! has one, paired with the model; otherwise the request fingerprint (whose body names the
 //! model) plus its occurrence number among identical requests (so inserting or deleting rows
-//! never shifts another row's identity). Records of a model this run sends nothing to (one
-//! dropped from the list) are kept as they are, neither claimed nor counted. Earlier records whose `id` equals their `row` may be of either kind,
-//! so they can be found both ways: by row number, and by fingerprint, where their occurrence
-//! number is their rank by `row` among the earlier records with the same fingerprint.
+//! never shifts another row's identity). Earlier records whose `id` equals their `row` may be of
+//! either kind, so they can be found both ways: by row number, and by fingerprint, where their
+//! occurrence number is their rank by `row` among the earlier records with the same fingerprint.
+//!
+//! A record whose model is none this run sends to is *foreign*. Outputs written before a
+//! record's `model` was the requested one hold the name the answer gave, which a gateway may
+//! rename (`openai/gpt-4o` for `gpt-4o`); such a record still holds the request's fingerprint,
+//! whose body names the model sent. So a unit with an explicit id that found no record of its
+//! model meets the last foreign record with its id and its fingerprint (anonymous units meet
+//! records by fingerprint whatever their model). A foreign record no unit meets (one of a model
+//! dropped from the list) is kept as it is, neither claimed nor counted.
 //!
 //! The plan indexes the output on one thread while another computes the input's row keys, then
 //! claims every row and yields the done row numbers (one bit per row); the index is dropped and
@@ -67,9 +74,11 @@ struct Entry {
     claimed_by: u64,
     /// Whether the claiming row has no explicit id (its id is its row number).
     claimed_anonymously: bool,
-    /// `model_key` of the record's model.
+    /// `model_key` of the record's model; once a unit meets it, the unit's model.
     model: u64,
-    /// Its model is none this run sends to: kept as is, unclaimed.
+    /// `id_fp_key(id, fingerprint)`: how a unit finds it when its model is foreign.
+    id_fp: u64,
+    /// Its model is none this run sends to and no unit met it: kept as is, unclaimed.
     foreign: bool,
 }
 
@@ -198,6 +207,8 @@ pub struct RowKey {
     model: u64,
     /// `explicit_key(id, model)` for rows with an explicit id.
     id_hash: Option<u64>,
+    /// `id_fp_key(id, fingerprint)` for rows with an explicit id.
+    id_fp: Option<u64>,
     /// The explicit id as a number, when it is one (it may name a record whose id is its row).
     id_number: Option<u64>,
 }
@@ -206,12 +217,14 @@ impl RowKey {
     /// The key of a row's unit, when each row goes to `models` models.
     pub fn of(row: &Row, models: u64) -> Self {
         let explicit = row.explicit_id;
+        let fingerprint = unit_fingerprint(row.fingerprint(), row.model());
         RowKey {
             row: row.row,
             unit: crate::input::models::unit(row.row, u64::from(row.slot), models),
-            fingerprint: unit_fingerprint(row.fingerprint(), row.model()),
+            fingerprint,
             model: model_key(row.model()),
             id_hash: explicit.then(|| explicit_key(&row.id, row.model())),
+            id_fp: explicit.then(|| id_fp_key(&row.id, fingerprint)),
             id_number: if explicit { row.id.parse().ok() } else { None },
         }
     }
@@ -237,6 +250,8 @@ pub struct ResumeIndex {
     /// Records whose id is their row number (either kind of identity), by
     /// `number_key(row, model)`.
     by_row: HashMap<u64, u32, PreHashed>,
+    /// Foreign records (of a model this run sends nothing to), by `id_fp_key(id, fingerprint)`.
+    foreign_by_id_fp: HashMap<u64, u32, PreHashed>,
     /// Those same records grouped by fingerprint, for anonymous rows.
     groups: HashMap<u64, Group, PreHashed>,
     members: Vec<u32>,
@@ -271,6 +286,17 @@ pub(crate) fn explicit_key(id: &str, model: &str) -> u64 {
     fnv1a(&bytes)
 }
 
+/// The identity of an explicit id's unit by its request fingerprint, for records whose model
+/// is foreign.
+pub(crate) fn id_fp_key(id: &str, fingerprint: u64) -> u64 {
+    let mut bytes = Vec::with_capacity(id.len() + 12);
+    bytes.extend_from_slice(b"fp\0");
+    bytes.extend_from_slice(id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&fingerprint.to_le_bytes());
+    fnv1a(&bytes)
+}
+
 /// The fingerprint resuming compares: the request's, or for a row without a request (its
 /// record's fingerprint is empty) its model's key, so that such rows of one model meet only
 /// that model's records.
@@ -301,6 +327,7 @@ impl ResumeIndex {
             entries: Vec::new(),
             by_id: HashMap::default(),
             by_row: HashMap::default(),
+            foreign_by_id_fp: HashMap::default(),
             groups: HashMap::default(),
             members: Vec::new(),
             keep_errors,
@@ -328,6 +355,7 @@ impl ResumeIndex {
                 claimed_by: 0,
                 claimed_anonymously: false,
                 model,
+                id_fp: id_fp_key(&record.id, fp),
                 foreign: false,
             });
             if record.id == record.row.to_string() {
@@ -363,11 +391,16 @@ impl ResumeIndex {
     fn find(&mut self, key: &RowKey) -> Option<u32> {
         if let Some(hash) = key.id_hash {
             let by_row = |n: u64| self.by_row.get(&number_key(n, key.model)).copied();
+            let foreign = || {
+                key.id_fp
+                    .and_then(|k| self.foreign_by_id_fp.get(&k).copied())
+            };
             return self
                 .by_id
                 .get(&hash)
                 .copied()
-                .or_else(|| key.id_number.and_then(by_row));
+                .or_else(|| key.id_number.and_then(by_row))
+                .or_else(foreign);
         }
         // The next occurrence of this request; records an explicit id already took are passed
         // over (an input may mix rows with and without ids).
@@ -392,6 +425,8 @@ impl ResumeIndex {
         if entry.claimed() {
             return Claim::New;
         }
+        // Met: it stands for this unit's model now (claimed, or dropped to be sent again).
+        entry.model = key.model;
         if entry.fingerprint != key.fingerprint {
             return Claim::Changed;
         }
@@ -440,6 +475,11 @@ impl ResumeIndex {
         let mut done = RowSet::default();
         let limit = limit.unwrap_or(u64::MAX);
         let sent_to: HashSet<u64> = keys.iter().map(|k| k.model).collect();
+        for (i, entry) in index.entries.iter().enumerate() {
+            if !sent_to.contains(&entry.model) {
+                index.foreign_by_id_fp.insert(entry.id_fp, i as u32);
+            }
+        }
         for key in &keys {
             let claim = index.claim(key);
             if key.row > limit {

@@ -11,7 +11,12 @@
 //! - no input row has an id: the k-th input unit with a fingerprint (whose body names the
 //!   model) meets the k-th record (by `row`) with that fingerprint whose id is its row number.
 //!
-//! Records of a model no unit goes to (one dropped from `--model`'s list) are kept unclaimed:
+//! - a unit with an explicit id that met no record of its model meets the last *foreign* record
+//!   (of a model no unit goes to) with its id and its request fingerprint: an earlier output
+//!   may name a model as a gateway answered it (`resume.rs`). Only when the output has foreign
+//!   records and such units exist is the output read a second time, for those records alone.
+//!
+//! Foreign records no unit met (of a model dropped from `--model`'s list) are kept unclaimed:
 //! the scan keeps one bitset of record indices per model for that.
 //!
 //! The results: the done rows as a bitset (1 bit per row), the plan's counts, the kept records
@@ -33,7 +38,8 @@ use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
 use crate::output::replace::replace_with;
 use crate::output::resume::{
-    explicit_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim, Earlier, Plan,
+    explicit_key, id_fp_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim,
+    Earlier, Plan,
 };
 use crate::spill::{self, Item, Sorted, Sorter};
 
@@ -67,8 +73,8 @@ struct Scanned {
     by_id: Sorted<[u64; 6]>,
     /// Records whose id is their row: `[fingerprint, row, index, flags, cost, model_key]`.
     anonymous: Sorted<[u64; 6]>,
-    /// Per `model_key`: how many records, and their indices.
-    by_model: HashMap<u64, (u64, RowSet), PreHashed>,
+    /// Per `model_key`: the indices of its records.
+    by_model: HashMap<u64, RowSet, PreHashed>,
     records: u64,
     torn: Option<Torn>,
     old_header: bool,
@@ -87,11 +93,17 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// A record's `OK` and `SIMULATED` bits.
+fn flags(record: &Earlier) -> u64 {
+    (if record.status == Status::Ok { OK } else { 0 })
+        | if record.simulated { SIMULATED } else { 0 }
+}
+
 fn scan(path: &Path) -> Result<Scanned, Error> {
     let io = io_error(path);
     let mut by_id = sorter::<[u64; 6]>();
     let mut anonymous = sorter::<[u64; 6]>();
-    let mut by_model: HashMap<u64, (u64, RowSet), PreHashed> = HashMap::default();
+    let mut by_model: HashMap<u64, RowSet, PreHashed> = HashMap::default();
     let mut records = Records::<Earlier>::open(path)?;
     let old_header = !records.has_current_header();
     let mut n = 0u64;
@@ -99,13 +111,10 @@ fn scan(path: &Path) -> Result<Scanned, Error> {
     for item in &mut records {
         let (_, record) = item.map_err(suggest_fresh)?;
         let fp = unit_fingerprint(&record.fingerprint, &record.model);
-        let flags = if record.status == Status::Ok { OK } else { 0 }
-            | if record.simulated { SIMULATED } else { 0 };
+        let flags = flags(&record);
         let cost = record.cost_usd.unwrap_or(0.0).to_bits();
         let model = model_key(&record.model);
-        let (count, indices) = by_model.entry(model).or_default();
-        *count += 1;
-        indices.insert(n);
+        by_model.entry(model).or_default().insert(n);
         row_text.clear();
         use std::fmt::Write as _;
         let _ = write!(row_text, "{}", record.row);
@@ -140,8 +149,8 @@ fn scan(path: &Path) -> Result<Scanned, Error> {
 /// The input's keys, one per (row, model) unit.
 struct Keys {
     /// Units with an explicit id: `[explicit_key(id, model), row, fingerprint, id as a number
-    /// or NONE, unit, model_key]`.
-    explicit: Sorted<[u64; 6]>,
+    /// or NONE, unit, model_key, id_fp_key(id, fingerprint)]`.
+    explicit: Sorted<[u64; 7]>,
     /// Units without: `[fingerprint, row, unit]`.
     anonymous: Sorted<[u64; 3]>,
     /// The `model_key`s of the units' models.
@@ -157,7 +166,7 @@ where
     I: Iterator<Item = Result<Row, Error>>,
 {
     let io = io_error(path);
-    let mut explicit = sorter::<[u64; 6]>();
+    let mut explicit = sorter::<[u64; 7]>();
     let mut anonymous = sorter::<[u64; 3]>();
     let mut ids = sorter::<[u64; 3]>();
     let mut sent_to = HashSet::new();
@@ -185,6 +194,7 @@ where
                     number,
                     unit,
                     model,
+                    id_fp_key(&row.id, fp),
                 ])
                 .map_err(&io)?;
         } else {
@@ -233,6 +243,40 @@ impl<T: Item> Peek<T> {
     }
 }
 
+/// Records sorted by a key (their first item), met by units in key order: the last record with
+/// each key (the one the in-memory index keeps: the last in file order), and whether a unit
+/// claimed it.
+struct LastByKey {
+    records: Peek<[u64; 6]>,
+    current: Option<([u64; 6], bool)>,
+}
+
+impl LastByKey {
+    fn new(records: Sorted<[u64; 6]>) -> Result<Self, std::io::Error> {
+        Ok(LastByKey {
+            records: Peek::new(records)?,
+            current: None,
+        })
+    }
+
+    /// The last record with `key` and whether it is claimed; keys come in increasing order.
+    fn last_with(&mut self, key: u64) -> Result<&mut Option<([u64; 6], bool)>, std::io::Error> {
+        if self.current.is_none_or(|(r, _)| r[0] != key) {
+            self.current = None;
+            while let Some(r) = self.records.next {
+                if r[0] > key {
+                    break;
+                }
+                self.records.take()?;
+                if r[0] == key && self.records.next.is_none_or(|next| next[0] != key) {
+                    self.current = Some((r, false));
+                }
+            }
+        }
+        Ok(&mut self.current)
+    }
+}
+
 /// Tallies the claims as they are decided.
 struct Tally {
     keep_errors: bool,
@@ -241,6 +285,8 @@ struct Tally {
     plan: Plan,
     done: RowSet,
     kept: RowSet,
+    /// The records a unit met (claimed or not): none of them is foreign.
+    met: RowSet,
     relabels: Sorter<[u64; 3]>,
     claimed: u64,
     relabelled: u64,
@@ -257,6 +303,7 @@ impl Tally {
         record: (u64, u64, u64, u64, u64),
     ) -> Result<bool, std::io::Error> {
         let (index, record_fp, record_row, flags, cost) = record;
+        self.met.insert(index);
         let claim = if record_fp != fp {
             Claim::Changed
         } else if flags & OK == 0 && !self.keep_errors {
@@ -378,25 +425,44 @@ where
         },
         done: RowSet::default(),
         kept: RowSet::default(),
+        met: RowSet::default(),
         relabels: sorter(),
         claimed: 0,
         relabelled: 0,
     };
+    let foreign_models: HashSet<u64> = scanned
+        .by_model
+        .keys()
+        .filter(|model| !keys.sent_to.contains(model))
+        .copied()
+        .collect();
     if keys.with_ids {
-        join_explicit(&mut tally, scanned.by_id, scanned.anonymous, keys.explicit)
+        let unmet = join_explicit(
+            &mut tally,
+            scanned.by_id,
+            scanned.anonymous,
+            keys.explicit,
+            !foreign_models.is_empty(),
+        )
+        .map_err(&io)?;
+        if let Some(unmet) = unmet {
+            let records = scan_foreign(path, &foreign_models)?;
+            join_foreign(&mut tally, records, unmet).map_err(&io)?;
+        }
     } else {
-        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous)
+        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous).map_err(&io)?;
     }
-    .map_err(&io)?;
-    // Records of a model no unit goes to stay as they are.
+    // Foreign records no unit met stay as they are.
     let mut foreign = 0;
-    for (model, (count, indices)) in &scanned.by_model {
-        if !keys.sent_to.contains(model) {
-            foreign += count;
-            tally.plan.other_models += count;
-            tally.kept.union_with(indices);
+    for model in &foreign_models {
+        for index in scanned.by_model[model].iter() {
+            if !tally.met.contains(index) {
+                foreign += 1;
+                tally.kept.insert(index);
+            }
         }
     }
+    tally.plan.other_models += foreign;
     let unterminated = !file_ends_with_newline(path);
     let needs_rewrite = scanned.torn.is_some()
         || unterminated
@@ -421,45 +487,47 @@ where
     )))
 }
 
+/// Units that met no record, for the foreign records: `[id_fp_key(id, fingerprint), row,
+/// fingerprint, unit]`.
+type Unmet = Sorter<[u64; 4]>;
+
 /// Rows with explicit ids against the records: by id, then (numeric ids without such a record)
-/// by the row number of records whose id is their row.
+/// by the row number of records whose id is their row. The units that met no record are
+/// returned when `foreign` (the output has foreign records), and counted new otherwise.
 fn join_explicit(
     tally: &mut Tally,
     by_id: Sorted<[u64; 6]>,
     anonymous: Sorted<[u64; 6]>,
-    rows: Sorted<[u64; 6]>,
-) -> Result<(), std::io::Error> {
-    let mut records = Peek::new(by_id)?;
-    // Units to look up by number: `[number_key(number, model), row, fingerprint, unit]`.
-    let mut by_number = sorter::<[u64; 4]>();
-    let mut current: Option<([u64; 6], bool)> = None; // the record of the current key, claimed
-    for row in rows {
-        let [key, row, fp, number, unit, model] = row?;
-        if current.is_none_or(|(r, _)| r[0] != key) {
-            current = None;
-            // The last record with this key (the index kept the last one in file order).
-            while let Some(r) = records.next {
-                if r[0] > key {
-                    break;
-                }
-                records.take()?;
-                if r[0] == key && records.next.is_none_or(|next| next[0] != key) {
-                    current = Some((r, false));
-                }
-            }
+    rows: Sorted<[u64; 7]>,
+    foreign: bool,
+) -> Result<Option<Peek<[u64; 4]>>, std::io::Error> {
+    let mut unmet: Option<Unmet> = foreign.then(sorter);
+    let mut none = |tally: &mut Tally, [id_fp, row, fp, unit]: [u64; 4]| match &mut unmet {
+        Some(unmet) => unmet.push([id_fp, row, fp, unit]),
+        None => {
+            tally.count((row, unit), Claim::New);
+            Ok(())
         }
-        match &mut current {
+    };
+    let mut records = LastByKey::new(by_id)?;
+    // Units to look up by number: `[number_key(number, model), row, fingerprint, unit, id_fp]`.
+    let mut by_number = sorter::<[u64; 5]>();
+    for row in rows {
+        let [key, row, fp, number, unit, model, id_fp] = row?;
+        match records.last_with(key)? {
             Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
                 *claimed = tally.meet((row, unit), fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
             }
-            None if number != NONE => by_number.push([number_key(number, model), row, fp, unit])?,
-            None => tally.count((row, unit), Claim::New),
+            None if number != NONE => {
+                by_number.push([number_key(number, model), row, fp, unit, id_fp])?
+            }
+            None => none(tally, [id_fp, row, fp, unit])?,
         }
     }
     let mut lookups = Peek::new(by_number.finish()?)?;
     if lookups.next.is_none() {
-        return Ok(());
+        return unmet.map(|u| Peek::new(u.finish()?)).transpose();
     }
     // Records whose id is their row, by (row, model):
     // `[number_key(row, model), fingerprint, index, flags, cost, row]`; of several with one
@@ -469,25 +537,58 @@ fn join_explicit(
         let [fp, row, index, flags, cost, model] = r?;
         by_row.push([number_key(row, model), fp, index, flags, cost, row])?;
     }
-    let mut records = Peek::new(by_row.finish()?)?;
-    let mut current: Option<([u64; 6], bool)> = None;
-    while let Some([number, row, fp, unit]) = lookups.take()? {
-        if current.is_none_or(|(r, _)| r[0] != number) {
-            current = None;
-            while let Some(r) = records.next {
-                if r[0] > number {
-                    break;
-                }
-                records.take()?;
-                if r[0] == number && records.next.is_none_or(|next| next[0] != number) {
-                    current = Some((r, false));
-                }
-            }
-        }
-        match &mut current {
-            Some((_, true)) | None => tally.count((row, unit), Claim::New),
+    let mut records = LastByKey::new(by_row.finish()?)?;
+    while let Some([number, row, fp, unit, id_fp]) = lookups.take()? {
+        match records.last_with(number)? {
+            Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
                 *claimed = tally.meet((row, unit), fp, false, (r[2], r[1], r[5], r[3], r[4]))?;
+            }
+            None => none(tally, [id_fp, row, fp, unit])?,
+        }
+    }
+    unmet.map(|u| Peek::new(u.finish()?)).transpose()
+}
+
+/// Reads the output again for its foreign records (of `models`):
+/// `[id_fp_key(id, fingerprint), index, fingerprint, row, flags, cost]`, sorted.
+fn scan_foreign(path: &Path, models: &HashSet<u64>) -> Result<Sorted<[u64; 6]>, Error> {
+    let io = io_error(path);
+    let mut foreign = sorter::<[u64; 6]>();
+    let mut records = Records::<Earlier>::open(path)?;
+    for (index, item) in (&mut records).enumerate() {
+        let (_, record) = item.map_err(suggest_fresh)?;
+        if !models.contains(&model_key(&record.model)) {
+            continue;
+        }
+        let fp = unit_fingerprint(&record.fingerprint, &record.model);
+        foreign
+            .push([
+                id_fp_key(&record.id, fp),
+                index as u64,
+                fp,
+                record.row,
+                flags(&record),
+                record.cost_usd.unwrap_or(0.0).to_bits(),
+            ])
+            .map_err(&io)?;
+    }
+    foreign.finish().map_err(&io)
+}
+
+/// Units that met no record against the foreign records with their id and fingerprint (the
+/// last in the file of each).
+fn join_foreign(
+    tally: &mut Tally,
+    records: Sorted<[u64; 6]>,
+    mut units: Peek<[u64; 4]>,
+) -> Result<(), std::io::Error> {
+    let mut records = LastByKey::new(records)?;
+    while let Some([key, row, fp, unit]) = units.take()? {
+        match records.last_with(key)? {
+            Some((_, true)) | None => tally.count((row, unit), Claim::New),
+            Some((r, claimed)) => {
+                *claimed = tally.meet((row, unit), fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
             }
         }
     }
@@ -597,6 +698,8 @@ mod tests {
 
     /// The models of the test's records and units; a run's list is a prefix of them.
     const MODELS: [&str; 3] = ["m", "n", "o"];
+    /// The names a gateway answered for them, which some earlier records hold.
+    const RENAMED: [&str; 3] = ["gw/m", "gw/n", "gw/o"];
 
     /// A unit's request fingerprint: the row's content `fp` (0: a row without a request) sent
     /// to model `m`.
@@ -652,6 +755,7 @@ mod tests {
         crate::spill::TEST_ITEMS.with(|n| n.set(Some(3)));
         let mut foreign_kept = 0;
         let mut several_done = 0;
+        let mut foreign_met = 0;
         for seed in 1..=600u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let explicit = rng.next(2) == 0;
@@ -692,7 +796,11 @@ mod tests {
                     prompt: "p".into(),
                     completion: Some("c".into()),
                     finish_reason: None,
-                    model: MODELS[m].into(),
+                    model: if rng.next(4) == 0 {
+                        RENAMED[m].into()
+                    } else {
+                        MODELS[m].into()
+                    },
                     prompt_tokens: 1,
                     cached_tokens: 0,
                     completion_tokens: 1,
@@ -782,25 +890,31 @@ mod tests {
                 std::fs::read_to_string(&b).unwrap(),
                 "{what}\n{text}"
             );
-            // Records of a model no unit goes to are all kept, unchanged.
-            let sent: std::collections::HashSet<String> = make_rows()
-                .map(|r| r.unwrap().model().to_string())
-                .collect();
-            let foreign = |text: &str| -> Vec<String> {
+            // Records of a model no unit goes to, whose request no unit sends, are all kept,
+            // unchanged.
+            let (sent, fingerprints): (HashSet<String>, HashSet<String>) = make_rows()
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r.model().to_string(), r.fingerprint().to_string())
+                })
+                .unzip();
+            let foreign = |text: &str, unsent: bool| -> Vec<String> {
                 text.lines()
                     .filter(|l| {
-                        let model = serde_json::from_str::<serde_json::Value>(l).unwrap()["model"]
-                            .as_str()
-                            .unwrap()
-                            .to_string();
-                        !sent.contains(&model)
+                        let record = serde_json::from_str::<serde_json::Value>(l).unwrap();
+                        let fp = record["fingerprint"].as_str().unwrap();
+                        !sent.contains(record["model"].as_str().unwrap())
+                            && (!unsent || fp.is_empty() || !fingerprints.contains(fp))
                     })
                     .map(String::from)
                     .collect()
             };
             let after = std::fs::read_to_string(&a).unwrap();
-            assert_eq!(foreign(&text), foreign(&after), "{what}");
-            foreign_kept += usize::from(!foreign(&after).is_empty());
+            assert_eq!(foreign(&text, true), foreign(&after, true), "{what}");
+            foreign_kept += usize::from(!foreign(&after, true).is_empty());
+            // Foreign records a unit met (an explicit id and its request, or an anonymous
+            // row's request) are not counted as other models'.
+            foreign_met += usize::from(want.other_models < foreign(&text, false).len() as u64);
             several_done += usize::from(models > 1 && want.done > 0);
             std::fs::remove_file(&a).unwrap();
             std::fs::remove_file(&b).unwrap();
@@ -813,6 +927,10 @@ mod tests {
         assert!(
             several_done > 20,
             "plans with several models: {several_done}"
+        );
+        assert!(
+            foreign_met > 20,
+            "plans meeting foreign records: {foreign_met}"
         );
     }
 }
