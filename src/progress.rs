@@ -44,8 +44,14 @@ pub struct Counters {
     pub paused_ms: AtomicU64,
     /// The current pace and why it last changed.
     pub pace: Mutex<PaceNote>,
-    /// Rows in the input, once the background pre-count finishes (0 = unknown yet).
+    /// Units to send (rows × models), once the background pre-count finishes (0 = unknown
+    /// yet); read it through [`Counters::total`].
     pub total_rows: AtomicU64,
+    /// Units a pre-counted total holds for each row that names its own model and so has one
+    /// (the list's length − 1; 0 when the total is exact, as a resume plan's is).
+    pub total_per_own_model_row: AtomicU64,
+    /// Rows naming their own model handed out so far.
+    pub own_model_rows: AtomicU64,
     /// Cost of the records written, by model.
     pub costs: Mutex<Ledger>,
 }
@@ -70,6 +76,14 @@ pub fn describe_cost(ledger: &Ledger) -> String {
 }
 
 impl Counters {
+    /// Units to send (0 = unknown yet): the pre-count, less what rows naming their own model
+    /// did not split into.
+    pub fn total(&self) -> u64 {
+        let total = self.total_rows.load(Relaxed);
+        let fewer = self.own_model_rows.load(Relaxed) * self.total_per_own_model_row.load(Relaxed);
+        total.saturating_sub(fewer)
+    }
+
     /// Counts a record as written.
     pub fn record_written(&self, record: &Record) {
         match record.status {
@@ -282,7 +296,7 @@ async fn draw_bar(counters: Arc<Counters>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let total = counters.total_rows.load(Relaxed);
+        let total = counters.total();
         if total > 0 && bar.length() != Some(total) {
             bar.set_length(total);
         }
@@ -303,7 +317,7 @@ async fn log_lines(counters: Arc<Counters>, every: Duration, stop: CancellationT
             _ = tick.tick() => {}
         }
         let done = counters.done();
-        let total = counters.total_rows.load(Relaxed);
+        let total = counters.total();
         let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
         let of_total = if total > 0 {
             format!("/{total} ({:.1}%)", 100.0 * done as f64 / total as f64)

@@ -310,10 +310,10 @@ fn spawn_row_count(opts: &InputOptions, models: u64, plan: Option<&Plan>, counte
     let opts = opts.clone();
     std::thread::spawn(move || {
         if let Some(n) = input::count_rows(&opts) {
-            // One unit per (row, model); a row naming its own model is one, so the total is an
-            // upper bound when the input has such rows.
-            let units = n * models;
-            counters.total_rows.store(units, Relaxed);
+            // One unit per (row, model); a row naming its own model is one, which the
+            // dispatcher counts as it hands such rows out.
+            counters.total_per_own_model_row.store(models - 1, Relaxed);
+            counters.total_rows.store(n * models, Relaxed);
         }
     });
 }
@@ -355,6 +355,9 @@ async fn dispatch(
             Ok(row) => row,
             Err(end) => return end,
         };
+        if row.own_model {
+            ctx.counters.own_model_rows.fetch_add(1, Relaxed);
+        }
         let admitted = match admit(row, ctx, permits).await {
             Ok(admitted) => admitted,
             Err(end) => return end,

@@ -331,6 +331,45 @@ fn estimate_prices_each_model_of_the_list_and_the_total() {
 }
 
 #[test]
+fn progress_counts_a_row_naming_its_own_model_as_one_unit() {
+    // 12 rows to `--model a,b`, 4 of which name their own model: 8 × 2 + 4 = 20 units. The
+    // pre-count says 24; each such row read takes one off, so the total falls to 20.
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("150ms").unwrap(),
+        ..SimOptions::default()
+    });
+    let dir = Workdir::new();
+    let rows: String = (0..12)
+        .map(|i| match i % 3 {
+            0 => format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\",\"model\":\"mine\"}}\n"),
+            _ => format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\"}}\n"),
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &rows);
+    let output = dir.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["--model", "a,b", "-c", "2", "--log-every", "100ms"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(read_jsonl(&output).len(), 20);
+    let totals: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("progress: "))
+        .filter_map(|l| l.split_once(' ').map(|(count, _)| count))
+        .filter_map(|count| count.split_once('/').map(|(_, total)| total))
+        .collect();
+    assert!(totals.len() >= 3, "{}", r.stderr);
+    assert_eq!(totals.last(), Some(&"20"), "{}", r.stderr);
+    let totals: Vec<u64> = totals.iter().map(|t| t.parse().unwrap()).collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
+    assert!(totals.iter().all(|t| (20..=24).contains(t)), "{totals:?}");
+}
+
+#[test]
 fn a_row_naming_its_own_model_is_sent_to_it_alone() {
     let sim = Sim::plain();
     let dir = Workdir::new();

@@ -48,6 +48,9 @@ pub struct Row {
     /// The same row for the next models of the list (slots 1, 2, …), until `models::PerModel`
     /// hands each out as a row of its own.
     pub(crate) more: Vec<RowContent>,
+    /// The row names its own model (a JSONL `model`, a Batch line's `body.model`): it has this
+    /// one unit whatever `--model`'s list.
+    pub own_model: bool,
 }
 
 /// How the error record of a malformed row under --skip-invalid starts.
@@ -273,6 +276,7 @@ impl RowFactory {
                 kept: None,
                 slot: 0,
                 more: Vec::new(),
+                own_model: false,
             });
         }
         let extracted = match duplicate {
@@ -330,6 +334,7 @@ impl RowFactory {
             kept: None,
             slot: 0,
             more: contents.collect(),
+            own_model: own_model.is_some(),
         })
     }
 

@@ -65,6 +65,7 @@ impl Iterator for PerModel {
                     kept: row.kept.clone(),
                     slot: slot as u32 + 1,
                     more: Vec::new(),
+                    own_model: false,
                 });
             }
             self.pending.push_front(row);

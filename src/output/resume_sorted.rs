@@ -737,6 +737,7 @@ mod tests {
             kept: None,
             slot,
             more: Vec::new(),
+            own_model: false,
         }
     }
 
