@@ -97,6 +97,12 @@ pub struct InputArgs {
     #[arg(long)]
     pub id_column: Option<String>,
 
+    /// CSV or Parquet column naming each row's model: a row with a value there is sent to that
+    /// model alone (one record), whatever --model lists; an empty cell goes to --model's list.
+    /// (JSONL rows name theirs with a `model` field, a Batch line with `body.model`.)
+    #[arg(long, value_name = "COLUMN")]
+    pub model_column: Option<String>,
+
     /// Turn malformed input records into error records instead of stopping the run.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -630,6 +636,7 @@ impl InputArgs {
         input.prompt_column = self.prompt_column;
         input.template = self.template;
         input.id_column = self.id_column;
+        input.model_column = self.model_column;
         input.skip_invalid = self.skip_invalid;
         input.limit = self.limit;
         input.shard = self.shard;

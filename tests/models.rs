@@ -370,6 +370,81 @@ fn progress_counts_a_row_naming_its_own_model_as_one_unit() {
 }
 
 #[test]
+fn a_csv_model_column_sends_each_row_to_its_own_model() {
+    // An Excel-style CSV (BOM, CRLF): a value in `llm` sends the row to that model alone
+    // (trimmed); an empty cell goes to each model of --model's list.
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.write(
+        "in.csv",
+        "\u{feff}id,prompt,llm\r\nr1,one,mine\r\nr2,two,\r\nr3,three, spaced \r\n",
+    );
+    let output = dir.path("out.jsonl");
+    let args = ["-q", "--model", "a,b", "--model-column", "llm", "--ordered"];
+    let r = run(&sim, &input, &output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got: Vec<(String, String)> = read_jsonl(&output)
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["model"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [("r1", "mine"), ("r2", "a"), ("r2", "b"), ("r3", "spaced")]
+        .map(|(i, m)| (i.to_string(), m.to_string()));
+    assert_eq!(got, want);
+    assert_eq!(sim.requests(), 4);
+    let r = run(&sim, &input, &output, &args);
+    assert!(
+        r.stderr
+            .contains("already complete: all 4 (row, model) pairs have a record"),
+        "{}",
+        r.stderr
+    );
+    // `estimate` prices each row at its own model.
+    let r = run_args(&[
+        "estimate",
+        input.to_str().unwrap(),
+        "--model",
+        "gpt-5.2,gemini-3.1-pro-preview",
+        "--model-column",
+        "llm",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("mine"), "{}", r.stdout);
+    // A missing column, and the flag on a JSONL input, are refused with what to do.
+    let r = run(
+        &sim,
+        &input,
+        &dir.path("o2.jsonl"),
+        &["--model-column", "engine"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--model-column") && r.stderr.contains("llm"),
+        "{}",
+        r.stderr
+    );
+    let jsonl = dir.write("in.jsonl", "{\"prompt\":\"x\"}\n");
+    let r = run(
+        &sim,
+        &jsonl,
+        &dir.path("o3.jsonl"),
+        &["--model-column", "llm"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("JSONL rows name their own model with a `model` field"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 4);
+}
+
+#[test]
 fn a_row_naming_its_own_model_is_sent_to_it_alone() {
     let sim = Sim::plain();
     let dir = Workdir::new();

@@ -775,3 +775,79 @@ fn parquet_columns_are_kept_with_their_types() {
         r.stderr
     );
 }
+
+#[test]
+fn a_model_column_sends_each_row_to_its_own_model() {
+    // `--model-column llm`: a value sends the row to that model alone; null or empty goes to
+    // each model of --model's list.
+    let sim = Sim::plain();
+    let dir = Workdir::new();
+    let input = dir.path("in.parquet");
+    write_parquet(
+        &input,
+        vec![
+            (
+                "id",
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as ArrayRef,
+            ),
+            (
+                "prompt",
+                Arc::new(StringArray::from(vec!["p a", "p b", "p c", "p d"])) as ArrayRef,
+            ),
+            (
+                "llm",
+                Arc::new(StringArray::from(vec![
+                    Some("mine"),
+                    None,
+                    Some(""),
+                    Some("théirs"),
+                ])) as ArrayRef,
+            ),
+        ],
+        2,
+    );
+    let output = dir.path("out.jsonl");
+    let args = ["-q", "--model", "x,y", "--model-column", "llm", "--ordered"];
+    let r = run(&sim, &input, &output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got: Vec<(String, String)> = read_jsonl(&output)
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["model"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("a", "mine"),
+        ("b", "x"),
+        ("b", "y"),
+        ("c", "x"),
+        ("c", "y"),
+        ("d", "théirs"),
+    ]
+    .map(|(i, m)| (i.to_string(), m.to_string()));
+    assert_eq!(got, want);
+    assert_eq!(sim.requests(), 6);
+    let r = run(&sim, &input, &output, &args);
+    assert!(
+        r.stderr
+            .contains("already complete: all 6 (row, model) pairs have a record"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 6);
+    // A column the file lacks is refused before anything is sent, naming the ones it has.
+    let r = run(
+        &sim,
+        &input,
+        &dir.path("other.jsonl"),
+        &["--model-column", "engine"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--model-column"), "{}", r.stderr);
+    assert!(r.stderr.contains("engine"), "{}", r.stderr);
+    assert!(r.stderr.contains("llm"), "{}", r.stderr);
+    assert_eq!(sim.requests(), 6);
+}

@@ -44,6 +44,8 @@ pub(crate) struct CsvRows {
     header: Header,
     prompt: CsvPrompt,
     id_column: Option<usize>,
+    /// `--model-column`.
+    model_column: Option<usize>,
     /// `--keep-columns`: (name, index) of each kept column, in order.
     kept: Vec<(String, usize)>,
     record: RawRecord,
@@ -189,6 +191,10 @@ impl CsvRows {
                 None => header.find("the default id column", "custom_id", path)?,
             },
         };
+        let model_column = match &factory.options.0.model_column {
+            Some(name) => Some(header.resolve("--model-column", name, path)?),
+            None => None,
+        };
         let kept = match &factory.keep {
             None => Vec::new(),
             Some(KeepColumns::All) => header.names.iter().cloned().zip(0..).collect(),
@@ -203,6 +209,7 @@ impl CsvRows {
             header,
             prompt,
             id_column,
+            model_column,
             kept,
             record: RawRecord::default(),
             row: 0,
@@ -299,7 +306,8 @@ impl CsvRows {
         Some(match fields {
             Ok(fields) => {
                 let id = self.id_column.map(|i| fields.get(i).to_string());
-                let extracted = || Ok(Self::extract(&self.prompt, &fields));
+                let model = self.model_column.map(|i| fields.get(i));
+                let extracted = || Ok(Self::extract(&self.prompt, &fields).with_own_model(model));
                 let made = self.factory.make(self.row, line, id, extracted);
                 match self.factory.keep.is_some() {
                     true => made.map(|row| Row {

@@ -177,6 +177,28 @@ pub(crate) enum Extracted {
     },
 }
 
+impl Extracted {
+    /// The same record, naming its own model when `model` (a `--model-column` value) is not
+    /// empty.
+    pub(crate) fn with_own_model(self, model: Option<&str>) -> Self {
+        let Some(model) = model.map(str::trim).filter(|m| !m.is_empty()) else {
+            return self;
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("model".into(), serde_json::Value::String(model.to_string()));
+        match self {
+            Extracted::Prompt { prompt, .. } => Extracted::Prompt {
+                prompt,
+                overrides: Some(fields),
+            },
+            Extracted::Messages { messages, .. } => Extracted::Messages {
+                messages,
+                overrides: Some(fields),
+            },
+        }
+    }
+}
+
 /// Shared per-row logic of every format: request building, ids, duplicate check, --skip-invalid.
 pub(crate) struct RowFactory {
     pub path: PathBuf,
@@ -467,6 +489,15 @@ fn open_mode(
         None => IdSource::Default,
     };
     let format = resolve_format(opts);
+    if let (Some(column), false) = (
+        &opts.model_column,
+        matches!(format, InputFormat::Csv | InputFormat::Parquet),
+    ) {
+        return Err(Error::Config(format!(
+            "--model-column {column}: JSONL rows name their own model with a `model` field (a \
+             Batch API line with `body.model`); --model-column is for CSV and Parquet inputs"
+        )));
+    }
     if format == InputFormat::Parquet && opts.reads_once() {
         return Err(Error::Config(format!(
             "{}: a Parquet input must be a file (its footer is read first): save it to a file \

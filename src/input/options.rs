@@ -44,6 +44,8 @@ pub struct InputOptions {
     /// Column or field holding the row id. `None`: `id` if present, else `custom_id`, else the
     /// row number.
     pub id_column: Option<String>,
+    /// CSV or Parquet column naming the row's model (an empty value: `--model`'s list).
+    pub model_column: Option<String>,
     /// Turn malformed input records into error records instead of stopping.
     pub skip_invalid: bool,
     /// Only the first N data rows.
@@ -75,6 +77,7 @@ impl InputOptions {
             prompt_column: DEFAULT_PROMPT_COLUMN.to_string(),
             template: None,
             id_column: None,
+            model_column: None,
             skip_invalid: false,
             limit: None,
             shard: None,

@@ -110,6 +110,8 @@ pub(crate) struct ParquetRows {
     prompt: ParquetPrompt,
     messages: Option<usize>,
     id: Option<(String, usize)>,
+    /// `--model-column`: its name and index in the batches.
+    model: Option<(String, usize)>,
     /// `--keep-columns`: (name, index in a batch) of each kept column.
     kept: Vec<(String, usize)>,
     batch: Option<RecordBatch>,
@@ -211,8 +213,13 @@ impl ParquetRows {
                 .iter()
                 .find_map(|name| file.find(name).map(|i| (name.to_string(), i))),
         };
+        let model = match &factory.options.0.model_column {
+            Some(name) => Some((name.clone(), file.require("--model-column", name)?)),
+            None => None,
+        };
         let kept = file.kept(factory.keep.as_ref())?;
         wanted.extend(template_columns.iter().map(|(_, i)| *i));
+        wanted.extend(model.as_ref().map(|(_, i)| *i));
         wanted.extend(prompt_column);
         wanted.extend(messages);
         wanted.extend(id.as_ref().map(|(_, i)| *i));
@@ -241,6 +248,7 @@ impl ParquetRows {
         };
         let messages = messages.map(at);
         let id = id.map(|(name, i)| (name, at(i)));
+        let model = model.map(|(name, i)| (name, at(i)));
         let kept = kept.into_iter().map(|(name, i)| (name, at(i))).collect();
         let group_ends = group_ends(&builder);
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
@@ -260,6 +268,7 @@ impl ParquetRows {
             prompt,
             messages,
             id,
+            model,
             kept,
             batch: None,
             at: 0,
@@ -328,7 +337,18 @@ impl ParquetRows {
             }
             None => None,
         };
-        Ok((id, self.content(batch, i)))
+        let content = match &self.model {
+            Some((name, index)) if !batch.column(*index).is_null(i) => {
+                match text_at(batch.column(*index).as_ref(), i) {
+                    Ok(model) => self
+                        .content(batch, i)
+                        .map(|c| c.with_own_model(Some(&model))),
+                    Err(e) => Err(format!("{}: {e}", self.place(name))),
+                }
+            }
+            _ => self.content(batch, i),
+        };
+        Ok((id, content))
     }
 
     fn content(&self, batch: &RecordBatch, i: usize) -> Result<Extracted, String> {
