@@ -383,15 +383,7 @@ fn a_csv_model_column_sends_each_row_to_its_own_model() {
     let args = ["-q", "--model", "a,b", "--model-column", "llm", "--ordered"];
     let r = run(&sim, &input, &output, &args);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let got: Vec<(String, String)> = read_jsonl(&output)
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().into(),
-                r["model"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let got = ids_and_models(&output);
     let want = [("r1", "mine"), ("r2", "a"), ("r2", "b"), ("r3", "spaced")]
         .map(|(i, m)| (i.to_string(), m.to_string()));
     assert_eq!(got, want);
@@ -465,15 +457,7 @@ fn a_row_naming_its_own_model_is_sent_to_it_alone() {
         &["-q", "--model", "a,b", "--ordered"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let got: Vec<(String, String)> = read_jsonl(&output)
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().to_string(),
-                r["model"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let got = ids_and_models(&output);
     let want = [
         ("plain", "a"),
         ("plain", "b"),

@@ -810,15 +810,7 @@ fn a_model_column_sends_each_row_to_its_own_model() {
     let args = ["-q", "--model", "x,y", "--model-column", "llm", "--ordered"];
     let r = run(&sim, &input, &output, &args);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let got: Vec<(String, String)> = read_jsonl(&output)
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().into(),
-                r["model"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let got = ids_and_models(&output);
     let want = [
         ("a", "mine"),
         ("b", "x"),

@@ -176,6 +176,17 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `(id, model)` of each record of a JSONL output, in file order.
+pub fn ids_and_models(path: &Path) -> Vec<(String, String)> {
+    read_jsonl(path)
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r[name].as_str().unwrap_or_default().to_string();
+            (field("id"), field("model"))
+        })
+        .collect()
+}
+
 /// The simulator's prompt-token count for messages with these texts (see `sim` docs).
 pub fn sim_prompt_tokens(texts: &[&str]) -> u64 {
     texts.iter().map(|t| (t.len() as u64).div_ceil(4) + 4).sum()
