@@ -40,6 +40,9 @@ pub(crate) struct Prepared {
     pub schema: Option<AnswerSchema>,
     /// The shape of the output's lines.
     pub output_format: crate::output::format::OutputFormat,
+    /// `--via batch --fallback live`: what the batch part paid for the rows handed to the live
+    /// runner (answers that failed `--json-schema`), for their live records.
+    pub carried: crate::spent::Carried,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -87,6 +90,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         schema,
         output_format,
         done,
+        carried: Default::default(),
     })
 }
 

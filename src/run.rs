@@ -114,17 +114,6 @@ async fn run_to(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
             if crate::paths::is_stdin(&opts.input.path) { "standard input" } else { "rows in memory" }
         )));
     }
-    if opts.via == Via::Batch
-        && opts.batch.fallback == crate::batch::Fallback::Live
-        && opts.request.json_schema.is_some()
-    {
-        return Err(Error::Config(
-            "--json-schema with --via batch --fallback live is not supported (the tokens and cost \
-             of batch answers that failed the schema would not reach the rows' live records): \
-             drop --fallback live (answers that fail the schema go into a new batch), or use --via live"
-                .into(),
-        ));
-    }
     let mut prepared = prepare(opts).await?;
     // One set of counters for the whole run: with `--fallback live` the live part adds to the
     // batch part's, so the summary counts both.
@@ -159,6 +148,7 @@ async fn run_live(
         schema,
         output_format,
         done: _,
+        carried,
     } = prepared;
     let budget = opts
         .cost
@@ -198,6 +188,7 @@ async fn run_live(
         keep_response: opts.output.keep_response,
         schema,
         breaker: Breaker::default(),
+        carried,
         warnings: Repeats::default(),
     });
 
@@ -226,7 +217,12 @@ async fn run_live(
         .dispatched
         .load(Relaxed)
         .saturating_sub(counters.done() + ctx.breaker.held_back());
-    let stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
+    let mut stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
+    if opts.via == Via::Batch && matches!(stop, StopReason::Completed) {
+        if let Err(e) = crate::batch::forget_carried_spend(&output, &ctx.carried) {
+            stop = StopReason::Failed(e);
+        }
+    }
     let mut summary = summarize(&ctx, plan.as_ref(), started, stop, unrecorded);
     summary.models = opts.request.models_per_row();
     Ok(summary)
@@ -469,6 +465,7 @@ async fn start(
     let place = RowPlace {
         id: row.id,
         row: row.row,
+        slot: row.slot,
         line: row.line,
         kept: row.kept,
     };
@@ -496,8 +493,10 @@ async fn start(
         let outcome = worker::process(&ctx, place, request).await;
         if let Some(reservation) = reservation {
             let own = outcome.own.as_ref();
+            // What the batch part paid for the row is on the books already.
             reservation.settle(
-                own.and_then(|r| r.cost_usd),
+                own.and_then(|r| r.cost_usd)
+                    .map(|cost| (cost - outcome.carried_usd).max(0.0)),
                 own.map_or(0, |r| r.completion_tokens),
             );
         }

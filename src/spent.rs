@@ -2,6 +2,12 @@
 //! `--json-schema`): the live worker carries them between attempts, and a `--via batch` run
 //! keeps them in its state file between batches, until they are added to the row's record — so
 //! the record's tokens and cost are everything the row cost, and `report` matches the bill.
+//! When a `--via batch --fallback live` run hands such rows to the live runner, their spend
+//! goes with them ([`Carried`]) and their live records hold it; the state file keeps it until a
+//! record does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,13 +27,25 @@ pub struct Spent {
 impl Spent {
     /// Adds one paid answer.
     pub fn add(&mut self, usage: &TokenUsage, cost: Option<f64>) {
-        self.cost = match (self.answers, self.cost, cost) {
+        self.merge(&Spent {
+            usage: *usage,
+            cost,
+            answers: 1,
+        });
+    }
+
+    /// Adds other paid answers (another attempt's, another row's for totals).
+    pub fn merge(&mut self, other: &Spent) {
+        if other.answers == 0 {
+            return;
+        }
+        self.cost = match (self.answers, self.cost, other.cost) {
             (0, _, cost) => cost,
             (_, Some(a), Some(b)) => Some(a + b),
             _ => None,
         };
-        self.answers += 1;
-        self.usage += usage;
+        self.answers += other.answers;
+        self.usage += &other.usage;
     }
 
     /// Adds these answers to a row's record: its tokens and cost are the row's total.
@@ -44,6 +62,73 @@ impl Spent {
             (Some(own), Some(spent)) => Some(own + spent),
             _ => None,
         };
+        // Every answer it holds was an attempt (a batch row whose count of batches was lost
+        // when its rows were handed to the live runner and the run stopped).
+        let answers = self.answers + u32::from(record.status == crate::output::record::Status::Ok);
+        record.attempts = record.attempts.max(answers);
+    }
+}
+
+/// What the batch part of a `--fallback live` run paid for rows it hands to the live runner,
+/// by unit (`input::models::unit`): each row's first live attempt takes its own.
+#[derive(Debug, Default)]
+pub struct Carried {
+    units: Mutex<HashMap<u64, Spent>>,
+    /// Models each row goes to (for the unit numbers).
+    models: u64,
+}
+
+impl Carried {
+    pub fn new(spent: &BTreeMap<u64, Spent>, models: u64) -> Self {
+        Carried {
+            units: Mutex::new(spent.iter().map(|(unit, s)| (*unit, s.clone())).collect()),
+            models,
+        }
+    }
+
+    /// The spend carried for (row, slot), taken once (nothing after, or when none).
+    pub fn take(&self, row: u64, slot: u32) -> Spent {
+        let unit = crate::input::models::unit(row, u64::from(slot), self.models.max(1));
+        self.units
+            .lock()
+            .ok()
+            .and_then(|mut units| units.remove(&unit))
+            .unwrap_or_default()
+    }
+
+    /// What the carried answers cost (an unpriced one counts 0).
+    pub fn cost_usd(&self) -> f64 {
+        self.units
+            .lock()
+            .map(|units| units.values().filter_map(|s| s.cost).sum())
+            .unwrap_or(0.0)
+    }
+
+    /// The rows whose spend no live attempt took (they were not sent), and that spend.
+    pub fn left(&self) -> (u64, Spent) {
+        let mut left = Spent::default();
+        let mut rows = 0;
+        if let Ok(units) = self.units.lock() {
+            for spent in units.values() {
+                left.merge(spent);
+                rows += 1;
+            }
+        }
+        (rows, left)
+    }
+
+    /// Says that `rows` rows' failed answers (`spent`) will be on no record.
+    pub fn say_unrecorded(rows: u64, spent: &Spent) {
+        if rows == 0 {
+            return;
+        }
+        crate::say!(
+            "{rows} rows that are no longer sent had answers that failed --json-schema ({} tokens, {}): no record holds what they cost",
+            crate::human::group(spent.usage.total),
+            spent
+                .cost
+                .map_or_else(|| "unpriced".to_string(), crate::human::format_usd)
+        );
     }
 }
 

@@ -124,6 +124,9 @@ pub struct WorkerContext {
     pub schema: Option<AnswerSchema>,
     /// Per-model circuit breakers: a systematic refusal stops that model's rows.
     pub breaker: Breaker,
+    /// `--via batch --fallback live`: what rows handed over were paid in batches (their
+    /// answers failed `--json-schema`); each row's record adds its own.
+    pub carried: crate::spent::Carried,
     /// Row-failure warnings: the first few of each kind are printed.
     pub warnings: Repeats,
 }
@@ -154,6 +157,9 @@ pub struct Outcome {
     /// Budget reserved for the row's extra attempts (`--json-schema` retries under
     /// `--max-cost`): released only after the row's own reservation is settled with its cost.
     pub extra_reservations: Vec<crate::budget::Reservation>,
+    /// What the record holds of answers paid before this run's live attempts (`Carried`):
+    /// already counted by `--max-cost`.
+    pub carried_usd: f64,
 }
 
 /// Where a row is in the input: its id, number and line.
@@ -161,6 +167,8 @@ pub struct Outcome {
 pub struct RowPlace {
     pub id: String,
     pub row: u64,
+    /// The position of the row's model in `--model`'s list (`Row::slot`).
+    pub slot: u32,
     pub line: u64,
     /// `--keep-columns`: the row's kept input values.
     pub kept: Option<crate::input::Kept>,
@@ -272,17 +280,29 @@ fn keep_response(record: &mut Record, body: &[u8]) {
 
 /// Sends one row until it has an answer, a permanent error or no retries left.
 pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequest) -> Outcome {
+    let carried = ctx.carried.take(place.row, place.slot);
+    let carried_usd = carried.cost.unwrap_or(0.0);
     let info = place.info(
         ctx,
         std::mem::take(&mut request.prompt),
         request.model.clone(),
         std::mem::take(&mut request.fingerprint),
     );
-    process_row(ctx, info, request).await.unwrap_or_default()
+    let outcome = process_row(ctx, info, request, carried).await;
+    Outcome {
+        carried_usd,
+        ..outcome.unwrap_or_default()
+    }
 }
 
 /// [`process`]; `None` when the row gets no record and releases nothing.
-async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -> Option<Outcome> {
+/// `spent`: what the row's earlier answers cost (carried from a batch).
+async fn process_row(
+    ctx: &WorkerContext,
+    info: RowInfo,
+    request: ChatRequest,
+    spent: Spent,
+) -> Option<Outcome> {
     #[cfg(debug_assertions)]
     fault_injection::panic_if_asked(info.row);
     let mut row = RowAttempts {
@@ -290,7 +310,8 @@ async fn process_row(ctx: &WorkerContext, info: RowInfo, request: ChatRequest) -
         info,
         request,
         attempts: 0,
-        spent: Spent::default(),
+        earlier_answers: spent.answers,
+        spent,
         extra_reservations: Vec::new(),
         no_more_attempts: false,
     };
@@ -322,6 +343,9 @@ struct RowAttempts {
     attempts: u32,
     /// Answers that failed `--json-schema`: paid for, so their tokens and cost go on the record.
     spent: Spent,
+    /// How many of those were answered before this run's live attempts (in batches, `Carried`):
+    /// the record counts them as attempts, `--max-retries` does not.
+    earlier_answers: u32,
     /// Under `--max-cost`, each `--json-schema` retry first reserves its own worst case.
     extra_reservations: Vec<crate::budget::Reservation>,
     /// A retry would not fit under `--max-cost`.
@@ -419,22 +443,30 @@ impl RowAttempts {
         let body = ctx.keep_response.then(|| completion.body.clone());
         // The row is done: its info moves into the record (no copy of the prompt per answer).
         let info = std::mem::take(&mut self.info);
-        let mut own = Record::ok(info, completion, latency_ms, self.attempts, cost);
+        let attempts = self.attempts_on_record();
+        let mut own = Record::ok(info, completion, latency_ms, attempts, cost);
         let parsed = ctx.schema.as_ref().map(|schema| (parsed, schema));
         complete_ok(&mut own, &self.spent, parsed, body.as_deref());
         Ok(Outcome {
             own: Some(own),
             released,
             extra_reservations: std::mem::take(&mut self.extra_reservations),
+            ..Outcome::default()
         })
+    }
+
+    /// The record's `attempts`: this run's, and the batch answers its spend carries.
+    fn attempts_on_record(&self) -> u32 {
+        self.attempts + self.earlier_answers
     }
 
     /// A failed attempt: stop the run (fatal), the row's error record (permanent, or no retries
     /// left), or a retry after the server's advice or the backoff, whichever is longer.
     fn failed(&mut self, ctx: &WorkerContext, failure: Failure, latency_ms: u64) -> Next {
         let attempts = self.attempts;
+        let on_record = self.attempts_on_record();
         let error_record = |message: String| {
-            let mut record = Record::error(self.info.clone(), message, latency_ms, attempts);
+            let mut record = Record::error(self.info.clone(), message, latency_ms, on_record);
             self.spent.add_to(&mut record);
             record
         };
@@ -452,10 +484,11 @@ impl RowAttempts {
                     own: None,
                     released,
                     extra_reservations: std::mem::take(&mut self.extra_reservations),
+                    ..Outcome::default()
                 }))
             }
             FailureKind::Transient if attempts > ctx.retry.max_retries || self.no_more_attempts => {
-                let message = format!("gave up after {attempts} attempts: {}", failure.message);
+                let message = format!("gave up after {on_record} attempts: {}", failure.message);
                 ctx.counters.transient_errors.fetch_add(1, Relaxed);
                 let record = error_record(message);
                 warn_row_failed(ctx, &record);

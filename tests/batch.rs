@@ -1187,24 +1187,161 @@ fn killed_while_collecting_schema_retries_the_resume_counts_each_paid_answer_onc
 }
 
 #[test]
-fn json_schema_with_fallback_live_is_refused_before_anything_is_sent() {
+fn json_schema_with_fallback_live_carries_the_batch_answers_cost_to_the_live_records() {
+    // One batch: a is answered valid; b (prose the first time) and c (a label the schema
+    // refuses) fail --json-schema and go live. Their live records hold the failed batch
+    // answer too, at the batch price, and the summary, `report` and the records agree.
     let sim = Sim::plain();
     let work = Workdir::new();
     let schema = work.write("sentiment.json", LABEL_SCHEMA);
     let input = work.write("in.jsonl", SCHEMA_ROWS);
     let output = work.path("out.jsonl");
     let schema_arg = schema.display().to_string();
-    let args = ["--json-schema", schema_arg.as_str(), "--fallback", "live"];
+    let args = [
+        "--json-schema",
+        schema_arg.as_str(),
+        "--fallback",
+        "live",
+        "--max-retries",
+        "1",
+        "--max-cost",
+        "5",
+    ];
     let result = run_batch(&sim, &input, &output, &args, &[]);
-    assert_eq!(result.code, 1, "{}", result.stderr);
-    assert!(
-        result.stderr.contains("--fallback live") && result.stderr.contains("--json-schema"),
-        "{}",
-        result.stderr
+    assert_eq!(result.code, 3, "c is an error record: {}", result.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    assert!(!state_file(&output).exists(), "the spend is on the records");
+    let records = records_by_id(&output);
+    assert_eq!(records.len(), 3);
+    let a = &records["a"];
+    assert_eq!(a["status"], "ok");
+    assert!((a["cost_usd"].as_f64().unwrap() - batch_cost(a)).abs() < 1e-12);
+    // b: its batch answer (batch price) and its live answer (live price): 1/2 + 1 of the live
+    // price of one answer, the record holding two.
+    let b = &records["b"];
+    assert_eq!(
+        (&b["status"], &b["attempts"]),
+        (&json!("ok"), &json!(2)),
+        "{b}"
     );
-    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
-    assert_eq!(sim.requests(), 0);
-    assert!(!state_file(&output).exists() && !output.exists());
+    assert_eq!(b["parsed"], json!({"label": "neg", "score": 0.1}));
+    let one = common::sim_prompt_tokens(&[r#"{"label": "neg", "score": 0.1} #sim:prose=1"#]);
+    assert_eq!(b["prompt_tokens"], 2 * one, "{b}");
+    let cost = b["cost_usd"].as_f64().unwrap();
+    assert!((cost - 0.75 * live_cost(b)).abs() < 1e-12, "{b}");
+    // c: one batch answer and two live ones (--max-retries 1), all refused.
+    let c = &records["c"];
+    assert_eq!(
+        (&c["status"], &c["attempts"]),
+        (&json!("error"), &json!(3)),
+        "{c}"
+    );
+    let message = c["error"].as_str().unwrap();
+    assert!(
+        message.contains("gave up after 3 attempts") && message.contains("/label"),
+        "{c}"
+    );
+    let one = common::sim_prompt_tokens(&[r#"{"label": "meh", "score": 1}"#]);
+    assert_eq!(c["prompt_tokens"], 3 * one, "{c}");
+    let cost = c["cost_usd"].as_f64().unwrap();
+    assert!((cost - 2.5 / 3.0 * live_cost(c)).abs() < 1e-12, "{c}");
+    // The summary counts what the records hold, once.
+    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let (ok, errors, total, cost, _) = summary_figures(&result.stderr);
+    assert_eq!((ok, errors), (2, 1), "{}", result.stderr);
+    assert_eq!(total, report["tokens"]["total"].as_u64().unwrap());
+    assert_eq!(
+        cost,
+        promptbatch::human::format_usd(report["cost"]["total_usd"].as_f64().unwrap())
+    );
+    assert_eq!(report["schema_failures"], 1, "{report}");
+}
+
+#[test]
+fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume() {
+    // The batch part hands b and c to the live part with one failed answer each; the run is
+    // killed while their live requests wait (60 s: they are never answered). The state file
+    // must still hold that spend, and the run resumed against another server must put every
+    // answer paid for on the records.
+    let slow = Sim::start(SimOptions {
+        latency: promptbatch::sim::LatencySpec::parse("60s").unwrap(),
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = [
+        "--json-schema",
+        schema_arg.as_str(),
+        "--fallback",
+        "live",
+        "--max-retries",
+        "1",
+        "-q",
+    ];
+    let mut child = batch_command(&slow, &input, &output)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Both live requests sent.
+    while slow.requests() < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before going live"
+        );
+        assert!(Instant::now() < deadline, "hang detector");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+    assert_eq!(
+        state["spent"].as_object().map(|s| s.len()),
+        Some(2),
+        "{state}"
+    );
+
+    let sim = Sim::plain();
+    let result = run_batch(&sim, &input, &output, &args, &[]);
+    assert_eq!(result.code, 3, "{}", result.stderr);
+    assert!(!state_file(&output).exists());
+    let records = records_by_id(&output);
+    assert_eq!(records.len(), 3);
+    assert_eq!(records["b"]["status"], "ok");
+    assert_eq!(records["c"]["status"], "error");
+    for (id, prompt) in [
+        ("b", r#"{"label": "neg", "score": 0.1} #sim:prose=1"#),
+        ("c", r#"{"label": "meh", "score": 1}"#),
+    ] {
+        let record = &records[id];
+        let attempts = record["attempts"].as_u64().unwrap();
+        assert!(attempts >= 2, "{record}");
+        let one = common::sim_prompt_tokens(&[prompt]);
+        assert_eq!(record["prompt_tokens"], attempts * one, "{record}");
+    }
+    // Every answer paid for — each batch line, each live answer, on either server — is on a
+    // record (the two live requests the kill cut off were never answered).
+    let paid = |sim: &Sim| -> u64 {
+        let lines: u64 = batch_stats(sim)["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["total"].as_u64().unwrap())
+            .sum();
+        lines + sim.stats()["completions"].as_u64().unwrap()
+    };
+    let on_records: u64 = records
+        .values()
+        .map(|r| r["attempts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(on_records, paid(&slow) + paid(&sim), "{records:?}");
 }
 
 /// `--batch-max-attempts`: a row meeting a 503 in every batch gets its error record after that

@@ -29,8 +29,10 @@
 //! tokens and cost are kept in the state (`spent`, per unit) and the row goes into a new batch
 //! like a transient failure, up to the same batches per row; the row's record — ok, or the
 //! error naming the rule — then carries every paid answer, and `--max-cost` counts the kept
-//! spend before it submits another batch. (`--fallback live` is refused with a schema: the
-//! kept spend could not reach a live record.)
+//! spend before it submits another batch. With `--fallback live`, the rows handed to the live
+//! runner take their kept spend with them (`spent::Carried`) and their live records hold it;
+//! the state keeps it until the live part completes (`forget_carried_spend`), and a later run
+//! drops the spend of rows that have a record by then.
 //!
 //! Debug builds only: `PROMPTBATCH_TEST_ABORT_AT=after-upload|create-unsaved|after-create|
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
@@ -41,7 +43,7 @@ pub mod options;
 mod split;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,6 +58,7 @@ use crate::output::{Finished, Record, Writer};
 use crate::prepare::Prepared;
 use crate::progress::{Counters, Display, StopReason, Summary};
 use crate::shutdown::Shutdown;
+use crate::spent::{Carried, Spent};
 use crate::worker::AnswerSchema;
 use answers::{Answers, LineOutcome};
 use client::{BatchClient, BatchObject};
@@ -96,8 +99,8 @@ pub(crate) async fn run(
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
     let (drive, skip) = drive_batches(batch_run, rows, shutdown).await?;
     match drive {
-        Drive::GoLive => {
-            let prepared = hand_to_live(opts, prepared, skip, &counters)?;
+        Drive::GoLive(spent) => {
+            let prepared = hand_to_live(opts, prepared, skip, spent, &counters)?;
             Ok(BatchEnd::Live(prepared, counters))
         }
         Drive::Stopped(stop) => Ok(BatchEnd::Done(conclude(
@@ -132,6 +135,7 @@ fn hand_to_live(
     opts: &Job,
     mut prepared: Prepared,
     skip: RowSet,
+    spent: BTreeMap<u64, Spent>,
     counters: &Counters,
 ) -> Result<Prepared, Error> {
     prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
@@ -140,7 +144,10 @@ fn hand_to_live(
         crate::human::group(counters.done())
     );
     counters.dispatched.fetch_add(counters.done(), Relaxed);
-    let batch_spent = counters.cost_totals().spent_usd();
+    // Answers of rows going live that failed --json-schema were paid: their live records
+    // will hold them, and --max-cost counts them from the start.
+    prepared.carried = Carried::new(&spent, opts.request.models_per_row());
+    let batch_spent = counters.cost_totals().spent_usd() + prepared.carried.cost_usd();
     prepared.plan = match prepared.plan.take() {
         Some(mut plan) => {
             plan.spent += batch_spent;
@@ -154,6 +161,23 @@ fn hand_to_live(
     };
     prepared.done = Some(skip);
     Ok(prepared)
+}
+
+/// After the live part of a `--fallback live` run completed: every row has a record, and
+/// those the batch part paid failed `--json-schema` answers for hold them, so the state file
+/// forgets that spend (and goes, once empty). Spend no live attempt took is said.
+pub(crate) fn forget_carried_spend(
+    output: &std::path::Path,
+    carried: &Carried,
+) -> Result<(), Error> {
+    let path = state::path_for(output);
+    let Some(mut state) = State::load(&path)? else {
+        return Ok(());
+    };
+    let (rows, left) = carried.left();
+    Carried::say_unrecorded(rows, &left);
+    state.spent.clear();
+    state.save(&path)
 }
 
 /// The batch run's summary (after `--ordered`'s sort, when it completed).
@@ -247,7 +271,8 @@ fn load_state(
 /// Why driving the batches ended.
 enum Drive {
     Stopped(StopReason),
-    GoLive,
+    /// `--fallback live`, with what the rows handed over were paid in batches (by unit).
+    GoLive(BTreeMap<u64, Spent>),
 }
 
 /// Why a submission pass ended.
@@ -311,7 +336,15 @@ impl<'a> BatchRun<'a> {
         let client = &prepared.client;
         let endpoint = client.scrub(client.api_base().as_str());
         let models = opts.request.models_per_row();
-        let state = load_state(&state_path, &endpoint, simulated, models)?;
+        let mut state = load_state(&state_path, &endpoint, simulated, models)?;
+        // A row with a record has its failed answers' spend on it (a `--fallback live` run
+        // may have stopped before forgetting them).
+        let skip = prepared.done.clone().unwrap_or_default();
+        let before = state.spent.len();
+        state.spent.retain(|unit, _| !skip.contains(*unit));
+        if state.spent.len() != before {
+            state.save(&state_path)?;
+        }
         Ok(BatchRun {
             opts,
             api: client,
@@ -320,7 +353,7 @@ impl<'a> BatchRun<'a> {
             output: prepared.output.clone(),
             prices: &prepared.prices,
             counters: counters.clone(),
-            skip: prepared.done.clone().unwrap_or_default(),
+            skip,
             spent_before: prepared.plan.as_ref().map_or(0.0, |p| p.spent),
             simulated,
             kept_columns: prepared.kept_columns.clone(),
@@ -379,9 +412,10 @@ impl<'a> BatchRun<'a> {
                 // A later pass sends the rows to retry (and any row an earlier pass missed).
                 None if self.state.batches.is_empty() && !self.state.retry.is_empty() => {
                     if self.opts.batch.fallback == Fallback::Live {
+                        // The state keeps the rows' spend until their live records hold it.
                         self.state.retry.clear();
                         self.save()?;
-                        return Ok(Drive::GoLive);
+                        return Ok(Drive::GoLive(self.state.spent.clone()));
                     }
                     Some(input::open(
                         &self.opts.input,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::spent::Spent;
+use crate::spent::{Carried, Spent};
 
 /// The version written; an unknown version is refused rather than misread.
 const VERSION: u32 = 1;
@@ -185,19 +185,11 @@ impl State {
             let keep = in_flight.contains(*unit) || retry.contains_key(unit);
             if !keep {
                 rows += 1;
-                dropped.add(&spent.usage, spent.cost);
+                dropped.merge(spent);
             }
             keep
         });
-        if rows > 0 {
-            say!(
-                "{rows} rows that are no longer sent had answers that failed --json-schema ({} tokens, {}): no record holds what they cost",
-                crate::human::group(dropped.usage.total),
-                dropped
-                    .cost
-                    .map_or_else(|| "unpriced".to_string(), crate::human::format_usd)
-            );
-        }
+        Carried::say_unrecorded(rows, &dropped);
     }
 
     /// Row numbers held by batches not collected yet.
