@@ -72,6 +72,28 @@ impl Ledger {
         }
     }
 
+    /// These totals less `part` (a part of them: usage and cost, by model; rows are kept).
+    pub fn less(&self, part: &Ledger) -> Ledger {
+        let mut rest = self.clone();
+        for (model, taken) in &part.models {
+            if let Some(entry) = rest.models.get_mut(model) {
+                entry.usage = entry.usage.less(&taken.usage);
+                entry.spent = entry.spent.saturating_sub(taken.spent);
+                entry.simulated = entry.simulated.saturating_sub(taken.simulated);
+            }
+        }
+        rest
+    }
+
+    /// Tokens of every model.
+    pub fn usage(&self) -> TokenUsage {
+        let mut usage = TokenUsage::default();
+        for entry in self.models.values() {
+            usage += &entry.usage;
+        }
+        usage
+    }
+
     /// Each model's entry, by model name.
     pub fn models(&self) -> impl Iterator<Item = (&str, &ModelLedger)> {
         self.models

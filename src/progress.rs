@@ -54,6 +54,9 @@ pub struct Counters {
     pub own_model_rows: AtomicU64,
     /// Cost of the records written, by model.
     pub costs: Mutex<Ledger>,
+    /// What records written this run hold of answers paid by earlier runs (answers that
+    /// failed `--json-schema`, kept in a batch state file): not this run's spend.
+    pub paid_earlier: Mutex<Ledger>,
 }
 
 /// What the pacing does now (`pacing.rs` sets it), for the progress display.
@@ -103,6 +106,21 @@ impl Counters {
                 record.cost_usd,
                 record.simulated,
             );
+        }
+    }
+
+    /// Notes that a record of `model` this run writes holds `spent`, paid by an earlier run.
+    pub fn paid_by_an_earlier_run(
+        &self,
+        model: &str,
+        spent: &crate::spent::Spent,
+        simulated: bool,
+    ) {
+        if spent.answers == 0 {
+            return;
+        }
+        if let Ok(mut earlier) = self.paid_earlier.lock() {
+            earlier.add(model, &spent.usage, spent.cost, simulated);
         }
     }
 
@@ -367,8 +385,11 @@ pub enum StopReason {
 pub struct Summary {
     pub ok: u64,
     pub errors: u64,
+    /// Tokens and cost of this run's answers (those of its records, less `paid_earlier`).
     pub usage: TokenUsage,
     pub costs: Ledger,
+    /// What this run's records hold of answers paid by earlier runs.
+    pub paid_earlier: Ledger,
     pub elapsed: Duration,
     pub stop: StopReason,
     /// Rows an earlier run had finished (resume).
@@ -394,11 +415,17 @@ pub struct Summary {
 impl Summary {
     /// The summary of `counters` after `elapsed`.
     pub fn new(counters: &Counters, elapsed: Duration, stop: StopReason) -> Self {
+        let paid_earlier = counters
+            .paid_earlier
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
         Summary {
             ok: counters.ok.load(Relaxed),
             errors: counters.errors.load(Relaxed),
-            usage: counters.usage(),
-            costs: counters.cost_totals(),
+            usage: counters.usage().less(&paid_earlier.usage()),
+            costs: counters.cost_totals().less(&paid_earlier),
+            paid_earlier,
             elapsed,
             stop,
             done_before: 0,
@@ -459,6 +486,15 @@ impl fmt::Display for Summary {
         write!(f, "\ncost this run: {}", describe_cost(&self.costs))?;
         if self.simulated {
             write!(f, " (simulated by --dry-run: nothing was spent)")?;
+        }
+        let earlier = self.paid_earlier.usage();
+        if earlier.total > 0 {
+            write!(
+                f,
+                " (the records also hold {} and {} tokens paid by earlier runs: answers that failed --json-schema)",
+                describe_cost(&self.paid_earlier),
+                group(earlier.total)
+            )?;
         }
         for (model, entry) in self.costs.models() {
             if entry.priced() {

@@ -6,7 +6,7 @@
 //! goes with them ([`Carried`]) and their live records hold it; the state file keeps it until a
 //! record does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -73,27 +73,36 @@ impl Spent {
 /// by unit (`input::models::unit`): each row's first live attempt takes its own.
 #[derive(Debug, Default)]
 pub struct Carried {
-    units: Mutex<HashMap<u64, Spent>>,
+    units: Mutex<BTreeMap<u64, Spent>>,
+    /// The part of it earlier runs paid (not this run's spend).
+    earlier: Mutex<BTreeMap<u64, Spent>>,
     /// Models each row goes to (for the unit numbers).
     models: u64,
 }
 
+/// Takes a unit's entry out of `units` (none: nothing).
+fn take_unit(units: &Mutex<BTreeMap<u64, Spent>>, unit: u64) -> Spent {
+    units
+        .lock()
+        .ok()
+        .and_then(|mut units| units.remove(&unit))
+        .unwrap_or_default()
+}
+
 impl Carried {
-    pub fn new(spent: &BTreeMap<u64, Spent>, models: u64) -> Self {
+    pub fn new(spent: BTreeMap<u64, Spent>, earlier: BTreeMap<u64, Spent>, models: u64) -> Self {
         Carried {
-            units: Mutex::new(spent.iter().map(|(unit, s)| (*unit, s.clone())).collect()),
+            units: Mutex::new(spent),
+            earlier: Mutex::new(earlier),
             models,
         }
     }
 
-    /// The spend carried for (row, slot), taken once (nothing after, or when none).
-    pub fn take(&self, row: u64, slot: u32) -> Spent {
+    /// The spend carried for (row, slot), and the part of it earlier runs paid; taken once
+    /// (nothing after, or when none).
+    pub fn take(&self, row: u64, slot: u32) -> (Spent, Spent) {
         let unit = crate::input::models::unit(row, u64::from(slot), self.models.max(1));
-        self.units
-            .lock()
-            .ok()
-            .and_then(|mut units| units.remove(&unit))
-            .unwrap_or_default()
+        (take_unit(&self.units, unit), take_unit(&self.earlier, unit))
     }
 
     /// What the carried answers cost (an unpriced one counts 0).

@@ -280,8 +280,9 @@ fn keep_response(record: &mut Record, body: &[u8]) {
 
 /// Sends one row until it has an answer, a permanent error or no retries left.
 pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequest) -> Outcome {
-    let carried = ctx.carried.take(place.row, place.slot);
+    let (carried, paid_earlier) = ctx.carried.take(place.row, place.slot);
     let carried_usd = carried.cost.unwrap_or(0.0);
+    let earlier_model = (paid_earlier.answers > 0).then(|| request.model.clone());
     let info = place.info(
         ctx,
         std::mem::take(&mut request.prompt),
@@ -289,6 +290,11 @@ pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequ
         std::mem::take(&mut request.fingerprint),
     );
     let outcome = process_row(ctx, info, request, carried).await;
+    if let (Some(model), Some(_)) = (earlier_model, &outcome) {
+        // Its record holds them: the summary's cost this run leaves them out.
+        ctx.counters
+            .paid_by_an_earlier_run(&model, &paid_earlier, ctx.simulated);
+    }
     Outcome {
         carried_usd,
         ..outcome.unwrap_or_default()

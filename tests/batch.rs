@@ -1342,6 +1342,26 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
         .map(|r| r["attempts"].as_u64().unwrap())
         .sum();
     assert_eq!(on_records, paid(&slow) + paid(&sim), "{records:?}");
+    // The summary's tokens are this run's: the records' less a's (written before the kill)
+    // and less b's and c's first answers, paid then too, which it names apart.
+    let per_answer = |id: &str| {
+        let r = &records[id];
+        r["total_tokens"].as_u64().unwrap() / r["attempts"].as_u64().unwrap()
+    };
+    let all: u64 = records
+        .values()
+        .map(|r| r["total_tokens"].as_u64().unwrap())
+        .sum();
+    let earlier = per_answer("b") + per_answer("c");
+    let (_, _, total, _, _) = summary_figures(&result.stderr);
+    assert_eq!(total, all - per_answer("a") - earlier, "{}", result.stderr);
+    assert!(
+        result.stderr.contains(&format!(
+            "and {earlier} tokens paid by earlier runs: answers that failed --json-schema)"
+        )),
+        "{}",
+        result.stderr
+    );
 }
 
 /// `--batch-max-attempts`: a row meeting a 503 in every batch gets its error record after that

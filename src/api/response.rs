@@ -49,6 +49,19 @@ impl std::ops::AddAssign<&TokenUsage> for TokenUsage {
     }
 }
 
+impl TokenUsage {
+    /// These counts less `other`'s, field by field (never below 0).
+    pub fn less(&self, other: &TokenUsage) -> TokenUsage {
+        TokenUsage {
+            prompt: self.prompt.saturating_sub(other.prompt),
+            cached: self.cached.saturating_sub(other.cached),
+            completion: self.completion.saturating_sub(other.completion),
+            reasoning: self.reasoning.saturating_sub(other.reasoning),
+            total: self.total.saturating_sub(other.total),
+        }
+    }
+}
+
 /// The useful content of one successful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {

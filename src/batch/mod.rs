@@ -99,8 +99,8 @@ pub(crate) async fn run(
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
     let (drive, skip) = drive_batches(batch_run, rows, shutdown).await?;
     match drive {
-        Drive::GoLive(spent) => {
-            let prepared = hand_to_live(opts, prepared, skip, spent, &counters)?;
+        Drive::GoLive(handover) => {
+            let prepared = hand_to_live(opts, prepared, skip, handover, &counters)?;
             Ok(BatchEnd::Live(prepared, counters))
         }
         Drive::Stopped(stop) => Ok(BatchEnd::Done(conclude(
@@ -135,7 +135,7 @@ fn hand_to_live(
     opts: &Job,
     mut prepared: Prepared,
     skip: RowSet,
-    spent: BTreeMap<u64, Spent>,
+    handover: Handover,
     counters: &Counters,
 ) -> Result<Prepared, Error> {
     prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
@@ -146,7 +146,11 @@ fn hand_to_live(
     counters.dispatched.fetch_add(counters.done(), Relaxed);
     // Answers of rows going live that failed --json-schema were paid: their live records
     // will hold them, and --max-cost counts them from the start.
-    prepared.carried = Carried::new(&spent, opts.request.models_per_row());
+    prepared.carried = Carried::new(
+        handover.spent,
+        handover.earlier,
+        opts.request.models_per_row(),
+    );
     let batch_spent = counters.cost_totals().spent_usd() + prepared.carried.cost_usd();
     prepared.plan = match prepared.plan.take() {
         Some(mut plan) => {
@@ -271,8 +275,15 @@ fn load_state(
 /// Why driving the batches ended.
 enum Drive {
     Stopped(StopReason),
-    /// `--fallback live`, with what the rows handed over were paid in batches (by unit).
-    GoLive(BTreeMap<u64, Spent>),
+    /// `--fallback live`, with what the rows handed over were paid.
+    GoLive(Handover),
+}
+
+/// What rows handed to the live runner were paid in batches, by unit: in all, and the part
+/// earlier runs paid.
+struct Handover {
+    spent: BTreeMap<u64, Spent>,
+    earlier: BTreeMap<u64, Spent>,
 }
 
 /// Why a submission pass ended.
@@ -313,6 +324,9 @@ struct BatchRun<'a> {
     skip: RowSet,
     /// Cost recorded in the output before this run.
     spent_before: f64,
+    /// The spend the state held when this run started (paid by earlier runs), by unit, until
+    /// a record takes it.
+    earlier: BTreeMap<u64, Spent>,
     simulated: bool,
     /// A CSV output's extra columns.
     kept_columns: Vec<String>,
@@ -345,7 +359,9 @@ impl<'a> BatchRun<'a> {
         if state.spent.len() != before {
             state.save(&state_path)?;
         }
+        let earlier = state.spent.clone();
         Ok(BatchRun {
+            earlier,
             opts,
             api: client,
             state,
@@ -415,7 +431,10 @@ impl<'a> BatchRun<'a> {
                         // The state keeps the rows' spend until their live records hold it.
                         self.state.retry.clear();
                         self.save()?;
-                        return Ok(Drive::GoLive(self.state.spent.clone()));
+                        return Ok(Drive::GoLive(Handover {
+                            spent: self.state.spent.clone(),
+                            earlier: std::mem::take(&mut self.earlier),
+                        }));
                     }
                     Some(input::open(
                         &self.opts.input,
@@ -1011,7 +1030,7 @@ impl<'a> BatchRun<'a> {
                 let mut info = self.info(place, request.prompt, request.model, fingerprint);
                 info.kept = kept.take();
                 let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
-                let spent = self.state.spent.remove(&unit).unwrap_or_default();
+                let spent = self.take_spent(unit, &record.model).unwrap_or_default();
                 let parsed = self.schema.map(|schema| (parsed, schema));
                 crate::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
                 record
@@ -1034,7 +1053,7 @@ impl<'a> BatchRun<'a> {
             }
         };
         // An error record holds what the row's answers that failed --json-schema cost.
-        if let Some(spent) = self.state.spent.remove(&unit) {
+        if let Some(spent) = self.take_spent(unit, &record.model) {
             spent.add_to(&mut record);
         }
         if let Some(kept) = kept {
@@ -1048,6 +1067,17 @@ impl<'a> BatchRun<'a> {
 
     /// The error record of a row its batch answered (or gave up on): `(prompt, model,
     /// fingerprint, latency_ms)` of its request and batch.
+    /// The spend a unit's record takes from the state; the part earlier runs paid is noted, so
+    /// that the summary's "cost this run" leaves it out.
+    fn take_spent(&mut self, unit: u64, model: &str) -> Option<Spent> {
+        let spent = self.state.spent.remove(&unit)?;
+        if let Some(earlier) = self.earlier.remove(&unit) {
+            self.counters
+                .paid_by_an_earlier_run(model, &earlier, self.simulated);
+        }
+        Some(spent)
+    }
+
     fn answered_error(
         &self,
         place: (String, u64, u64),
