@@ -131,7 +131,7 @@ impl Carried {
         if rows == 0 {
             return;
         }
-        crate::say!(
+        say!(
             "{rows} rows that are no longer sent had answers that failed --json-schema ({} tokens, {}): no record holds what they cost",
             crate::human::group(spent.usage.total),
             spent
