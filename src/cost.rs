@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::api::TokenUsage;
 use crate::error::Error;
+use crate::model_name::strip_snapshot_date;
 
 /// Prices and the budget.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -211,20 +212,6 @@ fn parse(text: &str, what: &str) -> Result<BTreeMap<String, ModelPrice>, Error> 
         ))
     })?;
     Ok(file.models)
-}
-
-/// `name-YYYY-MM-DD` → `name`. Works on bytes from the end, so a name of any characters is safe.
-pub(crate) fn strip_snapshot_date(model: &str) -> Option<&str> {
-    let bytes = model.as_bytes();
-    let tail = bytes.get(bytes.len().checked_sub(11)?..)?;
-    let is_date = tail[0] == b'-'
-        && tail[5] == b'-'
-        && tail[8] == b'-'
-        && [1, 2, 3, 4, 6, 7, 9, 10]
-            .iter()
-            .all(|&i| tail[i].is_ascii_digit());
-    // The tail is ASCII, so the cut before it is a character boundary.
-    is_date.then(|| &model[..model.len() - 11])
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::api::request::RequestOptions;
 use crate::api::EndpointOptions;
-use crate::batch::options::{BatchOptions, Via};
+use crate::batch_options::{BatchOptions, Via};
 use crate::cost::CostOptions;
 use crate::input::InputOptions;
 use crate::limit::LimitOptions;

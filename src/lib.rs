@@ -69,6 +69,7 @@ macro_rules! say {
 #[doc(hidden)]
 pub mod api;
 pub mod batch;
+mod batch_options;
 mod breaker;
 mod budget;
 #[doc(hidden)]
@@ -90,6 +91,7 @@ pub mod ledger;
 pub mod limit;
 #[doc(hidden)]
 pub mod merge;
+mod model_name;
 #[doc(hidden)]
 pub mod output;
 mod pacing;

@@ -105,7 +105,11 @@ impl RequestOptions {
                      each model once"
                 ));
             }
-            let undated = |m: &str| crate::cost::strip_snapshot_date(m).unwrap_or(m).to_string();
+            let undated = |m: &str| {
+                crate::model_name::strip_snapshot_date(m)
+                    .unwrap_or(m)
+                    .to_string()
+            };
             if let Some(other) = self.models[..i]
                 .iter()
                 .find(|other| undated(other) == undated(model))

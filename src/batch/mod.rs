@@ -39,7 +39,6 @@
 
 mod answers;
 mod client;
-pub mod options;
 mod split;
 mod state;
 
@@ -65,7 +64,7 @@ use client::{BatchClient, BatchObject};
 use split::Splitter;
 use state::{Entry, RowRef, State};
 
-pub use options::{
+pub use crate::batch_options::{
     BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS, DEFAULT_POLL_EVERY,
 };

@@ -272,7 +272,7 @@ pub struct ResumeIndex {
 /// model's (`gpt-5.2`), because ok records written before a record's `model` was the requested
 /// one hold the name the answer gave.
 pub(crate) fn model_name(model: &str) -> &str {
-    crate::cost::strip_snapshot_date(model).unwrap_or(model)
+    crate::model_name::strip_snapshot_date(model).unwrap_or(model)
 }
 
 /// The identity of an explicit id's unit for one model.
