@@ -737,8 +737,9 @@ fn an_earlier_record_named_as_a_gateway_answered_counts_for_the_model_it_was_sen
             r.stderr
         );
         assert_eq!(sim.requests(), 6, "{name}: nothing sent again");
-        assert_eq!(std::fs::read_to_string(&output).unwrap(), renamed, "{name}");
-        // Adding a model sends only its requests; the renamed records stay as they are.
+        // Rewritten in place under the name the requests went to: the file as first written.
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), text, "{name}");
+        // Adding a model sends only its requests.
         let r = run(
             &sim,
             &input,
@@ -756,21 +757,40 @@ fn an_earlier_record_named_as_a_gateway_answered_counts_for_the_model_it_was_sen
         let records = read_jsonl(&output);
         assert_eq!(records.len(), 12, "{name}");
         let models = |model: &str| records.iter().filter(|r| r["model"] == model).count();
-        assert_eq!(models("openai/gpt-5.2"), 6, "{name}");
+        assert_eq!(models("gpt-5.2"), 6, "{name}");
         assert_eq!(models("gemini-3.1-pro-preview"), 6, "{name}");
-        // A renamed record whose row changed since is not claimed: it is kept as another
-        // model's (it cannot be told from one), and the row is sent again.
+        // Renamed again: a renamed record whose row changed since is not claimed: it is kept
+        // as another model's (as gemini's are, now out of the list), and the row is sent again.
+        let text = std::fs::read_to_string(&output).unwrap();
+        std::fs::write(
+            &output,
+            text.replace("\"model\":\"gpt-5.2\"", "\"model\":\"openai/gpt-5.2\""),
+        )
+        .unwrap();
         let changed = rows.replacen("prompt number 0", "prompt number zero", 1);
         let input = dir.write("in.jsonl", &changed);
         let r = run(&sim, &input, &output, &["-q", "--model", "gpt-5.2"]);
         assert_eq!(r.code, 0, "{name}: {}", r.stderr);
         assert!(
-            r.stderr.contains("resuming: 5 of 6 rows done, 1 to send ("),
+            r.stderr.contains(
+                "resuming: 5 of 6 rows done, 1 to send (7 records of models not in --model kept as they are)"
+            ),
             "{name}: {}",
             r.stderr
         );
         assert_eq!(sim.requests(), 13, "{name}");
-        assert_eq!(read_jsonl(&output).len(), 13, "{name}: nothing lost");
+        let records = read_jsonl(&output);
+        assert_eq!(records.len(), 13, "{name}: nothing lost");
+        let models = |model: &str| records.iter().filter(|r| r["model"] == model).count();
+        assert_eq!(
+            (
+                models("gpt-5.2"),
+                models("openai/gpt-5.2"),
+                models("gemini-3.1-pro-preview")
+            ),
+            (6, 1, 6),
+            "{name}"
+        );
     }
 }
 

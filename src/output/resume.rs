@@ -30,7 +30,7 @@
 //! is used only when the input mixes rows with and without ids; otherwise `resume_sorted.rs`
 //! makes the same plan by sorting on disk, in bounded memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -80,6 +80,8 @@ struct Entry {
     id_fp: u64,
     /// Its model is none this run sends to and no unit met it: kept as is, unclaimed.
     foreign: bool,
+    /// Claimed though its model was foreign: the rewrite names the unit's model.
+    renamed: bool,
 }
 
 impl Entry {
@@ -260,12 +262,38 @@ pub struct ResumeIndex {
     accept_simulated: bool,
     /// Models each row goes to (for the rewrite's encoder).
     models: u64,
+    /// The names of the models this run sends to, for the records claimed under another.
+    names: ModelNames,
     /// A torn last record that the rewrite drops.
     torn: Option<Torn>,
     /// The last record lacks its line ending (the rewrite adds it).
     unterminated: bool,
     /// A CSV header of an older schema (the rewrite writes today's).
     old_header: bool,
+}
+
+/// The names of the models a run sends to, by `model_key`: a record claimed although it named
+/// another model (a gateway's name for it) is rewritten under the name its request went to.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ModelNames(HashMap<u64, String, PreHashed>);
+
+impl ModelNames {
+    /// Notes a unit's model (a lookup per unit; a few distinct names).
+    pub fn note(&mut self, key: u64, name: &str) {
+        self.0.entry(key).or_insert_with(|| name.to_string());
+    }
+
+    /// Whether a model is one of them.
+    pub fn contains(&self, key: u64) -> bool {
+        self.0.contains_key(&key)
+    }
+
+    /// Gives `record` the name of model `key`.
+    pub fn rename(&self, record: &mut Record, key: u64) {
+        if let Some(name) = self.0.get(&key) {
+            record.model.clone_from(name);
+        }
+    }
 }
 
 /// The name resume files a model under: a dated snapshot's (`gpt-5.2-2025-12-11`) is its
@@ -333,6 +361,7 @@ impl ResumeIndex {
             keep_errors,
             accept_simulated,
             models: 1,
+            names: ModelNames::default(),
             torn: None,
             unterminated: !file_ends_with_newline(path),
             old_header: false,
@@ -357,6 +386,7 @@ impl ResumeIndex {
                 model,
                 id_fp: id_fp_key(&record.id, fp),
                 foreign: false,
+                renamed: false,
             });
             if record.id == record.row.to_string() {
                 anonymous.push((fp, record.row, i, model));
@@ -426,6 +456,7 @@ impl ResumeIndex {
             return Claim::New;
         }
         // Met: it stands for this unit's model now (claimed, or dropped to be sent again).
+        let renamed = !self.names.contains(entry.model);
         entry.model = key.model;
         if entry.fingerprint != key.fingerprint {
             return Claim::Changed;
@@ -438,6 +469,7 @@ impl ResumeIndex {
         }
         entry.claimed_by = key.row;
         entry.claimed_anonymously = key.id_hash.is_none();
+        entry.renamed = renamed;
         Claim::Done
     }
 
@@ -456,10 +488,17 @@ impl ResumeIndex {
     where
         I: Iterator<Item = Result<Row, Error>>,
     {
+        let mut names = ModelNames::default();
         let (index, keys) = std::thread::scope(|scope| {
             let scanning = scope.spawn(|| ResumeIndex::scan(path, keep_errors, accept_simulated));
             let keys: Result<Vec<RowKey>, Error> = rows
-                .map(|row| row.map(|r| RowKey::of(&r, models)))
+                .map(|row| {
+                    row.map(|r| {
+                        let key = RowKey::of(&r, models);
+                        names.note(key.model, r.model());
+                        key
+                    })
+                })
                 .collect();
             let index = scanning
                 .join()
@@ -468,15 +507,15 @@ impl ResumeIndex {
         });
         let (mut index, keys) = (index?, keys?);
         index.models = models;
+        index.names = names;
         let mut plan = Plan {
             models,
             ..Plan::default()
         };
         let mut done = RowSet::default();
         let limit = limit.unwrap_or(u64::MAX);
-        let sent_to: HashSet<u64> = keys.iter().map(|k| k.model).collect();
         for (i, entry) in index.entries.iter().enumerate() {
-            if !sent_to.contains(&entry.model) {
+            if !index.names.contains(entry.model) {
                 index.foreign_by_id_fp.insert(entry.id_fp, i as u32);
             }
         }
@@ -504,7 +543,7 @@ impl ResumeIndex {
                     plan.kept_errors += 1;
                 }
             } else {
-                entry.foreign = !sent_to.contains(&entry.model);
+                entry.foreign = !index.names.contains(entry.model);
                 plan.other_models += u64::from(entry.foreign);
             }
         }
@@ -518,7 +557,10 @@ impl ResumeIndex {
         self.torn.is_some()
             || self.unterminated
             || self.old_header
-            || self.entries.iter().any(|e| !e.kept() || e.relabel())
+            || self
+                .entries
+                .iter()
+                .any(|e| !e.kept() || e.relabel() || e.renamed)
     }
 
     /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled with the rows
@@ -554,6 +596,9 @@ impl ResumeIndex {
                     if entry.claimed_anonymously {
                         record.id = entry.claimed_by.to_string();
                     }
+                }
+                if entry.renamed {
+                    self.names.rename(&mut record, entry.model);
                 }
                 if entry.kept() {
                     encoder.encode(&record, &mut buf);

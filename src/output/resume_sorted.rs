@@ -39,7 +39,7 @@ use crate::output::record::{Record, Status};
 use crate::output::replace::replace_with;
 use crate::output::resume::{
     explicit_key, id_fp_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim,
-    Earlier, Plan,
+    Earlier, ModelNames, Plan,
 };
 use crate::spill::{self, Item, Sorted, Sorter};
 
@@ -56,10 +56,12 @@ fn sorter<T: Item>() -> Sorter<T> {
 /// A plan made by sorting; `None` from [`plan`] when the input mixes rows with and without ids.
 pub struct SortedResume {
     path: PathBuf,
-    /// `[record index, claiming row, 1 if the row has no explicit id]`, by record index.
     /// Claimed record indices, and `[record index, claiming row, 1 if the row has no explicit
-    /// id]` of those whose row changes, by record index.
-    claims: Option<(RowSet, Sorted<[u64; 3]>)>,
+    /// id, model_key to rename it to or NONE]` of those whose row or model changes, by record
+    /// index.
+    claims: Option<(RowSet, Sorted<[u64; 4]>)>,
+    /// The names of the models this run sends to (for the renamed records).
+    names: ModelNames,
     needs_rewrite: bool,
     /// Models each row goes to (for the rewrite's encoder).
     models: u64,
@@ -151,10 +153,10 @@ struct Keys {
     /// Units with an explicit id: `[explicit_key(id, model), row, fingerprint, id as a number
     /// or NONE, unit, model_key, id_fp_key(id, fingerprint)]`.
     explicit: Sorted<[u64; 7]>,
-    /// Units without: `[fingerprint, row, unit]`.
-    anonymous: Sorted<[u64; 3]>,
-    /// The `model_key`s of the units' models.
-    sent_to: HashSet<u64>,
+    /// Units without: `[fingerprint, row, unit, model_key]`.
+    anonymous: Sorted<[u64; 4]>,
+    /// The units' models.
+    names: ModelNames,
     mixed: bool,
     with_ids: bool,
     /// `[128-bit id key (high, low), row]` of the rows read, for the duplicate-id check.
@@ -167,14 +169,14 @@ where
 {
     let io = io_error(path);
     let mut explicit = sorter::<[u64; 7]>();
-    let mut anonymous = sorter::<[u64; 3]>();
+    let mut anonymous = sorter::<[u64; 4]>();
     let mut ids = sorter::<[u64; 3]>();
-    let mut sent_to = HashSet::new();
+    let mut names = ModelNames::default();
     let (mut with_id, mut without) = (0u64, 0u64);
     for row in rows {
         let row = row?;
         let model = model_key(row.model());
-        sent_to.insert(model);
+        names.note(model, row.model());
         let unit = crate::input::models::unit(row.row, u64::from(row.slot), models);
         // A row's id once, whatever the number of its models.
         if row.explicit_id && row.slot == 0 {
@@ -199,13 +201,13 @@ where
                 .map_err(&io)?;
         } else {
             without += 1;
-            anonymous.push([fp, row.row, unit]).map_err(&io)?;
+            anonymous.push([fp, row.row, unit, model]).map_err(&io)?;
         }
         if with_id > 0 && without > 0 {
             return Ok(Keys {
                 explicit: explicit.finish().map_err(&io)?,
                 anonymous: anonymous.finish().map_err(&io)?,
-                sent_to,
+                names,
                 mixed: true,
                 with_ids: true,
                 ids,
@@ -215,7 +217,7 @@ where
     Ok(Keys {
         explicit: explicit.finish().map_err(&io)?,
         anonymous: anonymous.finish().map_err(&io)?,
-        sent_to,
+        names,
         mixed: false,
         with_ids: with_id > 0,
         ids,
@@ -287,19 +289,21 @@ struct Tally {
     kept: RowSet,
     /// The records a unit met (claimed or not): none of them is foreign.
     met: RowSet,
-    relabels: Sorter<[u64; 3]>,
+    /// `[record index, claiming row, 1 if the row has no explicit id, the model_key its
+    /// record is renamed to or NONE]`.
+    relabels: Sorter<[u64; 4]>,
     claimed: u64,
     relabelled: u64,
 }
 
 impl Tally {
     /// Row `row`'s unit `unit` (fingerprint `fp`) meets an unclaimed record; true when it
-    /// claims it.
+    /// claims it. `rename`: the unit's model, when the record names a foreign one.
     fn meet(
         &mut self,
         (row, unit): (u64, u64),
         fp: u64,
-        anonymous: bool,
+        (anonymous, rename): (bool, Option<u64>),
         record: (u64, u64, u64, u64, u64),
     ) -> Result<bool, std::io::Error> {
         let (index, record_fp, record_row, flags, cost) = record;
@@ -317,8 +321,10 @@ impl Tally {
         if claim == Claim::Done {
             self.kept.insert(index);
             self.claimed += 1;
-            if record_row != row {
-                self.relabels.push([index, row, u64::from(anonymous)])?;
+            if record_row != row || rename.is_some() {
+                let model = rename.unwrap_or(NONE);
+                self.relabels
+                    .push([index, row, u64::from(anonymous), model])?;
                 self.relabelled += 1;
             }
             self.plan.spent += f64::from_bits(cost);
@@ -433,7 +439,7 @@ where
     let foreign_models: HashSet<u64> = scanned
         .by_model
         .keys()
-        .filter(|model| !keys.sent_to.contains(model))
+        .filter(|model| !keys.names.contains(**model))
         .copied()
         .collect();
     if keys.with_ids {
@@ -450,7 +456,7 @@ where
             join_foreign(&mut tally, records, unmet).map_err(&io)?;
         }
     } else {
-        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous).map_err(&io)?;
+        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous, &keys.names).map_err(&io)?;
     }
     // Foreign records no unit met stay as they are.
     let mut foreign = 0;
@@ -478,6 +484,7 @@ where
         SortedResume {
             path: path.to_path_buf(),
             claims,
+            names: keys.names,
             needs_rewrite,
             models,
             torn: scanned.torn,
@@ -488,8 +495,8 @@ where
 }
 
 /// Units that met no record, for the foreign records: `[id_fp_key(id, fingerprint), row,
-/// fingerprint, unit]`.
-type Unmet = Sorter<[u64; 4]>;
+/// fingerprint, unit, model_key]`.
+type Unmet = Sorter<[u64; 5]>;
 
 /// Rows with explicit ids against the records: by id, then (numeric ids without such a record)
 /// by the row number of records whose id is their row. The units that met no record are
@@ -500,29 +507,31 @@ fn join_explicit(
     anonymous: Sorted<[u64; 6]>,
     rows: Sorted<[u64; 7]>,
     foreign: bool,
-) -> Result<Option<Peek<[u64; 4]>>, std::io::Error> {
+) -> Result<Option<Peek<[u64; 5]>>, std::io::Error> {
     let mut unmet: Option<Unmet> = foreign.then(sorter);
-    let mut none = |tally: &mut Tally, [id_fp, row, fp, unit]: [u64; 4]| match &mut unmet {
-        Some(unmet) => unmet.push([id_fp, row, fp, unit]),
+    let mut none = |tally: &mut Tally, [id_fp, row, fp, unit, model]: [u64; 5]| match &mut unmet {
+        Some(unmet) => unmet.push([id_fp, row, fp, unit, model]),
         None => {
             tally.count((row, unit), Claim::New);
             Ok(())
         }
     };
     let mut records = LastByKey::new(by_id)?;
-    // Units to look up by number: `[number_key(number, model), row, fingerprint, unit, id_fp]`.
-    let mut by_number = sorter::<[u64; 5]>();
+    // Units to look up by number: `[number_key(number, model), row, fingerprint, unit, id_fp,
+    // model]`.
+    let mut by_number = sorter::<[u64; 6]>();
     for row in rows {
         let [key, row, fp, number, unit, model, id_fp] = row?;
         match records.last_with(key)? {
             Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
-                *claimed = tally.meet((row, unit), fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
+                let record = (r[1], r[2], r[3], r[4], r[5]);
+                *claimed = tally.meet((row, unit), fp, (false, None), record)?;
             }
             None if number != NONE => {
-                by_number.push([number_key(number, model), row, fp, unit, id_fp])?
+                by_number.push([number_key(number, model), row, fp, unit, id_fp, model])?
             }
-            None => none(tally, [id_fp, row, fp, unit])?,
+            None => none(tally, [id_fp, row, fp, unit, model])?,
         }
     }
     let mut lookups = Peek::new(by_number.finish()?)?;
@@ -538,13 +547,14 @@ fn join_explicit(
         by_row.push([number_key(row, model), fp, index, flags, cost, row])?;
     }
     let mut records = LastByKey::new(by_row.finish()?)?;
-    while let Some([number, row, fp, unit, id_fp]) = lookups.take()? {
+    while let Some([number, row, fp, unit, id_fp, model]) = lookups.take()? {
         match records.last_with(number)? {
             Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
-                *claimed = tally.meet((row, unit), fp, false, (r[2], r[1], r[5], r[3], r[4]))?;
+                let record = (r[2], r[1], r[5], r[3], r[4]);
+                *claimed = tally.meet((row, unit), fp, (false, None), record)?;
             }
-            None => none(tally, [id_fp, row, fp, unit])?,
+            None => none(tally, [id_fp, row, fp, unit, model])?,
         }
     }
     unmet.map(|u| Peek::new(u.finish()?)).transpose()
@@ -581,14 +591,15 @@ fn scan_foreign(path: &Path, models: &HashSet<u64>) -> Result<Sorted<[u64; 6]>, 
 fn join_foreign(
     tally: &mut Tally,
     records: Sorted<[u64; 6]>,
-    mut units: Peek<[u64; 4]>,
+    mut units: Peek<[u64; 5]>,
 ) -> Result<(), std::io::Error> {
     let mut records = LastByKey::new(records)?;
-    while let Some([key, row, fp, unit]) = units.take()? {
+    while let Some([key, row, fp, unit, model]) = units.take()? {
         match records.last_with(key)? {
             Some((_, true)) | None => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
-                *claimed = tally.meet((row, unit), fp, false, (r[1], r[2], r[3], r[4], r[5]))?;
+                let record = (r[1], r[2], r[3], r[4], r[5]);
+                *claimed = tally.meet((row, unit), fp, (false, Some(model)), record)?;
             }
         }
     }
@@ -600,19 +611,22 @@ fn join_foreign(
 fn join_anonymous(
     tally: &mut Tally,
     records: Sorted<[u64; 6]>,
-    rows: Sorted<[u64; 3]>,
+    rows: Sorted<[u64; 4]>,
+    names: &ModelNames,
 ) -> Result<(), std::io::Error> {
     let mut records = Peek::new(records)?;
     for row in rows {
-        let [fp, row, unit] = row?;
+        let [fp, row, unit, model] = row?;
         while records.next.is_some_and(|r| r[0] < fp) {
             records.take()?;
         }
         match records.next {
             Some(r) if r[0] == fp => {
                 records.take()?;
-                let [fp, record_row, index, flags, cost, _] = r;
-                tally.meet((row, unit), fp, true, (index, fp, record_row, flags, cost))?;
+                let [fp, record_row, index, flags, cost, record_model] = r;
+                let rename = (!names.contains(record_model)).then_some(model);
+                let record = (index, fp, record_row, flags, cost);
+                tally.meet((row, unit), fp, (true, rename), record)?;
             }
             _ => tally.count((row, unit), Claim::New),
         }
@@ -658,12 +672,15 @@ impl SortedResume {
                     continue;
                 }
                 record.kept = records.last_extras();
-                if let Some([i, row, anonymous]) = relabels.next {
+                if let Some([i, row, anonymous, model]) = relabels.next {
                     if i == index {
                         relabels.take().map_err(&sort_io)?;
                         record.row = row;
                         if anonymous == 1 {
                             record.id = row.to_string();
+                        }
+                        if model != NONE {
+                            self.names.rename(&mut record, model);
                         }
                     }
                 }
@@ -757,6 +774,7 @@ mod tests {
         let mut foreign_kept = 0;
         let mut several_done = 0;
         let mut foreign_met = 0;
+        let mut renamed_back = 0;
         for seed in 1..=600u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let explicit = rng.next(2) == 0;
@@ -916,6 +934,8 @@ mod tests {
             // Foreign records a unit met (an explicit id and its request, or an anonymous
             // row's request) are not counted as other models'.
             foreign_met += usize::from(want.other_models < foreign(&text, false).len() as u64);
+            // A claimed renamed record is rewritten under the model its request went to.
+            renamed_back += usize::from(after.matches("gw/").count() < text.matches("gw/").count());
             several_done += usize::from(models > 1 && want.done > 0);
             std::fs::remove_file(&a).unwrap();
             std::fs::remove_file(&b).unwrap();
@@ -933,5 +953,6 @@ mod tests {
             foreign_met > 20,
             "plans meeting foreign records: {foreign_met}"
         );
+        assert!(renamed_back > 20, "plans renaming records: {renamed_back}");
     }
 }
