@@ -631,7 +631,7 @@ impl<'a> BatchRun<'a> {
                 let attempts = self.state.retry.get(&unit).copied().unwrap_or(0) + 1;
                 let row_ref = RowRef(unit, custom_id, request.fingerprint, attempts);
                 pending += 1;
-                if let Some(file) = splitter.push(line, row_ref, worst) {
+                if let Some(file) = splitter.push(&request.model, line, row_ref, worst) {
                     if !self.submit_file(file).await? {
                         end = Submitted::Budget;
                         break 'reading;
@@ -641,9 +641,10 @@ impl<'a> BatchRun<'a> {
         }
         drop(chunks);
         if matches!(end, Submitted::All | Submitted::Full) {
-            if let Some(file) = splitter.finish() {
+            for file in splitter.finish() {
                 if !self.submit_file(file).await? {
                     end = Submitted::Budget;
+                    break;
                 }
             }
         }

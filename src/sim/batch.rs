@@ -11,7 +11,9 @@
 //! `batch_fail` batches created end `failed` (nothing answered, `errors` says why) and the first
 //! `batch_expire` ones end `expired` (the first half of their lines answered, the rest in the
 //! error file with the code `batch_expired`); the first `batch_cut_downloads` downloads send half
-//! the announced bytes and close the connection. A cancelled batch answers nothing. Everything is
+//! the announced bytes and close the connection. A batch whose lines name more than one model
+//! ends `failed` (`mismatched_model`), as the providers refuse it. A cancelled batch answers
+//! nothing. Everything is
 //! kept in memory; `/_sim/stats` reports files and batches created and output downloads.
 
 use std::collections::HashMap;
@@ -376,6 +378,17 @@ impl Sim {
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .collect();
+        if let Some(errors) = mixed_models(&lines) {
+            return End {
+                status: "failed",
+                at: now,
+                completed: 0,
+                failed: 0,
+                output_file_id: None,
+                error_file_id: None,
+                errors: Some(errors),
+            };
+        }
         let answered = if expire { lines.len() / 2 } else { lines.len() };
         let (mut output, mut errors) = (Vec::new(), Vec::new());
         let (mut completed, mut failed) = (0, 0);
@@ -484,6 +497,26 @@ impl Sim {
         let _ = self.prose_first(&mut answer, raw, &directives);
         (status, answer)
     }
+}
+
+/// A batch runs one model, as at the providers: the `errors` of a file whose lines name
+/// several (the first line that differs), or `None`.
+fn mixed_models(lines: &[&[u8]]) -> Option<Value> {
+    let model_of = |line: &[u8]| -> Option<String> {
+        let value: Value = serde_json::from_slice(line).ok()?;
+        value["body"]["model"].as_str().map(str::to_string)
+    };
+    let first = model_of(lines.first()?)?;
+    let (n, other) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| model_of(l).filter(|m| *m != first).map(|m| (i + 1, m)))?;
+    Some(json!({"object": "list", "data": [{
+        "code": "mismatched_model",
+        "message": format!("all requests of a batch must use the same model: line {n} uses `{other}`, line 1 `{first}`"),
+        "param": "body.model",
+        "line": n,
+    }]}))
 }
 
 /// How one request of a batch is answered: the live answer, without latency or random faults.
