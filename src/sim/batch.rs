@@ -354,17 +354,10 @@ impl Sim {
     fn finish(&self, ordinal: u64, input_file_id: &str) -> End {
         let now = unix_now();
         if ordinal <= u64::from(self.options.batch_fail) {
-            return End {
-                status: "failed",
-                at: now,
-                completed: 0,
-                failed: 0,
-                output_file_id: None,
-                error_file_id: None,
-                errors: Some(
-                    json!({"object": "list", "data": [{"code": "simulated_failure", "message": "batch failed on request (--batch-fail)", "param": null, "line": null}]}),
-                ),
-            };
+            return End::failed(
+                now,
+                json!({"object": "list", "data": [{"code": "simulated_failure", "message": "batch failed on request (--batch-fail)", "param": null, "line": null}]}),
+            );
         }
         let expire = ordinal <= u64::from(self.options.batch_expire);
         let input = self
@@ -379,15 +372,7 @@ impl Sim {
             .filter(|l| !l.is_empty())
             .collect();
         if let Some(errors) = mixed_models(&lines) {
-            return End {
-                status: "failed",
-                at: now,
-                completed: 0,
-                failed: 0,
-                output_file_id: None,
-                error_file_id: None,
-                errors: Some(errors),
-            };
+            return End::failed(now, errors);
         }
         let answered = if expire { lines.len() / 2 } else { lines.len() };
         let (mut output, mut errors) = (Vec::new(), Vec::new());
@@ -496,6 +481,21 @@ impl Sim {
         // A poisoned count (a panicked handler) answers as asked, without the prose.
         let _ = self.prose_first(&mut answer, raw, &directives);
         (status, answer)
+    }
+}
+
+impl End {
+    /// A batch that failed at `at` without answering anything, `errors` saying why.
+    fn failed(at: u64, errors: Value) -> Self {
+        End {
+            status: "failed",
+            at,
+            completed: 0,
+            failed: 0,
+            output_file_id: None,
+            error_file_id: None,
+            errors: Some(errors),
+        }
     }
 }
 
