@@ -70,30 +70,31 @@ impl Spent {
 }
 
 /// What the batch part of a `--fallback live` run paid for rows it hands to the live runner,
-/// by unit (`input::models::unit`): each row's first live attempt takes its own.
+/// by unit (`input::models::unit`): each row's first live attempt takes its own, with the part
+/// of it earlier runs paid (not this run's spend).
 #[derive(Debug, Default)]
 pub struct Carried {
-    units: Mutex<BTreeMap<u64, Spent>>,
-    /// The part of it earlier runs paid (not this run's spend).
-    earlier: Mutex<BTreeMap<u64, Spent>>,
+    units: Mutex<BTreeMap<u64, (Spent, Spent)>>,
+    /// Nothing is carried (every run but a `--fallback live` hand-over): rows take nothing
+    /// without locking.
+    none: bool,
     /// Models each row goes to (for the unit numbers).
     models: u64,
 }
 
-/// Takes a unit's entry out of `units` (none: nothing).
-fn take_unit(units: &Mutex<BTreeMap<u64, Spent>>, unit: u64) -> Spent {
-    units
-        .lock()
-        .ok()
-        .and_then(|mut units| units.remove(&unit))
-        .unwrap_or_default()
-}
-
 impl Carried {
-    pub fn new(spent: BTreeMap<u64, Spent>, earlier: BTreeMap<u64, Spent>, models: u64) -> Self {
+    pub fn new(
+        spent: BTreeMap<u64, Spent>,
+        mut earlier: BTreeMap<u64, Spent>,
+        models: u64,
+    ) -> Self {
+        let units: BTreeMap<u64, (Spent, Spent)> = spent
+            .into_iter()
+            .map(|(unit, s)| (unit, (s, earlier.remove(&unit).unwrap_or_default())))
+            .collect();
         Carried {
-            units: Mutex::new(spent),
-            earlier: Mutex::new(earlier),
+            none: units.is_empty(),
+            units: Mutex::new(units),
             models,
         }
     }
@@ -101,15 +102,22 @@ impl Carried {
     /// The spend carried for (row, slot), and the part of it earlier runs paid; taken once
     /// (nothing after, or when none).
     pub fn take(&self, row: u64, slot: u32) -> (Spent, Spent) {
+        if self.none {
+            return Default::default();
+        }
         let unit = crate::input::models::unit(row, u64::from(slot), self.models.max(1));
-        (take_unit(&self.units, unit), take_unit(&self.earlier, unit))
+        self.units
+            .lock()
+            .ok()
+            .and_then(|mut units| units.remove(&unit))
+            .unwrap_or_default()
     }
 
     /// What the carried answers cost (an unpriced one counts 0).
     pub fn cost_usd(&self) -> f64 {
         self.units
             .lock()
-            .map(|units| units.values().filter_map(|s| s.cost).sum())
+            .map(|units| units.values().filter_map(|(s, _)| s.cost).sum())
             .unwrap_or(0.0)
     }
 
@@ -118,7 +126,7 @@ impl Carried {
         let mut left = Spent::default();
         let mut rows = 0;
         if let Ok(units) = self.units.lock() {
-            for spent in units.values() {
+            for (spent, _) in units.values() {
                 left.merge(spent);
                 rows += 1;
             }
