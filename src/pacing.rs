@@ -121,6 +121,24 @@ const SMOOTH_MAX: f64 = 2000.0;
 const LATENCY_WEIGHT: f64 = 0.1;
 /// A waiter re-reads the pace at least this often.
 const POLL: Duration = Duration::from_millis(50);
+/// A send may go this far behind the pace's grid and catch up (at least one step): a timer
+/// wakes up a millisecond late, and at a pace of 16,000/s (a server announcing 1,000,000 a
+/// minute) a grid reset on every late wake-up held the pool to one send per millisecond.
+const CATCH_UP: Duration = Duration::from_millis(5);
+/// A cut is checked once the answers to requests sent after it would hold this many 429s were
+/// they as frequent as before it (the 429s above the background, see [`Verdict`]) …
+const VERIFY_EXPECTED: f64 = 30.0;
+/// … or, with at least [`VERIFY_MIN_EXPECTED`] of them, after this long.
+const VERIFY_MAX: Duration = Duration::from_secs(15);
+const VERIFY_MIN_EXPECTED: f64 = 5.0;
+/// The cut did not help when the share of 429s above the background kept at least this part
+/// of what it was: the 429s do not depend on our rate (a gateway shedding load, a shared key),
+/// and the pace before the cut comes back.
+const VERIFY_KEPT: f64 = 0.6;
+/// A burst is a run of 429s less likely than this from the background share alone …
+const BURST_CHANCE: f64 = 3e-5;
+/// … taken to be at least this (before any is learned).
+const MIN_BACKGROUND: f64 = 0.02;
 
 /// What one answer said, for [`Pacer::on_answer`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -200,6 +218,31 @@ struct State {
     rate_changed: bool,
     /// A pool pause began or was extended since the display last heard of it.
     pause_changed: bool,
+    /// The share of answers that are 429s whatever our rate (0 until a cut showed it): a
+    /// gateway that sheds a few percent of requests for its own reasons. Cuts and bursts are
+    /// judged by the 429s above it.
+    background: f64,
+    /// The last cut, until the answers after it show whether it helped.
+    verdict: Option<Verdict>,
+    /// Tasks queued on the gate: the lock-free path is taken only when none waits.
+    waiting: u32,
+}
+
+/// A cut on trial: did slowing down lower the share of 429s? A limit's 429s fall away below
+/// it; random ones (a gateway's load shedding) stay as frequent at any rate, and then the
+/// pace before the cut comes back and their share becomes the background. (Loss-based control
+/// collapses under random loss; this is the test that keeps it from doing so.)
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    /// Answers to requests sent from then on count (the cut, or the end of its pause).
+    since: Instant,
+    /// The pace and learned limit before the cut.
+    pace_before: Option<f64>,
+    learned_before: Option<f64>,
+    /// The share of 429s above the background that caused the cut.
+    excess: f64,
+    answers: u64,
+    limited: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -247,6 +290,9 @@ impl Pacer {
                 why_changed: false,
                 rate_changed: false,
                 pause_changed: false,
+                background: 0.0,
+                verdict: None,
+                waiting: 0,
             }),
             gate: tokio::sync::Mutex::new(()),
             progress: None,
@@ -264,20 +310,30 @@ impl Pacer {
     }
 
     /// Waits until one request of `tokens` estimated tokens may be sent: after any pool pause,
-    /// and one pace step after the previous send.
+    /// and one pace step after the previous send. A send whose slot has come goes at once,
+    /// without the gate, when nobody queues on it (a pace far above what the pool sends then
+    /// costs one lock, never a timer).
     pub async fn acquire(&self, tokens: u64) {
         {
             let mut s = self.lock();
             let now = Instant::now();
-            if s.paused_until.is_none_or(|p| p <= now)
-                && s.pace().is_none()
-                && s.token_rate.is_none()
-                && s.smooth().is_none()
-            {
-                s.record_send(now, now, tokens);
-                return;
+            if s.waiting == 0 && s.paused_until.is_none_or(|p| p <= now) {
+                let slot = s.next_slot();
+                if slot <= now {
+                    s.record_send(now, slot, tokens);
+                    return;
+                }
+            }
+            s.waiting += 1;
+        }
+        // Counts this task out of `waiting` however the wait ends (a cancelled future too).
+        struct Waiting<'a>(&'a Pacer);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.lock().waiting -= 1;
             }
         }
+        let _waiting = Waiting(self);
         let _gate = self.gate.lock().await;
         loop {
             let now = Instant::now();
@@ -353,15 +409,21 @@ impl State {
         headers: Option<&RateLimitHeaders>,
     ) -> bool {
         self.answered_total += 1;
-        if let Some(h) = headers {
-            self.apply_headers(h, now);
-        }
         let limited = match answer {
-            Answer::Ok => false,
+            Answer::Ok => {
+                // Only a success's headers tell the account's state: a 429's own `remaining:
+                // 0` (and its limit, often another one than the successes announce) says that
+                // one request was refused, which its row's advice covers.
+                if let Some(h) = headers {
+                    self.apply_headers(h, now);
+                }
+                false
+            }
             Answer::RateLimited(_) => true,
             Answer::Other => return false,
         };
         self.count(now, sent_at, limited);
+        self.judge(now, sent_at, limited);
         let (in_burst, exhausted) = self.track_burst(now, sent_at, limited);
         if let Some(burst) = exhausted {
             self.pause_for_burst(now, &burst, answer);
@@ -375,6 +437,47 @@ impl State {
             && !in_burst
             && self.run_429 < LEND_UNTIL_RUN
             && self.paused_until.is_none_or(|p| p <= now)
+    }
+
+    /// The trial of the last cut (see [`Verdict`]): once the answers to requests sent after it
+    /// are enough to tell, the cut stands when the share of 429s above the background fell, and
+    /// is undone when it did not (that share becomes the background).
+    fn judge(&mut self, now: Instant, sent_at: Instant, limited: bool) {
+        let Some(v) = self.verdict.as_mut() else {
+            return;
+        };
+        if sent_at < v.since {
+            return;
+        }
+        v.answers += 1;
+        v.limited += u64::from(limited);
+        let v = *v;
+        let expected = v.excess * v.answers as f64;
+        let elapsed = now.saturating_duration_since(v.since);
+        if expected < VERIFY_EXPECTED
+            && !(elapsed >= VERIFY_MAX && expected >= VERIFY_MIN_EXPECTED)
+        {
+            if elapsed >= 4 * VERIFY_MAX {
+                self.verdict = None; // too few answers to tell: the cut stands
+            }
+            return;
+        }
+        self.verdict = None;
+        let share = v.limited as f64 / v.answers as f64;
+        if share - self.background < VERIFY_KEPT * v.excess {
+            return; // slowing down helped: a limit
+        }
+        self.background = share;
+        self.adaptive = v.pace_before;
+        self.learned = v.learned_before;
+        self.last_decrease = Some(now);
+        self.last_growth = now;
+        self.sample.clear();
+        self.burst = None;
+        self.set_why(format!(
+            "holding the pace: {:.0} % of answers are 429s at any pace (not a limit)",
+            share * 100.0
+        ));
     }
 
     /// Counts an answer: 429s (and how many in a row), or an ok answer's latency and time.
@@ -395,8 +498,10 @@ impl State {
         self.oks.prune(now, OK_HISTORY);
     }
 
-    /// A burst: the requests sent after a 429 arrived are mostly answered 429 too. Returns
-    /// whether this answer belongs to one, and the burst when it shows the window exhausted.
+    /// A burst: the requests sent after a 429 arrived are answered 429 too, more of them than
+    /// the background share of 429s would ever give (a run of 3 when none is known, 7 at 20 %).
+    /// Returns whether this answer belongs to one, and the burst when it shows the window
+    /// exhausted.
     fn track_burst(
         &mut self,
         now: Instant,
@@ -405,6 +510,7 @@ impl State {
     ) -> (bool, Option<Burst>) {
         let mut in_burst = false;
         let mut exhausted = None;
+        let background = self.background.max(MIN_BACKGROUND);
         if let Some(b) = self.burst.as_mut() {
             if sent_at > b.since {
                 if limited {
@@ -414,7 +520,9 @@ impl State {
                     b.ok += 1;
                 }
             }
-            if b.limited >= BURST_429S && b.ok < b.limited {
+            if b.limited >= BURST_429S
+                && at_least(b.limited, b.limited + b.ok, background) < BURST_CHANCE
+            {
                 exhausted = Some(*b);
                 self.burst = None;
             } else if b.ok >= BURST_CLEARED_BY {
@@ -450,17 +558,24 @@ impl State {
         // The pace the pool resumes at is what the server served, not a cut of the pace
         // that overran it: that rate is what the window lets through, and a cut below it
         // (then a slow creep back) left the tail at about half the server's rate after a
-        // long pause. Answers to requests sent before now cause no further cut.
+        // long pause. Answers to requests sent before now cause no further cut. The trial
+        // compares the share of 429s after the pause with the recent one's.
+        let excess = match self.sample.total() {
+            0 => 0.0,
+            n => self.sample.marked() as f64 / n as f64 - self.background,
+        };
         self.cut_to(
             now,
             served * RESUME_SHARE,
             served,
+            excess,
             "paused: window exhausted (a burst of 429s); resuming at the rate served".into(),
         );
     }
 
-    /// AIMD on the recent answers: a cut when 429s pass their share of them (or end a probe),
-    /// growth while answers succeed.
+    /// AIMD on the recent answers: a cut when 429s pass their share of them above the
+    /// background (or end a probe), growth while answers succeed. No cut but a probe's end
+    /// while the last one is on trial.
     fn react(&mut self, now: Instant, limited: bool, answer: Answer) {
         self.sample.push(now, limited);
         self.sample.prune(now, SAMPLE_SPAN);
@@ -470,24 +585,35 @@ impl State {
         }
         let total = self.sample.total() as f64;
         let n429 = self.sample.marked() as u32;
+        let share = f64::from(n429) / total;
+        let background = self.background;
+        // Three standard errors of the background's share over this many answers.
+        let noise = 3.0 * (background * (1.0 - background) / total).sqrt();
         let long_enough = self
             .sample
             .first()
             .is_some_and(|t| t + DECREASE_MIN_SPAN <= now);
-        // Above the limit learned at the last cut, 429s mean the probe found it again.
+        if long_enough && share + noise < background && total * background >= VERIFY_EXPECTED {
+            self.background = share; // fewer random 429s than before
+        }
+        // Above the limit learned at the last cut, 429s beyond the background's mean the probe
+        // found it again (also while that cut is on trial: the probe is above it).
         let probing = self
             .learned
             .is_some_and(|l| self.pace().is_some_and(|p| p > l));
-        let (min, share) = if probing {
-            (PROBE_END_429S, 0.0)
+        if self.verdict.is_some() && !probing {
+            return;
+        }
+        let cut = if probing {
+            f64::from(n429) >= f64::from(PROBE_END_429S) + 2.0 * background * total
         } else {
-            (DECREASE_MIN_429S, DECREASE_SHARE)
+            n429 >= DECREASE_MIN_429S && share >= background + DECREASE_SHARE.max(noise)
         };
-        if !(long_enough && n429 >= min && f64::from(n429) >= share * total) {
+        if !(long_enough && cut) {
             return;
         }
         let why = format!("{n429} 429s in {} answers", self.sample.total());
-        self.decrease(now, &why);
+        self.decrease(now, &why, share - background);
         if probing {
             self.end_probe(now, answer);
         }
@@ -644,13 +770,15 @@ impl State {
     }
 
     /// Notes a send at `now` for the slot `slot` (≤ now): late wake-ups stay on the ideal grid
-    /// (up to one step), so the pace is kept, not lost to timer lateness.
+    /// (up to one step or [`CATCH_UP`]), so the pace is kept, not lost to timer lateness.
     fn record_send(&mut self, now: Instant, slot: Instant, tokens: u64) {
         let step = self.send_pace().map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64((1.0 / r).min(3600.0))
         });
         let grid = match self.last_send {
-            Some(_) if now.saturating_duration_since(slot) < step => slot,
+            Some(_) if !step.is_zero() && now.saturating_duration_since(slot) < step.max(CATCH_UP) => {
+                slot
+            }
             _ => now,
         };
         self.last_send = Some(grid);
@@ -684,7 +812,7 @@ impl State {
     /// Multiplicative decrease: to [`DECREASE_FACTOR`] of the lower of the send rate and the
     /// rate the server served over its last window ([`SAMPLE_SPAN`] back, not before the last
     /// pool pause ended), never below [`MAX_CUT`] of the send rate in one step.
-    fn decrease(&mut self, now: Instant, why: &str) {
+    fn decrease(&mut self, now: Instant, why: &str, excess: f64) {
         let measured = self.send_rate(now);
         let rate = match (self.pace(), measured) {
             (Some(p), Some(m)) => p.min(m),
@@ -702,13 +830,31 @@ impl State {
         let new = (DECREASE_FACTOR * served.map_or(rate, |s| rate.min(s)))
             .max(MAX_CUT * rate)
             .max(MIN_PACE);
-        self.cut_to(now, new, served.unwrap_or(rate), format!("slowed: {why}"));
+        self.cut_to(
+            now,
+            new,
+            served.unwrap_or(rate),
+            excess,
+            format!("slowed: {why}"),
+        );
     }
 
     /// Sets the pace to `new` after 429s, `learned` the limit as measured; the next increase
     /// starts gently from there, and only answers to requests sent from now on may cut again.
-    fn cut_to(&mut self, now: Instant, new: f64, learned: f64, why: String) {
+    /// The cut goes on trial when the share of 429s above the background that caused it
+    /// (`excess`) is known: a cut that does not lower it is undone ([`Self::judge`]).
+    fn cut_to(&mut self, now: Instant, new: f64, learned: f64, excess: f64, why: String) {
         let new = new.max(MIN_PACE);
+        if excess > 0.0 && self.verdict.is_none() {
+            self.verdict = Some(Verdict {
+                since: now,
+                pace_before: self.adaptive,
+                learned_before: self.learned,
+                excess,
+                answers: 0,
+                limited: 0,
+            });
+        }
         self.adaptive = Some(new);
         self.base = new;
         self.learned = Some(learned);
@@ -807,6 +953,23 @@ impl State {
             self.pause_changed = true;
         }
     }
+}
+
+/// The chance of at least `k` 429s among `n` answers when each is a 429 with chance `p` alone.
+fn at_least(k: u32, n: u32, p: f64) -> f64 {
+    let p = p.clamp(1e-9, 0.999);
+    let mut term = p.powi(k as i32) * (1.0 - p).powi((n - k) as i32);
+    for i in 0..k {
+        term *= f64::from(n - i) / f64::from(i + 1);
+    }
+    let mut sum = 0.0;
+    for i in k..=n {
+        sum += term;
+        if i < n {
+            term *= f64::from(n - i) / f64::from(i + 1) * p / (1.0 - p);
+        }
+    }
+    sum.min(1.0)
 }
 
 /// The server's window as a 429 advising `advice` implies it: `(lookback, length)` — how far back
@@ -948,6 +1111,116 @@ mod tests {
         assert_eq!(p.totals(), (answered_429s, Duration::ZERO));
     }
 
+    /// Issue 21: a gateway that refuses a share of requests whatever the rate (load shedding,
+    /// a shared key). Simulated: 64 in flight, 100-ms answers, a 429 for each attempt with
+    /// chance `share` (a fixed-seed generator), advising 1 s. Returns the requests sent in the
+    /// last 10 s of 60 (sends per second) and the pool's pause time.
+    async fn random_429s(share: f64, headers: Option<RateLimitHeaders>) -> (f64, Duration) {
+        let p = Pacer::new(None);
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut chance = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let start = Instant::now();
+        let mut in_flight: VecDeque<Instant> = VecDeque::new();
+        let mut late_sends = 0u32;
+        while Instant::now() < start + Duration::from_secs(60) {
+            if in_flight.len() == 64 {
+                let sent = in_flight.pop_front().unwrap();
+                tokio::time::sleep_until(sent + Duration::from_millis(100)).await;
+                if chance() < share {
+                    p.on_answer(sent, limited(1.0), headers.as_ref());
+                } else {
+                    p.on_answer(sent, Answer::Ok, None);
+                }
+            }
+            let sent = send(&p).await;
+            if sent >= start + Duration::from_secs(50) {
+                late_sends += 1;
+            }
+            in_flight.push_back(sent);
+        }
+        (f64::from(late_sends) / 10.0, p.totals().1)
+    }
+
+    /// Random 429s at 2 % to 20 % of answers, in OpenAI's shape too (`remaining: 0` on the
+    /// 429 itself): the pace ends where it started (640/s: 64 in flight over 100 ms), and the
+    /// pool is paused for at most the one burst the first seconds may show before the share
+    /// of random 429s is known.
+    #[tokio::test(start_paused = true)]
+    async fn random_429s_at_any_share_do_not_slow_the_pool() {
+        let openai = RateLimitHeaders {
+            limit_requests: Some(500),
+            remaining_requests: Some(0),
+            reset_requests: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        for share in [0.02, 0.05, 0.10, 0.20] {
+            for headers in [None, Some(openai)] {
+                let (rate, paused) = random_429s(share, headers).await;
+                assert!(
+                    rate >= 640.0 * 0.9,
+                    "{share}: {rate}/s in the last 10 s (headers: {})",
+                    headers.is_some()
+                );
+                assert!(paused <= Duration::from_secs(2), "{share}: paused {paused:?}");
+            }
+        }
+    }
+
+    /// A 429's own `remaining: 0` pauses nobody; a success's does (the window is spent).
+    #[tokio::test(start_paused = true)]
+    async fn only_a_successs_headers_say_the_window_is_spent() {
+        let p = Pacer::new(None);
+        let spent = RateLimitHeaders {
+            limit_requests: Some(500),
+            remaining_requests: Some(0),
+            reset_requests: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let s = send(&p).await;
+        p.on_answer(s, limited(1.0), Some(&spent));
+        assert_eq!(p.paused_until(), None);
+        assert_eq!(p.lock().pace(), None, "a 429's limit header is not announced");
+        p.on_answer(s, Answer::Ok, Some(&spent));
+        assert_eq!(
+            p.paused_until(),
+            Some(Instant::now() + Duration::from_secs(1))
+        );
+    }
+
+    /// A pace far above what the pool sends costs no timer per send: 10,000 sends at a pace of
+    /// 16,000/s (a server announcing 1,000,000 a minute) take 10,000 / 16,000 s, not 10 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_pace_keeps_up_with_a_late_timer() {
+        let p = Pacer::new(None);
+        let announced = RateLimitHeaders {
+            limit_requests: Some(1_000_000),
+            ..Default::default()
+        };
+        let s = send(&p).await;
+        p.on_answer(s, Answer::Ok, Some(&announced));
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            send(&p).await;
+        }
+        let ideal = 10_000.0 / (1_000_000.0 / 60.0 * HEADER_MARGIN);
+        let took = start.elapsed().as_secs_f64();
+        assert!(took <= ideal * 1.1 + 0.01, "{took} s for {ideal} s of pace");
+    }
+
+    #[test]
+    fn the_chance_of_a_run_of_429s() {
+        assert!((at_least(3, 3, 0.02) - 8e-6).abs() < 1e-12);
+        assert!((at_least(0, 5, 0.3) - 1.0).abs() < 1e-12);
+        let two_of_four = 6.0 * 0.25 * 0.25 * 0.75 * 0.75 + 4.0 * 0.25f64.powi(3) * 0.75 + 0.25f64.powi(4);
+        assert!((at_least(2, 4, 0.25) - two_of_four).abs() < 1e-12);
+        assert!(at_least(5, 5, 1.0) > 0.9);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_429s_pauses_the_pool_until_the_advice_then_paces() {
         let p = Pacer::new(None);
@@ -1061,7 +1334,7 @@ mod tests {
             p.on_answer(s, Answer::Ok, None);
             tokio::time::advance(Duration::from_millis(100)).await;
         }
-        p.lock().decrease(Instant::now(), "test");
+        p.lock().decrease(Instant::now(), "test", 0.0);
         let pace = p.lock().pace().unwrap();
         assert!((pace - 9.7).abs() < 0.1, "97 % of the 10/s served: {pace}");
         let start = Instant::now();
@@ -1130,7 +1403,7 @@ mod tests {
             limit_requests: Some(6),
             ..Default::default()
         };
-        p.on_answer(Instant::now(), Answer::Other, Some(&slow));
+        p.on_answer(Instant::now(), Answer::Ok, Some(&slow));
         p.acquire(1).await;
         let waiter = {
             let p = p.clone();
@@ -1146,7 +1419,7 @@ mod tests {
             limit_requests: Some(60),
             ..Default::default()
         };
-        p.on_answer(Instant::now(), Answer::Other, Some(&fast));
+        p.on_answer(Instant::now(), Answer::Ok, Some(&fast));
         let waited = waiter.await.unwrap();
         assert!(waited >= Duration::from_millis(1030), "{waited:?}");
         assert!(waited <= Duration::from_millis(1090), "{waited:?}");
@@ -1384,7 +1657,7 @@ mod tests {
         {
             let mut s = p.lock();
             let now = Instant::now();
-            s.cut_to(now, MIN_PACE, MIN_PACE, "slowed: test".into());
+            s.cut_to(now, MIN_PACE, MIN_PACE, 0.0, "slowed: test".into());
             s.last_decrease = now.checked_sub(HOLD * 2);
         }
         for _ in 0..4 {
