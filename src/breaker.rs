@@ -1,4 +1,5 @@
-//! The circuit breaker: a systematic refusal must not become a file of error records.
+//! The circuit breaker: a systematic refusal must not become a file of error records, and a
+//! model that works must never be taken for one that does not.
 //!
 //! A wrong key behind a gateway that answers it with 400 ("No connected db."), an unknown model
 //! (400 "Invalid model name", 404), a permission the account lacks: every row fails the same
@@ -7,11 +8,18 @@
 //!
 //! - a model **trips** after [`FIRST_STREAK`] permanent failures with the same error (status and
 //!   message, numbers ignored) before any success of that model, or after [`LONG_STREAK`] in a row
-//!   with no success in between once it has succeeded;
+//!   with no success in between once it has succeeded. A model *has succeeded* when it answered
+//!   a row ok in this run or an ok record of it was kept from an earlier run
+//!   ([`Breaker::new`]);
+//! - a first streak trips only once the requests of that model in flight have answered: fast
+//!   refusals of a few bad rows arrive before the slower answers of good ones, and meanwhile the
+//!   model's other rows wait (they are not sent). One success and the streak is a row problem;
 //! - until a model has succeeded, the error records of such a streak are *parked* here (at most
-//!   `FIRST_STREAK - 1` per model, holding no concurrency slot): a success or another error
-//!   releases them to the writer, the end of the run writes them, a trip drops them — so a
-//!   refused model leaves no error record at all;
+//!   `FIRST_STREAK` per model): a success or another error releases them to the writer, the end
+//!   of the run writes them, and so does a trip — an error record is retried by the next run
+//!   anyway, and a row whose earlier record the resume plan took out to send again must not
+//!   lose it. Only with `--keep-errors` (where a written error record would stay) does a trip
+//!   drop them, so the next run sends those rows;
 //! - failures about one row's size (413, "context length", "too large", "too long") never count:
 //!   they are the row's own problem;
 //! - once a model has tripped, its rows are not sent and get no record (the next run sends
@@ -22,12 +30,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64,
+    AtomicBool, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Mutex, OnceLock};
 
 use crate::api::{Failure, FailureKind};
+use crate::fingerprint::fnv1a;
+use crate::output::resume::KnownModels;
 use crate::output::Record;
 use crate::report::normalize_error;
 
@@ -35,6 +45,9 @@ use crate::report::normalize_error;
 pub const FIRST_STREAK: u32 = 5;
 /// Identical permanent failures in a row, after a model has succeeded, that trip it.
 pub const LONG_STREAK: u32 = 50;
+/// Requests in flight are counted in this many buckets by the model's name (a shared bucket
+/// only makes a suspect model wait for another model's answers too).
+const IN_FLIGHT_BUCKETS: usize = 64;
 
 /// The row a refusal was first seen on.
 #[derive(Debug, Clone)]
@@ -47,11 +60,16 @@ pub struct RowRef {
 #[derive(Debug, Default)]
 struct ModelState {
     successes: u64,
+    /// Ok records of this model were kept from an earlier run.
+    worked_before: bool,
     streak: u32,
     /// The normalized error of the current streak.
     streak_error: String,
     /// The first row and message of the current streak.
     streak_start: Option<(RowRef, String)>,
+    /// A first streak reached [`FIRST_STREAK`] while requests were in flight: the model's rows
+    /// wait for their answers.
+    suspect: bool,
     tripped: Option<(RowRef, String)>,
     held_back: u64,
     /// Error records of the current streak, before the model's first success.
@@ -63,17 +81,25 @@ impl ModelState {
     fn end_streak(&mut self) -> Vec<Record> {
         self.streak = 0;
         self.streak_start = None;
+        self.suspect = false;
         std::mem::take(&mut self.parked)
+    }
+
+    fn has_worked(&self) -> bool {
+        self.successes > 0 || self.worked_before
     }
 }
 
 /// Per-model breakers of one run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Breaker {
     models: Mutex<HashMap<String, ModelState>>,
-    any_success: AtomicBool,
-    /// A model has tripped (until then, no row is held back).
-    any_tripped: AtomicBool,
+    /// Models with ok records kept from earlier runs.
+    worked_before: KnownModels,
+    /// `--keep-errors`: a trip drops its parked records instead of writing them.
+    keep_errors: bool,
+    /// A model has tripped or is suspect (until then, no row is held back or waits).
+    any_held: AtomicBool,
     /// Every model used so far has tripped and nothing has succeeded: stop reading.
     all_refused: AtomicBool,
     held_back: AtomicU64,
@@ -81,6 +107,38 @@ pub struct Breaker {
     any_failure: AtomicBool,
     /// The first model that succeeded (its state already says so).
     first_success: OnceLock<String>,
+    /// Requests in flight by model (hashed into buckets).
+    in_flight: [AtomicU32; IN_FLIGHT_BUCKETS],
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker::new(KnownModels::default(), false)
+    }
+}
+
+/// What [`Breaker::admit`] says of a row about to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Send it.
+    Send,
+    /// Its model's first streak waits for the answers in flight: ask again shortly.
+    Wait,
+    /// Its model has tripped: no request, no record (counted as held back).
+    Refused,
+}
+
+/// A request of a model in flight; counted out when dropped (after the breaker heard its
+/// answer, so a success is never missed by a streak deciding meanwhile).
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    bucket: &'a AtomicU32,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.bucket.fetch_sub(1, Release);
+    }
 }
 
 /// A refused model, for the end-of-run message.
@@ -91,6 +149,10 @@ pub struct Refusal {
     pub first: RowRef,
     /// Rows of this model that got no record because of the refusal.
     pub rows_held_back: u64,
+    /// Rows the model answered ok in this run, and whether ok records of it were kept from
+    /// earlier runs: a model that worked is not a wrong key or model name.
+    pub successes: u64,
+    pub worked_before: bool,
 }
 
 impl Refusal {
@@ -105,23 +167,69 @@ impl Refusal {
             self.first.id,
         )
     }
+
+    /// Whether the model answered ok before it was refused (in this run or an earlier one).
+    pub fn had_worked(&self) -> bool {
+        self.successes > 0 || self.worked_before
+    }
 }
 
 impl Breaker {
-    /// Whether `model` has tripped (its rows must not be sent). Counts the row as held back.
-    pub fn hold_back(&self, model: &str) -> bool {
-        if !self.any_tripped.load(Relaxed) {
-            return false;
+    /// A breaker for a run whose output keeps ok records of the models in `worked_before`.
+    pub fn new(worked_before: KnownModels, keep_errors: bool) -> Self {
+        Breaker {
+            models: Mutex::default(),
+            worked_before,
+            keep_errors,
+            any_held: AtomicBool::new(false),
+            all_refused: AtomicBool::new(false),
+            held_back: AtomicU64::new(0),
+            any_failure: AtomicBool::new(false),
+            first_success: OnceLock::new(),
+            in_flight: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+
+    fn bucket(&self, model: &str) -> &AtomicU32 {
+        &self.in_flight[fnv1a(model.as_bytes()) as usize % IN_FLIGHT_BUCKETS]
+    }
+
+    /// Whether a row of `model` may be sent now (see [`Admission`]).
+    pub fn admit(&self, model: &str) -> Admission {
+        if !self.any_held.load(Acquire) {
+            return Admission::Send;
         }
         let mut models = self.lock();
-        match models.get_mut(model) {
-            Some(state) if state.tripped.is_some() => {
-                state.held_back += 1;
-                self.held_back.fetch_add(1, Relaxed);
-                true
-            }
-            _ => false,
+        let Some(state) = models.get_mut(model) else {
+            return Admission::Send;
+        };
+        if state.tripped.is_none() && state.suspect && self.bucket(model).load(Acquire) == 0 {
+            // The answers in flight came back and none succeeded (a retried one is not in
+            // flight while it waits): the streak stands.
+            // Its parked records stay parked: the end of the run writes them.
+            self.trip(state);
+            self.note_all_refused(&models);
+            let state = models.get_mut(model).expect("just seen");
+            return self.refuse(state);
         }
+        match (&state.tripped, state.suspect) {
+            (Some(_), _) => self.refuse(state),
+            (None, true) => Admission::Wait,
+            (None, false) => Admission::Send,
+        }
+    }
+
+    fn refuse(&self, state: &mut ModelState) -> Admission {
+        state.held_back += 1;
+        self.held_back.fetch_add(1, Relaxed);
+        Admission::Refused
+    }
+
+    /// Counts a request of `model` in flight until the guard is dropped.
+    pub fn sending(&self, model: &str) -> InFlight<'_> {
+        let bucket = self.bucket(model);
+        bucket.fetch_add(1, Release);
+        InFlight { bucket }
     }
 
     /// Notes an answer for `model`: it works, so it restarts the count. Returns the parked
@@ -132,14 +240,8 @@ impl Breaker {
         if !self.any_failure.load(Acquire) && self.first_success.get().is_some_and(|m| m == model) {
             return Vec::new();
         }
-        if !self.any_success.load(Relaxed) {
-            self.any_success.store(true, Relaxed);
-        }
         let mut models = self.lock();
-        let state = match models.get_mut(model) {
-            Some(state) => state,
-            None => models.entry(model.to_string()).or_default(),
-        };
+        let state = self.state(&mut models, model);
         state.successes += 1;
         let released = state.end_streak();
         drop(models);
@@ -147,6 +249,21 @@ impl Breaker {
             let _ = self.first_success.set(model.to_string());
         }
         released
+    }
+
+    fn state<'m>(
+        &self,
+        models: &'m mut HashMap<String, ModelState>,
+        model: &str,
+    ) -> &'m mut ModelState {
+        if !models.contains_key(model) {
+            let state = ModelState {
+                worked_before: self.worked_before.has(model),
+                ..ModelState::default()
+            };
+            models.insert(model.to_string(), state);
+        }
+        models.get_mut(model).expect("just inserted")
     }
 
     /// Notes a permanent failure for `model`, whose error record is `record` (the row starts at
@@ -162,7 +279,7 @@ impl Breaker {
         debug_assert_eq!(failure.kind, FailureKind::Permanent);
         let mut models = self.lock();
         self.any_failure.store(true, Release);
-        let state = models.entry(model.to_string()).or_default();
+        let state = self.state(&mut models, model);
         if state.tripped.is_some() {
             state.held_back += 1;
             self.held_back.fetch_add(1, Relaxed);
@@ -186,32 +303,51 @@ impl Breaker {
             state.streak_start = Some((first, failure.message.clone()));
         }
         state.streak += 1;
-        let limit = if state.successes == 0 {
-            FIRST_STREAK
+        let worked = state.has_worked();
+        let limit = if worked { LONG_STREAK } else { FIRST_STREAK };
+        if worked {
+            write.push(record);
         } else {
-            LONG_STREAK
-        };
+            state.parked.push(record);
+        }
         if state.streak < limit {
-            if state.successes == 0 {
-                state.parked.push(record);
-            } else {
-                write.push(record);
-            }
             return write;
         }
-        state.tripped = state.streak_start.take();
-        self.any_tripped.store(true, Relaxed);
-        let dropped = 1 + std::mem::take(&mut state.parked).len() as u64;
-        state.held_back += dropped;
-        self.held_back.fetch_add(dropped, Relaxed);
-        let all_tripped = models.values().all(|m| m.tripped.is_some());
-        if all_tripped && !self.any_success.load(Relaxed) {
-            self.all_refused.store(true, Relaxed);
+        if !worked && self.bucket(model).load(Acquire) > 0 {
+            // Answers of this model are on their way: one success makes this a row problem.
+            state.suspect = true;
+            self.any_held.store(true, Release);
+            return write;
         }
+        self.trip(state);
+        write.extend(std::mem::take(&mut state.parked));
+        self.note_all_refused(&models);
         write
     }
 
-    /// At the end of the run: the records still parked (streaks too short to trip).
+    /// Trips the model: its streak is the refusal. Its parked records stay to be written, but
+    /// with `--keep-errors` (which would keep them) they are dropped and their rows sent by the
+    /// next run.
+    fn trip(&self, state: &mut ModelState) {
+        state.tripped = state.streak_start.take();
+        state.suspect = false;
+        self.any_held.store(true, Release);
+        if self.keep_errors {
+            let dropped = std::mem::take(&mut state.parked).len() as u64;
+            state.held_back += dropped;
+            self.held_back.fetch_add(dropped, Relaxed);
+        }
+    }
+
+    fn note_all_refused(&self, models: &HashMap<String, ModelState>) {
+        let all_tripped = models.values().all(|m| m.tripped.is_some());
+        if all_tripped && !models.values().any(ModelState::has_worked) {
+            self.all_refused.store(true, Relaxed);
+        }
+    }
+
+    /// At the end of the run: the records still parked (streaks too short to trip, or a
+    /// suspect model's).
     pub fn take_parked(&self) -> Vec<Record> {
         self.lock()
             .values_mut()
@@ -241,6 +377,8 @@ impl Breaker {
                     message,
                     first,
                     rows_held_back: state.held_back,
+                    successes: state.successes,
+                    worked_before: state.worked_before,
                 })
             })
             .collect();
@@ -307,7 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn the_same_refusal_from_the_start_trips_the_model_and_leaves_no_record() {
+    fn the_same_refusal_from_the_start_trips_the_model_and_writes_the_streak() {
         let b = Breaker::default();
         for n in 1..FIRST_STREAK as u64 {
             let written = fail(
@@ -318,14 +456,78 @@ mod tests {
             );
             assert!(written.is_empty(), "parked until the breaker knows");
         }
-        assert!(fail(&b, "m", 9, "HTTP 400: No connected db. (request 99)").is_empty());
-        assert!(b.hold_back("m"));
+        let written = fail(&b, "m", 9, "HTTP 400: No connected db. (request 99)");
+        assert_eq!(
+            written,
+            vec![1, 2, 3, 4, 9],
+            "a trip writes the streak's records"
+        );
+        assert_eq!(b.admit("m"), Admission::Refused);
         assert!(b.all_refused(), "the only model, nothing succeeded");
         let r = &b.refusals()[0];
         assert_eq!((r.first.row, r.first.line), (1, 2));
-        assert_eq!(r.rows_held_back, FIRST_STREAK as u64 + 1);
+        assert_eq!(r.rows_held_back, 1, "the row refused after the trip");
+        assert!(!r.had_worked());
         assert!(r.message.contains("No connected db"));
         assert!(b.take_parked().is_empty());
+    }
+
+    #[test]
+    fn with_keep_errors_a_trip_drops_the_streak_so_the_next_run_sends_it() {
+        let b = Breaker::new(KnownModels::default(), true);
+        for n in 0..FIRST_STREAK as u64 {
+            assert!(fail(&b, "m", n, "HTTP 400: No connected db.").is_empty());
+        }
+        assert_eq!(b.admit("m"), Admission::Refused);
+        assert_eq!(b.held_back(), FIRST_STREAK as u64 + 1);
+    }
+
+    /// Fast refusals of a few bad rows arrive before the slower answers of good ones: the
+    /// streak waits for the answers in flight, and one success makes it a row problem.
+    #[test]
+    fn a_first_streak_waits_for_the_answers_in_flight() {
+        let b = Breaker::default();
+        let slow = b.sending("m");
+        for n in 0..FIRST_STREAK as u64 {
+            assert!(fail(&b, "m", n, "HTTP 400: bad row").is_empty());
+        }
+        assert_eq!(b.admit("m"), Admission::Wait, "suspect, not tripped");
+        assert_eq!(b.admit("other"), Admission::Send);
+        let released: Vec<u64> = b.success("m").iter().map(|r| r.row).collect();
+        drop(slow);
+        assert_eq!(released, vec![0, 1, 2, 3, 4]);
+        assert_eq!(b.admit("m"), Admission::Send);
+        assert!(b.refusals().is_empty());
+
+        // The same, but the answer in flight fails too (or ends without a success): it trips
+        // once nothing of the model is in flight, and the parked records are written at the end.
+        let b = Breaker::default();
+        let slow = b.sending("m");
+        for n in 0..FIRST_STREAK as u64 {
+            assert!(fail(&b, "m", n, "HTTP 400: no such model").is_empty());
+        }
+        assert_eq!(b.admit("m"), Admission::Wait);
+        drop(slow);
+        assert_eq!(b.admit("m"), Admission::Refused);
+        assert_eq!(b.take_parked().len(), FIRST_STREAK as usize);
+    }
+
+    /// Ok records of the model kept from an earlier run: it works, so the long streak applies
+    /// and the message can say so.
+    #[test]
+    fn ok_records_of_earlier_runs_count_as_successes() {
+        let mut worked = KnownModels::default();
+        worked.insert(crate::output::resume::model_key("m"));
+        let b = Breaker::new(worked, false);
+        for n in 0..(LONG_STREAK - 1) as u64 {
+            assert_eq!(fail(&b, "m", n, "HTTP 400: x"), vec![n], "written at once");
+        }
+        assert_eq!(b.admit("m"), Admission::Send);
+        assert_eq!(fail(&b, "m", 99, "HTTP 400: x"), vec![99], "never dropped");
+        assert_eq!(b.admit("m"), Admission::Refused);
+        let r = &b.refusals()[0];
+        assert!(r.had_worked() && r.worked_before && r.successes == 0);
+        assert!(!b.all_refused());
     }
 
     #[test]
@@ -355,9 +557,9 @@ mod tests {
         for n in 0..(LONG_STREAK - 1) as u64 {
             assert_eq!(fail(&b, "m", n, "HTTP 400: x"), vec![n], "written at once");
         }
-        assert!(!b.hold_back("m"));
-        assert!(fail(&b, "m", 0, "HTTP 400: x").is_empty());
-        assert!(b.hold_back("m"));
+        assert_eq!(b.admit("m"), Admission::Send);
+        assert_eq!(fail(&b, "m", 0, "HTTP 400: x"), vec![0], "never dropped");
+        assert_eq!(b.admit("m"), Admission::Refused);
         assert!(!b.all_refused(), "the model had succeeded");
     }
 
@@ -368,7 +570,7 @@ mod tests {
         for n in 0..FIRST_STREAK as u64 * 2 {
             assert_eq!(fail(&b, "m", n, "HTTP 400: x"), vec![n]);
         }
-        assert!(!b.hold_back("m"));
+        assert_eq!(b.admit("m"), Admission::Send);
     }
 
     #[test]
@@ -378,8 +580,8 @@ mod tests {
         for n in 0..FIRST_STREAK as u64 {
             fail(&b, "typo", n, "HTTP 404: model not found");
         }
-        assert!(b.hold_back("typo"));
-        assert!(!b.hold_back("good"));
+        assert_eq!(b.admit("typo"), Admission::Refused);
+        assert_eq!(b.admit("good"), Admission::Send);
         assert!(!b.all_refused());
     }
 }

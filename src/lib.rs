@@ -127,7 +127,9 @@ pub mod worker;
 pub use api::request::RequestOptions;
 pub use api::EndpointOptions;
 pub use batch::{BatchOptions, Fallback, Via};
-pub use breaker::FIRST_STREAK as REFUSALS_BEFORE_STOP;
+pub use breaker::{
+    Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
+};
 pub use cost::CostOptions;
 pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};

@@ -287,10 +287,31 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             for refusal in refusals {
                 promptbatch::say!("error: {}", refusal.describe());
             }
+            let (worked, never): (Vec<_>, Vec<_>) = refusals.iter().partition(|r| r.had_worked());
+            if !never.is_empty() {
+                promptbatch::say!(
+                    "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account",
+                    names(&never),
+                    promptbatch::REFUSALS_BEFORE_STOP,
+                );
+            }
+            for refusal in worked {
+                promptbatch::say!(
+                    "`{}` answered {} ok, then refused {} rows in a row with the same error: the key and the model work, so look at those rows' requests (or whether the account's access to the model changed)",
+                    refusal.model,
+                    match (refusal.successes, refusal.worked_before) {
+                        (0, _) => "rows of earlier runs".to_string(),
+                        (n, false) => format!("{} rows of this run", promptbatch::human::group(n)),
+                        (n, true) => format!(
+                            "{} rows of this run and rows of earlier runs",
+                            promptbatch::human::group(n)
+                        ),
+                    },
+                    promptbatch::REFUSALS_AFTER_SUCCESS,
+                );
+            }
             promptbatch::say!(
-                "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account; then re-run the same command:\n  {}",
-                if refusals.len() == 1 { "this model" } else { "these models" },
-                promptbatch::REFUSALS_BEFORE_STOP,
+                "then re-run the same command (rows without a record are sent):\n  {}",
                 rerun_command(opts)
             );
             exit_code::FAILURE
@@ -470,4 +491,13 @@ async fn mock_server(opts: MockServerArgs) -> i32 {
         _ = tokio::signal::ctrl_c() => stop.cancel(),
     }
     exit_code::OK
+}
+
+/// The refused models' names, for one message: "`a`" or "`a`, `b`".
+fn names(refusals: &[&promptbatch::Refusal]) -> String {
+    refusals
+        .iter()
+        .map(|r| format!("`{}`", r.model))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

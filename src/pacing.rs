@@ -117,6 +117,8 @@ const SMOOTH_MARGIN: f64 = 1.25;
 /// (answers in under ≈ 30 ms at `-c 64`) a wave is over before an answer comes back anyway,
 /// and sends keep the lock-free fast path.
 const SMOOTH_MAX: f64 = 2000.0;
+/// Weight of an answer in the running share of 429s.
+const LATELY_WEIGHT: f64 = 1.0 / 200.0;
 /// Weight of a new ok answer's latency in the running mean.
 const LATENCY_WEIGHT: f64 = 0.1;
 /// A waiter re-reads the pace at least this often.
@@ -131,6 +133,9 @@ const VERIFY_EXPECTED: f64 = 30.0;
 /// … or, with at least [`VERIFY_MIN_EXPECTED`] of them, after this long.
 const VERIFY_MAX: Duration = Duration::from_secs(15);
 const VERIFY_MIN_EXPECTED: f64 = 5.0;
+/// … and with at least this many × p(1-p)/excess² answers (p: the share before the cut): the
+/// share's standard error is then ≤ 1/6 of the excess.
+const VERIFY_NOISE: f64 = 39.0;
 /// The cut did not help when the share of 429s above the background kept at least this part
 /// of what it was: the 429s do not depend on our rate (a gateway shedding load, a shared key),
 /// and the pace before the cut comes back.
@@ -226,6 +231,10 @@ struct State {
     verdict: Option<Verdict>,
     /// Tasks queued on the gate: the lock-free path is taken only when none waits.
     waiting: u32,
+    /// The share of 429s over the last few hundred answers (a running mean).
+    lately: f64,
+    /// 429s not yet counted in the shares: (when its success would have come, sent, answer).
+    unripe: VecDeque<(Instant, Instant, Answer)>,
 }
 
 /// A cut on trial: did slowing down lower the share of 429s? A limit's 429s fall away below
@@ -293,6 +302,8 @@ impl Pacer {
                 background: 0.0,
                 verdict: None,
                 waiting: 0,
+                unripe: VecDeque::new(),
+                lately: 0.0,
             }),
             gate: tokio::sync::Mutex::new(()),
             progress: None,
@@ -318,7 +329,7 @@ impl Pacer {
             let mut s = self.lock();
             let now = Instant::now();
             if s.waiting == 0 && s.paused_until.is_none_or(|p| p <= now) {
-                let slot = s.next_slot();
+                let slot = s.next_slot(now);
                 if slot <= now {
                     s.record_send(now, slot, tokens);
                     return;
@@ -342,7 +353,7 @@ impl Pacer {
                 match s.paused_until.filter(|p| *p > now) {
                     Some(until) => until,
                     None => {
-                        let slot = s.next_slot();
+                        let slot = s.next_slot(now);
                         if slot <= now {
                             s.record_send(now, slot, tokens);
                             return;
@@ -423,12 +434,38 @@ impl State {
             Answer::Other => return false,
         };
         self.count(now, sent_at, limited);
-        self.judge(now, sent_at, limited);
         let (in_burst, exhausted) = self.track_burst(now, sent_at, limited);
         if let Some(burst) = exhausted {
             self.pause_for_burst(now, &burst, answer);
-        } else if self.last_decrease.is_none_or(|d| sent_at >= d) {
-            self.react(now, limited, answer);
+        } else {
+            if limited {
+                // A 429 comes back at once, a success only after the answer time: counted
+                // when the request's success would have come, the shares are not inflated by
+                // 429s whose siblings are still on their way (right after a cut, the first
+                // answers were all 429s whenever a few percent were). A probe above the
+                // learned limit ends at its first 429s, not a share: those count at once.
+                let latency = if self.probing() {
+                    0.0
+                } else {
+                    self.latency.unwrap_or(0.0)
+                };
+                let due = sent_at + Duration::from_secs_f64(latency);
+                if due <= now {
+                    self.tally(now, sent_at, true, answer);
+                } else {
+                    self.unripe.push_back((due, sent_at, answer));
+                }
+            }
+            while let Some(&(due, sent, refused)) = self.unripe.front() {
+                if due > now {
+                    break;
+                }
+                self.unripe.pop_front();
+                self.tally(now, sent, true, refused);
+            }
+            if !limited {
+                self.tally(now, sent_at, false, answer);
+            }
         }
         // Nor when 429s come in a row: a wave of requests sent before the first 429 came back
         // meets a full window (lending their slots sent as many more into it); sporadic 429s
@@ -437,6 +474,16 @@ impl State {
             && !in_burst
             && self.run_429 < LEND_UNTIL_RUN
             && self.paused_until.is_none_or(|p| p <= now)
+    }
+
+    /// One answer (a 429 once it is due) for the trial of the last cut and the shares of
+    /// 429s; answers to requests sent before the last cut count for neither.
+    fn tally(&mut self, now: Instant, sent_at: Instant, limited: bool, answer: Answer) {
+        self.lately += (f64::from(u8::from(limited)) - self.lately) * LATELY_WEIGHT;
+        self.judge(now, sent_at, limited);
+        if self.last_decrease.is_none_or(|d| sent_at >= d) {
+            self.react(now, limited, answer);
+        }
     }
 
     /// The trial of the last cut (see [`Verdict`]): once the answers to requests sent after it
@@ -453,8 +500,13 @@ impl State {
         v.limited += u64::from(limited);
         let v = *v;
         let expected = v.excess * v.answers as f64;
+        // Enough answers that the share's own noise (binomial, at the share before the cut)
+        // is a sixth of the excess: random 429s then keep 60 % of it but once in ≈ 150 trials.
+        let before = (self.background + v.excess).min(1.0);
+        let needed = (VERIFY_EXPECTED / v.excess)
+            .max(VERIFY_NOISE * before * (1.0 - before) / (v.excess * v.excess));
         let elapsed = now.saturating_duration_since(v.since);
-        if expected < VERIFY_EXPECTED
+        if (v.answers as f64) < needed
             && !(elapsed >= VERIFY_MAX && expected >= VERIFY_MIN_EXPECTED)
         {
             if elapsed >= 4 * VERIFY_MAX {
@@ -499,7 +551,8 @@ impl State {
     }
 
     /// A burst: the requests sent after a 429 arrived are answered 429 too, more of them than
-    /// the background share of 429s would ever give (a run of 3 when none is known, 7 at 20 %).
+    /// the background share of 429s would ever give (3 of 3 when none is known, 7 of 7 at
+    /// 20 %).
     /// Returns whether this answer belongs to one, and the burst when it shows the window
     /// exhausted.
     fn track_burst(
@@ -510,7 +563,10 @@ impl State {
     ) -> (bool, Option<Burst>) {
         let mut in_burst = false;
         let mut exhausted = None;
-        let background = self.background.max(MIN_BACKGROUND);
+        // The share of 429s lately counts as background too: before a trial has learned it,
+        // 10 % of random 429s give 3 of 3 once in a thousand watches (a cut clears the
+        // sample, not this).
+        let background = self.background.max(self.lately).max(MIN_BACKGROUND);
         if let Some(b) = self.burst.as_mut() {
             if sent_at > b.since {
                 if limited {
@@ -520,9 +576,12 @@ impl State {
                     b.ok += 1;
                 }
             }
-            if b.limited >= BURST_429S
-                && at_least(b.limited, b.limited + b.ok, background) < BURST_CHANCE
-            {
+            // Out of the requests *sent* since, not the answers: a 429 comes back at once, a
+            // success only after the answer time, so the first answers after a 429 are 429s
+            // whenever a few percent are (at 5 % and 600 sends/s, 3 within the 100 ms before
+            // any success). An exhausted window refuses every one of them.
+            let sent = b.sent.max(b.limited + b.ok);
+            if b.limited >= BURST_429S && at_least(b.limited, sent, background) < BURST_CHANCE {
                 exhausted = Some(*b);
                 self.burst = None;
             } else if b.ok >= BURST_CLEARED_BY {
@@ -598,9 +657,7 @@ impl State {
         }
         // Above the limit learned at the last cut, 429s beyond the background's mean the probe
         // found it again (also while that cut is on trial: the probe is above it).
-        let probing = self
-            .learned
-            .is_some_and(|l| self.pace().is_some_and(|p| p > l));
+        let probing = self.probing();
         if self.verdict.is_some() && !probing {
             return;
         }
@@ -617,6 +674,12 @@ impl State {
         if probing {
             self.end_probe(now, answer);
         }
+    }
+
+    /// Whether the pace probes above the limit learned at the last cut.
+    fn probing(&self) -> bool {
+        self.learned
+            .is_some_and(|l| self.pace().is_some_and(|p| p > l))
     }
 
     /// The probe met the limit where it was: the window is full until the 429's advice, so the
@@ -754,10 +817,11 @@ impl State {
             .reduce(f64::min)
     }
 
-    /// When the next send may go: one request step and the previous send's token step after it.
-    fn next_slot(&self) -> Instant {
+    /// When the next send may go: one request step and the previous send's token step after it
+    /// (`now` before the first send).
+    fn next_slot(&self, now: Instant) -> Instant {
         let Some(last) = self.last_send else {
-            return Instant::now();
+            return now;
         };
         let step = |rate: Option<f64>, amount: f64| {
             rate.map_or(Duration::ZERO, |r| {
@@ -776,7 +840,9 @@ impl State {
             Duration::from_secs_f64((1.0 / r).min(3600.0))
         });
         let grid = match self.last_send {
-            Some(_) if !step.is_zero() && now.saturating_duration_since(slot) < step.max(CATCH_UP) => {
+            Some(_)
+                if !step.is_zero() && now.saturating_duration_since(slot) < step.max(CATCH_UP) =>
+            {
                 slot
             }
             _ => now,
@@ -862,6 +928,7 @@ impl State {
         self.last_growth = now;
         self.binding = false;
         self.sample.clear();
+        self.unripe.clear();
         self.ok_since = 0;
         self.set_why(why);
     }
@@ -1113,10 +1180,12 @@ mod tests {
 
     /// Issue 21: a gateway that refuses a share of requests whatever the rate (load shedding,
     /// a shared key). Simulated: 64 in flight, 100-ms answers, a 429 for each attempt with
-    /// chance `share` (a fixed-seed generator), advising 1 s. Returns the requests sent in the
-    /// last 10 s of 60 (sends per second) and the pool's pause time.
+    /// chance `share` (a fixed-seed generator), advising 1 s and answered at once, as gateways
+    /// do. Returns the requests sent in the last 10 s of 60 (sends per second) and the pool's
+    /// pause time.
     async fn random_429s(share: f64, headers: Option<RateLimitHeaders>) -> (f64, Duration) {
-        let p = Pacer::new(None);
+        let p = Arc::new(Pacer::new(None));
+        let slots = Arc::new(tokio::sync::Semaphore::new(64));
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut chance = move || {
             seed ^= seed << 13;
@@ -1125,23 +1194,29 @@ mod tests {
             (seed >> 11) as f64 / (1u64 << 53) as f64
         };
         let start = Instant::now();
-        let mut in_flight: VecDeque<Instant> = VecDeque::new();
         let mut late_sends = 0u32;
         while Instant::now() < start + Duration::from_secs(60) {
-            if in_flight.len() == 64 {
-                let sent = in_flight.pop_front().unwrap();
-                tokio::time::sleep_until(sent + Duration::from_millis(100)).await;
-                if chance() < share {
-                    p.on_answer(sent, limited(1.0), headers.as_ref());
-                } else {
-                    p.on_answer(sent, Answer::Ok, None);
-                }
-            }
+            let slot = slots.clone().acquire_owned().await.unwrap();
             let sent = send(&p).await;
             if sent >= start + Duration::from_secs(50) {
                 late_sends += 1;
             }
-            in_flight.push_back(sent);
+            let p = p.clone();
+            if chance() < share {
+                // A 429 comes back at once (a success after the answer time), and its row
+                // lends its slot while it waits.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                    p.on_answer(sent, limited(1.0), headers.as_ref());
+                    drop(slot);
+                });
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(sent + Duration::from_millis(100)).await;
+                    p.on_answer(sent, Answer::Ok, None);
+                    drop(slot);
+                });
+            }
         }
         (f64::from(late_sends) / 10.0, p.totals().1)
     }
@@ -1166,7 +1241,10 @@ mod tests {
                     "{share}: {rate}/s in the last 10 s (headers: {})",
                     headers.is_some()
                 );
-                assert!(paused <= Duration::from_secs(2), "{share}: paused {paused:?}");
+                assert!(
+                    paused <= Duration::from_secs(2),
+                    "{share}: paused {paused:?}"
+                );
             }
         }
     }
@@ -1184,7 +1262,11 @@ mod tests {
         let s = send(&p).await;
         p.on_answer(s, limited(1.0), Some(&spent));
         assert_eq!(p.paused_until(), None);
-        assert_eq!(p.lock().pace(), None, "a 429's limit header is not announced");
+        assert_eq!(
+            p.lock().pace(),
+            None,
+            "a 429's limit header is not announced"
+        );
         p.on_answer(s, Answer::Ok, Some(&spent));
         assert_eq!(
             p.paused_until(),
@@ -1216,7 +1298,8 @@ mod tests {
     fn the_chance_of_a_run_of_429s() {
         assert!((at_least(3, 3, 0.02) - 8e-6).abs() < 1e-12);
         assert!((at_least(0, 5, 0.3) - 1.0).abs() < 1e-12);
-        let two_of_four = 6.0 * 0.25 * 0.25 * 0.75 * 0.75 + 4.0 * 0.25f64.powi(3) * 0.75 + 0.25f64.powi(4);
+        let two_of_four =
+            6.0 * 0.25 * 0.25 * 0.75 * 0.75 + 4.0 * 0.25f64.powi(3) * 0.75 + 0.25f64.powi(4);
         assert!((at_least(2, 4, 0.25) - two_of_four).abs() < 1e-12);
         assert!(at_least(5, 5, 1.0) > 0.9);
     }

@@ -187,7 +187,10 @@ async fn run_live(
         simulated: opts.dry_run.is_some(),
         keep_response: opts.output.keep_response,
         schema,
-        breaker: Breaker::default(),
+        breaker: Breaker::new(
+            plan.as_ref().map(|p| p.worked).unwrap_or_default(),
+            opts.output.keep_errors,
+        ),
         carried,
         warnings: Repeats::default(),
     });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::api::{ApiClient, ChatRequest, Failure, FailureKind};
-use crate::breaker::Breaker;
+use crate::breaker::{Admission, Breaker, InFlight};
 use crate::budget::Budget;
 use crate::cost::PriceTable;
 use crate::limit::Limits;
@@ -22,6 +22,9 @@ use crate::repeats::Repeats;
 use crate::schema::SchemaChecker;
 use crate::shutdown::Shutdown;
 use crate::spent::Spent;
+
+/// How often a row of a suspect model asks the breaker again.
+const BREAKER_POLL: Duration = Duration::from_millis(10);
 
 /// Retry settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +325,8 @@ async fn process_row(
         no_more_attempts: false,
     };
     loop {
-        let (outcome, latency_ms, may_lend) = row.attempt(ctx).await?;
+        // Counted in flight for the breaker until it has heard this attempt's answer.
+        let (outcome, latency_ms, may_lend, in_flight) = row.attempt(ctx).await?;
         let failure = match outcome {
             Ok(completion) => match row.answered(ctx, completion, latency_ms) {
                 Ok(outcome) => return Some(outcome),
@@ -334,6 +338,7 @@ async fn process_row(
             Next::Done(outcome) => return outcome,
             Next::Retry(wait) => wait,
         };
+        drop(in_flight);
         if !wait_to_retry(ctx, wait, may_lend).await {
             return None;
         }
@@ -368,16 +373,37 @@ enum Next {
 }
 
 impl RowAttempts {
-    /// Waits for the limiter, sends once and tells the pacer; `None` when the run halts first.
-    /// Returns the answer, its latency and whether the row may lend its slot while it waits.
-    async fn attempt(
+    /// Waits for the breaker and the limiter, sends once and tells the pacer; `None` when the
+    /// run halts first or the model is refused. Returns the answer, its latency, whether the
+    /// row may lend its slot while it waits, and the breaker's count of it in flight.
+    async fn attempt<'c>(
         &mut self,
-        ctx: &WorkerContext,
-    ) -> Option<(Result<crate::api::Completion, Failure>, u64, bool)> {
+        ctx: &'c WorkerContext,
+    ) -> Option<(
+        Result<crate::api::Completion, Failure>,
+        u64,
+        bool,
+        InFlight<'c>,
+    )> {
         let abort = &ctx.shutdown.abort;
-        if ctx.halting() || ctx.breaker.hold_back(&self.request.model) {
-            return None;
+        loop {
+            if ctx.halting() {
+                return None;
+            }
+            match ctx.breaker.admit(&self.request.model) {
+                Admission::Send => break,
+                Admission::Refused => return None,
+                // The model's refusals wait for its answers in flight (one success and they are
+                // row problems): a short wait, holding the slot.
+                Admission::Wait => tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return None,
+                    _ = ctx.shutdown.stop_dispatch.cancelled() => return None,
+                    _ = tokio::time::sleep(BREAKER_POLL) => {}
+                },
+            }
         }
+        let in_flight = ctx.breaker.sending(&self.request.model);
         tokio::select! {
             biased;
             _ = abort.cancelled() => return None,
@@ -413,7 +439,7 @@ impl RowAttempts {
             .limits
             .pacer()
             .on_answer(sent_at, answer, headers.as_ref());
-        Some((outcome, latency_ms, may_lend))
+        Some((outcome, latency_ms, may_lend, in_flight))
     }
 
     /// An answer: the row's ok record, or — when it fails `--json-schema` — a transient

@@ -132,6 +132,44 @@ pub struct Plan {
     pub models: u64,
     /// Earlier records of models this run sends nothing to, kept as they are.
     pub other_models: u64,
+    /// Models (`model_key`) with an ok record kept: they work (the circuit breaker counts
+    /// them as having succeeded).
+    pub worked: KnownModels,
+}
+
+/// A few model keys (`model_key`), in a fixed size: models past the first [`KnownModels::CAP`]
+/// are not remembered (a row naming its own model can name many).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KnownModels {
+    keys: [u64; KnownModels::CAP],
+    len: usize,
+}
+
+impl KnownModels {
+    pub const CAP: usize = 16;
+
+    pub fn insert(&mut self, key: u64) {
+        if !self.contains(key) && self.len < Self::CAP {
+            self.keys[self.len] = key;
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.keys[..self.len].contains(&key)
+    }
+
+    /// Whether the model named `name` is one of them.
+    pub fn has(&self, name: &str) -> bool {
+        self.contains(model_key(name))
+    }
+
+    #[cfg(test)]
+    pub fn sorted(&self) -> Vec<u64> {
+        let mut keys = self.keys[..self.len].to_vec();
+        keys.sort_unstable();
+        keys
+    }
 }
 
 impl Plan {
@@ -539,7 +577,9 @@ impl ResumeIndex {
         for entry in &mut index.entries {
             if entry.claimed() {
                 plan.spent += entry.cost;
-                if !entry.ok {
+                if entry.ok {
+                    plan.worked.insert(entry.model);
+                } else {
                     plan.kept_errors += 1;
                 }
             } else {

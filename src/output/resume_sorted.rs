@@ -305,6 +305,7 @@ impl Tally {
         fp: u64,
         (anonymous, rename): (bool, Option<u64>),
         record: (u64, u64, u64, u64, u64),
+        model: u64,
     ) -> Result<bool, std::io::Error> {
         let (index, record_fp, record_row, flags, cost) = record;
         self.met.insert(index);
@@ -330,6 +331,8 @@ impl Tally {
             self.plan.spent += f64::from_bits(cost);
             if flags & OK == 0 {
                 self.plan.kept_errors += 1;
+            } else {
+                self.plan.worked.insert(model);
             }
         }
         Ok(claim == Claim::Done)
@@ -526,7 +529,7 @@ fn join_explicit(
             Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
                 let record = (r[1], r[2], r[3], r[4], r[5]);
-                *claimed = tally.meet((row, unit), fp, (false, None), record)?;
+                *claimed = tally.meet((row, unit), fp, (false, None), record, model)?;
             }
             None if number != NONE => {
                 by_number.push([number_key(number, model), row, fp, unit, id_fp, model])?
@@ -552,7 +555,7 @@ fn join_explicit(
             Some((_, true)) => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
                 let record = (r[2], r[1], r[5], r[3], r[4]);
-                *claimed = tally.meet((row, unit), fp, (false, None), record)?;
+                *claimed = tally.meet((row, unit), fp, (false, None), record, model)?;
             }
             None => none(tally, [id_fp, row, fp, unit, model])?,
         }
@@ -599,7 +602,7 @@ fn join_foreign(
             Some((_, true)) | None => tally.count((row, unit), Claim::New),
             Some((r, claimed)) => {
                 let record = (r[1], r[2], r[3], r[4], r[5]);
-                *claimed = tally.meet((row, unit), fp, (false, Some(model)), record)?;
+                *claimed = tally.meet((row, unit), fp, (false, Some(model)), record, model)?;
             }
         }
     }
@@ -626,7 +629,7 @@ fn join_anonymous(
                 let [fp, record_row, index, flags, cost, record_model] = r;
                 let rename = (!names.contains(record_model)).then_some(model);
                 let record = (index, fp, record_row, flags, cost);
-                tally.meet((row, unit), fp, (true, rename), record)?;
+                tally.meet((row, unit), fp, (true, rename), record, model)?;
             }
             _ => tally.count((row, unit), Claim::New),
         }
@@ -896,6 +899,7 @@ mod tests {
             assert_eq!(want.kept_errors, got.kept_errors, "{what}");
             assert_eq!(want.simulated, got.simulated, "{what}");
             assert_eq!(want.other_models, got.other_models, "{what}");
+            assert_eq!(want.worked.sorted(), got.worked.sorted(), "{what}");
             assert!((want.spent - got.spent).abs() < 1e-9, "{what}");
             for unit in 0..(n_rows + 3) * models {
                 assert_eq!(
