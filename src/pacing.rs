@@ -104,8 +104,12 @@ const PROBE_MAX_STEP: f64 = 2.0;
 const HEADER_MARGIN: f64 = 0.97;
 /// The slowest pace: one request a minute.
 const MIN_PACE: f64 = 1.0 / 60.0;
-/// A 429'd row lends its slot unless this many 429s came in a row.
-const LEND_UNTIL_RUN: u32 = 3;
+/// A 429'd row lends its slot unless its 429 is part of a run of 429s in a row less likely
+/// than this from the background share alone (3 in a row when none is known, 6 at 20 %) …
+const LEND_CHANCE: f64 = 1e-4;
+/// … or of the requests sent since a 429 arrived, less likely than this (2 of 3 when none is
+/// known; 4 of 5 at 20 %).
+const LEND_WATCH_CHANCE: f64 = 1e-2;
 /// A burst without any advice pauses the pool this long.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 /// Unpaced sends are spread over the answer time (at this multiple of in flight ÷ latency) …
@@ -136,6 +140,12 @@ const VERIFY_MIN_EXPECTED: f64 = 5.0;
 /// … and with at least this many × p(1-p)/excess² answers (p: the share before the cut): the
 /// share's standard error is then ≤ 1/6 of the excess.
 const VERIFY_NOISE: f64 = 39.0;
+/// A calibration (see [`Calibration`]) takes this many answers: the background's standard
+/// error at 20 % is then 0.9 points …
+const CALIBRATION_ANSWERS: u64 = 2_000;
+/// … or, with at least this many, this long.
+const CALIBRATION_MIN_ANSWERS: u64 = 200;
+const CALIBRATION_MAX: Duration = Duration::from_secs(30);
 /// The cut did not help when the share of 429s above the background kept at least this part
 /// of what it was: the 429s do not depend on our rate (a gateway shedding load, a shared key),
 /// and the pace before the cut comes back.
@@ -233,8 +243,20 @@ struct State {
     waiting: u32,
     /// The share of 429s over the last few hundred answers (a running mean).
     lately: f64,
+    /// After a trial undid its cut: the share of 429s measured at the pace held, which becomes
+    /// the background (the trial's own answers, a few hundred, told the verdict but not the
+    /// share precisely). No cut but a probe's end meanwhile.
+    calibration: Option<Calibration>,
     /// 429s not yet counted in the shares: (when its success would have come, sent, answer).
     unripe: VecDeque<(Instant, Instant, Answer)>,
+}
+
+/// Answers to requests sent since `since`, at a pace held: the background share of 429s.
+#[derive(Debug, Clone, Copy)]
+struct Calibration {
+    since: Instant,
+    answers: u64,
+    limited: u64,
 }
 
 /// A cut on trial: did slowing down lower the share of 429s? A limit's 429s fall away below
@@ -304,6 +326,7 @@ impl Pacer {
                 waiting: 0,
                 unripe: VecDeque::new(),
                 lately: 0.0,
+                calibration: None,
             }),
             gate: tokio::sync::Mutex::new(()),
             progress: None,
@@ -469,21 +492,47 @@ impl State {
         }
         // Nor when 429s come in a row: a wave of requests sent before the first 429 came back
         // meets a full window (lending their slots sent as many more into it); sporadic 429s
-        // (2 % of answers) come three in a row once in ≈ 100,000 429s.
-        limited
-            && !in_burst
-            && self.run_429 < LEND_UNTIL_RUN
-            && self.paused_until.is_none_or(|p| p <= now)
+        // (2 % of answers) come three in a row once in ≈ 100,000 429s. Random ones at 20 %
+        // come in runs of 3 often: judged against that share, they lend.
+        let run = self.background_for_runs().powi(self.run_429.min(64) as i32);
+        limited && !in_burst && run >= LEND_CHANCE && self.paused_until.is_none_or(|p| p <= now)
     }
 
     /// One answer (a 429 once it is due) for the trial of the last cut and the shares of
     /// 429s; answers to requests sent before the last cut count for neither.
     fn tally(&mut self, now: Instant, sent_at: Instant, limited: bool, answer: Answer) {
         self.lately += (f64::from(u8::from(limited)) - self.lately) * LATELY_WEIGHT;
+        self.calibrate(now, sent_at, limited);
         self.judge(now, sent_at, limited);
         if self.last_decrease.is_none_or(|d| sent_at >= d) {
             self.react(now, limited, answer);
         }
+    }
+
+    /// Counts an answer for the [`Calibration`] under way; once there are enough, their share
+    /// of 429s is the background.
+    fn calibrate(&mut self, now: Instant, sent_at: Instant, limited: bool) {
+        let Some(c) = self.calibration.as_mut() else {
+            return;
+        };
+        if sent_at < c.since {
+            return;
+        }
+        c.answers += 1;
+        c.limited += u64::from(limited);
+        let c = *c;
+        let elapsed = now.saturating_duration_since(c.since);
+        if c.answers < CALIBRATION_ANSWERS
+            && !(elapsed >= CALIBRATION_MAX && c.answers >= CALIBRATION_MIN_ANSWERS)
+        {
+            return;
+        }
+        self.calibration = None;
+        self.background = c.limited as f64 / c.answers as f64;
+        self.set_why(format!(
+            "holding the pace: {:.0} % of answers are 429s at any pace (not a limit)",
+            self.background * 100.0
+        ));
     }
 
     /// The trial of the last cut (see [`Verdict`]): once the answers to requests sent after it
@@ -520,6 +569,11 @@ impl State {
             return; // slowing down helped: a limit
         }
         self.background = share;
+        self.calibration = Some(Calibration {
+            since: now,
+            answers: 0,
+            limited: 0,
+        });
         self.adaptive = v.pace_before;
         self.learned = v.learned_before;
         self.last_decrease = Some(now);
@@ -563,14 +617,10 @@ impl State {
     ) -> (bool, Option<Burst>) {
         let mut in_burst = false;
         let mut exhausted = None;
-        // The share of 429s lately counts as background too: before a trial has learned it,
-        // 10 % of random 429s give 3 of 3 once in a thousand watches (a cut clears the
-        // sample, not this).
-        let background = self.background.max(self.lately).max(MIN_BACKGROUND);
+        let background = self.background_for_runs();
         if let Some(b) = self.burst.as_mut() {
             if sent_at > b.since {
                 if limited {
-                    in_burst = true;
                     b.limited += 1;
                 } else {
                     b.ok += 1;
@@ -581,7 +631,9 @@ impl State {
             // whenever a few percent are (at 5 % and 600 sends/s, 3 within the 100 ms before
             // any success). An exhausted window refuses every one of them.
             let sent = b.sent.max(b.limited + b.ok);
-            if b.limited >= BURST_429S && at_least(b.limited, sent, background) < BURST_CHANCE {
+            let chance = at_least(b.limited, sent, background);
+            in_burst = limited && sent_at > b.since && chance < LEND_WATCH_CHANCE;
+            if b.limited >= BURST_429S && chance < BURST_CHANCE {
                 exhausted = Some(*b);
                 self.burst = None;
             } else if b.ok >= BURST_CLEARED_BY {
@@ -658,7 +710,7 @@ impl State {
         // Above the limit learned at the last cut, 429s beyond the background's mean the probe
         // found it again (also while that cut is on trial: the probe is above it).
         let probing = self.probing();
-        if self.verdict.is_some() && !probing {
+        if (self.verdict.is_some() || self.calibration.is_some()) && !probing {
             return;
         }
         let cut = if probing {
@@ -674,6 +726,13 @@ impl State {
         if probing {
             self.end_probe(now, answer);
         }
+    }
+
+    /// The share of 429s a run of them is judged against: the background, or the share lately
+    /// when higher (before a trial has learned it, 10 % of random 429s give 3 of 3 once in a
+    /// thousand watches; a cut clears the sample, not this), at least [`MIN_BACKGROUND`].
+    fn background_for_runs(&self) -> f64 {
+        self.background.max(self.lately).max(MIN_BACKGROUND)
     }
 
     /// Whether the pace probes above the limit learned at the last cut.
@@ -911,6 +970,7 @@ impl State {
     /// (`excess`) is known: a cut that does not lower it is undone ([`Self::judge`]).
     fn cut_to(&mut self, now: Instant, new: f64, learned: f64, excess: f64, why: String) {
         let new = new.max(MIN_PACE);
+        self.calibration = None;
         if excess > 0.0 && self.verdict.is_none() {
             self.verdict = Some(Verdict {
                 since: now,

@@ -23,6 +23,8 @@ use crate::schema::SchemaChecker;
 use crate::shutdown::Shutdown;
 use crate::spent::Spent;
 
+/// A 429's row retries after its advice and up to this share of it more.
+const ADVICE_JITTER: f64 = 0.1;
 /// How often a row of a suspect model asks the breaker again.
 const BREAKER_POLL: Duration = Duration::from_millis(10);
 
@@ -533,8 +535,20 @@ impl RowAttempts {
             FailureKind::Transient => {
                 // This row waits at least the server's advice; the others go on, paced
                 // (`pacing.rs` decides whether the whole pool must pause).
-                let advised = failure.retry_after.unwrap_or(Duration::ZERO);
-                let wait = ctx.retry.backoff(attempts).max(advised);
+                let wait = match failure.retry_after {
+                    // A 429 that says when: that time, and up to a tenth more so the rows it
+                    // refused together do not all come back together. It does not grow with
+                    // the attempts (a random refusal is as likely on the next one; a real
+                    // limit is the pool's pace to answer, `pacing.rs`): backing off
+                    // exponentially on top left a few rows retrying for a minute at the end.
+                    Some(advised) if failure.is_rate_limit() => {
+                        advised + advised.mul_f64(ADVICE_JITTER * rand::random::<f64>())
+                    }
+                    advised => ctx
+                        .retry
+                        .backoff(attempts)
+                        .max(advised.unwrap_or(Duration::ZERO)),
+                };
                 ctx.counters.retries.fetch_add(1, Relaxed);
                 debug!(
                     id = %self.info.id,
