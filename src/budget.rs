@@ -95,6 +95,15 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Counts the whole reservation — the row's worst case — as spent: its answer's cost is
+    /// unknown (no `usage`), and $0 would let the cap be passed.
+    pub fn spend_all(mut self) {
+        self.settled = true;
+        self.shared.release(self.amount, self.amount, 0);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {

@@ -354,7 +354,8 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
 fn report_errors(summary: &Summary, output: &str) {
     let errors = summary.errors + summary.kept_errors;
     let transient = summary.transient_errors;
-    let others = summary.errors.saturating_sub(transient);
+    let unaccepted = summary.unaccepted;
+    let others = summary.errors.saturating_sub(transient + unaccepted);
     let group = promptbatch::human::group;
     promptbatch::say!(
         "done with errors: {} rows are error records in {output} (see their `error` field; `promptbatch report {output}` groups them)",
@@ -364,6 +365,12 @@ fn report_errors(summary: &Summary, output: &str) {
         promptbatch::say!(
             "  {} failed on transient errors (rate limits, 5xx, timeouts) after every retry: re-run the same command to retry them",
             group(transient)
+        );
+    }
+    if unaccepted > 0 {
+        promptbatch::say!(
+            "  {} got answers that failed --json-schema after every retry: each answer was paid for (its record holds the cost), and a plain re-run pays again; change the prompt or the schema first",
+            group(unaccepted)
         );
     }
     if others > 0 {

@@ -25,6 +25,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Error records of rows that failed on transient errors after every retry.
     pub transient_errors: AtomicU64,
+    /// Error records of rows whose last answer failed `--json-schema` (paid for).
+    pub unaccepted: AtomicU64,
     pub in_flight: AtomicU64,
     pub retries: AtomicU64,
     pub prompt_tokens: AtomicU64,
@@ -400,6 +402,9 @@ pub struct Summary {
     pub unrecorded: u64,
     /// Error records of this run that a plain re-run may fix (transient failures).
     pub transient_errors: u64,
+    /// Error records of this run whose answers failed `--json-schema` after every retry: each
+    /// was paid for, and a plain re-run pays again.
+    pub unaccepted: u64,
     /// The answers came from the `--dry-run` simulator: the cost shown was not spent.
     pub simulated: bool,
     /// Row-failure warnings not printed (repeats of the same message).
@@ -431,6 +436,7 @@ impl Summary {
             done_before: 0,
             kept_errors: 0,
             transient_errors: counters.transient_errors.load(Relaxed),
+            unaccepted: counters.unaccepted.load(Relaxed),
             simulated: false,
             warnings_suppressed: 0,
             // Filled in by the run, which alone knows the rows held back on purpose and the

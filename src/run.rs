@@ -497,11 +497,15 @@ async fn start(
         if let Some(reservation) = reservation {
             let own = outcome.own.as_ref();
             // What the batch part paid for the row is on the books already.
-            reservation.settle(
-                own.and_then(|r| r.cost_usd)
-                    .map(|cost| (cost - outcome.carried_usd).max(0.0)),
-                own.map_or(0, |r| r.completion_tokens),
-            );
+            if outcome.cost_unknown {
+                reservation.spend_all();
+            } else {
+                reservation.settle(
+                    own.and_then(|r| r.cost_usd)
+                        .map(|cost| (cost - outcome.carried_usd).max(0.0)),
+                    own.map_or(0, |r| r.completion_tokens),
+                );
+            }
         }
         if let Some(record) = outcome.own {
             let finished = Finished {

@@ -70,6 +70,9 @@ pub struct Completion {
     pub model: Option<String>,
     pub response_id: Option<String>,
     pub usage: TokenUsage,
+    /// The answer had a `usage` object: without one its tokens are unknown (zeros here), and so
+    /// is its cost — never $0.
+    pub usage_reported: bool,
     /// The whole response body (for `--keep-response`; shares the received buffer).
     pub body: bytes::Bytes,
 }
@@ -128,6 +131,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, String> {
             Value::String(text) => Some(text),
             other => Some(content_text(&other)),
         });
+    let usage_reported = raw.usage.is_some();
     let usage = raw.usage.map(|u| {
         let prompt = u.prompt_tokens.unwrap_or(0);
         let completion = u.completion_tokens.unwrap_or(0);
@@ -151,6 +155,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, String> {
         model: raw.model,
         response_id: raw.id,
         usage: usage.unwrap_or_default(),
+        usage_reported,
         body: bytes::Bytes::new(),
     })
 }

@@ -973,8 +973,7 @@ impl<'a> BatchRun<'a> {
     /// What an answer cost at batch prices (`None`: the model has no price).
     fn batch_cost(&self, completion: &crate::api::Completion, model: &str) -> Option<f64> {
         let answered = completion.model.as_deref().unwrap_or_default();
-        self.prices
-            .cost_via(Billing::Batch, &[answered, model], &completion.usage)
+        crate::worker::cost_of(self.prices, Billing::Batch, &[answered, model], completion)
     }
 
     /// The record a collected row gets from its line's `outcome`, or `None` when it goes into a
@@ -1002,6 +1001,7 @@ impl<'a> BatchRun<'a> {
         // --json-schema: an answer that fails it was paid for — its tokens and cost wait
         // in the state until the row's record holds them — and is worth another batch.
         let mut parsed = serde_json::Value::Null;
+        let mut unaccepted = false;
         let outcome = match outcome {
             LineOutcome::Answer(completion) => {
                 match crate::worker::check_answer(self.schema, &completion) {
@@ -1013,6 +1013,7 @@ impl<'a> BatchRun<'a> {
                         let cost = self.batch_cost(&completion, &request.model);
                         let spent = self.state.spent.entry(unit).or_default();
                         spent.add(&completion.usage, cost);
+                        unaccepted = true;
                         LineOutcome::Transient(message)
                     }
                 }
@@ -1046,7 +1047,12 @@ impl<'a> BatchRun<'a> {
                 return None;
             }
             LineOutcome::Transient(message) => {
-                self.counters.transient_errors.fetch_add(1, Relaxed);
+                let counter = if unaccepted {
+                    &self.counters.unaccepted
+                } else {
+                    &self.counters.transient_errors
+                };
+                counter.fetch_add(1, Relaxed);
                 let message = format!("gave up after {attempts} batches: {message}");
                 let info = (request.prompt, request.model, fingerprint, latency_ms);
                 self.answered_error(place, info, message, attempts)
