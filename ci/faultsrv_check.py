@@ -271,11 +271,81 @@ def case_breaker_rerun(a, tmp):
     srv.stop()
 
 
+def case_always_429(a, tmp):
+    """Every request refused (a model a proxy always answers 429): the run ends soon, rows named."""
+    n = 20
+    inp = os.path.join(tmp, "always.jsonl")
+    write_input(inp, n)
+    for style in ("litellm", "gemini"):
+        case = f"every request 429 ({style})"
+        srv = Server(tmp, f"always-{style}", ["--p429", "1.0", "--retry-after", "1", "--ra-style", style])
+        out = os.path.join(tmp, f"always-{style}.out.jsonl")
+        code, secs, err = run(a.bin, inp, out, srv.url, ["-c", "16", "--max-retries", "2"], 300)
+        srv.stop()
+        if code != 3:
+            fail(case, f"exit {code}, expected 3 (every row an error record): {err[-400:]}")
+        recs = check_records(case, inp, out, expect_ok=0)
+        if secs > 120:
+            fail(case, f"took {secs:.0f} s; a run that cannot succeed must end within two minutes")
+        TABLE.append((case, f"{n} rows, --max-retries 2", "—", "—",
+                      f"ended in {secs:.0f} s with {len(recs)} error records"))
+        print(f"  {case}: ended in {secs:.1f} s, {len(recs)} records", flush=True)
+
+
+def case_fast_announced(a, tmp):
+    """0-ms answers announcing 1,000,000 requests a minute: the pacer must not be the bound."""
+    n = 1_000_000 if a.mode == "bench" else 100_000
+    inp = os.path.join(tmp, "fast.jsonl")
+    write_input(inp, n)
+    srv = Server(tmp, "fast", [])
+    out = os.path.join(tmp, "fast.out.jsonl")
+    code, secs, err = run(a.bin, inp, out, srv.url, ["-c", "32"], 1800)
+    srv.stop()
+    if code != 0:
+        fail("0 ms, 1,000,000/min announced", f"exit {code}: {err[-400:]}")
+    check_records("0 ms, 1,000,000/min announced", inp, out, expect_ok=n)
+    row("0 ms, 1,000,000/min announced", f"{n:,} rows, 0 ms answers, -c 32, every success "
+        "announcing x-ratelimit-limit-requests: 1000000", n, secs, None)
+
+
+def case_night(a, tmp):
+    """A compressed night: a real limit, random 429s, 5xx, drops, an outage, slow answers."""
+    n = 60_000 if a.mode == "bench" else 15_000
+    outage = 30 if a.mode == "bench" else 10
+    inp = os.path.join(tmp, "night.jsonl")
+    write_input(inp, n)
+    srv = Server(tmp, "night", ["--latency", "lognormal:120:0.5:2000", "--rpm-limit", "90000",
+                                "--p429", "0.02", "--p500", "0.01", "--p503", "0.01", "--pdrop", "0.005",
+                                f"--outage", f"15:{outage}", "--max-faults-per-prompt", "6"])
+    out = os.path.join(tmp, "night.out.jsonl")
+    code, secs, err = run(a.bin, inp, out, srv.url, ["-c", "128", "--max-retries", "10"], 3600)
+    if code != 0:
+        fail("compressed night", f"exit {code}: {err[-400:]}")
+    recs = check_records("compressed night", inp, out, expect_ok=n)
+    attempts, limited = check_advice("compressed night", srv)
+    stats = json.loads(__import__("urllib.request").request.urlopen(
+        f"http://127.0.0.1:{srv.port}/stats", timeout=10).read())
+    srv.stop()
+    # The bill: every ok record's tokens are the server's for its row (what faultsrv served).
+    served = stats.get("prompt_tokens", 0) + stats.get("completion_tokens", 0)
+    recorded = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in recs)
+    if stats.get("ok_undelivered", 0) == 0 and served != recorded:
+        fail("compressed night", f"records hold {recorded} tokens, the server served {served}")
+    # Ideal: the limit (1,500/s) or -c 128 over the mean answer time (≈ 135 ms), and the outage.
+    ideal = n / min(1500.0, 128 / 0.135) + outage
+    row("compressed night", f"{n:,} rows, 90,000 RPM sliding window, 2 % random 429s, 1 % 500, "
+        f"1 % 503, 0.5 % drops, a {outage}-s outage, lognormal 120 ms, -c 128",
+        n, secs, None, f"{secs / ideal:.2f} × the ideal {ideal:.0f} s; {limited} of {attempts} attempts 429")
+
+
 CASES = {
     "random": lambda a, tmp: case_random_429s(a, tmp, 3000 if a.mode == "ci" else 20000),
     "mixed": case_mixed,
     "window": case_window,
     "breaker": lambda a, tmp: (case_breaker_first_rows(a, tmp), case_breaker_rerun(a, tmp)),
+    "always": case_always_429,
+    "fast": case_fast_announced,
+    "night": case_night,
 }
 
 

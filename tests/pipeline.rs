@@ -493,8 +493,10 @@ fn wrong_key_stops_the_run_fast_without_error_records() {
     assert_no_key(&[&r.stdout, &r.stderr]);
 }
 
+/// The breaker stops the run after the first streak; the rows it sent keep their error
+/// records (the next run sends them again), the rest get none.
 #[test]
-fn an_unknown_model_trips_the_circuit_breaker_without_error_records() {
+fn an_unknown_model_trips_the_circuit_breaker_with_only_the_streaks_records() {
     let sim = Sim::start(SimOptions {
         models: vec!["gpt-5.2".into()],
         ..Default::default()
@@ -528,12 +530,17 @@ fn an_unknown_model_trips_the_circuit_breaker_without_error_records() {
         requests <= 5 + 4,
         "stopped after the breaker's 5: {requests}"
     );
-    let written = if output.exists() {
-        read_jsonl(&output).len()
-    } else {
-        0
-    };
-    assert_eq!(written, 0, "no error records for a refused model");
+    let records = read_jsonl(&output);
+    assert_eq!(
+        records.len() as u64,
+        requests,
+        "one error record per row sent, none for the rows not sent"
+    );
+    assert!(records.len() >= 5, "the streak's records are written");
+    assert!(records
+        .iter()
+        .all(|r| r["status"] == "error" && r["error"].as_str().unwrap().contains("HTTP 404")));
+    assert!(r.stderr.contains("check the key"), "{}", r.stderr);
 }
 
 #[test]
@@ -983,5 +990,77 @@ fn chunked_seed_answers_are_read_whole() {
             .as_str()
             .unwrap()
             .ends_with("understanding capabilities..."));
+    }
+}
+
+/// Issue 21: fast refusals of the first five rows arrive before the slower answers of good
+/// ones. The breaker waits for those answers: one success and the refusals are row problems.
+#[test]
+fn five_refused_rows_before_the_first_success_do_not_trip_a_model_that_works() {
+    let sim = Sim::start(SimOptions::default());
+    let dir = Workdir::new();
+    let lines: String = (0..60)
+        .map(|i| {
+            if i < 5 {
+                format!("{{\"id\":\"r{i}\",\"prompt\":\"bad {i} #sim:status=400\"}}\n")
+            } else {
+                format!("{{\"id\":\"r{i}\",\"prompt\":\"good {i} #sim:sleep=300ms\"}}\n")
+            }
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "16", "-q"]);
+    assert_eq!(r.code, 3, "errors, not a refusal: {}", r.stderr);
+    assert!(!r.stderr.contains("check the key"), "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 60, "every row has a record");
+    let errors: Vec<&str> = records
+        .iter()
+        .filter(|r| r["status"] == "error")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|id| ["r0", "r1", "r2", "r3", "r4"].contains(id)));
+}
+
+/// Issue 21: an output with ok records and a few permanent-400 error records of one model. The
+/// re-run sends the error rows again; they all fail, no row succeeds in that run, but the model
+/// has ok records on disk: it works, so the breaker does not trip, no record is lost, exit 3.
+#[test]
+fn a_rerun_of_refused_rows_of_a_model_with_ok_records_keeps_every_record() {
+    let sim = Sim::start(SimOptions::default());
+    let dir = Workdir::new();
+    let lines: String = (0..100)
+        .map(|i| {
+            let bad = if i % 10 == 7 { " #sim:status=400" } else { "" };
+            format!("{{\"id\":\"r{i}\",\"prompt\":\"row {i}{bad}\"}}\n")
+        })
+        .collect();
+    let input = dir.write("in.jsonl", &lines);
+    let output = dir.path("out.jsonl");
+    let first = run(&sim, &input, &output, &["-c", "1", "-q"]);
+    assert_eq!(first.code, 3, "{}", first.stderr);
+    assert_eq!(read_jsonl(&output).len(), 100);
+    for attempt in 1..=2 {
+        let before = sim.requests();
+        let r = run(&sim, &input, &output, &["-c", "4", "-q"]);
+        assert_eq!(r.code, 3, "run {attempt}: {}", r.stderr);
+        assert_eq!(
+            sim.requests() - before,
+            10,
+            "only the error rows are sent again"
+        );
+        assert!(!r.stderr.contains("was refused"), "{}", r.stderr);
+        let records = read_jsonl(&output);
+        assert_eq!(
+            records.len(),
+            100,
+            "run {attempt}: a record per row, none removed"
+        );
+        let errors = records.iter().filter(|r| r["status"] == "error").count();
+        assert_eq!(errors, 10);
     }
 }
