@@ -666,6 +666,19 @@ impl State {
             burst.sent.saturating_sub(burst.limited + burst.ok),
         );
         self.pause_until(now, now + pause);
+        let (lookback, _) = window_for(pause);
+        if self
+            .oks
+            .count_since(now.checked_sub(lookback).unwrap_or(now))
+            == 0
+        {
+            // Nothing succeeded over the window: no rate to resume at (the served rate would
+            // be none, and a pace of one request a minute kept a proxy that refuses every
+            // request busy for hours instead of letting its rows end on their retries). The
+            // pause alone answers the burst; each row waits its own advice.
+            self.set_why("paused: every request refused (a burst of 429s)".into());
+            return;
+        }
         // The pace the pool resumes at is what the server served, not a cut of the pace
         // that overran it: that rate is what the window lets through, and a cut below it
         // (then a slow creep back) left the tail at about half the server's rate after a
@@ -934,7 +947,8 @@ impl State {
         (n >= 5 && span > 0.0).then(|| n as f64 / span.max(0.1))
     }
 
-    /// Multiplicative decrease: to [`DECREASE_FACTOR`] of the lower of the send rate and the
+    /// Multiplicative decrease (none when nothing succeeded over the span: there is no rate to
+    /// cut to): to [`DECREASE_FACTOR`] of the lower of the send rate and the
     /// rate the server served over its last window ([`SAMPLE_SPAN`] back, not before the last
     /// pool pause ended), never below [`MAX_CUT`] of the send rate in one step.
     fn decrease(&mut self, now: Instant, why: &str, excess: f64) {
@@ -950,6 +964,10 @@ impl State {
             }
         };
         let (from, span) = self.served_span(now);
+        if self.oks.count_since(from) == 0 {
+            // Nothing succeeded over the span: no rate to cut to (see `pause_for_burst`).
+            return;
+        }
         let served = (span >= DECREASE_MIN_SPAN)
             .then(|| self.oks.count_since(from) as f64 / span.as_secs_f64());
         let new = (DECREASE_FACTOR * served.map_or(rate, |s| rate.min(s)))
@@ -1307,6 +1325,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Issue 21: a model a proxy refuses every request of (nothing ever succeeds). A burst
+    /// pauses the pool for its advice, but there is no served rate to resume at: the pace is
+    /// not cut (a pace of one a minute kept 20 rows busy for hours); the rows end on their
+    /// retries.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_refuses_everything_pauses_the_pool_but_does_not_pace_it() {
+        let p = Pacer::new(None);
+        for _ in 0..20 {
+            let s = send(&p).await;
+            tokio::time::advance(Duration::from_millis(1)).await;
+            p.on_answer(s, limited(1.0), None);
+        }
+        assert!(
+            p.note().why.contains("every request refused"),
+            "{:?}",
+            p.note()
+        );
+        assert_eq!(p.lock().pace(), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let start = Instant::now();
+        for _ in 0..100 {
+            send(&p).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "unpaced after the pause");
     }
 
     /// A 429's own `remaining: 0` pauses nobody; a success's does (the window is spent).
