@@ -356,6 +356,15 @@ fn json_schema_answers_are_parsed_retried_and_failures_name_the_rule() {
     ];
     let result = run(&sim, &input, &output, &args);
     assert_eq!(result.code, 3, "c is an error record: {}", result.stderr);
+    // Issue 21: not "transient" (a re-run would not just retry it for free: it pays again).
+    assert!(
+        result
+            .stderr
+            .contains("1 got answers that failed --json-schema after every retry")
+            && !result.stderr.contains("failed on transient errors"),
+        "{}",
+        result.stderr
+    );
     let records = by_id(&read_jsonl(&output));
     assert_eq!(
         records["a"]["parsed"],

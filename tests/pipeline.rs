@@ -1064,3 +1064,55 @@ fn a_rerun_of_refused_rows_of_a_model_with_ok_records_keeps_every_record() {
         assert_eq!(errors, 10);
     }
 }
+
+/// Issue 21: an answer without `usage` has an unknown cost — null on its record, a warning —
+/// and `--max-cost` counts its worst case as spent, never $0.
+#[test]
+fn an_answer_without_usage_has_an_unknown_cost_that_the_budget_counts_at_its_worst() {
+    let sim = Sim::start(SimOptions::default());
+    let dir = Workdir::new();
+    let rows = |directive: &str| -> String {
+        (0..20)
+            .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"row {i} {directive}\"}}\n"))
+            .collect()
+    };
+    let args = [
+        "-c",
+        "1",
+        "--max-tokens",
+        "1000",
+        "--max-cost",
+        "0.05",
+        "-q",
+    ];
+
+    let without = dir.write("without.jsonl", &rows("#sim:no-usage"));
+    let output = dir.path("without.out.jsonl");
+    let r = run(&sim, &without, &output, &args);
+    assert!(r.stderr.contains("reported no `usage`"), "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| r["cost_usd"].is_null()),
+        "{records:?}"
+    );
+    // Each row's worst case (1,000 completion tokens) is a few cents: the cap stops the run
+    // after a few rows, as if each had cost that.
+    assert!(
+        records.len() <= 5,
+        "{} rows under a $0.05 cap",
+        records.len()
+    );
+    assert_eq!(r.code, 4, "stopped at the budget: {}", r.stderr);
+
+    // The same rows with usage cost a fraction of a cent each: all 20 fit.
+    let with = dir.write("with.jsonl", &rows(""));
+    let output = dir.path("with.out.jsonl");
+    let r = run(&sim, &with, &output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 20);
+    assert!(records
+        .iter()
+        .all(|r| r["cost_usd"].as_f64().unwrap() > 0.0));
+}

@@ -17,8 +17,8 @@
 //! `#sim:status=NNN` answers that status (`#sim:type=T` sets its error type); `#sim:quota`
 //! answers a gateway's out-of-quota 429; `#sim:fail=N` (or `N:STATUS`) makes the first N
 //! requests with that exact body answer 503 (or STATUS; 429 comes with the retry advice);
-//! `#sim:sleep=DURATION` adds latency. `--error-style` shapes error answers like OpenAI,
-//! EvoLink or the LiteLLM proxy. `GET /_sim/stats` returns counters and the
+//! `#sim:sleep=DURATION` adds latency; `#sim:no-usage` leaves `usage` out of the answer.
+//! `--error-style` shapes error answers like OpenAI, EvoLink or the LiteLLM proxy. `GET /_sim/stats` returns counters and the
 //! arrival time and status of the first 100,000 requests (and, apart, each one's advised wait
 //! and prompt).
 //!
@@ -689,6 +689,11 @@ impl Sim {
             AnswerBody::Echo => {
                 let mut completion = completion_body(request, messages, prompt, body);
                 self.prose_first(&mut completion, body, directives)?;
+                if directives.no_usage {
+                    if let Some(object) = completion.as_object_mut() {
+                        object.remove("usage");
+                    }
+                }
                 Bytes::from(completion.to_string())
             }
             AnswerBody::Seed => Bytes::from_static(SEED_ANSWER.as_bytes()),
@@ -920,6 +925,8 @@ struct Directives {
     /// `#sim:prose=N`: the first N requests with this exact body answer prose, not the JSON a
     /// structured-outputs request asked for.
     prose: u32,
+    /// `#sim:no-usage`: the answer has no `usage` object (some gateways omit it).
+    no_usage: bool,
 }
 
 impl Directives {
@@ -934,6 +941,9 @@ impl Directives {
             };
             if rest == "quota" {
                 d.quota = true;
+            }
+            if rest == "no-usage" {
+                d.no_usage = true;
             }
             match rest.split_once('=') {
                 Some(("status", v)) => d.status = v.parse().ok(),
