@@ -1,5 +1,8 @@
-//! Adaptive pacing shared by all workers, as congestion control does it: the send rate reacts to
-//! the *rate* of 429s, not to each one.
+//! Adaptive pacing shared by all workers. A 429 alone does not say whether *our rate* caused it:
+//! a gateway that sheds a few percent of requests for its own reasons (upstream capacity, a key
+//! shared with other jobs) refuses as many at any rate, and loss-based control collapses under
+//! random loss (TCP learned it on lossy links). So the pace drops only on evidence of a limit,
+//! and each cut is put on trial.
 //!
 //! - **Unpaced** until told otherwise: only `--concurrency` (and `--rpm`/`--tpm`, in `limit.rs`)
 //!   bound the sends. A 429'd row waits its own advice (the worker does that); the others go on.
@@ -7,35 +10,42 @@
 //!   sends are spread over the answer time (1.25 × in flight ÷ latency, no slower than the
 //!   concurrency allows): a wave that meets a full window is then stopped after a few 429s
 //!   instead of being answered 429 almost whole.
-//! - **Multiplicative decrease**, at most once per window: when 429s make up ≥ 5 % of the
-//!   answers (at least 3 of them, over at least 1 s) to requests sent since the last decrease,
-//!   the pace drops to 97 % of the lower of the current send rate and the rate the server
-//!   served over its last window (ok answers of the last 10 s, a pool pause's time left out),
-//!   never below a quarter of the send rate. That served rate is the limit as far as it is
-//!   known (*learned*). Answers to requests sent before a decrease never cause another one.
+//! - **Shares, fairly counted**: a 429 comes back at once, a success only after the answer time,
+//!   so a 429 enters the shares when its request's success would have come (`unripe`).
+//! - **Multiplicative decrease**, at most once per window: when 429s make up more of the answers
+//!   (at least 3 of them, over at least 1 s) to requests sent since the last decrease than the
+//!   *background* share by 5 points (or 3 standard errors), the pace drops to 97 % of the lower
+//!   of the current send rate and the rate the server served over its last window (ok answers of
+//!   the last 10 s, a pool pause's time left out), never below a quarter of the send rate. That
+//!   served rate is the limit as far as it is known (*learned*). Nothing served: no cut.
+//! - **The trial** ([`Verdict`]): the answers to requests sent after a cut show whether it
+//!   lowered the share of 429s above the background. A limit's 429s fall away below it; when
+//!   ≥ 60 % of the excess stayed, the 429s do not depend on our rate: the pace before the cut
+//!   comes back, and 2,000 answers at that pace ([`Calibration`]) measure the background share
+//!   later cuts and bursts are judged against.
 //! - **Increase** while answers succeed and the pace is what holds the sends back: towards the
 //!   learned limit (1 % of it per second) up to 98 % of it, held there for 8 s from the cut;
-//!   then a probe above it, 10 % a second. The probe's first 429 ends it (a decrease, and the
-//!   pool waits that 429's advice: the window is full until then). Like TCP's congestion
-//!   avoidance after ssthresh: slow near the limit just found, fast when it went away (a
-//!   doubled limit is found again within ≈ 7 s of the hold). The pace never rises above
-//!   `--rpm` or the server's announced limit; it is dropped once it reaches them.
-//! - **Pool pause** only when the server says the window is exhausted: a burst (the requests
-//!   sent after a 429 mostly get 429s too: 3 of them before 3 successes), or an answer with
-//!   `x-ratelimit-remaining-requests: 0` / `-tokens: 0` and a reset time. The pool then waits
+//!   then a probe above it, 10 % a second. The probe's first 429s beyond the background end it
+//!   (a decrease, and the pool waits that 429's advice: the window is full until then). Like
+//!   TCP's congestion avoidance after ssthresh. The pace never rises above `--rpm` or the
+//!   server's announced limit; it is dropped once it reaches them.
+//! - **Pool pause** only when the server says the window is exhausted: a burst (of the requests
+//!   sent after a 429 arrived, more are refused than the background share would refuse once in
+//!   30,000), or a *successful* answer with `x-ratelimit-remaining-requests: 0` / `-tokens: 0`
+//!   and a reset time (a 429's own headers never pause or pace the pool). The pool then waits
 //!   until that advice and resumes at 97 % of the rate the server served over the window the
-//!   429 implies (`window_for`): what it took (ok, or in flight from before the burst) and the
-//!   window still holds, divided by the window's length — LiteLLM's 30 a minute then
-//!   `retry-after: 60` is 30 a minute however the 30 were spread; a sliding 10-s window's 200
-//!   taken in 0.6 s then a 9.4-s advice is 20/s. Not a cut of the pace that overran it, which
-//!   left the tail of a run at half the server's rate.
-//! - **Probes grow by time**, not by answers: at a low pace answers are far apart, and growth
-//!   of at most 1 s per answer once left a pace of one request a minute growing 10 % a minute.
-//! - **Proactive**: `x-ratelimit-limit-requests` / `-tokens` (per minute, as OpenAI sends them)
-//!   pace requests at 97 % of the announced limit (tokens: by each request's estimate).
+//!   429 implies (`window_for`): what it took and the window still holds, divided by the
+//!   window's length — LiteLLM's 30 a minute then `retry-after: 60` is 30 a minute however the
+//!   30 were spread; a sliding 10-s window's 200 taken in 0.6 s then a 9.4-s advice is 20/s.
+//!   With nothing served over the window there is no rate to resume at: the pause alone.
+//! - **Probes grow by time**, not by answers: at a low pace answers are far apart.
+//! - **Proactive**: successes' `x-ratelimit-limit-requests` / `-tokens` (per minute, as OpenAI
+//!   sends them) pace requests at 97 % of the announced limit (tokens: by each request's
+//!   estimate).
 //!
-//! Every attempt passes [`Pacer::acquire`] once (from `Limits::acquire`). Waiters queue on a
-//! FIFO gate and re-read the pace at least every 50 ms, so a change applies at once.
+//! Every attempt passes [`Pacer::acquire`] once (from `Limits::acquire`): at once, without the
+//! gate, when its slot has come and nobody queues; else waiters queue on a FIFO gate and re-read
+//! the pace at least every 50 ms, so a change applies at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
