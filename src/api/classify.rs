@@ -195,23 +195,42 @@ impl ApiError {
             .any(|m| message.contains(m))
     }
 
-    /// A wait advised only in words: "retry after 60 seconds", "retry in 2 minutes".
+    /// A wait advised only in words: EvoLink's `fallback_suggestion` ("retry after 60
+    /// seconds"), else OpenAI's message ("Please try again in 1.5s.").
     fn suggested_wait(&self) -> Option<Duration> {
-        let text = self.suggestion.as_deref()?.to_ascii_lowercase();
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let at = words
-            .windows(2)
-            .position(|w| w[0] == "retry" && (w[1] == "after" || w[1] == "in"))?;
-        let amount: f64 = words.get(at + 2)?.parse().ok()?;
-        let unit = words.get(at + 3).copied().unwrap_or("seconds");
-        let scale = match unit.trim_end_matches(['.', ',', ';']) {
-            "ms" | "millisecond" | "milliseconds" => 0.001,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hour" | "hours" => 3600.0,
-            _ => 1.0,
-        };
-        Duration::try_from_secs_f64(amount * scale).ok()
+        self.suggestion
+            .as_deref()
+            .and_then(wait_in_words)
+            .or_else(|| try_again_in(&self.message))
     }
+}
+
+/// OpenAI's advice in a 429's message when no header says it: "… Please try again in 1.5s."
+/// (also `20ms`, `6m0s`).
+fn try_again_in(message: &str) -> Option<Duration> {
+    const PHRASE: &str = "try again in ";
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find(PHRASE)? + PHRASE.len();
+    let word = lower[at..].split_whitespace().next()?;
+    parse_go_duration(word.trim_end_matches(['.', ',', ';', ')']))
+}
+
+/// A wait advised in words: "retry after 60 seconds", "retry in 2 minutes".
+fn wait_in_words(text: &str) -> Option<Duration> {
+    let text = text.to_ascii_lowercase();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let at = words
+        .windows(2)
+        .position(|w| w[0] == "retry" && (w[1] == "after" || w[1] == "in"))?;
+    let amount: f64 = words.get(at + 2)?.parse().ok()?;
+    let unit = words.get(at + 3).copied().unwrap_or("seconds");
+    let scale = match unit.trim_end_matches(['.', ',', ';']) {
+        "ms" | "millisecond" | "milliseconds" => 0.001,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        _ => 1.0,
+    };
+    Duration::try_from_secs_f64(amount * scale).ok()
 }
 
 /// The wait the server advised: `retry-after-ms`, else `Retry-After` (seconds or HTTP date),
@@ -354,6 +373,20 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openai_advice_in_the_message_is_read_when_no_header_says_it() {
+        let body = br#"{"error":{"message":"Rate limit reached for gpt-5.2 on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 1.5s.","type":"requests","code":"rate_limit_exceeded"}}"#;
+        let api = ApiError::from_body(body);
+        assert_eq!(api.suggested_wait(), Some(Duration::from_millis(1500)));
+        for (text, wait) in [
+            ("Please try again in 20ms.", Duration::from_millis(20)),
+            ("please try again in 6m0s", Duration::from_secs(360)),
+        ] {
+            assert_eq!(try_again_in(text), Some(wait), "{text}");
+        }
+        assert_eq!(try_again_in("Please try again later."), None);
+    }
     use reqwest::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
