@@ -274,7 +274,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = promptbatch::duration::parse)]
     pub connect_timeout: Duration,
 
-    /// First retry backoff; doubles per attempt, with full jitter.
+    /// First retry backoff; doubles per attempt, with full jitter. A 429 waits its advice, or
+    /// about this long without one (never doubled).
     #[arg(long, default_value = "1s", value_parser = promptbatch::duration::parse)]
     pub backoff_base: Duration,
 

@@ -193,6 +193,7 @@ async fn run_live(
         ),
         carried,
         warnings: Repeats::default(),
+        recovery: worker::Recovery::default(),
     });
 
     let chunk_rows = if opts.input.reads_once() {

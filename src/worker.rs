@@ -37,7 +37,8 @@ const BREAKER_POLL: Duration = Duration::from_millis(10);
 pub struct RetryPolicy {
     /// Retries per row for transient failures (429, 5xx, timeouts, dropped connections).
     pub max_retries: u32,
-    /// First retry backoff; doubles per attempt, with full jitter.
+    /// First retry backoff; doubles per attempt, with full jitter (a 429 waits its advice, or
+    /// about this long without one: never doubled).
     pub base: Duration,
     /// Longest backoff between two attempts of a row.
     pub max: Duration,
@@ -54,6 +55,25 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// How long a row waits before attempt `attempt + 1` after `failure`: never sooner than the
+    /// server's advice.
+    ///
+    /// A 429 does not back off exponentially: a random refusal is as likely on the next
+    /// attempt, and a real limit is the pool's pace to answer (`pacing.rs`); doubling on top of
+    /// a 1-s advice left a few rows retrying for a minute at the end of a run. A 429 that says
+    /// when waits that, and up to a tenth more so the rows it refused together do not all come
+    /// back together; one that does not (Google's `RESOURCE_EXHAUSTED` body) waits about
+    /// `--backoff-base` (½ to 1½ times it). Other failures back off exponentially.
+    pub fn wait(&self, failure: &Failure, attempt: u32) -> Duration {
+        match (failure.retry_after, failure.is_rate_limit()) {
+            (Some(advised), true) => {
+                advised + advised.mul_f64(ADVICE_JITTER * rand::random::<f64>())
+            }
+            (None, true) => self.base.mul_f64(0.5 + rand::random::<f64>()),
+            (advised, false) => self.backoff(attempt).max(advised.unwrap_or(Duration::ZERO)),
+        }
+    }
+
     /// Full-jitter backoff before attempt `attempt + 1`: uniform in [0, min(max, base·2^(attempt-1))].
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
@@ -141,6 +161,48 @@ pub struct WorkerContext {
     pub carried: crate::spent::Carried,
     /// Row-failure warnings: the first few of each kind are printed.
     pub warnings: Repeats,
+    /// Rows backing off after a failure without advice, woken when an answer succeeds.
+    pub recovery: Recovery,
+}
+
+/// An outage (every request 5xx) ends while its rows back off exponentially (up to
+/// `--backoff-max`): the pool then sat idle for up to a minute after the server was back, every
+/// slot held by a row still waiting. So a success wakes them: each retries within
+/// [`RECOVERY_SPREAD`] (spread, not at once), unless its own backoff ends sooner. Only backoffs
+/// the server did not ask for (no `Retry-After`), never a 429's.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    waiting: std::sync::atomic::AtomicU64,
+    answered: tokio::sync::Notify,
+}
+
+/// A woken row retries within this (uniformly spread).
+const RECOVERY_SPREAD: Duration = Duration::from_secs(1);
+
+impl Recovery {
+    /// An answer succeeded: rows backing off retry soon. One atomic load when none waits.
+    fn success(&self) {
+        if self.waiting.load(Relaxed) > 0 {
+            self.answered.notify_waiters();
+        }
+    }
+
+    /// Waits `wait`, or until a success and then a spread share of [`RECOVERY_SPREAD`].
+    async fn backoff(&self, wait: Duration) {
+        let answered = self.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        self.waiting.fetch_add(1, Relaxed);
+        let until = tokio::time::Instant::now() + wait;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = answered => {
+                let soon = tokio::time::Instant::now() + RECOVERY_SPREAD.mul_f64(rand::random::<f64>());
+                tokio::time::sleep_until(until.min(soon)).await;
+            }
+        }
+        self.waiting.fetch_sub(1, Relaxed);
+    }
 }
 
 impl WorkerContext {
@@ -367,12 +429,14 @@ async fn process_row(
             },
             Err(failure) => failure,
         };
+        // A backoff the server did not ask for ends early once the server answers again.
+        let wakes = !failure.is_rate_limit() && failure.retry_after.is_none();
         let wait = match row.failed(ctx, failure, latency_ms) {
             Next::Done(outcome) => return outcome,
             Next::Retry(wait) => wait,
         };
         drop(in_flight);
-        if !wait_to_retry(ctx, wait, may_lend).await {
+        if !wait_to_retry(ctx, wait, may_lend, wakes).await {
             return None;
         }
     }
@@ -475,6 +539,9 @@ impl RowAttempts {
             .limits
             .pacer()
             .on_answer(sent_at, answer, headers.as_ref());
+        if answer == Answer::Ok {
+            ctx.recovery.success();
+        }
         Some((outcome, latency_ms, may_lend, in_flight))
     }
 
@@ -581,20 +648,7 @@ impl RowAttempts {
             FailureKind::Transient => {
                 // This row waits at least the server's advice; the others go on, paced
                 // (`pacing.rs` decides whether the whole pool must pause).
-                let wait = match failure.retry_after {
-                    // A 429 that says when: that time, and up to a tenth more so the rows it
-                    // refused together do not all come back together. It does not grow with
-                    // the attempts (a random refusal is as likely on the next one; a real
-                    // limit is the pool's pace to answer, `pacing.rs`): backing off
-                    // exponentially on top left a few rows retrying for a minute at the end.
-                    Some(advised) if failure.is_rate_limit() => {
-                        advised + advised.mul_f64(ADVICE_JITTER * rand::random::<f64>())
-                    }
-                    advised => ctx
-                        .retry
-                        .backoff(attempts)
-                        .max(advised.unwrap_or(Duration::ZERO)),
-                };
+                let wait = ctx.retry.wait(&failure, attempts);
                 ctx.counters.retries.fetch_add(1, Relaxed);
                 debug!(
                     id = %self.info.id,
@@ -611,8 +665,9 @@ impl RowAttempts {
 }
 
 /// Waits before a row's next attempt, lending its concurrency slot while it does when the
-/// pacer allows it; `false` when the run halts meanwhile.
-async fn wait_to_retry(ctx: &WorkerContext, wait: Duration, may_lend: bool) -> bool {
+/// pacer allows it, and ending early once an answer succeeds when `wakes` ([`Recovery`]);
+/// `false` when the run halts meanwhile.
+async fn wait_to_retry(ctx: &WorkerContext, wait: Duration, may_lend: bool, wakes: bool) -> bool {
     let abort = &ctx.shutdown.abort;
     let _waiting = ctx.counters.row_waits(wait);
     if may_lend {
@@ -624,11 +679,18 @@ async fn wait_to_retry(ctx: &WorkerContext, wait: Duration, may_lend: bool) -> b
         };
         return ctx.slots.wait_lending(wait, stop).await;
     }
+    let backoff = async {
+        if wakes {
+            ctx.recovery.backoff(wait).await;
+        } else {
+            tokio::time::sleep(wait).await;
+        }
+    };
     tokio::select! {
         biased;
         _ = abort.cancelled() => false,
         _ = ctx.shutdown.stop_dispatch.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
+        _ = backoff => true,
     }
 }
 
