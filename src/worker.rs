@@ -86,7 +86,7 @@ impl RetryPolicy {
 
 /// The run's concurrency slots, as seen by a row waiting out a 429: while it waits for the
 /// server's advised time it is not in flight, so it lends its slot to another row (at most
-/// [`LEND_FACTOR`] × `--concurrency` slots are lent at once, so at most that plus one times as
+/// `LEND_FACTOR` (16) × `--concurrency` slots are lent at once, so at most that plus one times as
 /// many rows are open), and takes one back before its next attempt. Requests in flight never
 /// exceed `--concurrency`; a 429'd attempt is not billed, so the rows paid for without a record
 /// stay within it too.
@@ -167,27 +167,50 @@ pub struct WorkerContext {
 
 /// An outage (every request 5xx) ends while its rows back off exponentially (up to
 /// `--backoff-max`): the pool then sat idle for up to a minute after the server was back, every
-/// slot held by a row still waiting. So a success wakes them: each retries within
-/// [`RECOVERY_SPREAD`] (spread, not at once), unless its own backoff ends sooner. Only backoffs
-/// the server did not ask for (no `Retry-After`), never a 429's.
-#[derive(Debug, Default)]
+/// slot held by a row still waiting. So the first success after `OUTAGE_GAP` without one
+/// wakes them: each retries within `RECOVERY_SPREAD` (spread, not at once), unless its own
+/// backoff ends sooner. A server failing only part of the requests (successes keep coming)
+/// wakes nobody: its rows keep backing off, so their retries are not used up faster. Only
+/// backoffs the server did not ask for (no `Retry-After`), never a 429's.
+#[derive(Debug)]
 pub struct Recovery {
     waiting: std::sync::atomic::AtomicU64,
     answered: tokio::sync::Notify,
+    started: tokio::time::Instant,
+    /// Milliseconds from `started` to the last success.
+    last_success_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            waiting: Default::default(),
+            answered: Default::default(),
+            started: tokio::time::Instant::now(),
+            last_success_ms: Default::default(),
+        }
+    }
 }
 
 /// A woken row retries within this (uniformly spread).
 const RECOVERY_SPREAD: Duration = Duration::from_secs(1);
+/// No success for this long, then one: an outage has ended.
+const OUTAGE_GAP: Duration = Duration::from_secs(5);
 
 impl Recovery {
-    /// An answer succeeded: rows backing off retry soon. One atomic load when none waits.
+    /// An answer succeeded: after an outage, rows backing off retry soon. Two atomic operations
+    /// when none waits.
     fn success(&self) {
-        if self.waiting.load(Relaxed) > 0 {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_success_ms.swap(now, Relaxed);
+        if now.saturating_sub(last) >= OUTAGE_GAP.as_millis() as u64
+            && self.waiting.load(Relaxed) > 0
+        {
             self.answered.notify_waiters();
         }
     }
 
-    /// Waits `wait`, or until a success and then a spread share of [`RECOVERY_SPREAD`].
+    /// Waits `wait`, or until a success and then a spread share of `RECOVERY_SPREAD`.
     async fn backoff(&self, wait: Duration) {
         let answered = self.answered.notified();
         tokio::pin!(answered);
@@ -721,6 +744,37 @@ mod fault_injection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After an outage (no success for 5 s), the first success wakes the rows backing off:
+    /// they retry within a second, not at the end of their backoff. While successes keep
+    /// coming (a server failing part of the requests), nobody is woken.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_success_after_an_outage_wakes_the_rows_backing_off() {
+        let recovery = std::sync::Arc::new(Recovery::default());
+        recovery.success();
+        let start = tokio::time::Instant::now();
+        let waits: Vec<_> = (0..8)
+            .map(|_| {
+                let r = recovery.clone();
+                tokio::spawn(async move {
+                    r.backoff(Duration::from_secs(60)).await;
+                    tokio::time::Instant::now()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        recovery.success(); // 2 s after the last success: not an outage's end
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        recovery.success(); // 10 s without one: the outage ended
+        for wait in waits {
+            let ended = wait.await.unwrap() - start;
+            assert!(
+                ended >= Duration::from_secs(12),
+                "{ended:?}: woken too early"
+            );
+            assert!(ended <= Duration::from_secs(13), "{ended:?}: not woken");
+        }
+    }
 
     /// Full jitter: every wait lies in [0, ceiling], where the ceiling doubles per attempt up to
     /// `max`, and the waits spread over that whole range (a backoff that always waits zero, always
