@@ -355,6 +355,15 @@ impl Breaker {
             .collect()
     }
 
+    /// Whether `model` has tripped.
+    pub fn refused(&self, model: &str) -> bool {
+        self.any_held.load(Acquire)
+            && self
+                .lock()
+                .get(model)
+                .is_some_and(|state| state.tripped.is_some())
+    }
+
     /// Whether the run should stop reading: every model used has tripped, nothing succeeded.
     pub fn all_refused(&self) -> bool {
         self.all_refused.load(Relaxed)

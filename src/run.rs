@@ -529,7 +529,10 @@ async fn send_released(
     records: &mpsc::Sender<Finished>,
 ) {
     for record in released {
-        worker::warn_row_failed(ctx, &record);
+        // A refused model's streak is reported once, with the refusal, not row by row.
+        if !ctx.breaker.refused(&record.model) {
+            worker::warn_row_failed(ctx, &record);
+        }
         let finished = Finished { record, slot: None };
         if records.send(finished).await.is_err() {
             return;

@@ -1,5 +1,5 @@
-//! Issue 10, "trust the servers": a systematic refusal stops early without error records (the
-//! circuit breaker, per model), gateways' retry advice and reshaped quota errors, EvoLink's own
+//! Issue 10, "trust the servers": a systematic refusal stops early with no more error records than
+//! the streak that showed it (the circuit breaker, per model; issue 21: a trip removes nothing), gateways' retry advice and reshaped quota errors, EvoLink's own
 //! error shapes, and warnings that do not flood stderr. The real binary against the simulator
 //! speaking each shape (`--error-style`).
 
@@ -27,7 +27,7 @@ fn records_or_none(path: &std::path::Path) -> Vec<Value> {
 }
 
 #[test]
-fn a_systematic_400_stops_the_run_after_a_few_requests_without_records() {
+fn a_systematic_400_stops_the_run_after_a_few_requests_with_only_their_records() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     // What the LiteLLM proxy answers a wrong key with: the same 400 for every request.
@@ -36,7 +36,13 @@ fn a_systematic_400_stops_the_run_after_a_few_requests_without_records() {
     let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(sim.requests() <= 5 + 8, "requests: {}", sim.requests());
-    assert!(records_or_none(&output).is_empty(), "no error records");
+    let records = records_or_none(&output);
+    assert_eq!(
+        records.len() as u64,
+        sim.requests(),
+        "a record per row sent, no more"
+    );
+    assert!(records.iter().all(|r| r["status"] == "error"));
     assert!(r.stderr.contains("was refused: HTTP 400"), "{}", r.stderr);
     assert!(
         r.stderr.contains("(first at input line "),
@@ -54,7 +60,12 @@ fn a_systematic_400_stops_the_run_after_a_few_requests_without_records() {
     std::fs::write(&input, prompts(500, "")).unwrap();
     let r = run(&sim, &input, &output, &["-c", "8", "-q"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(read_jsonl(&output).len(), 500);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 500);
+    assert!(
+        records.iter().all(|r| r["status"] == "ok"),
+        "the streak's rows sent again"
+    );
 }
 
 #[test]
@@ -92,9 +103,21 @@ fn a_refused_model_in_a_batch_file_leaves_the_other_models_running() {
         r.stderr
     );
     let records = read_jsonl(&output);
-    assert_eq!(records.len(), 40, "every row of the two good models");
-    assert!(records.iter().all(|r| r["status"] == "ok"));
-    assert!(records.iter().all(|r| r["model"] != "gpt-5.2-typo"));
+    assert_eq!(
+        records.len(),
+        45,
+        "every row of the two good models, and the streak"
+    );
+    let typo: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["model"] == "gpt-5.2-typo")
+        .collect();
+    assert_eq!(typo.len(), 5, "the 5 refused rows that tripped the model");
+    assert!(typo.iter().all(|r| r["status"] == "error"));
+    assert!(records
+        .iter()
+        .filter(|r| r["model"] != "gpt-5.2-typo")
+        .all(|r| r["status"] == "ok"));
 }
 
 #[test]
