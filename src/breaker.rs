@@ -14,8 +14,8 @@
 //! - a first streak trips only once the requests of that model in flight have answered: fast
 //!   refusals of a few bad rows arrive before the slower answers of good ones, and meanwhile the
 //!   model's other rows wait (they are not sent). One success and the streak is a row problem;
-//! - until a model has succeeded, the error records of such a streak are *parked* here (at most
-//!   `FIRST_STREAK` per model): a success or another error releases them to the writer, the end
+//! - until a model has succeeded, the error records of such a streak are *parked* here
+//!   (`FIRST_STREAK`, and those of the model's requests in flight then): a success or another error releases them to the writer, the end
 //!   of the run writes them, and so does a trip — an error record is retried by the next run
 //!   anyway, and a row whose earlier record the resume plan took out to send again must not
 //!   lose it. Only with `--keep-errors` (where a written error record would stay) does a trip
