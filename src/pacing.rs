@@ -539,10 +539,7 @@ impl State {
         }
         self.calibration = None;
         self.background = c.limited as f64 / c.answers as f64;
-        self.set_why(format!(
-            "holding the pace: {:.0} % of answers are 429s at any pace (not a limit)",
-            self.background * 100.0
-        ));
+        self.set_why(holding_the_pace(self.background));
     }
 
     /// The trial of the last cut (see [`Verdict`]): once the answers to requests sent after it
@@ -590,10 +587,7 @@ impl State {
         self.last_growth = now;
         self.sample.clear();
         self.burst = None;
-        self.set_why(format!(
-            "holding the pace: {:.0} % of answers are 429s at any pace (not a limit)",
-            share * 100.0
-        ));
+        self.set_why(holding_the_pace(share));
     }
 
     /// Counts an answer: 429s (and how many in a row), or an ok answer's latency and time.
@@ -1108,6 +1102,14 @@ impl State {
             self.pause_changed = true;
         }
     }
+}
+
+/// The pace note when 429s turned out not to depend on the rate, at `share` of the answers.
+fn holding_the_pace(share: f64) -> String {
+    format!(
+        "holding the pace: {:.0} % of answers are 429s at any pace (not a limit)",
+        share * 100.0
+    )
 }
 
 /// The chance of at least `k` 429s among `n` answers when each is a 429 with chance `p` alone.

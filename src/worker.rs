@@ -586,7 +586,7 @@ impl RowAttempts {
             &[answered_model, model],
             &completion,
         );
-        let cost_unknown = cost.is_none() && !completion.usage_reported;
+        let cost_unknown = !completion.usage_reported;
         let parsed = match check_answer(ctx.schema.as_ref(), &completion) {
             Ok(parsed) => parsed,
             Err(message) => {
