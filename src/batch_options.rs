@@ -59,6 +59,10 @@ pub struct BatchOptions {
     /// Rows in batches at once: past it, submitting waits until batches are collected (half
     /// of it pending again), so memory and the state file stay bounded whatever the input.
     pub max_pending: u64,
+    /// What the user found out about uploaded files whose batch create got no answer, on a
+    /// server that cannot list batches: input file id → its batch id, or `None` for "no batch
+    /// was made" (`--batch-of-file FILE=BATCH|none`).
+    pub batch_of_file: std::collections::BTreeMap<String, Option<String>>,
 }
 
 impl Default for BatchOptions {
@@ -72,6 +76,20 @@ impl Default for BatchOptions {
             detach: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_pending: DEFAULT_MAX_PENDING,
+            batch_of_file: Default::default(),
         }
     }
+}
+
+/// Parses `--batch-of-file`'s `FILE_ID=BATCH_ID` or `FILE_ID=none`.
+pub fn parse_batch_of_file(text: &str) -> Result<(String, Option<String>), String> {
+    let (file, batch) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not FILE_ID=BATCH_ID or FILE_ID=none"))?;
+    let (file, batch) = (file.trim(), batch.trim());
+    if file.is_empty() || batch.is_empty() {
+        return Err(format!("`{text}` is not FILE_ID=BATCH_ID or FILE_ID=none"));
+    }
+    let batch = (!batch.eq_ignore_ascii_case("none")).then(|| batch.to_string());
+    Ok((file.to_string(), batch))
 }

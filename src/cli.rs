@@ -338,6 +338,13 @@ pub struct RunArgs {
     /// the results later (the same command without --detach).
     #[arg(long)]
     pub detach: bool,
+
+    /// --via batch: after a run was stopped while creating a batch, on a server that cannot
+    /// list batches (so promptbatch cannot tell whether the batch exists): FILE_ID=BATCH_ID
+    /// collects the batch you found for that uploaded file, FILE_ID=none creates it. The
+    /// run that needs it names the file. Repeatable.
+    #[arg(long, value_name = "FILE_ID=BATCH_ID|none", value_parser = promptbatch::batch::parse_batch_of_file)]
+    pub batch_of_file: Vec<(String, Option<String>)>,
 }
 
 /// Everything `promptbatch cancel` accepts.
@@ -713,6 +720,7 @@ impl RunArgs {
             poll_every: self.poll_every,
             fallback: self.fallback,
             detach: self.detach,
+            batch_of_file: self.batch_of_file.iter().cloned().collect(),
             ..BatchOptions::default()
         };
         job

@@ -63,7 +63,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     });
     let kept_columns = csv_kept_columns(opts)?;
     let schema = answer_schema(opts)?;
-    let (lock, output) = take_output(opts)?;
+    let (lock, output) = take_output(opts, &client)?;
     check_output_columns(&output, &kept_columns)?;
     let output_format = output_format(opts, &output)?;
     let (done_rows, plan) = plan_resume(opts, &output)?;
@@ -221,12 +221,14 @@ async fn connect(opts: &Job) -> Result<(ApiClient, Option<sim::SimHandle>), Erro
     Ok((client, simulator))
 }
 
-/// Locks the output and returns its real path, after finishing a rewrite a crash interrupted and,
-/// with --fresh, moving the earlier output to a new backup.
-fn take_output(opts: &Job) -> Result<(OutputLock, PathBuf), Error> {
+/// Locks the output and returns its real path, after finishing a rewrite a crash interrupted,
+/// checking the batch state beside it and, with --fresh, moving the earlier output to a new backup.
+fn take_output(opts: &Job, client: &ApiClient) -> Result<(OutputLock, PathBuf), Error> {
     let lock = OutputLock::acquire(&opts.output.path)?;
     let output = lock.path().to_path_buf();
     replace::finish_interrupted(&output)?;
+    // Batches an earlier `--via batch` run left running are this output's too.
+    crate::batch::check_state_before_run(opts, &output, client)?;
     if opts.output.fresh {
         if let Some(backup) = backup::move_aside(&output)? {
             // The new, empty output is locked before the old one's lock is released.

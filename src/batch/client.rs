@@ -131,27 +131,55 @@ impl<'a> BatchClient<'a> {
         Ok(file.id)
     }
 
-    /// Creates a batch of the uploaded file `input_file_id`.
+    /// Creates a batch of the uploaded file `input_file_id`. An answer of 429 or 5xx (the
+    /// server said no batch was made) is retried with the run's backoff; a request that got
+    /// no whole answer (a dropped connection, a timeout, a body cut short) is not: the batch
+    /// may exist, and a second create would pay for its rows twice ([`Created::Unknown`]).
     pub async fn create(
         &self,
         input_file_id: &str,
         completion_window: &str,
         metadata: Value,
-    ) -> Result<BatchObject, Error> {
+    ) -> Result<Created, Error> {
         let request = serde_json::json!({
             "input_file_id": input_file_id,
             "endpoint": "/v1/chat/completions",
             "completion_window": completion_window,
             "metadata": metadata,
         });
-        let answer = self
-            .call(
-                Method::POST,
-                "batches",
-                Some(("application/json".into(), request.to_string().into())),
-            )
-            .await?;
-        parse(&answer, "POST batches")
+        let body: Bytes = request.to_string().into();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let sent = self
+                .send(
+                    Method::POST,
+                    "batches",
+                    Some(("application/json".into(), body.clone())),
+                )
+                .await;
+            let failure = match sent {
+                Ok(response) => match response.bytes().await {
+                    Ok(answer) => return parse(&answer, "POST batches").map(Created::Batch),
+                    Err(e) => return Ok(Created::Unknown(self.api.scrub(&e.to_string()))),
+                },
+                Err(failure) => failure,
+            };
+            match failure {
+                Attempt::Final(e) => return Err(e),
+                Attempt::Unanswered(message) => return Ok(Created::Unknown(message)),
+                Attempt::Transient(message) if attempts > self.retry.max_retries => {
+                    return Err(Error::FatalApi(format!(
+                        "POST {}: gave up after {attempts} attempts: {message}; the batch state is kept, re-run the same command to go on",
+                        self.shown("batches")
+                    )))
+                }
+                Attempt::Transient(message) => {
+                    tracing::warn!("POST {}: {message}; retrying", self.shown("batches"));
+                    tokio::time::sleep(self.retry.backoff(attempts)).await;
+                }
+            }
+        }
     }
 
     /// The batch `id` now.
@@ -163,12 +191,16 @@ impl<'a> BatchClient<'a> {
     }
 
     /// The batches created since `since` (unix seconds; the API lists newest first, so the
-    /// listing stops at the first older one), at most [`MAX_LIST_PAGES`] pages of 100.
-    pub async fn created_since(&self, since: u64) -> Result<Vec<BatchObject>, Error> {
+    /// listing stops at the first older one), at most [`MAX_LIST_PAGES`] pages of 100; `None`
+    /// when the server cannot list batches (404 or 405 to `GET batches`).
+    pub async fn created_since(&self, since: u64) -> Result<Option<Vec<BatchObject>>, Error> {
         let mut found = Vec::new();
         let mut path = "batches?limit=100".to_string();
         for _ in 0..MAX_LIST_PAGES {
-            let answer = self.call(Method::GET, &path, None).await?;
+            let answer = match self.call(Method::GET, &path, None).await {
+                Err(Error::FatalApi(m)) if m == NO_LISTING => return Ok(None),
+                other => other?,
+            };
             let list: BatchList = parse(&answer, "GET batches")?;
             let last = list.data.last().map(|b| b.id.clone());
             let older = list
@@ -187,7 +219,7 @@ impl<'a> BatchClient<'a> {
                 _ => break,
             }
         }
-        Ok(found)
+        Ok(Some(found))
     }
 
     /// Cancels the batch `id`.
@@ -261,13 +293,15 @@ impl<'a> BatchClient<'a> {
             match attempt().await {
                 Ok(answer) => return Ok(answer),
                 Err(Attempt::Final(e)) => return Err(e),
-                Err(Attempt::Transient(message)) if attempts > self.retry.max_retries => {
+                Err(Attempt::Transient(message) | Attempt::Unanswered(message))
+                    if attempts > self.retry.max_retries =>
+                {
                     return Err(Error::FatalApi(format!(
                         "{method} {}: gave up after {attempts} attempts: {message}; the batch state is kept, re-run the same command to go on",
                         self.shown(path)
                     )))
                 }
-                Err(Attempt::Transient(message)) => {
+                Err(Attempt::Transient(message) | Attempt::Unanswered(message)) => {
                     tracing::warn!("{method} {}: {message}; retrying", self.shown(path));
                     tokio::time::sleep(self.retry.backoff(attempts)).await;
                 }
@@ -304,7 +338,7 @@ impl<'a> BatchClient<'a> {
                 let failure = self.api.classify_transport(&e);
                 return Err(match failure.kind {
                     FailureKind::Fatal => Attempt::Final(Error::FatalApi(failure.message)),
-                    _ => Attempt::Transient(failure.message),
+                    _ => Attempt::Unanswered(failure.message),
                 });
             }
         };
@@ -318,6 +352,9 @@ impl<'a> BatchClient<'a> {
             .bytes()
             .await
             .map_err(|e| self.cut_short(status, e))?;
+        if path.starts_with("batches?") && matches!(status.as_u16(), 404 | 405) {
+            return Err(Attempt::Final(Error::FatalApi(NO_LISTING.into())));
+        }
         if no_batch_api(status.as_u16(), path, &bytes) {
             return Err(Attempt::Final(Error::Config(format!(
                 "{} answered {} to {method} {path}: this endpoint has no Batch API (files and batches); run with --via live instead",
@@ -342,10 +379,24 @@ impl<'a> BatchClient<'a> {
     }
 }
 
+/// What [`BatchClient::created_since`] gets back from a server without `GET batches` (its
+/// callers get `None`).
+const NO_LISTING: &str = "GET batches is not served";
+
+/// What [`BatchClient::create`] knows of the batch it asked for.
+pub enum Created {
+    Batch(BatchObject),
+    /// The request got no whole answer (the message says why): the batch may or may not exist.
+    Unknown(String),
+}
+
 /// How one attempt failed.
 enum Attempt {
-    /// Try again after a backoff.
+    /// The server answered that it did nothing (429, 5xx): try again after a backoff.
     Transient(String),
+    /// No whole answer came (the request may have been carried out): try again after a
+    /// backoff, unless trying again could do it twice.
+    Unanswered(String),
     /// Stop: the error says what to do.
     Final(Error),
 }

@@ -60,12 +60,12 @@ use crate::shutdown::Shutdown;
 use crate::spent::{Carried, Spent};
 use crate::worker::AnswerSchema;
 use answers::{Answers, LineOutcome};
-use client::{BatchClient, BatchObject};
+use client::{BatchClient, BatchObject, Created};
 use split::Splitter;
 use state::{Entry, RowRef, State};
 
 pub use crate::batch_options::{
-    BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW, DEFAULT_MAX_ATTEMPTS,
+    parse_batch_of_file, BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS, DEFAULT_POLL_EVERY,
 };
 
@@ -210,27 +210,77 @@ fn conclude(
     summary
 }
 
-/// The state of an earlier run on the same output, checked against this one.
-fn load_state(
+/// Checks, before the resume plan touches the output, that this run may go on with the batch
+/// state an earlier run left beside it: a live run never starts while batches of the output
+/// may be running (it would buy their rows a second time and the batch answers would be
+/// thrown away), and a batch run collects only batches it can (same endpoint, same `--model`
+/// list, not a `--dry-run` over real batches).
+pub(crate) fn check_state_before_run(
+    opts: &Job,
+    output: &std::path::Path,
+    client: &ApiClient,
+) -> Result<(), Error> {
+    let path = state::path_for(output);
+    let Some(state) = State::load(&path)? else {
+        return Ok(());
+    };
+    let endpoint = client.scrub(client.api_base().as_str());
+    match opts.via {
+        Via::Batch => refuse_conflicts(
+            &path,
+            &state,
+            &endpoint,
+            opts.dry_run.is_some(),
+            &opts.request.models,
+        ),
+        Via::Live => refuse_live_over_batches(&path, &state, output),
+    }
+}
+
+/// A live run on an output whose batches may still be running is refused, with what to do.
+fn refuse_live_over_batches(
     path: &std::path::Path,
+    state: &State,
+    output: &std::path::Path,
+) -> Result<(), Error> {
+    // A --dry-run's batches went to a simulator that is gone; an entry whose upload did not
+    // finish holds no batch.
+    let live: Vec<&Entry> = state
+        .batches
+        .iter()
+        .filter(|b| b.input_file_id.is_some())
+        .collect();
+    if state.simulated || live.is_empty() {
+        return Ok(());
+    }
+    let rows: u64 = live.iter().map(|b| b.rows.len() as u64).sum();
+    Err(Error::Config(format!(
+        "{} names {} batches ({} rows) a `--via batch` run submitted to {} and has not collected: \
+         a live run would buy those rows a second time. Collect them first: run this command \
+         with --via batch (it writes their answers and submits the other rows; add --fallback \
+         live to send the rows they do not answer live), or `promptbatch cancel {}` and then \
+         run with --via batch to collect what they finished",
+        path.display(),
+        live.len(),
+        crate::human::group(rows),
+        state.endpoint,
+        output.display()
+    )))
+}
+
+/// Why this batch run cannot collect the batches of an earlier one (`Ok` when it can, or
+/// when they are only a `--dry-run`'s).
+fn refuse_conflicts(
+    path: &std::path::Path,
+    state: &State,
     endpoint: &str,
     simulated: bool,
-    models: u64,
-) -> Result<State, Error> {
-    let Some(mut state) = State::load(path)? else {
-        return Ok(State::new(endpoint.to_string(), simulated, models));
-    };
-    if state.simulated {
-        if !state.batches.is_empty() {
-            say!(
-                "{}: dropping {} batches of an earlier --dry-run (its simulator is gone); their rows are submitted again",
-                path.display(),
-                state.batches.len()
-            );
-        }
-        return Ok(State::new(endpoint.to_string(), simulated, models));
+    model_list: &[String],
+) -> Result<(), Error> {
+    if state.simulated || state.batches.is_empty() {
+        return Ok(());
     }
-    if simulated && !state.batches.is_empty() {
+    if simulated {
         return Err(Error::Config(format!(
             "{} names {} batches submitted to {}; a --dry-run cannot collect them: run without --dry-run to collect them, or `promptbatch cancel` them first",
             path.display(),
@@ -238,25 +288,17 @@ fn load_state(
             state.endpoint
         )));
     }
-    if state.batches.is_empty() {
-        // Only rows to retry: they may go anywhere (with another model list, their unit numbers
-        // mean other units: they are read again as rows without a record instead).
-        if state.models_per_row() != models {
-            state.retry.clear();
-            state.drop_spent_not_in_flight();
-        }
-        return Ok(State {
-            endpoint: endpoint.to_string(),
-            models,
-            ..state
-        });
-    }
-    if state.models_per_row() != models {
+    if !state.same_models(model_list) {
+        let was = if state.model_list.is_empty() {
+            format!("{} models", state.models_per_row())
+        } else {
+            state.model_list.join(",")
+        };
+        let now = model_list.join(",");
         return Err(Error::Config(format!(
-            "{} names {} batches submitted when each row went to {} models, and --model now names {models}: run with the same --model list to collect them (or `promptbatch cancel` them), then change it",
+            "{} names {} batches submitted with --model {was}, and this run has --model {now}: run with --model {was} to collect them (or `promptbatch cancel` them), then change the list",
             path.display(),
             state.batches.len(),
-            state.models_per_row(),
         )));
     }
     if state.endpoint != endpoint {
@@ -268,7 +310,42 @@ fn load_state(
             state.endpoint
         )));
     }
-    Ok(state)
+    Ok(())
+}
+
+/// The state of an earlier run on the same output, checked against this one.
+fn load_state(
+    path: &std::path::Path,
+    endpoint: &str,
+    simulated: bool,
+    model_list: &[String],
+) -> Result<State, Error> {
+    let Some(mut state) = State::load(path)? else {
+        return Ok(State::new(endpoint.to_string(), simulated, model_list));
+    };
+    refuse_conflicts(path, &state, endpoint, simulated, model_list)?;
+    if state.simulated {
+        if !state.batches.is_empty() {
+            say!(
+                "{}: dropping {} batches of an earlier --dry-run (its simulator is gone); their rows are submitted again",
+                path.display(),
+                state.batches.len()
+            );
+        }
+        return Ok(State::new(endpoint.to_string(), simulated, model_list));
+    }
+    if state.batches.is_empty() && !state.same_models(model_list) {
+        // Only rows to retry: they may go anywhere (with another model list, their unit
+        // numbers mean other units: they are read again as rows without a record instead).
+        state.retry.clear();
+        state.drop_spent_not_in_flight();
+    }
+    Ok(State {
+        endpoint: endpoint.to_string(),
+        models: model_list.len().max(1) as u64,
+        model_list: model_list.to_vec(),
+        ..state
+    })
 }
 
 /// Why driving the batches ended.
@@ -336,8 +413,11 @@ struct BatchRun<'a> {
     quiet: bool,
     /// When every batch's line was last printed (`Display::Lines`: once per interval).
     last_lines: Instant,
-    /// The last pass stopped at `--batch-max-pending`: rows of the input are not submitted yet.
+    /// The last pass stopped at `--batch-max-pending` or `--max-cost`: rows of the input are
+    /// not submitted yet.
     unsubmitted: bool,
+    /// The last pass stopped at `--max-cost` with batches in flight.
+    budget_bound: bool,
 }
 
 impl<'a> BatchRun<'a> {
@@ -348,8 +428,7 @@ impl<'a> BatchRun<'a> {
         let state_path = state::path_for(&prepared.output);
         let client = &prepared.client;
         let endpoint = client.scrub(client.api_base().as_str());
-        let models = opts.request.models_per_row();
-        let mut state = load_state(&state_path, &endpoint, simulated, models)?;
+        let mut state = load_state(&state_path, &endpoint, simulated, &opts.request.models)?;
         // A row with a record has its failed answers' spend on it (a `--fallback live` run
         // may have stopped before forgetting them).
         let skip = prepared.done.clone().unwrap_or_default();
@@ -377,6 +456,7 @@ impl<'a> BatchRun<'a> {
             quiet: matches!(opts.display, Display::Quiet),
             last_lines: Instant::now(),
             unsubmitted: false,
+            budget_bound: false,
         })
     }
 
@@ -400,6 +480,17 @@ impl<'a> BatchRun<'a> {
         )
     }
 
+    /// Whether the rows a pass stopped before may be read again: once half of
+    /// `--batch-max-pending` is collected, or after `--max-cost`, once every batch is (their
+    /// cost known, nothing reserved).
+    fn may_submit_again(&self) -> bool {
+        if self.budget_bound {
+            self.state.batches.is_empty()
+        } else {
+            self.pending_rows() <= self.opts.batch.max_pending / 2
+        }
+    }
+
     /// Rows in batches now (submitted, not collected).
     fn pending_rows(&self) -> u64 {
         self.state.batches.iter().map(|b| b.rows.len() as u64).sum()
@@ -415,9 +506,7 @@ impl<'a> BatchRun<'a> {
                 Some(rows) => Some(rows),
                 // The rows a pass stopped before (`--batch-max-pending`), once half are
                 // collected, and with them the rows to retry: one more pass over the input.
-                None if self.unsubmitted
-                    && self.pending_rows() <= self.opts.batch.max_pending / 2 =>
-                {
+                None if self.unsubmitted && self.may_submit_again() => {
                     Some(input::open(
                         &self.opts.input,
                         &self.opts.request,
@@ -445,11 +534,21 @@ impl<'a> BatchRun<'a> {
             };
             if let Some(pass) = pass {
                 match self.submit(pass, shutdown).await? {
-                    Submitted::All => self.unsubmitted = false,
-                    Submitted::Full => self.unsubmitted = true,
-                    Submitted::Budget => {
+                    Submitted::All => (self.unsubmitted, self.budget_bound) = (false, false),
+                    Submitted::Full => (self.unsubmitted, self.budget_bound) = (true, false),
+                    Submitted::Budget if self.state.batches.is_empty() => {
                         let cap = self.opts.cost.max_cost.unwrap_or_default();
                         return Ok(Drive::Stopped(StopReason::Budget { cap }));
+                    }
+                    Submitted::Budget => {
+                        // The batches in flight are paid for whatever happens: they are
+                        // collected, and what they cost decides whether more fit.
+                        say!(
+                            "--max-cost: no more batches are submitted while the {} in flight ({} rows) run; they are collected first",
+                            self.state.batches.len(),
+                            crate::human::group(self.pending_rows())
+                        );
+                        (self.unsubmitted, self.budget_bound) = (true, true);
                     }
                     Submitted::Halted => return Ok(Drive::Stopped(StopReason::Interrupted)),
                     Submitted::Failed(e) => return Ok(Drive::Stopped(StopReason::Failed(e))),
@@ -504,50 +603,78 @@ impl<'a> BatchRun<'a> {
         }
     }
 
-    /// Batches an interrupted run left half-submitted: an uploaded file without a recorded batch
-    /// is looked up among the batches created since its upload (the create may have reached the
-    /// endpoint before the run stopped) and only then given a new batch; an entry whose upload
-    /// did not finish is dropped (its rows are submitted again: uploads are not billed).
+    /// Batches an interrupted run left half-submitted: an entry whose upload did not finish is
+    /// dropped (its rows are submitted again: uploads are not billed); an uploaded file whose
+    /// create was never sent gets its batch; one whose create got no answer is looked for
+    /// first ([`find_created`](Self::find_created)).
     async fn finish_submissions(&mut self) -> Result<(), Error> {
         let before = self.state.batches.len();
         self.state.batches.retain(|e| e.input_file_id.is_some());
         if self.state.batches.len() != before {
             self.save()?;
         }
-        let pending: Vec<usize> = (0..self.state.batches.len())
-            .filter(|&i| self.state.batches[i].batch_id.is_none())
-            .collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        // Batches created since the oldest of these uploads (a minute of clock skew allowed).
-        let since = pending
-            .iter()
-            .map(|&i| self.state.batches[i].submitted_at)
-            .min()
-            .unwrap_or(0)
-            .saturating_sub(60);
-        let recent = self.client().created_since(since).await?;
-        for i in pending {
-            let file_id = self.state.batches[i]
-                .input_file_id
-                .clone()
-                .unwrap_or_default();
-            match recent.iter().find(|b| b.input_file_id == file_id) {
-                Some(found) => {
-                    say!(
-                        "found batch {} for the uploaded file {file_id} (created before the last run stopped): it is collected, not created again",
-                        found.id
-                    );
-                    let entry = &mut self.state.batches[i];
-                    entry.batch_id = Some(found.id.clone());
-                    entry.status = found.status.clone();
-                    self.save()?;
-                }
-                None => self.create(i).await?,
+        for i in 0..self.state.batches.len() {
+            let entry = &self.state.batches[i];
+            if entry.batch_id.is_some() {
+                continue;
             }
+            if self.state.maybe_created(entry) {
+                if let Some(found) = self.find_created(i).await? {
+                    say!(
+                        "found batch {} for the uploaded file {} (created before the last run stopped): it is collected, not created again",
+                        found.id,
+                        found.input_file_id
+                    );
+                    self.adopt(i, &found)?;
+                    continue;
+                }
+            }
+            self.create(i).await?;
         }
         Ok(())
+    }
+
+    /// The batch of entry `index`, whose create was sent without an answer coming back:
+    /// `--batch-of-file`'s answer for its file, else the batch of that input file among those
+    /// created since its upload (`None`: there is none, so one may be created). A server that
+    /// cannot list batches leaves it unknowable: the run stops, saying how to decide.
+    async fn find_created(&self, index: usize) -> Result<Option<BatchObject>, Error> {
+        let entry = &self.state.batches[index];
+        let file_id = entry.input_file_id.clone().unwrap_or_default();
+        if let Some(told) = self.opts.batch.batch_of_file.get(&file_id) {
+            let Some(batch_id) = told else {
+                return Ok(None);
+            };
+            let batch = self.client().get(batch_id).await?;
+            if !batch.input_file_id.is_empty() && batch.input_file_id != file_id {
+                return Err(Error::Config(format!(
+                    "--batch-of-file {file_id}={batch_id}: batch {batch_id} holds the file {}, not {file_id}",
+                    batch.input_file_id
+                )));
+            }
+            return Ok(Some(batch));
+        }
+        // Batches created since the upload (a minute of clock skew allowed).
+        let since = entry.submitted_at.saturating_sub(60);
+        match self.client().created_since(since).await? {
+            Some(recent) => Ok(recent.into_iter().find(|b| b.input_file_id == file_id)),
+            None => Err(Error::Config(format!(
+                "a batch was being created for the uploaded file {file_id} ({} rows) when the answer was lost (the run was stopped, or the connection dropped), and {} cannot list batches, so promptbatch cannot tell whether that batch exists. \
+                 Look for a batch whose input file is {file_id} at the provider: if there is one, run this command again with --batch-of-file {file_id}=BATCH_ID (it is collected); if there is none, with --batch-of-file {file_id}=none (it is created). \
+                 Nothing else was sent: a live run or a new batch would pay for these rows twice if that batch exists (the state is in {})",
+                crate::human::group(entry.rows.len() as u64),
+                self.state.endpoint,
+                self.state_path.display()
+            ))),
+        }
+    }
+
+    /// Records `batch` as entry `index`'s batch.
+    fn adopt(&mut self, index: usize, batch: &BatchObject) -> Result<(), Error> {
+        let entry = &mut self.state.batches[index];
+        entry.batch_id = Some(batch.id.clone());
+        entry.status = batch.status.clone();
+        self.save()
     }
 
     /// One pass over `rows`: every row without a record and not in a batch goes into an input
@@ -724,27 +851,49 @@ impl<'a> BatchRun<'a> {
         Ok(true)
     }
 
-    /// Creates the batch of entry `index` (uploaded, no batch yet).
+    /// Creates the batch of entry `index` (uploaded, no batch yet). The entry is `creating`
+    /// in the state from before the request is sent until its answer is saved; a create that
+    /// gets no answer is looked for ([`find_created`](Self::find_created)) before it is sent
+    /// again.
     async fn create(&mut self, index: usize) -> Result<(), Error> {
-        let entry = &self.state.batches[index];
-        let file_id = entry.input_file_id.clone().unwrap_or_default();
+        let file_id = self.state.batches[index]
+            .input_file_id
+            .clone()
+            .unwrap_or_default();
         let metadata = serde_json::json!({
             "promptbatch_output": self.output.file_name().map(|n| n.to_string_lossy().into_owned()),
         });
-        let batch = self
-            .client()
-            .create(&file_id, &self.opts.batch.completion_window, metadata)
-            .await?;
+        let mut unanswered = 0;
+        let batch = loop {
+            self.state.batches[index].status = "creating".into();
+            self.save()?;
+            let created = self
+                .client()
+                .create(&file_id, &self.opts.batch.completion_window, metadata.clone())
+                .await?;
+            match created {
+                Created::Batch(batch) => break batch,
+                Created::Unknown(why) => {
+                    say!("creating the batch of {file_id} got no answer ({why}); looking for it before creating another");
+                    if let Some(found) = self.find_created(index).await? {
+                        break found;
+                    }
+                    unanswered += 1;
+                    if unanswered > self.opts.retry.max_retries {
+                        return Err(Error::FatalApi(format!(
+                            "creating the batch of {file_id} got no answer {unanswered} times ({why}); the batch state is kept, re-run the same command to go on"
+                        )));
+                    }
+                    tokio::time::sleep(self.opts.retry.backoff(unanswered)).await;
+                }
+            }
+        };
         abort_at("create-unsaved");
-        let entry = &mut self.state.batches[index];
-        entry.batch_id = Some(batch.id.clone());
-        entry.status = batch.status.clone();
-        let rows = entry.rows.len();
-        self.save()?;
+        self.adopt(index, &batch)?;
         say!(
             "batch {} submitted: {} rows (state in {})",
             batch.id,
-            crate::human::group(rows as u64),
+            crate::human::group(self.state.batches[index].rows.len() as u64),
             self.state_path.display()
         );
         abort_at("after-create");

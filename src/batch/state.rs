@@ -43,6 +43,15 @@ pub struct State {
     /// The unit numbers above depend on it.
     #[serde(default)]
     pub models: u64,
+    /// `--model`'s list the batches were submitted with (empty in states written before it
+    /// was kept): a run with another list may not collect them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_list: Vec<String>,
+    /// The entries' status is `creating` from before a batch create is sent until its answer
+    /// is saved, so an entry still `uploaded` certainly has no batch. States written before
+    /// that mark lack it: their `uploaded` entries may have one.
+    #[serde(default)]
+    pub marks_creating: bool,
 }
 
 /// One batch, from before its upload until it is collected.
@@ -52,7 +61,8 @@ pub struct Entry {
     pub input_file_id: Option<String>,
     /// Set once the batch is created.
     pub batch_id: Option<String>,
-    /// The last status seen (`uploading`, `uploaded`, then the API's).
+    /// The last status seen (`uploading`, `uploaded`, `creating` — a create was sent, its
+    /// answer not saved —, then the API's).
     pub status: String,
     /// Unix seconds when the batch was submitted (for the elapsed time shown).
     pub submitted_at: u64,
@@ -90,8 +100,8 @@ pub fn path_for(output: &Path) -> PathBuf {
 }
 
 impl State {
-    /// A new state for batches at `endpoint`.
-    pub fn new(endpoint: String, simulated: bool, models: u64) -> Self {
+    /// A new state for batches at `endpoint`, of rows sent to the models of `model_list`.
+    pub fn new(endpoint: String, simulated: bool, model_list: &[String]) -> Self {
         State {
             version: VERSION,
             endpoint,
@@ -99,8 +109,27 @@ impl State {
             batches: Vec::new(),
             retry: BTreeMap::new(),
             spent: BTreeMap::new(),
-            models,
+            models: model_list.len().max(1) as u64,
+            model_list: model_list.to_vec(),
+            marks_creating: true,
         }
+    }
+
+    /// Whether the batches were submitted with `model_list` (`--model`'s list): the same
+    /// names in the same order (only the number of models is known of older states).
+    pub fn same_models(&self, model_list: &[String]) -> bool {
+        if self.model_list.is_empty() {
+            return self.models_per_row() == model_list.len().max(1) as u64;
+        }
+        self.model_list == model_list
+    }
+
+    /// Entries that may or may not have a batch at the provider: a create was sent and its
+    /// answer not saved (in states from before `creating` was marked: every uploaded entry
+    /// without a batch id).
+    pub fn maybe_created(&self, entry: &Entry) -> bool {
+        entry.batch_id.is_none()
+            && (entry.status == "creating" || !self.marks_creating && entry.status == "uploaded")
     }
 
     /// Models per row the unit numbers were made for.
@@ -120,12 +149,21 @@ impl State {
                 ))
             }
         };
-        let state: State = serde_json::from_slice(&text).map_err(|e| {
+        let mut state: State = serde_json::from_slice(&text).map_err(|e| {
             Error::Config(format!(
                 "the batch state {} is not readable ({e}); it names batches that may still be running at the provider: fix it, or move it away to submit every unfinished row again (batches it names would be paid twice)",
                 path.display()
             ))
         })?;
+        if !state.marks_creating {
+            // From here on `uploaded` means "no create sent": older entries may have one.
+            for entry in &mut state.batches {
+                if entry.batch_id.is_none() && entry.status == "uploaded" {
+                    entry.status = "creating".into();
+                }
+            }
+            state.marks_creating = true;
+        }
         if state.version != VERSION {
             return Err(Error::Config(format!(
                 "the batch state {} has version {} (this promptbatch writes {VERSION}); use the promptbatch that wrote it to collect its batches",
@@ -227,7 +265,7 @@ mod tests {
         let path = path_for(&dir.path().join("out.jsonl"));
         assert!(path.ends_with("out.jsonl.batch.json"));
         assert_eq!(State::load(&path).unwrap(), None);
-        let mut state = State::new("http://127.0.0.1:1/v1/".into(), false, 1);
+        let mut state = State::new("http://127.0.0.1:1/v1/".into(), false, &["m".into()]);
         state.batches.push(Entry {
             input_file_id: Some("file-1".into()),
             batch_id: None,
