@@ -29,14 +29,44 @@ pub(super) enum LineOutcome {
 /// Downloaded output and error files, and where each row's line is in them.
 pub(super) struct Answers {
     temp: SpillFile,
-    /// Row → (offset, length) of its line.
-    spots: HashMap<u64, (u64, usize)>,
+    /// Row → its line: (offset, length, whether it is an answer).
+    spots: HashMap<u64, Spot>,
+    /// Lines that contradict a row's line: another answer (paid too: kept beside the output,
+    /// never dropped) or an error line beside an answer.
+    pub(super) contradictions: Vec<Contradiction>,
+}
+
+/// Where a line lies in the downloads, and whether it holds an answer (a 2xx response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spot {
+    at: u64,
+    len: usize,
+    answer: bool,
+}
+
+/// A row with more than one line in a batch's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Contradiction {
+    /// The row (as the batch's rows number it).
+    pub row: u64,
+    /// The line that is not the row's record: (offset, length).
+    pub other: (u64, usize),
+    /// Whether that other line is an answer (paid for) rather than an error.
+    pub other_is_answer: bool,
 }
 
 /// What [`Answers::index`] reads of a line.
 #[derive(Deserialize)]
-struct CustomId {
+struct LineHead {
     custom_id: Value,
+    #[serde(default)]
+    response: Option<ResponseHead>,
+}
+
+#[derive(Deserialize)]
+struct ResponseHead {
+    #[serde(default)]
+    status_code: u64,
 }
 
 impl Answers {
@@ -55,6 +85,7 @@ impl Answers {
         Ok(Answers {
             temp,
             spots: HashMap::new(),
+            contradictions: Vec::new(),
         })
     }
 
@@ -63,29 +94,90 @@ impl Answers {
         &self.temp.file
     }
 
+    /// Where the next download begins.
+    pub(super) fn end(&self) -> u64 {
+        self.temp.file.metadata().map_or(0, |m| m.len())
+    }
+
     /// Notes where the lines appended from offset `from` on are, for those whose `custom_id`
-    /// names a row of `rows` (a later line for the same row wins).
-    pub(super) fn index(&mut self, from: u64, rows: &HashMap<&str, u64>) -> Result<(), Error> {
+    /// names a row of `rows`; returns how many such lines there are. A row's answer is its
+    /// line whatever else its files say: a second answer that differs, or an error line, is
+    /// a contradiction (an identical repeat is not).
+    pub(super) fn index(&mut self, from: u64, rows: &HashMap<&str, u64>) -> Result<u64, Error> {
         let io = |e| Error::io("reading a batch download back", e);
-        let mut file = &self.temp.file;
+        // A handle of its own, so that `place` may read lines back meanwhile (by offset).
+        let mut file = self.temp.file.try_clone().map_err(io)?;
         file.seek(SeekFrom::Start(from)).map_err(io)?;
         let mut reader = BufReader::with_capacity(1 << 16, file);
         let mut line = Vec::new();
         let mut at = from;
+        let mut lines = 0;
         loop {
             line.clear();
             let read = reader.read_until(b'\n', &mut line).map_err(io)?;
             if read == 0 {
-                return Ok(());
+                return Ok(lines);
             }
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            if let Ok(CustomId { custom_id }) = serde_json::from_slice(text) {
-                if let Some(&row) = rows.get(id_text(&custom_id).as_str()) {
-                    self.spots.insert(row, (at, text.len()));
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if let Ok(head) = serde_json::from_slice::<LineHead>(text) {
+                if let Some(&row) = rows.get(id_text(&head.custom_id).as_str()) {
+                    lines += 1;
+                    let answer = head
+                        .response
+                        .is_some_and(|r| (200..300).contains(&r.status_code));
+                    let spot = Spot {
+                        at,
+                        len: text.len(),
+                        answer,
+                    };
+                    self.place(row, spot, text)?;
                 }
             }
             at += read as u64;
         }
+    }
+
+    /// Gives `row` the line at `spot` unless it has one already; an answer wins over an
+    /// error line, the first answer over a later different one.
+    fn place(&mut self, row: u64, spot: Spot, text: &[u8]) -> Result<(), Error> {
+        let Some(&held) = self.spots.get(&row) else {
+            self.spots.insert(row, spot);
+            return Ok(());
+        };
+        if held.len == spot.len && self.line_at(held.at, held.len)? == text {
+            return Ok(());
+        }
+        let (keep, other) = if spot.answer && !held.answer {
+            (spot, held)
+        } else {
+            (held, spot)
+        };
+        self.spots.insert(row, keep);
+        // Two error lines: nothing paid, nothing to report.
+        if keep.answer || other.answer {
+            self.contradictions.push(Contradiction {
+                row,
+                other: (other.at, other.len),
+                other_is_answer: other.answer,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets what was downloaded from `from` on (a download found short, to be done again)
+    /// for the rows of `rows`.
+    pub(super) fn rollback(&mut self, from: u64, rows: &HashMap<&str, u64>) -> Result<(), Error> {
+        for row in rows.values() {
+            if self.spots.get(row).is_some_and(|s| s.at >= from) {
+                self.spots.remove(row);
+            }
+        }
+        self.contradictions.retain(|c| c.other.0 < from);
+        self.temp
+            .file
+            .set_len(from)
+            .map_err(|e| Error::io("a batch download's temporary file", e))
     }
 
     /// Whether `row` has a line.
@@ -93,17 +185,34 @@ impl Answers {
         self.spots.contains_key(&row)
     }
 
-    /// What `row`'s line says (read back from the file).
-    pub(super) fn read(&self, row: u64) -> Result<Option<LineOutcome>, Error> {
-        let Some(&(at, len)) = self.spots.get(&row) else {
-            return Ok(None);
-        };
+    /// The raw line at (`at`, `len`).
+    pub(super) fn line_at(&self, at: u64, len: usize) -> Result<Vec<u8>, Error> {
         let mut line = vec![0; len];
         self.temp
             .file
             .read_exact_at(&mut line, at)
             .map_err(|e| Error::io("reading a batch download back", e))?;
-        Ok(read_line(&line).map(|(_, outcome)| outcome))
+        Ok(line)
+    }
+
+    /// The raw line of `row`, if it has one.
+    pub(super) fn line_of(&self, row: u64) -> Result<Option<Vec<u8>>, Error> {
+        match self.spots.get(&row) {
+            Some(spot) => self.line_at(spot.at, spot.len).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `row`'s line is an answer (paid for).
+    pub(super) fn is_answer(&self, row: u64) -> bool {
+        self.spots.get(&row).is_some_and(|s| s.answer)
+    }
+
+    /// What `row`'s line says (read back from the file).
+    pub(super) fn read(&self, row: u64) -> Result<Option<LineOutcome>, Error> {
+        Ok(self
+            .line_of(row)?
+            .and_then(|line| read_line(&line).map(|(_, outcome)| outcome)))
     }
 }
 

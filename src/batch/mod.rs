@@ -38,9 +38,11 @@
 //! during-download` aborts the process at that point (as `kill -9` would), for the tests.
 
 mod answers;
+mod claims;
 mod client;
 mod split;
 mod state;
+mod unmatched;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
@@ -60,6 +62,7 @@ use crate::shutdown::Shutdown;
 use crate::spent::{Carried, Spent};
 use crate::worker::AnswerSchema;
 use answers::{Answers, LineOutcome};
+use claims::Claims;
 use client::{BatchClient, BatchObject, Created};
 use split::Splitter;
 use state::{Entry, RowRef, State};
@@ -82,6 +85,10 @@ pub(crate) enum BatchEnd {
 /// Rows of final batches collected in one pass over the input (where their answers lie in the
 /// downloaded files is held in memory meanwhile: `answers.rs`).
 const COLLECT_ROWS: usize = 200_000;
+
+/// Downloads of a final batch's files before it is left for a later try (when they hold
+/// fewer lines than the batch reports done).
+const DOWNLOADS: u32 = 3;
 
 /// Output tokens assumed for the worst case of a request without `max_tokens`.
 const WORST_OUTPUT_TOKENS: u64 = 4096;
@@ -382,9 +389,12 @@ struct Pending {
     missing: Option<Arc<str>>,
     /// Batches the row went through.
     attempts: u32,
+    /// Its `custom_id` and request fingerprint, by which an input row claims it.
+    custom_id: String,
     fingerprint: String,
     /// The batch's time from creation to its end.
     latency_ms: u64,
+    batch_id: Arc<str>,
 }
 
 /// One batch run in progress.
@@ -418,6 +428,9 @@ struct BatchRun<'a> {
     unsubmitted: bool,
     /// The last pass stopped at `--max-cost` with batches in flight.
     budget_bound: bool,
+    /// Final batches whose files stayed short ([`DOWNLOADS`] tries): not polled again by
+    /// this run.
+    deferred: std::collections::HashSet<String>,
 }
 
 impl<'a> BatchRun<'a> {
@@ -457,6 +470,7 @@ impl<'a> BatchRun<'a> {
             last_lines: Instant::now(),
             unsubmitted: false,
             budget_bound: false,
+            deferred: Default::default(),
         })
     }
 
@@ -489,6 +503,16 @@ impl<'a> BatchRun<'a> {
         } else {
             self.pending_rows() <= self.opts.batch.max_pending / 2
         }
+    }
+
+    /// Whether every batch left is one whose files stayed short this run.
+    fn only_deferred_left(&self) -> bool {
+        !self.state.batches.is_empty()
+            && self.state.batches.iter().all(|b| {
+                b.batch_id
+                    .as_ref()
+                    .is_some_and(|id| self.deferred.contains(id))
+            })
     }
 
     /// Rows in batches now (submitted, not collected).
@@ -569,6 +593,14 @@ impl<'a> BatchRun<'a> {
                 continue;
             }
             let mut finals = self.poll().await?;
+            if finals.is_empty() && self.only_deferred_left() {
+                return Ok(Drive::Stopped(StopReason::Failed(Error::FatalApi(format!(
+                    "the files of {} finished batches stayed shorter than they report ({}); they are kept in {} and their rows are not submitted again: run the same command later to download them again",
+                    self.deferred.len(),
+                    self.deferred.iter().cloned().collect::<Vec<_>>().join(", "),
+                    self.state_path.display()
+                )))));
+            }
             if !finals.is_empty() {
                 // Last entry first, so the earlier entries keep their places; a few batches per
                 // pass over the input (memory: their answers), up to COLLECT_ROWS rows.
@@ -701,7 +733,12 @@ impl<'a> BatchRun<'a> {
         shutdown: &Shutdown,
         writer: &Writer,
     ) -> Result<Submitted, Error> {
-        let in_flight = self.state.rows_in_flight();
+        let mut in_flight = Claims::new();
+        for entry in &self.state.batches {
+            for r in &entry.rows {
+                in_flight.add(r.id(), r.fingerprint(), ());
+            }
+        }
         let mut pending = self.pending_rows();
         // With --fallback live the rows to retry wait for the live runner, not a new batch.
         let retry_live = self.opts.batch.fallback == Fallback::Live;
@@ -722,13 +759,8 @@ impl<'a> BatchRun<'a> {
                     }
                 };
                 let unit = self.unit(&row);
-                if in_flight.contains(unit) || (retry_live && self.state.retry.contains_key(&unit))
-                {
+                if retry_live && self.state.retry.contains_key(&unit) {
                     continue;
-                }
-                if pending >= self.opts.batch.max_pending {
-                    end = Submitted::Full;
-                    break 'reading;
                 }
                 let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
                 let place = (row.id, row.row, row.line);
@@ -742,6 +774,16 @@ impl<'a> BatchRun<'a> {
                     }
                     RowContent::Request(request) => request,
                 };
+                if in_flight
+                    .claim(&custom_id, row.explicit_id, &request.fingerprint)
+                    .is_some()
+                {
+                    continue;
+                }
+                if pending >= self.opts.batch.max_pending {
+                    end = Submitted::Full;
+                    break 'reading;
+                }
                 let line = split::line(&custom_id, &request.body);
                 if !splitter.fits(line.len()) {
                     let message = format!(
@@ -917,6 +959,9 @@ impl<'a> BatchRun<'a> {
             let Some(id) = self.state.batches[i].batch_id.clone() else {
                 continue;
             };
+            if self.deferred.contains(&id) {
+                continue;
+            }
             let batch = self.client().get(&id).await?;
             let entry = &mut self.state.batches[i];
             let moved = batch.status != entry.status;
@@ -949,19 +994,19 @@ impl<'a> BatchRun<'a> {
     /// Downloads final batches' output and error files and writes one record per row that has
     /// an answer or a permanent error; rows to try again go to `retry`. The batches leave the
     /// state only once their records are on disk. `finals` is sorted by index, last first.
+    /// A batch whose files stay shorter than its `request_counts` is left for a later try
+    /// (never submitted again: its rows were answered).
     async fn collect(&mut self, finals: Vec<(usize, BatchObject)>) -> Result<(), Error> {
         let mut answers = Answers::new()?;
         let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut collected = Vec::new();
+        let mut deferred = Vec::new();
         for (index, batch) in &finals {
             let entry = &self.state.batches[*index];
             let by_id: HashMap<&str, u64> = entry.rows.iter().map(|r| (r.id(), r.row())).collect();
-            for file_id in [&batch.output_file_id, &batch.error_file_id]
-                .into_iter()
-                .flatten()
-            {
-                let from = answers.file().metadata().map_or(0, |m| m.len());
-                self.client().download_to(file_id, answers.file()).await?;
-                answers.index(from, &by_id)?;
+            if !self.download(batch, &by_id, &mut answers).await? {
+                deferred.push(batch.id.clone());
+                continue;
             }
             let latency_ms = match (batch.created_at, batch.ended_at()) {
                 (Some(start), Some(end)) => end.saturating_sub(start) * 1000,
@@ -972,6 +1017,7 @@ impl<'a> BatchRun<'a> {
                 (status, _) => format!("no answer for this row in batch {} ({status})", batch.id),
             }
             .into();
+            let batch_id: Arc<str> = batch.id.as_str().into();
             for row in &entry.rows {
                 let missing = (!answers.has(row.row())).then(|| missing.clone());
                 pending.insert(
@@ -979,34 +1025,160 @@ impl<'a> BatchRun<'a> {
                     Pending {
                         missing,
                         attempts: row.attempts(),
+                        custom_id: row.id().to_string(),
                         fingerprint: row.fingerprint().to_string(),
                         latency_ms,
+                        batch_id: batch_id.clone(),
                     },
                 );
             }
+            collected.push(*index);
         }
-        self.write_outcomes(pending, &answers).await?;
-        for (index, _) in finals {
+        let mut keep = unmatched::Kept::new(&self.output);
+        self.keep_contradictions(&answers, &pending, &mut keep)?;
+        let left = self.write_outcomes(pending, &answers).await?;
+        self.keep_unclaimed(left, &answers, &mut keep)?;
+        keep.finish()?;
+        self.deferred.extend(deferred);
+        for index in collected {
             self.state.batches.remove(index);
         }
         self.save()
     }
 
-    /// One pass over the input for the rows in `outcomes` (their prompts), writing their
-    /// records from their lines in `answers`.
+    /// Downloads a final batch's output and error files into `answers`; `false` when they
+    /// hold fewer lines for its rows than the batch reports answered, after
+    /// [`DOWNLOADS`] tries (a 200 with an HTML page, an empty or a half body): the batch is
+    /// then left in the state, and its rows are not submitted again.
+    async fn download(
+        &self,
+        batch: &BatchObject,
+        by_id: &HashMap<&str, u64>,
+        answers: &mut Answers,
+    ) -> Result<bool, Error> {
+        let counts = batch.request_counts.unwrap_or_default();
+        let expected = (counts.completed + counts.failed).min(by_id.len() as u64);
+        let mut lines = 0;
+        for attempt in 1..=DOWNLOADS {
+            let from = answers.end();
+            lines = 0;
+            for file_id in [&batch.output_file_id, &batch.error_file_id]
+                .into_iter()
+                .flatten()
+            {
+                let start = answers.end();
+                self.client().download_to(file_id, answers.file()).await?;
+                lines += answers.index(start, by_id)?;
+            }
+            if lines >= expected {
+                return Ok(true);
+            }
+            answers.rollback(from, by_id)?;
+            if attempt < DOWNLOADS {
+                say!(
+                    "batch {}: its files hold {lines} lines for its rows, and it reports {expected} requests done: downloading them again",
+                    batch.id
+                );
+                tokio::time::sleep(self.opts.retry.backoff(attempt)).await;
+            }
+        }
+        say!(
+            "batch {}: after {DOWNLOADS} downloads its files still hold {lines} lines for its rows, and it reports {expected} requests done; it is not collected now, and its rows are not submitted again (they were answered: that would pay twice). The same command tries again later",
+            batch.id
+        );
+        Ok(false)
+    }
+
+    /// Rows with more than one line in their batch's files: the row's answer is its record
+    /// (an error line beside it is ignored); a second, different answer was paid for too and
+    /// is kept beside the output. Each is said by row.
+    fn keep_contradictions(
+        &self,
+        answers: &Answers,
+        pending: &HashMap<u64, Pending>,
+        keep: &mut unmatched::Kept,
+    ) -> Result<(), Error> {
+        for contradiction in &answers.contradictions {
+            let Some(row) = pending.get(&contradiction.row) else {
+                continue;
+            };
+            let (at, len) = contradiction.other;
+            let line = answers.line_at(at, len)?;
+            let why = if contradiction.other_is_answer {
+                unmatched::Why::SecondAnswer
+            } else {
+                unmatched::Why::ErrorBeside
+            };
+            let cost = self.line_cost(&line, contradiction.other_is_answer);
+            keep.add(&row.batch_id, &row.custom_id, why, &line, cost);
+        }
+        Ok(())
+    }
+
+    /// Paid answers no row of the input claimed (their rows changed or left the input since
+    /// they were submitted): kept beside the output, never dropped.
+    fn keep_unclaimed(
+        &self,
+        left: HashMap<u64, Pending>,
+        answers: &Answers,
+        keep: &mut unmatched::Kept,
+    ) -> Result<(), Error> {
+        for (unit, row) in left {
+            if !answers.is_answer(unit) {
+                continue;
+            }
+            if let Some(line) = answers.line_of(unit)? {
+                let why = unmatched::Why::Unclaimed;
+                let cost = self.line_cost(&line, true);
+                keep.add(&row.batch_id, &row.custom_id, why, &line, cost);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the answer on a batch line cost at batch prices (`None` for an error line or an
+    /// unpriced model).
+    fn line_cost(&self, line: &[u8], answer: bool) -> Option<f64> {
+        if !answer {
+            return None;
+        }
+        match answers::read_line(line) {
+            Some((_, LineOutcome::Answer(completion))) => {
+                let model = completion.model.clone().unwrap_or_default();
+                self.batch_cost(&completion, &model)
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the records of the rows of `outcomes` from their lines in `answers`, in two
+    /// passes over the input at most: first the rows where they were when submitted (an
+    /// input unchanged since), then — for those not found there — every row without a
+    /// record, matched by identity (`claims.rs`). Returns the batch rows no input row claimed.
     async fn write_outcomes(
         &mut self,
         mut outcomes: HashMap<u64, Pending>,
         answers: &Answers,
-    ) -> Result<(), Error> {
+    ) -> Result<HashMap<u64, Pending>, Error> {
         let writer = self.start_writer()?;
-        // Rows with a record already (a download an interrupted run had begun) are not written
-        // again; every row but those of `outcomes` is passed over unparsed, and reading stops
-        // after the last of them.
-        outcomes.retain(|row, _| !self.skip.contains(*row));
-        // Their record holds what their failed answers cost (it was written with it).
-        let skip = &self.skip;
-        self.state.spent.retain(|row, _| !skip.contains(*row));
+        let mut result = self.write_in_place(&writer, &mut outcomes, answers).await;
+        if result.is_ok() && !outcomes.is_empty() {
+            result = self.write_by_identity(&writer, &mut outcomes, answers).await;
+        }
+        writer.finish()?;
+        result.map(|()| outcomes)
+    }
+
+    /// [`write_outcomes`](Self::write_outcomes)' first pass: the rows at the places their
+    /// batch rows were submitted from (every other row passed over unparsed; reading stops
+    /// after the last). A row there with another id or request is left for the second pass;
+    /// one with a record already (a collection an interrupted run had begun) is done.
+    async fn write_in_place(
+        &mut self,
+        writer: &Writer,
+        outcomes: &mut HashMap<u64, Pending>,
+        answers: &Answers,
+    ) -> Result<(), Error> {
         let last = outcomes.keys().copied().max().unwrap_or(0);
         let mut others = RowSet::default();
         for row in 1..=last {
@@ -1021,54 +1193,110 @@ impl<'a> BatchRun<'a> {
         // Records of earlier collections in this run (the kill point counts this one's).
         let done_before = self.counters.done();
         let mut written = 0usize;
-        let mut failure = None;
-        'reading: while let Some(chunk) = chunks.recv().await {
+        while let Some(chunk) = chunks.recv().await {
             for item in chunk {
-                let row = match item {
-                    Ok(row) => row,
-                    Err(e) => {
-                        failure = Some(e);
-                        break 'reading;
-                    }
-                };
+                let row = item?;
                 let unit = self.unit(&row);
                 if unit > last || outcomes.is_empty() {
-                    break 'reading;
+                    return Ok(());
                 }
-                let Some(mut pending) = outcomes.remove(&unit) else {
+                let Some(pending) = outcomes.get(&unit) else {
                     continue;
                 };
-                let outcome = match pending.missing.take() {
-                    Some(message) => LineOutcome::Transient(message.to_string()),
-                    None => match answers.read(unit) {
-                        Ok(Some(outcome)) => outcome,
-                        Ok(None) => LineOutcome::Transient("unreadable line for this row".into()),
-                        Err(e) => {
-                            failure = Some(e);
-                            break 'reading;
-                        }
-                    },
-                };
-                let Some(record) = self.record_for(unit, row, outcome, pending) else {
+                let RowContent::Request(request) = &row.content else {
                     continue;
                 };
-                self.write(&writer, record, unit).await;
-                written += 1;
-                if written == total.div_ceil(2) {
-                    self.abort_midway(done_before + written as u64).await;
+                let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
+                if custom_id != pending.custom_id || request.fingerprint != pending.fingerprint {
+                    continue;
+                }
+                let pending = outcomes.remove(&unit).unwrap_or_else(|| unreachable!());
+                // Its record holds what its failed answers cost (it was written with it).
+                if self.skip.contains(unit) {
+                    self.state.spent.remove(&unit);
+                    continue;
+                }
+                if self.write_outcome(writer, unit, unit, row, pending, answers).await? {
+                    written += 1;
+                    if written == total.div_ceil(2) {
+                        self.abort_midway(done_before + written as u64).await;
+                    }
                 }
             }
         }
-        drop(chunks);
-        writer.finish()?;
         tracing::debug!(
             "collected {written} records in one pass over the input up to row {last} ({} ms)",
             pass_started.elapsed().as_millis()
         );
-        if let Some(e) = failure {
-            return Err(e);
+        Ok(())
+    }
+
+    /// [`write_outcomes`](Self::write_outcomes)' second pass: every row without a record
+    /// claims its batch row by identity; reading stops once every batch row is claimed.
+    async fn write_by_identity(
+        &mut self,
+        writer: &Writer,
+        outcomes: &mut HashMap<u64, Pending>,
+        answers: &Answers,
+    ) -> Result<(), Error> {
+        let mut claims = Claims::new();
+        for (unit, pending) in outcomes.iter() {
+            claims.add(&pending.custom_id, &pending.fingerprint, *unit);
+        }
+        let rows = input::open(
+            &self.opts.input,
+            &self.opts.request,
+            Some(self.skip.clone()),
+        )?;
+        let mut chunks = crate::pipeline::spawn_reader(rows, 64);
+        while let Some(chunk) = chunks.recv().await {
+            for item in chunk {
+                if claims.unclaimed() == 0 {
+                    return Ok(());
+                }
+                let row = item?;
+                let RowContent::Request(request) = &row.content else {
+                    continue;
+                };
+                let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
+                let Some(submitted_as) =
+                    claims.claim(&custom_id, row.explicit_id, &request.fingerprint)
+                else {
+                    continue;
+                };
+                let Some(pending) = outcomes.remove(&submitted_as) else {
+                    continue;
+                };
+                let unit = self.unit(&row);
+                self.write_outcome(writer, unit, submitted_as, row, pending, answers)
+                    .await?;
+            }
         }
         Ok(())
+    }
+
+    /// Writes the record of the input row `row` (unit `unit` now) from the line of the batch
+    /// row submitted as `submitted_as`; `false` when the row goes into a new batch instead.
+    async fn write_outcome(
+        &mut self,
+        writer: &Writer,
+        unit: u64,
+        submitted_as: u64,
+        row: input::Row,
+        mut pending: Pending,
+        answers: &Answers,
+    ) -> Result<bool, Error> {
+        let outcome = match pending.missing.take() {
+            Some(message) => LineOutcome::Transient(message.to_string()),
+            None => answers
+                .read(submitted_as)?
+                .unwrap_or_else(|| LineOutcome::Transient("unreadable line for this row".into())),
+        };
+        let Some(record) = self.record_for(unit, row, outcome, pending) else {
+            return Ok(false);
+        };
+        self.write(writer, record, unit).await;
+        Ok(true)
     }
 
     /// Debug builds: `PROMPTBATCH_TEST_ABORT_AT=during-download` aborts once half the records of
@@ -1140,11 +1368,6 @@ impl<'a> BatchRun<'a> {
         let RowContent::Request(request) = row.content else {
             return None;
         };
-        if request.fingerprint != fingerprint {
-            // The row changed since it was submitted: this answer is not its answer.
-            self.state.retry.insert(unit, 0);
-            return None;
-        }
         let place = (row.id, row.row, row.line);
         let mut kept = row.kept.map(crate::output::record::rename_kept);
         // --json-schema: an answer that fails it was paid for — its tokens and cost wait

@@ -1,0 +1,168 @@
+//! Paid batch answers no record holds, kept beside the output in `OUTPUT.unmatched.jsonl`
+//! instead of being dropped: a second, different answer for a row in its batch's files, or
+//! an answer whose row changed or left the input while its batch ran. Each line is
+//! `{"batch_id", "custom_id", "why", "cost_usd", "line"}` with the batch file's line as it
+//! came; the run says how many there are, for which rows, and what they cost. An error line
+//! beside an answer is only said (nothing was paid for it).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Rows named in the run's message before "and N more".
+const NAMED: usize = 10;
+
+/// Why a batch line is on no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Why {
+    /// A second, different answer for a row in its batch's files.
+    SecondAnswer,
+    /// An error line for a row beside its answer (nothing paid: only said).
+    ErrorBeside,
+    /// An answer whose row changed or left the input since it was submitted.
+    Unclaimed,
+}
+
+impl Why {
+    fn text(self) -> &'static str {
+        match self {
+            Why::SecondAnswer => "a second, different answer for this row in its batch's files (the first is its record)",
+            Why::ErrorBeside => "an error line for this row beside its answer (the answer is its record)",
+            Why::Unclaimed => "no row of the input has this id and request any more (changed or removed since it was submitted)",
+        }
+    }
+}
+
+/// Lines to keep, gathered over one collection and appended at its end.
+pub(super) struct Kept {
+    path: PathBuf,
+    lines: Vec<u8>,
+    /// (custom_id, why) of each line, to say.
+    rows: Vec<(String, Why)>,
+    /// Error lines beside answers (said, not kept).
+    ignored_errors: Vec<String>,
+    cost: f64,
+    unpriced: bool,
+}
+
+/// Where the paid answers no record holds are kept for `output`.
+pub fn path_for(output: &Path) -> PathBuf {
+    crate::paths::suffixed(output, ".unmatched.jsonl")
+}
+
+impl Kept {
+    pub(super) fn new(output: &Path) -> Self {
+        Kept {
+            path: path_for(output),
+            lines: Vec::new(),
+            rows: Vec::new(),
+            ignored_errors: Vec::new(),
+            cost: 0.0,
+            unpriced: false,
+        }
+    }
+
+    /// Notes a line: a paid answer (`cost` is `Some` when priced) is kept, an error line
+    /// beside an answer only said.
+    pub(super) fn add(
+        &mut self,
+        batch_id: &str,
+        custom_id: &str,
+        why: Why,
+        line: &[u8],
+        cost: Option<f64>,
+    ) {
+        if why == Why::ErrorBeside {
+            self.ignored_errors.push(custom_id.to_string());
+            return;
+        }
+        match cost {
+            Some(cost) => self.cost += cost,
+            None => self.unpriced = true,
+        }
+        let head = serde_json::json!({
+            "batch_id": batch_id,
+            "custom_id": custom_id,
+            "why": why.text(),
+            "cost_usd": cost,
+        })
+        .to_string();
+        // The batch line goes in as it came (it is JSON: it was parsed to find its row).
+        self.lines
+            .extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        self.lines.extend_from_slice(b",\"line\":");
+        self.lines.extend_from_slice(line);
+        self.lines.extend_from_slice(b"}\n");
+        self.rows.push((custom_id.to_string(), why));
+    }
+
+    /// Appends the kept lines to the file (synced) and says what they are.
+    pub(super) fn finish(self) -> Result<(), Error> {
+        if !self.ignored_errors.is_empty() {
+            say!(
+                "{} rows are in both the output and the error file of their batch ({}): their answers are their records, the error lines are ignored",
+                self.ignored_errors.len(),
+                named(self.ignored_errors.iter().map(String::as_str))
+            );
+        }
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let failed = |e| {
+            Error::io(
+                format!(
+                    "cannot keep {} paid batch answers that no record holds in {} (check the folder's free space and permissions; the batch state is kept, the same command tries again)",
+                    self.rows.len(),
+                    self.path.display()
+                ),
+                e,
+            )
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(failed)?;
+        file.write_all(&self.lines).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        let cost = if self.unpriced {
+            format!("at least {}", crate::human::format_usd(self.cost))
+        } else {
+            crate::human::format_usd(self.cost)
+        };
+        for why in [Why::SecondAnswer, Why::Unclaimed] {
+            let rows: Vec<&str> = self
+                .rows
+                .iter()
+                .filter(|(_, w)| *w == why)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let what = if why == Why::SecondAnswer {
+                "rows have a second, different answer in their batch's files (the first is the record; check both)"
+            } else {
+                "paid answers match no row of the input any more (their rows changed or were removed while their batch ran)"
+            };
+            say!("{} {what}: {}", rows.len(), named(rows.into_iter()));
+        }
+        say!(
+            "{} paid answers no record holds ({cost} at batch prices) are kept in {}",
+            self.rows.len(),
+            self.path.display()
+        );
+        Ok(())
+    }
+}
+
+/// The first [`NAMED`] ids, then how many more.
+fn named<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    let ids: Vec<&str> = ids.collect();
+    let mut text = ids[..ids.len().min(NAMED)].join(", ");
+    if ids.len() > NAMED {
+        text.push_str(&format!(" and {} more", ids.len() - NAMED));
+    }
+    text
+}
