@@ -629,6 +629,18 @@ pub struct SimArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub batch_cut_downloads: u32,
 
+    /// Batch API: the first N file downloads answer 200 with an HTML page instead of the file.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub batch_bad_downloads: u32,
+
+    /// Batch API: the first N batch creates make the batch, then drop the connection unanswered.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub batch_drop_creates: u32,
+
+    /// Batch API: `GET /v1/batches` (the list of batches) answers 404, as some servers do.
+    #[arg(long)]
+    pub batch_no_list: bool,
+
     /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
     #[arg(long)]
     pub no_batch: bool,
@@ -798,6 +810,9 @@ impl SimArgs {
             batch_expire: self.batch_expire,
             batch_fail: self.batch_fail,
             batch_cut_downloads: self.batch_cut_downloads,
+            batch_bad_downloads: self.batch_bad_downloads,
+            batch_drop_creates: self.batch_drop_creates,
+            batch_no_list: self.batch_no_list,
             no_batch: self.no_batch,
         }
     }
@@ -853,12 +868,18 @@ mod tests {
                 sim.batch_expire,
                 sim.batch_fail,
                 sim.batch_cut_downloads,
+                sim.batch_bad_downloads,
+                sim.batch_drop_creates,
+                sim.batch_no_list,
                 sim.no_batch
             ),
             (
                 library.batch_expire,
                 library.batch_fail,
                 library.batch_cut_downloads,
+                library.batch_bad_downloads,
+                library.batch_drop_creates,
+                library.batch_no_list,
                 library.no_batch
             )
         );

@@ -11,7 +11,11 @@
 //! `batch_fail` batches created end `failed` (nothing answered, `errors` says why) and the first
 //! `batch_expire` ones end `expired` (the first half of their lines answered, the rest in the
 //! error file with the code `batch_expired`); the first `batch_cut_downloads` downloads send half
-//! the announced bytes and close the connection. A batch whose lines name more than one model
+//! the announced bytes and close the connection, the first `batch_bad_downloads` answer 200
+//! with an HTML page; the first `batch_drop_creates` creates make the batch and drop the
+//! connection unanswered; `batch_no_list` answers 404 to the list. A prompt with
+//! `#sim:batch-twice` gets a second, different answer line, one with `#sim:batch-also-error`
+//! an error line too. A batch whose lines name more than one model
 //! ends `failed` (`mismatched_model`), as the providers refuse it. A cancelled batch answers
 //! nothing. Everything is
 //! kept in memory; `/_sim/stats` reports files and batches created and output downloads.
@@ -48,6 +52,8 @@ pub(super) struct Store {
     batches_created: AtomicU64,
     downloads: AtomicU64,
     cancels: AtomicU64,
+    /// `POST /v1/batches` received (for `batch_drop_creates`).
+    creates: AtomicU64,
     /// Ids given out so far (files and batches share the counter).
     next_id: AtomicU64,
 }
@@ -168,8 +174,21 @@ impl Sim {
                 Some(id) => self.file_content(id),
                 None => not_found("file"),
             },
-            (Method::POST, None, None) if path.ends_with("/batches") => self.create(&body),
-            (Method::GET, None, None) if path.ends_with("/batches") => self.list(),
+            (Method::POST, None, None) if path.ends_with("/batches") => {
+                let created = self.create(&body);
+                let ordinal = self.batches.creates.fetch_add(1, Relaxed) + 1;
+                if ordinal <= u64::from(self.options.batch_drop_creates) {
+                    return Err(Dropped);
+                }
+                created
+            }
+            (Method::GET, None, None) if path.ends_with("/batches") => {
+                if self.options.batch_no_list {
+                    not_found("route")
+                } else {
+                    self.list()
+                }
+            }
             (Method::GET, None, Some(id)) => self.batch_object(&id),
             (Method::POST, None, Some(rest)) => match rest.strip_suffix("/cancel") {
                 Some(id) => self.cancel(id),
@@ -222,7 +241,11 @@ impl Sim {
             Some(content) => {
                 let download = self.batches.downloads.fetch_add(1, Relaxed) + 1;
                 let mut response = json_response(200, &Value::Null);
-                if download <= u64::from(self.options.batch_cut_downloads) {
+                if download <= u64::from(self.options.batch_bad_downloads) {
+                    *response.body_mut() = Full::new(Bytes::from_static(
+                        b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>\n",
+                    ));
+                } else if download <= u64::from(self.options.batch_cut_downloads) {
                     // The whole length announced, half of it sent: hyper closes the connection
                     // when the body ends short.
                     response.headers_mut().insert(
@@ -399,6 +422,7 @@ impl Sim {
             if status == 200 {
                 push_line(&mut output, &entry);
                 completed += 1;
+                contradict(line, &entry, &mut output, &mut errors);
             } else {
                 push_line(&mut errors, &entry);
                 failed += 1;
@@ -551,6 +575,29 @@ fn answer_line(body: &Value, raw: &[u8]) -> (u16, Value) {
         );
     }
     (200, completion_body(body, messages, &prompt, raw))
+}
+
+/// Lines that contradict an answered line, on request of its prompt: `#sim:batch-twice` adds
+/// a second line for its `custom_id` with another answer to the output file,
+/// `#sim:batch-also-error` a 500 line for it to the error file (as faulty servers do).
+fn contradict(line: &[u8], entry: &Value, output: &mut Vec<u8>, errors: &mut Vec<u8>) {
+    let has = |directive: &[u8]| find(line, directive).is_some();
+    if has(b"#sim:batch-twice") {
+        let mut second = entry.clone();
+        second["id"] = json!(format!("{}-2", entry["id"].as_str().unwrap_or_default()));
+        second["response"]["body"]["choices"][0]["message"]["content"] =
+            json!("a second answer (#sim:batch-twice)");
+        push_line(output, &second);
+    }
+    if has(b"#sim:batch-also-error") {
+        let error = json!({
+            "id": format!("{}-e", entry["id"].as_str().unwrap_or_default()),
+            "custom_id": entry["custom_id"],
+            "response": {"status_code": 500, "request_id": "req_error", "body": {"error": {"message": "simulated server error (#sim:batch-also-error)", "type": "server_error"}}},
+            "error": null,
+        });
+        push_line(errors, &error);
+    }
 }
 
 fn push_line(file: &mut Vec<u8>, entry: &Value) {

@@ -172,6 +172,13 @@ pub struct SimOptions {
     /// Batch API: the first N file downloads are cut short (half the announced bytes are sent,
     /// then the connection is closed).
     pub batch_cut_downloads: u32,
+    /// Batch API: the first N file downloads answer 200 with an HTML page instead of the file.
+    pub batch_bad_downloads: u32,
+    /// Batch API: the first N batch creates make the batch, then drop the connection before
+    /// answering (the client cannot know the batch exists).
+    pub batch_drop_creates: u32,
+    /// Batch API: `GET /v1/batches` (the list) answers 404, as some servers do.
+    pub batch_no_list: bool,
     /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
     pub no_batch: bool,
 }
@@ -205,6 +212,9 @@ impl Default for SimOptions {
             batch_expire: 0,
             batch_fail: 0,
             batch_cut_downloads: 0,
+            batch_bad_downloads: 0,
+            batch_drop_creates: 0,
+            batch_no_list: false,
             no_batch: false,
         }
     }

@@ -3,6 +3,8 @@
 //! counters can be read back through `GET /_sim/stats`.
 #![allow(dead_code)]
 
+pub mod batch;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
