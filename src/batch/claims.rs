@@ -41,7 +41,12 @@ impl<K: Copy> Claims<K> {
 
     /// The batch row the input row (`custom_id`, whether its id is explicit, its request's
     /// `fingerprint`) stands for, claimed now; `None` when it has none.
-    pub(super) fn claim(&mut self, custom_id: &str, explicit: bool, fingerprint: &str) -> Option<K> {
+    pub(super) fn claim(
+        &mut self,
+        custom_id: &str,
+        explicit: bool,
+        fingerprint: &str,
+    ) -> Option<K> {
         let candidates = self.by_fingerprint.get_mut(fingerprint)?;
         let exact = candidates
             .iter()

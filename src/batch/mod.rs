@@ -68,8 +68,9 @@ use split::Splitter;
 use state::{Entry, RowRef, State};
 
 pub use crate::batch_options::{
-    parse_batch_of_file, BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS, DEFAULT_POLL_EVERY,
+    parse_batch_of_file, BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS,
+    DEFAULT_POLL_EVERY,
 };
 
 /// How the batch part of a run ended (returned once per run: its size does not matter).
@@ -530,13 +531,11 @@ impl<'a> BatchRun<'a> {
                 Some(rows) => Some(rows),
                 // The rows a pass stopped before (`--batch-max-pending`), once half are
                 // collected, and with them the rows to retry: one more pass over the input.
-                None if self.unsubmitted && self.may_submit_again() => {
-                    Some(input::open(
-                        &self.opts.input,
-                        &self.opts.request,
-                        Some(self.skip.clone()),
-                    )?)
-                }
+                None if self.unsubmitted && self.may_submit_again() => Some(input::open(
+                    &self.opts.input,
+                    &self.opts.request,
+                    Some(self.skip.clone()),
+                )?),
                 // A later pass sends the rows to retry (and any row an earlier pass missed).
                 None if self.state.batches.is_empty() && !self.state.retry.is_empty() => {
                     if self.opts.batch.fallback == Fallback::Live {
@@ -911,7 +910,11 @@ impl<'a> BatchRun<'a> {
             self.save()?;
             let created = self
                 .client()
-                .create(&file_id, &self.opts.batch.completion_window, metadata.clone())
+                .create(
+                    &file_id,
+                    &self.opts.batch.completion_window,
+                    metadata.clone(),
+                )
                 .await?;
             match created {
                 Created::Batch(batch) => break batch,
@@ -1163,7 +1166,9 @@ impl<'a> BatchRun<'a> {
         let writer = self.start_writer()?;
         let mut result = self.write_in_place(&writer, &mut outcomes, answers).await;
         if result.is_ok() && !outcomes.is_empty() {
-            result = self.write_by_identity(&writer, &mut outcomes, answers).await;
+            result = self
+                .write_by_identity(&writer, &mut outcomes, answers)
+                .await;
         }
         writer.finish()?;
         result.map(|()| outcomes)
@@ -1216,7 +1221,10 @@ impl<'a> BatchRun<'a> {
                     self.state.spent.remove(&unit);
                     continue;
                 }
-                if self.write_outcome(writer, unit, unit, row, pending, answers).await? {
+                if self
+                    .write_outcome(writer, unit, unit, row, pending, answers)
+                    .await?
+                {
                     written += 1;
                     if written == total.div_ceil(2) {
                         self.abort_midway(done_before + written as u64).await;

@@ -93,4 +93,3 @@ pub fn state_file(output: &Path) -> std::path::PathBuf {
     name.push(".batch.json");
     name.into()
 }
-
