@@ -160,7 +160,9 @@ impl<'a> BatchClient<'a> {
                 .await;
             let failure = match sent {
                 Ok(response) => match response.bytes().await {
-                    Ok(answer) => return parse(&answer, "POST batches").map(Created::Batch),
+                    Ok(answer) => {
+                        return parse(&answer, "POST batches").map(|b| Created::Batch(Box::new(b)))
+                    }
                     Err(e) => return Ok(Created::Unknown(self.api.scrub(&e.to_string()))),
                 },
                 Err(failure) => failure,
@@ -385,7 +387,7 @@ const NO_LISTING: &str = "GET batches is not served";
 
 /// What [`BatchClient::create`] knows of the batch it asked for.
 pub enum Created {
-    Batch(BatchObject),
+    Batch(Box<BatchObject>),
     /// The request got no whole answer (the message says why): the batch may or may not exist.
     Unknown(String),
 }

@@ -917,7 +917,7 @@ impl<'a> BatchRun<'a> {
                 )
                 .await?;
             match created {
-                Created::Batch(batch) => break batch,
+                Created::Batch(batch) => break *batch,
                 Created::Unknown(why) => {
                     say!("creating the batch of {file_id} got no answer ({why}); looking for it before creating another");
                     if let Some(found) = self.find_created(index).await? {
