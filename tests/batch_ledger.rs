@@ -100,7 +100,7 @@ fn rows_inserted_and_deleted_while_batches_run_are_matched_by_id_and_request() {
         &sim,
         &input,
         &output,
-        &["--detach", &args[0], &args[1]],
+        &["--detach", args[0], args[1]],
         &[],
     );
     assert_eq!(detached.code, 0, "{}", detached.stderr);
