@@ -78,6 +78,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     if let Some(plan) = &plan {
         say!("{}", plan.describe());
     }
+    let carried = crate::batch::carried_into_live_run(opts, &output, done.as_ref())?;
     Ok(Prepared {
         client,
         _simulator: simulator,
@@ -90,7 +91,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         schema,
         output_format,
         done,
-        carried: Default::default(),
+        carried,
     })
 }
 

@@ -222,7 +222,7 @@ async fn run_live(
         .load(Relaxed)
         .saturating_sub(counters.done() + ctx.breaker.held_back());
     let mut stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
-    if opts.via == Via::Batch && matches!(stop, StopReason::Completed) {
+    if matches!(stop, StopReason::Completed) {
         if let Err(e) = crate::batch::forget_carried_spend(&output, &ctx.carried) {
             stop = StopReason::Failed(e);
         }

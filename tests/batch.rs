@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::batch::{
     assert_one_ok_record_per_row, batch_command, batch_stats, count, rows, run_batch, state_file,
+    LABEL_SCHEMA, SCHEMA_ROWS,
 };
 use common::{assert_no_key, read_jsonl, Sim, Workdir};
 use promptbatch::SimOptions;
@@ -767,22 +768,6 @@ fn rows_in_batches_at_once_stay_within_batch_max_pending() {
     assert!(totals.iter().all(|t| *t <= 10), "{totals:?}");
     assert!(!state_file(&output).exists());
 }
-
-/// A schema for a sentiment label and a score (as in `tests/dataset.rs`).
-const LABEL_SCHEMA: &str = r#"{"type": "object",
-  "properties": {"label": {"enum": ["pos", "neg"]}, "score": {"type": "number"}},
-  "required": ["label", "score"], "additionalProperties": false}"#;
-
-/// Three rows whose prompts are the answers the simulator gives a structured-outputs request:
-/// `a` valid JSON, `b` prose in its first batch then JSON, `c` never matching (`meh`).
-const SCHEMA_ROWS: &str = concat!(
-    r#"{"id": "a", "prompt": "{\"label\": \"pos\", \"score\": 0.9}"}"#,
-    "\n",
-    r#"{"id": "b", "prompt": "{\"label\": \"neg\", \"score\": 0.1} #sim:prose=1"}"#,
-    "\n",
-    r#"{"id": "c", "prompt": "{\"label\": \"meh\", \"score\": 1}"}"#,
-    "\n",
-);
 
 /// The records of an output by id.
 fn records_by_id(output: &Path) -> HashMap<String, Value> {

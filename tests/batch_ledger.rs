@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::batch::{batch_stats, count, rows, run_batch, state_file};
+use common::batch::{batch_stats, count, rows, run_batch, state_file, LABEL_SCHEMA, SCHEMA_ROWS};
 use common::{assert_no_key, read_jsonl, run, Sim, Workdir};
 use promptbatch::SimOptions;
 use serde_json::Value;
@@ -42,6 +42,14 @@ fn records_by_id(output: &Path) -> HashMap<String, Value> {
         assert!(by_id.insert(id.clone(), record).is_none(), "{id} twice");
     }
     by_id
+}
+
+/// The records by id (any content).
+fn records_by_id_any(output: &Path) -> HashMap<String, Value> {
+    read_jsonl(output)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect()
 }
 
 /// A batch simulator whose batches take `secs` to finish.
@@ -96,13 +104,7 @@ fn rows_inserted_and_deleted_while_batches_run_are_matched_by_id_and_request() {
     let input = work.write("in.jsonl", &rows(20, |_| ""));
     let output = work.path("out.jsonl");
     let args = ["--batch-max-requests", "8"];
-    let detached = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--detach", args[0], args[1]],
-        &[],
-    );
+    let detached = run_batch(&sim, &input, &output, &["--detach", args[0], args[1]], &[]);
     assert_eq!(detached.code, 0, "{}", detached.stderr);
     assert_eq!(lines_submitted(&sim), 20);
 
@@ -421,4 +423,49 @@ fn the_collecting_run_reports_the_cost_of_what_it_collected() {
         !line.contains(&promptbatch::human::format_usd(spent)),
         "{line}"
     );
+}
+
+#[test]
+fn a_live_run_after_a_batch_run_stopped_before_resending_gives_its_records_the_paid_answers() {
+    // Batch 1 answers b in prose and c with a label the schema refuses: both were paid and go
+    // into a new batch, which the run is killed right after uploading (no create sent). A
+    // live run may then go (no batch can exist); b's and c's live records hold the batch
+    // answers' cost too, and the state is gone once every row has a record.
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let args = ["--json-schema", schema_arg.as_str(), "--max-retries", "1"];
+    let detached = run_batch(
+        &sim,
+        &input,
+        &output,
+        &[&args[..], &["--detach"]].concat(),
+        &[],
+    );
+    assert_eq!(detached.code, 0, "{}", detached.stderr);
+    let killed = run_batch(
+        &sim,
+        &input,
+        &output,
+        &args,
+        &[("PROMPTBATCH_TEST_ABORT_AT", "after-upload")],
+    );
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+    assert_eq!(state["spent"].as_object().unwrap().len(), 2, "{state}");
+    assert_eq!(state["batches"][0]["status"], "uploaded", "{state}");
+    assert_eq!(read_jsonl(&output).len(), 1, "a has its record");
+
+    let live = run(&sim, &input, &output, &args);
+    assert_eq!(live.code, 3, "c never matches: {}", live.stderr);
+    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    let records = records_by_id_any(&output);
+    let b = &records["b"];
+    assert_eq!(b["status"], "ok");
+    assert_eq!(b["attempts"], 2, "the batch answer and the live one: {b}");
+    assert!(!state_file(&output).exists(), "{}", live.stderr);
 }

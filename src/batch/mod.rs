@@ -174,9 +174,39 @@ fn hand_to_live(
     Ok(prepared)
 }
 
-/// After the live part of a `--fallback live` run completed: every row has a record, and
-/// those the batch part paid failed `--json-schema` answers for hold them, so the state file
-/// forgets that spend (and goes, once empty). Spend no live attempt took is said.
+/// A live run on an output whose batch state holds no batch but paid answers that failed
+/// `--json-schema` (an earlier batch run stopped before resending their rows): the live
+/// records of those rows take that spend, as after `--fallback live`; rows with a record
+/// (`done`) hold theirs already.
+pub(crate) fn carried_into_live_run(
+    opts: &Job,
+    output: &std::path::Path,
+    done: Option<&RowSet>,
+) -> Result<Carried, Error> {
+    if opts.via != Via::Live {
+        return Ok(Carried::default());
+    }
+    let Some(state) = State::load(&state::path_for(output))? else {
+        return Ok(Carried::default());
+    };
+    if state.simulated || !state.same_models(&opts.request.models) {
+        return Ok(Carried::default());
+    }
+    let mut spent = state.spent;
+    if let Some(done) = done {
+        spent.retain(|unit, _| !done.contains(*unit));
+    }
+    Ok(Carried::new(
+        spent.clone(),
+        spent,
+        opts.request.models_per_row(),
+    ))
+}
+
+/// After a live run completed (the live part of a `--fallback live` run, or a live run on an
+/// output with a batch state): every row has a record, and those the batch part paid failed
+/// `--json-schema` answers for hold them, so the state file forgets that spend and the rows to
+/// retry (and goes, once empty). Spend no live attempt took is said.
 pub(crate) fn forget_carried_spend(
     output: &std::path::Path,
     carried: &Carried,
@@ -188,6 +218,18 @@ pub(crate) fn forget_carried_spend(
     let (rows, left) = carried.left();
     Carried::say_unrecorded(rows, &left);
     state.spent.clear();
+    // Every row has a record: no row is left to send again, and an uploaded file whose
+    // batch was never created will not be.
+    let with_batch: Vec<bool> = state
+        .batches
+        .iter()
+        .map(|b| state.may_have_batch(b))
+        .collect();
+    let mut keep = with_batch.into_iter();
+    state.batches.retain(|_| keep.next().unwrap_or(true));
+    if state.batches.is_empty() {
+        state.retry.clear();
+    }
     state.save(&path)
 }
 
@@ -251,12 +293,12 @@ fn refuse_live_over_batches(
     state: &State,
     output: &std::path::Path,
 ) -> Result<(), Error> {
-    // A --dry-run's batches went to a simulator that is gone; an entry whose upload did not
-    // finish holds no batch.
+    // A --dry-run's batches went to a simulator that is gone; an entry whose create was never
+    // sent holds no batch.
     let live: Vec<&Entry> = state
         .batches
         .iter()
-        .filter(|b| b.input_file_id.is_some())
+        .filter(|b| state.may_have_batch(b))
         .collect();
     if state.simulated || live.is_empty() {
         return Ok(());

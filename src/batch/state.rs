@@ -124,6 +124,11 @@ impl State {
         self.model_list == model_list
     }
 
+    /// Whether an entry has a batch at the provider, or may have one (a create was sent).
+    pub fn may_have_batch(&self, entry: &Entry) -> bool {
+        entry.batch_id.is_some() || self.maybe_created(entry)
+    }
+
     /// Entries that may or may not have a batch at the provider: a create was sent and its
     /// answer not saved (in states from before `creating` was marked: every uploaded entry
     /// without a batch id).
