@@ -260,8 +260,9 @@ def state_of(out):
 def lines_naming(err, ids, words=()):
     """stderr lines naming one of IDS (as a word) or holding one of WORDS."""
     pat = re.compile(r"(?<![\w-])(" + "|".join(re.escape(i) for i in ids) + r")(?![\w-])") if ids else None
+    # Paths are left out of the words' search (the case's name is in the output's path).
     return [l for l in err.splitlines()
-            if (pat and pat.search(l)) or any(w in l.lower() for w in words)]
+            if (pat and pat.search(l)) or any(w in re.sub(r"\S*/\S*", "", l).lower() for w in words)]
 
 
 # ---------------------------------------------------------------------------------------- cases

@@ -69,6 +69,9 @@ pub struct Report {
     pub latency_ms: Option<Latency>,
     pub attempts: BTreeMap<u32, u64>,
     pub mean_per_ok_row: Option<Means>,
+    /// Paid work of `--via batch` that no record holds (yet): batches not collected, and
+    /// paid answers kept in `OUTPUT.unmatched.jsonl`.
+    pub beside: crate::batch::Beside,
 }
 
 /// A skipped torn last record.
@@ -244,6 +247,7 @@ impl Stats {
             tokens: self.tokens,
             cost: Cost::of(&self.ledger, self.from_records, self.computed),
             latency_ms: latency(&self.latencies),
+            beside: Default::default(),
             attempts: self.attempts,
             mean_per_ok_row,
         }
@@ -321,7 +325,9 @@ pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Erro
         stats.add(&record, prices);
     }
     let format = records.format().name();
-    Ok(stats.finish(path.display().to_string(), format, records.torn()))
+    let mut report = stats.finish(path.display().to_string(), format, records.torn());
+    report.beside = crate::batch::beside(path)?;
+    Ok(report)
 }
 
 /// An error message with runs of digits replaced by `N`, except a status code after `HTTP `.

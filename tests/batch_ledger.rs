@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::batch::{batch_stats, count, rows, run_batch, state_file, LABEL_SCHEMA, SCHEMA_ROWS};
-use common::{assert_no_key, read_jsonl, run, Sim, Workdir};
+use common::{assert_no_key, read_jsonl, run, run_args, Sim, Workdir};
 use promptbatch::SimOptions;
 use serde_json::Value;
 
@@ -52,6 +52,13 @@ fn records_by_id_any(output: &Path) -> HashMap<String, Value> {
         .collect()
 }
 
+/// `promptbatch report OUTPUT --json`.
+fn report_json(output: &Path) -> Value {
+    let result = run_args(&["report", output.to_str().unwrap(), "--json"]);
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    serde_json::from_str(&result.stdout).unwrap()
+}
+
 /// A batch simulator whose batches take `secs` to finish.
 fn slow_batches(secs: u64) -> Sim {
     Sim::start(SimOptions {
@@ -68,6 +75,10 @@ fn a_live_run_over_running_batches_is_refused_and_the_batch_run_collects_them() 
     let output = work.path("out.jsonl");
     let detached = run_batch(&sim, &input, &output, &["--detach"], &[]);
     assert_eq!(detached.code, 0, "{}", detached.stderr);
+
+    let report = report_json(&output);
+    assert_eq!(report["beside"]["batches_running"], 1, "{report}");
+    assert_eq!(report["beside"]["rows_in_batches"], 30, "{report}");
 
     // The same command without --via batch: nothing sent, nothing written, told what to do.
     let live = run(&sim, &input, &output, &[]);
@@ -318,6 +329,12 @@ fn contradicting_batch_files_never_drop_a_paid_answer() {
     ids.sort();
     assert_eq!(ids, ["r3", "r5"]);
     assert!(kept.iter().all(|k| k["cost_usd"].as_f64().unwrap() > 0.0));
+    // `report` names them beside the records' cost.
+    let report = report_json(&output);
+    assert_eq!(report["beside"]["unmatched_answers"], 2, "{report}");
+    let kept_cost: f64 = kept.iter().map(|k| k["cost_usd"].as_f64().unwrap()).sum();
+    let reported = report["beside"]["unmatched_usd"].as_f64().unwrap();
+    assert!((reported - kept_cost).abs() < 1e-9, "{report}");
     for id in ["r3", "r5", "r8"] {
         assert!(result.stderr.contains(id), "{id}: {}", result.stderr);
     }

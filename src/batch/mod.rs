@@ -203,6 +203,36 @@ pub(crate) fn carried_into_live_run(
     ))
 }
 
+/// Paid `--via batch` work beside an output that no record holds (yet), for `report`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Beside {
+    /// Batches the state names that may be running (not collected yet), and their rows.
+    pub batches_running: u64,
+    pub rows_in_batches: u64,
+    /// Paid answers kept in `OUTPUT.unmatched.jsonl` and what they cost (priced ones).
+    pub unmatched_answers: u64,
+    #[serde(serialize_with = "crate::human::serialize_usd")]
+    pub unmatched_usd: f64,
+    pub unmatched_file: String,
+}
+
+/// What [`Beside`] finds next to `output`.
+pub fn beside(output: &std::path::Path) -> Result<Beside, Error> {
+    let mut found = Beside::default();
+    if let Some(state) = State::load(&state::path_for(output))? {
+        for entry in state.batches.iter().filter(|b| state.may_have_batch(b)) {
+            if !state.simulated {
+                found.batches_running += 1;
+                found.rows_in_batches += entry.rows.len() as u64;
+            }
+        }
+    }
+    let kept = unmatched::path_for(output);
+    (found.unmatched_answers, found.unmatched_usd) = unmatched::totals(&kept)?;
+    found.unmatched_file = kept.display().to_string();
+    Ok(found)
+}
+
 /// After a live run completed (the live part of a `--fallback live` run, or a live run on an
 /// output with a batch state): every row has a record, and those the batch part paid failed
 /// `--json-schema` answers for hold them, so the state file forgets that spend and the rows to

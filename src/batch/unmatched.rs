@@ -166,3 +166,32 @@ fn named<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     }
     text
 }
+
+/// The answers kept in `path` and their priced cost (0 and 0 when there is no such file). A
+/// line written twice (a run killed after keeping it, before its batch left the state,
+/// collects it again) counts once; a torn line is passed over.
+pub fn totals(path: &Path) -> Result<(u64, f64), Error> {
+    let unreadable = |e| Error::io(format!("cannot read {}", path.display()), e);
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0.0)),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut cost = 0.0;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+        let line = line.map_err(unreadable)?;
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let key = (
+            value["batch_id"].to_string(),
+            value["custom_id"].to_string(),
+            value["line"]["id"].to_string(),
+        );
+        if seen.insert(key) {
+            cost += value["cost_usd"].as_f64().unwrap_or(0.0);
+        }
+    }
+    Ok((seen.len() as u64, cost))
+}

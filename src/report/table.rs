@@ -79,6 +79,29 @@ impl Report {
         s += &self.latency_table();
         s += "\nAttempts\n";
         s += &self.attempts_table();
+        s += &self.beside_lines();
+        s
+    }
+
+    /// Batches not collected yet and paid answers no record holds, when there are any.
+    fn beside_lines(&self) -> String {
+        let b = &self.beside;
+        let mut s = String::new();
+        if b.batches_running > 0 {
+            s += &format!(
+                "\nBatches not collected yet: {} ({} rows; run the same `run --via batch` command to collect them)\n",
+                group(b.batches_running),
+                group(b.rows_in_batches)
+            );
+        }
+        if b.unmatched_answers > 0 {
+            s += &format!(
+                "\nPaid answers no record holds: {} ({} at batch prices, not in the cost above), kept in {}\n",
+                group(b.unmatched_answers),
+                crate::human::format_usd(b.unmatched_usd),
+                b.unmatched_file
+            );
+        }
         s
     }
 
