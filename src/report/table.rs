@@ -316,11 +316,11 @@ pub(crate) mod tests {
             }),
             attempts: [(1, 1100), (2, 100)].into_iter().collect(),
             mean_per_ok_row: Some(Means {
-            beside: Default::default(),
                 prompt_tokens: 100.0,
                 completion_tokens: 40.0,
                 reasoning_tokens: 0.0,
             }),
+            beside: Default::default(),
         }
     }
 
