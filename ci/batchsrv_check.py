@@ -498,7 +498,8 @@ def case_killed_during_create(a, tmp):
     for fid in unknown:
         if fid and fid not in err:
             fail(case, f"the re-run does not name the uploaded file {fid}")
-    note(case, f"re-run: exit {code}; stderr:" + "".join(f"\n      | {l[:400]}" for l in err.strip().splitlines()[:8]))
+    said = err.strip().splitlines() or ["(nothing)"]
+    note(case, f"re-run: exit {code}: {said[0][:300]}" + "".join(f"\n      | {l[:400]}" for l in said[:8]))
     srv.stop()
 
 

@@ -321,13 +321,19 @@ fn contradicting_batch_files_never_drop_a_paid_answer() {
     // The row's first answer is its record; the answer beats the error line.
     assert!(records.values().all(|r| r["status"] == "ok"), "{records:?}");
     assert_eq!(lines_submitted(&sim), 12, "nothing bought again");
-    let kept = read_jsonl(&work.path("out.jsonl.unmatched.jsonl"));
+    let (kept, errors): (Vec<Value>, Vec<Value>) =
+        read_jsonl(&work.path("out.jsonl.unmatched.jsonl"))
+            .into_iter()
+            .partition(|k| k["paid"] == true);
     let mut ids: Vec<&str> = kept
         .iter()
         .map(|k| k["custom_id"].as_str().unwrap())
         .collect();
     ids.sort();
     assert_eq!(ids, ["r3", "r5"]);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["custom_id"], "r8");
+    assert_eq!(errors[0]["line"]["response"]["status_code"], 500);
     assert!(kept.iter().all(|k| k["cost_usd"].as_f64().unwrap() > 0.0));
     // `report` names them beside the records' cost.
     let report = report_json(&output);

@@ -853,8 +853,7 @@ fn via_batch_sends_each_row_to_each_model_and_resumes_per_pair() {
     let r = batch("d", &[]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("run with the same --model list to collect them"),
+        r.stderr.contains("run with --model d,e to collect them"),
         "{}",
         r.stderr
     );

@@ -1,9 +1,10 @@
-//! Paid batch answers no record holds, kept beside the output in `OUTPUT.unmatched.jsonl`
-//! instead of being dropped: a second, different answer for a row in its batch's files, or
-//! an answer whose row changed or left the input while its batch ran. Each line is
-//! `{"batch_id", "custom_id", "why", "cost_usd", "line"}` with the batch file's line as it
-//! came; the run says how many there are, for which rows, and what they cost. An error line
-//! beside an answer is only said (nothing was paid for it).
+//! Batch lines no record holds, kept beside the output in `OUTPUT.unmatched.jsonl` instead of
+//! being dropped: paid answers — a second, different answer for a row in its batch's files, or
+//! an answer whose row changed or left the input while its batch ran — and error lines for a
+//! row beside its answer (nothing paid: kept so that every contradiction is on record by row).
+//! Each line is `{"batch_id", "custom_id", "why", "paid", "cost_usd", "line"}` with the batch
+//! file's line as it came; the run says how many there are, for which rows (the first ten),
+//! and what they cost.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,6 @@ pub(super) struct Kept {
     lines: Vec<u8>,
     /// (custom_id, why) of each line, to say.
     rows: Vec<(String, Why)>,
-    /// Error lines beside answers (said, not kept).
-    ignored_errors: Vec<String>,
     cost: f64,
     unpriced: bool,
 }
@@ -57,14 +56,12 @@ impl Kept {
             path: path_for(output),
             lines: Vec::new(),
             rows: Vec::new(),
-            ignored_errors: Vec::new(),
             cost: 0.0,
             unpriced: false,
         }
     }
 
-    /// Notes a line: a paid answer (`cost` is `Some` when priced) is kept, an error line
-    /// beside an answer only said.
+    /// Notes a line (`cost` is `Some` for a priced answer).
     pub(super) fn add(
         &mut self,
         batch_id: &str,
@@ -73,18 +70,17 @@ impl Kept {
         line: &[u8],
         cost: Option<f64>,
     ) {
-        if why == Why::ErrorBeside {
-            self.ignored_errors.push(custom_id.to_string());
-            return;
-        }
+        let paid = why != Why::ErrorBeside;
         match cost {
             Some(cost) => self.cost += cost,
-            None => self.unpriced = true,
+            None if paid => self.unpriced = true,
+            None => {}
         }
         let head = serde_json::json!({
             "batch_id": batch_id,
             "custom_id": custom_id,
             "why": why.text(),
+            "paid": paid,
             "cost_usd": cost,
         })
         .to_string();
@@ -99,13 +95,6 @@ impl Kept {
 
     /// Appends the kept lines to the file (synced) and says what they are.
     pub(super) fn finish(self) -> Result<(), Error> {
-        if !self.ignored_errors.is_empty() {
-            say!(
-                "{} rows are in both the output and the error file of their batch ({}): their answers are their records, the error lines are ignored",
-                self.ignored_errors.len(),
-                named(self.ignored_errors.iter().map(String::as_str))
-            );
-        }
         if self.rows.is_empty() {
             return Ok(());
         }
@@ -131,7 +120,7 @@ impl Kept {
         } else {
             crate::human::format_usd(self.cost)
         };
-        for why in [Why::SecondAnswer, Why::Unclaimed] {
+        for why in [Why::SecondAnswer, Why::Unclaimed, Why::ErrorBeside] {
             let rows: Vec<&str> = self
                 .rows
                 .iter()
@@ -141,16 +130,20 @@ impl Kept {
             if rows.is_empty() {
                 continue;
             }
-            let what = if why == Why::SecondAnswer {
-                "rows have a second, different answer in their batch's files (the first is the record; check both)"
-            } else {
-                "paid answers match no row of the input any more (their rows changed or were removed while their batch ran)"
+            let what = match why {
+                Why::SecondAnswer => "rows have a second, different answer in their batch's files (the first is the record; check both)",
+                Why::Unclaimed => "paid answers match no row of the input any more (their rows changed or were removed while their batch ran)",
+                Why::ErrorBeside => "rows are in both the output and the error file of their batch (their answers are their records; the error lines were not paid for)",
             };
             say!("{} {what}: {}", rows.len(), named(rows.into_iter()));
         }
+        let paid = self
+            .rows
+            .iter()
+            .filter(|(_, w)| *w != Why::ErrorBeside)
+            .count();
         say!(
-            "{} paid answers no record holds ({cost} at batch prices) are kept in {}",
-            self.rows.len(),
+            "every such line is kept in {} ({paid} paid answers no record holds: {cost} at batch prices)",
             self.path.display()
         );
         Ok(())
@@ -167,7 +160,7 @@ fn named<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     text
 }
 
-/// The answers kept in `path` and their priced cost (0 and 0 when there is no such file). A
+/// The paid answers kept in `path` and their priced cost (0 and 0 when there is no such file). A
 /// line written twice (a run killed after keeping it, before its batch left the state,
 /// collects it again) counts once; a torn line is passed over.
 pub fn totals(path: &Path) -> Result<(u64, f64), Error> {
@@ -189,7 +182,7 @@ pub fn totals(path: &Path) -> Result<(u64, f64), Error> {
             value["custom_id"].to_string(),
             value["line"]["id"].to_string(),
         );
-        if seen.insert(key) {
+        if value["paid"] == serde_json::Value::Bool(true) && seen.insert(key) {
             cost += value["cost_usd"].as_f64().unwrap_or(0.0);
         }
     }
