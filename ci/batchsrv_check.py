@@ -39,7 +39,8 @@ Cases:
   killed-during-create  variant `--create-delay 5`: the run is killed (SIGKILL) while a batch
                      create is in flight (the batch exists, the run never learnt its id); the
                      re-run must not advise `--via live`, must not create a second batch for the
-                     same rows, and should stop naming the uploaded file id. Its stderr is printed.
+                     same rows, and stops naming the uploaded file id; answered with
+                     `--batch-of-file FILE=BATCH` it collects all 200, nothing submitted twice.
   cost-this-run      `--detach`, then collect: the collecting run's "cost this run: $X" equals the
                      sum of the `cost_usd` of the records it wrote (within the printed precision,
                      at least 1e-6); a later no-op re-run spends $0.
@@ -500,6 +501,13 @@ def case_killed_during_create(a, tmp):
             fail(case, f"the re-run does not name the uploaded file {fid}")
     said = err.strip().splitlines() or ["(nothing)"]
     note(case, f"re-run: exit {code}: {said[0][:300]}" + "".join(f"\n      | {l[:400]}" for l in said[:8]))
+    # The user answers the question with what the provider shows: the batch of that file.
+    if len(created) == 1 and len(unknown) == 1:
+        told = f"{unknown[0]}={created[0][0]}"
+        code, _, err = run(a, inp, out, srv.url, ["--batch-of-file", told], per_batch=100, timeout=90)
+        expect_exit(case, code, 0, err, f"with --batch-of-file {told}")
+        check_records(case, rows, out, expect_ok=ROWS)
+        check_once(case, srv)
     srv.stop()
 
 
