@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::batch::{
     assert_one_ok_record_per_row, batch_command, batch_stats, count, rows, run_batch, state_file,
-    LABEL_SCHEMA, SCHEMA_ROWS,
 };
-use common::{assert_no_key, read_jsonl, Sim, Workdir};
+use common::{assert_no_key, read_jsonl, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
 use promptbatch::SimOptions;
 use serde_json::{json, Value};
 

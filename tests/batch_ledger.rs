@@ -10,8 +10,8 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::batch::{batch_stats, count, rows, run_batch, state_file, LABEL_SCHEMA, SCHEMA_ROWS};
-use common::{assert_no_key, read_jsonl, run, run_args, Sim, Workdir};
+use common::batch::{batch_stats, count, rows, run_batch, state_file};
+use common::{assert_no_key, read_jsonl, run, run_args, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
 use promptbatch::SimOptions;
 use serde_json::Value;
 

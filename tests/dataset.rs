@@ -320,11 +320,6 @@ fn records_carry_rfc3339_times_and_keep_response_stores_the_whole_body() {
         .all(|r| r.get("response").is_none()));
 }
 
-/// A schema for a sentiment label and a score.
-const LABEL_SCHEMA: &str = r#"{"type": "object",
-  "properties": {"label": {"enum": ["pos", "neg"]}, "score": {"type": "number"}},
-  "required": ["label", "score"], "additionalProperties": false}"#;
-
 #[test]
 fn json_schema_answers_are_parsed_retried_and_failures_name_the_rule() {
     let sim = Sim::plain();
@@ -332,17 +327,7 @@ fn json_schema_answers_are_parsed_retried_and_failures_name_the_rule() {
     let schema = dir.write("sentiment.json", LABEL_SCHEMA);
     // The simulator answers a structured-outputs request with the prompt itself: each row's
     // prompt is the answer it will get. `b` answers prose once, then JSON; `c` never matches.
-    let input = dir.write(
-        "in.jsonl",
-        concat!(
-            r#"{"id": "a", "prompt": "{\"label\": \"pos\", \"score\": 0.9}"}"#,
-            "\n",
-            r#"{"id": "b", "prompt": "{\"label\": \"neg\", \"score\": 0.1} #sim:prose=1"}"#,
-            "\n",
-            r#"{"id": "c", "prompt": "{\"label\": \"meh\", \"score\": 1}"}"#,
-            "\n",
-        ),
-    );
+    let input = dir.write("in.jsonl", SCHEMA_ROWS);
     let output = dir.path("out.jsonl");
     let schema_arg = schema.display().to_string();
     let args = [

@@ -93,19 +93,3 @@ pub fn state_file(output: &Path) -> std::path::PathBuf {
     name.push(".batch.json");
     name.into()
 }
-
-/// A schema for a sentiment label and a score (as in `tests/dataset.rs`).
-pub const LABEL_SCHEMA: &str = r#"{"type": "object",
-  "properties": {"label": {"enum": ["pos", "neg"]}, "score": {"type": "number"}},
-  "required": ["label", "score"], "additionalProperties": false}"#;
-
-/// Three rows whose prompts are the answers the simulator gives a structured-outputs request:
-/// `a` valid JSON, `b` prose in its first batch then JSON, `c` never matching (`meh`).
-pub const SCHEMA_ROWS: &str = concat!(
-    r#"{"id": "a", "prompt": "{\"label\": \"pos\", \"score\": 0.9}"}"#,
-    "\n",
-    r#"{"id": "b", "prompt": "{\"label\": \"neg\", \"score\": 0.1} #sim:prose=1"}"#,
-    "\n",
-    r#"{"id": "c", "prompt": "{\"label\": \"meh\", \"score\": 1}"}"#,
-    "\n",
-);
