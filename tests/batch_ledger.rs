@@ -492,3 +492,41 @@ fn a_live_run_after_a_batch_run_stopped_before_resending_gives_its_records_the_p
     assert_eq!(b["attempts"], 2, "the batch answer and the live one: {b}");
     assert!(!state_file(&output).exists(), "{}", live.stderr);
 }
+
+#[test]
+fn killed_while_collecting_into_an_edited_input_the_resume_writes_the_rest_and_keeps_nothing_twice()
+{
+    let sim = slow_batches(1);
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(20, |_| ""));
+    let output = work.path("out.jsonl");
+    let detached = run_batch(&sim, &input, &output, &["--detach"], &[]);
+    assert_eq!(detached.code, 0, "{}", detached.stderr);
+    // A new row at the top: every row is one place further down than when it was submitted.
+    let edited = format!(
+        "{{\"id\": \"r0\", \"prompt\": \"a new row\"}}\n{}",
+        rows(20, |_| "")
+    );
+    std::fs::write(&input, edited).unwrap();
+    let killed = run_batch(
+        &sim,
+        &input,
+        &output,
+        &[],
+        &[("PROMPTBATCH_TEST_ABORT_AT", "during-download")],
+    );
+    assert_ne!(killed.code, 0, "{}", killed.stderr);
+    let written = read_jsonl(&output).len();
+    assert!((1..20).contains(&written), "{written}");
+
+    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(records_by_id(&output).len(), 21);
+    assert_eq!(lines_submitted(&sim), 21, "only the new row was bought");
+    // The answers the killed run had written are done, not unmatched.
+    assert!(
+        !work.path("out.jsonl.unmatched.jsonl").exists(),
+        "{}",
+        resumed.stderr
+    );
+}

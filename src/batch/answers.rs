@@ -29,7 +29,7 @@ pub(super) enum LineOutcome {
 /// Downloaded output and error files, and where each row's line is in them.
 pub(super) struct Answers {
     temp: SpillFile,
-    /// Row → its line: (offset, length, whether it is an answer).
+    /// Batch row (its key in the collection: `rows` of [`index`](Self::index)) → its line.
     spots: HashMap<u64, Spot>,
     /// Lines that contradict a row's line: another answer (paid too: kept beside the output,
     /// never dropped) or an error line beside an answer.
@@ -47,7 +47,7 @@ struct Spot {
 /// A row with more than one line in a batch's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Contradiction {
-    /// The row (as the batch's rows number it).
+    /// The batch row (its key in the collection).
     pub row: u64,
     /// The line that is not the row's record: (offset, length).
     pub other: (u64, usize),
@@ -100,7 +100,7 @@ impl Answers {
     }
 
     /// Notes where the lines appended from offset `from` on are, for those whose `custom_id`
-    /// names a row of `rows`; returns how many such lines there are. A row's answer is its
+    /// names a batch row of `rows` (`custom_id` → key); returns how many such lines there are. A row's answer is its
     /// line whatever else its files say: a second answer that differs, or an error line, is
     /// a contradiction (an identical repeat is not).
     pub(super) fn index(&mut self, from: u64, rows: &HashMap<&str, u64>) -> Result<u64, Error> {

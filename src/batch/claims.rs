@@ -39,6 +39,13 @@ impl<K: Copy> Claims<K> {
         self.unclaimed
     }
 
+    /// Whether some batch row not claimed yet has this request fingerprint.
+    pub(super) fn has_request(&self, fingerprint: &str) -> bool {
+        self.by_fingerprint
+            .get(fingerprint)
+            .is_some_and(|rows| rows.iter().any(|(_, _, claimed)| !claimed))
+    }
+
     /// The batch row the input row (`custom_id`, whether its id is explicit, its request's
     /// `fingerprint`) stands for, claimed now; `None` when it has none.
     pub(super) fn claim(

@@ -462,6 +462,8 @@ struct Pending {
     missing: Option<Arc<str>>,
     /// Batches the row went through.
     attempts: u32,
+    /// The unit it was submitted from (where an unchanged input still has it).
+    submitted_as: u64,
     /// Its `custom_id` and request fingerprint, by which an input row claims it.
     custom_id: String,
     fingerprint: String,
@@ -1076,9 +1078,18 @@ impl<'a> BatchRun<'a> {
         let mut pending: HashMap<u64, Pending> = HashMap::new();
         let mut collected = Vec::new();
         let mut deferred = Vec::new();
+        // Each batch row of this collection has a key of its own: after an edit of the input,
+        // batch rows of two batches may have been submitted from the same row number.
+        let mut next_key = 0u64;
         for (index, batch) in &finals {
             let entry = &self.state.batches[*index];
-            let by_id: HashMap<&str, u64> = entry.rows.iter().map(|r| (r.id(), r.row())).collect();
+            let first_key = next_key;
+            let by_id: HashMap<&str, u64> = entry
+                .rows
+                .iter()
+                .zip(first_key..)
+                .map(|(r, key)| (r.id(), key))
+                .collect();
             if !self.download(batch, &by_id, &mut answers).await? {
                 deferred.push(batch.id.clone());
                 continue;
@@ -1093,11 +1104,12 @@ impl<'a> BatchRun<'a> {
             }
             .into();
             let batch_id: Arc<str> = batch.id.as_str().into();
-            for row in &entry.rows {
-                let missing = (!answers.has(row.row())).then(|| missing.clone());
+            for (row, key) in entry.rows.iter().zip(first_key..) {
+                let missing = (!answers.has(key)).then(|| missing.clone());
                 pending.insert(
-                    row.row(),
+                    key,
                     Pending {
+                        submitted_as: row.row(),
                         missing,
                         attempts: row.attempts(),
                         custom_id: row.id().to_string(),
@@ -1107,6 +1119,7 @@ impl<'a> BatchRun<'a> {
                     },
                 );
             }
+            next_key += entry.rows.len() as u64;
             collected.push(*index);
         }
         let mut keep = unmatched::Kept::new(&self.output);
@@ -1198,11 +1211,11 @@ impl<'a> BatchRun<'a> {
         answers: &Answers,
         keep: &mut unmatched::Kept,
     ) -> Result<(), Error> {
-        for (unit, row) in left {
-            if !answers.is_answer(unit) {
+        for (key, row) in left {
+            if !answers.is_answer(key) {
                 continue;
             }
-            if let Some(line) = answers.line_of(unit)? {
+            if let Some(line) = answers.line_of(key)? {
                 let why = unmatched::Why::Unclaimed;
                 let cost = self.line_cost(&line, true);
                 keep.add(&row.batch_id, &row.custom_id, why, &line, cost);
@@ -1256,11 +1269,16 @@ impl<'a> BatchRun<'a> {
         outcomes: &mut HashMap<u64, Pending>,
         answers: &Answers,
     ) -> Result<(), Error> {
-        let last = outcomes.keys().copied().max().unwrap_or(0);
+        // Batch rows by the unit they were submitted from (two after an edit, at most a few).
+        let mut by_place: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (key, pending) in outcomes.iter() {
+            by_place.entry(pending.submitted_as).or_default().push(*key);
+        }
+        let last = by_place.keys().copied().max().unwrap_or(0);
         let mut others = RowSet::default();
-        for row in 1..=last {
-            if !outcomes.contains_key(&row) {
-                others.insert(row);
+        for unit in 1..=last {
+            if !by_place.contains_key(&unit) {
+                others.insert(unit);
             }
         }
         let pass_started = Instant::now();
@@ -1277,24 +1295,29 @@ impl<'a> BatchRun<'a> {
                 if unit > last || outcomes.is_empty() {
                     return Ok(());
                 }
-                let Some(pending) = outcomes.get(&unit) else {
-                    continue;
-                };
                 let RowContent::Request(request) = &row.content else {
                     continue;
                 };
                 let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
-                if custom_id != pending.custom_id || request.fingerprint != pending.fingerprint {
+                let found = by_place.get(&unit).and_then(|keys| {
+                    keys.iter().copied().find(|key| {
+                        outcomes.get(key).is_some_and(|p| {
+                            p.custom_id == custom_id && p.fingerprint == request.fingerprint
+                        })
+                    })
+                });
+                let Some(pending) = found.and_then(|key| outcomes.remove(&key).map(|p| (key, p)))
+                else {
                     continue;
-                }
-                let pending = outcomes.remove(&unit).unwrap_or_else(|| unreachable!());
+                };
+                let (key, pending) = pending;
                 // Its record holds what its failed answers cost (it was written with it).
                 if self.skip.contains(unit) {
                     self.state.spent.remove(&unit);
                     continue;
                 }
                 if self
-                    .write_outcome(writer, unit, unit, row, pending, answers)
+                    .write_outcome(writer, unit, key, row, pending, answers)
                     .await?
                 {
                     written += 1;
@@ -1312,7 +1335,9 @@ impl<'a> BatchRun<'a> {
     }
 
     /// [`write_outcomes`](Self::write_outcomes)' second pass: every row without a record
-    /// claims its batch row by identity; reading stops once every batch row is claimed.
+    /// claims its batch row by identity. Then rows with a record claim what is left: those
+    /// batch rows were written by a collection an interrupted run had begun (not unmatched
+    /// answers: they are done).
     async fn write_by_identity(
         &mut self,
         writer: &Writer,
@@ -1323,45 +1348,62 @@ impl<'a> BatchRun<'a> {
         for (unit, pending) in outcomes.iter() {
             claims.add(&pending.custom_id, &pending.fingerprint, *unit);
         }
-        let rows = input::open(
-            &self.opts.input,
-            &self.opts.request,
-            Some(self.skip.clone()),
-        )?;
+        // Rows with a record whose request some batch row has: (custom_id, explicit, fingerprint).
+        let mut recorded = Vec::new();
+        let (total, done_before, mut written) = (outcomes.len(), self.counters.done(), 0usize);
+        let rows = input::open(&self.opts.input, &self.opts.request, None)?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
-        while let Some(chunk) = chunks.recv().await {
+        'reading: while let Some(chunk) = chunks.recv().await {
             for item in chunk {
                 if claims.unclaimed() == 0 {
-                    return Ok(());
+                    break 'reading;
                 }
                 let row = item?;
                 let RowContent::Request(request) = &row.content else {
                     continue;
                 };
                 let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
-                let Some(submitted_as) =
-                    claims.claim(&custom_id, row.explicit_id, &request.fingerprint)
+                let unit = self.unit(&row);
+                if self.skip.contains(unit) {
+                    if claims.has_request(&request.fingerprint) {
+                        recorded.push((custom_id, row.explicit_id, request.fingerprint.clone()));
+                    }
+                    continue;
+                }
+                let Some(key) = claims.claim(&custom_id, row.explicit_id, &request.fingerprint)
                 else {
                     continue;
                 };
-                let Some(pending) = outcomes.remove(&submitted_as) else {
+                let Some(pending) = outcomes.remove(&key) else {
                     continue;
                 };
-                let unit = self.unit(&row);
-                self.write_outcome(writer, unit, submitted_as, row, pending, answers)
-                    .await?;
+                if self
+                    .write_outcome(writer, unit, key, row, pending, answers)
+                    .await?
+                {
+                    written += 1;
+                    if written == total.div_ceil(2) {
+                        self.abort_midway(done_before + written as u64).await;
+                    }
+                }
+            }
+        }
+        for (custom_id, explicit, fingerprint) in recorded {
+            if let Some(done) = claims.claim(&custom_id, explicit, &fingerprint) {
+                outcomes.remove(&done);
             }
         }
         Ok(())
     }
 
     /// Writes the record of the input row `row` (unit `unit` now) from the line of the batch
-    /// row submitted as `submitted_as`; `false` when the row goes into a new batch instead.
+    /// row `key` (its key in this collection); `false` when the row goes into a new batch
+    /// instead.
     async fn write_outcome(
         &mut self,
         writer: &Writer,
         unit: u64,
-        submitted_as: u64,
+        key: u64,
         row: input::Row,
         mut pending: Pending,
         answers: &Answers,
@@ -1369,7 +1411,7 @@ impl<'a> BatchRun<'a> {
         let outcome = match pending.missing.take() {
             Some(message) => LineOutcome::Transient(message.to_string()),
             None => answers
-                .read(submitted_as)?
+                .read(key)?
                 .unwrap_or_else(|| LineOutcome::Transient("unreadable line for this row".into())),
         };
         let Some(record) = self.record_for(unit, row, outcome, pending) else {
