@@ -63,6 +63,10 @@ pub struct BatchOptions {
     /// server that cannot list batches: input file id → its batch id, or `None` for "no batch
     /// was made" (`--batch-of-file FILE=BATCH|none`).
     pub batch_of_file: std::collections::BTreeMap<String, Option<String>>,
+    /// Finished batches whose files hold fewer lines than their `request_counts` say, to be
+    /// collected as they are (their rows without a line go into a new batch, and may be paid
+    /// twice): `--batch-accept-short BATCH_ID`.
+    pub accept_short: std::collections::BTreeSet<String>,
 }
 
 impl Default for BatchOptions {
@@ -77,6 +81,7 @@ impl Default for BatchOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_pending: DEFAULT_MAX_PENDING,
             batch_of_file: Default::default(),
+            accept_short: Default::default(),
         }
     }
 }

@@ -345,6 +345,13 @@ pub struct RunArgs {
     /// run that needs it names the file. Repeatable.
     #[arg(long, value_name = "FILE_ID=BATCH_ID|none", value_parser = promptbatch::batch::parse_batch_of_file)]
     pub batch_of_file: Vec<(String, Option<String>)>,
+
+    /// --via batch: collect this finished batch although its files hold fewer lines than it
+    /// reports done (after three downloads, the run stops and names it). Its rows without a
+    /// line go into a new batch: if the provider did answer them, they are paid twice.
+    /// Repeatable.
+    #[arg(long, value_name = "BATCH_ID")]
+    pub batch_accept_short: Vec<String>,
 }
 
 /// Everything `promptbatch cancel` accepts.
@@ -733,6 +740,7 @@ impl RunArgs {
             fallback: self.fallback,
             detach: self.detach,
             batch_of_file: self.batch_of_file.iter().cloned().collect(),
+            accept_short: self.batch_accept_short.iter().cloned().collect(),
             ..BatchOptions::default()
         };
         job

@@ -282,9 +282,9 @@ fn a_download_that_is_an_html_page_is_downloaded_again_never_resubmitted() {
     assert_eq!(lines_submitted(&sim), 20, "never resubmitted");
     assert_eq!(count(&batch_stats(&sim), "downloads"), 3);
 
-    // A server that never gives the file: the run stops, keeps the batch, buys nothing again.
+    // A server whose file stays short: the run stops, keeps the batch, buys nothing again.
     let sim = Sim::start(SimOptions {
-        batch_bad_downloads: 1_000,
+        batch_bad_downloads: 4,
         ..SimOptions::default()
     });
     let output = work.path("out2.jsonl");
@@ -299,6 +299,22 @@ fn a_download_that_is_an_html_page_is_downloaded_again_never_resubmitted() {
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
     assert_eq!(state["batches"].as_array().unwrap().len(), 1);
+    // The user's way out, named by the message: collect it as it is; its rows go again.
+    let id = state["batches"][0]["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        result
+            .stderr
+            .contains(&format!("--batch-accept-short {id}")),
+        "{}",
+        result.stderr
+    );
+    let accepted = run_batch(&sim, &input, &output, &["--batch-accept-short", &id], &[]);
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    assert_eq!(records_by_id(&output).len(), 20);
+    assert_eq!(lines_submitted(&sim), 40, "sent again by the user's choice");
 }
 
 #[test]
@@ -310,6 +326,7 @@ fn contradicting_batch_files_never_drop_a_paid_answer() {
         &rows(12, |i| match i {
             3 | 5 => " #sim:batch-twice",
             8 => " #sim:batch-also-error",
+            10 => " #sim:batch-foreign",
             _ => "",
         }),
     );
@@ -330,18 +347,18 @@ fn contradicting_batch_files_never_drop_a_paid_answer() {
         .map(|k| k["custom_id"].as_str().unwrap())
         .collect();
     ids.sort();
-    assert_eq!(ids, ["r3", "r5"]);
+    assert_eq!(ids, ["r10-not-in-this-batch", "r3", "r5"]);
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["custom_id"], "r8");
     assert_eq!(errors[0]["line"]["response"]["status_code"], 500);
     assert!(kept.iter().all(|k| k["cost_usd"].as_f64().unwrap() > 0.0));
     // `report` names them beside the records' cost.
     let report = report_json(&output);
-    assert_eq!(report["beside"]["unmatched_answers"], 2, "{report}");
+    assert_eq!(report["beside"]["unmatched_answers"], 3, "{report}");
     let kept_cost: f64 = kept.iter().map(|k| k["cost_usd"].as_f64().unwrap()).sum();
     let reported = report["beside"]["unmatched_usd"].as_f64().unwrap();
     assert!((reported - kept_cost).abs() < 1e-9, "{report}");
-    for id in ["r3", "r5", "r8"] {
+    for id in ["r3", "r5", "r8", "r10-not-in-this-batch"] {
         assert!(result.stderr.contains(id), "{id}: {}", result.stderr);
     }
 }

@@ -34,6 +34,9 @@ pub(super) struct Answers {
     /// Lines that contradict a row's line: another answer (paid too: kept beside the output,
     /// never dropped) or an error line beside an answer.
     pub(super) contradictions: Vec<Contradiction>,
+    /// Lines whose `custom_id` names no row of their batch (a server's mistake; an answer
+    /// there may be paid): (offset, length, custom_id, whether it is an answer).
+    foreign: Vec<(u64, usize, String, bool)>,
 }
 
 /// Where a line lies in the downloads, and whether it holds an answer (a 2xx response).
@@ -86,6 +89,7 @@ impl Answers {
             temp,
             spots: HashMap::new(),
             contradictions: Vec::new(),
+            foreign: Vec::new(),
         })
     }
 
@@ -121,17 +125,21 @@ impl Answers {
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
             if let Ok(head) = serde_json::from_slice::<LineHead>(text) {
-                if let Some(&row) = rows.get(id_text(&head.custom_id).as_str()) {
-                    lines += 1;
-                    let answer = head
-                        .response
-                        .is_some_and(|r| (200..300).contains(&r.status_code));
-                    let spot = Spot {
-                        at,
-                        len: text.len(),
-                        answer,
-                    };
-                    self.place(row, spot, text)?;
+                let answer = head
+                    .response
+                    .is_some_and(|r| (200..300).contains(&r.status_code));
+                let custom_id = id_text(&head.custom_id);
+                match rows.get(custom_id.as_str()) {
+                    Some(&row) => {
+                        lines += 1;
+                        let spot = Spot {
+                            at,
+                            len: text.len(),
+                            answer,
+                        };
+                        self.place(row, spot, text)?;
+                    }
+                    None => self.foreign.push((at, text.len(), custom_id, answer)),
                 }
             }
             at += read as u64;
@@ -174,10 +182,20 @@ impl Answers {
             }
         }
         self.contradictions.retain(|c| c.other.0 < from);
+        self.foreign.retain(|f| f.0 < from);
         self.temp
             .file
             .set_len(from)
             .map_err(|e| Error::io("a batch download's temporary file", e))
+    }
+
+    /// The lines of the last batch indexed whose `custom_id` names none of its rows: (its
+    /// line, custom_id, whether it is an answer).
+    pub(super) fn take_foreign(&mut self) -> Result<Vec<(Vec<u8>, String, bool)>, Error> {
+        std::mem::take(&mut self.foreign)
+            .into_iter()
+            .map(|(at, len, id, answer)| Ok((self.line_at(at, len)?, id, answer)))
+            .collect()
     }
 
     /// Whether `row` has a line.

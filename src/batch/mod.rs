@@ -1081,6 +1081,7 @@ impl<'a> BatchRun<'a> {
         // Each batch row of this collection has a key of its own: after an edit of the input,
         // batch rows of two batches may have been submitted from the same row number.
         let mut next_key = 0u64;
+        let mut keep = unmatched::Kept::new(&self.output);
         for (index, batch) in &finals {
             let entry = &self.state.batches[*index];
             let first_key = next_key;
@@ -1093,6 +1094,11 @@ impl<'a> BatchRun<'a> {
             if !self.download(batch, &by_id, &mut answers).await? {
                 deferred.push(batch.id.clone());
                 continue;
+            }
+            for (line, custom_id, answer) in answers.take_foreign()? {
+                let cost = self.line_cost(&line, answer);
+                let why = (custom_id.as_str(), unmatched::Why::Foreign, answer);
+                keep.add(&batch.id, why, &line, cost);
             }
             let latency_ms = match (batch.created_at, batch.ended_at()) {
                 (Some(start), Some(end)) => end.saturating_sub(start) * 1000,
@@ -1122,7 +1128,6 @@ impl<'a> BatchRun<'a> {
             next_key += entry.rows.len() as u64;
             collected.push(*index);
         }
-        let mut keep = unmatched::Kept::new(&self.output);
         self.keep_contradictions(&answers, &pending, &mut keep)?;
         let left = self.write_outcomes(pending, &answers).await?;
         self.keep_unclaimed(left, &answers, &mut keep)?;
@@ -1161,6 +1166,13 @@ impl<'a> BatchRun<'a> {
             if lines >= expected {
                 return Ok(true);
             }
+            if self.opts.batch.accept_short.contains(&batch.id) {
+                say!(
+                    "batch {}: its files hold {lines} lines for its rows, and it reports {expected} requests done; collected as they are (--batch-accept-short): its rows without a line go into a new batch",
+                    batch.id
+                );
+                return Ok(true);
+            }
             answers.rollback(from, by_id)?;
             if attempt < DOWNLOADS {
                 say!(
@@ -1171,7 +1183,8 @@ impl<'a> BatchRun<'a> {
             }
         }
         say!(
-            "batch {}: after {DOWNLOADS} downloads its files still hold {lines} lines for its rows, and it reports {expected} requests done; it is not collected now, and its rows are not submitted again (they were answered: that would pay twice). The same command tries again later",
+            "batch {}: after {DOWNLOADS} downloads its files still hold {lines} lines for its rows, and it reports {expected} requests done; it is not collected now, and its rows are not submitted again (they were answered: that would pay twice). The same command tries again later; if the provider's files stay short, --batch-accept-short {} collects what they hold and sends the other rows again (paid twice if they were answered)",
+            batch.id,
             batch.id
         );
         Ok(false)
@@ -1197,8 +1210,9 @@ impl<'a> BatchRun<'a> {
             } else {
                 unmatched::Why::ErrorBeside
             };
-            let cost = self.line_cost(&line, contradiction.other_is_answer);
-            keep.add(&row.batch_id, &row.custom_id, why, &line, cost);
+            let answer = contradiction.other_is_answer;
+            let cost = self.line_cost(&line, answer);
+            keep.add(&row.batch_id, (&row.custom_id, why, answer), &line, cost);
         }
         Ok(())
     }
@@ -1218,7 +1232,7 @@ impl<'a> BatchRun<'a> {
             if let Some(line) = answers.line_of(key)? {
                 let why = unmatched::Why::Unclaimed;
                 let cost = self.line_cost(&line, true);
-                keep.add(&row.batch_id, &row.custom_id, why, &line, cost);
+                keep.add(&row.batch_id, (&row.custom_id, why, true), &line, cost);
             }
         }
         Ok(())
@@ -1694,6 +1708,17 @@ pub async fn cancel(
     }
     let client = BatchClient::new(&api, crate::worker::RetryPolicy::default());
     let mut cancelled = 0;
+    let unknown: Vec<String> = state
+        .batches
+        .iter()
+        .filter(|b| state.maybe_created(b))
+        .filter_map(|b| b.input_file_id.clone())
+        .collect();
+    for file in unknown {
+        say!(
+            "the uploaded file {file} may have a batch (its create got no answer): the next `run --via batch` looks for it, or cancel the batch of {file} at the provider"
+        );
+    }
     for entry in &mut state.batches {
         let Some(id) = &entry.batch_id else { continue };
         let batch = client.get(id).await?;

@@ -23,6 +23,8 @@ pub(super) enum Why {
     ErrorBeside,
     /// An answer whose row changed or left the input since it was submitted.
     Unclaimed,
+    /// A line whose `custom_id` names no row of its batch.
+    Foreign,
 }
 
 impl Why {
@@ -31,6 +33,7 @@ impl Why {
             Why::SecondAnswer => "a second, different answer for this row in its batch's files (the first is its record)",
             Why::ErrorBeside => "an error line for this row beside its answer (the answer is its record)",
             Why::Unclaimed => "no row of the input has this id and request any more (changed or removed since it was submitted)",
+            Why::Foreign => "its custom_id names no row of its batch",
         }
     }
 }
@@ -43,6 +46,8 @@ pub(super) struct Kept {
     rows: Vec<(String, Why)>,
     cost: f64,
     unpriced: bool,
+    /// Paid answers among the lines.
+    paid: usize,
 }
 
 /// Where the paid answers no record holds are kept for `output`.
@@ -58,24 +63,25 @@ impl Kept {
             rows: Vec::new(),
             cost: 0.0,
             unpriced: false,
+            paid: 0,
         }
     }
 
-    /// Notes a line (`cost` is `Some` for a priced answer).
+    /// Notes a line: `answer` when it holds an answer (paid), `cost` when that is priced.
     pub(super) fn add(
         &mut self,
         batch_id: &str,
-        custom_id: &str,
-        why: Why,
+        (custom_id, why, answer): (&str, Why, bool),
         line: &[u8],
         cost: Option<f64>,
     ) {
-        let paid = why != Why::ErrorBeside;
+        let paid = why != Why::ErrorBeside && (why != Why::Foreign || answer);
         match cost {
             Some(cost) => self.cost += cost,
             None if paid => self.unpriced = true,
             None => {}
         }
+        self.paid += usize::from(paid);
         let head = serde_json::json!({
             "batch_id": batch_id,
             "custom_id": custom_id,
@@ -120,7 +126,12 @@ impl Kept {
         } else {
             crate::human::format_usd(self.cost)
         };
-        for why in [Why::SecondAnswer, Why::Unclaimed, Why::ErrorBeside] {
+        for why in [
+            Why::SecondAnswer,
+            Why::Unclaimed,
+            Why::ErrorBeside,
+            Why::Foreign,
+        ] {
             let rows: Vec<&str> = self
                 .rows
                 .iter()
@@ -134,14 +145,11 @@ impl Kept {
                 Why::SecondAnswer => "rows have a second, different answer in their batch's files (the first is the record; check both)",
                 Why::Unclaimed => "paid answers match no row of the input any more (their rows changed or were removed while their batch ran)",
                 Why::ErrorBeside => "rows are in both the output and the error file of their batch (their answers are their records; the error lines were not paid for)",
+                Why::Foreign => "lines of the batches' files name a custom_id their batch did not hold",
             };
             say!("{} {what}: {}", rows.len(), named(rows.into_iter()));
         }
-        let paid = self
-            .rows
-            .iter()
-            .filter(|(_, w)| *w != Why::ErrorBeside)
-            .count();
+        let paid = self.paid;
         say!(
             "every such line is kept in {} ({paid} paid answers no record holds: {cost} at batch prices)",
             self.path.display()

@@ -15,7 +15,8 @@
 //! with an HTML page; the first `batch_drop_creates` creates make the batch and drop the
 //! connection unanswered; `batch_no_list` answers 404 to the list. A prompt with
 //! `#sim:batch-twice` gets a second, different answer line, one with `#sim:batch-also-error`
-//! an error line too. A batch whose lines name more than one model
+//! an error line too, one with `#sim:batch-foreign` an answer under a `custom_id` the batch did
+//! not hold. A batch whose lines name more than one model
 //! ends `failed` (`mismatched_model`), as the providers refuse it. A cancelled batch answers
 //! nothing. Everything is
 //! kept in memory; `/_sim/stats` reports files and batches created and output downloads.
@@ -579,7 +580,8 @@ fn answer_line(body: &Value, raw: &[u8]) -> (u16, Value) {
 
 /// Lines that contradict an answered line, on request of its prompt: `#sim:batch-twice` adds
 /// a second line for its `custom_id` with another answer to the output file,
-/// `#sim:batch-also-error` a 500 line for it to the error file (as faulty servers do).
+/// `#sim:batch-also-error` a 500 line for it to the error file, `#sim:batch-foreign` an answer
+/// line under a `custom_id` the batch did not hold (as faulty servers do).
 fn contradict(line: &[u8], entry: &Value, output: &mut Vec<u8>, errors: &mut Vec<u8>) {
     let has = |directive: &[u8]| find(line, directive).is_some();
     if has(b"#sim:batch-twice") {
@@ -588,6 +590,15 @@ fn contradict(line: &[u8], entry: &Value, output: &mut Vec<u8>, errors: &mut Vec
         second["response"]["body"]["choices"][0]["message"]["content"] =
             json!("a second answer (#sim:batch-twice)");
         push_line(output, &second);
+    }
+    if has(b"#sim:batch-foreign") {
+        let mut stranger = entry.clone();
+        stranger["id"] = json!(format!("{}-f", entry["id"].as_str().unwrap_or_default()));
+        stranger["custom_id"] = json!(format!(
+            "{}-not-in-this-batch",
+            entry["custom_id"].as_str().unwrap_or_default()
+        ));
+        push_line(output, &stranger);
     }
     if has(b"#sim:batch-also-error") {
         let error = json!({
