@@ -431,19 +431,48 @@ fn command_line(stdin_as: Option<&str>) -> String {
             None => a,
         })
         .collect();
-    let shown: Vec<_> = args.iter().map(without_user_info).collect();
+    let mut shown: Vec<_> = args.iter().map(without_user_info).collect();
+    let url_redacted = shown != args;
+    let before = shown.clone();
+    hide_keys_given_as_names(&mut shown);
     let mut line = shown
         .iter()
         .map(|a| shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ");
-    if shown != args {
+    if shown != before {
+        line.push_str(
+            "\n  (--api-key-env takes the NAME of the variable holding the key: the key given there is shown as [redacted])",
+        );
+    }
+    if url_redacted {
         line.push_str(
             "\n  (a URL's user name and password are shown as [redacted]: put them back, or pass \
              the URL in PROMPTBATCH_BASE_URL)",
         );
     }
     line
+}
+
+/// A key passed where `--api-key-env` wants a variable's name is shown as `[redacted]`.
+fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
+    let key_like = |value: &std::ffi::OsStr| {
+        value
+            .to_str()
+            .is_none_or(promptbatch::redact::looks_like_a_key)
+    };
+    for i in 0..args.len() {
+        if args[i] == "--api-key-env" && args.get(i + 1).is_some_and(|v| key_like(v)) {
+            args[i + 1] = "[redacted]".into();
+        }
+        let inline = args[i]
+            .to_str()
+            .and_then(|a| a.strip_prefix("--api-key-env="))
+            .is_some_and(promptbatch::redact::looks_like_a_key);
+        if inline {
+            args[i] = "--api-key-env=[redacted]".into();
+        }
+    }
 }
 
 /// An argument as it may be printed: the user-info of a URL in it redacted.

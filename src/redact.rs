@@ -40,8 +40,31 @@ pub fn url_userinfo(text: &str) -> String {
     out
 }
 
+/// Whether a value given where the NAME of an environment variable belongs (`--api-key-env`)
+/// looks like a key instead: not a variable name (letters, digits and `_`, not starting with a
+/// digit — `sk-…` is not one), or a long mix of lower case, upper case and digits (`AIzaSy…`).
+/// Such a value is never printed.
+pub fn looks_like_a_key(name: &str) -> bool {
+    let is_name = name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mixed = name.chars().any(|c| c.is_ascii_lowercase())
+        && name.chars().any(|c| c.is_ascii_uppercase())
+        && name.chars().any(|c| c.is_ascii_digit());
+    !is_name || (name.len() >= 20 && mixed)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_given_for_a_variable_name_is_recognised() {
+        for key in ["sk-abc123secret", "AIzaSyD4x9Qm2Lk7Pz0bV3nR8tW", "sk_live 123", "1ABC"] {
+            assert!(looks_like_a_key(key), "{key}");
+        }
+        for name in ["OPENAI_API_KEY", "MY_KEY_2", "evolink_key", "GEMINI_API_KEY_FOR_PROD_V2"] {
+            assert!(!looks_like_a_key(name), "{name}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -46,6 +46,14 @@ impl ApiKey {
                 }
             }
         }
+        if name.is_some_and(redact::looks_like_a_key) {
+            return Err(Error::Config(
+                "no API key: --api-key-env takes the NAME of the environment variable that holds \
+                 the key (--api-key-env OPENAI_API_KEY), and the value given looks like a key \
+                 itself (it is not shown): put the key in a variable and pass its name"
+                    .into(),
+            ));
+        }
         Err(Error::Config(format!(
             "no API key: set {} (or pass --dry-run to try the pipeline against the built-in simulator)",
             names.join(" or ")
