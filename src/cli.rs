@@ -62,6 +62,7 @@ pub enum Command {
     /// DEST is replaced atomically.
     Export(ExportArgs),
     /// Serve the built-in OpenAI-compatible simulator (deterministic answers, latency and faults).
+    /// Its answers say they are simulated: runs record them `simulated`, never as paid.
     MockServer(MockServerArgs),
     /// Cancel the batches a `run --via batch` into OUTPUT submitted that are still running (read
     /// from OUTPUT.batch.json). A later run on OUTPUT collects what they finished and submits
@@ -822,6 +823,8 @@ impl SimArgs {
             batch_drop_creates: self.batch_drop_creates,
             batch_no_list: self.batch_no_list,
             no_batch: self.no_batch,
+            // What mock-server answers is recorded as simulated, never as paid.
+            unmarked: false,
         }
     }
 }

@@ -66,7 +66,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     let (lock, output) = take_output(opts, &client)?;
     check_output_columns(&output, &kept_columns)?;
     let output_format = output_format(opts, &output)?;
-    let (done_rows, plan) = plan_resume(opts, &output)?;
+    let (done_rows, plan) = plan_resume(opts, &output, &client).await?;
     let done = done_rows.clone();
     let rows = match done_rows {
         Some(done) => {
@@ -264,8 +264,15 @@ pub(crate) fn refuse_output_over_input(opts: &Job) -> Result<(), Error> {
 
 /// When OUTPUT (at its real path `output`) has records: index it, claim the rows already done in
 /// a first pass over the input, and rewrite it without the records that will be redone. Returns
-/// the done rows and the plan; `None` for a new output.
-fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
+/// the done rows and the plan; `None` for a new output. Simulated records (`--dry-run`,
+/// `mock-server`) are done for a run whose endpoint is the simulator too, and sent again by a
+/// run against a real API: when the output holds some, the endpoint is asked which it is
+/// before anything is rewritten.
+async fn plan_resume(
+    opts: &Job,
+    output: &Path,
+    client: &ApiClient,
+) -> Result<(Option<RowSet>, Option<Plan>), Error> {
     let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
     if !has_records {
         return Ok((None, None));
@@ -276,20 +283,65 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
             opts.output.path.display()
         )));
     }
+    let mut accept_simulated = opts.dry_run.is_some();
+    loop {
+        let planned = plan_once(opts, output, accept_simulated)?;
+        if !accept_simulated && planned.plan().simulated > 0 && client.is_simulator().await {
+            accept_simulated = true;
+            continue;
+        }
+        return planned.finish(output);
+    }
+}
+
+/// A resume plan made, its output not rewritten yet.
+enum Planned {
+    Sorted(resume_sorted::SortedResume, Plan, RowSet),
+    Indexed(ResumeIndex, Plan, RowSet),
+}
+
+impl Planned {
+    fn plan(&self) -> &Plan {
+        match self {
+            Planned::Sorted(_, plan, _) | Planned::Indexed(_, plan, _) => plan,
+        }
+    }
+
+    /// Says a torn last record, rewrites the output if the plan needs it; the done rows and
+    /// the plan.
+    fn finish(self, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
+        let say_torn = |torn: Option<&crate::output::read::Torn>| {
+            if let Some(torn) = torn {
+                say!(
+                    "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
+                    output.display(),
+                    torn.line,
+                    torn.reason
+                );
+            }
+        };
+        let (plan, done) = match self {
+            Planned::Sorted(sorted, plan, done) => {
+                say_torn(sorted.torn());
+                sorted.rewrite_if_needed()?;
+                (plan, done)
+            }
+            Planned::Indexed(index, plan, done) => {
+                say_torn(index.torn());
+                index.rewrite_if_needed()?;
+                (plan, done)
+            }
+        };
+        Ok((Some(done), Some(plan)))
+    }
+}
+
+/// The resume plan of OUTPUT, simulated records taken as done or not.
+fn plan_once(opts: &Job, output: &Path, accept_simulated: bool) -> Result<Planned, Error> {
     // The whole input, --limit or not: records of rows beyond the limit are kept.
     let whole_input = InputOptions {
         limit: None,
         ..opts.input.clone()
-    };
-    let say_torn = |torn: Option<&crate::output::read::Torn>| {
-        if let Some(torn) = torn {
-            say!(
-                "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
-                output.display(),
-                torn.line,
-                torn.reason
-            );
-        }
     };
     // Sorting and merge-joining on disk: memory stays flat (unless the input mixes rows with
     // and without ids: then the in-memory index).
@@ -303,26 +355,22 @@ fn plan_resume(opts: &Job, output: &Path) -> Result<(Option<RowSet>, Option<Plan
     if let Some((sorted, plan, done_rows)) = resume_sorted::plan(
         output,
         opts.output.keep_errors,
-        opts.dry_run.is_some(),
+        accept_simulated,
         opts.input.limit,
         opts.request.models_per_row(),
         rows,
         unchecked.then_some((&whole_input, &opts.request)),
     )? {
-        say_torn(sorted.torn());
-        sorted.rewrite_if_needed()?;
-        return Ok((Some(done_rows), Some(plan)));
+        return Ok(Planned::Sorted(sorted, plan, done_rows));
     }
     let rows = input::open(&whole_input, &opts.request, None)?;
     let (index, plan, done_rows) = ResumeIndex::plan(
         output,
         opts.output.keep_errors,
-        opts.dry_run.is_some(),
+        accept_simulated,
         opts.input.limit,
         opts.request.models_per_row(),
         rows,
     )?;
-    say_torn(index.torn());
-    index.rewrite_if_needed()?;
-    Ok((Some(done_rows), Some(plan)))
+    Ok(Planned::Indexed(index, plan, done_rows))
 }

@@ -57,10 +57,20 @@ pub fn looks_like_a_key(name: &str) -> bool {
 mod tests {
     #[test]
     fn a_key_given_for_a_variable_name_is_recognised() {
-        for key in ["sk-abc123secret", "AIzaSyD4x9Qm2Lk7Pz0bV3nR8tW", "sk_live 123", "1ABC"] {
+        for key in [
+            "sk-abc123secret",
+            "AIzaSyD4x9Qm2Lk7Pz0bV3nR8tW",
+            "sk_live 123",
+            "1ABC",
+        ] {
             assert!(looks_like_a_key(key), "{key}");
         }
-        for name in ["OPENAI_API_KEY", "MY_KEY_2", "evolink_key", "GEMINI_API_KEY_FOR_PROD_V2"] {
+        for name in [
+            "OPENAI_API_KEY",
+            "MY_KEY_2",
+            "evolink_key",
+            "GEMINI_API_KEY_FOR_PROD_V2",
+        ] {
             assert!(!looks_like_a_key(name), "{name}");
         }
     }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{command, Workdir};
+use common::{command, read_jsonl, run, run_args, Sim, Workdir};
+use promptbatch::SimOptions;
+use serde_json::Value;
 
 /// `n` JSONL rows with ids `r1..rn`.
 fn rows(n: usize) -> String {
@@ -45,4 +47,55 @@ fn a_key_passed_as_the_variable_name_is_never_printed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--api-key-env=[redacted]"), "{stderr}");
     assert!(!stderr.contains("abc123secret"), "{stderr}");
+}
+
+#[test]
+fn answers_of_the_mock_server_are_recorded_simulated_and_bought_for_real_later() {
+    // A simulator that says it is one, as `promptbatch mock-server` does.
+    let mock = Sim::start_as(SimOptions::default());
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(6));
+    let output = work.path("out.jsonl");
+    let first = run(&mock, &input, &output, &["-q"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 6);
+    assert!(
+        records.iter().all(|r| r["simulated"] == true),
+        "{records:?}"
+    );
+    let report = run_args(&["report", output.to_str().unwrap(), "--json"]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(report["simulated"], 6);
+    assert_eq!(report["cost"]["total_usd"], 0.0, "nothing was spent");
+
+    // The mock again: its answers count as done there.
+    let again = run(&mock, &input, &output, &["-q"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already complete"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(mock.requests(), 6);
+
+    // A real API (the simulator without its mark): every row is bought for real.
+    let real = Sim::plain();
+    let bought = run(&real, &input, &output, &["-q"]);
+    assert_eq!(bought.code, 0, "{}", bought.stderr);
+    assert_eq!(real.requests(), 6);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r["simulated"] == false));
+
+    // Batch answers of the mock are marked too.
+    let output = work.path("batch.jsonl");
+    let batch = run(
+        &mock,
+        &input,
+        &output,
+        &["-q", "--via", "batch", "--poll-every", "50ms"],
+    );
+    assert_eq!(batch.code, 0, "{}", batch.stderr);
+    assert!(read_jsonl(&output).iter().all(|r| r["simulated"] == true));
 }

@@ -216,6 +216,25 @@ impl ApiClient {
         base
     }
 
+    /// Whether the endpoint is promptbatch's simulator (`mock-server`, `--dry-run`): its
+    /// answers carry [`response::SIMULATOR_HEADER`]. One `GET models`, asked only when an
+    /// output holds simulated records (whether this run may take them as done); any failure
+    /// means "not the simulator".
+    pub(crate) async fn is_simulator(&self) -> bool {
+        let Ok(url) = self.api_base().join("models") else {
+            return false;
+        };
+        let request = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, self.auth.clone())
+            .timeout(Duration::from_secs(10));
+        request
+            .send()
+            .await
+            .is_ok_and(|r| r.headers().contains_key(response::SIMULATOR_HEADER))
+    }
+
     /// The shared HTTP client, the `Authorization` header and the whole-attempt timeout, for
     /// other endpoints of the same API (the Batch API): same trust, proxies and key.
     pub(crate) fn parts(&self) -> (&reqwest::Client, HeaderValue, Duration) {
@@ -289,6 +308,7 @@ impl ApiClient {
             self.answered.store(true, Ordering::Relaxed);
             let status = response.status();
             // Only a failure needs the headers after the body is read.
+            let simulator = response.headers().contains_key(response::SIMULATOR_HEADER);
             let headers = if status.is_success() {
                 *limits = RateLimitHeaders::read(response.headers());
                 None
@@ -301,6 +321,7 @@ impl ApiClient {
             if status.is_success() {
                 let parsed = response::parse(&bytes).map(|completion| Completion {
                     body: bytes.clone(),
+                    simulated: completion.simulated || simulator,
                     ..completion
                 });
                 parsed.map_err(|e| {

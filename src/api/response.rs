@@ -66,6 +66,10 @@ impl TokenUsage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub content: Option<String>,
+    /// The answer came from promptbatch's simulator (`mock-server`, `--dry-run`): its body says
+    /// so (`system_fingerprint` [`SIMULATOR_FINGERPRINT`]) or its headers do
+    /// ([`SIMULATOR_HEADER`]). Such an answer is never taken for a paid one.
+    pub simulated: bool,
     pub finish_reason: Option<String>,
     pub model: Option<String>,
     pub response_id: Option<String>,
@@ -77,9 +81,15 @@ pub struct Completion {
     pub body: bytes::Bytes,
 }
 
+/// The `system_fingerprint` of the simulator's answers.
+pub const SIMULATOR_FINGERPRINT: &str = "fp_promptbatch_simulator";
+/// The header on every answer of the simulator.
+pub const SIMULATOR_HEADER: &str = "x-promptbatch-simulator";
+
 #[derive(Deserialize)]
 struct RawResponse {
     id: Option<String>,
+    system_fingerprint: Option<String>,
     model: Option<String>,
     choices: Option<Vec<RawChoice>>,
     usage: Option<RawUsage>,
@@ -150,6 +160,7 @@ pub fn parse(body: &[u8]) -> Result<Completion, String> {
         }
     });
     Ok(Completion {
+        simulated: raw.system_fingerprint.as_deref() == Some(SIMULATOR_FINGERPRINT),
         content,
         finish_reason: choice.finish_reason,
         model: raw.model,

@@ -218,7 +218,7 @@ impl Record {
             response_id: completion.response_id,
             cost_usd,
             fingerprint: info.fingerprint,
-            simulated: info.simulated,
+            simulated: info.simulated || completion.simulated,
             started_at: Some(timestamp(info.started.unwrap_or_else(SystemTime::now))),
             finished_at: Some(timestamp(SystemTime::now())),
             kept: info.kept,

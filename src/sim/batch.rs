@@ -484,6 +484,7 @@ impl Sim {
         if status != 200 {
             return (status, answer);
         }
+        self.mark(&mut answer);
         let prompt = body
             .get("messages")
             .and_then(Value::as_array)

@@ -181,6 +181,10 @@ pub struct SimOptions {
     pub batch_no_list: bool,
     /// No Batch API: `/v1/files` and `/v1/batches` answer 404, as many gateways do.
     pub no_batch: bool,
+    /// Answers carry no simulator mark (the `x-promptbatch-simulator` header, a completion's
+    /// `system_fingerprint`), so runs take them for a real API's: for tests that stand the
+    /// simulator in for one. Marked answers are recorded `simulated` (never taken as paid).
+    pub unmarked: bool,
 }
 
 /// `Retry-After` of injected 429s unless set.
@@ -215,6 +219,7 @@ impl Default for SimOptions {
             batch_bad_downloads: 0,
             batch_drop_creates: 0,
             batch_no_list: false,
+            unmarked: false,
             no_batch: false,
         }
     }
@@ -466,12 +471,43 @@ impl Sim {
         }
     }
 
+    /// Answers one request; every answer says it comes from the simulator (a header, and in a
+    /// completion's body `system_fingerprint`), unless `unmarked`.
     async fn handle(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
+        let mut response = self.answer_any(req).await?;
+        if !self.options.unmarked {
+            response.headers_mut().insert(
+                crate::api::response::SIMULATOR_HEADER,
+                "1".parse().expect("static header"),
+            );
+        }
+        Ok(response)
+    }
+
+    /// The marker a completion's body carries (nothing when `unmarked`).
+    fn mark(&self, completion: &mut Value) {
+        if !self.options.unmarked {
+            completion["system_fingerprint"] = json!(crate::api::response::SIMULATOR_FINGERPRINT);
+        }
+    }
+
+    async fn answer_any(&self, req: Request<Incoming>) -> Result<SimResponse, Dropped> {
         if req.method() == Method::GET && req.uri().path() == "/_sim/stats" {
             return Ok(json_response(200, &self.stats()));
         }
         if !self.options.no_batch && batch::serves(req.uri().path()) {
             return self.batch(req).await;
+        }
+        if req.method() == Method::GET && req.uri().path().ends_with("/models") {
+            // The model list (not counted: runs ask it to learn they talk to the simulator).
+            let models: Vec<Value> = ["gpt-5.2", "gemini-3.1-pro-preview"]
+                .iter()
+                .map(|id| json!({"id": id, "object": "model", "owned_by": "promptbatch-simulator"}))
+                .collect();
+            return Ok(json_response(
+                200,
+                &json!({"object": "list", "data": models}),
+            ));
         }
         let arrived = self.started.elapsed().as_millis() as u64;
         self.requests.fetch_add(1, Relaxed);
@@ -698,6 +734,7 @@ impl Sim {
         let answer = match self.options.answer {
             AnswerBody::Echo => {
                 let mut completion = completion_body(request, messages, prompt, body);
+                self.mark(&mut completion);
                 self.prose_first(&mut completion, body, directives)?;
                 if directives.no_usage {
                     if let Some(object) = completion.as_object_mut() {

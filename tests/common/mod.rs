@@ -23,7 +23,18 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// A simulator standing in for a real API: its answers carry no simulator mark
+    /// (`SimOptions::unmarked`), so runs record them as paid answers.
     pub fn start(options: SimOptions) -> Self {
+        Sim::start_as(SimOptions {
+            unmarked: true,
+            ..options
+        })
+    }
+
+    /// A simulator with exactly these options (`unmarked: false`: it says it is one, as
+    /// `promptbatch mock-server` does).
+    pub fn start_as(options: SimOptions) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
