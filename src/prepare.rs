@@ -52,6 +52,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.
     let early_rows = input::open(&opts.input, &opts.request, None)?;
+    crate::validate::refuse_unreadable_rows(&opts.input, &opts.request)?;
     let prices = PriceTable::load(opts.cost.prices.as_deref())?;
     let (client, simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;

@@ -22,6 +22,10 @@ pub const SHOWN: u64 = 100;
 pub struct Validation {
     pub rows: u64,
     pub invalid: u64,
+    /// Invalid rows that are records that cannot be read (a run stops at the first unless
+    /// `--skip-invalid`), and the first [`SHOWN`] of them.
+    pub malformed: u64,
+    pub malformed_shown: Vec<String>,
     /// The first [`SHOWN`] problems, `file:line: what`.
     pub problems: Vec<String>,
     /// A problem that stopped reading (the rest of the file was not checked).
@@ -58,6 +62,12 @@ pub fn check(rows: input::RowStream, path: &Path) -> Validation {
             }
             if let Some(problem) = row.problem(path) {
                 v.invalid += 1;
+                if row.is_malformed() {
+                    v.malformed += 1;
+                    if v.malformed <= SHOWN {
+                        v.malformed_shown.push(problem.clone());
+                    }
+                }
                 if v.invalid <= SHOWN {
                     v.problems.push(problem);
                 }
@@ -74,6 +84,45 @@ pub fn check(rows: input::RowStream, path: &Path) -> Validation {
     }
     v
 }
+
+/// Before a run sends anything: every record of a file input must be readable, unless
+/// `--skip-invalid` (which records each as an error and goes on). A run that met a malformed
+/// line at row 900,000 would stop there after paying for the rows before it; this pass lists
+/// every such line first (the first [`REFUSED_SHOWN`]). Standard input is read once: it keeps
+/// stopping at its first bad record.
+pub fn refuse_unreadable_rows(input: &InputOptions, request: &RequestOptions) -> Result<(), Error> {
+    if input.skip_invalid || input.reads_once() {
+        return Ok(());
+    }
+    let v = check(input::open_reporting_all(input, request)?, &input.path);
+    if v.malformed == 0 && v.stopped.is_none() {
+        return Ok(());
+    }
+    let mut lines: Vec<String> = v
+        .malformed_shown
+        .iter()
+        .take(REFUSED_SHOWN)
+        .cloned()
+        .collect();
+    if v.malformed > REFUSED_SHOWN as u64 {
+        lines.push(format!(
+            "… and {} more (`promptbatch validate` lists them)",
+            group(v.malformed - REFUSED_SHOWN as u64)
+        ));
+    }
+    if let Some(stopped) = &v.stopped {
+        lines.push(format!("{stopped} (reading stopped there)"));
+    }
+    Err(Error::Config(format!(
+        "{}: {} cannot be read, so nothing was sent:\n  {}\nfix them, or pass --skip-invalid to record each as an error and send the other rows",
+        input.path.display(),
+        count(v.malformed.max(u64::from(v.stopped.is_some())), "record"),
+        lines.join("\n  ")
+    )))
+}
+
+/// Unreadable records a refused run lists.
+pub const REFUSED_SHOWN: usize = 10;
 
 /// `promptbatch validate`: one pass over the input, nothing sent.
 pub fn validate(input: &InputOptions, request: &RequestOptions) -> Result<Validation, Error> {

@@ -99,3 +99,47 @@ fn answers_of_the_mock_server_are_recorded_simulated_and_bought_for_real_later()
     assert_eq!(batch.code, 0, "{}", batch.stderr);
     assert!(read_jsonl(&output).iter().all(|r| r["simulated"] == true));
 }
+
+#[test]
+fn a_bad_record_deep_in_the_file_is_found_before_the_first_request() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    // A CSV as pandas writes it, with two broken records far down (an unclosed quote would
+    // swallow the rest; these are a wrong field count and a bad UTF-8 byte).
+    let mut text = String::from(",id,prompt\n");
+    for i in 1..=1000 {
+        match i {
+            900 => text.push_str("899,r900,one,field,too,many\n"),
+            950 => text.push_str("949,r950,\"caf\u{e9}\"\n"),
+            _ => text.push_str(&format!("{},r{i},\"question {i}, please\"\n", i - 1)),
+        }
+    }
+    let mut bytes = text.into_bytes();
+    let at = bytes.windows(3).position(|w| w == b"caf").unwrap();
+    bytes[at + 3] = 0xff; // not UTF-8
+    let input = work.path("in.csv");
+    std::fs::write(&input, &bytes).unwrap();
+    let output = work.path("out.jsonl");
+    let refused = run(&sim, &input, &output, &["--id-column", "id", "-q"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert_eq!(sim.requests(), 0, "nothing bought before the refusal");
+    assert!(!output.exists());
+    assert!(refused.stderr.contains("in.csv:901"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--skip-invalid"),
+        "{}",
+        refused.stderr
+    );
+
+    let skipped = run(
+        &sim,
+        &input,
+        &output,
+        &["--id-column", "id", "-q", "--skip-invalid"],
+    );
+    assert_eq!(skipped.code, 3, "{}", skipped.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 1000, "rows in = records out");
+    let errors = records.iter().filter(|r| r["status"] == "error").count();
+    assert_eq!(errors, 2);
+}

@@ -86,10 +86,11 @@ fn fresh_never_replaces_a_backup_and_skips_empty_outputs() {
     let paid = std::fs::read(&output).unwrap();
     std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    // A --fresh run that fails on a malformed row, re-run --fresh twice "as told".
+    // A --fresh run that fails on its third row (the key refused), re-run --fresh twice "as
+    // told".
     let broken = dir.write(
         "broken.jsonl",
-        "{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\nnot json\n",
+        "{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n{\"prompt\":\"c #sim:status=401\"}\n",
     );
     let first = run(&sim, &broken, &output, &["--fresh", "-q", "-c", "1"]);
     assert_eq!(first.code, 1, "{}", first.stderr);

@@ -170,12 +170,7 @@ fn id_column_and_duplicate_ids() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("ids.csv:4"), "{}", r.stderr);
     assert!(r.stderr.contains("duplicate id `k1`"), "{}", r.stderr);
-    let records = read_jsonl(&output);
-    assert!(
-        records.len() <= 2,
-        "the duplicate row and later ones are not sent"
-    );
-    assert!(records.iter().all(|r| r["id"] == "k1" || r["id"] == "k2"));
+    assert!(!output.exists(), "found before anything is sent");
 
     let missing = run(
         &sim,
@@ -226,17 +221,20 @@ fn malformed_jsonl_stops_with_file_and_line_or_becomes_an_error_record() {
         "{\"prompt\": \"one\"}\n\n{\"prompt\": \"two\"}\n{\"prompt\": oops}\n{\"prompt\": \"four\"}\n[1,2]\n{\"messages\": \"not an array\"}\n",
     );
     let output = dir.path("out.jsonl");
+    // Every unreadable line is listed before anything is sent (the rows before them are not
+    // bought only for the run to stop at the first).
     let r = run(&sim, &input, &output, &["--concurrency", "1", "-q"]);
     assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("bad.jsonl:4: invalid JSON"),
-        "{}",
-        r.stderr
-    );
-    let sent: Vec<Value> = read_jsonl(&output);
-    assert!(sent
-        .iter()
-        .all(|r| r["prompt"] == "one" || r["prompt"] == "two"));
+    for line in [
+        "bad.jsonl:4: invalid JSON",
+        "bad.jsonl:6: expected a JSON object",
+        "bad.jsonl:7:",
+    ] {
+        assert!(r.stderr.contains(line), "{line}: {}", r.stderr);
+    }
+    assert!(r.stderr.contains("--skip-invalid"), "{}", r.stderr);
+    assert_eq!(sim.requests(), 0);
+    assert!(!output.exists());
 
     let output2 = dir.path("out2.jsonl");
     let r = run(&sim, &input, &output2, &["--skip-invalid", "-q"]);
@@ -937,9 +935,7 @@ fn duplicate_ids_are_found_across_spilled_runs() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("in.jsonl:150"), "{stderr}");
     assert!(stderr.contains("duplicate id `r3`"), "{stderr}");
-    let records = read_jsonl(&output);
-    assert!(records.len() <= 149, "{}", records.len());
-    assert!(records.iter().all(|r| r["prompt"] != "prompt 150"));
+    assert!(!output.exists(), "found before anything is sent");
     no_spill_files_left(dir.path("").as_path());
 
     // validate lists both, at their lines.

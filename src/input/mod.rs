@@ -70,6 +70,12 @@ impl Row {
         }
     }
 
+    /// Whether the row is a record that cannot be read (malformed, a duplicate id): a run
+    /// stops there unless `--skip-invalid` (an empty prompt only gets an error record).
+    pub fn is_malformed(&self) -> bool {
+        matches!(&self.content, RowContent::Invalid { message, .. } if message.starts_with(MALFORMED_PREFIX))
+    }
+
     /// The model the row's request goes to (for a row without a request, the model its record
     /// is filed under).
     pub fn model(&self) -> &str {
