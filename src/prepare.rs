@@ -284,6 +284,7 @@ async fn plan_resume(
             opts.output.path.display()
         )));
     }
+    refuse_another_shard(opts, output)?;
     let mut accept_simulated = opts.dry_run.is_some();
     loop {
         let planned = plan_once(opts, output, accept_simulated)?;
@@ -293,6 +294,29 @@ async fn plan_resume(
         }
         return planned.finish(output);
     }
+}
+
+/// With `--shard K/N`, an output holding a record of a row outside the shard was written with
+/// another shard spec (or none): resuming it would treat that shard's records as rows that
+/// left the input. Refused, with what to do.
+fn refuse_another_shard(opts: &Job, output: &Path) -> Result<(), Error> {
+    let Some(shard) = opts.input.shard else {
+        return Ok(());
+    };
+    let records = crate::output::read::Records::<crate::output::resume::Earlier>::open(output)?;
+    for item in records {
+        let (_, record) = item?;
+        if !shard.holds(&record.id) {
+            return Err(Error::Config(format!(
+                "{} holds the record of row id `{}`, which is not in --shard {}/{}: it was written with another --shard (or none). Resume it with the --shard it was written with, or write this shard to another output (`promptbatch merge` joins the shards' outputs)",
+                opts.output.path.display(),
+                record.id,
+                shard.index,
+                shard.count
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A resume plan made, its output not rewritten yet.

@@ -143,3 +143,40 @@ fn a_bad_record_deep_in_the_file_is_found_before_the_first_request() {
     let errors = records.iter().filter(|r| r["status"] == "error").count();
     assert_eq!(errors, 2);
 }
+
+#[test]
+fn records_no_row_claims_are_kept_and_another_shard_spec_is_refused() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(400));
+    let output = work.path("out.jsonl");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    let paid = std::fs::read(&output).unwrap();
+
+    // The same output resumed as one shard: refused, nothing touched.
+    let shard = run(&sim, &input, &output, &["-q", "--shard", "0/2"]);
+    assert_eq!(shard.code, 1, "{}", shard.stderr);
+    assert!(shard.stderr.contains("--shard"), "{}", shard.stderr);
+    assert_eq!(std::fs::read(&output).unwrap(), paid);
+
+    // A 10-row subset: those 10 are done, the 390 others are kept and counted.
+    let subset = work.write("subset.jsonl", &rows(10));
+    let r = run(&sim, &subset, &output, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("390 records of rows not in this input kept as they are"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sim.requests(), 400, "nothing bought again");
+    assert_eq!(read_jsonl(&output).len(), 400);
+
+    // Shards written apart, each resumed with its own spec: fine; 1/2 as 1/3 is refused.
+    let part = work.path("part1.jsonl");
+    assert_eq!(run(&sim, &input, &part, &["-q", "--shard", "1/2"]).code, 0);
+    let again = run(&sim, &input, &part, &["-q", "--shard", "1/2"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let other = run(&sim, &input, &part, &["-q", "--shard", "1/3"]);
+    assert_eq!(other.code, 1, "{}", other.stderr);
+}

@@ -82,6 +82,10 @@ struct Entry {
     foreign: bool,
     /// Claimed though its model was foreign: the rewrite names the unit's model.
     renamed: bool,
+    /// A unit met it (claimed it, or found it changed, an error to retry, simulated): a record
+    /// no unit met is of no row of this input (a smaller input, rows of another shard) and is
+    /// kept as it is — a paid record is never deleted.
+    met: bool,
 }
 
 impl Entry {
@@ -91,7 +95,7 @@ impl Entry {
 
     /// Whether the rewrite keeps the record.
     fn kept(&self) -> bool {
-        self.claimed() || self.foreign
+        self.claimed() || self.foreign || !self.met
     }
 
     /// Whether the kept record must be relabelled with the claiming row's number.
@@ -132,6 +136,9 @@ pub struct Plan {
     pub models: u64,
     /// Earlier records of models this run sends nothing to, kept as they are.
     pub other_models: u64,
+    /// Earlier records no row of this input claims (a smaller input, another shard's rows),
+    /// kept as they are.
+    pub unclaimed: u64,
     /// Models (`model_key`) with an ok record kept: they work (the circuit breaker counts
     /// them as having succeeded).
     pub worked: KnownModels,
@@ -202,20 +209,31 @@ impl Plan {
                 group(self.other_models)
             ));
         }
+        if self.unclaimed > 0 {
+            notes.push(format!(
+                "{} records of rows not in this input kept as they are",
+                group(self.unclaimed)
+            ));
+        }
         let unit = if self.models > 1 {
             "(row, model) pairs"
         } else {
             "rows"
         };
         if self.to_send() == 0 {
-            let kept = if self.other_models > 0 {
-                format!(
+            let mut kept = String::new();
+            if self.other_models > 0 {
+                kept += &format!(
                     "; {} records of models not in --model kept as they are",
                     group(self.other_models)
-                )
-            } else {
-                String::new()
-            };
+                );
+            }
+            if self.unclaimed > 0 {
+                kept += &format!(
+                    "; {} records of rows not in this input kept as they are",
+                    group(self.unclaimed)
+                );
+            }
             return format!(
                 "already complete: all {} {unit} have a record, nothing to send{kept} (use --fresh to start over)",
                 group(self.rows)
@@ -425,6 +443,7 @@ impl ResumeIndex {
                 id_fp: id_fp_key(&record.id, fp),
                 foreign: false,
                 renamed: false,
+                met: false,
             });
             if record.id == record.row.to_string() {
                 anonymous.push((fp, record.row, i, model));
@@ -493,6 +512,7 @@ impl ResumeIndex {
         if entry.claimed() {
             return Claim::New;
         }
+        entry.met = true;
         // Met: it stands for this unit's model now (claimed, or dropped to be sent again).
         let renamed = !self.names.contains(entry.model);
         entry.model = key.model;
@@ -585,6 +605,7 @@ impl ResumeIndex {
             } else {
                 entry.foreign = !index.names.contains(entry.model);
                 plan.other_models += u64::from(entry.foreign);
+                plan.unclaimed += u64::from(!entry.foreign && !entry.met);
             }
         }
         Ok((index, plan, done))

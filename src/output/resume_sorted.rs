@@ -472,11 +472,21 @@ where
         }
     }
     tally.plan.other_models += foreign;
+    // Records no unit met are of no row of this input (a smaller input, another shard's
+    // rows): kept as they are — a paid record is never deleted.
+    let mut unclaimed = 0;
+    for index in 0..scanned.records {
+        if !tally.met.contains(index) && !tally.kept.contains(index) {
+            tally.kept.insert(index);
+            unclaimed += 1;
+        }
+    }
+    tally.plan.unclaimed += unclaimed;
     let unterminated = !file_ends_with_newline(path);
     let needs_rewrite = scanned.torn.is_some()
         || unterminated
         || scanned.old_header
-        || tally.claimed + foreign < scanned.records
+        || tally.claimed + foreign + unclaimed < scanned.records
         || tally.relabelled > 0;
     let claims = if needs_rewrite {
         Some((tally.kept, tally.relabels.finish().map_err(&io)?))
