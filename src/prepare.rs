@@ -153,10 +153,9 @@ fn kept_input_columns(opts: &Job) -> Result<Vec<String>, Error> {
         Some(input::KeepColumns::Named(names)) => names.clone(),
         Some(input::KeepColumns::All) => input::csv_column_names(&opts.input)?,
     };
-    Ok(names
-        .iter()
-        .map(|name| crate::output::record::kept_name(name).into_owned())
-        .collect())
+    Ok(crate::output::record::kept_names(
+        names.iter().map(String::as_str),
+    ))
 }
 
 /// `--json-schema`: the compiled checker, and for a CSV output the parsed answer's

@@ -180,3 +180,37 @@ fn records_no_row_claims_are_kept_and_another_shard_spec_is_refused() {
     let other = run(&sim, &input, &part, &["-q", "--shard", "1/3"]);
     assert_eq!(other.code, 1, "{}", other.stderr);
 }
+
+#[test]
+fn kept_columns_that_would_share_a_name_all_keep_their_values() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write(
+        "in.csv",
+        "id,status,input_status,input_id,prompt\nr1,open,migrated,legacy-7,hello\n",
+    );
+    for output in ["out.jsonl", "out.csv"] {
+        let output = work.path(output);
+        let keep = ["--keep-columns", "id,status,input_status,input_id", "-q"];
+        let r = run(&sim, &input, &output, &keep);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let record: Value = if output.extension().unwrap() == "csv" {
+            let mut reader = csv::Reader::from_path(&output).unwrap();
+            let headers = reader.headers().unwrap().clone();
+            let row = reader.records().next().unwrap().unwrap();
+            headers
+                .iter()
+                .zip(row.iter())
+                .map(|(h, v)| (h.to_string(), Value::from(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        } else {
+            read_jsonl(&output).remove(0)
+        };
+        assert_eq!(record["status"], "ok", "{record}");
+        assert_eq!(record["input_status"], "migrated", "{record}");
+        assert_eq!(record["input_input_status"], "open", "{record}");
+        assert_eq!(record["input_id"], "legacy-7", "{record}");
+        assert_eq!(record["input_input_id"], "r1", "{record}");
+    }
+}

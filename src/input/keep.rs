@@ -3,7 +3,7 @@
 //!
 //! Values stay what they were: CSV fields are strings, JSONL values stay JSON (numbers, objects,
 //! null). A named JSONL field that a line lacks is `null`. How a kept name that collides with a
-//! record field is written is the output's business (`output::record::kept_name`).
+//! record field is written is the output's business (`output::record::kept_names`).
 
 use serde_json::{Map, Value};
 

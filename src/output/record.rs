@@ -55,7 +55,7 @@ pub struct Record {
     #[serde(default)]
     pub finished_at: Option<String>,
     /// `--keep-columns`: the row's input values, by output name (a name that is also a field of
-    /// the schema is `input_NAME`: [`kept_name`]), written after the schema's fields. Reading an
+    /// the schema is `input_NAME`: [`kept_names`]), written after the schema's fields. Reading an
     /// output fills it only on request (`Records::last_extras`, for rewrites).
     #[serde(skip)]
     pub kept: Option<Kept>,
@@ -92,32 +92,36 @@ const RESERVED: [&str; 2] = ["parsed", RESPONSE];
 /// The field `--keep-response` stores the whole response body in.
 pub const RESPONSE: &str = "response";
 
-/// The output name of a kept input column: its own, or `input_` + it while that collides with a
-/// field of the schema (`id` → `input_id`; `input_id` too, if the input also has one, is
-/// `input_input_id`).
-pub fn kept_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let taken = |n: &str| COLUMNS.contains(&n) || RESERVED.contains(&n);
-    if !taken(name) {
-        return std::borrow::Cow::Borrowed(name);
+/// The output names of kept input columns, in their order: its own, or `input_` + it while that
+/// collides with a field of the schema or with another kept column's name (`id` → `input_id`;
+/// with `input_id` kept too, `id` → `input_input_id`): no two kept values share a name.
+pub fn kept_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+    let schema = |n: &str| COLUMNS.contains(&n) || RESERVED.contains(&n);
+    let mut given: Vec<String> = Vec::new();
+    for name in names.clone() {
+        if !schema(name) {
+            given.push(name.to_string());
+            continue;
+        }
+        let mut renamed = format!("input_{name}");
+        while schema(&renamed) || names.clone().any(|n| n == renamed) || given.contains(&renamed) {
+            renamed.insert_str(0, "input_");
+        }
+        given.push(renamed);
     }
-    let mut renamed = format!("input_{name}");
-    while taken(&renamed) {
-        renamed.insert_str(0, "input_");
-    }
-    std::borrow::Cow::Owned(renamed)
+    given
 }
 
-/// Kept input values under their output names ([`kept_name`]).
+/// Kept input values under their output names ([`kept_names`]).
 pub fn rename_kept(kept: Kept) -> Kept {
-    if kept
-        .keys()
-        .all(|name| matches!(kept_name(name), std::borrow::Cow::Borrowed(_)))
-    {
+    let names = kept_names(kept.keys().map(String::as_str));
+    if kept.keys().zip(&names).all(|(a, b)| a == b) {
         return kept;
     }
     Box::new(
-        kept.into_iter()
-            .map(|(name, value)| (kept_name(&name).into_owned(), value))
+        names
+            .into_iter()
+            .zip(kept.into_iter().map(|(_, value)| value))
             .collect(),
     )
 }
