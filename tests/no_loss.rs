@@ -214,3 +214,46 @@ fn kept_columns_that_would_share_a_name_all_keep_their_values() {
         assert_eq!(record["input_input_id"], "r1", "{record}");
     }
 }
+
+#[test]
+fn numbers_are_kept_as_written_in_kept_fields_parsed_answers_and_exports() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write(
+        "in.jsonl",
+        concat!(
+            r#"{"id": "a", "amount": 123456789012345678901234567890, "price": 1.50, "#,
+            r#""prompt": "{\"label\": \"pos\", \"score\": 123456789012345678901234567891}"}"#,
+            "\n"
+        ),
+    );
+    let schema = work.write("schema.json", common::LABEL_SCHEMA);
+    let output = work.path("out.jsonl");
+    let schema_arg = schema.display().to_string();
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &[
+            "--keep-columns",
+            "amount,price",
+            "--json-schema",
+            &schema_arg,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = std::fs::read_to_string(&output).unwrap();
+    for written in [
+        r#""amount":123456789012345678901234567890"#,
+        r#""price":1.50"#,
+        r#""score":123456789012345678901234567891"#,
+    ] {
+        assert!(line.contains(written), "{written} in {line}");
+    }
+    let csv = work.path("out.csv");
+    let exported = run_args(&["export", output.to_str().unwrap(), csv.to_str().unwrap()]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.contains("123456789012345678901234567890"), "{text}");
+    assert!(text.contains(",1.50"), "{text}");
+}

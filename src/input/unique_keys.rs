@@ -44,6 +44,10 @@ impl<'de> Deserialize<'de> for Unique {
 
 struct UniqueVisitor;
 
+/// How serde_json (with `arbitrary_precision`) hands a number to a visitor: a one-entry map
+/// under this key, with the number's text as written.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 impl<'de> DeserializeSeed<'de> for UniqueVisitor {
     type Value = Value;
 
@@ -106,6 +110,14 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            if key == NUMBER_TOKEN && object.is_empty() {
+                // A number as written (serde_json's `arbitrary_precision`): kept exactly.
+                let written: String = map.next_value()?;
+                return written
+                    .parse::<Number>()
+                    .map(Value::Number)
+                    .map_err(serde::de::Error::custom);
+            }
             match object.entry(key) {
                 Entry::Occupied(entry) => return Err(repeated(entry.key())),
                 Entry::Vacant(entry) => {

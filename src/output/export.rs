@@ -242,7 +242,8 @@ impl Seen {
             Value::String(_) => self.strings += 1,
             Value::Bool(_) => self.bools += 1,
             Value::Number(n) if n.is_i64() => self.ints += 1,
-            Value::Number(n) if n.is_u64() => self.others += 1, // beyond i64: kept exact as JSON
+            // Beyond i64, or a value no f64 holds exactly: kept exact as JSON.
+            Value::Number(n) if n.is_u64() || !exact_f64(n) => self.others += 1,
             Value::Number(_) => self.floats += 1,
             Value::Array(_) | Value::Object(_) => self.others += 1,
         }
@@ -266,6 +267,40 @@ impl Seen {
             ColumnType::Json
         }
     }
+}
+
+/// Whether an f64 holds the number as written (`1.50`, `2.5e3`, `1e21` do;
+/// `123456789012345678901234567890` and `0.1000000000000000000001` do not): its written
+/// decimal and the f64's shortest decimal are the same number (a number that needs more digits
+/// than that, even one an f64 holds, stays JSON text: nothing is rounded).
+fn exact_f64(n: &serde_json::Number) -> bool {
+    let Some(f) = n.as_f64().filter(|f| f.is_finite()) else {
+        return false;
+    };
+    canonical_decimal(&n.to_string()) == canonical_decimal(&format!("{f:e}"))
+}
+
+/// A decimal's digits without leading or trailing zeros and its exponent of ten (`1.50` and
+/// `15e-1` → ("15", -1)), with its sign: two spellings of one number give the same.
+fn canonical_decimal(text: &str) -> (bool, String, i64) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let exponent = exponent - fraction.len() as i64;
+    let trimmed_end = digits.trim_end_matches('0');
+    let exponent = exponent + (digits.len() - trimmed_end.len()) as i64;
+    let significant = trimmed_end.trim_start_matches('0');
+    if significant.is_empty() {
+        return (false, String::new(), 0);
+    }
+    (negative, significant.to_string(), exponent)
 }
 
 /// What a CSV field's text is: `None` when empty (null), else the narrowest type it parses as
@@ -442,9 +477,12 @@ pub(crate) fn convert<'a>(
                 _ => return Err(wrong("a whole number ≥ 0")),
             }
         }
+        (ColumnType::Float64, Value::Number(n)) => Cell::Decimal(
+            n.as_f64().ok_or_else(|| wrong("a number"))?,
+            Cow::Owned(n.to_string()),
+        ),
         (ColumnType::Float64, v) => Cell::Float(
             match v {
-                Value::Number(n) => n.as_f64(),
                 Value::String(s) if text => s.parse().ok().filter(|f: &f64| f.is_finite()),
                 _ => None,
             }
@@ -579,7 +617,7 @@ impl TableSink for CsvSink {
                 Cell::Int(n) => write!(field, "{n}"),
                 Cell::UInt(n) => write!(field, "{n}"),
                 Cell::Float(f) => write!(field, "{f}"),
-                Cell::Text(s) => write!(field, "{s}"),
+                Cell::Decimal(_, s) | Cell::Text(s) => write!(field, "{s}"),
                 Cell::Json(s) => write!(field, "{s}"),
             };
         }
@@ -642,6 +680,10 @@ impl TableSink for JsonlSink {
                 Cell::UInt(n) => Value::from(*n),
                 Cell::Float(f) => Value::from(*f),
                 Cell::Text(s) => Value::String(s.to_string()),
+                Cell::Decimal(_, s) => {
+                    line.extend_from_slice(s.as_bytes());
+                    continue;
+                }
                 Cell::Json(s) => {
                     line.extend_from_slice(s.as_bytes());
                     continue;
@@ -669,6 +711,21 @@ impl TableSink for JsonlSink {
 mod tests {
     use super::*;
     use crate::output::COLUMNS;
+
+    #[test]
+    fn a_number_is_exact_as_f64_only_when_no_digit_is_lost() {
+        let exact = |t: &str| exact_f64(&t.parse::<serde_json::Number>().unwrap());
+        for t in ["1.50", "2.5e3", "1e21", "-0.125", "0"] {
+            assert!(exact(t), "{t}");
+        }
+        for t in [
+            "123456789012345678901234567890",
+            "0.1000000000000000000001",
+            "1.00000000000000000001",
+        ] {
+            assert!(!exact(t), "{t}");
+        }
+    }
 
     #[test]
     fn every_record_column_has_its_type() {

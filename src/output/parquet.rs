@@ -89,7 +89,7 @@ impl Builder {
             (Builder::Int64(b), Cell::Int(n)) => b.append_value(*n),
             (Builder::UInt64(b), Cell::UInt(n)) => b.append_value(*n),
             (Builder::UInt32(b), Cell::UInt(n)) => b.append_value(u32::try_from(*n).unwrap_or(0)),
-            (Builder::Float64(b), Cell::Float(f)) => b.append_value(*f),
+            (Builder::Float64(b), Cell::Float(f) | Cell::Decimal(f, _)) => b.append_value(*f),
             (Builder::Boolean(b), Cell::Bool(v)) => b.append_value(*v),
             (Builder::Utf8(b), _) => b.append_null(),
             (Builder::Int64(b), _) => b.append_null(),

@@ -41,6 +41,9 @@ pub enum Cell<'a> {
     Int(i64),
     UInt(u64),
     Float(f64),
+    /// A JSON number whose value is this f64 exactly, with its text as written (`1.50`): text
+    /// outputs write the text, Parquet the f64.
+    Decimal(f64, Cow<'a, str>),
     Text(Cow<'a, str>),
     /// Compact JSON text (a `Json` column).
     Json(String),
