@@ -192,7 +192,7 @@ pub struct RunArgs {
     /// Budget cap in USD for the total cost recorded in OUTPUT (earlier runs included). The run
     /// stops dispatching before spend plus the worst case of the requests in flight would pass
     /// it, and exits with code 4; raise the cap and re-run to continue.
-    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    #[arg(long, value_name = "USD", value_parser = parse_usd, allow_negative_numbers = true)]
     pub max_cost: Option<f64>,
 
     /// API base URL; requests go to {base-url}/chat/completions. A user name and password in it

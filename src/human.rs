@@ -17,6 +17,8 @@ pub fn group(n: u64) -> String {
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
+    } else if ["ch", "sh", "s", "x"].iter().any(|end| noun.ends_with(end)) {
+        format!("{} {noun}es", group(n))
     } else {
         format!("{} {noun}s", group(n))
     }

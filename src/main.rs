@@ -330,8 +330,8 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             state,
         } => {
             promptbatch::say!(
-                "detached: {} batches holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
-                promptbatch::human::group(*batches),
+                "detached: {} holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
+                promptbatch::human::count(*batches, "batch"),
                 promptbatch::human::group(*rows),
                 state.display(),
                 resume_command()
@@ -339,10 +339,11 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             exit_code::OK
         }
         StopReason::Budget { cap } => {
+            let raised = format!("{}", promptbatch::human::round_usd(*cap * 2.0));
             promptbatch::say!(
-                "stopped at the budget cap of {}: rows not sent have no record; raise --max-cost and re-run the same command to continue:\n  {}",
+                "stopped at the budget cap of {}: rows not sent have no record; to continue, re-run with a higher --max-cost (here twice the cap: choose yours):\n  {}",
                 promptbatch::human::format_usd(*cap),
-                rerun_command(opts)
+                with_max_cost(&rerun_command(opts), &raised)
             );
             exit_code::BUDGET
         }
@@ -413,6 +414,20 @@ fn rerun_command(opts: &Job) -> String {
     } else {
         resume_command()
     }
+}
+
+/// A printed command line with its `--max-cost` value (`--max-cost V` or `--max-cost=V`)
+/// replaced by `cap`.
+fn with_max_cost(command: &str, cap: &str) -> String {
+    let mut words: Vec<String> = command.split(' ').map(str::to_string).collect();
+    for i in 0..words.len() {
+        if words[i] == "--max-cost" && i + 1 < words.len() {
+            words[i + 1] = cap.to_string();
+        } else if words[i].starts_with("--max-cost=") {
+            words[i] = format!("--max-cost={cap}");
+        }
+    }
+    words.join(" ")
 }
 
 /// The command line of this run, minus `--fresh` and `--detach`, quoted for a POSIX shell.

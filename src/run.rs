@@ -56,14 +56,14 @@ impl Job {
 /// exactly as to a JSONL output) and writes the Parquet file from it once every row has a record.
 async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
     if !paths::is_parquet(&opts.output.path) {
-        return run_to(opts, shutdown).await;
+        return run_leaving_no_empty_output(opts, shutdown).await;
     }
     let dest = opts.output.path.clone();
     let checkpoint = paths::checkpoint(&dest);
     check_parquet_output(opts, &dest, &checkpoint)?;
     let mut job = opts.clone();
     job.output.path = checkpoint;
-    let mut summary = run_to(&job, shutdown).await?;
+    let mut summary = run_leaving_no_empty_output(&job, shutdown).await?;
     if matches!(summary.stop, StopReason::Completed) {
         // Under the lock: run_to's lock is released, so take the checkpoint's again.
         let lock = OutputLock::acquire(&job.output.path)?;
@@ -77,16 +77,43 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
             Err(e) => summary.stop = StopReason::Failed(e),
         }
     } else {
+        let now = match crate::input::parquet_rows(&dest) {
+            Some(rows) => format!(
+                "{} still holds the {} records of an earlier run, and is replaced only once every row has a record",
+                dest.display(),
+                crate::human::group(rows)
+            ),
+            None => format!("{} is not written yet", dest.display()),
+        };
         say!(
-            "{} is not written yet: the records so far are in its checkpoint {} (run the same \
-             command again to finish, or `promptbatch export {} {}` for what is there now)",
-            dest.display(),
+            "{now}: this run's records are in its checkpoint {} (run the same command again to \
+             finish, or `promptbatch export {} {}` for what is there now)",
             job.output.path.display(),
             job.output.path.display(),
             dest.display()
         );
     }
     Ok(summary)
+}
+
+/// [`run_to`], removing the output again when the run created it and wrote nothing to it (a
+/// run that failed before its first record leaves no empty file behind).
+async fn run_leaving_no_empty_output(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
+    let existed = std::fs::symlink_metadata(&opts.output.path).is_ok();
+    let result = run_to(opts, shutdown).await;
+    let failed = match &result {
+        Err(_) => true,
+        // Detached batches belong to this output: it stays, empty, for their records.
+        Ok(summary) => !matches!(
+            summary.stop,
+            StopReason::Completed | StopReason::Detached { .. }
+        ),
+    };
+    let empty = std::fs::metadata(&opts.output.path).is_ok_and(|m| m.len() == 0);
+    if failed && empty && !existed {
+        let _ = std::fs::remove_file(&opts.output.path);
+    }
+    result
 }
 
 /// `-o x.parquet` may not replace its own input, nor a Parquet file that has no checkpoint (it

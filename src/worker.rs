@@ -326,7 +326,10 @@ pub fn invalid_record(
     model: &str,
     message: String,
 ) -> Record {
-    tracing::warn!(id = %place.id, row = place.row, "row not sent: {message}");
+    // The first few of each kind, like failed rows' warnings (50 malformed lines are one kind).
+    if ctx.warnings.show(&message) {
+        tracing::warn!(id = %place.id, row = place.row, "row not sent: {message}");
+    }
     let info = place.info(ctx, prompt, model.to_string(), String::new());
     Record::error(info, message, 0, 0)
 }
@@ -654,7 +657,11 @@ impl RowAttempts {
                 }))
             }
             FailureKind::Transient if attempts > ctx.retry.max_retries || self.no_more_attempts => {
-                let message = format!("gave up after {on_record} attempts: {}", failure.message);
+                let message = format!(
+                    "gave up after {}: {}",
+                    crate::human::count(u64::from(on_record), "attempt"),
+                    failure.message
+                );
                 if self.unaccepted {
                     ctx.counters.unaccepted.fetch_add(1, Relaxed);
                 } else {

@@ -257,3 +257,114 @@ fn numbers_are_kept_as_written_in_kept_fields_parsed_answers_and_exports() {
     assert!(text.contains("123456789012345678901234567890"), "{text}");
     assert!(text.contains(",1.50"), "{text}");
 }
+
+#[test]
+fn messages_count_right_and_money_is_written_rounded() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    // 50 malformed lines and 30 empty prompts under --skip-invalid: a few warnings of each kind.
+    let mut text = String::new();
+    for i in 1..=50 {
+        text.push_str(&format!(
+            "{{\"id\": \"ok{i}\", \"prompt\": \"fine {i}\"}}\nnot json {i}\n"
+        ));
+    }
+    for i in 1..=30 {
+        text.push_str(&format!("{{\"id\": \"e{i}\", \"prompt\": \"\"}}\n"));
+    }
+    let input = work.write("in.jsonl", &text);
+    let output = work.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["--skip-invalid"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let warnings = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("row not sent"))
+        .count();
+    assert!(warnings <= 6, "{warnings} warnings: {}", r.stderr);
+    // Money is written rounded to 1e-9.
+    let raw = std::fs::read_to_string(&output).unwrap();
+    for line in raw.lines() {
+        if let Some(at) = line.find("\"cost_usd\":") {
+            let value: String = line[at + 11..]
+                .chars()
+                .take_while(|c| *c != ',' && *c != '}')
+                .collect();
+            let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 9, "{value} in {line}");
+        }
+    }
+
+    // One attempt is "1 attempt".
+    let input = work.write(
+        "one.jsonl",
+        "{\"id\": \"x\", \"prompt\": \"x #sim:status=500\"}\n",
+    );
+    let r = run(
+        &sim,
+        &input,
+        &work.path("one.out.jsonl"),
+        &["--max-retries", "0"],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let record = &read_jsonl(&work.path("one.out.jsonl"))[0];
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after 1 attempt:"),
+        "{record}"
+    );
+
+    // A negative cap is told so, not "use -- -1".
+    let r = run(&sim, &input, &work.path("neg.jsonl"), &["--max-cost", "-1"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("must be a positive amount"),
+        "{}",
+        r.stderr
+    );
+
+    // The budget stop's command raises the cap instead of repeating it.
+    let input = work.write("many.jsonl", &rows(30));
+    let capped = work.path("capped.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &capped,
+        &["--max-cost", "0.001", "--max-tokens", "100"],
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("--max-cost 0.002"), "{}", r.stderr);
+}
+
+#[test]
+fn a_parquet_output_stopped_early_says_what_the_old_file_still_holds() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(30));
+    let output = work.path("out.parquet");
+    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    // Changed prompts (a template) and a cap that stops the run at once.
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &[
+            "--template",
+            "Again: {prompt}",
+            "--max-cost",
+            "0.0001",
+            "--max-tokens",
+            "100",
+        ],
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("still holds the 30 records of an earlier run"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("is not written yet"), "{}", r.stderr);
+}

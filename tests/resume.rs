@@ -569,10 +569,9 @@ fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("stopping now"), "{stderr}");
     assert_eq!(slow.stats()["completions"], 0, "no answer was waited for");
-    assert_eq!(
-        read_jsonl(&output).len(),
-        0,
-        "abandoned rows have no record"
+    assert!(
+        !output.exists(),
+        "abandoned rows have no record (and no empty file is left)"
     );
 
     let sim = Sim::plain();

@@ -503,6 +503,8 @@ struct BatchRun<'a> {
     unsubmitted: bool,
     /// The last pass stopped at `--max-cost` with batches in flight.
     budget_bound: bool,
+    /// Error records' warnings printed (the first few of each kind).
+    warnings: crate::repeats::Repeats,
     /// Final batches whose files stayed short ([`DOWNLOADS`] tries): not polled again by
     /// this run.
     deferred: std::collections::HashSet<String>,
@@ -546,6 +548,7 @@ impl<'a> BatchRun<'a> {
             unsubmitted: false,
             budget_bound: false,
             deferred: Default::default(),
+            warnings: Default::default(),
         })
     }
 
@@ -953,8 +956,8 @@ impl<'a> BatchRun<'a> {
         };
         if !self.quiet {
             say!(
-                "uploaded {file_id}: {} requests",
-                crate::human::group(rows as u64)
+                "uploaded {file_id}: {}",
+                crate::human::count(rows as u64, "request")
             );
         }
         let entry = &mut self.state.batches[index];
@@ -1457,7 +1460,10 @@ impl<'a> BatchRun<'a> {
     /// Hands a record to the writer and marks its unit as having one.
     async fn write(&mut self, writer: &Writer, record: Record, unit: u64) {
         if record.status == crate::output::Status::Error {
-            tracing::warn!(id = %record.id, row = record.row, "row failed: {}", record.error.as_deref().unwrap_or_default());
+            let message = record.error.as_deref().unwrap_or_default();
+            if self.warnings.show(message) {
+                tracing::warn!(id = %record.id, row = record.row, "row failed: {message}");
+            }
         }
         self.skip.insert(unit);
         let _ = writer.sender.send(Finished { record, slot: None }).await;
@@ -1561,7 +1567,10 @@ impl<'a> BatchRun<'a> {
                     &self.counters.transient_errors
                 };
                 counter.fetch_add(1, Relaxed);
-                let message = format!("gave up after {attempts} batches: {message}");
+                let message = format!(
+                    "gave up after {}: {message}",
+                    crate::human::count(u64::from(attempts), "batch")
+                );
                 let info = (request.prompt, request.model, fingerprint, latency_ms);
                 self.answered_error(place, info, message, attempts)
             }

@@ -645,6 +645,11 @@ pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
     csv::header_names(opts.open_reader()?, &opts.path)
 }
 
+/// The rows of a Parquet file (`None` when it is not one, or cannot be read).
+pub fn parquet_rows(path: &Path) -> Option<u64> {
+    parquet::count_rows(path)
+}
+
 /// Counts the data records of an input quickly (for the progress bar's total); `None` for stdin
 /// or when the file cannot be read.
 pub fn count_rows(opts: &InputOptions) -> Option<u64> {

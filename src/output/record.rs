@@ -37,8 +37,9 @@ pub struct Record {
     pub status: Status,
     pub error: Option<String>,
     pub response_id: Option<String>,
-    /// USD; `None` (null / empty) when the model has no price.
-    #[serde(default)]
+    /// USD; `None` (null / empty) when the model has no price. Written rounded to 1e-9
+    /// (`0.00044625`, not `0.00044625000000000003`).
+    #[serde(default, serialize_with = "crate::human::serialize_opt_usd")]
     pub cost_usd: Option<f64>,
     /// Hash of the request body sent (empty when no request could be built); resume compares it.
     #[serde(default)]
