@@ -10,6 +10,26 @@ pub fn is_csv(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
 
+/// The extension of a file kind promptbatch does not write (a spreadsheet, another table
+/// format), lower-cased: an output named so would hold JSONL no tool opening it expects.
+pub fn foreign_output_extension(path: &Path) -> Option<String> {
+    const FOREIGN: [&str; 14] = [
+        "xlsx", "xls", "xlsm", "xlsb", "ods", "numbers", "tsv", "feather", "arrow", "avro", "orc",
+        "sqlite", "db", "pdf",
+    ];
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    FOREIGN.contains(&ext.as_str()).then_some(ext)
+}
+
+/// Whether an extension names JSON lines (`.jsonl`, `.ndjson`, `.jsonlines`, `.json`).
+pub fn is_jsonl_name(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["jsonl", "ndjson", "jsonlines", "json"]
+            .iter()
+            .any(|j| e.eq_ignore_ascii_case(j))
+    })
+}
+
 /// `.parquet` (any case): a Parquet input, or a run's output written as Parquet at the end of the
 /// run from its JSONL checkpoint ([`checkpoint`]).
 pub fn is_parquet(path: &Path) -> bool {

@@ -102,6 +102,15 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
 fn output_format(opts: &Job, output: &Path) -> Result<crate::output::format::OutputFormat, Error> {
     use crate::output::format::OutputFormat;
     let csv_path = crate::paths::is_csv(output);
+    if let (None, Some(ext)) = (
+        opts.output.format,
+        crate::paths::foreign_output_extension(output),
+    ) {
+        return Err(Error::Config(format!(
+            "--output {}: promptbatch writes JSONL, CSV (.csv) or Parquet (.parquet), not .{ext}: name the output .jsonl, .csv or .parquet (`promptbatch export` converts it later), or pass --output-format jsonl to write JSONL under this name anyway",
+            opts.output.path.display()
+        )));
+    }
     if let Some(asked) = opts.output.format {
         if (asked == OutputFormat::Csv) != csv_path {
             return Err(Error::Config(format!(

@@ -368,3 +368,35 @@ fn a_parquet_output_stopped_early_says_what_the_old_file_still_holds() {
     );
     assert!(!r.stderr.contains("is not written yet"), "{}", r.stderr);
 }
+
+#[test]
+fn files_named_otherwise_are_read_by_their_content_and_a_spreadsheet_output_is_refused() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    // A CSV named .txt, as a spreadsheet export may be: read as CSV, not as broken JSONL.
+    let input = work.write("tickets.txt", "id,prompt\nt1,hello\nt2,\"a, b\"\n");
+    let output = work.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 2);
+    let t2 = records.iter().find(|r| r["id"] == "t2").unwrap();
+    assert_eq!(t2["prompt"], "a, b");
+    // JSONL without an extension is still JSONL.
+    let jsonl = work.write("rows", &rows(3));
+    assert_eq!(
+        run(&sim, &jsonl, &work.path("rows.out.jsonl"), &["-q"]).code,
+        0
+    );
+
+    // An output named .xlsx would hold JSONL no spreadsheet opens: refused, nothing sent.
+    let before = sim.requests();
+    let xlsx = work.path("out.xlsx");
+    let r = run(&sim, &input, &xlsx, &["-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--output-format"), "{}", r.stderr);
+    assert_eq!(sim.requests(), before);
+    assert!(!xlsx.exists());
+    let r = run(&sim, &input, &xlsx, &["-q", "--output-format", "jsonl"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

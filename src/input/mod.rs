@@ -419,11 +419,33 @@ pub fn resolve_format(opts: &InputOptions) -> InputFormat {
                 InputFormat::Csv
             } else if crate::paths::is_parquet(&opts.path) {
                 InputFormat::Parquet
-            } else {
+            } else if opts.reads_once() || crate::paths::is_jsonl_name(&opts.path) {
                 InputFormat::Jsonl
+            } else {
+                sniff(&opts.path)
             }
         }
         other => other,
+    }
+}
+
+/// The format of a file whose name does not say (`.txt`, no extension): Parquet by its magic
+/// bytes, JSONL when its first character (after a BOM and blanks) opens a JSON object, else
+/// CSV.
+fn sniff(path: &Path) -> InputFormat {
+    use std::io::Read as _;
+    let mut head = [0u8; 512];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..read];
+    if head.starts_with(b"PAR1") {
+        return InputFormat::Parquet;
+    }
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => InputFormat::Jsonl,
+        Some(_) => InputFormat::Csv,
     }
 }
 
