@@ -26,6 +26,9 @@ pub struct Merged {
     /// `(id, first file, second file)` of the first ids seen twice.
     pub duplicates: Vec<(String, String, String)>,
     pub duplicate_count: u64,
+    /// The models each file's records were sent to (sorted): shards run with other `--model`
+    /// lists show here.
+    pub models: Vec<Vec<String>>,
 }
 
 /// What `merge` is asked (the flags of `promptbatch merge`).
@@ -46,6 +49,15 @@ const SHOWN: usize = 10;
 
 /// Runs `promptbatch merge`; returns the exit code.
 pub fn run(opts: &MergeOptions) -> Result<i32, Error> {
+    for (i, a) in opts.outputs.iter().enumerate() {
+        if let Some(b) = opts.outputs[i + 1..].iter().find(|b| same_file(a, b)) {
+            return Err(Error::Config(format!(
+                "{} and {} are the same file: give each shard's output once",
+                a.display(),
+                b.display()
+            )));
+        }
+    }
     for input in &opts.outputs {
         if same_file(input, &opts.output) {
             return Err(Error::Config(format!(
@@ -64,7 +76,12 @@ pub fn run(opts: &MergeOptions) -> Result<i32, Error> {
     let ok = report(&merged, opts);
     if !ok {
         let _ = std::fs::remove_file(&tmp);
-        say!("{} was not written", opts.output.display());
+        say!(
+            "{} was not written ({} records read from {} files)",
+            opts.output.display(),
+            group(merged.records),
+            opts.outputs.len()
+        );
         return Ok(exit_code::FAILURE);
     }
     std::fs::rename(&tmp, &opts.output)
@@ -103,9 +120,13 @@ pub fn merge(
     let mut merged = Merged::default();
     for (file, path) in inputs.iter().enumerate() {
         let mut records = Records::<Record>::open(path)?;
+        let mut models: Vec<String> = Vec::new();
         while let Some(item) = records.next() {
             let (line, mut record) = item?;
             record.kept = records.last_extras();
+            if !models.contains(&record.model) {
+                models.push(record.model.clone());
+            }
             if let Some(name) = record
                 .kept
                 .as_deref()
@@ -132,6 +153,8 @@ pub fn merge(
                 buf.clear();
             }
         }
+        models.sort();
+        merged.models.push(models);
         if let Some(torn) = records.torn() {
             say!(
                 "warning: {}:{}: a torn last record was skipped ({}); finish that shard's run first",
@@ -217,14 +240,21 @@ fn id_with_hash(path: &Path, hash: u64) -> Result<Option<String>, Error> {
 
 /// Prints what the merge found; whether every check passed.
 fn report(merged: &Merged, opts: &MergeOptions) -> bool {
-    say!(
-        "merged {} records from {} files into {} ({} error records)",
-        group(merged.records),
-        opts.outputs.len(),
-        opts.output.display(),
-        group(merged.errors)
-    );
     let mut ok = true;
+    // Shards of one run send to the same models; other ones were run with another --model.
+    if let Some(first) = merged.models.first() {
+        for (i, models) in merged.models.iter().enumerate().skip(1) {
+            if models != first && !models.is_empty() && !first.is_empty() {
+                say!(
+                    "warning: {} holds records of models {}, and {} of models {}: were the shards run with different --model lists? (rows naming their own model may differ by shard)",
+                    opts.outputs[0].display(),
+                    first.join(", "),
+                    opts.outputs[i].display(),
+                    models.join(", ")
+                );
+            }
+        }
+    }
     for (id, first, second) in &merged.duplicates {
         say!("error: id `{id}` is in {first} and in {second}");
     }
@@ -259,6 +289,15 @@ fn report(merged: &Merged, opts: &MergeOptions) -> bool {
             "no id repeats; to check that none is missing, pass --expect-rows N (the row count `promptbatch validate INPUT` prints)"
         ),
         None => {}
+    }
+    if ok {
+        say!(
+            "merged {} records from {} files into {} ({} error records)",
+            group(merged.records),
+            opts.outputs.len(),
+            opts.output.display(),
+            group(merged.errors)
+        );
     }
     ok
 }

@@ -400,3 +400,27 @@ fn files_named_otherwise_are_read_by_their_content_and_a_spreadsheet_output_is_r
     let r = run(&sim, &input, &xlsx, &["-q", "--output-format", "jsonl"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn merge_names_shards_of_other_model_lists() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(40));
+    let (a, b) = (work.path("a.jsonl"), work.path("b.jsonl"));
+    assert_eq!(run(&sim, &input, &a, &["-q", "--shard", "0/2"]).code, 0);
+    let other = ["-q", "--shard", "1/2", "--model", "gemini-3.1-pro-preview"];
+    assert_eq!(run(&sim, &input, &b, &other).code, 0);
+    let all = work.path("all.jsonl");
+    let r = run_args(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "-o",
+        all.to_str().unwrap(),
+    ]);
+    assert!(
+        r.stderr.contains("different --model lists") && r.stderr.contains("gemini-3.1-pro-preview"),
+        "{}",
+        r.stderr
+    );
+}

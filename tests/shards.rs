@@ -73,9 +73,19 @@ fn shards_split_the_rows_and_merge_checks_every_row_once() {
             .collect();
         assert_eq!(ids.len(), 300);
 
-        // Overlapping shards (the same shard twice) and a missing shard are both caught.
+        // The same file twice is named as such; overlapping shards (a copy of a shard) and a
+        // missing shard are both caught, and a failed merge says it wrote nothing.
+        let mut twice = args.clone();
+        twice[2] = twice[1];
+        twice.push("--force");
+        let r = run_args(&twice);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains("are the same file"), "{}", r.stderr);
+        let copy = dir.path("copy-of-out-0.jsonl");
+        std::fs::copy(&outputs[0], &copy).unwrap();
+        let copy = copy.display().to_string();
         let mut overlap = args.clone();
-        overlap[2] = overlap[1];
+        overlap[2] = &copy;
         overlap.push("--force");
         let r = run_args(&overlap);
         assert_eq!(r.code, 1, "{}", r.stderr);
@@ -84,6 +94,7 @@ fn shards_split_the_rows_and_merge_checks_every_row_once() {
             "{}",
             r.stderr
         );
+        assert!(!r.stderr.contains("merged "), "{}", r.stderr);
         let missing: Vec<&str> = args
             .iter()
             .copied()
