@@ -554,9 +554,12 @@ fn shards_with_two_models_merge_into_one_record_per_row_and_model() {
     let r = run_args(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_one_record_per_pair(&all, n, &["a", "b"]);
-    // The same shard twice is still an overlap, named with its model.
+    // A copy of a shard is an overlap, named with its model.
     let all2 = dir.path("all2.jsonl");
-    let r = run_args(&["merge", &parts[0], &parts[0], "-o", all2.to_str().unwrap()]);
+    let copy = dir.path("copy-of-part-0.jsonl");
+    std::fs::copy(&parts[0], &copy).unwrap();
+    let copy = copy.to_str().unwrap();
+    let r = run_args(&["merge", &parts[0], copy, "-o", all2.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("` for model `a` is in"), "{}", r.stderr);
 }

@@ -472,6 +472,25 @@ struct Pending {
     batch_id: Arc<str>,
 }
 
+/// The records one collection wrote so far (for the debug-only `during-download` kill point).
+struct Midway {
+    /// Records the collection writes at most.
+    total: usize,
+    /// Records of earlier collections of this run.
+    done_before: u64,
+    written: usize,
+}
+
+impl Midway {
+    fn new(total: usize, done_before: u64) -> Self {
+        Midway {
+            total,
+            done_before,
+            written: 0,
+        }
+    }
+}
+
 /// One batch run in progress.
 struct BatchRun<'a> {
     opts: &'a Job,
@@ -1301,10 +1320,7 @@ impl<'a> BatchRun<'a> {
         let pass_started = Instant::now();
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
-        let total = outcomes.len();
-        // Records of earlier collections in this run (the kill point counts this one's).
-        let done_before = self.counters.done();
-        let mut written = 0usize;
+        let mut written = Midway::new(outcomes.len(), self.counters.done());
         while let Some(chunk) = chunks.recv().await {
             for item in chunk {
                 let row = item?;
@@ -1337,15 +1353,13 @@ impl<'a> BatchRun<'a> {
                     .write_outcome(writer, unit, key, row, pending, answers)
                     .await?
                 {
-                    written += 1;
-                    if written == total.div_ceil(2) {
-                        self.abort_midway(done_before + written as u64).await;
-                    }
+                    self.wrote_one(&mut written).await;
                 }
             }
         }
         tracing::debug!(
-            "collected {written} records in one pass over the input up to row {last} ({} ms)",
+            "collected {} records in one pass over the input up to row {last} ({} ms)",
+            written.written,
             pass_started.elapsed().as_millis()
         );
         Ok(())
@@ -1367,7 +1381,7 @@ impl<'a> BatchRun<'a> {
         }
         // Rows with a record whose request some batch row has: (custom_id, explicit, fingerprint).
         let mut recorded = Vec::new();
-        let (total, done_before, mut written) = (outcomes.len(), self.counters.done(), 0usize);
+        let mut written = Midway::new(outcomes.len(), self.counters.done());
         let rows = input::open(&self.opts.input, &self.opts.request, None)?;
         let mut chunks = crate::pipeline::spawn_reader(rows, 64);
         'reading: while let Some(chunk) = chunks.recv().await {
@@ -1398,10 +1412,7 @@ impl<'a> BatchRun<'a> {
                     .write_outcome(writer, unit, key, row, pending, answers)
                     .await?
                 {
-                    written += 1;
-                    if written == total.div_ceil(2) {
-                        self.abort_midway(done_before + written as u64).await;
-                    }
+                    self.wrote_one(&mut written).await;
                 }
             }
         }
@@ -1438,13 +1449,15 @@ impl<'a> BatchRun<'a> {
         Ok(true)
     }
 
-    /// Debug builds: `PROMPTBATCH_TEST_ABORT_AT=during-download` aborts once half the records of
-    /// a collection are in the output (`written`: the run's records by then, earlier
-    /// collections' included).
-    async fn abort_midway(&self, written: u64) {
-        if !abort_requested("during-download") {
+    /// Counts a record a collection wrote. Debug builds: `PROMPTBATCH_TEST_ABORT_AT=
+    /// during-download` aborts once half its records are in the output.
+    async fn wrote_one(&self, midway: &mut Midway) {
+        midway.written += 1;
+        if midway.written != midway.total.div_ceil(2) || !abort_requested("during-download") {
             return;
         }
+        // The run's records by then, earlier collections' included.
+        let written = midway.done_before + midway.written as u64;
         while self.counters.done() < written {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
