@@ -52,7 +52,6 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.
     let early_rows = input::open(&opts.input, &opts.request, None)?;
-    crate::validate::refuse_unreadable_rows(&opts.input, &opts.request)?;
     let prices = PriceTable::load(opts.cost.prices.as_deref())?;
     let (client, simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
@@ -67,7 +66,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     let (lock, output) = take_output(opts, &client)?;
     check_output_columns(&output, &kept_columns)?;
     let output_format = output_format(opts, &output)?;
-    let (done_rows, plan) = plan_resume(opts, &output, &client).await?;
+    let (done_rows, plan) = plan_with_every_row_readable(opts, &output, &client).await?;
     let done = done_rows.clone();
     let rows = match done_rows {
         Some(done) => {
@@ -269,6 +268,30 @@ pub(crate) fn refuse_output_over_input(opts: &Job) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The resume plan, once every record of a file input is known to be readable (unless
+/// `--skip-invalid`): a malformed line at row 900,000 must not stop a night after the rows
+/// before it were paid. A new output gets a reading pass that lists every unreadable record
+/// (`validate::refuse_unreadable_rows`); a resumed one needs none — its plan reads every row
+/// strictly — unless that plan stops at a bad record, which the pass then lists with the rest.
+async fn plan_with_every_row_readable(
+    opts: &Job,
+    output: &Path,
+    client: &ApiClient,
+) -> Result<(Option<RowSet>, Option<Plan>), Error> {
+    let check = || crate::validate::refuse_unreadable_rows(&opts.input, &opts.request);
+    match plan_resume(opts, output, client).await {
+        Ok((None, None)) => {
+            check()?;
+            Ok((None, None))
+        }
+        Err(e @ Error::Input { .. }) => {
+            check()?;
+            Err(e)
+        }
+        planned => planned,
+    }
 }
 
 /// When OUTPUT (at its real path `output`) has records: index it, claim the rows already done in
