@@ -12,9 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::batch::{
-    assert_one_ok_record_per_row, batch_command, batch_stats, count, rows, run_batch, state_file,
+    assert_one_ok_record_per_row, batch_command, batch_stats, count, rows, run_batch, schema_files,
+    state_file,
 };
-use common::{assert_no_key, read_jsonl, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
+use common::{assert_no_key, read_jsonl, Sim, Workdir, LABEL_SCHEMA};
 use promptbatch::SimOptions;
 use serde_json::{json, Value};
 
@@ -785,10 +786,7 @@ fn batch_cost(record: &Value) -> f64 {
 fn json_schema_batch_answers_are_checked_and_failures_retried_in_new_batches_with_their_cost() {
     let sim = Sim::plain();
     let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    let output = work.path("out.jsonl");
-    let schema_arg = schema.display().to_string();
+    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
     let result = run_batch(
         &sim,
         &input,
@@ -897,10 +895,7 @@ fn json_schema_batch_answers_are_checked_and_failures_retried_in_new_batches_wit
 fn json_schema_batch_answers_become_csv_columns() {
     let sim = Sim::plain();
     let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    let output = work.path("out.csv");
-    let schema_arg = schema.display().to_string();
+    let (input, output, schema_arg) = schema_files(&work, "out.csv");
     let result = run_batch(
         &sim,
         &input,
@@ -1031,10 +1026,7 @@ fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
 fn killed_while_collecting_schema_retries_the_resume_counts_each_paid_answer_once() {
     let sim = Sim::plain();
     let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    let output = work.path("out.jsonl");
-    let schema_arg = schema.display().to_string();
+    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
     let args = ["--json-schema", schema_arg.as_str(), "-q"];
     // Batch 1 writes a and sends b and c again (their first answers' cost kept in the state);
     // the kill comes once b's record from batch 2 is written, before c's answer is handled and
@@ -1095,10 +1087,7 @@ fn json_schema_with_fallback_live_carries_the_batch_answers_cost_to_the_live_rec
     // answer too, at the batch price, and the summary, `report` and the records agree.
     let sim = Sim::plain();
     let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    let output = work.path("out.jsonl");
-    let schema_arg = schema.display().to_string();
+    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
     let args = [
         "--json-schema",
         schema_arg.as_str(),
@@ -1171,10 +1160,7 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
         ..SimOptions::default()
     });
     let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    let output = work.path("out.jsonl");
-    let schema_arg = schema.display().to_string();
+    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
     let args = [
         "--json-schema",
         schema_arg.as_str(),

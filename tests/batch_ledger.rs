@@ -10,8 +10,8 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::batch::{batch_stats, count, rows, run_batch, state_file};
-use common::{assert_no_key, read_jsonl, run, run_args, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
+use common::batch::{batch_stats, count, rows, run_batch, schema_files, state_file};
+use common::{assert_no_key, read_jsonl, run, run_args, Sim, Workdir};
 use promptbatch::SimOptions;
 use serde_json::Value;
 
@@ -473,10 +473,7 @@ fn a_live_run_after_a_batch_run_stopped_before_resending_gives_its_records_the_p
     // answers' cost too, and the state is gone once every row has a record.
     let sim = Sim::plain();
     let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    let output = work.path("out.jsonl");
-    let schema_arg = schema.display().to_string();
+    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
     let args = ["--json-schema", schema_arg.as_str(), "--max-retries", "1"];
     let detached = run_batch(
         &sim,

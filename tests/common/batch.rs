@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{command, read_jsonl, RunResult, Sim};
+use super::{command, read_jsonl, RunResult, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
 
 /// `n` JSONL rows with ids `r1..rn` and prompts `prompt {i}` (plus `extra(i)` when given).
 pub fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
@@ -92,4 +92,15 @@ pub fn state_file(output: &Path) -> std::path::PathBuf {
     let mut name = output.as_os_str().to_owned();
     name.push(".batch.json");
     name.into()
+}
+
+/// The `--json-schema` rows in `work`: the input (`SCHEMA_ROWS`), the output path `output` and
+/// `--json-schema`'s argument (`LABEL_SCHEMA` written to a file).
+pub fn schema_files(
+    work: &Workdir,
+    output: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let schema = work.write("sentiment.json", LABEL_SCHEMA);
+    let input = work.write("in.jsonl", SCHEMA_ROWS);
+    (input, work.path(output), schema.display().to_string())
 }
