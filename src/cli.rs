@@ -216,7 +216,7 @@ pub struct RunArgs {
     pub api_key_env: Option<String>,
 
     /// Requests in flight at once.
-    #[arg(short = 'c', long, default_value_t = promptbatch::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, default_value_t = promptbatch::live::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
     /// Requests per minute cap (spread evenly, no burst at start-up).
@@ -268,28 +268,28 @@ pub struct RunArgs {
     pub max_retries: u32,
 
     /// Bound on one whole attempt, from connecting to the last byte of the answer.
-    #[arg(long, default_value = "10m", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "10m", value_parser = promptbatch::util::duration::parse)]
     pub timeout: Duration,
 
     /// Bound on establishing a connection.
-    #[arg(long, default_value = "10s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = promptbatch::util::duration::parse)]
     pub connect_timeout: Duration,
 
     /// First retry backoff; doubles per attempt, with full jitter. A 429 waits its advice, or
     /// about this long without one (never doubled).
-    #[arg(long, default_value = "1s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = promptbatch::util::duration::parse)]
     pub backoff_base: Duration,
 
     /// Longest backoff between two attempts of a row.
-    #[arg(long, default_value = "60s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "60s", value_parser = promptbatch::util::duration::parse)]
     pub backoff_max: Duration,
 
     /// After the first Ctrl-C, how long in-flight requests may still finish.
-    #[arg(long, default_value = "30s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "30s", value_parser = promptbatch::util::duration::parse)]
     pub grace: Duration,
 
     /// When stderr is not a terminal: one progress line every this often.
-    #[arg(long, default_value = "30s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "30s", value_parser = promptbatch::util::duration::parse)]
     pub log_every: Duration,
 
     /// No progress display (the end-of-run summary is still printed).
@@ -326,7 +326,7 @@ pub struct RunArgs {
     pub batch_max_bytes: u64,
 
     /// --via batch: how often to read the batches' status.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = promptbatch::util::duration::parse)]
     pub poll_every: Duration,
 
     /// --via batch: where rows go whose batch expired, failed or was cancelled, or that the
@@ -400,7 +400,7 @@ pub struct EstimateArgs {
 
     /// Requests in flight the run would use (with --from-output: the time the sample's
     /// latency implies).
-    #[arg(short = 'c', long, default_value_t = promptbatch::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, default_value_t = promptbatch::live::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
     /// Requests per minute the run would be allowed (for the time estimate).
@@ -550,7 +550,7 @@ pub struct SimArgs {
 
     /// Retry-After sent with injected 429s (whole seconds are also sent as `Retry-After`,
     /// the exact value as `retry-after-ms`).
-    #[arg(long, default_value = "1s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = promptbatch::util::duration::parse)]
     pub retry_after: Duration,
 
     /// Fraction of requests answered 500.
@@ -592,7 +592,7 @@ pub struct SimArgs {
     pub limit_rpm: Option<LimitSchedule>,
 
     /// The window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
-    #[arg(long, default_value = "60s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "60s", value_parser = promptbatch::util::duration::parse)]
     pub limit_window: Duration,
 
     /// How `--limit-rpm` counts: `sliding` (the requests admitted in any sliding window; a 429
@@ -620,7 +620,7 @@ pub struct SimArgs {
     pub chunked: bool,
 
     /// Batch API: how long a batch takes from creation to its final status.
-    #[arg(long, default_value = "0s", value_parser = promptbatch::duration::parse)]
+    #[arg(long, default_value = "0s", value_parser = promptbatch::util::duration::parse)]
     pub batch_time: Duration,
 
     /// Batch API: the first N batches created expire (half their requests answered, the rest

@@ -69,78 +69,49 @@ macro_rules! say {
 #[doc(hidden)]
 pub mod api;
 pub mod batch;
-mod batch_options;
-mod breaker;
-mod budget;
-#[doc(hidden)]
-pub mod cost;
-#[doc(hidden)]
-pub mod duration;
 pub mod error;
 #[doc(hidden)]
 pub mod estimate;
-mod fingerprint;
-#[doc(hidden)]
-pub mod human;
 #[doc(hidden)]
 pub mod input;
-mod job;
 #[doc(hidden)]
-pub mod ledger;
+pub mod live;
 #[doc(hidden)]
-pub mod limit;
-#[doc(hidden)]
-pub mod merge;
-mod model_name;
+pub mod money;
 #[doc(hidden)]
 pub mod output;
-mod pacing;
 mod paths;
-mod pipeline;
-mod prepare;
-#[doc(hidden)]
-pub mod progress;
-#[doc(hidden)]
-pub mod redact;
-mod repeats;
 #[doc(hidden)]
 pub mod report;
-mod run;
 #[doc(hidden)]
-pub mod schema;
-mod shutdown;
+pub mod run;
 #[doc(hidden)]
 pub mod sim;
-mod sketch;
-mod spent;
-mod spill;
 #[doc(hidden)]
 pub mod tokens;
 #[doc(hidden)]
-pub mod validate;
-#[doc(hidden)]
-pub mod worker;
+pub mod util;
 
 // The facade: what a program using the library needs. Everything else is pub(crate), or — where
 // the binary's printing or the property tests reach into it — a `#[doc(hidden)]` module that is
 // not part of the API.
 pub use api::request::RequestOptions;
+pub use api::schema::JsonSchema;
 pub use api::EndpointOptions;
 pub use batch::{BatchOptions, Fallback, Via};
-pub use breaker::{
-    Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
-};
-pub use cost::CostOptions;
 pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};
+pub use input::validate::{validate, Validation};
 pub use input::{InputFormat, InputOptions, Shard};
-pub use job::{Job, RecordCallback};
-pub use limit::LimitOptions;
-pub use merge::MergeOptions;
+pub use live::breaker::{
+    Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
+};
+pub use live::limit::LimitOptions;
+pub use live::worker::RetryPolicy;
+pub use money::cost::CostOptions;
+pub use output::merge::MergeOptions;
 pub use output::{OutputOptions, Record, Status};
-pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
-pub use schema::JsonSchema;
+pub use run::job::{Job, RecordCallback};
+pub use run::progress::{Display, StopReason, Summary};
 pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
-pub use validate::{validate, Validation};
-pub use worker::RetryPolicy;

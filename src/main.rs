@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             args.input.into_options(),
             args.request.into_options(),
         )),
-        Command::Merge(args) => finish(promptbatch::merge::run(&args.into_options())),
+        Command::Merge(args) => finish(promptbatch::output::merge::run(&args.into_options())),
         Command::Export(args) => finish(export(args.into_options())),
         Command::MockServer(args) => runtime.block_on(mock_server(args)),
         Command::Cancel(args) => finish(runtime.block_on(cancel(args))),
@@ -110,7 +110,7 @@ fn export(opts: promptbatch::output::export::ExportOptions) -> Result<i32, Error
     }
     promptbatch::say!(
         "wrote {} records, {} columns, to {}",
-        promptbatch::human::group(exported.records),
+        promptbatch::util::human::group(exported.records),
         exported.columns.len(),
         opts.dest.display()
     );
@@ -122,8 +122,8 @@ fn validate(
     input: promptbatch::input::InputOptions,
     request: promptbatch::api::request::RequestOptions,
 ) -> Result<i32, Error> {
-    let validation = promptbatch::validate::validate(&input, &request)?;
-    print_out(&promptbatch::validate::render(&validation, &input))?;
+    let validation = promptbatch::input::validate::validate(&input, &request)?;
+    print_out(&promptbatch::input::validate::render(&validation, &input))?;
     Ok(if validation.is_clean() {
         exit_code::OK
     } else {
@@ -215,13 +215,13 @@ fn report_run(opts: &Job, summary: &Summary) -> i32 {
     if summary.warnings_suppressed > 0 {
         promptbatch::say!(
             "{} more row failures with the same messages were not shown (`promptbatch report {output}` groups them)",
-            promptbatch::human::group(summary.warnings_suppressed)
+            promptbatch::util::human::group(summary.warnings_suppressed)
         );
     }
     if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
         promptbatch::say!(
             "{} rows were started but have no record; the next run sends them",
-            promptbatch::human::group(summary.unrecorded)
+            promptbatch::util::human::group(summary.unrecorded)
         );
     }
     code
@@ -243,7 +243,7 @@ fn report_completed(opts: &Job, summary: &Summary) -> i32 {
     match opts.input.limit {
         Some(n) => promptbatch::say!(
             "done: each of the first {} rows (--limit) has an ok record in {output}; run without --limit to send the rest",
-            promptbatch::human::group(n)
+            promptbatch::util::human::group(n)
         ),
         None => promptbatch::say!("done: every row has an ok record in {output}"),
     }
@@ -301,10 +301,10 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
                     refusal.model,
                     match (refusal.successes, refusal.worked_before) {
                         (0, _) => "rows of earlier runs".to_string(),
-                        (n, false) => format!("{} rows of this run", promptbatch::human::group(n)),
+                        (n, false) => format!("{} rows of this run", promptbatch::util::human::group(n)),
                         (n, true) => format!(
                             "{} rows of this run and rows of earlier runs",
-                            promptbatch::human::group(n)
+                            promptbatch::util::human::group(n)
                         ),
                     },
                     promptbatch::REFUSALS_AFTER_SUCCESS,
@@ -331,18 +331,18 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
         } => {
             promptbatch::say!(
                 "detached: {} holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
-                promptbatch::human::count(*batches, "batch"),
-                promptbatch::human::group(*rows),
+                promptbatch::util::human::count(*batches, "batch"),
+                promptbatch::util::human::group(*rows),
                 state.display(),
                 resume_command()
             );
             exit_code::OK
         }
         StopReason::Budget { cap } => {
-            let raised = format!("{}", promptbatch::human::round_usd(*cap * 2.0));
+            let raised = format!("{}", promptbatch::util::human::round_usd(*cap * 2.0));
             promptbatch::say!(
                 "stopped at the budget cap of {}: rows not sent have no record; to continue, re-run with a higher --max-cost (here twice the cap: choose yours):\n  {}",
-                promptbatch::human::format_usd(*cap),
+                promptbatch::util::human::format_usd(*cap),
                 with_max_cost(&rerun_command(opts), &raised)
             );
             exit_code::BUDGET
@@ -357,7 +357,7 @@ fn report_errors(summary: &Summary, output: &str) {
     let transient = summary.transient_errors;
     let unaccepted = summary.unaccepted;
     let others = summary.errors.saturating_sub(transient + unaccepted);
-    let group = promptbatch::human::group;
+    let group = promptbatch::util::human::group;
     promptbatch::say!(
         "done with errors: {} rows are error records in {output} (see their `error` field; `promptbatch report {output}` groups them)",
         group(errors)
@@ -474,7 +474,7 @@ fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
     let key_like = |value: &std::ffi::OsStr| {
         value
             .to_str()
-            .is_none_or(promptbatch::redact::looks_like_a_key)
+            .is_none_or(promptbatch::util::redact::looks_like_a_key)
     };
     for i in 0..args.len() {
         if args[i] == "--api-key-env" && args.get(i + 1).is_some_and(|v| key_like(v)) {
@@ -483,7 +483,7 @@ fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
         let inline = args[i]
             .to_str()
             .and_then(|a| a.strip_prefix("--api-key-env="))
-            .is_some_and(promptbatch::redact::looks_like_a_key);
+            .is_some_and(promptbatch::util::redact::looks_like_a_key);
         if inline {
             args[i] = "--api-key-env=[redacted]".into();
         }
@@ -493,7 +493,7 @@ fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
 /// An argument as it may be printed: the user-info of a URL in it redacted.
 fn without_user_info(arg: &std::ffi::OsString) -> std::ffi::OsString {
     match arg.to_str() {
-        Some(text) if text.contains("://") => promptbatch::redact::url_userinfo(text).into(),
+        Some(text) if text.contains("://") => promptbatch::util::redact::url_userinfo(text).into(),
         _ => arg.clone(),
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use promptbatch::api::classify::{classify_status, parse_go_duration, retry_after};
 use promptbatch::api::TokenUsage;
-use promptbatch::cost::PriceTable;
 use promptbatch::input::Template;
+use promptbatch::money::cost::PriceTable;
 use promptbatch::output::format;
 use promptbatch::output::read::Records;
 use promptbatch::output::{Record, Status};

@@ -20,7 +20,7 @@ use super::response::{self, Completion};
 use super::transport::{self, describe, Endpoint};
 use super::trust;
 use crate::error::Error;
-use crate::redact;
+use crate::util::redact;
 
 /// An API key. Never printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone)]

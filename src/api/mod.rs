@@ -3,8 +3,10 @@
 
 pub mod classify;
 pub mod client;
+pub(crate) mod model_name;
 pub mod request;
 pub mod response;
+pub mod schema;
 pub mod transport;
 pub mod trust;
 

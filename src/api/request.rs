@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::schema::JsonSchema;
+use crate::api::schema::JsonSchema;
 use crate::tokens;
 
 /// A request ready to send: its serialized body plus what the runner needs to know about it.
@@ -106,7 +106,7 @@ impl RequestOptions {
                 ));
             }
             let undated = |m: &str| {
-                crate::model_name::strip_snapshot_date(m)
+                crate::api::model_name::strip_snapshot_date(m)
                     .unwrap_or(m)
                     .to_string()
             };
@@ -262,7 +262,7 @@ impl RequestDefaults {
             .and_then(Value::as_u64);
         body.insert("messages".into(), Value::Array(messages));
         let bytes = serde_json::to_vec(&body).expect("a JSON map always serializes");
-        let fingerprint = crate::fingerprint::of_body(&bytes);
+        let fingerprint = crate::util::fingerprint::of_body(&bytes);
         Ok(ChatRequest {
             fingerprint,
             body: Bytes::from(bytes),

@@ -13,7 +13,7 @@
 use hyper_util::client::proxy::matcher::Matcher;
 
 use super::classify::{Failure, FailureKind};
-use crate::redact;
+use crate::util::redact;
 
 /// Where requests go, as it may be shown (user-info redacted).
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::api::classify::{classify_status, one_line};
 use crate::api::{response, Completion, FailureKind};
 use crate::error::Error;
-use crate::spill::SpillFile;
+use crate::util::spill::SpillFile;
 
 /// What the answer to one row of a batch says.
 pub(super) enum LineOutcome {
@@ -75,7 +75,7 @@ struct ResponseHead {
 impl Answers {
     /// An empty set of answers, its file in the output's folder.
     pub(super) fn new() -> Result<Self, Error> {
-        let dir = crate::spill::dir();
+        let dir = crate::util::spill::dir();
         let temp = SpillFile::create(&dir).map_err(|e| {
             Error::io(
                 format!(

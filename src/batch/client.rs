@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::api::classify::{classify_status, one_line};
 use crate::api::{ApiClient, FailureKind};
 use crate::error::Error;
-use crate::worker::RetryPolicy;
+use crate::live::worker::RetryPolicy;
 
 /// A batch as the API describes it (fields the run uses; others ignored, missing ones empty).
 #[derive(Debug, Clone, Default, Deserialize)]

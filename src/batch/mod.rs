@@ -40,6 +40,7 @@
 mod answers;
 mod claims;
 mod client;
+pub(crate) mod options;
 mod split;
 mod state;
 mod unmatched;
@@ -50,24 +51,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::api::{ApiClient, ChatRequest};
-use crate::cost::{Billing, PriceTable};
 use crate::error::Error;
 use crate::input::{self, RowContent, RowSet};
-use crate::job::Job;
+use crate::live::worker::AnswerSchema;
+use crate::money::cost::{Billing, PriceTable};
+use crate::money::spent::{Carried, Spent};
 use crate::output::record::RowInfo;
 use crate::output::{Finished, Record, Writer};
-use crate::prepare::Prepared;
-use crate::progress::{Counters, Display, StopReason, Summary};
-use crate::shutdown::Shutdown;
-use crate::spent::{Carried, Spent};
-use crate::worker::AnswerSchema;
+use crate::run::job::Job;
+use crate::run::prepare::Prepared;
+use crate::run::progress::{Counters, Display, StopReason, Summary};
+use crate::run::shutdown::Shutdown;
 use answers::{Answers, LineOutcome};
 use claims::Claims;
 use client::{BatchClient, BatchObject, Created};
 use split::Splitter;
 use state::{Entry, RowRef, State};
 
-pub use crate::batch_options::{
+pub use crate::batch::options::{
     parse_batch_of_file, BatchOptions, Fallback, Via, DEFAULT_COMPLETION_WINDOW,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUESTS,
     DEFAULT_POLL_EVERY,
@@ -148,7 +149,7 @@ fn hand_to_live(
     prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
     say!(
         "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
-        crate::human::group(counters.done())
+        crate::util::human::group(counters.done())
     );
     counters.dispatched.fetch_add(counters.done(), Relaxed);
     // Answers of rows going live that failed --json-schema were paid: their live records
@@ -211,7 +212,7 @@ pub struct Beside {
     pub rows_in_batches: u64,
     /// Paid answers kept in `OUTPUT.unmatched.jsonl` and what they cost (priced ones).
     pub unmatched_answers: u64,
-    #[serde(serialize_with = "crate::human::serialize_usd")]
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
     pub unmatched_usd: f64,
     pub unmatched_file: String,
 }
@@ -273,7 +274,7 @@ fn conclude(
 ) -> Summary {
     let stop = match stop {
         StopReason::Completed if opts.output.ordered => {
-            match crate::pipeline::put_in_input_order(&prepared.output, &opts.request.models) {
+            match crate::run::pipeline::put_in_input_order(&prepared.output, &opts.request.models) {
                 Ok(()) => StopReason::Completed,
                 Err(e) => StopReason::Failed(e),
             }
@@ -342,7 +343,7 @@ fn refuse_live_over_batches(
          run with --via batch to collect what they finished",
         path.display(),
         live.len(),
-        crate::human::group(rows),
+        crate::util::human::group(rows),
         state.endpoint,
         output.display()
     )))
@@ -523,7 +524,7 @@ struct BatchRun<'a> {
     /// The last pass stopped at `--max-cost` with batches in flight.
     budget_bound: bool,
     /// Error records' warnings printed (the first few of each kind).
-    warnings: crate::repeats::Repeats,
+    warnings: crate::run::repeated_warnings::Repeats,
     /// Final batches whose files stayed short ([`DOWNLOADS`] tries): not polled again by
     /// this run.
     deferred: std::collections::HashSet<String>,
@@ -587,7 +588,7 @@ impl<'a> BatchRun<'a> {
             self.output_format,
             self.kept_columns.clone(),
             self.opts.request.models_per_row(),
-            crate::pipeline::writer_hooks(self.opts, &self.counters),
+            crate::run::pipeline::writer_hooks(self.opts, &self.counters),
         )
     }
 
@@ -665,7 +666,7 @@ impl<'a> BatchRun<'a> {
                         say!(
                             "--max-cost: no more batches are submitted while the {} in flight ({} rows) run; they are collected first",
                             self.state.batches.len(),
-                            crate::human::group(self.pending_rows())
+                            crate::util::human::group(self.pending_rows())
                         );
                         (self.unsubmitted, self.budget_bound) = (true, true);
                     }
@@ -789,7 +790,7 @@ impl<'a> BatchRun<'a> {
                 "a batch was being created for the uploaded file {file_id} ({} rows) when the answer was lost (the run was stopped, or the connection dropped), and {} cannot list batches, so promptbatch cannot tell whether that batch exists. \
                  Look for a batch whose input file is {file_id} at the provider: if there is one, run this command again with --batch-of-file {file_id}=BATCH_ID (it is collected); if there is none, with --batch-of-file {file_id}=none (it is created). \
                  Nothing else was sent: a live run or a new batch would pay for these rows twice if that batch exists (the state is in {})",
-                crate::human::group(entry.rows.len() as u64),
+                crate::util::human::group(entry.rows.len() as u64),
                 self.state.endpoint,
                 self.state_path.display()
             ))),
@@ -838,7 +839,7 @@ impl<'a> BatchRun<'a> {
         // With --fallback live the rows to retry wait for the live runner, not a new batch.
         let retry_live = self.opts.batch.fallback == Fallback::Live;
         let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
-        let mut chunks = crate::pipeline::spawn_reader(rows, 64);
+        let mut chunks = crate::run::pipeline::spawn_reader(rows, 64);
         let mut end = Submitted::All;
         'reading: while let Some(chunk) = chunks.recv().await {
             for item in chunk {
@@ -934,11 +935,11 @@ impl<'a> BatchRun<'a> {
             if spent + reserved + file.worst_case_usd > cap {
                 say!(
                     "--max-cost: the next batch ({} rows) could cost up to {} at batch prices, which would pass the cap of {} ({} spent, {} reserved by batches in flight); it was not submitted",
-                    crate::human::group(file.rows.len() as u64),
-                    crate::human::format_usd(file.worst_case_usd),
-                    crate::human::format_usd(cap),
-                    crate::human::format_usd(spent),
-                    crate::human::format_usd(reserved)
+                    crate::util::human::group(file.rows.len() as u64),
+                    crate::util::human::format_usd(file.worst_case_usd),
+                    crate::util::human::format_usd(cap),
+                    crate::util::human::format_usd(spent),
+                    crate::util::human::format_usd(reserved)
                 );
                 return Ok(false);
             }
@@ -976,7 +977,7 @@ impl<'a> BatchRun<'a> {
         if !self.quiet {
             say!(
                 "uploaded {file_id}: {}",
-                crate::human::count(rows as u64, "request")
+                crate::util::human::count(rows as u64, "request")
             );
         }
         let entry = &mut self.state.batches[index];
@@ -1034,7 +1035,7 @@ impl<'a> BatchRun<'a> {
         say!(
             "batch {} submitted: {} rows (state in {})",
             batch.id,
-            crate::human::group(self.state.batches[index].rows.len() as u64),
+            crate::util::human::group(self.state.batches[index].rows.len() as u64),
             self.state_path.display()
         );
         abort_at("after-create");
@@ -1073,9 +1074,9 @@ impl<'a> BatchRun<'a> {
                     say!(
                         "batch {id}: {} · {}/{} requests done, {} failed · {} since submitted",
                         batch.status,
-                        crate::human::group(counts.completed),
-                        crate::human::group(counts.total.max(entry.rows.len() as u64)),
-                        crate::human::group(counts.failed),
+                        crate::util::human::group(counts.completed),
+                        crate::util::human::group(counts.total.max(entry.rows.len() as u64)),
+                        crate::util::human::group(counts.failed),
                         humantime::format_duration(Duration::from_secs(elapsed))
                     );
                 }
@@ -1319,7 +1320,7 @@ impl<'a> BatchRun<'a> {
         }
         let pass_started = Instant::now();
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
-        let mut chunks = crate::pipeline::spawn_reader(rows, 64);
+        let mut chunks = crate::run::pipeline::spawn_reader(rows, 64);
         let mut written = Midway::new(outcomes.len(), self.counters.done());
         while let Some(chunk) = chunks.recv().await {
             for item in chunk {
@@ -1383,7 +1384,7 @@ impl<'a> BatchRun<'a> {
         let mut recorded = Vec::new();
         let mut written = Midway::new(outcomes.len(), self.counters.done());
         let rows = input::open(&self.opts.input, &self.opts.request, None)?;
-        let mut chunks = crate::pipeline::spawn_reader(rows, 64);
+        let mut chunks = crate::run::pipeline::spawn_reader(rows, 64);
         'reading: while let Some(chunk) = chunks.recv().await {
             for item in chunk {
                 if claims.unclaimed() == 0 {
@@ -1505,7 +1506,7 @@ impl<'a> BatchRun<'a> {
     /// What an answer cost at batch prices (`None`: the model has no price).
     fn batch_cost(&self, completion: &crate::api::Completion, model: &str) -> Option<f64> {
         let answered = completion.model.as_deref().unwrap_or_default();
-        crate::worker::cost_of(self.prices, Billing::Batch, &[answered, model], completion)
+        crate::live::worker::cost_of(self.prices, Billing::Batch, &[answered, model], completion)
     }
 
     /// The record a collected row gets from its line's `outcome`, or `None` when it goes into a
@@ -1531,7 +1532,7 @@ impl<'a> BatchRun<'a> {
         let mut unaccepted = false;
         let outcome = match outcome {
             LineOutcome::Answer(completion) => {
-                match crate::worker::check_answer(self.schema, &completion) {
+                match crate::live::worker::check_answer(self.schema, &completion) {
                     Ok(value) => {
                         parsed = value;
                         LineOutcome::Answer(completion)
@@ -1560,7 +1561,7 @@ impl<'a> BatchRun<'a> {
                 let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
                 let spent = self.take_spent(unit, &record.model).unwrap_or_default();
                 let parsed = self.schema.map(|schema| (parsed, schema));
-                crate::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
+                crate::live::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
                 record
             }
             LineOutcome::Permanent(message) => {
@@ -1582,7 +1583,7 @@ impl<'a> BatchRun<'a> {
                 counter.fetch_add(1, Relaxed);
                 let message = format!(
                     "gave up after {}: {message}",
-                    crate::human::count(u64::from(attempts), "batch")
+                    crate::util::human::count(u64::from(attempts), "batch")
                 );
                 let info = (request.prompt, request.model, fingerprint, latency_ms);
                 self.answered_error(place, info, message, attempts)
@@ -1728,7 +1729,7 @@ pub async fn cancel(
             state.endpoint
         )));
     }
-    let client = BatchClient::new(&api, crate::worker::RetryPolicy::default());
+    let client = BatchClient::new(&api, crate::live::worker::RetryPolicy::default());
     let mut cancelled = 0;
     let unknown: Vec<String> = state
         .batches

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::spent::{Carried, Spent};
+use crate::money::spent::{Carried, Spent};
 
 /// The version written; an unknown version is refused rather than misread.
 const VERSION: u32 = 1;

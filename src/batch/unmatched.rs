@@ -122,9 +122,9 @@ impl Kept {
         file.write_all(&self.lines).map_err(failed)?;
         file.sync_all().map_err(failed)?;
         let cost = if self.unpriced {
-            format!("at least {}", crate::human::format_usd(self.cost))
+            format!("at least {}", crate::util::human::format_usd(self.cost))
         } else {
-            crate::human::format_usd(self.cost)
+            crate::util::human::format_usd(self.cost)
         };
         for why in [
             Why::SecondAnswer,

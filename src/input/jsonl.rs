@@ -163,7 +163,7 @@ impl JsonlRows {
                     .unreadable(row, line, format!("not UTF-8 ({at}); {hint}"));
             }
         };
-        let parsed = super::unique_keys::parse(text);
+        let parsed = super::json_keys::parse(text);
         let object = match parsed {
             Ok(Value::Object(object)) => object,
             Ok(other) => {

@@ -6,22 +6,23 @@
 
 mod csv;
 mod csv_record;
-pub mod duplicates;
+pub mod duplicate_ids;
 mod encoding;
+mod json_keys;
 mod jsonl;
 pub mod keep;
 pub mod models;
 mod options;
 pub(crate) mod parquet;
 pub mod template;
-mod unique_keys;
+pub mod validate;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::api::request::{BuildError, ChatRequest, RequestDefaults, RequestOptions};
 use crate::error::Error;
-use duplicates::IdCheck;
+use duplicate_ids::IdCheck;
 pub use keep::{KeepColumns, Kept};
 pub use options::{InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
 pub use template::Template;
@@ -274,7 +275,7 @@ impl RowFactory {
                 let options = &self.options;
                 let prepass = || {
                     (!options.0.reads_once())
-                        .then(|| duplicates::duplicate_rows(&options.0, &options.1))
+                        .then(|| duplicate_ids::duplicate_rows(&options.0, &options.1))
                 };
                 if self.ids.is_duplicate(row, &id, prepass)? {
                     let message = format!(
@@ -470,7 +471,7 @@ pub fn open_reporting_all(
 }
 
 /// Like [`open`] without the duplicate-id check: for the resume plan, which finds duplicates by
-/// sorting (`duplicates::key`) and hands them over with `duplicates::remember`.
+/// sorting (`duplicate_ids::key`) and hands them over with `duplicate_ids::remember`.
 pub fn open_unchecked(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
     open_mode(opts, request, None, false, Reading::Unchecked)
 }
@@ -609,7 +610,7 @@ impl Shard {
     /// Whether the row with this id belongs to this shard (FNV-1a of the id: stable across
     /// runs, machines and versions).
     pub fn holds(&self, id: &str) -> bool {
-        crate::fingerprint::fnv1a(id.as_bytes()) % self.count == self.index
+        crate::util::fingerprint::fnv1a(id.as_bytes()) % self.count == self.index
     }
 }
 

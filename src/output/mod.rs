@@ -8,6 +8,7 @@ pub mod backup;
 pub mod export;
 pub mod format;
 pub mod lock;
+pub mod merge;
 pub mod order;
 pub mod parquet;
 pub mod read;

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use std::time::SystemTime;
 
+use crate::api::schema::JsonSchema;
 use crate::api::{Completion, TokenUsage};
-use crate::schema::JsonSchema;
 
 /// A record's fields beyond the schema's, by output name (the same type as `input::Kept`).
 pub type Kept = Box<serde_json::Map<String, serde_json::Value>>;
@@ -39,7 +39,7 @@ pub struct Record {
     pub response_id: Option<String>,
     /// USD; `None` (null / empty) when the model has no price. Written rounded to 1e-9
     /// (`0.00044625`, not `0.00044625000000000003`).
-    #[serde(default, serialize_with = "crate::human::serialize_opt_usd")]
+    #[serde(default, serialize_with = "crate::util::human::serialize_opt_usd")]
     pub cost_usd: Option<f64>,
     /// Hash of the request body sent (empty when no request could be built); resume compares it.
     #[serde(default)]
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn csv_columns_avoid_the_records_fields() {
-        let schema = crate::schema::JsonSchema::new(
+        let schema = crate::api::schema::JsonSchema::new(
             "s",
             serde_json::json!({"type": "object", "properties": {"id": {}, "label": {}, "note": {}}}),
         )

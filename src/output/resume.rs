@@ -37,12 +37,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::fingerprint::{self, fnv1a, PreHashed};
-use crate::human::group;
 use crate::input::{Row, RowSet};
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
 use crate::output::replace::replace_with;
+use crate::util::fingerprint::{self, fnv1a, PreHashed};
+use crate::util::human::group;
 
 /// The fields of an earlier record that resuming reads (the rest is skipped, not allocated).
 #[derive(Debug, Deserialize)]
@@ -356,7 +356,7 @@ impl ModelNames {
 /// model's (`gpt-5.2`), because ok records written before a record's `model` was the requested
 /// one hold the name the answer gave.
 pub(crate) fn model_name(model: &str) -> &str {
-    crate::model_name::strip_snapshot_date(model).unwrap_or(model)
+    crate::api::model_name::strip_snapshot_date(model).unwrap_or(model)
 }
 
 /// The identity of an explicit id's unit for one model.

@@ -1,7 +1,7 @@
 //! The resume plan in bounded memory, by sorting and merge-joining instead of an in-memory
 //! index (`resume.rs` keeps the index for inputs that mix rows with and without ids).
 //!
-//! The earlier output is scanned once into sorted runs (`crate::spill`) while the input's row
+//! The earlier output is scanned once into sorted runs (`crate::util::spill`) while the input's row
 //! keys are sorted on another thread; the two sorted streams are then merged:
 //! - every input row has an explicit id: each (row, model) unit meets the records with
 //!   `explicit_key(id, model)` whose id is not their row number (the last such record in the
@@ -31,7 +31,6 @@ use std::path::{Path, PathBuf};
 
 use crate::api::request::RequestOptions;
 use crate::error::Error;
-use crate::fingerprint::PreHashed;
 use crate::input::InputOptions;
 use crate::input::{Row, RowSet};
 use crate::output::read::{file_ends_with_newline, Records, Torn};
@@ -41,7 +40,8 @@ use crate::output::resume::{
     explicit_key, id_fp_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim,
     Earlier, ModelNames, Plan,
 };
-use crate::spill::{self, Item, Sorted, Sorter};
+use crate::util::fingerprint::PreHashed;
+use crate::util::spill::{self, Item, Sorted, Sorter};
 
 /// Items each sorter holds in memory (48 bytes each: 3 MB).
 const SORT_ITEMS: usize = 1 << 16;
@@ -180,7 +180,7 @@ where
         let unit = crate::input::models::unit(row.row, u64::from(row.slot), models);
         // A row's id once, whatever the number of its models.
         if row.explicit_id && row.slot == 0 {
-            let key = crate::input::duplicates::key(&row.id);
+            let key = crate::input::duplicate_ids::key(&row.id);
             ids.push([(key >> 64) as u64, key as u64, row.row])
                 .map_err(&io)?;
         }
@@ -361,7 +361,7 @@ impl Tally {
 ///
 /// `unchecked`: the rows come from `input::open_unchecked` of this (whole, unsharded) input, so
 /// duplicate ids are found here, by sorting their 128-bit keys, and handed to later readings
-/// (`duplicates::remember`) — one pass over the input instead of two. When the pass finds a
+/// (`duplicate_ids::remember`) — one pass over the input instead of two. When the pass finds a
 /// duplicate or stops at an error, the input is read again with the check on, and its first
 /// error (the same as without this shortcut) is returned.
 pub fn plan<I>(
@@ -419,7 +419,7 @@ where
             }
             last = Some((high, low));
         }
-        crate::input::duplicates::remember(opts, duplicates);
+        crate::input::duplicate_ids::remember(opts, duplicates);
         if any {
             return Err(first_error((opts, request)));
         }
@@ -783,7 +783,7 @@ mod tests {
     fn same_plan_and_rewrite_as_the_in_memory_index() {
         let dir = std::env::temp_dir().join(format!("pb-resume-sorted-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        crate::spill::TEST_ITEMS.with(|n| n.set(Some(3)));
+        crate::util::spill::TEST_ITEMS.with(|n| n.set(Some(3)));
         let mut foreign_kept = 0;
         let mut several_done = 0;
         let mut foreign_met = 0;

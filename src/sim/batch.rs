@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::{completion_body, json_response, Directives, Dropped, Sim, SimResponse};
 use crate::api::request::last_user_text;
-use crate::fingerprint::fnv1a;
+use crate::util::fingerprint::fnv1a;
 
 /// Whether a path belongs to the Batch API.
 pub(super) fn serves(path: &str) -> bool {

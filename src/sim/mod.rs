@@ -58,13 +58,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::request::{last_user_text, message_text};
-use crate::fingerprint::fnv1a;
 use crate::tokens;
+use crate::util::fingerprint::fnv1a;
 
 mod batch;
-mod limit;
+mod server_limit;
 
-pub use limit::{LimitSchedule, LimitStyle};
+pub use server_limit::{LimitSchedule, LimitStyle};
 
 /// Most request arrivals kept for `/_sim/stats`.
 const MAX_ARRIVALS: usize = 100_000;
@@ -102,7 +102,7 @@ pub struct LatencySpec {
 impl LatencySpec {
     /// Parses `50ms` or `20ms..200ms`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parse = |s: &str| crate::duration::parse(s);
+        let parse = |s: &str| crate::util::duration::parse(s);
         let (min, max) = match text.split_once("..") {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => {
@@ -269,7 +269,7 @@ struct Sim {
     completions: AtomicU64,
     arrivals: Mutex<Vec<Arrival>>,
     fail_counts: Mutex<HashMap<u64, u32>>,
-    limit: Mutex<limit::ServerLimit>,
+    limit: Mutex<server_limit::ServerLimit>,
     /// Files and batches of the Batch API.
     batches: batch::Store,
 }
@@ -337,7 +337,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         completions: AtomicU64::new(0),
         arrivals: Mutex::new(Vec::new()),
         fail_counts: Mutex::new(HashMap::new()),
-        limit: Mutex::new(limit::ServerLimit::default()),
+        limit: Mutex::new(server_limit::ServerLimit::default()),
         batches: batch::Store::default(),
     });
     loop {
@@ -683,7 +683,7 @@ impl Sim {
         prompt: &str,
         body: &[u8],
         directives: &Directives,
-        verdict: Option<&limit::Verdict>,
+        verdict: Option<&server_limit::Verdict>,
     ) -> Result<SimResponse, Dropped> {
         if let Some(v) = verdict.filter(|v| !v.admitted) {
             return Ok(self.rate_limited_for(v.advice.max(Duration::from_millis(1))));
@@ -1001,7 +1001,7 @@ impl Directives {
                     d.fail_status = status.parse().unwrap_or(503);
                 }
                 Some(("prose", v)) => d.prose = v.parse().unwrap_or(0),
-                Some(("sleep", v)) => d.sleep = crate::duration::parse(v).unwrap_or_default(),
+                Some(("sleep", v)) => d.sleep = crate::util::duration::parse(v).unwrap_or_default(),
                 _ => {}
             }
         }

@@ -6,16 +6,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::api::{ApiClient, ApiKey, ClientOptions};
-use crate::cost::PriceTable;
 use crate::error::Error;
 use crate::input::{self, InputOptions, RowSet};
-use crate::job::Job;
+use crate::live::worker::AnswerSchema;
+use crate::money::cost::PriceTable;
 use crate::output::lock::OutputLock;
 use crate::output::resume::{Plan, ResumeIndex};
 use crate::output::resume_sorted;
 use crate::output::{backup, replace, writer, Record};
+use crate::run::job::Job;
 use crate::sim;
-use crate::worker::AnswerSchema;
 
 /// What a run has once it is ready to send: everything that can fail before the first request.
 /// The live pipeline and the batch path (`batch::run`) both start from it.
@@ -42,7 +42,7 @@ pub(crate) struct Prepared {
     pub output_format: crate::output::format::OutputFormat,
     /// `--via batch --fallback live`: what the batch part paid for the rows handed to the live
     /// runner (answers that failed `--json-schema`), for their live records.
-    pub carried: crate::spent::Carried,
+    pub carried: crate::money::spent::Carried,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -57,7 +57,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     refuse_output_over_input(opts)?;
     writer::check_folder(&opts.output.path)?;
     // Temporary sorted runs (duplicate ids of a large input) go next to the output.
-    crate::spill::set_dir(match opts.output.path.parent() {
+    crate::util::spill::set_dir(match opts.output.path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     });
@@ -280,7 +280,7 @@ async fn plan_with_every_row_readable(
     output: &Path,
     client: &ApiClient,
 ) -> Result<(Option<RowSet>, Option<Plan>), Error> {
-    let check = || crate::validate::refuse_unreadable_rows(&opts.input, &opts.request);
+    let check = || crate::input::validate::refuse_unreadable_rows(&opts.input, &opts.request);
     match plan_resume(opts, output, client).await {
         Ok((None, None)) => {
             check()?;

@@ -36,10 +36,10 @@ use std::sync::atomic::{
 use std::sync::{Mutex, OnceLock};
 
 use crate::api::{Failure, FailureKind};
-use crate::fingerprint::fnv1a;
 use crate::output::resume::KnownModels;
 use crate::output::Record;
 use crate::report::normalize_error;
+use crate::util::fingerprint::fnv1a;
 
 /// Identical permanent failures, before a model's first success, that trip it.
 pub const FIRST_STREAK: u32 = 5;

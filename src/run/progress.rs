@@ -12,9 +12,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::TokenUsage;
-use crate::human::{format_usd, group};
-use crate::ledger::Ledger;
+use crate::money::ledger::Ledger;
 use crate::output::{Record, Status};
+use crate::util::human::{format_usd, group};
 
 /// Live counters of a run.
 #[derive(Debug, Default)]
@@ -115,7 +115,7 @@ impl Counters {
     pub fn paid_by_an_earlier_run(
         &self,
         model: &str,
-        spent: &crate::spent::Spent,
+        spent: &crate::money::spent::Spent,
         simulated: bool,
     ) {
         if spent.answers == 0 {
@@ -174,7 +174,7 @@ impl Counters {
         let verb = if rows == 1 { "waits" } else { "wait" };
         format!(
             "{} {verb} to retry until {} · ",
-            crate::human::count(rows, "row"),
+            crate::util::human::count(rows, "row"),
             clock(until)
         )
     }
@@ -372,7 +372,7 @@ pub enum StopReason {
     Crashed(String),
     /// The circuit breaker stopped one or more models (see `breaker`); their unsent rows have
     /// no record.
-    Refused(Vec<crate::breaker::Refusal>),
+    Refused(Vec<crate::live::breaker::Refusal>),
     /// `--via batch --detach`: the batches were submitted and the run returned without waiting;
     /// `state` names them for the run that collects them.
     Detached {

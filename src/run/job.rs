@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use crate::api::request::RequestOptions;
 use crate::api::EndpointOptions;
-use crate::batch_options::{BatchOptions, Via};
-use crate::cost::CostOptions;
+use crate::batch::options::{BatchOptions, Via};
 use crate::input::InputOptions;
-use crate::limit::LimitOptions;
+use crate::live::limit::LimitOptions;
+use crate::live::worker::RetryPolicy;
+use crate::money::cost::CostOptions;
 use crate::output::{OutputOptions, Record};
-use crate::progress::Display;
+use crate::run::progress::Display;
 use crate::sim::SimOptions;
-use crate::worker::RetryPolicy;
 
 /// After a first interrupt, how long in-flight requests may still finish, unless set.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::input::{self, Row};
-use crate::job::Job;
 use crate::output::{order, writer};
-use crate::progress::Counters;
+use crate::run::job::Job;
+use crate::run::progress::Counters;
 
 /// What the writer does with each record once it is in the file (count it, and hand it to the
 /// caller's callback if the job has one), and how it sees the requests in flight.
@@ -40,7 +40,7 @@ pub(crate) fn put_in_input_order(output: &Path, models: &[String]) -> Result<(),
     if moved > 0 {
         say!(
             "--ordered: put {} records in input order in {}",
-            crate::human::group(moved),
+            crate::util::human::group(moved),
             output.display()
         );
     }

@@ -72,15 +72,15 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::api::request::RequestOptions;
-use crate::cost::{Billing, ModelPrice, PriceTable};
 use crate::error::Error;
-use crate::human::group;
 use crate::input::{self, InputOptions, RowContent};
+use crate::money::cost::{Billing, ModelPrice, PriceTable};
 use crate::output::read::Records;
 use crate::output::record::{Record, Status};
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
+use crate::util::human::group;
 
-mod table;
+mod text;
 
 /// Rows sent from the reader thread to the counter at a time.
 const BATCH: usize = 512;
@@ -114,7 +114,7 @@ impl EstimateOptions {
             request: RequestOptions::default(),
             expect_output: None,
             from_output: None,
-            concurrency: crate::limit::DEFAULT_CONCURRENCY,
+            concurrency: crate::live::limit::DEFAULT_CONCURRENCY,
             rpm: None,
             tpm: None,
             prices: None,

@@ -6,7 +6,7 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table};
 
 use super::{Cost, ModelCost, Report};
-use crate::human::{format_usd, group};
+use crate::util::human::{format_usd, group};
 
 /// Columns a table may take before its widest column wraps: `COLUMNS` when the shell exports it
 /// (at least 60), else 100 (always 100 in unit tests, whatever the environment).
@@ -98,7 +98,7 @@ impl Report {
             s += &format!(
                 "\nPaid answers no record holds: {} ({} at batch prices, not in the cost above), kept in {}\n",
                 group(b.unmatched_answers),
-                crate::human::format_usd(b.unmatched_usd),
+                crate::util::human::format_usd(b.unmatched_usd),
                 b.unmatched_file
             );
         }

@@ -12,9 +12,9 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
+use crate::api::model_name::strip_snapshot_date;
 use crate::api::TokenUsage;
 use crate::error::Error;
-use crate::model_name::strip_snapshot_date;
 
 /// Prices and the budget.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,7 +26,7 @@ pub struct CostOptions {
 }
 
 /// The table shipped in the binary.
-pub const EMBEDDED_PRICES: &str = include_str!("../prices.toml");
+pub const EMBEDDED_PRICES: &str = include_str!("../../prices.toml");
 
 /// Rates of one tier, USD per 1M tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

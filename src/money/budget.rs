@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::api::ChatRequest;
-use crate::cost::PriceTable;
 use crate::error::Error;
+use crate::money::cost::PriceTable;
 
 /// Output tokens assumed for a request without `max_tokens` before larger answers are seen.
 const DEFAULT_WORST_OUTPUT: u64 = 4096;

@@ -141,10 +141,10 @@ impl Carried {
         }
         say!(
             "{rows} rows that are no longer sent had answers that failed --json-schema ({} tokens, {}): no record holds what they cost",
-            crate::human::group(spent.usage.total),
+            crate::util::human::group(spent.usage.total),
             spent
                 .cost
-                .map_or_else(|| "unpriced".to_string(), crate::human::format_usd)
+                .map_or_else(|| "unpriced".to_string(), crate::util::human::format_usd)
         );
     }
 }

@@ -23,7 +23,7 @@ impl LimitSchedule {
         let mut steps = Vec::new();
         for part in text.split(',') {
             let (rpm, start) = match part.split_once('@') {
-                Some((rpm, at)) => (rpm, crate::duration::parse(at)?),
+                Some((rpm, at)) => (rpm, crate::util::duration::parse(at)?),
                 None => (part, Duration::ZERO),
             };
             let rpm: u32 = rpm

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use crate::api::request::RequestOptions;
 use crate::error::Error;
-use crate::human::{count, group};
 use crate::input::{self, InputFormat, InputOptions, RowContent};
+use crate::util::human::{count, group};
 
 /// Problems printed one by one; the rest are counted.
 pub const SHOWN: u64 = 100;

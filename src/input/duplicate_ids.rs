@@ -4,7 +4,7 @@
 //! ids share a key with probability 2⁻¹²⁸ per pair, about 10⁻²³ for 10⁸ ids — exact in practice).
 //! The first [`MEMORY_IDS`] keys of a reading go into an in-memory set (at most 2 MB). When a
 //! file input has more ids than that, the set is dropped and one *pre-pass* over the whole file
-//! (ids only: no request is built) sorts every `(key, row)` externally (`crate::spill`) and
+//! (ids only: no request is built) sorts every `(key, row)` externally (`crate::util::spill`) and
 //! yields the rows whose id an earlier row has, as a bitset (1 bit per row up to the last
 //! duplicate). The reading then goes on from where it was and asks the bitset, so a duplicate
 //! is still found before its row is sent, at its own line. The bitset is cached per input file
@@ -21,10 +21,10 @@ use std::time::SystemTime;
 
 use crate::api::request::RequestOptions;
 use crate::error::Error;
-use crate::fingerprint::PreHashed;
 use crate::input::InputOptions;
 use crate::input::RowSet;
-use crate::spill::{self, Sorter};
+use crate::util::fingerprint::PreHashed;
+use crate::util::spill::{self, Sorter};
 
 /// Ids kept in memory before a file input switches to the pre-pass (7/8 of 2¹⁷: the set's
 /// table then never exceeds 2¹⁷ buckets of 17 bytes).

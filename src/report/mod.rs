@@ -21,7 +21,7 @@
 //!   "unpriced_models", "by_model": [{ "model", "rows", "cost_usd", "unpriced_rows" }] }`;
 //!   `total_usd` sums the priced rows only (check `unpriced_rows`)
 //! - `latency_ms`: `null` without ok rows, else `{ "p50", "p90", "p99", "max" }` over ok rows
-//!   (nearest-rank percentiles, exact below 1,024 ms, else within 1 %: `crate::sketch`)
+//!   (nearest-rank percentiles, exact below 1,024 ms, else within 1 %: `crate::report::latency_sketch`)
 //! - `attempts`: `{ "1": rows, "2": rows, … }` over all rows
 //! - `mean_per_ok_row`: `null` without ok rows, else `{ "prompt_tokens", "completion_tokens",
 //!   "reasoning_tokens" }`
@@ -30,13 +30,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::cost::PriceTable;
 use crate::error::Error;
-use crate::ledger::Ledger;
+use crate::money::cost::PriceTable;
+use crate::money::ledger::Ledger;
 use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
 
-pub(crate) mod table;
+pub(crate) mod latency_sketch;
+pub(crate) mod text;
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".
 pub const MAX_ERROR_GROUPS: usize = 10_000;
@@ -102,10 +103,10 @@ pub struct Tokens {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cost {
     /// Cost of the rows answered by a real API.
-    #[serde(serialize_with = "crate::human::serialize_usd")]
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
     pub total_usd: f64,
     /// What the simulated (`--dry-run`) rows would have cost: not spent, not in `total_usd`.
-    #[serde(serialize_with = "crate::human::serialize_usd")]
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
     pub simulated_usd: f64,
     /// Rows whose cost is the record's own `cost_usd`.
     pub from_records_rows: u64,
@@ -123,12 +124,12 @@ pub struct ModelCost {
     pub model: String,
     pub rows: u64,
     /// Cost of the model's priced real rows; null when none of its rows has a price.
-    #[serde(serialize_with = "crate::human::serialize_opt_usd")]
+    #[serde(serialize_with = "crate::util::human::serialize_opt_usd")]
     pub cost_usd: Option<f64>,
     pub unpriced_rows: u64,
     /// Rows answered by the simulator (their cost is in `simulated_usd`, not `cost_usd`).
     pub simulated_rows: u64,
-    #[serde(serialize_with = "crate::human::serialize_usd")]
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
     pub simulated_usd: f64,
 }
 
@@ -163,7 +164,7 @@ struct Stats {
     ledger: Ledger,
     from_records: u64,
     computed: u64,
-    latencies: crate::sketch::LatencySketch,
+    latencies: crate::report::latency_sketch::LatencySketch,
     attempts: BTreeMap<u32, u64>,
 }
 
@@ -182,7 +183,7 @@ impl Stats {
             Status::Error => {
                 self.error += 1;
                 let message = record.error.as_deref().unwrap_or_default();
-                if message.contains(crate::schema::SCHEMA_FAILURE) {
+                if message.contains(crate::api::schema::SCHEMA_FAILURE) {
                     self.schema_failures += 1;
                 }
                 self.add_error(record.error.as_deref().unwrap_or("(no message)"));
@@ -270,7 +271,7 @@ fn top_errors(errors: HashMap<String, u64>) -> Vec<ErrorCount> {
 }
 
 /// Latency percentiles from the sketch; `None` without any ok row.
-fn latency(sketch: &crate::sketch::LatencySketch) -> Option<Latency> {
+fn latency(sketch: &crate::report::latency_sketch::LatencySketch) -> Option<Latency> {
     (!sketch.is_empty()).then(|| Latency {
         p50: sketch.percentile(50.0),
         p90: sketch.percentile(90.0),
@@ -359,7 +360,7 @@ pub fn normalize_error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::human::group;
+    use crate::util::human::group;
 
     #[test]
     fn errors_are_grouped_with_digits_normalized_but_status_kept() {

@@ -12,11 +12,11 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::error::{exit_code, Error};
-use crate::fingerprint::fnv1a;
-use crate::human::group;
 use crate::output::format;
 use crate::output::read::Records;
 use crate::output::{Record, Status};
+use crate::util::fingerprint::fnv1a;
+use crate::util::human::group;
 
 /// What the merge found.
 #[derive(Debug, Default)]

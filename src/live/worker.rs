@@ -9,19 +9,19 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
+use crate::api::schema::SchemaChecker;
 use crate::api::{ApiClient, ChatRequest, Failure, FailureKind};
-use crate::breaker::{Admission, Breaker, InFlight};
-use crate::budget::Budget;
-use crate::cost::PriceTable;
-use crate::limit::Limits;
+use crate::live::breaker::{Admission, Breaker, InFlight};
+use crate::live::limit::Limits;
+use crate::live::pacing::Answer;
+use crate::money::budget::Budget;
+use crate::money::cost::PriceTable;
+use crate::money::spent::Spent;
 use crate::output::record::RowInfo;
 use crate::output::Record;
-use crate::pacing::Answer;
-use crate::progress::Counters;
-use crate::repeats::Repeats;
-use crate::schema::SchemaChecker;
-use crate::shutdown::Shutdown;
-use crate::spent::Spent;
+use crate::run::progress::Counters;
+use crate::run::repeated_warnings::Repeats;
+use crate::run::shutdown::Shutdown;
 
 /// Slots lent at once, per `--concurrency` slot. One each capped the pool: at 20 % of random
 /// 429s advising 1 s and 100-ms answers, 64 slots lent held ≈ 130 rows waiting and left the
@@ -158,7 +158,7 @@ pub struct WorkerContext {
     pub breaker: Breaker,
     /// `--via batch --fallback live`: what rows handed over were paid in batches (their
     /// answers failed `--json-schema`); each row's record adds its own.
-    pub carried: crate::spent::Carried,
+    pub carried: crate::money::spent::Carried,
     /// Row-failure warnings: the first few of each kind are printed.
     pub warnings: Repeats,
     /// Rows backing off after a failure without advice, woken when an answer succeeds.
@@ -253,7 +253,7 @@ pub struct Outcome {
     pub released: Vec<Record>,
     /// Budget reserved for the row's extra attempts (`--json-schema` retries under
     /// `--max-cost`): released only after the row's own reservation is settled with its cost.
-    pub extra_reservations: Vec<crate::budget::Reservation>,
+    pub extra_reservations: Vec<crate::money::budget::Reservation>,
     /// What the record holds of answers paid before this run's live attempts (`Carried`):
     /// already counted by `--max-cost`.
     pub carried_usd: f64,
@@ -265,7 +265,7 @@ pub struct Outcome {
 /// reported no `usage` (its tokens, and so its cost, are unknown — never $0; warned once).
 pub fn cost_of(
     prices: &PriceTable,
-    billing: crate::cost::Billing,
+    billing: crate::money::cost::Billing,
     models: &[&str],
     completion: &crate::api::Completion,
 ) -> Option<f64> {
@@ -343,7 +343,7 @@ pub type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
 fn reserve_retry(
     ctx: &WorkerContext,
     request: &ChatRequest,
-) -> Result<Option<crate::budget::Reservation>, &'static str> {
+) -> Result<Option<crate::money::budget::Reservation>, &'static str> {
     let Some(budget) = &ctx.budget else {
         return Ok(None);
     };
@@ -481,7 +481,7 @@ struct RowAttempts {
     /// the record counts them as attempts, `--max-retries` does not.
     earlier_answers: u32,
     /// Under `--max-cost`, each `--json-schema` retry first reserves its own worst case.
-    extra_reservations: Vec<crate::budget::Reservation>,
+    extra_reservations: Vec<crate::money::budget::Reservation>,
     /// A retry would not fit under `--max-cost`.
     no_more_attempts: bool,
     /// The last attempt's answer failed `--json-schema` (paid for: a re-run pays again).
@@ -585,7 +585,7 @@ impl RowAttempts {
         let answered_model = completion.model.as_deref().unwrap_or(model);
         let cost = cost_of(
             &ctx.prices,
-            crate::cost::Billing::Live,
+            crate::money::cost::Billing::Live,
             &[answered_model, model],
             &completion,
         );
@@ -659,7 +659,7 @@ impl RowAttempts {
             FailureKind::Transient if attempts > ctx.retry.max_retries || self.no_more_attempts => {
                 let message = format!(
                     "gave up after {}: {}",
-                    crate::human::count(u64::from(on_record), "attempt"),
+                    crate::util::human::count(u64::from(on_record), "attempt"),
                     failure.message
                 );
                 if self.unaccepted {

@@ -11,6 +11,13 @@
 //! halting (interrupt, fatal API error), in which case unfinished rows get none and stay for
 //! resume; rows an earlier run finished are never dispatched.
 
+pub mod job;
+pub(crate) mod pipeline;
+pub(crate) mod prepare;
+pub mod progress;
+pub(crate) mod repeated_warnings;
+pub(crate) mod shutdown;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,22 +28,22 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::batch::{BatchEnd, Via};
-use crate::breaker::Breaker;
-use crate::budget::{Budget, Reservation};
 use crate::error::Error;
 use crate::input::{self, InputOptions, Row, RowContent};
-use crate::job::Job;
-use crate::limit::Limits;
+use crate::live::breaker::Breaker;
+use crate::live::limit::Limits;
+use crate::live::worker::{self, RowPlace, Slots, WorkerContext};
+use crate::money::budget::{Budget, Reservation};
 use crate::output::lock::OutputLock;
 use crate::output::resume::Plan;
 use crate::output::{export, Finished, Record, Writer};
 use crate::paths;
-use crate::pipeline::{put_in_input_order, spawn_reader, writer_hooks, Chunk, CHUNK_ROWS};
-use crate::prepare::{prepare, Prepared};
-use crate::progress::{self, Counters, Reporter, StopReason, Summary};
-use crate::repeats::Repeats;
-use crate::shutdown::Shutdown;
-use crate::worker::{self, RowPlace, Slots, WorkerContext};
+use crate::run::job::Job;
+use crate::run::pipeline::{put_in_input_order, spawn_reader, writer_hooks, Chunk, CHUNK_ROWS};
+use crate::run::prepare::{prepare, Prepared};
+use crate::run::progress::{Counters, Reporter, StopReason, Summary};
+use crate::run::repeated_warnings::Repeats;
+use crate::run::shutdown::Shutdown;
 
 impl Job {
     /// Runs the job to its end. Errors found before anything is sent (options, key, input
@@ -70,7 +77,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         match export::export(lock.path(), &dest) {
             Ok(exported) => say!(
                 "wrote {} records to {} (from its checkpoint {})",
-                crate::human::group(exported.records),
+                crate::util::human::group(exported.records),
                 dest.display(),
                 job.output.path.display()
             ),
@@ -81,7 +88,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
             Some(rows) => format!(
                 "{} still holds the {} records of an earlier run, and is replaced only once every row has a record",
                 dest.display(),
-                crate::human::group(rows)
+                crate::util::human::group(rows)
             ),
             None => format!("{} is not written yet", dest.display()),
         };
@@ -119,7 +126,7 @@ async fn run_leaving_no_empty_output(opts: &Job, shutdown: Shutdown) -> Result<S
 /// `-o x.parquet` may not replace its own input, nor a Parquet file that has no checkpoint (it
 /// was not written by a run of this output, or its checkpoint is gone).
 fn check_parquet_output(opts: &Job, dest: &Path, checkpoint: &Path) -> Result<(), Error> {
-    crate::prepare::refuse_output_over_input(opts)?;
+    crate::run::prepare::refuse_output_over_input(opts)?;
     if dest.exists() && !checkpoint.exists() {
         return Err(Error::Config(format!(
             "{} exists but its checkpoint {} does not: it was not written by a run of this \
@@ -321,7 +328,7 @@ fn stop_reason(
         _ if ctx.shutdown.interrupted() => StopReason::Interrupted,
         _ if unrecorded > 0 => StopReason::Crashed(format!(
             "{} dispatched rows have no record",
-            crate::human::group(unrecorded)
+            crate::util::human::group(unrecorded)
         )),
         _ => StopReason::Completed,
     }

@@ -1,10 +1,10 @@
 //! The human-readable estimate: a summary table (figure and note per line), a table by model when
 //! there are several or some are unpriced, and the first invalid row. Drawn with the tables
-//! `report` uses ([`crate::report::table`]).
+//! `report` uses ([`crate::report::text`]).
 
 use super::{Estimate, ExpectedOutput, TimeEstimate};
-use crate::human::{format_usd, group};
-use crate::report::table::{render, table};
+use crate::report::text::{render, table};
+use crate::util::human::{format_usd, group};
 
 /// One summary line: what, the figure (right-aligned), a note.
 type Line = [String; 3];
@@ -298,7 +298,7 @@ fn format_minutes(minutes: f64) -> String {
 mod tests {
     use super::*;
     use crate::estimate::ModelEstimate;
-    use crate::report::table::tests::{display_width, flat};
+    use crate::report::text::tests::{display_width, flat};
 
     fn model(name: &str, rows: u64, exact: bool, cost: Option<(f64, f64)>) -> ModelEstimate {
         ModelEstimate {

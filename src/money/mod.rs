@@ -1,0 +1,7 @@
+//! Money: prices and the cost of one answer (`cost`), the `--max-cost` cap (`budget`), usage
+//! and cost summed by model (`ledger`), and what was paid for but not kept (`spent`).
+
+pub(crate) mod budget;
+pub mod cost;
+pub mod ledger;
+pub(crate) mod spent;

@@ -1,0 +1,8 @@
+//! Small pieces with no knowledge of the pipeline: durations and numbers for people, secret
+//! redaction, stable hashing, and the bounded-memory external sort.
+
+pub mod duration;
+pub(crate) mod fingerprint;
+pub mod human;
+pub mod redact;
+pub(crate) mod spill;
