@@ -74,6 +74,7 @@ pub mod error;
 pub mod estimate;
 #[doc(hidden)]
 pub mod input;
+mod job;
 #[doc(hidden)]
 pub mod live;
 #[doc(hidden)]
@@ -82,9 +83,10 @@ pub mod money;
 pub mod output;
 mod paths;
 #[doc(hidden)]
-pub mod report;
+pub mod progress;
 #[doc(hidden)]
-pub mod run;
+pub mod report;
+mod run;
 #[doc(hidden)]
 pub mod sim;
 #[doc(hidden)]
@@ -96,6 +98,7 @@ pub mod util;
 // the binary's printing or the property tests reach into it — a `#[doc(hidden)]` module that is
 // not part of the API.
 pub use api::request::RequestOptions;
+pub use api::retry::RetryPolicy;
 pub use api::schema::JsonSchema;
 pub use api::EndpointOptions;
 pub use batch::{BatchOptions, Fallback, Via};
@@ -103,15 +106,14 @@ pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};
 pub use input::validate::{validate, Validation};
 pub use input::{InputFormat, InputOptions, Shard};
+pub use job::{Job, RecordCallback};
 pub use live::breaker::{
     Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
 };
 pub use live::limit::LimitOptions;
-pub use live::worker::RetryPolicy;
 pub use money::cost::CostOptions;
 pub use output::merge::MergeOptions;
 pub use output::{OutputOptions, Record, Status};
+pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
-pub use run::job::{Job, RecordCallback};
-pub use run::progress::{Display, StopReason, Summary};
 pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};

@@ -11,8 +11,8 @@ use promptbatch::money::cost::PriceTable;
 use promptbatch::output::format;
 use promptbatch::output::read::Records;
 use promptbatch::output::{Record, Status};
-use promptbatch::report::normalize_error;
 use promptbatch::tokens;
+use promptbatch::util::error_kind::normalize_error;
 use proptest::prelude::*;
 
 /// Any string, weighted towards multi-byte characters and the characters formats care about.

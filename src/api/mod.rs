@@ -6,6 +6,7 @@ pub mod client;
 pub(crate) mod model_name;
 pub mod request;
 pub mod response;
+pub mod retry;
 pub mod schema;
 pub mod transport;
 pub mod trust;

@@ -165,6 +165,10 @@ fn preview(text: &str) -> String {
     format!("{shown:?}")
 }
 
+/// `--json-schema` compiled, and for a CSV output the parsed answer's `(column, property)`
+/// columns (else it is written as `parsed`).
+pub type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

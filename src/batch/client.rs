@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::classify::{classify_status, one_line};
+use crate::api::retry::RetryPolicy;
 use crate::api::{ApiClient, FailureKind};
 use crate::error::Error;
-use crate::live::worker::RetryPolicy;
 
 /// A batch as the API describes it (fields the run uses; others ignored, missing ones empty).
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -50,18 +50,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::api::schema::AnswerSchema;
 use crate::api::{ApiClient, ChatRequest};
 use crate::error::Error;
 use crate::input::{self, RowContent, RowSet};
-use crate::live::worker::AnswerSchema;
+use crate::job::prepare::Prepared;
+use crate::job::Job;
 use crate::money::cost::{Billing, PriceTable};
 use crate::money::spent::{Carried, Spent};
 use crate::output::record::RowInfo;
 use crate::output::{Finished, Record, Writer};
-use crate::run::job::Job;
-use crate::run::prepare::Prepared;
-use crate::run::progress::{Counters, Display, StopReason, Summary};
-use crate::run::shutdown::Shutdown;
+use crate::progress::shutdown::Shutdown;
+use crate::progress::{Counters, Display, StopReason, Summary};
 use answers::{Answers, LineOutcome};
 use claims::Claims;
 use client::{BatchClient, BatchObject, Created};
@@ -274,7 +274,7 @@ fn conclude(
 ) -> Summary {
     let stop = match stop {
         StopReason::Completed if opts.output.ordered => {
-            match crate::run::pipeline::put_in_input_order(&prepared.output, &opts.request.models) {
+            match crate::job::pipeline::put_in_input_order(&prepared.output, &opts.request.models) {
                 Ok(()) => StopReason::Completed,
                 Err(e) => StopReason::Failed(e),
             }
@@ -524,7 +524,7 @@ struct BatchRun<'a> {
     /// The last pass stopped at `--max-cost` with batches in flight.
     budget_bound: bool,
     /// Error records' warnings printed (the first few of each kind).
-    warnings: crate::run::repeated_warnings::Repeats,
+    warnings: crate::progress::repeated_warnings::Repeats,
     /// Final batches whose files stayed short ([`DOWNLOADS`] tries): not polled again by
     /// this run.
     deferred: std::collections::HashSet<String>,
@@ -588,7 +588,7 @@ impl<'a> BatchRun<'a> {
             self.output_format,
             self.kept_columns.clone(),
             self.opts.request.models_per_row(),
-            crate::run::pipeline::writer_hooks(self.opts, &self.counters),
+            crate::job::pipeline::writer_hooks(self.opts, &self.counters),
         )
     }
 
@@ -839,7 +839,7 @@ impl<'a> BatchRun<'a> {
         // With --fallback live the rows to retry wait for the live runner, not a new batch.
         let retry_live = self.opts.batch.fallback == Fallback::Live;
         let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
-        let mut chunks = crate::run::pipeline::spawn_reader(rows, 64);
+        let mut chunks = crate::job::pipeline::spawn_reader(rows, 64);
         let mut end = Submitted::All;
         'reading: while let Some(chunk) = chunks.recv().await {
             for item in chunk {
@@ -1320,7 +1320,7 @@ impl<'a> BatchRun<'a> {
         }
         let pass_started = Instant::now();
         let rows = input::open(&self.opts.input, &self.opts.request, Some(others))?;
-        let mut chunks = crate::run::pipeline::spawn_reader(rows, 64);
+        let mut chunks = crate::job::pipeline::spawn_reader(rows, 64);
         let mut written = Midway::new(outcomes.len(), self.counters.done());
         while let Some(chunk) = chunks.recv().await {
             for item in chunk {
@@ -1384,7 +1384,7 @@ impl<'a> BatchRun<'a> {
         let mut recorded = Vec::new();
         let mut written = Midway::new(outcomes.len(), self.counters.done());
         let rows = input::open(&self.opts.input, &self.opts.request, None)?;
-        let mut chunks = crate::run::pipeline::spawn_reader(rows, 64);
+        let mut chunks = crate::job::pipeline::spawn_reader(rows, 64);
         'reading: while let Some(chunk) = chunks.recv().await {
             for item in chunk {
                 if claims.unclaimed() == 0 {
@@ -1506,7 +1506,7 @@ impl<'a> BatchRun<'a> {
     /// What an answer cost at batch prices (`None`: the model has no price).
     fn batch_cost(&self, completion: &crate::api::Completion, model: &str) -> Option<f64> {
         let answered = completion.model.as_deref().unwrap_or_default();
-        crate::live::worker::cost_of(self.prices, Billing::Batch, &[answered, model], completion)
+        crate::job::answer::cost_of(self.prices, Billing::Batch, &[answered, model], completion)
     }
 
     /// The record a collected row gets from its line's `outcome`, or `None` when it goes into a
@@ -1532,7 +1532,7 @@ impl<'a> BatchRun<'a> {
         let mut unaccepted = false;
         let outcome = match outcome {
             LineOutcome::Answer(completion) => {
-                match crate::live::worker::check_answer(self.schema, &completion) {
+                match crate::job::answer::check_answer(self.schema, &completion) {
                     Ok(value) => {
                         parsed = value;
                         LineOutcome::Answer(completion)
@@ -1561,7 +1561,7 @@ impl<'a> BatchRun<'a> {
                 let mut record = Record::ok(info, completion, latency_ms, attempts, cost);
                 let spent = self.take_spent(unit, &record.model).unwrap_or_default();
                 let parsed = self.schema.map(|schema| (parsed, schema));
-                crate::live::worker::complete_ok(&mut record, &spent, parsed, body.as_deref());
+                crate::job::answer::complete_ok(&mut record, &spent, parsed, body.as_deref());
                 record
             }
             LineOutcome::Permanent(message) => {
@@ -1729,7 +1729,7 @@ pub async fn cancel(
             state.endpoint
         )));
     }
-    let client = BatchClient::new(&api, crate::live::worker::RetryPolicy::default());
+    let client = BatchClient::new(&api, crate::api::retry::RetryPolicy::default());
     let mut cancelled = 0;
     let unknown: Vec<String> = state
         .batches

@@ -38,7 +38,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::api::{Failure, FailureKind};
 use crate::output::resume::KnownModels;
 use crate::output::Record;
-use crate::report::normalize_error;
+use crate::util::error_kind::normalize_error;
 use crate::util::fingerprint::fnv1a;
 
 /// Identical permanent failures, before a model's first success, that trip it.

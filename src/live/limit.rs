@@ -15,7 +15,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::live::pacing::Pacer;
-use crate::run::progress::Counters;
+use crate::progress::Counters;
 
 /// How many token cells the TPM limiter hands out at once: 1/6000 of a minute's budget
 /// (10 ms worth), so no start-up burst is noticeable and a big request waits in small steps.

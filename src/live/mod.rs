@@ -5,4 +5,5 @@
 pub mod breaker;
 pub mod limit;
 pub(crate) mod pacing;
+pub(crate) mod pool;
 pub mod worker;

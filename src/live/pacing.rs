@@ -55,7 +55,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::api::RateLimitHeaders;
-use crate::run::progress::Counters;
+use crate::progress::Counters;
 
 /// The send rate is measured over this long (pauses excluded).
 const SEND_SPAN: Duration = Duration::from_secs(2);
@@ -176,7 +176,7 @@ pub enum Answer {
     Other,
 }
 
-pub use crate::run::progress::PaceNote;
+pub use crate::progress::PaceNote;
 
 /// The shared pacing state (see the module docs).
 pub struct Pacer {

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::api::schema::SchemaChecker;
+use crate::api::retry::RetryPolicy;
+use crate::api::schema::AnswerSchema;
 use crate::api::{ApiClient, ChatRequest, Failure, FailureKind};
+use crate::job::answer::{check_answer, complete_ok, cost_of};
 use crate::live::breaker::{Admission, Breaker, InFlight};
 use crate::live::limit::Limits;
 use crate::live::pacing::Answer;
@@ -19,70 +21,16 @@ use crate::money::cost::PriceTable;
 use crate::money::spent::Spent;
 use crate::output::record::RowInfo;
 use crate::output::Record;
-use crate::run::progress::Counters;
-use crate::run::repeated_warnings::Repeats;
-use crate::run::shutdown::Shutdown;
+use crate::progress::repeated_warnings::Repeats;
+use crate::progress::shutdown::Shutdown;
+use crate::progress::Counters;
 
 /// Slots lent at once, per `--concurrency` slot. One each capped the pool: at 20 % of random
 /// 429s advising 1 s and 100-ms answers, 64 slots lent held ≈ 130 rows waiting and left the
 /// pool at 0.55 of its clean rate. A waiting row costs its prompt's memory, nothing more.
 const LEND_FACTOR: usize = 16;
-/// A 429's row retries after its advice and up to this share of it more.
-const ADVICE_JITTER: f64 = 0.1;
 /// How often a row of a suspect model asks the breaker again.
 const BREAKER_POLL: Duration = Duration::from_millis(10);
-
-/// Retry settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Retries per row for transient failures (429, 5xx, timeouts, dropped connections).
-    pub max_retries: u32,
-    /// First retry backoff; doubles per attempt, with full jitter (a 429 waits its advice, or
-    /// about this long without one: never doubled).
-    pub base: Duration,
-    /// Longest backoff between two attempts of a row.
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 8,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// How long a row waits before attempt `attempt + 1` after `failure`: never sooner than the
-    /// server's advice.
-    ///
-    /// A 429 does not back off exponentially: a random refusal is as likely on the next
-    /// attempt, and a real limit is the pool's pace to answer (`pacing.rs`); doubling on top of
-    /// a 1-s advice left a few rows retrying for a minute at the end of a run. A 429 that says
-    /// when waits that, and up to a tenth more so the rows it refused together do not all come
-    /// back together; one that does not (Google's `RESOURCE_EXHAUSTED` body) waits about
-    /// `--backoff-base` (½ to 1½ times it). Other failures back off exponentially.
-    pub fn wait(&self, failure: &Failure, attempt: u32) -> Duration {
-        match (failure.retry_after, failure.is_rate_limit()) {
-            (Some(advised), true) => {
-                advised + advised.mul_f64(ADVICE_JITTER * rand::random::<f64>())
-            }
-            (None, true) => self.base.mul_f64(0.5 + rand::random::<f64>()),
-            (advised, false) => self.backoff(attempt).max(advised.unwrap_or(Duration::ZERO)),
-        }
-    }
-
-    /// Full-jitter backoff before attempt `attempt + 1`: uniform in [0, min(max, base·2^(attempt-1))].
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
-        let ceiling = exp.min(self.max);
-        ceiling.mul_f64(rand::random::<f64>())
-    }
-}
 
 /// The run's concurrency slots, as seen by a row waiting out a 429: while it waits for the
 /// server's advised time it is not in flight, so it lends its slot to another row (at most
@@ -261,27 +209,6 @@ pub struct Outcome {
     pub cost_unknown: bool,
 }
 
-/// What an answer cost under `billing`: `None` when its model has no price, or when it
-/// reported no `usage` (its tokens, and so its cost, are unknown — never $0; warned once).
-pub fn cost_of(
-    prices: &PriceTable,
-    billing: crate::money::cost::Billing,
-    models: &[&str],
-    completion: &crate::api::Completion,
-) -> Option<f64> {
-    if !completion.usage_reported {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            warn!(
-                "an answer of `{}` reported no `usage`: its tokens and cost are unknown (null in its record; `report` counts it as unpriced) and --max-cost counts its worst case",
-                models.last().copied().unwrap_or_default()
-            );
-        });
-        return None;
-    }
-    prices.cost_via(billing, models, &completion.usage)
-}
-
 /// Where a row is in the input: its id, number and line.
 #[derive(Debug, Clone)]
 pub struct RowPlace {
@@ -334,10 +261,6 @@ pub fn invalid_record(
     Record::error(info, message, 0, 0)
 }
 
-/// `--json-schema` compiled, and for a CSV output the parsed answer's `(column, property)`
-/// columns (else it is written as `parsed`).
-pub type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
-
 /// Under `--max-cost`, the worst case of one more attempt of `request`, reserved now; `Err`
 /// says why there is none (it does not fit under the cap).
 fn reserve_retry(
@@ -354,51 +277,6 @@ fn reserve_retry(
         Some(reservation) => Ok(Some(reservation)),
         None => Err("another attempt could pass --max-cost"),
     }
-}
-
-/// `--json-schema`: the answer's JSON value, or why it fails the schema (one line naming the
-/// rule). `Null` without a schema. Both transports check answers here.
-pub(crate) fn check_answer(
-    schema: Option<&AnswerSchema>,
-    completion: &crate::api::Completion,
-) -> Result<serde_json::Value, String> {
-    match schema {
-        Some((checker, _)) => checker.check(completion.content.as_deref()),
-        None => Ok(serde_json::Value::Null),
-    }
-}
-
-/// Completes the ok record of an accepted answer, for both transports: the row's earlier paid
-/// answers (`spent`: they failed `--json-schema`) added to its tokens and cost, the parsed
-/// answer (`parsed` in JSONL, a CSV output's columns) and, with `--keep-response`, the body.
-pub(crate) fn complete_ok(
-    record: &mut Record,
-    spent: &Spent,
-    parsed: Option<(serde_json::Value, &AnswerSchema)>,
-    body: Option<&[u8]>,
-) {
-    spent.add_to(record);
-    if let Some((value, (_, columns))) = parsed {
-        let fields = crate::output::record::parsed_fields(value, columns.as_deref());
-        record
-            .kept
-            .get_or_insert_with(Default::default)
-            .extend(fields);
-    }
-    if let Some(body) = body {
-        keep_response(record, body);
-    }
-}
-
-/// Stores the whole response body in an ok record (`--keep-response`): as JSON, or as a string
-/// when the body, though it parsed as an answer, is somehow not one JSON value.
-fn keep_response(record: &mut Record, body: &[u8]) {
-    let value = serde_json::from_slice(body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
-    record
-        .kept
-        .get_or_insert_with(Default::default)
-        .insert(crate::output::record::RESPONSE.to_string(), value);
 }
 
 /// Sends one row until it has an answer, a permanent error or no retries left.

@@ -35,6 +35,7 @@ use crate::money::cost::PriceTable;
 use crate::money::ledger::Ledger;
 use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
+use crate::util::error_kind::normalize_error;
 
 pub(crate) mod latency_sketch;
 pub(crate) mod text;
@@ -329,32 +330,6 @@ pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Erro
     let mut report = stats.finish(path.display().to_string(), format, records.torn());
     report.beside = crate::batch::beside(path)?;
     Ok(report)
-}
-
-/// An error message with runs of digits replaced by `N`, except a status code after `HTTP `.
-pub fn normalize_error(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut chars = message.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if !c.is_ascii_digit() {
-            out.push(c);
-            continue;
-        }
-        let mut end = i + 1;
-        while let Some(&(j, d)) = chars.peek() {
-            if !d.is_ascii_digit() {
-                break;
-            }
-            end = j + 1;
-            chars.next();
-        }
-        if message[..i].ends_with("HTTP ") {
-            out.push_str(&message[i..end]);
-        } else {
-            out.push('N');
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! redaction, stable hashing, and the bounded-memory external sort.
 
 pub mod duration;
+pub mod error_kind;
 pub(crate) mod fingerprint;
 pub mod human;
 pub mod redact;

@@ -1,12 +1,12 @@
 //! Warnings that repeat: the first few of each kind are printed, the rest counted, so a night of
 //! identical row failures does not flood stderr. Kinds are messages with their numbers removed
-//! (`report::normalize_error`); the summary tells how many were not shown.
+//! (`util::error_kind`); the summary tells how many were not shown.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use crate::report::normalize_error;
+use crate::util::error_kind::normalize_error;
 
 /// Printed per kind before the rest are only counted.
 pub const SHOWN_PER_KIND: u32 = 3;

@@ -10,19 +10,23 @@
 //! `Job::run` lives with the runner (`run.rs`): the configuration does not depend on the code
 //! that carries it out.
 
+pub(crate) mod answer;
+pub(crate) mod pipeline;
+pub(crate) mod prepare;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::request::RequestOptions;
+use crate::api::retry::RetryPolicy;
 use crate::api::EndpointOptions;
 use crate::batch::options::{BatchOptions, Via};
 use crate::input::InputOptions;
 use crate::live::limit::LimitOptions;
-use crate::live::worker::RetryPolicy;
 use crate::money::cost::CostOptions;
 use crate::output::{OutputOptions, Record};
-use crate::run::progress::Display;
+use crate::progress::Display;
 use crate::sim::SimOptions;
 
 /// After a first interrupt, how long in-flight requests may still finish, unless set.

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::input::{self, Row};
+use crate::job::Job;
 use crate::output::{order, writer};
-use crate::run::job::Job;
-use crate::run::progress::Counters;
+use crate::progress::Counters;
 
 /// What the writer does with each record once it is in the file (count it, and hand it to the
 /// caller's callback if the job has one), and how it sees the requests in flight.

@@ -5,16 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::api::schema::AnswerSchema;
 use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::error::Error;
 use crate::input::{self, InputOptions, RowSet};
-use crate::live::worker::AnswerSchema;
+use crate::job::Job;
 use crate::money::cost::PriceTable;
 use crate::output::lock::OutputLock;
 use crate::output::resume::{Plan, ResumeIndex};
 use crate::output::resume_sorted;
 use crate::output::{backup, replace, writer, Record};
-use crate::run::job::Job;
 use crate::sim;
 
 /// What a run has once it is ready to send: everything that can fail before the first request.
