@@ -78,7 +78,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     if let Some(plan) = &plan {
         say!("{}", plan.describe());
     }
-    let carried = crate::batch::carried_into_live_run(opts, &output, done.as_ref())?;
+    let carried = crate::batch::before_run::carried_into_live_run(opts, &output, done.as_ref())?;
     Ok(Prepared {
         client,
         _simulator: simulator,
@@ -237,7 +237,7 @@ fn take_output(opts: &Job, client: &ApiClient) -> Result<(OutputLock, PathBuf), 
     let output = lock.path().to_path_buf();
     replace::finish_interrupted(&output)?;
     // Batches an earlier `--via batch` run left running are this output's too.
-    crate::batch::check_state_before_run(opts, &output, client)?;
+    crate::batch::before_run::check_state_before_run(opts, &output, client)?;
     if opts.output.fresh {
         if let Some(backup) = backup::move_aside(&output)? {
             // The new, empty output is locked before the old one's lock is released.

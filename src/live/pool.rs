@@ -127,7 +127,7 @@ pub(crate) async fn run(
         .saturating_sub(counters.done() + ctx.breaker.held_back());
     let mut stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
     if matches!(stop, StopReason::Completed) {
-        if let Err(e) = crate::batch::forget_carried_spend(&output, &ctx.carried) {
+        if let Err(e) = crate::batch::before_run::forget_carried_spend(&output, &ctx.carried) {
             stop = StopReason::Failed(e);
         }
     }
