@@ -4,10 +4,32 @@
 
 use std::path::{Path, PathBuf};
 
-/// The one extension rule of inputs and outputs: `.csv` (any case) is CSV, anything else JSONL.
+/// The file formats promptbatch reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+impl FileKind {
+    /// The one extension rule of inputs and outputs: the kind a path's extension names (any
+    /// case): `.csv`, `.parquet`, or JSON lines (`.jsonl`, `.ndjson`, `.jsonlines`, `.json`);
+    /// `None` for any other extension (an output is then JSONL, an input's content decides).
+    pub fn of(path: &Path) -> Option<FileKind> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(FileKind::Csv),
+            "parquet" => Some(FileKind::Parquet),
+            "jsonl" | "ndjson" | "jsonlines" | "json" => Some(FileKind::Jsonl),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the path's extension names CSV (an output is JSONL unless it does).
 pub fn is_csv(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    FileKind::of(path) == Some(FileKind::Csv)
 }
 
 /// The extension of a file kind promptbatch does not write (a spreadsheet, another table
@@ -21,20 +43,10 @@ pub fn foreign_output_extension(path: &Path) -> Option<String> {
     FOREIGN.contains(&ext.as_str()).then_some(ext)
 }
 
-/// Whether an extension names JSON lines (`.jsonl`, `.ndjson`, `.jsonlines`, `.json`).
-pub fn is_jsonl_name(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["jsonl", "ndjson", "jsonlines", "json"]
-            .iter()
-            .any(|j| e.eq_ignore_ascii_case(j))
-    })
-}
-
-/// `.parquet` (any case): a Parquet input, or a run's output written as Parquet at the end of the
-/// run from its JSONL checkpoint ([`checkpoint`]).
+/// `.parquet`: a Parquet input, or a run's output written as Parquet at the end of the run
+/// from its JSONL checkpoint ([`checkpoint`]).
 pub fn is_parquet(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    FileKind::of(path) == Some(FileKind::Parquet)
 }
 
 /// The JSONL checkpoint of a Parquet output: `results.parquet` → `results.parquet.jsonl`. A run
@@ -69,6 +81,9 @@ mod tests {
             checkpoint(Path::new("d/r.parquet")),
             Path::new("d/r.parquet.jsonl")
         );
+        assert_eq!(FileKind::of(Path::new("x.NDJSON")), Some(FileKind::Jsonl));
+        assert_eq!(FileKind::of(Path::new("x.txt")), None);
+        assert_eq!(FileKind::of(Path::new("x")), None);
         assert!(is_stdin(Path::new("-")) && !is_stdin(Path::new("./-")));
         assert_eq!(
             suffixed(Path::new("d/out.jsonl"), ".bak.2"),

@@ -10,7 +10,9 @@ use std::path::Path;
 use super::csv_record::{Broken, Next, Problem, RawRecord, RecordReader};
 use super::encoding::{first_non_utf8, first_nul, reencode_hint, starts_utf16};
 use super::keep::{KeepColumns, Kept};
+use super::source::{ReadRecord, Records, Source};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
+use super::{InputOptions, RowStream};
 use crate::error::Error;
 use serde_json::Value;
 
@@ -263,23 +265,47 @@ impl CsvRows {
     }
 }
 
-impl Iterator for CsvRows {
-    type Item = Result<Row, Error>;
+impl ReadRecord for CsvRows {
+    fn read_next(&mut self) -> Option<Result<Row, Error>> {
+        self.read_record()
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            let item = self.read_next();
-            if item.is_some() {
-                return item;
-            }
-        }
-        None
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// CSV with a header row.
+pub(crate) struct Csv;
+
+impl Source for Csv {
+    fn has_header(&self) -> bool {
+        true
+    }
+
+    fn rows(
+        &self,
+        opts: &InputOptions,
+        factory: RowFactory,
+        prompt: PromptSource,
+        ids: IdSource,
+    ) -> Result<RowStream, Error> {
+        let rows = CsvRows::new(opts.open_reader()?, factory, prompt, ids)?;
+        Ok(Box::new(Records(rows)))
+    }
+
+    fn count(&self, path: &Path) -> Option<u64> {
+        count_records(std::fs::File::open(path).ok()?)
+    }
+
+    fn header(&self, opts: &InputOptions) -> Result<Vec<String>, Error> {
+        header_names(opts.open_reader()?, &opts.path)
     }
 }
 
 impl CsvRows {
     /// The next row; `None` for a skipped row or the end (then `done` is set).
-    fn read_next(&mut self) -> Option<Result<Row, Error>> {
+    fn read_record(&mut self) -> Option<Result<Row, Error>> {
         let next = match self.reader.read(&mut self.record) {
             Ok(next) => next,
             Err(e) => {

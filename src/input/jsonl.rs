@@ -5,12 +5,15 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use super::encoding::{first_non_utf8, reencode_hint, starts_utf16, UTF8_BOM};
+use super::source::{ReadRecord, Records, Source};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory};
+use super::{InputOptions, RowStream};
 use crate::error::Error;
 
 /// Streams rows from a JSONL reader.
@@ -194,44 +197,94 @@ impl JsonlRows {
     }
 }
 
-impl Iterator for JsonlRows {
-    type Item = Result<Row, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => self.done = true,
-                Ok(_) => {
-                    self.line += 1;
-                    if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
-                        // Editors on Windows start files with a byte-order mark: not JSON.
-                        self.buf.drain(..UTF8_BOM.len());
-                    }
-                    if self.buf.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    self.row += 1;
-                    if self.factory.skips(self.row) {
-                        continue;
-                    }
-                    return Some(self.parse_line());
+impl ReadRecord for JsonlRows {
+    fn read_next(&mut self) -> Option<Result<Row, Error>> {
+        self.buf.clear();
+        match self.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => {
+                self.done = true;
+                None
+            }
+            Ok(_) => {
+                self.line += 1;
+                if self.line == 1 && self.buf.starts_with(UTF8_BOM) {
+                    // Editors on Windows start files with a byte-order mark: not JSON.
+                    self.buf.drain(..UTF8_BOM.len());
                 }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(Error::io(
-                        format!(
-                            "reading {} after line {}",
-                            self.factory.path.display(),
-                            self.line
-                        ),
-                        e,
-                    )));
+                if self.buf.iter().all(u8::is_ascii_whitespace) {
+                    return None;
                 }
+                self.row += 1;
+                if self.factory.skips(self.row) {
+                    return None;
+                }
+                Some(self.parse_line())
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(Error::io(
+                    format!(
+                        "reading {} after line {}",
+                        self.factory.path.display(),
+                        self.line
+                    ),
+                    e,
+                )))
             }
         }
-        None
     }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// One JSON object per line.
+pub(crate) struct Jsonl;
+
+impl Source for Jsonl {
+    fn has_header(&self) -> bool {
+        false
+    }
+
+    fn rows(
+        &self,
+        opts: &InputOptions,
+        factory: RowFactory,
+        prompt: PromptSource,
+        ids: IdSource,
+    ) -> Result<RowStream, Error> {
+        let rows = JsonlRows::new(opts.open_reader()?, factory, prompt, ids);
+        Ok(Box::new(Records(rows)))
+    }
+
+    fn count(&self, path: &Path) -> Option<u64> {
+        count_lines(std::fs::File::open(path).ok()?)
+    }
+
+    fn header(&self, opts: &InputOptions) -> Result<Vec<String>, Error> {
+        Err(Error::Config(format!(
+            "{}: a JSONL input has no header (each line names its own fields)",
+            opts.path.display()
+        )))
+    }
+}
+
+/// The top-level fields of the first JSON object in the file (for `validate`); empty when there
+/// is none.
+pub(crate) fn first_object_fields(path: &Path) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| !line.trim().is_empty())
+        .and_then(|line| {
+            serde_json::from_str::<Map<String, Value>>(line.trim_start_matches('\u{feff}')).ok()
+        })
+        .map(|object| object.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// A JSON syntax error with a single location, the column in characters (serde_json's message

@@ -9,11 +9,12 @@ mod csv_record;
 pub mod duplicate_ids;
 mod encoding;
 mod json_keys;
-mod jsonl;
+pub(crate) mod jsonl;
 pub mod keep;
 pub mod models;
 mod options;
 pub(crate) mod parquet;
+pub(crate) mod source;
 pub mod template;
 pub mod validate;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::api::request::{BuildError, ChatRequest, RequestDefaults, RequestOptions};
 use crate::error::Error;
+use crate::paths::FileKind;
 use duplicate_ids::IdCheck;
 pub use keep::{KeepColumns, Kept};
 pub use options::{InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
@@ -415,17 +417,13 @@ impl RowFactory {
 /// The input format for these options (by extension when `auto`).
 pub fn resolve_format(opts: &InputOptions) -> InputFormat {
     match opts.input_format {
-        InputFormat::Auto => {
-            if crate::paths::is_csv(&opts.path) {
-                InputFormat::Csv
-            } else if crate::paths::is_parquet(&opts.path) {
-                InputFormat::Parquet
-            } else if opts.reads_once() || crate::paths::is_jsonl_name(&opts.path) {
-                InputFormat::Jsonl
-            } else {
-                sniff(&opts.path)
-            }
-        }
+        InputFormat::Auto => match FileKind::of(&opts.path) {
+            Some(FileKind::Csv) => InputFormat::Csv,
+            Some(FileKind::Parquet) => InputFormat::Parquet,
+            Some(FileKind::Jsonl) => InputFormat::Jsonl,
+            None if opts.reads_once() => InputFormat::Jsonl,
+            None => sniff(&opts.path),
+        },
         other => other,
     }
 }
@@ -517,23 +515,14 @@ fn open_mode(
         Some(name) => IdSource::Required(name.clone()),
         None => IdSource::Default,
     };
-    let format = resolve_format(opts);
-    if let (Some(column), false) = (
-        &opts.model_column,
-        matches!(format, InputFormat::Csv | InputFormat::Parquet),
-    ) {
+    let source = source::for_format(resolve_format(opts));
+    if let (Some(column), false) = (&opts.model_column, source.has_header()) {
         return Err(Error::Config(format!(
             "--model-column {column}: JSONL rows name their own model with a `model` field (a \
              Batch API line with `body.model`); --model-column is for CSV and Parquet inputs"
         )));
     }
-    if format == InputFormat::Parquet && opts.reads_once() {
-        return Err(Error::Config(format!(
-            "{}: a Parquet input must be a file (its footer is read first): save it to a file \
-             and pass its path",
-            opts.path.display()
-        )));
-    }
+    source.check(opts)?;
     let skip_units = if request.models.len() > 1 {
         skip.clone()
     } else {
@@ -548,21 +537,7 @@ fn open_mode(
     if factory.ids_only {
         factory.keep = None;
     }
-    let rows: RowStream = match format {
-        InputFormat::Parquet => Box::new(parquet::ParquetRows::new(factory, prompt, ids)?),
-        InputFormat::Csv => Box::new(csv::CsvRows::new(
-            opts.open_reader()?,
-            factory,
-            prompt,
-            ids,
-        )?),
-        _ => Box::new(jsonl::JsonlRows::new(
-            opts.open_reader()?,
-            factory,
-            prompt,
-            ids,
-        )),
-    };
+    let rows = source.rows(opts, factory, prompt, ids)?;
     let rows: RowStream = match opts.limit {
         Some(limit) => Box::new(FirstRows { rows, limit }),
         None => rows,
@@ -642,15 +617,8 @@ impl Iterator for FirstRows {
 /// The columns of a CSV input's header (for `--keep-columns all` into a CSV output, whose header
 /// must name them before the first row is read).
 pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
-    if resolve_format(opts) == InputFormat::Parquet {
-        return parquet::column_names(&opts.path).ok_or_else(|| {
-            Error::Config(format!(
-                "cannot read the columns of {}",
-                opts.path.display()
-            ))
-        });
-    }
-    if resolve_format(opts) != InputFormat::Csv {
+    let source = source::for_format(resolve_format(opts));
+    if !source.has_header() {
         return Err(Error::Config(
             "--keep-columns all with a CSV output needs a CSV input (the lines of a JSONL input \
              may each have other fields): name the fields, e.g. --keep-columns ticket_id,label, \
@@ -665,7 +633,7 @@ pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
                 .into(),
         ));
     }
-    csv::header_names(opts.open_reader()?, &opts.path)
+    source.header(opts)
 }
 
 /// The rows of a Parquet file (`None` when it is not one, or cannot be read).
@@ -679,15 +647,10 @@ pub fn count_rows(opts: &InputOptions) -> Option<u64> {
     if opts.reads_once() {
         return None;
     }
-    let file = std::fs::File::open(&opts.path).ok()?;
     if opts.shard.is_some() {
         return None; // which rows fall in the shard is known only once they are read
     }
-    let all = match resolve_format(opts) {
-        InputFormat::Parquet => parquet::count_rows(&opts.path),
-        InputFormat::Csv => csv::count_records(file),
-        _ => jsonl::count_lines(file),
-    }?;
+    let all = source::for_format(resolve_format(opts)).count(&opts.path)?;
     Some(opts.limit.map_or(all, |limit| all.min(limit)))
 }
 

@@ -29,7 +29,9 @@ use parquet::arrow::ProjectionMask;
 use serde_json::Value;
 
 use super::keep::{KeepColumns, Kept};
+use super::source::{ReadRecord, Records, Source};
 use super::{Extracted, IdSource, PromptSource, Row, RowFactory, Template};
+use super::{InputOptions, RowStream};
 use crate::error::Error;
 
 /// Rows decoded at once.
@@ -412,7 +414,7 @@ impl ParquetRows {
     }
 
     /// The next row; `None` for a skipped row or the end (then `done` is set).
-    fn read_next(&mut self) -> Option<Result<Row, Error>> {
+    fn read_record(&mut self) -> Option<Result<Row, Error>> {
         match &self.batch {
             Some(batch) if self.at < batch.num_rows() => {}
             _ => match self.reader.next() {
@@ -462,17 +464,56 @@ impl ParquetRows {
     }
 }
 
-impl Iterator for ParquetRows {
-    type Item = Result<Row, Error>;
+impl ReadRecord for ParquetRows {
+    fn read_next(&mut self) -> Option<Result<Row, Error>> {
+        self.read_record()
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            let item = self.read_next();
-            if item.is_some() {
-                return item;
-            }
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Apache Parquet: a file, read by row group.
+pub(crate) struct Parquet;
+
+impl Source for Parquet {
+    fn has_header(&self) -> bool {
+        true
+    }
+
+    fn check(&self, opts: &InputOptions) -> Result<(), Error> {
+        if opts.reads_once() {
+            return Err(Error::Config(format!(
+                "{}: a Parquet input must be a file (its footer is read first): save it to a file \
+                 and pass its path",
+                opts.path.display()
+            )));
         }
-        None
+        Ok(())
+    }
+
+    fn rows(
+        &self,
+        _opts: &InputOptions,
+        factory: RowFactory,
+        prompt: PromptSource,
+        ids: IdSource,
+    ) -> Result<RowStream, Error> {
+        Ok(Box::new(Records(ParquetRows::new(factory, prompt, ids)?)))
+    }
+
+    fn count(&self, path: &Path) -> Option<u64> {
+        count_rows(path)
+    }
+
+    fn header(&self, opts: &InputOptions) -> Result<Vec<String>, Error> {
+        column_names(&opts.path).ok_or_else(|| {
+            Error::Config(format!(
+                "cannot read the columns of {}",
+                opts.path.display()
+            ))
+        })
     }
 }
 

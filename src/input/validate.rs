@@ -6,12 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufRead;
 use std::path::Path;
 
 use crate::api::request::RequestOptions;
 use crate::error::Error;
-use crate::input::{self, InputFormat, InputOptions, RowContent};
+use crate::input::{self, InputOptions, RowContent};
 use crate::util::human::{count, group};
 
 /// Problems printed one by one; the rest are counted.
@@ -204,38 +203,14 @@ fn describe_columns(input: &InputOptions) -> String {
     if input.reads_once() {
         return "columns: (standard input: not re-read)".to_string();
     }
-    let format = input::resolve_format(input);
-    let Ok(file) = std::fs::File::open(&input.path) else {
-        return "columns: (unreadable)".to_string();
-    };
-    let names: Vec<String> = match format {
-        InputFormat::Parquet => input::parquet::column_names(&input.path).unwrap_or_default(),
-        InputFormat::Csv => csv::ReaderBuilder::new()
-            .from_reader(file)
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|c| c.trim_start_matches('\u{feff}').to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => std::io::BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .find(|line| !line.trim().is_empty())
-            .and_then(|line| {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
-                    line.trim_start_matches('\u{feff}'),
-                )
-                .ok()
-            })
-            .map(|object| object.keys().cloned().collect())
-            .unwrap_or_default(),
-    };
-    let what = if matches!(format, InputFormat::Csv | InputFormat::Parquet) {
-        "columns"
+    let source = input::source::for_format(input::resolve_format(input));
+    let (what, names) = if source.has_header() {
+        ("columns", source.header(input).unwrap_or_default())
     } else {
-        "fields of the first line"
+        (
+            "fields of the first line",
+            input::jsonl::first_object_fields(&input.path),
+        )
     };
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     format!("{what}: {}", quoted.join(", "))
