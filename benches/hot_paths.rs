@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use promptbatch::api::openai_chat;
 use promptbatch::api::request::{RequestDefaults, RequestOptions};
-use promptbatch::api::response;
 use promptbatch::input::Template;
 use promptbatch::output::format::{Csv, Jsonl, RecordFormat};
 use promptbatch::output::{Record, Status};
@@ -81,9 +81,9 @@ fn request(c: &mut Criterion) {
 
 fn parse_response(c: &mut Criterion) {
     let mut group = c.benchmark_group("response");
-    group.throughput(Throughput::Bytes(response::SEED_RESPONSE.len() as u64));
+    group.throughput(Throughput::Bytes(openai_chat::SEED_RESPONSE.len() as u64));
     group.bench_function("parse/seed", |b| {
-        b.iter(|| response::parse(black_box(response::SEED_RESPONSE.as_bytes())).unwrap())
+        b.iter(|| openai_chat::parse(black_box(openai_chat::SEED_RESPONSE.as_bytes())).unwrap())
     });
     group.finish();
 }

@@ -4,12 +4,14 @@
 pub mod classify;
 pub mod client;
 pub(crate) mod model_name;
+pub mod openai_chat;
 pub mod request;
 pub mod response;
 pub mod retry;
 pub mod schema;
 pub mod transport;
 pub mod trust;
+pub mod wire;
 
 pub use classify::{Failure, FailureKind, RateLimitHeaders};
 pub use client::{ApiClient, ApiKey, ClientOptions, EndpointOptions};

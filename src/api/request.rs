@@ -261,7 +261,7 @@ impl RequestDefaults {
             .or_else(|| body.get("max_completion_tokens"))
             .and_then(Value::as_u64);
         body.insert("messages".into(), Value::Array(messages));
-        let bytes = serde_json::to_vec(&body).expect("a JSON map always serializes");
+        let bytes = crate::api::wire::DEFAULT.encode(&body);
         let fingerprint = crate::util::fingerprint::of_body(&bytes);
         Ok(ChatRequest {
             fingerprint,
