@@ -509,28 +509,7 @@ impl BatchRun<'_> {
         };
         let place = (row.id, row.row, row.line);
         let mut kept = row.kept.map(crate::output::record::rename_kept);
-        // --json-schema: an answer that fails it was paid for — its tokens and cost wait
-        // in the state until the row's record holds them — and is worth another batch.
-        let mut parsed = serde_json::Value::Null;
-        let mut unaccepted = false;
-        let outcome = match outcome {
-            LineOutcome::Answer(completion) => {
-                match crate::job::answer::check_answer(self.schema, &completion) {
-                    Ok(value) => {
-                        parsed = value;
-                        LineOutcome::Answer(completion)
-                    }
-                    Err(message) => {
-                        let cost = self.batch_cost(&completion, &request.model);
-                        let spent = self.state.spent.entry(unit).or_default();
-                        spent.add(&completion.usage, cost);
-                        unaccepted = true;
-                        LineOutcome::Transient(message)
-                    }
-                }
-            }
-            other => other,
-        };
+        let (outcome, parsed, unaccepted) = self.accept(unit, &request.model, outcome);
         let mut record = match outcome {
             LineOutcome::Answer(completion) => {
                 let cost = self.batch_cost(&completion, &request.model);
@@ -557,20 +536,13 @@ impl BatchRun<'_> {
                 self.state.retry.insert(unit, attempts);
                 return None;
             }
-            LineOutcome::Transient(message) => {
-                let counter = if unaccepted {
-                    &self.counters.unaccepted
-                } else {
-                    &self.counters.transient_errors
-                };
-                counter.fetch_add(1, Relaxed);
-                let message = format!(
-                    "gave up after {}: {message}",
-                    crate::util::human::count(u64::from(attempts), "batch")
-                );
-                let info = (request.prompt, request.model, fingerprint, latency_ms);
-                self.answered_error(place, info, message, attempts)
-            }
+            LineOutcome::Transient(message) => self.gave_up(
+                place,
+                (request.prompt, request.model, fingerprint, latency_ms),
+                message,
+                attempts,
+                unaccepted,
+            ),
         };
         // An error record holds what the row's answers that failed --json-schema cost.
         if let Some(spent) = self.take_spent(unit, &record.model) {
@@ -585,8 +557,57 @@ impl BatchRun<'_> {
         Some(record)
     }
 
-    /// The error record of a row its batch answered (or gave up on): `(prompt, model,
-    /// fingerprint, latency_ms)` of its request and batch.
+    /// --json-schema: an answer that fails it was paid for — its tokens and cost wait in the
+    /// state until the row's record holds them — and is worth another batch (a transient
+    /// outcome, `true`). An accepted answer comes with its parsed value (`Null` without a
+    /// schema).
+    fn accept(
+        &mut self,
+        unit: u64,
+        model: &str,
+        outcome: LineOutcome,
+    ) -> (LineOutcome, serde_json::Value, bool) {
+        let LineOutcome::Answer(completion) = outcome else {
+            return (outcome, serde_json::Value::Null, false);
+        };
+        match crate::job::answer::check_answer(self.schema, &completion) {
+            Ok(value) => (LineOutcome::Answer(completion), value, false),
+            Err(message) => {
+                let cost = self.batch_cost(&completion, model);
+                let spent = self.state.spent.entry(unit).or_default();
+                spent.add(&completion.usage, cost);
+                (
+                    LineOutcome::Transient(message),
+                    serde_json::Value::Null,
+                    true,
+                )
+            }
+        }
+    }
+
+    /// The error record of a row whose transient failures used up its batches (counted as a
+    /// schema refusal when its last answer failed `--json-schema`).
+    fn gave_up(
+        &self,
+        place: (String, u64, u64),
+        info: (String, String, String, u64),
+        message: String,
+        attempts: u32,
+        unaccepted: bool,
+    ) -> Record {
+        let counter = if unaccepted {
+            &self.counters.unaccepted
+        } else {
+            &self.counters.transient_errors
+        };
+        counter.fetch_add(1, Relaxed);
+        let message = format!(
+            "gave up after {}: {message}",
+            crate::util::human::count(u64::from(attempts), "batch")
+        );
+        self.answered_error(place, info, message, attempts)
+    }
+
     /// The spend a unit's record takes from the state; the part earlier runs paid is noted, so
     /// that the summary's "cost this run" leaves it out.
     pub(super) fn take_spent(&mut self, unit: u64, model: &str) -> Option<Spent> {
@@ -598,6 +619,8 @@ impl BatchRun<'_> {
         Some(spent)
     }
 
+    /// The error record of a row its batch answered (or gave up on): `(prompt, model,
+    /// fingerprint, latency_ms)` of its request and batch.
     pub(super) fn answered_error(
         &self,
         place: (String, u64, u64),

@@ -50,6 +50,7 @@ mod submit;
 mod unmatched;
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -402,60 +403,14 @@ impl<'a> BatchRun<'a> {
         loop {
             let pass = match rows.take() {
                 Some(rows) => Some(rows),
-                // The rows a pass stopped before (`--batch-max-pending`), once half are
-                // collected, and with them the rows to retry: one more pass over the input.
-                None if self.unsubmitted && self.may_submit_again() => Some(input::open(
-                    &self.opts.input,
-                    &self.opts.request,
-                    Some(self.skip.clone()),
-                )?),
-                // A later pass sends the rows to retry (and any row an earlier pass missed).
-                None if self.state.batches.is_empty() && !self.state.retry.is_empty() => {
-                    if self.opts.batch.fallback == Fallback::Live {
-                        // The state keeps the rows' spend until their live records hold it.
-                        self.state.retry.clear();
-                        self.save()?;
-                        return Ok(Drive::GoLive(Handover {
-                            spent: self.state.spent.clone(),
-                            earlier: std::mem::take(&mut self.earlier),
-                        }));
-                    }
-                    Some(input::open(
-                        &self.opts.input,
-                        &self.opts.request,
-                        Some(self.skip.clone()),
-                    )?)
-                }
-                None => None,
+                None => match self.next_pass()? {
+                    ControlFlow::Continue(pass) => pass,
+                    ControlFlow::Break(end) => return Ok(end),
+                },
             };
             if let Some(pass) = pass {
-                match self.submit(pass, shutdown).await? {
-                    Submitted::All => (self.unsubmitted, self.budget_bound) = (false, false),
-                    Submitted::Full => (self.unsubmitted, self.budget_bound) = (true, false),
-                    Submitted::Budget if self.state.batches.is_empty() => {
-                        let cap = self.opts.cost.max_cost.unwrap_or_default();
-                        return Ok(Drive::Stopped(StopReason::Budget { cap }));
-                    }
-                    Submitted::Budget => {
-                        // The batches in flight are paid for whatever happens: they are
-                        // collected, and what they cost decides whether more fit.
-                        say!(
-                            "--max-cost: no more batches are submitted while the {} in flight ({} rows) run; they are collected first",
-                            self.state.batches.len(),
-                            crate::util::human::group(self.pending_rows())
-                        );
-                        (self.unsubmitted, self.budget_bound) = (true, true);
-                    }
-                    Submitted::Halted => return Ok(Drive::Stopped(StopReason::Interrupted)),
-                    Submitted::Failed(e) => return Ok(Drive::Stopped(StopReason::Failed(e))),
-                }
-                if self.opts.batch.detach {
-                    let rows: usize = self.state.batches.iter().map(|b| b.rows.len()).sum();
-                    return Ok(Drive::Stopped(StopReason::Detached {
-                        batches: self.state.batches.len() as u64,
-                        rows: rows as u64,
-                        state: self.state_path.clone(),
-                    }));
+                if let Some(end) = self.submit_pass(pass, shutdown).await? {
+                    return Ok(end);
                 }
             }
             if self.state.batches.is_empty() {
@@ -464,46 +419,132 @@ impl<'a> BatchRun<'a> {
                 }
                 continue;
             }
-            let mut finals = self.poll().await?;
+            let finals = self.poll().await?;
             if finals.is_empty() && self.only_deferred_left() {
-                return Ok(Drive::Stopped(StopReason::Failed(Error::FatalApi(format!(
-                    "the files of {} finished batches stayed shorter than they report ({}); they are kept in {} and their rows are not submitted again: run the same command later to download them again",
-                    self.deferred.len(),
-                    self.deferred.iter().cloned().collect::<Vec<_>>().join(", "),
-                    self.state_path.display()
-                )))));
+                return Ok(Drive::Stopped(StopReason::Failed(self.deferred_error())));
             }
             if !finals.is_empty() {
-                // Last entry first, so the earlier entries keep their places; a few batches per
-                // pass over the input (memory: their answers), up to COLLECT_ROWS rows.
-                finals.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
-                let mut group: Vec<(usize, BatchObject)> = Vec::new();
-                let mut rows = 0;
-                for (index, batch) in finals {
-                    let size = self.state.batches[index].rows.len();
-                    if !group.is_empty() && rows + size > COLLECT_ROWS {
-                        self.collect(std::mem::take(&mut group)).await?;
-                        rows = 0;
-                    }
-                    rows += size;
-                    group.push((index, batch));
-                }
-                self.collect(group).await?;
+                self.collect_in_groups(finals).await?;
                 continue;
             }
-            tokio::select! {
-                biased;
-                _ = shutdown.stop_dispatch.cancelled() => {
-                    say!(
-                        "stopped waiting: {} batches keep running at the provider (state in {}); the same command collects them later, `promptbatch cancel {}` cancels them",
-                        self.state.batches.len(),
-                        self.state_path.display(),
-                        self.output.display()
-                    );
-                    return Ok(Drive::Stopped(StopReason::Interrupted));
-                }
-                _ = tokio::time::sleep(self.opts.batch.poll_every) => {}
+            if let Some(end) = self.wait_to_poll(shutdown).await {
+                return Ok(end);
             }
+        }
+    }
+
+    /// Another pass over the input, when one is due: the rows a pass stopped before
+    /// (`--batch-max-pending`), once half are collected, and with them the rows to retry; or,
+    /// when no batch is left, the rows to retry (and any row an earlier pass missed) — which
+    /// `--fallback live` hands to the live runner instead.
+    fn next_pass(&mut self) -> Result<ControlFlow<Drive, Option<input::RowStream>>, Error> {
+        let again = self.unsubmitted && self.may_submit_again();
+        let retry = self.state.batches.is_empty() && !self.state.retry.is_empty();
+        if !again && retry && self.opts.batch.fallback == Fallback::Live {
+            // The state keeps the rows' spend until their live records hold it.
+            self.state.retry.clear();
+            self.save()?;
+            return Ok(ControlFlow::Break(Drive::GoLive(Handover {
+                spent: self.state.spent.clone(),
+                earlier: std::mem::take(&mut self.earlier),
+            })));
+        }
+        if !again && !retry {
+            return Ok(ControlFlow::Continue(None));
+        }
+        let rows = input::open(
+            &self.opts.input,
+            &self.opts.request,
+            Some(self.skip.clone()),
+        )?;
+        Ok(ControlFlow::Continue(Some(rows)))
+    }
+
+    /// Submits one pass over the input; the run's end when the pass ends it (budget with no
+    /// batch in flight, interrupt, failure, `--detach`).
+    async fn submit_pass(
+        &mut self,
+        pass: input::RowStream,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Drive>, Error> {
+        match self.submit(pass, shutdown).await? {
+            Submitted::All => (self.unsubmitted, self.budget_bound) = (false, false),
+            Submitted::Full => (self.unsubmitted, self.budget_bound) = (true, false),
+            Submitted::Budget if self.state.batches.is_empty() => {
+                let cap = self.opts.cost.max_cost.unwrap_or_default();
+                return Ok(Some(Drive::Stopped(StopReason::Budget { cap })));
+            }
+            Submitted::Budget => {
+                // The batches in flight are paid for whatever happens: they are
+                // collected, and what they cost decides whether more fit.
+                say!(
+                    "--max-cost: no more batches are submitted while the {} in flight ({} rows) run; they are collected first",
+                    self.state.batches.len(),
+                    crate::util::human::group(self.pending_rows())
+                );
+                (self.unsubmitted, self.budget_bound) = (true, true);
+            }
+            Submitted::Halted => return Ok(Some(Drive::Stopped(StopReason::Interrupted))),
+            Submitted::Failed(e) => return Ok(Some(Drive::Stopped(StopReason::Failed(e)))),
+        }
+        if self.opts.batch.detach {
+            let rows: usize = self.state.batches.iter().map(|b| b.rows.len()).sum();
+            return Ok(Some(Drive::Stopped(StopReason::Detached {
+                batches: self.state.batches.len() as u64,
+                rows: rows as u64,
+                state: self.state_path.clone(),
+            })));
+        }
+        Ok(None)
+    }
+
+    /// Why the run stops when only batches whose files stayed short are left.
+    fn deferred_error(&self) -> Error {
+        Error::FatalApi(format!(
+            "the files of {} finished batches stayed shorter than they report ({}); they are kept in {} and their rows are not submitted again: run the same command later to download them again",
+            self.deferred.len(),
+            self.deferred.iter().cloned().collect::<Vec<_>>().join(", "),
+            self.state_path.display()
+        ))
+    }
+
+    /// Collects the final batches, last entry first (so the earlier entries keep their
+    /// places), a few batches per pass over the input (memory: their answers), up to
+    /// `COLLECT_ROWS` rows.
+    async fn collect_in_groups(
+        &mut self,
+        mut finals: Vec<(usize, BatchObject)>,
+    ) -> Result<(), Error> {
+        finals.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        let mut group: Vec<(usize, BatchObject)> = Vec::new();
+        let mut rows = 0;
+        for (index, batch) in finals {
+            let size = self.state.batches[index].rows.len();
+            if !group.is_empty() && rows + size > COLLECT_ROWS {
+                self.collect(std::mem::take(&mut group)).await?;
+                rows = 0;
+            }
+            rows += size;
+            group.push((index, batch));
+        }
+        self.collect(group).await
+    }
+
+    /// Waits `--poll-every` before the next poll; the run's end when a signal stops the wait
+    /// (the batches keep running at the provider).
+    async fn wait_to_poll(&self, shutdown: &Shutdown) -> Option<Drive> {
+        tokio::select! {
+            biased;
+            _ = shutdown.stop_dispatch.cancelled() => {
+                say!(
+                    "stopped waiting: {} batches keep running at the provider (state in {}); the same command collects them later, `promptbatch cancel {}` cancels them",
+                    self.state.batches.len(),
+                    self.state_path.display(),
+                    self.output.display()
+                );
+                Some(Drive::Stopped(StopReason::Interrupted))
+            }
+            _ = tokio::time::sleep(self.opts.batch.poll_every) => None,
         }
     }
 

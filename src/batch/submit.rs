@@ -112,16 +112,18 @@ impl BatchRun<'_> {
         shutdown: &Shutdown,
         writer: &Writer,
     ) -> Result<Submitted, Error> {
-        let mut in_flight = Claims::new();
+        let mut pass = Pass {
+            in_flight: Claims::new(),
+            pending: self.pending_rows(),
+            // With --fallback live the rows to retry wait for the live runner, not a new batch.
+            retry_live: self.opts.batch.fallback == Fallback::Live,
+            splitter: Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes),
+        };
         for entry in &self.state.batches {
             for r in &entry.rows {
-                in_flight.add(r.id(), r.fingerprint(), ());
+                pass.in_flight.add(r.id(), r.fingerprint(), ());
             }
         }
-        let mut pending = self.pending_rows();
-        // With --fallback live the rows to retry wait for the live runner, not a new batch.
-        let retry_live = self.opts.batch.fallback == Fallback::Live;
-        let mut splitter = Splitter::new(self.opts.batch.max_requests, self.opts.batch.max_bytes);
         let mut chunks = crate::job::pipeline::spawn_reader(rows, 64);
         let mut end = Submitted::All;
         'reading: while let Some(chunk) = chunks.recv().await {
@@ -130,79 +132,95 @@ impl BatchRun<'_> {
                     end = Submitted::Halted;
                     break 'reading;
                 }
-                let row = match item {
-                    Ok(row) => row,
-                    Err(e) => {
-                        end = Submitted::Failed(e);
-                        break 'reading;
-                    }
+                let taken = match item {
+                    Ok(row) => self.take_row(row, &mut pass, writer).await?,
+                    Err(e) => Some(Submitted::Failed(e)),
                 };
-                let unit = self.unit(&row);
-                if retry_live && self.state.retry.contains_key(&unit) {
-                    continue;
-                }
-                let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
-                let place = (row.id, row.row, row.line);
-                let request = match row.content {
-                    RowContent::Invalid {
-                        prompt, message, ..
-                    } => {
-                        let record = self.error_record(place, prompt, None, message, 0);
-                        self.write(writer, record, unit).await;
-                        continue;
-                    }
-                    RowContent::Request(request) => request,
-                };
-                if in_flight
-                    .claim(&custom_id, row.explicit_id, &request.fingerprint)
-                    .is_some()
-                {
-                    continue;
-                }
-                if pending >= self.opts.batch.max_pending {
-                    end = Submitted::Full;
+                if let Some(stop) = taken {
+                    end = stop;
                     break 'reading;
-                }
-                let line = split::line(&custom_id, &request.body);
-                if !splitter.fits(line.len()) {
-                    let message = format!(
-                        "the request is {} bytes as a Batch API line, more than --batch-max-bytes {}: send this row with --via live",
-                        line.len(),
-                        self.opts.batch.max_bytes
-                    );
-                    let prompt = request.prompt.clone();
-                    let record = self.error_record(place, prompt, Some(&request), message, 0);
-                    self.write(writer, record, unit).await;
-                    continue;
-                }
-                let worst = self.worst_case(&request)?;
-                let attempts = self.state.retry.get(&unit).copied().unwrap_or(0) + 1;
-                let row_ref = RowRef(unit, custom_id, request.fingerprint, attempts);
-                pending += 1;
-                if let Some(file) = splitter.push(&request.model, line, row_ref, worst) {
-                    if !self.submit_file(file).await? {
-                        end = Submitted::Budget;
-                        break 'reading;
-                    }
                 }
             }
         }
         drop(chunks);
+        self.finish_pass(end, pass).await
+    }
+
+    /// One row of a pass: written as an error record when it cannot be sent, passed over when
+    /// a batch in flight holds it (or, with `--fallback live`, when it waits for the live
+    /// runner), else added to the next input file (submitted once full). `Some` ends the pass.
+    async fn take_row(
+        &mut self,
+        row: input::Row,
+        pass: &mut Pass,
+        writer: &Writer,
+    ) -> Result<Option<Submitted>, Error> {
+        let unit = self.unit(&row);
+        if pass.retry_live && self.state.retry.contains_key(&unit) {
+            return Ok(None);
+        }
+        let custom_id = split::custom_id(&row.id, row.slot, self.state.models_per_row());
+        let place = (row.id, row.row, row.line);
+        let request = match row.content {
+            RowContent::Invalid {
+                prompt, message, ..
+            } => {
+                let record = self.error_record(place, prompt, None, message, 0);
+                self.write(writer, record, unit).await;
+                return Ok(None);
+            }
+            RowContent::Request(request) => request,
+        };
+        if pass
+            .in_flight
+            .claim(&custom_id, row.explicit_id, &request.fingerprint)
+            .is_some()
+        {
+            return Ok(None);
+        }
+        if pass.pending >= self.opts.batch.max_pending {
+            return Ok(Some(Submitted::Full));
+        }
+        let line = split::line(&custom_id, &request.body);
+        if !pass.splitter.fits(line.len()) {
+            let message = format!(
+                "the request is {} bytes as a Batch API line, more than --batch-max-bytes {}: send this row with --via live",
+                line.len(),
+                self.opts.batch.max_bytes
+            );
+            let prompt = request.prompt.clone();
+            let record = self.error_record(place, prompt, Some(&request), message, 0);
+            self.write(writer, record, unit).await;
+            return Ok(None);
+        }
+        let worst = self.worst_case(&request)?;
+        let attempts = self.state.retry.get(&unit).copied().unwrap_or(0) + 1;
+        let row_ref = RowRef(unit, custom_id, request.fingerprint, attempts);
+        pass.pending += 1;
+        if let Some(file) = pass.splitter.push(&request.model, line, row_ref, worst) {
+            if !self.submit_file(file).await? {
+                return Ok(Some(Submitted::Budget));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The end of a pass: the last input files submitted (unless the pass was cut short), and,
+    /// when every row was read, the rows to retry that were not submitted again forgotten
+    /// (they left the input).
+    async fn finish_pass(&mut self, mut end: Submitted, pass: Pass) -> Result<Submitted, Error> {
         if matches!(end, Submitted::All | Submitted::Full) {
-            for file in splitter.finish() {
+            for file in pass.splitter.finish() {
                 if !self.submit_file(file).await? {
                     end = Submitted::Budget;
                     break;
                 }
             }
         }
-        if matches!(end, Submitted::All) && !retry_live {
-            // Every row to retry was read: those not submitted again left the input.
-            if !self.state.retry.is_empty() {
-                self.state.retry.clear();
-                self.state.drop_spent_not_in_flight();
-                self.save()?;
-            }
+        if matches!(end, Submitted::All) && !pass.retry_live && !self.state.retry.is_empty() {
+            self.state.retry.clear();
+            self.state.drop_spent_not_in_flight();
+            self.save()?;
         }
         Ok(end)
     }
@@ -324,4 +342,15 @@ impl BatchRun<'_> {
         abort_at("after-create");
         Ok(())
     }
+}
+
+/// What one pass over the input threads through its rows.
+struct Pass {
+    /// The rows the batches in flight hold (by custom id and fingerprint).
+    in_flight: Claims<()>,
+    /// Rows in batches, submitted or about to be (`--batch-max-pending` counts them).
+    pending: u64,
+    /// `--fallback live`: rows to retry are left to the live runner.
+    retry_live: bool,
+    splitter: Splitter,
 }

@@ -54,11 +54,6 @@ pub(crate) async fn run(
         done: _,
         carried,
     } = prepared;
-    let budget = opts
-        .cost
-        .max_cost
-        .map(|cap| Budget::new(cap, plan.as_ref().map_or(0.0, |p| p.spent)));
-
     if !matches!(opts.display, crate::progress::Display::Quiet) {
         spawn_row_count(
             &opts.input,
@@ -78,27 +73,20 @@ pub(crate) async fn run(
     )?;
     let reporter = Reporter::start(counters.clone(), opts.display);
     let permits = Arc::new(Semaphore::new(concurrency));
-    let ctx = Arc::new(WorkerContext {
-        slots: Slots::new(permits.clone(), opts.limits.concurrency),
+    let shared = Shared {
         client,
-        limits: Limits::new(opts.limits.rpm, opts.limits.tpm).with_progress(counters.clone()),
-        counters: counters.clone(),
-        shutdown,
-        retry: opts.retry,
         prices,
-        budget,
-        fatal: Mutex::new(None),
-        simulated: opts.dry_run.is_some(),
-        keep_response: opts.output.keep_response,
         schema,
-        breaker: Breaker::new(
-            plan.as_ref().map(|p| p.worked).unwrap_or_default(),
-            opts.output.keep_errors,
-        ),
         carried,
-        warnings: Repeats::default(),
-        recovery: worker::Recovery::default(),
-    });
+    };
+    let ctx = Arc::new(context(
+        opts,
+        shared,
+        plan.as_ref(),
+        &permits,
+        &counters,
+        shutdown,
+    ));
 
     let chunk_rows = if opts.input.reads_once() {
         1
@@ -134,6 +122,51 @@ pub(crate) async fn run(
     let mut summary = summarize(&ctx, plan.as_ref(), started, stop, unrecorded);
     summary.models = opts.request.models_per_row();
     Ok(summary)
+}
+
+/// What the prepare stage hands the workers.
+struct Shared {
+    client: crate::api::ApiClient,
+    prices: crate::money::cost::PriceTable,
+    schema: Option<crate::api::schema::AnswerSchema>,
+    carried: crate::money::spent::Carried,
+}
+
+/// Everything the workers share: the slots, the pacing, the budget (earlier runs' spend
+/// counted), the breaker (which models an earlier run saw work).
+fn context(
+    opts: &Job,
+    shared: Shared,
+    plan: Option<&Plan>,
+    permits: &Arc<Semaphore>,
+    counters: &Arc<Counters>,
+    shutdown: Shutdown,
+) -> WorkerContext {
+    let budget = opts
+        .cost
+        .max_cost
+        .map(|cap| Budget::new(cap, plan.map_or(0.0, |p| p.spent)));
+    WorkerContext {
+        slots: Slots::new(permits.clone(), opts.limits.concurrency),
+        client: shared.client,
+        limits: Limits::new(opts.limits.rpm, opts.limits.tpm).with_progress(counters.clone()),
+        counters: counters.clone(),
+        shutdown,
+        retry: opts.retry,
+        prices: shared.prices,
+        budget,
+        fatal: Mutex::new(None),
+        simulated: opts.dry_run.is_some(),
+        keep_response: opts.output.keep_response,
+        schema: shared.schema,
+        breaker: Breaker::new(
+            plan.map(|p| p.worked).unwrap_or_default(),
+            opts.output.keep_errors,
+        ),
+        carried: shared.carried,
+        warnings: Repeats::default(),
+        recovery: worker::Recovery::default(),
+    }
 }
 
 /// The run's summary: the counters, what the resume plan found, and why it stopped.
