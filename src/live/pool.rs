@@ -79,15 +79,8 @@ pub(crate) async fn run(
         schema,
         carried,
     };
-    let ctx = Arc::new(context(
-        opts,
-        shared,
-        plan.as_ref(),
-        &permits,
-        &counters,
-        shutdown,
-    ));
-
+    let ctx = context(opts, shared, plan.as_ref(), &permits, &counters, shutdown);
+    let ctx = Arc::new(ctx);
     let chunk_rows = if opts.input.reads_once() {
         1
     } else {
@@ -108,17 +101,7 @@ pub(crate) async fn run(
         written = put_in_input_order(&output, &opts.request.models);
     }
 
-    // Rows of a refused model get no record on purpose (the next run sends them).
-    let unrecorded = counters
-        .dispatched
-        .load(Relaxed)
-        .saturating_sub(counters.done() + ctx.breaker.held_back());
-    let mut stop = stop_reason(&ctx, &workers, written, dispatched, unrecorded);
-    if matches!(stop, StopReason::Completed) {
-        if let Err(e) = crate::batch::before_run::forget_carried_spend(&output, &ctx.carried) {
-            stop = StopReason::Failed(e);
-        }
-    }
+    let (stop, unrecorded) = settle(&ctx, &workers, written, dispatched, &output);
     let mut summary = summarize(&ctx, plan.as_ref(), started, stop, unrecorded);
     summary.models = opts.request.models_per_row();
     Ok(summary)
@@ -167,6 +150,30 @@ fn context(
         warnings: Repeats::default(),
         recovery: worker::Recovery::default(),
     }
+}
+
+/// Why the pool stopped, and how many dispatched rows have no record. Rows of a refused model
+/// get none on purpose (the next run sends them). A completed run drops the spend its rows
+/// carried from the batch state (their records hold it now).
+fn settle(
+    ctx: &WorkerContext,
+    workers: &Workers,
+    written: Result<(), Error>,
+    dispatched: DispatchEnd,
+    output: &std::path::Path,
+) -> (StopReason, u64) {
+    let counters = &ctx.counters;
+    let unrecorded = counters
+        .dispatched
+        .load(Relaxed)
+        .saturating_sub(counters.done() + ctx.breaker.held_back());
+    let mut stop = stop_reason(ctx, workers, written, dispatched, unrecorded);
+    if matches!(stop, StopReason::Completed) {
+        if let Err(e) = crate::batch::before_run::forget_carried_spend(output, &ctx.carried) {
+            stop = StopReason::Failed(e);
+        }
+    }
+    (stop, unrecorded)
 }
 
 /// The run's summary: the counters, what the resume plan found, and why it stopped.

@@ -7,6 +7,7 @@
 //! the request sets no `max_tokens`, the largest completion seen so far in this run, at least
 //! 4,096 tokens.
 
+use super::nanos::{self, Nanos};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -50,22 +51,6 @@ impl Shared {
     }
 }
 
-/// An amount in nano-dollars.
-type Nanos = u64;
-
-/// `usd` in whole nano-dollars, rounded up (a worst case is never under-reserved), saturating.
-fn to_nanos(usd: f64) -> Nanos {
-    if usd.is_finite() && usd > 0.0 {
-        (usd * 1e9).ceil().min(u64::MAX as f64) as Nanos
-    } else {
-        0
-    }
-}
-
-fn to_usd(nanos: Nanos) -> f64 {
-    nanos as f64 / 1e9
-}
-
 #[derive(Debug, Default)]
 struct State {
     spent: Nanos,
@@ -90,8 +75,11 @@ impl Reservation {
     /// Replaces the reservation by what the row actually cost (`None`: not sent, or unpriced).
     pub fn settle(mut self, actual: Option<f64>, completion_tokens: u64) {
         self.settled = true;
-        self.shared
-            .release(self.amount, actual.map_or(0, to_nanos), completion_tokens);
+        self.shared.release(
+            self.amount,
+            actual.map_or(0, nanos::rounded_up),
+            completion_tokens,
+        );
     }
 }
 
@@ -116,10 +104,10 @@ impl Budget {
     /// A cap of `cap` USD with `already_spent` from earlier runs on the same output.
     pub fn new(cap: f64, already_spent: f64) -> Self {
         Budget {
-            cap: to_nanos(cap),
+            cap: nanos::rounded_up(cap),
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    spent: to_nanos(already_spent),
+                    spent: nanos::rounded_up(already_spent),
                     ..State::default()
                 }),
                 settled: Notify::new(),
@@ -129,7 +117,7 @@ impl Budget {
 
     /// The cap in USD.
     pub fn cap(&self) -> f64 {
-        to_usd(self.cap)
+        nanos::usd(self.cap)
     }
 
     /// The worst-case cost of a request, or an error when its model has no price.
@@ -168,7 +156,7 @@ impl Budget {
 
     /// Reserves `worst` if it fits under the cap now.
     pub fn try_reserve(&self, worst: f64) -> Option<Reservation> {
-        let amount = to_nanos(worst);
+        let amount = nanos::rounded_up(worst);
         let mut s = self.lock();
         let total = s.spent.saturating_add(s.reserved).saturating_add(amount);
         if total > self.cap {
@@ -185,7 +173,7 @@ impl Budget {
 
     /// Spend so far, earlier runs included.
     pub fn spent(&self) -> f64 {
-        to_usd(self.lock().spent)
+        nanos::usd(self.lock().spent)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

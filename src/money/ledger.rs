@@ -5,10 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::nanos::{self, Nanos};
 use crate::api::TokenUsage;
-
-/// Nano-dollars (1e-9 USD).
-type Nanos = u64;
 
 /// Usage and cost of one model's rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,12 +28,12 @@ pub struct ModelLedger {
 impl ModelLedger {
     /// What the real rows cost.
     pub fn spent_usd(&self) -> f64 {
-        to_usd(self.spent)
+        nanos::usd(self.spent)
     }
 
     /// What the simulated rows would have cost.
     pub fn simulated_usd(&self) -> f64 {
-        to_usd(self.simulated)
+        nanos::usd(self.simulated)
     }
 
     /// Whether any row had a price (real or simulated): the model's cost is known, maybe $0.
@@ -63,11 +61,11 @@ impl Ledger {
             None => entry.unpriced_rows += 1,
             Some(usd) if simulated => {
                 entry.simulated_rows += 1;
-                entry.simulated += to_nanos(usd);
+                entry.simulated += nanos::nearest(usd);
             }
             Some(usd) => {
                 entry.priced_rows += 1;
-                entry.spent += to_nanos(usd);
+                entry.spent += nanos::nearest(usd);
             }
         }
     }
@@ -103,31 +101,18 @@ impl Ledger {
 
     /// What the real rows cost, all models.
     pub fn spent_usd(&self) -> f64 {
-        to_usd(self.models.values().map(|m| m.spent).sum())
+        nanos::usd(self.models.values().map(|m| m.spent).sum())
     }
 
     /// What the simulated rows would have cost, all models.
     pub fn simulated_usd(&self) -> f64 {
-        to_usd(self.models.values().map(|m| m.simulated).sum())
+        nanos::usd(self.models.values().map(|m| m.simulated).sum())
     }
 
     /// Rows without a price, all models.
     pub fn unpriced_rows(&self) -> u64 {
         self.models.values().map(|m| m.unpriced_rows).sum()
     }
-}
-
-/// A cost in nano-dollars, rounded to the nearest (negative or NaN: 0).
-fn to_nanos(usd: f64) -> Nanos {
-    if usd.is_finite() && usd > 0.0 {
-        (usd * 1e9).round().min(Nanos::MAX as f64) as Nanos
-    } else {
-        0
-    }
-}
-
-fn to_usd(nanos: Nanos) -> f64 {
-    nanos as f64 / 1e9
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Money: prices and the cost of one answer (`cost`), the `--max-cost` cap (`budget`), usage
-//! and cost summed by model (`ledger`), and what was paid for but not kept (`spent`).
+//! and cost summed by model (`ledger`), what was paid for but not kept (`spent`),
+//! all summed in one unit (`nanos`).
 
 pub(crate) mod budget;
 pub mod cost;
 pub mod ledger;
+pub(crate) mod nanos;
 pub(crate) mod spent;
