@@ -6,11 +6,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use promptbatch::input::KeepColumns;
 use promptbatch::output::format::OutputFormat;
 use promptbatch::sim::AnswerBody;
+use promptbatch::Choice;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
@@ -81,7 +83,7 @@ pub struct InputArgs {
     pub path: PathBuf,
 
     /// Input format.
-    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    #[arg(long, value_parser = choice::<InputFormat>(), default_value = "auto")]
     pub input_format: InputFormat,
 
     /// Column (CSV) or field (JSONL) holding the prompt, when no --template is given.
@@ -246,7 +248,7 @@ pub struct RunArgs {
     /// Batch API's output lines — `id`, `custom_id`, `response: {status_code, request_id, body}`,
     /// `error` — with the whole record under `promptbatch`, so it resumes like any output).
     /// Default: by extension, or the shape an existing OUTPUT has.
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_parser = choice::<OutputFormat>(), value_name = "FORMAT")]
     pub output_format: Option<OutputFormat>,
 
     /// Store each answer's whole response body in its record, as `response` (JSON in a JSONL
@@ -301,7 +303,7 @@ pub struct RunArgs {
     /// price — half the live price at OpenAI). A batch run keeps its batch ids in
     /// OUTPUT.batch.json: re-running the same command collects them, never submitting the same
     /// rows twice.
-    #[arg(long, value_enum, default_value_t = Via::Live)]
+    #[arg(long, value_parser = choice::<Via>(), default_value = "live")]
     pub via: Via,
 
     /// --via batch: at most this many requests per Batch input file (one batch each).
@@ -332,7 +334,7 @@ pub struct RunArgs {
     /// --via batch: where rows go whose batch expired, failed or was cancelled, or that the
     /// error file reports with a transient error: `batch` (a new batch) or `live` (sent live,
     /// at the live price, once every batch is collected).
-    #[arg(long, value_enum, default_value_t = Fallback::Batch)]
+    #[arg(long, value_parser = choice::<Fallback>(), default_value = "batch")]
     pub fallback: Fallback,
 
     /// --via batch: submit the batches and exit at once, printing the command that collects
@@ -582,7 +584,7 @@ pub struct SimArgs {
     /// per status, `param`, `fallback_suggestion`; a 429 advises its wait only in the
     /// suggestion) or `litellm` (the LiteLLM proxy's: string `code`, retry advice only in
     /// `llm_provider-` prefixed headers).
-    #[arg(long, value_enum, default_value_t = ErrorStyle::Openai)]
+    #[arg(long, value_parser = choice::<ErrorStyle>(), default_value = "openai")]
     pub error_style: ErrorStyle,
 
     /// A server-side limit on requests per minute, enforced over a sliding `--limit-window`:
@@ -599,7 +601,7 @@ pub struct SimArgs {
     /// advises the exact wait) or `fixed` (as the LiteLLM proxy: one counter per wall-clock
     /// window, e.g. the UTC minute, that refused requests increment too; a 429 advises the
     /// whole window).
-    #[arg(long, value_enum, default_value_t = LimitStyle::Sliding)]
+    #[arg(long, value_parser = choice::<LimitStyle>(), default_value = "sliding")]
     pub limit_style: LimitStyle,
 
     /// Send `x-ratelimit-limit-requests`, `-remaining-requests` and `-reset-requests` (as OpenAI
@@ -611,7 +613,7 @@ pub struct SimArgs {
     /// What a successful completion answers: `echo` (derived from the request: see the module
     /// docs) or `seed` (the gateway's documented example response, 683 bytes, the same for
     /// every request: a benchmark's stand-in for a real answer).
-    #[arg(long, value_enum, default_value_t = AnswerBody::Echo)]
+    #[arg(long, value_parser = choice::<AnswerBody>(), default_value = "echo")]
     pub answer: AnswerBody,
 
     /// Send every answer with `Transfer-Encoding: chunked` (no `Content-Length`), as nginx and
@@ -827,6 +829,21 @@ impl SimArgs {
             unmarked: false,
         }
     }
+}
+
+/// The parser of an option whose values a library enum names ([`Choice`]): its names are the
+/// possible values `--help` lists, each with its help line.
+fn choice<T: Choice + Send + Sync + Clone>() -> impl TypedValueParser<Value = T> {
+    let values = T::CHOICES.iter().map(|(_, name, help)| {
+        let value = PossibleValue::new(*name);
+        if help.is_empty() {
+            value
+        } else {
+            value.help(*help)
+        }
+    });
+    PossibleValuesParser::new(values)
+        .map(|name| T::from_name(&name).expect("clap accepts only the listed names"))
 }
 
 #[cfg(test)]

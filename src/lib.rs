@@ -117,3 +117,4 @@ pub use output::{OutputOptions, Record, Status};
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
 pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
+pub use util::choice::Choice;

@@ -1,10 +1,11 @@
 //! The options of `--via batch`: which transport a run uses and how batches are cut, polled and
 //! retried. Apart from the batch runner so that `Job` can hold them without depending on it.
 
+use crate::util::choice::Choice;
 use std::time::Duration;
 
 /// How a run sends its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Via {
     /// One HTTP request per row, answers in seconds, at the live price.
     #[default]
@@ -14,15 +15,33 @@ pub enum Via {
     Batch,
 }
 
+impl Choice for Via {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Via::Live, "live", "One HTTP request per row, answers in seconds, at the live price"),
+        (Via::Batch, "batch", "The provider's Batch API: files of requests, answers within the completion window, at the batch price"),
+    ];
+}
+
 /// Where rows go whose batch expired, failed or was cancelled, or that the error file reports
 /// with a transient error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fallback {
     /// Into a new batch.
     #[default]
     Batch,
     /// Sent live, at the live price, once every batch is collected.
     Live,
+}
+
+impl Choice for Fallback {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Fallback::Batch, "batch", "Into a new batch"),
+        (
+            Fallback::Live,
+            "live",
+            "Sent live, at the live price, once every batch is collected",
+        ),
+    ];
 }
 
 /// Requests per Batch input file unless set (OpenAI's limit).

@@ -80,6 +80,7 @@ use crate::output::record::{Record, Status};
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
 use crate::util::human::group;
 
+#[cfg(feature = "cli")]
 mod text;
 
 /// Rows sent from the reader thread to the counter at a time.

@@ -2,6 +2,7 @@
 //! `estimate` and `validate`, and the one place that knows whether the input can be read twice
 //! (a file can; standard input and rows handed over in memory cannot).
 
+use crate::util::choice::Choice;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -15,8 +16,8 @@ use super::Shard;
 pub const DEFAULT_PROMPT_COLUMN: &str = "prompt";
 
 /// Input file format.
-/// (Its `ValueEnum` lets `--help` list the values; the library never imports the CLI.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// (Its [`Choice`] lets `--help` list the values; the library never imports the CLI.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InputFormat {
     /// Chosen from the file extension (.csv → csv, .parquet → parquet, anything else → jsonl).
     #[default]
@@ -27,6 +28,15 @@ pub enum InputFormat {
     Jsonl,
     /// Apache Parquet (a file, read by row group; not standard input).
     Parquet,
+}
+
+impl Choice for InputFormat {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (InputFormat::Auto, "auto", "Chosen from the file extension (.csv → csv, .parquet → parquet, anything else → jsonl)"),
+        (InputFormat::Csv, "csv", "CSV with a header row"),
+        (InputFormat::Jsonl, "jsonl", "One JSON object per line"),
+        (InputFormat::Parquet, "parquet", "Apache Parquet (a file, read by row group; not standard input)"),
+    ];
 }
 
 /// Where the rows come from and how a row becomes a prompt.

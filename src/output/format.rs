@@ -1,6 +1,7 @@
 //! Output formats behind one small trait, one type per format (like hyperfine's exporters):
 //! JSONL (one object per line) and CSV (RFC 4180 quoting, multi-line text safe).
 
+use crate::util::choice::Choice;
 use std::path::Path;
 
 use super::record::{Record, COLUMNS};
@@ -16,7 +17,7 @@ pub trait RecordFormat: Send {
 pub use crate::paths::is_csv;
 
 /// The shape of an output file's lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     /// One record per line, as a JSON object.
     Jsonl,
@@ -26,6 +27,14 @@ pub enum OutputFormat {
     /// request_id, body}`, `error`), each with the whole record under `promptbatch` (so the file
     /// resumes like any output).
     OpenaiBatch,
+}
+
+impl Choice for OutputFormat {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (OutputFormat::Jsonl, "jsonl", "One record per line, as a JSON object"),
+        (OutputFormat::Csv, "csv", "CSV with a header row"),
+        (OutputFormat::OpenaiBatch, "openai-batch", "The OpenAI Batch API's output lines (`id`, `custom_id`, `response: {status_code, request_id, body}`, `error`), each with the whole record under `promptbatch` (so the file resumes like any output)"),
+    ];
 }
 
 impl OutputFormat {

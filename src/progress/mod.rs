@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "cli")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
@@ -291,7 +292,15 @@ impl Reporter {
         let stop = CancellationToken::new();
         let task = match display {
             Display::Quiet => None,
+            #[cfg(feature = "cli")]
             Display::Bar => Some(tokio::spawn(draw_bar(counters, stop.clone()))),
+            // Without the `cli` feature there is no bar: plain lines instead.
+            #[cfg(not(feature = "cli"))]
+            Display::Bar => Some(tokio::spawn(log_lines(
+                counters,
+                BAR_FALLBACK,
+                stop.clone(),
+            ))),
             Display::Lines(every) => Some(tokio::spawn(log_lines(counters, every, stop.clone()))),
         };
         Reporter { stop, task }
@@ -306,6 +315,11 @@ impl Reporter {
     }
 }
 
+/// How often a bar that cannot be drawn (no `cli` feature) prints a line instead.
+#[cfg(not(feature = "cli"))]
+const BAR_FALLBACK: Duration = Duration::from_secs(10);
+
+#[cfg(feature = "cli")]
 async fn draw_bar(counters: Arc<Counters>, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
     let style = ProgressStyle::with_template(

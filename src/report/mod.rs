@@ -38,6 +38,7 @@ use crate::output::record::{Record, Status};
 use crate::util::error_kind::normalize_error;
 
 pub(crate) mod latency_sketch;
+#[cfg(feature = "cli")]
 pub(crate) mod text;
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".

@@ -38,6 +38,7 @@
 //! The Batch API (files and batches, `batch.rs`) is served too unless `no_batch` is set: see
 //! that module for its processing time, expiry and failure on request.
 
+use crate::util::choice::Choice;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -83,13 +84,28 @@ pub const SEED_ANSWER: &str = concat!(
 );
 
 /// What a successful completion answers (see `--answer`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AnswerBody {
     /// Derived from the request (see the module docs).
     #[default]
     Echo,
     /// [`SEED_ANSWER`], the same for every request.
     Seed,
+}
+
+impl Choice for AnswerBody {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            AnswerBody::Echo,
+            "echo",
+            "Derived from the request (see the module docs)",
+        ),
+        (
+            AnswerBody::Seed,
+            "seed",
+            "[`SEED_ANSWER`], the same for every request",
+        ),
+    ];
 }
 
 /// A fixed latency or a uniform range, parsed from `50ms` or `20ms..200ms`.
@@ -226,12 +242,20 @@ impl Default for SimOptions {
 }
 
 /// How the simulator shapes its error answers (see `--error-style`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ErrorStyle {
     #[default]
     Openai,
     Evolink,
     Litellm,
+}
+
+impl Choice for ErrorStyle {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (ErrorStyle::Openai, "openai", ""),
+        (ErrorStyle::Evolink, "evolink", ""),
+        (ErrorStyle::Litellm, "litellm", ""),
+    ];
 }
 
 /// EvoLink's documented error type and advice for a status.

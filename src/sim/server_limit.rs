@@ -9,6 +9,7 @@
 //! A schedule (`1200,600@30s,1200@60s`) changes the limit over time, counted from the first
 //! request.
 
+use crate::util::choice::Choice;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,7 +53,7 @@ impl LimitSchedule {
 }
 
 /// How `--limit-rpm` counts (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LimitStyle {
     /// A sliding window of admitted requests; a 429 advises the exact wait (OpenAI-like).
     #[default]
@@ -60,6 +61,13 @@ pub enum LimitStyle {
     /// A counter per wall-clock window that refused requests increment too; a 429 advises the
     /// whole window (the LiteLLM proxy's rpm limit).
     Fixed,
+}
+
+impl Choice for LimitStyle {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (LimitStyle::Sliding, "sliding", "A sliding window of admitted requests; a 429 advises the exact wait (OpenAI-like)"),
+        (LimitStyle::Fixed, "fixed", "A counter per wall-clock window that refused requests increment too; a 429 advises the whole window (the LiteLLM proxy's rpm limit)"),
+    ];
 }
 
 /// What the limit decided for one request.

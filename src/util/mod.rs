@@ -1,6 +1,7 @@
 //! Small pieces with no knowledge of the pipeline: durations and numbers for people, secret
 //! redaction, stable hashing, and the bounded-memory external sort.
 
+pub mod choice;
 pub mod duration;
 pub mod error_kind;
 pub(crate) mod fingerprint;
