@@ -56,16 +56,6 @@
 //! `api` talks HTTP, and the `output` writer owns the result file; `sim` is the built-in
 //! OpenAI-compatible simulator used by `--dry-run` and the tests.
 
-/// `eprintln!` that never panics: a message to stderr, dropped if stderr is closed (e.g. the
-/// run's stderr piped into `head`), so a closed terminal never fails a run.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 #[doc(hidden)]
 pub mod api;
 pub mod batch;
@@ -114,6 +104,7 @@ pub use live::limit::LimitOptions;
 pub use money::cost::CostOptions;
 pub use output::merge::MergeOptions;
 pub use output::{OutputOptions, Record, Status};
+pub use progress::events::{clear_observer, set_observer, Event};
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
 pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};

@@ -7,6 +7,15 @@ use clap::Parser;
 use promptbatch::error::exit_code;
 use promptbatch::{Error, Job, StopReason, Summary};
 
+/// `eprintln!` that never panics: a message to stderr, dropped if stderr is closed (e.g. the
+/// run's stderr piped into `head`), so a closed terminal never fails a run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 use cli::{Cli, Command, MockServerArgs, ReportArgs};
 use tracing_subscriber::EnvFilter;
@@ -26,7 +35,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            promptbatch::say!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit_code::FAILURE as u8);
         }
     };
@@ -58,7 +67,7 @@ fn main() -> ExitCode {
 /// `promptbatch cancel OUTPUT`: cancels the batches of a `--via batch` run still running.
 async fn cancel(args: cli::CancelArgs) -> Result<i32, Error> {
     let cancelled = promptbatch::batch::cancel(&args.output, &args.endpoint()).await?;
-    promptbatch::say!(
+    say!(
         "cancelled {} running batches of {}; re-running the same `run` command collects what they finished and submits their other rows again",
         cancelled,
         args.output.display()
@@ -86,7 +95,7 @@ fn report(args: &ReportArgs) -> Result<i32, Error> {
         print_out(&report.to_table())?;
     }
     if let Some(torn) = &report.torn_last_line {
-        promptbatch::say!(
+        say!(
             "note: the last record of {} (line {}) is incomplete and was skipped ({}); the run \
              that wrote it was probably interrupted: re-run it to finish that row",
             report.output,
@@ -101,14 +110,14 @@ fn report(args: &ReportArgs) -> Result<i32, Error> {
 fn export(opts: promptbatch::output::export::ExportOptions) -> Result<i32, Error> {
     let exported = promptbatch::output::export::run(&opts)?;
     if let Some(torn) = &exported.torn {
-        promptbatch::say!(
+        say!(
             "note: the last record of {} (line {}) is incomplete and was skipped ({})",
             opts.source.display(),
             torn.line,
             torn.reason
         );
     }
-    promptbatch::say!(
+    say!(
         "wrote {} records, {} columns, to {}",
         promptbatch::util::human::group(exported.records),
         exported.columns.len(),
@@ -153,7 +162,7 @@ fn print_out(text: &str) -> Result<(), Error> {
 /// The exit code of a command that reports its own output, printing its error if it failed.
 fn finish(result: Result<i32, promptbatch::Error>) -> i32 {
     result.unwrap_or_else(|e| {
-        promptbatch::say!("error: {e}");
+        say!("error: {e}");
         exit_code::FAILURE
     })
 }
@@ -175,7 +184,7 @@ fn report_panics_briefly() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("no message");
-        promptbatch::say!("internal error (a bug in promptbatch){location}: {message}");
+        say!("internal error (a bug in promptbatch){location}: {message}");
     }));
 }
 
@@ -197,7 +206,7 @@ fn init_logging(verbose: u8) {
 async fn run(job: Job) -> i32 {
     match job.run().await {
         Err(e) => {
-            promptbatch::say!("error: {e}");
+            say!("error: {e}");
             exit_code::FAILURE
         }
         Ok(summary) => report_run(&job, &summary),
@@ -206,20 +215,20 @@ async fn run(job: Job) -> i32 {
 
 /// Prints the summary and what to do next; returns the exit code.
 fn report_run(opts: &Job, summary: &Summary) -> i32 {
-    promptbatch::say!("{summary}");
+    say!("{summary}");
     let code = match &summary.stop {
         StopReason::Completed => report_completed(opts, summary),
         stop => report_stopped(opts, stop),
     };
     let output = opts.output.path.display();
     if summary.warnings_suppressed > 0 {
-        promptbatch::say!(
+        say!(
             "{} more row failures with the same messages were not shown (`promptbatch report {output}` groups them)",
             promptbatch::util::human::group(summary.warnings_suppressed)
         );
     }
     if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
-        promptbatch::say!(
+        say!(
             "{} rows were started but have no record; the next run sends them",
             promptbatch::util::human::group(summary.unrecorded)
         );
@@ -231,9 +240,7 @@ fn report_run(opts: &Job, summary: &Summary) -> i32 {
 fn report_completed(opts: &Job, summary: &Summary) -> i32 {
     let output = opts.output.path.display();
     if summary.ok + summary.errors + summary.done_before == 0 {
-        promptbatch::say!(
-            "warning: the input has no data rows: nothing was sent and {output} holds no records"
-        );
+        say!("warning: the input has no data rows: nothing was sent and {output} holds no records");
         return exit_code::OK;
     }
     if summary.errors + summary.kept_errors > 0 {
@@ -241,11 +248,11 @@ fn report_completed(opts: &Job, summary: &Summary) -> i32 {
         return exit_code::ROW_ERRORS;
     }
     match opts.input.limit {
-        Some(n) => promptbatch::say!(
+        Some(n) => say!(
             "done: each of the first {} rows (--limit) has an ok record in {output}; run without --limit to send the rest",
             promptbatch::util::human::group(n)
         ),
-        None => promptbatch::say!("done: every row has an ok record in {output}"),
+        None => say!("done: every row has an ok record in {output}"),
     }
     exit_code::OK
 }
@@ -256,23 +263,21 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
     match stop {
         StopReason::Completed => exit_code::OK,
         StopReason::Interrupted => {
-            promptbatch::say!(
-                "interrupted: {output} holds whole records for the rows finished so far"
-            );
-            promptbatch::say!("{}", resume_instruction(opts));
+            say!("interrupted: {output} holds whole records for the rows finished so far");
+            say!("{}", resume_instruction(opts));
             exit_code::INTERRUPTED
         }
         StopReason::Fatal(message) => {
-            promptbatch::say!("error: the API refused the run: {message}");
-            promptbatch::say!(
+            say!("error: the API refused the run: {message}");
+            say!(
                 "nothing more was sent; rows without a record were not processed. Check the key \
                  (EVOLINK_API_KEY / --api-key-env), --model, --base-url and your account's quota."
             );
             exit_code::FAILURE
         }
         StopReason::Unreachable(message) => {
-            promptbatch::say!("error: {message}");
-            promptbatch::say!(
+            say!("error: {message}");
+            say!(
                 "rows without a record were not processed (no error records were written); once \
                  this is fixed, the same command sends them:\n  {}",
                 rerun_command(opts)
@@ -280,23 +285,23 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             exit_code::FAILURE
         }
         StopReason::Failed(e) => {
-            promptbatch::say!("error: {e}");
+            say!("error: {e}");
             exit_code::FAILURE
         }
         StopReason::Refused(refusals) => {
             for refusal in refusals {
-                promptbatch::say!("error: {}", refusal.describe());
+                say!("error: {}", refusal.describe());
             }
             let (worked, never): (Vec<_>, Vec<_>) = refusals.iter().partition(|r| r.had_worked());
             if !never.is_empty() {
-                promptbatch::say!(
+                say!(
                     "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account",
                     names(&never),
                     promptbatch::REFUSALS_BEFORE_STOP,
                 );
             }
             for refusal in worked {
-                promptbatch::say!(
+                say!(
                     "`{}` answered {} ok, then refused {} rows in a row with the same error: the key and the model work, so look at those rows' requests (or whether the account's access to the model changed)",
                     refusal.model,
                     match (refusal.successes, refusal.worked_before) {
@@ -310,15 +315,15 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
                     promptbatch::REFUSALS_AFTER_SUCCESS,
                 );
             }
-            promptbatch::say!(
+            say!(
                 "then re-run the same command (rows without a record are sent):\n  {}",
                 rerun_command(opts)
             );
             exit_code::FAILURE
         }
         StopReason::Crashed(what) => {
-            promptbatch::say!("error: the run did not finish every row: {what}");
-            promptbatch::say!(
+            say!("error: the run did not finish every row: {what}");
+            say!(
                 "rows without a record are sent again by the same command:\n  {}",
                 rerun_command(opts)
             );
@@ -329,7 +334,7 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             rows,
             state,
         } => {
-            promptbatch::say!(
+            say!(
                 "detached: {} holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
                 promptbatch::util::human::count(*batches, "batch"),
                 promptbatch::util::human::group(*rows),
@@ -340,7 +345,7 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
         }
         StopReason::Budget { cap } => {
             let raised = format!("{}", promptbatch::util::human::round_usd(*cap * 2.0));
-            promptbatch::say!(
+            say!(
                 "stopped at the budget cap of {}: rows not sent have no record; to continue, re-run with a higher --max-cost (here twice the cap: choose yours):\n  {}",
                 promptbatch::util::human::format_usd(*cap),
                 with_max_cost(&rerun_command(opts), &raised)
@@ -358,30 +363,30 @@ fn report_errors(summary: &Summary, output: &str) {
     let unaccepted = summary.unaccepted;
     let others = summary.errors.saturating_sub(transient + unaccepted);
     let group = promptbatch::util::human::group;
-    promptbatch::say!(
+    say!(
         "done with errors: {} rows are error records in {output} (see their `error` field; `promptbatch report {output}` groups them)",
         group(errors)
     );
     if transient > 0 {
-        promptbatch::say!(
+        say!(
             "  {} failed on transient errors (rate limits, 5xx, timeouts) after every retry: re-run the same command to retry them",
             group(transient)
         );
     }
     if unaccepted > 0 {
-        promptbatch::say!(
+        say!(
             "  {} got answers that failed --json-schema after every retry: each answer was paid for (its record holds the cost), and a plain re-run pays again; change the prompt or the schema first",
             group(unaccepted)
         );
     }
     if others > 0 {
-        promptbatch::say!(
+        say!(
             "  {} were refused by the API or are invalid input: a plain re-run fails the same way; fix the input or the request options first (a re-run sends them again)",
             group(others)
         );
     }
     if summary.kept_errors > 0 {
-        promptbatch::say!(
+        say!(
             "  {} are earlier error records kept by --keep-errors (drop the flag to send them again)",
             group(summary.kept_errors)
         );
@@ -527,14 +532,14 @@ async fn mock_server(opts: MockServerArgs) -> i32 {
     let listener = match promptbatch::sim::bind(&opts.listen).await {
         Ok(l) => l,
         Err(e) => {
-            promptbatch::say!("error: cannot listen on {}: {e}", opts.listen);
+            say!("error: cannot listen on {}: {e}", opts.listen);
             return exit_code::FAILURE;
         }
     };
     let addr = listener
         .local_addr()
         .map_or(opts.listen.clone(), |a| a.to_string());
-    promptbatch::say!("simulator listening on http://{addr}/v1 (Ctrl-C to stop)");
+    say!("simulator listening on http://{addr}/v1 (Ctrl-C to stop)");
     let stop = tokio_util::sync::CancellationToken::new();
     let serve = promptbatch::sim::serve(listener, opts.sim.into_options(), stop.clone());
     tokio::select! {

@@ -13,6 +13,7 @@ use crate::job::Job;
 use crate::output::export;
 use crate::output::lock::OutputLock;
 use crate::paths;
+use crate::progress::events::notice;
 use crate::progress::shutdown::Shutdown;
 use crate::progress::{Counters, StopReason, Summary};
 
@@ -46,7 +47,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
         // Under the lock: run_to's lock is released, so take the checkpoint's again.
         let lock = OutputLock::acquire(&job.output.path)?;
         match export::export(lock.path(), &dest) {
-            Ok(exported) => say!(
+            Ok(exported) => notice!(
                 "wrote {} records to {} (from its checkpoint {})",
                 crate::util::human::group(exported.records),
                 dest.display(),
@@ -63,7 +64,7 @@ async fn run(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
             ),
             None => format!("{} is not written yet", dest.display()),
         };
-        say!(
+        notice!(
             "{now}: this run's records are in its checkpoint {} (run the same command again to \
              finish, or `promptbatch export {} {}` for what is there now)",
             job.output.path.display(),

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::input::RowSet;
 use crate::job::Job;
 use crate::money::spent::Carried;
+use crate::progress::events::notice;
 
 /// A live run on an output whose batch state holds no batch but paid answers that failed
 /// `--json-schema` (an earlier batch run stopped before resending their rows): the live
@@ -216,7 +217,7 @@ pub(super) fn load_state(
     refuse_conflicts(path, &state, endpoint, simulated, model_list)?;
     if state.simulated {
         if !state.batches.is_empty() {
-            say!(
+            notice!(
                 "{}: dropping {} batches of an earlier --dry-run (its simulator is gone); their rows are submitted again",
                 path.display(),
                 state.batches.len()

@@ -5,6 +5,7 @@ use super::state;
 use super::state::State;
 use crate::api::ApiClient;
 use crate::error::Error;
+use crate::progress::events::notice;
 
 /// `promptbatch cancel OUTPUT`: cancels every batch the state of OUTPUT names that is still
 /// running. Returns how many were cancelled. The state is kept: a later run collects what the
@@ -59,7 +60,7 @@ pub async fn cancel(
         .filter_map(|b| b.input_file_id.clone())
         .collect();
     for file in unknown {
-        say!(
+        notice!(
             "the uploaded file {file} may have a batch (its create got no answer): the next `run --via batch` looks for it, or cancel the batch of {file} at the provider"
         );
     }
@@ -70,7 +71,7 @@ pub async fn cancel(
             continue;
         }
         let batch = client.cancel(id).await?;
-        say!("batch {id}: {} ({} rows)", batch.status, entry.rows.len());
+        notice!("batch {id}: {} ({} rows)", batch.status, entry.rows.len());
         entry.status = batch.status;
         cancelled += 1;
     }

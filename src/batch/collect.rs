@@ -18,6 +18,7 @@ use crate::money::cost::Billing;
 use crate::money::spent::Spent;
 use crate::output::record::RowInfo;
 use crate::output::{Finished, Record, Writer};
+use crate::progress::events::notice;
 use crate::progress::Display;
 
 impl BatchRun<'_> {
@@ -50,7 +51,7 @@ impl BatchRun<'_> {
                 if !self.quiet || (moved && batch.is_final()) {
                     let counts = batch.request_counts.unwrap_or_default();
                     let elapsed = unix_now().saturating_sub(entry.submitted_at);
-                    say!(
+                    notice!(
                         "batch {id}: {} · {}/{} requests done, {} failed · {} since submitted",
                         batch.status,
                         crate::util::human::group(counts.completed),
@@ -169,7 +170,7 @@ impl BatchRun<'_> {
                 return Ok(true);
             }
             if self.opts.batch.accept_short.contains(&batch.id) {
-                say!(
+                notice!(
                     "batch {}: its files hold {lines} lines for its rows, and it reports {expected} requests done; collected as they are (--batch-accept-short): its rows without a line go into a new batch",
                     batch.id
                 );
@@ -177,14 +178,14 @@ impl BatchRun<'_> {
             }
             answers.rollback(from, by_id)?;
             if attempt < DOWNLOADS {
-                say!(
+                notice!(
                     "batch {}: its files hold {lines} lines for its rows, and it reports {expected} requests done: downloading them again",
                     batch.id
                 );
                 tokio::time::sleep(self.opts.retry.backoff(attempt)).await;
             }
         }
-        say!(
+        notice!(
             "batch {}: after {DOWNLOADS} downloads its files still hold {lines} lines for its rows, and it reports {expected} requests done; it is not collected now, and its rows are not submitted again (they were answered: that would pay twice). The same command tries again later; if the provider's files stay short, --batch-accept-short {} collects what they hold and sends the other rows again (paid twice if they were answered)",
             batch.id,
             batch.id

@@ -64,6 +64,7 @@ use crate::job::Job;
 use crate::money::cost::{Billing, PriceTable};
 use crate::money::spent::{Carried, Spent};
 use crate::output::Writer;
+use crate::progress::events::notice;
 use crate::progress::shutdown::Shutdown;
 use crate::progress::{Counters, Display, StopReason, Summary};
 use client::{BatchClient, BatchObject};
@@ -133,7 +134,7 @@ async fn drive_batches(
     let drive = tokio::select! {
         drive = batch_run.drive(rows, shutdown) => drive?,
         _ = shutdown.abort.cancelled() => {
-            say!("stopped at once (second interrupt); the same command resumes where this run stopped");
+            notice!("stopped at once (second interrupt); the same command resumes where this run stopped");
             Drive::Stopped(StopReason::Interrupted)
         }
     };
@@ -151,7 +152,7 @@ fn hand_to_live(
     counters: &Counters,
 ) -> Result<Prepared, Error> {
     prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
-    say!(
+    notice!(
         "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
         crate::util::human::group(counters.done())
     );
@@ -477,7 +478,7 @@ impl<'a> BatchRun<'a> {
             Submitted::Budget => {
                 // The batches in flight are paid for whatever happens: they are
                 // collected, and what they cost decides whether more fit.
-                say!(
+                notice!(
                     "--max-cost: no more batches are submitted while the {} in flight ({} rows) run; they are collected first",
                     self.state.batches.len(),
                     crate::util::human::group(self.pending_rows())
@@ -536,7 +537,7 @@ impl<'a> BatchRun<'a> {
         tokio::select! {
             biased;
             _ = shutdown.stop_dispatch.cancelled() => {
-                say!(
+                notice!(
                     "stopped waiting: {} batches keep running at the provider (state in {}); the same command collects them later, `promptbatch cancel {}` cancels them",
                     self.state.batches.len(),
                     self.state_path.display(),
@@ -581,7 +582,7 @@ fn abort_requested(point: &str) -> bool {
 /// `PROMPTBATCH_TEST_ABORT_AT` names `point`.
 fn abort_at(point: &str) {
     if abort_requested(point) {
-        say!("PROMPTBATCH_TEST_ABORT_AT={point}: aborting the process");
+        notice!("PROMPTBATCH_TEST_ABORT_AT={point}: aborting the process");
         std::process::abort();
     }
 }

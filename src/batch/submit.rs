@@ -11,6 +11,7 @@ use super::{abort_at, split, unix_now, BatchRun, Submitted};
 use crate::error::Error;
 use crate::input::{self, RowContent};
 use crate::output::Writer;
+use crate::progress::events::notice;
 use crate::progress::shutdown::Shutdown;
 
 impl BatchRun<'_> {
@@ -31,7 +32,7 @@ impl BatchRun<'_> {
             }
             if self.state.maybe_created(entry) {
                 if let Some(found) = self.find_created(i).await? {
-                    say!(
+                    notice!(
                         "found batch {} for the uploaded file {} (created before the last run stopped): it is collected, not created again",
                         found.id,
                         found.input_file_id
@@ -234,7 +235,7 @@ impl BatchRun<'_> {
                 + self.state.unrecorded_spend_usd();
             let reserved: f64 = self.state.batches.iter().map(|b| b.worst_case_usd).sum();
             if spent + reserved + file.worst_case_usd > cap {
-                say!(
+                notice!(
                     "--max-cost: the next batch ({} rows) could cost up to {} at batch prices, which would pass the cap of {} ({} spent, {} reserved by batches in flight); it was not submitted",
                     crate::util::human::group(file.rows.len() as u64),
                     crate::util::human::format_usd(file.worst_case_usd),
@@ -276,7 +277,7 @@ impl BatchRun<'_> {
             }
         };
         if !self.quiet {
-            say!(
+            notice!(
                 "uploaded {file_id}: {}",
                 crate::util::human::count(rows as u64, "request")
             );
@@ -317,7 +318,7 @@ impl BatchRun<'_> {
             match created {
                 Created::Batch(batch) => break *batch,
                 Created::Unknown(why) => {
-                    say!("creating the batch of {file_id} got no answer ({why}); looking for it before creating another");
+                    notice!("creating the batch of {file_id} got no answer ({why}); looking for it before creating another");
                     if let Some(found) = self.find_created(index).await? {
                         break found;
                     }
@@ -333,7 +334,7 @@ impl BatchRun<'_> {
         };
         abort_at("create-unsaved");
         self.adopt(index, &batch)?;
-        say!(
+        notice!(
             "batch {} submitted: {} rows (state in {})",
             batch.id,
             crate::util::human::group(self.state.batches[index].rows.len() as u64),

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::progress::events::notice;
 
 /// Rows named in the run's message before "and N more".
 const NAMED: usize = 10;
@@ -147,10 +148,10 @@ impl Kept {
                 Why::ErrorBeside => "rows are in both the output and the error file of their batch (their answers are their records; the error lines were not paid for)",
                 Why::Foreign => "lines of the batches' files name a custom_id their batch did not hold",
             };
-            say!("{} {what}: {}", rows.len(), named(rows.into_iter()));
+            notice!("{} {what}: {}", rows.len(), named(rows.into_iter()));
         }
         let paid = self.paid;
-        say!(
+        notice!(
             "every such line is kept in {} ({paid} paid answers no record holds: {cost} at batch prices)",
             self.path.display()
         );

@@ -77,6 +77,7 @@ use crate::input::{self, InputOptions, RowContent};
 use crate::money::cost::{Billing, ModelPrice, PriceTable};
 use crate::output::read::Records;
 use crate::output::record::{Record, Status};
+use crate::progress::events::notice;
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
 use crate::util::human::group;
 
@@ -453,14 +454,14 @@ fn read_sample(path: &std::path::Path) -> Result<ExpectedOutput, Error> {
         }
     }
     if let Some(torn) = records.torn() {
-        say!(
+        notice!(
             "note: the last record of {} (line {}) is incomplete and was skipped",
             path.display(),
             torn.line
         );
     }
     if simulated > 0 {
-        say!(
+        notice!(
             "warning: {} of the sample's ok rows in {} were answered by the --dry-run simulator: \
              their token counts say nothing about a real model; sample with a real run",
             group(simulated),

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::input::{self, Row};
 use crate::job::Job;
 use crate::output::{order, writer};
+use crate::progress::events::notice;
 use crate::progress::Counters;
 
 /// What the writer does with each record once it is in the file (count it, and hand it to the
@@ -38,7 +39,7 @@ pub(crate) fn writer_hooks(opts: &Job, counters: &Arc<Counters>) -> writer::Writ
 pub(crate) fn put_in_input_order(output: &Path, models: &[String]) -> Result<(), Error> {
     let moved = order::sort_by_row(output, models)?;
     if moved > 0 {
-        say!(
+        notice!(
             "--ordered: put {} records in input order in {}",
             crate::util::human::group(moved),
             output.display()

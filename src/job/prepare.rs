@@ -15,6 +15,7 @@ use crate::output::lock::OutputLock;
 use crate::output::resume::{Plan, ResumeIndex};
 use crate::output::resume_sorted;
 use crate::output::{backup, replace, writer, Record};
+use crate::progress::events::notice;
 use crate::sim;
 
 /// What a run has once it is ready to send: everything that can fail before the first request.
@@ -76,7 +77,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         None => early_rows,
     };
     if let Some(plan) = &plan {
-        say!("{}", plan.describe());
+        notice!("{}", plan.describe());
     }
     let carried = crate::batch::before_run::carried_into_live_run(opts, &output, done.as_ref())?;
     Ok(Prepared {
@@ -242,7 +243,7 @@ fn take_output(opts: &Job, client: &ApiClient) -> Result<(OutputLock, PathBuf), 
         if let Some(backup) = backup::move_aside(&output)? {
             // The new, empty output is locked before the old one's lock is released.
             let lock = OutputLock::acquire(&output)?;
-            say!(
+            notice!(
                 "starting over (--fresh): the earlier output is kept as {}",
                 backup.display()
             );
@@ -368,7 +369,7 @@ impl Planned {
     fn finish(self, output: &Path) -> Result<(Option<RowSet>, Option<Plan>), Error> {
         let say_torn = |torn: Option<&crate::output::read::Torn>| {
             if let Some(torn) = torn {
-                say!(
+                notice!(
                     "{}:{}: dropping a torn last record left by an interrupted run ({}); its row is sent again unless another record covers it",
                     output.display(),
                     torn.line,

@@ -27,6 +27,7 @@ use crate::live::worker::{self, RowPlace, Slots, WorkerContext};
 use crate::money::budget::{Budget, Reservation};
 use crate::output::resume::Plan;
 use crate::output::{Finished, Record, Writer};
+use crate::progress::events::notice;
 use crate::progress::repeated_warnings::Repeats;
 use crate::progress::shutdown::Shutdown;
 use crate::progress::{Counters, Reporter, StopReason, Summary};
@@ -90,7 +91,7 @@ pub(crate) async fn run(
     let mut workers = Workers::default();
     let dispatched = dispatch(row_queue, &ctx, &permits, &writer.sender, &mut workers).await;
     if matches!(dispatched, DispatchEnd::Budget) {
-        say!("budget cap reached: no new rows are sent; waiting for the ones in flight");
+        notice!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
     wait_for_workers(&mut workers, &ctx.shutdown, opts.grace).await;
     // Error records the circuit breaker still holds (streaks too short to trip) are written.
@@ -333,7 +334,7 @@ impl RowFeed {
                 let row = item.map_err(DispatchEnd::Failed)?;
                 if !row.explicit_id && !self.ids_announced {
                     self.ids_announced = true;
-                    say!(
+                    notice!(
                         "note: rows without an `id` or `custom_id` are identified by their row number \
                          (row {} is the first); to use a column of yours, pass --id-column NAME, or \
                          copy it into the output with --keep-columns NAME",

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::TokenUsage;
 use crate::output::Record;
+use crate::progress::events::notice;
 
 /// Paid answers of one row that no record holds yet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -139,7 +140,7 @@ impl Carried {
         if rows == 0 {
             return;
         }
-        say!(
+        notice!(
             "{rows} rows that are no longer sent had answers that failed --json-schema ({} tokens, {}): no record holds what they cost",
             crate::util::human::group(spent.usage.total),
             spent

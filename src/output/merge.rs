@@ -15,6 +15,7 @@ use crate::error::{exit_code, Error};
 use crate::output::format;
 use crate::output::read::Records;
 use crate::output::{Record, Status};
+use crate::progress::events::notice;
 use crate::util::fingerprint::fnv1a;
 use crate::util::human::group;
 
@@ -76,7 +77,7 @@ pub fn run(opts: &MergeOptions) -> Result<i32, Error> {
     let ok = report(&merged, opts);
     if !ok {
         let _ = std::fs::remove_file(&tmp);
-        say!(
+        notice!(
             "{} was not written ({} records read from {} files)",
             opts.output.display(),
             group(merged.records),
@@ -156,7 +157,7 @@ pub fn merge(
         models.sort();
         merged.models.push(models);
         if let Some(torn) = records.torn() {
-            say!(
+            notice!(
                 "warning: {}:{}: a torn last record was skipped ({}); finish that shard's run first",
                 path.display(),
                 torn.line,
@@ -245,7 +246,7 @@ fn report(merged: &Merged, opts: &MergeOptions) -> bool {
     if let Some(first) = merged.models.first() {
         for (i, models) in merged.models.iter().enumerate().skip(1) {
             if models != first && !models.is_empty() && !first.is_empty() {
-                say!(
+                notice!(
                     "warning: {} holds records of models {}, and {} of models {}: were the shards run with different --model lists? (rows naming their own model may differ by shard)",
                     opts.outputs[0].display(),
                     first.join(", "),
@@ -256,10 +257,10 @@ fn report(merged: &Merged, opts: &MergeOptions) -> bool {
         }
     }
     for (id, first, second) in &merged.duplicates {
-        say!("error: id `{id}` is in {first} and in {second}");
+        notice!("error: id `{id}` is in {first} and in {second}");
     }
     if merged.duplicate_count > 0 {
-        say!(
+        notice!(
             "error: {} records repeat an id: the shards overlap (were they run with the same --shard N and the same input?)",
             group(merged.duplicate_count)
         );
@@ -268,7 +269,7 @@ fn report(merged: &Merged, opts: &MergeOptions) -> bool {
     let distinct = merged.records - merged.duplicate_count;
     match opts.expect_rows {
         Some(rows) if distinct < rows => {
-            say!(
+            notice!(
                 "error: {} distinct rows, but the input has {}: {} missing; re-run the shards that did not finish",
                 group(distinct),
                 group(rows),
@@ -277,21 +278,21 @@ fn report(merged: &Merged, opts: &MergeOptions) -> bool {
             ok = false;
         }
         Some(rows) if distinct > rows => {
-            say!(
+            notice!(
                 "error: {} distinct rows, but the input has only {}: are these outputs of another input?",
                 group(distinct),
                 group(rows)
             );
             ok = false;
         }
-        Some(rows) => say!("every one of the {} rows is present exactly once", group(rows)),
-        None if ok => say!(
+        Some(rows) => notice!("every one of the {} rows is present exactly once", group(rows)),
+        None if ok => notice!(
             "no id repeats; to check that none is missing, pass --expect-rows N (the row count `promptbatch validate INPUT` prints)"
         ),
         None => {}
     }
     if ok {
-        say!(
+        notice!(
             "merged {} records from {} files into {} ({} error records)",
             group(merged.records),
             opts.outputs.len(),

@@ -2,6 +2,7 @@
 //! `indicatif` bar on a terminal (redrawn at most 10 times a second), one plain line every
 //! `--log-every` otherwise, nothing with `--quiet`; and the end-of-run summary.
 
+pub mod events;
 pub(crate) mod repeated_warnings;
 pub(crate) mod shutdown;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::TokenUsage;
 use crate::money::ledger::Ledger;
 use crate::output::{Record, Status};
+use crate::progress::events::notice;
 use crate::util::human::{format_usd, group};
 
 /// Live counters of a run.
@@ -361,7 +363,7 @@ async fn log_lines(counters: Arc<Counters>, every: Duration, stop: CancellationT
         } else {
             String::new()
         };
-        say!(
+        notice!(
             "progress: {done}{of_total} rows · {rate:.1} rows/s · {}",
             counters.status_line()
         );

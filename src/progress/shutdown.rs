@@ -2,6 +2,7 @@
 //! SIGTERM or SIGHUP (the terminal was closed) stops dispatching and lets in-flight requests finish within the grace period; a
 //! second one (or the end of the grace period) aborts what is still in flight.
 
+use crate::progress::events::notice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -47,12 +48,12 @@ impl Shutdown {
                 let first = !this.stop_dispatch.is_cancelled();
                 this.interrupt();
                 if first {
-                    say!(
+                    notice!(
                         "\ninterrupted: no new requests; waiting up to {} for the ones in flight (Ctrl-C again to stop at once)",
                         humantime::format_duration(grace)
                     );
                 } else {
-                    say!(
+                    notice!(
                         "\nstopping now: in-flight requests are abandoned (their rows stay unsent)"
                     );
                     return;
