@@ -21,12 +21,11 @@
 //!
 //! The results: the done rows as a bitset (1 bit per row), the plan's counts, the kept records
 //! as a bitset (1 bit per record) and the relabels `(record index, claiming row)` sorted by
-//! record index (on disk when many) for the rewrite, which streams the output and these side by
-//! side. Memory: the sorters' buffers (a few
+//! record index (on disk when many) for the rewrite (`rewrite.rs`), which streams the output and
+//! these side by side. Memory: the sorters' buffers (a few
 //! MB each) and the bitset, whatever the sizes of input and output.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::api::request::RequestOptions;
@@ -34,12 +33,12 @@ use crate::error::Error;
 use crate::input::InputOptions;
 use crate::input::{Row, RowSet};
 use crate::output::read::{file_ends_with_newline, Records, Torn};
-use crate::output::record::{Record, Status};
-use crate::output::replace::replace_with;
+use crate::output::record::Status;
 use crate::output::resume::{
     explicit_key, id_fp_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim,
     Earlier, ModelNames, Plan,
 };
+use crate::output::rewrite::rewrite;
 use crate::util::fingerprint::PreHashed;
 use crate::util::spill::{self, Item, Sorted, Sorter};
 
@@ -659,51 +658,26 @@ impl SortedResume {
         if !self.needs_rewrite {
             return Ok(());
         }
-        let path = &self.path;
-        let sort_io = io_error(path);
+        let sort_io = io_error(&self.path);
         let (kept, relabels) = self.claims.expect("kept for the rewrite");
         let mut relabels = Peek::new(relabels).map_err(&sort_io)?;
-        replace_with(path, |out| {
-            let io = |e| {
-                Error::io(
-                    format!("cannot rewrite {} while resuming", path.display()),
-                    e,
-                )
-            };
-            let mut records = Records::<Record>::open(path)?;
-            let mut encoder = records
-                .format()
-                .output_format()
-                .encoder(records.extra_columns(), self.models);
-            let mut buf = encoder.header();
-            let mut index = 0u64;
-            while let Some(item) = records.next() {
-                let (_, mut record) = item?;
-                index += 1;
-                let index = index - 1;
-                if !kept.contains(index) {
-                    continue;
-                }
-                record.kept = records.last_extras();
-                if let Some([i, row, anonymous, model]) = relabels.next {
-                    if i == index {
-                        relabels.take().map_err(&sort_io)?;
-                        record.row = row;
-                        if anonymous == 1 {
-                            record.id = row.to_string();
-                        }
-                        if model != NONE {
-                            self.names.rename(&mut record, model);
-                        }
+        rewrite(&self.path, self.models, u64::MAX, |index, record| {
+            if !kept.contains(index) {
+                return Ok(false);
+            }
+            if let Some([i, row, anonymous, model]) = relabels.next {
+                if i == index {
+                    relabels.take().map_err(&sort_io)?;
+                    record.row = row;
+                    if anonymous == 1 {
+                        record.id = row.to_string();
+                    }
+                    if model != NONE {
+                        self.names.rename(record, model);
                     }
                 }
-                encoder.encode(&record, &mut buf);
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf).map_err(io)?;
-                    buf.clear();
-                }
             }
-            out.write_all(&buf).map_err(io)
+            Ok(true)
         })
     }
 }
@@ -714,6 +688,7 @@ mod tests {
     use super::*;
     use crate::api::request::ChatRequest;
     use crate::input::RowContent;
+    use crate::output::record::Record;
     use crate::output::resume::ResumeIndex;
 
     struct Rng(u64);
