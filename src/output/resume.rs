@@ -546,22 +546,19 @@ impl ResumeIndex {
         I: Iterator<Item = Result<Row, Error>>,
     {
         let mut names = ModelNames::default();
-        let (index, keys) = std::thread::scope(|scope| {
-            let scanning = scope.spawn(|| ResumeIndex::scan(path, keep_errors, accept_simulated));
-            let keys: Result<Vec<RowKey>, Error> = rows
-                .map(|row| {
+        let (index, keys) = scan_alongside(
+            || ResumeIndex::scan(path, keep_errors, accept_simulated),
+            || -> Result<Vec<RowKey>, Error> {
+                rows.map(|row| {
                     row.map(|r| {
                         let key = RowKey::of(&r, models);
                         names.note(key.model, r.model());
                         key
                     })
                 })
-                .collect();
-            let index = scanning
-                .join()
-                .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
-            (index, keys)
-        });
+                .collect()
+            },
+        );
         let (mut index, keys) = (index?, keys?);
         index.models = models;
         index.names = names;
@@ -653,6 +650,22 @@ impl ResumeIndex {
             Ok(true)
         })
     }
+}
+
+/// Runs `scan` (of the output) on another thread while `keys` (of the input) runs on this one,
+/// and returns both results; a scan that panicked is an error.
+pub(crate) fn scan_alongside<S: Send, K>(
+    scan: impl FnOnce() -> Result<S, Error> + Send,
+    keys: impl FnOnce() -> K,
+) -> (Result<S, Error>, K) {
+    std::thread::scope(|scope| {
+        let scanning = scope.spawn(scan);
+        let keys = keys();
+        let scanned = scanning
+            .join()
+            .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
+        (scanned, keys)
+    })
 }
 
 /// Adds the way out to an unreadable-output error: start over, keeping the file as a backup.
