@@ -16,6 +16,7 @@ pub mod record;
 pub mod replace;
 pub mod resume;
 pub mod resume_sorted;
+pub mod rewrite;
 pub mod table;
 pub mod writer;
 

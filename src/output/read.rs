@@ -106,6 +106,83 @@ enum Source {
     },
 }
 
+impl Source {
+    /// The CSV source of `file` (at `path`), its header read and checked.
+    fn csv(mut file: File, path: &Path) -> Result<Self, Error> {
+        let terminated = ends_with_newline(&mut file)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(BufReader::with_capacity(1 << 16, file));
+        let headers = reader
+            .headers()
+            .map_err(|e| Error::input(path, 1, format!("unreadable CSV header: {e}")))?
+            .clone();
+        check_csv_header(path, &headers)?;
+        Ok(Source::Csv {
+            reader: Box::new(reader),
+            headers,
+            ahead: None,
+            terminated,
+            last: csv::StringRecord::new(),
+        })
+    }
+}
+
+/// The file whose records an output at `path` has: itself, or for `-o x.parquet` its JSONL
+/// checkpoint (which has every one of them); a Parquet output without one is an error.
+fn records_path(path: &Path) -> Result<PathBuf, Error> {
+    if !crate::paths::is_parquet(path) {
+        return Ok(path.to_path_buf());
+    }
+    let checkpoint = crate::paths::checkpoint(path);
+    if !checkpoint.exists() {
+        return Err(Error::Config(format!(
+            "{} is Parquet and has no checkpoint {}: pass a run's JSONL or CSV output",
+            path.display(),
+            checkpoint.display()
+        )));
+    }
+    Ok(checkpoint)
+}
+
+/// Warns when the output at `path` has a rewrite journal (`replace.rs`): it is being rewritten,
+/// or a rewrite was interrupted, and may lack records until a run finishes that.
+fn warn_if_rewriting(path: &Path) {
+    if super::replace::suffixed(path, ".rewrite").exists() {
+        tracing::warn!(
+            "{} is being rewritten, or a rewrite was interrupted: it may lack some records \
+             until the next `promptbatch run` on it finishes the rewrite",
+            path.display()
+        );
+    }
+}
+
+/// An error naming `path` unless the CSV `headers` have the columns of promptbatch's output
+/// schema that reading needs.
+fn check_csv_header(path: &Path, headers: &csv::StringRecord) -> Result<(), Error> {
+    let required = [
+        "id",
+        "status",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+    ];
+    if headers.is_empty() || !required.iter().all(|c| headers.iter().any(|h| h == *c)) {
+        return Err(Error::input(
+            path,
+            1,
+            format!(
+                "the CSV header is not promptbatch's output schema (expected the \
+                 columns {}); is this the output of `promptbatch run`?",
+                COLUMNS.join(",")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An iterator of `(line, record)` over an output file; an `Err` item ends the iteration.
 /// `T` is what each record is read as: the whole [`Record`], or a struct of some of its fields
 /// (resume reads only what it needs, which is much faster).
@@ -122,22 +199,8 @@ impl<T: DeserializeOwned> Records<T> {
     /// Opens an output file; a missing or unreadable file, or a CSV header that is not the output
     /// schema, is an error naming the file.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        // `-o x.parquet`: the records are in its JSONL checkpoint, which has every one of them.
-        let checkpoint;
-        let path = if crate::paths::is_parquet(path) {
-            checkpoint = crate::paths::checkpoint(path);
-            if !checkpoint.exists() {
-                return Err(Error::Config(format!(
-                    "{} is Parquet and has no checkpoint {}: pass a run's JSONL or CSV output",
-                    path.display(),
-                    checkpoint.display()
-                )));
-            }
-            checkpoint.as_path()
-        } else {
-            path
-        };
-        let file = File::open(path).map_err(|e| {
+        let path = records_path(path)?;
+        let file = File::open(&path).map_err(|e| {
             Error::io(
                 format!(
                     "cannot open output file {} (check the path: it must be the -o OUTPUT of a \
@@ -147,61 +210,18 @@ impl<T: DeserializeOwned> Records<T> {
                 e,
             )
         })?;
-        if super::replace::suffixed(path, ".rewrite").exists() {
-            tracing::warn!(
-                "{} is being rewritten, or a rewrite was interrupted: it may lack some records \
-                 until the next `promptbatch run` on it finishes the rewrite",
-                path.display()
-            );
-        }
-        let format = Format::for_path(path);
+        warn_if_rewriting(&path);
+        let format = Format::for_path(&path);
         let source = match format {
             Format::Jsonl | Format::OpenaiBatch => Source::Jsonl {
                 reader: BufReader::with_capacity(1 << 16, file),
                 buf: Vec::new(),
                 line: 0,
             },
-            Format::Csv => {
-                let mut file = file;
-                let terminated = ends_with_newline(&mut file)
-                    .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-                let mut reader = csv::ReaderBuilder::new()
-                    .flexible(true)
-                    .has_headers(true)
-                    .from_reader(BufReader::with_capacity(1 << 16, file));
-                let headers = reader
-                    .headers()
-                    .map_err(|e| Error::input(path, 1, format!("unreadable CSV header: {e}")))?
-                    .clone();
-                let required = [
-                    "id",
-                    "status",
-                    "model",
-                    "prompt_tokens",
-                    "completion_tokens",
-                ];
-                if headers.is_empty() || !required.iter().all(|c| headers.iter().any(|h| h == *c)) {
-                    return Err(Error::input(
-                        path,
-                        1,
-                        format!(
-                            "the CSV header is not promptbatch's output schema (expected the \
-                             columns {}); is this the output of `promptbatch run`?",
-                            COLUMNS.join(",")
-                        ),
-                    ));
-                }
-                Source::Csv {
-                    reader: Box::new(reader),
-                    headers,
-                    ahead: None,
-                    terminated,
-                    last: csv::StringRecord::new(),
-                }
-            }
+            Format::Csv => Source::csv(file, &path)?,
         };
         Ok(Records {
-            path: path.to_path_buf(),
+            path,
             format,
             source,
             torn: None,

@@ -22,16 +22,15 @@
 //! The plan indexes the output on one thread while another computes the input's row keys, then
 //! claims every row and yields the done row numbers (one bit per row); the index is dropped and
 //! the run skips those rows by number. Before the run appends, the output is rewritten
-//! crash-safely and in place (`replace.rs`: the file keeps its inode, links, mode and owner)
-//! without the records that will be redone and without a torn last record, so the output never
-//! holds two records for one row.
+//! crash-safely and in place (`rewrite.rs`, through `replace.rs`: the file keeps its inode,
+//! links, mode and owner) without the records that will be redone and without a torn last
+//! record, so the output never holds two records for one row.
 //! Memory during the plan: about 100 bytes per earlier record and 32 per input row (213 MB peak
 //! measured at 1,000,000 of each, allocator overhead included). This index
 //! is used only when the input mixes rows with and without ids; otherwise `resume_sorted.rs`
 //! makes the same plan by sorting on disk, in bounded memory.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -40,7 +39,7 @@ use crate::error::Error;
 use crate::input::{Row, RowSet};
 use crate::output::read::{file_ends_with_newline, Records, Torn};
 use crate::output::record::{Record, Status};
-use crate::output::replace::replace_with;
+use crate::output::rewrite::rewrite;
 use crate::util::fingerprint::{self, fnv1a, PreHashed};
 use crate::util::human::group;
 
@@ -547,22 +546,19 @@ impl ResumeIndex {
         I: Iterator<Item = Result<Row, Error>>,
     {
         let mut names = ModelNames::default();
-        let (index, keys) = std::thread::scope(|scope| {
-            let scanning = scope.spawn(|| ResumeIndex::scan(path, keep_errors, accept_simulated));
-            let keys: Result<Vec<RowKey>, Error> = rows
-                .map(|row| {
+        let (index, keys) = scan_alongside(
+            || ResumeIndex::scan(path, keep_errors, accept_simulated),
+            || -> Result<Vec<RowKey>, Error> {
+                rows.map(|row| {
                     row.map(|r| {
                         let key = RowKey::of(&r, models);
                         names.note(key.model, r.model());
                         key
                     })
                 })
-                .collect();
-            let index = scanning
-                .join()
-                .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
-            (index, keys)
-        });
+                .collect()
+            },
+        );
         let (mut index, keys) = (index?, keys?);
         index.models = models;
         index.names = names;
@@ -633,45 +629,43 @@ impl ResumeIndex {
         Ok(())
     }
 
+    /// The rewrite (`rewrite.rs`) with this index's decisions: each record is kept when its
+    /// entry is, relabelled with the row that claimed it, renamed to the model it was claimed for.
     fn rewrite(&self) -> Result<(), Error> {
-        let path = &self.path;
-        replace_with(path, |out| {
-            let io = |e| {
-                Error::io(
-                    format!("cannot rewrite {} while resuming", path.display()),
-                    e,
-                )
-            };
-            let mut records = Records::<Record>::open(path)?;
-            let mut encoder = records
-                .format()
-                .output_format()
-                .encoder(records.extra_columns(), self.models);
-            let mut buf = encoder.header();
-            for entry in &self.entries {
-                let Some(item) = records.next() else { break };
-                let (_, mut record) = item?;
-                record.kept = records.last_extras();
-                if entry.relabel() {
-                    record.row = entry.claimed_by;
-                    if entry.claimed_anonymously {
-                        record.id = entry.claimed_by.to_string();
-                    }
-                }
-                if entry.renamed {
-                    self.names.rename(&mut record, entry.model);
-                }
-                if entry.kept() {
-                    encoder.encode(&record, &mut buf);
-                }
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf).map_err(io)?;
-                    buf.clear();
+        let known = self.entries.len() as u64;
+        rewrite(&self.path, self.models, known, |index, record| {
+            let entry = &self.entries[index as usize];
+            if !entry.kept() {
+                return Ok(false);
+            }
+            if entry.relabel() {
+                record.row = entry.claimed_by;
+                if entry.claimed_anonymously {
+                    record.id = entry.claimed_by.to_string();
                 }
             }
-            out.write_all(&buf).map_err(io)
+            if entry.renamed {
+                self.names.rename(record, entry.model);
+            }
+            Ok(true)
         })
     }
+}
+
+/// Runs `scan` (of the output) on another thread while `keys` (of the input) runs on this one,
+/// and returns both results; a scan that panicked is an error.
+pub(crate) fn scan_alongside<S: Send, K>(
+    scan: impl FnOnce() -> Result<S, Error> + Send,
+    keys: impl FnOnce() -> K,
+) -> (Result<S, Error>, K) {
+    std::thread::scope(|scope| {
+        let scanning = scope.spawn(scan);
+        let keys = keys();
+        let scanned = scanning
+            .join()
+            .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
+        (scanned, keys)
+    })
 }
 
 /// Adds the way out to an unreadable-output error: start over, keeping the file as a backup.

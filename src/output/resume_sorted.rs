@@ -21,12 +21,11 @@
 //!
 //! The results: the done rows as a bitset (1 bit per row), the plan's counts, the kept records
 //! as a bitset (1 bit per record) and the relabels `(record index, claiming row)` sorted by
-//! record index (on disk when many) for the rewrite, which streams the output and these side by
-//! side. Memory: the sorters' buffers (a few
+//! record index (on disk when many) for the rewrite (`rewrite.rs`), which streams the output and
+//! these side by side. Memory: the sorters' buffers (a few
 //! MB each) and the bitset, whatever the sizes of input and output.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::api::request::RequestOptions;
@@ -34,12 +33,12 @@ use crate::error::Error;
 use crate::input::InputOptions;
 use crate::input::{Row, RowSet};
 use crate::output::read::{file_ends_with_newline, Records, Torn};
-use crate::output::record::{Record, Status};
-use crate::output::replace::replace_with;
+use crate::output::record::Status;
 use crate::output::resume::{
-    explicit_key, id_fp_key, model_key, number_key, suggest_fresh, unit_fingerprint, Claim,
-    Earlier, ModelNames, Plan,
+    explicit_key, id_fp_key, model_key, number_key, scan_alongside, suggest_fresh,
+    unit_fingerprint, Claim, Earlier, ModelNames, Plan,
 };
+use crate::output::rewrite::rewrite;
 use crate::util::fingerprint::PreHashed;
 use crate::util::spill::{self, Item, Sorted, Sorter};
 
@@ -75,6 +74,12 @@ struct Scanned {
     by_id: Sorted<[u64; 6]>,
     /// Records whose id is their row: `[fingerprint, row, index, flags, cost, model_key]`.
     anonymous: Sorted<[u64; 6]>,
+    census: Census,
+}
+
+/// What the output scan learned besides the sorted records: what the plan needs once the units
+/// have met their records.
+struct Census {
     /// Per `model_key`: the indices of its records.
     by_model: HashMap<u64, RowSet, PreHashed>,
     records: u64,
@@ -141,10 +146,12 @@ fn scan(path: &Path) -> Result<Scanned, Error> {
     Ok(Scanned {
         by_id: by_id.finish().map_err(&io)?,
         anonymous: anonymous.finish().map_err(&io)?,
-        by_model,
-        records: n,
-        torn: records.torn().cloned(),
-        old_header,
+        census: Census {
+            by_model,
+            records: n,
+            torn: records.torn().cloned(),
+            old_header,
+        },
     })
 }
 
@@ -297,6 +304,25 @@ struct Tally {
 }
 
 impl Tally {
+    /// A tally with nothing decided yet; rows past `limit` are met but not counted.
+    fn new(keep_errors: bool, accept_simulated: bool, limit: Option<u64>, models: u64) -> Self {
+        Tally {
+            keep_errors,
+            accept_simulated,
+            limit: limit.unwrap_or(u64::MAX),
+            plan: Plan {
+                models,
+                ..Plan::default()
+            },
+            done: RowSet::default(),
+            kept: RowSet::default(),
+            met: RowSet::default(),
+            relabels: sorter(),
+            claimed: 0,
+            relabelled: 0,
+        }
+    }
+
     /// Row `row`'s unit `unit` (fingerprint `fp`) meets an unclaimed record; true when it
     /// claims it. `rename`: the unit's model, when the record names a foreign one.
     fn meet(
@@ -354,6 +380,63 @@ impl Tally {
             Claim::New => {}
         }
     }
+
+    /// Keeps the records no unit met, as they are: those of foreign models (counted as other
+    /// models'), then any other (of no row of this input: a smaller input, another shard's
+    /// rows — a paid record is never deleted). Returns how many it kept.
+    fn keep_unmet(&mut self, census: &Census, foreign_models: &HashSet<u64>) -> u64 {
+        let mut foreign = 0;
+        for model in foreign_models {
+            for index in census.by_model[model].iter() {
+                if !self.met.contains(index) {
+                    foreign += 1;
+                    self.kept.insert(index);
+                }
+            }
+        }
+        self.plan.other_models += foreign;
+        let mut unclaimed = 0;
+        for index in 0..census.records {
+            if !self.met.contains(index) && !self.kept.contains(index) {
+                self.kept.insert(index);
+                unclaimed += 1;
+            }
+        }
+        self.plan.unclaimed += unclaimed;
+        foreign + unclaimed
+    }
+
+    /// The plan made: the resume (holding what its rewrite needs, when the output must change),
+    /// the counts and the done rows. `unmet`: the records [`Tally::keep_unmet`] kept.
+    fn finish(
+        self,
+        path: &Path,
+        census: Census,
+        names: ModelNames,
+        unmet: u64,
+    ) -> Result<(SortedResume, Plan, RowSet), Error> {
+        let unterminated = !file_ends_with_newline(path);
+        let needs_rewrite = census.torn.is_some()
+            || unterminated
+            || census.old_header
+            || self.claimed + unmet < census.records
+            || self.relabelled > 0;
+        let claims = if needs_rewrite {
+            let relabels = self.relabels.finish().map_err(io_error(path))?;
+            Some((self.kept, relabels))
+        } else {
+            None
+        };
+        let resume = SortedResume {
+            path: path.to_path_buf(),
+            claims,
+            names,
+            needs_rewrite,
+            models: self.plan.models,
+            torn: census.torn,
+        };
+        Ok((resume, self.plan, self.done))
+    }
 }
 
 /// Makes the plan by sorting; `Ok(None)` when the input mixes rows with and without ids (the
@@ -376,30 +459,12 @@ pub fn plan<I>(
 where
     I: Iterator<Item = Result<Row, Error>>,
 {
-    let (scanned, keys) = std::thread::scope(|scope| {
-        let scanning = scope.spawn(|| scan(path));
-        let keys = keys(path, rows, models);
-        let scanned = scanning
-            .join()
-            .unwrap_or_else(|_| Err(Error::Config("the resume scan panicked".into())));
-        (scanned, keys)
-    });
-    let io = io_error(path);
-    let first_error = |(opts, request): (&InputOptions, &RequestOptions)| -> Error {
-        match crate::input::open(opts, request, None) {
-            Ok(rows) => rows.filter_map(Result::err).next().unwrap_or_else(|| {
-                Error::Config(
-                    "the resume plan's pass over the input failed, a second pass did not".into(),
-                )
-            }),
-            Err(e) => e,
-        }
-    };
+    let (scanned, keys) = scan_alongside(|| scan(path), || keys(path, rows, models));
     let keys = match (keys, unchecked) {
         (Ok(keys), _) => keys,
         // An input problem is re-read with the usual checks, for the same message as a run;
         // anything else (a spill file that cannot be written) is the error itself.
-        (Err(Error::Input { .. }), Some(input)) => return Err(first_error(input)),
+        (Err(Error::Input { .. }), Some(input)) => return Err(first_input_error(input)),
         (Err(e), _) => return Err(e),
     };
     let scanned = scanned?;
@@ -407,104 +472,85 @@ where
         // The pass stopped early: its ids are not all there; the caller reads with the check on.
         return Ok(None);
     }
-    if let Some((opts, request)) = unchecked {
-        let mut duplicates = RowSet::default();
-        let mut any = false;
-        let mut last = None;
-        for item in keys.ids.finish().map_err(&io)? {
-            let [high, low, row] = item.map_err(&io)?;
-            if last == Some((high, low)) {
-                duplicates.insert(row);
-                any = true;
-            }
-            last = Some((high, low));
-        }
-        crate::input::duplicate_ids::remember(opts, duplicates);
-        if any {
-            return Err(first_error((opts, request)));
-        }
+    if let Some(input) = unchecked {
+        check_duplicate_ids(path, keys.ids, input)?;
     }
-    let mut tally = Tally {
-        keep_errors,
-        accept_simulated,
-        limit: limit.unwrap_or(u64::MAX),
-        plan: Plan {
-            models,
-            ..Plan::default()
-        },
-        done: RowSet::default(),
-        kept: RowSet::default(),
-        met: RowSet::default(),
-        relabels: sorter(),
-        claimed: 0,
-        relabelled: 0,
-    };
-    let foreign_models: HashSet<u64> = scanned
+    let mut tally = Tally::new(keep_errors, accept_simulated, limit, models);
+    let census = scanned.census;
+    let foreign_models: HashSet<u64> = census
         .by_model
         .keys()
         .filter(|model| !keys.names.contains(**model))
         .copied()
         .collect();
     if keys.with_ids {
-        let unmet = join_explicit(
-            &mut tally,
-            scanned.by_id,
-            scanned.anonymous,
-            keys.explicit,
-            !foreign_models.is_empty(),
-        )
-        .map_err(&io)?;
-        if let Some(unmet) = unmet {
-            let records = scan_foreign(path, &foreign_models)?;
-            join_foreign(&mut tally, records, unmet).map_err(&io)?;
-        }
+        let records = (scanned.by_id, scanned.anonymous);
+        join_with_ids(&mut tally, path, records, keys.explicit, &foreign_models)?;
     } else {
-        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous, &keys.names).map_err(&io)?;
+        join_anonymous(&mut tally, scanned.anonymous, keys.anonymous, &keys.names)
+            .map_err(io_error(path))?;
     }
-    // Foreign records no unit met stay as they are.
-    let mut foreign = 0;
-    for model in &foreign_models {
-        for index in scanned.by_model[model].iter() {
-            if !tally.met.contains(index) {
-                foreign += 1;
-                tally.kept.insert(index);
-            }
+    let unmet = tally.keep_unmet(&census, &foreign_models);
+    tally.finish(path, census, keys.names, unmet).map(Some)
+}
+
+/// The first error a checked reading of the input gives (`input::open`, duplicate ids checked).
+fn first_input_error((opts, request): (&InputOptions, &RequestOptions)) -> Error {
+    match crate::input::open(opts, request, None) {
+        Ok(rows) => rows.filter_map(Result::err).next().unwrap_or_else(|| {
+            Error::Config(
+                "the resume plan's pass over the input failed, a second pass did not".into(),
+            )
+        }),
+        Err(e) => e,
+    }
+}
+
+/// Finds the input's duplicate ids by sorting their keys (`ids`, `[128-bit id key (high, low),
+/// row]`) and hands them to later readings of the input (`duplicate_ids::remember`); when there
+/// is one, returns the error a checked reading of the input gives.
+fn check_duplicate_ids(
+    path: &Path,
+    ids: Sorter<[u64; 3]>,
+    (opts, request): (&InputOptions, &RequestOptions),
+) -> Result<(), Error> {
+    let io = io_error(path);
+    let mut duplicates = RowSet::default();
+    let mut any = false;
+    let mut last = None;
+    for item in ids.finish().map_err(&io)? {
+        let [high, low, row] = item.map_err(&io)?;
+        if last == Some((high, low)) {
+            duplicates.insert(row);
+            any = true;
         }
+        last = Some((high, low));
     }
-    tally.plan.other_models += foreign;
-    // Records no unit met are of no row of this input (a smaller input, another shard's
-    // rows): kept as they are — a paid record is never deleted.
-    let mut unclaimed = 0;
-    for index in 0..scanned.records {
-        if !tally.met.contains(index) && !tally.kept.contains(index) {
-            tally.kept.insert(index);
-            unclaimed += 1;
-        }
+    crate::input::duplicate_ids::remember(opts, duplicates);
+    if any {
+        return Err(first_input_error((opts, request)));
     }
-    tally.plan.unclaimed += unclaimed;
-    let unterminated = !file_ends_with_newline(path);
-    let needs_rewrite = scanned.torn.is_some()
-        || unterminated
-        || scanned.old_header
-        || tally.claimed + foreign + unclaimed < scanned.records
-        || tally.relabelled > 0;
-    let claims = if needs_rewrite {
-        Some((tally.kept, tally.relabels.finish().map_err(&io)?))
-    } else {
-        None
-    };
-    Ok(Some((
-        SortedResume {
-            path: path.to_path_buf(),
-            claims,
-            names: keys.names,
-            needs_rewrite,
-            models,
-            torn: scanned.torn,
-        },
-        tally.plan,
-        tally.done,
-    )))
+    Ok(())
+}
+
+/// Units with explicit ids against the records (`join_explicit`); then, when the output has
+/// foreign records (of `foreign_models`), the units that met none against those, read again for
+/// that (`scan_foreign`, `join_foreign`).
+fn join_with_ids(
+    tally: &mut Tally,
+    path: &Path,
+    (by_id, anonymous): (Sorted<[u64; 6]>, Sorted<[u64; 6]>),
+    units: Sorted<[u64; 7]>,
+    foreign_models: &HashSet<u64>,
+) -> Result<(), Error> {
+    let io = io_error(path);
+    let foreign = !foreign_models.is_empty();
+    let unmet = join_explicit(tally, by_id, anonymous, units, foreign).map_err(&io)?;
+    if let Some(unmet) = unmet {
+        let records = scan_foreign(path, foreign_models)?;
+        join_foreign(tally, records, unmet).map_err(&io)?;
+    }
+    Ok(())
 }
 
 /// Units that met no record, for the foreign records: `[id_fp_key(id, fingerprint), row,
@@ -659,51 +705,26 @@ impl SortedResume {
         if !self.needs_rewrite {
             return Ok(());
         }
-        let path = &self.path;
-        let sort_io = io_error(path);
+        let sort_io = io_error(&self.path);
         let (kept, relabels) = self.claims.expect("kept for the rewrite");
         let mut relabels = Peek::new(relabels).map_err(&sort_io)?;
-        replace_with(path, |out| {
-            let io = |e| {
-                Error::io(
-                    format!("cannot rewrite {} while resuming", path.display()),
-                    e,
-                )
-            };
-            let mut records = Records::<Record>::open(path)?;
-            let mut encoder = records
-                .format()
-                .output_format()
-                .encoder(records.extra_columns(), self.models);
-            let mut buf = encoder.header();
-            let mut index = 0u64;
-            while let Some(item) = records.next() {
-                let (_, mut record) = item?;
-                index += 1;
-                let index = index - 1;
-                if !kept.contains(index) {
-                    continue;
-                }
-                record.kept = records.last_extras();
-                if let Some([i, row, anonymous, model]) = relabels.next {
-                    if i == index {
-                        relabels.take().map_err(&sort_io)?;
-                        record.row = row;
-                        if anonymous == 1 {
-                            record.id = row.to_string();
-                        }
-                        if model != NONE {
-                            self.names.rename(&mut record, model);
-                        }
+        rewrite(&self.path, self.models, u64::MAX, |index, record| {
+            if !kept.contains(index) {
+                return Ok(false);
+            }
+            if let Some([i, row, anonymous, model]) = relabels.next {
+                if i == index {
+                    relabels.take().map_err(&sort_io)?;
+                    record.row = row;
+                    if anonymous == 1 {
+                        record.id = row.to_string();
+                    }
+                    if model != NONE {
+                        self.names.rename(record, model);
                     }
                 }
-                encoder.encode(&record, &mut buf);
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf).map_err(io)?;
-                    buf.clear();
-                }
             }
-            out.write_all(&buf).map_err(io)
+            Ok(true)
         })
     }
 }
@@ -714,6 +735,7 @@ mod tests {
     use super::*;
     use crate::api::request::ChatRequest;
     use crate::input::RowContent;
+    use crate::output::record::Record;
     use crate::output::resume::ResumeIndex;
 
     struct Rng(u64);
