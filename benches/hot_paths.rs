@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use promptbatch::api::openai_chat;
-use promptbatch::api::request::{RequestDefaults, RequestOptions};
-use promptbatch::input::Template;
-use promptbatch::output::format::{Csv, Jsonl, RecordFormat};
-use promptbatch::output::{Record, Status};
+use promptbatch::internals::format::{Csv, Jsonl, RecordFormat};
+use promptbatch::internals::openai_chat;
+use promptbatch::internals::Template;
+use promptbatch::{internals::RequestDefaults, RequestOptions};
+use promptbatch::{Record, Status};
 
 /// A ~200-byte prompt, the size used by the end-to-end memory benchmark.
 fn prompt_200() -> String {

@@ -9,10 +9,10 @@ use std::time::Duration;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use promptbatch::input::KeepColumns;
-use promptbatch::output::format::OutputFormat;
-use promptbatch::sim::AnswerBody;
+use promptbatch::AnswerBody;
 use promptbatch::Choice;
+use promptbatch::KeepColumns;
+use promptbatch::OutputFormat;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
@@ -87,7 +87,7 @@ pub struct InputArgs {
     pub input_format: InputFormat,
 
     /// Column (CSV) or field (JSONL) holding the prompt, when no --template is given.
-    #[arg(long, default_value = promptbatch::input::DEFAULT_PROMPT_COLUMN)]
+    #[arg(long, default_value = promptbatch::internals::DEFAULT_PROMPT_COLUMN)]
     pub prompt_column: String,
 
     /// Prompt template filled from the row's columns, e.g. "Summarize {title}: {text}".
@@ -140,7 +140,7 @@ pub struct RequestArgs {
     /// Model sent with every request; several, comma-separated (`--model gpt-5.2,gemini-3.1-pro-preview`),
     /// send each row to each model, one record per (row, model). A row that names its own model
     /// (a Batch API line's `body.model`, a JSONL line's `model`) goes to that model alone.
-    #[arg(long, value_delimiter = ',', default_value = promptbatch::api::request::DEFAULT_MODEL)]
+    #[arg(long, value_delimiter = ',', default_value = promptbatch::internals::DEFAULT_MODEL)]
     pub model: Vec<String>,
 
     /// `max_tokens` for every request (also the output part of the --tpm estimate).
@@ -202,7 +202,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "PROMPTBATCH_BASE_URL",
-        default_value = promptbatch::api::client::DEFAULT_BASE_URL
+        default_value = promptbatch::internals::DEFAULT_BASE_URL
     )]
     pub base_url: String,
 
@@ -218,7 +218,7 @@ pub struct RunArgs {
     pub api_key_env: Option<String>,
 
     /// Requests in flight at once.
-    #[arg(short = 'c', long, default_value_t = promptbatch::live::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, default_value_t = promptbatch::internals::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
     /// Requests per minute cap (spread evenly, no burst at start-up).
@@ -270,28 +270,28 @@ pub struct RunArgs {
     pub max_retries: u32,
 
     /// Bound on one whole attempt, from connecting to the last byte of the answer.
-    #[arg(long, default_value = "10m", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "10m", value_parser = promptbatch::internals::duration::parse)]
     pub timeout: Duration,
 
     /// Bound on establishing a connection.
-    #[arg(long, default_value = "10s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = promptbatch::internals::duration::parse)]
     pub connect_timeout: Duration,
 
     /// First retry backoff; doubles per attempt, with full jitter. A 429 waits its advice, or
     /// about this long without one (never doubled).
-    #[arg(long, default_value = "1s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = promptbatch::internals::duration::parse)]
     pub backoff_base: Duration,
 
     /// Longest backoff between two attempts of a row.
-    #[arg(long, default_value = "60s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "60s", value_parser = promptbatch::internals::duration::parse)]
     pub backoff_max: Duration,
 
     /// After the first Ctrl-C, how long in-flight requests may still finish.
-    #[arg(long, default_value = "30s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "30s", value_parser = promptbatch::internals::duration::parse)]
     pub grace: Duration,
 
     /// When stderr is not a terminal: one progress line every this often.
-    #[arg(long, default_value = "30s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "30s", value_parser = promptbatch::internals::duration::parse)]
     pub log_every: Duration,
 
     /// No progress display (the end-of-run summary is still printed).
@@ -328,7 +328,7 @@ pub struct RunArgs {
     pub batch_max_bytes: u64,
 
     /// --via batch: how often to read the batches' status.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = promptbatch::internals::duration::parse)]
     pub poll_every: Duration,
 
     /// --via batch: where rows go whose batch expired, failed or was cancelled, or that the
@@ -368,7 +368,7 @@ pub struct CancelArgs {
     #[arg(
         long,
         env = "PROMPTBATCH_BASE_URL",
-        default_value = promptbatch::api::client::DEFAULT_BASE_URL
+        default_value = promptbatch::internals::DEFAULT_BASE_URL
     )]
     pub base_url: String,
 
@@ -402,7 +402,7 @@ pub struct EstimateArgs {
 
     /// Requests in flight the run would use (with --from-output: the time the sample's
     /// latency implies).
-    #[arg(short = 'c', long, default_value_t = promptbatch::live::limit::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, default_value_t = promptbatch::internals::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
     /// Requests per minute the run would be allowed (for the time estimate).
@@ -552,7 +552,7 @@ pub struct SimArgs {
 
     /// Retry-After sent with injected 429s (whole seconds are also sent as `Retry-After`,
     /// the exact value as `retry-after-ms`).
-    #[arg(long, default_value = "1s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = promptbatch::internals::duration::parse)]
     pub retry_after: Duration,
 
     /// Fraction of requests answered 500.
@@ -594,7 +594,7 @@ pub struct SimArgs {
     pub limit_rpm: Option<LimitSchedule>,
 
     /// The window `--limit-rpm` is counted over (its capacity is RPM × window / 60).
-    #[arg(long, default_value = "60s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "60s", value_parser = promptbatch::internals::duration::parse)]
     pub limit_window: Duration,
 
     /// How `--limit-rpm` counts: `sliding` (the requests admitted in any sliding window; a 429
@@ -622,7 +622,7 @@ pub struct SimArgs {
     pub chunked: bool,
 
     /// Batch API: how long a batch takes from creation to its final status.
-    #[arg(long, default_value = "0s", value_parser = promptbatch::util::duration::parse)]
+    #[arg(long, default_value = "0s", value_parser = promptbatch::internals::duration::parse)]
     pub batch_time: Duration,
 
     /// Batch API: the first N batches created expire (half their requests answered, the rest
@@ -789,8 +789,8 @@ impl MergeArgs {
 }
 
 impl ExportArgs {
-    pub fn into_options(self) -> promptbatch::output::export::ExportOptions {
-        promptbatch::output::export::ExportOptions {
+    pub fn into_options(self) -> promptbatch::ExportOptions {
+        promptbatch::ExportOptions {
             source: self.source,
             dest: self.dest,
             force: self.force,

@@ -56,56 +56,68 @@
 //! `api` talks HTTP, and the `output` writer owns the result file; `sim` is the built-in
 //! OpenAI-compatible simulator used by `--dry-run` and the tests.
 
-#[doc(hidden)]
-pub mod api;
+mod api;
 pub mod batch;
 pub mod error;
-#[doc(hidden)]
-pub mod estimate;
-#[doc(hidden)]
-pub mod input;
+mod estimate;
+mod input;
 mod job;
-#[doc(hidden)]
-pub mod live;
-#[doc(hidden)]
-pub mod money;
-#[doc(hidden)]
-pub mod output;
+mod live;
+mod money;
+mod output;
 mod paths;
-#[doc(hidden)]
-pub mod progress;
-#[doc(hidden)]
-pub mod report;
+mod progress;
+mod report;
 mod run;
 #[doc(hidden)]
 pub mod sim;
-#[doc(hidden)]
-pub mod tokens;
-#[doc(hidden)]
-pub mod util;
+mod tokens;
+mod util;
 
-// The facade: what a program using the library needs. Everything else is pub(crate), or — where
-// the binary's printing or the property tests reach into it — a `#[doc(hidden)]` module that is
-// not part of the API.
+// The facade: what a program using the library needs. Everything else is pub(crate), except
+// `internals` below.
 pub use api::request::RequestOptions;
 pub use api::retry::RetryPolicy;
 pub use api::schema::JsonSchema;
-pub use api::EndpointOptions;
-pub use batch::{BatchOptions, Fallback, Via};
+pub use api::{EndpointOptions, TokenUsage};
+pub use batch::{cancel, BatchOptions, Fallback, Via};
 pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};
 pub use input::validate::{validate, Validation};
-pub use input::{InputFormat, InputOptions, Shard};
+pub use input::{InputFormat, InputOptions, KeepColumns, Shard};
 pub use job::{Job, RecordCallback};
 pub use live::breaker::{
     Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
 };
 pub use live::limit::LimitOptions;
 pub use money::cost::CostOptions;
-pub use output::merge::MergeOptions;
+pub use output::export::{run as export, ExportOptions, Exported};
+pub use output::format::OutputFormat;
+pub use output::merge::{run as merge, MergeOptions};
 pub use output::{OutputOptions, Record, Status};
 pub use progress::events::{clear_observer, set_observer, Event};
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
-pub use sim::{ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
+pub use sim::{AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
 pub use util::choice::Choice;
+
+/// What the binary, the property tests and the benchmarks reach that is not the library's API:
+/// the binary's printing helpers and defaults, and the pieces the property tests and benchmarks
+/// exercise directly. Not covered by semver.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::api::classify;
+    pub use crate::api::client::DEFAULT_BASE_URL;
+    pub use crate::api::openai_chat;
+    pub use crate::api::request::{RequestDefaults, DEFAULT_MODEL};
+    pub use crate::error::exit_code;
+    pub use crate::input::validate::render as render_validation;
+    pub use crate::input::{Template, DEFAULT_PROMPT_COLUMN};
+    pub use crate::live::limit::DEFAULT_CONCURRENCY;
+    pub use crate::money::cost::PriceTable;
+    pub use crate::output::read::Records;
+    pub use crate::output::{format, COLUMNS};
+    pub use crate::tokens::estimate as estimate_tokens;
+    pub use crate::util::error_kind::normalize_error;
+    pub use crate::util::{duration, human, redact};
+}

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use promptbatch::error::exit_code;
+use promptbatch::internals::exit_code;
 use promptbatch::{Error, Job, StopReason, Summary};
 
 /// `eprintln!` that never panics: a message to stderr, dropped if stderr is closed (e.g. the
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             args.input.into_options(),
             args.request.into_options(),
         )),
-        Command::Merge(args) => finish(promptbatch::output::merge::run(&args.into_options())),
+        Command::Merge(args) => finish(promptbatch::merge(&args.into_options())),
         Command::Export(args) => finish(export(args.into_options())),
         Command::MockServer(args) => runtime.block_on(mock_server(args)),
         Command::Cancel(args) => finish(runtime.block_on(cancel(args))),
@@ -76,8 +76,8 @@ async fn cancel(args: cli::CancelArgs) -> Result<i32, Error> {
 }
 
 /// `promptbatch estimate`: the estimate as a table, or JSON.
-fn estimate(opts: promptbatch::estimate::EstimateOptions, json: bool) -> Result<i32, Error> {
-    let estimate = promptbatch::estimate::estimate(&opts)?;
+fn estimate(opts: promptbatch::EstimateOptions, json: bool) -> Result<i32, Error> {
+    let estimate = promptbatch::estimate(&opts)?;
     if json {
         print_out(&to_json(&estimate, "estimate")?)?;
     } else {
@@ -88,7 +88,7 @@ fn estimate(opts: promptbatch::estimate::EstimateOptions, json: bool) -> Result<
 
 /// `promptbatch report`: the report as a table, or JSON, and a note on a torn last record.
 fn report(args: &ReportArgs) -> Result<i32, Error> {
-    let report = promptbatch::report::report(&args.output, args.prices.as_deref())?;
+    let report = promptbatch::report(&args.output, args.prices.as_deref())?;
     if args.json {
         print_out(&to_json(&report, "report")?)?;
     } else {
@@ -107,8 +107,8 @@ fn report(args: &ReportArgs) -> Result<i32, Error> {
 }
 
 /// `promptbatch export`: what was written, and a note on a torn last record.
-fn export(opts: promptbatch::output::export::ExportOptions) -> Result<i32, Error> {
-    let exported = promptbatch::output::export::run(&opts)?;
+fn export(opts: promptbatch::ExportOptions) -> Result<i32, Error> {
+    let exported = promptbatch::export(&opts)?;
     if let Some(torn) = &exported.torn {
         say!(
             "note: the last record of {} (line {}) is incomplete and was skipped ({})",
@@ -119,7 +119,7 @@ fn export(opts: promptbatch::output::export::ExportOptions) -> Result<i32, Error
     }
     say!(
         "wrote {} records, {} columns, to {}",
-        promptbatch::util::human::group(exported.records),
+        promptbatch::internals::human::group(exported.records),
         exported.columns.len(),
         opts.dest.display()
     );
@@ -128,11 +128,14 @@ fn export(opts: promptbatch::output::export::ExportOptions) -> Result<i32, Error
 
 /// `promptbatch validate`: what one pass found; exit 1 unless every row can be sent.
 fn validate(
-    input: promptbatch::input::InputOptions,
-    request: promptbatch::api::request::RequestOptions,
+    input: promptbatch::InputOptions,
+    request: promptbatch::RequestOptions,
 ) -> Result<i32, Error> {
-    let validation = promptbatch::input::validate::validate(&input, &request)?;
-    print_out(&promptbatch::input::validate::render(&validation, &input))?;
+    let validation = promptbatch::validate(&input, &request)?;
+    print_out(&promptbatch::internals::render_validation(
+        &validation,
+        &input,
+    ))?;
     Ok(if validation.is_clean() {
         exit_code::OK
     } else {
@@ -224,13 +227,13 @@ fn report_run(opts: &Job, summary: &Summary) -> i32 {
     if summary.warnings_suppressed > 0 {
         say!(
             "{} more row failures with the same messages were not shown (`promptbatch report {output}` groups them)",
-            promptbatch::util::human::group(summary.warnings_suppressed)
+            promptbatch::internals::human::group(summary.warnings_suppressed)
         );
     }
     if summary.unrecorded > 0 && !matches!(summary.stop, StopReason::Crashed(_)) {
         say!(
             "{} rows were started but have no record; the next run sends them",
-            promptbatch::util::human::group(summary.unrecorded)
+            promptbatch::internals::human::group(summary.unrecorded)
         );
     }
     code
@@ -250,7 +253,7 @@ fn report_completed(opts: &Job, summary: &Summary) -> i32 {
     match opts.input.limit {
         Some(n) => say!(
             "done: each of the first {} rows (--limit) has an ok record in {output}; run without --limit to send the rest",
-            promptbatch::util::human::group(n)
+            promptbatch::internals::human::group(n)
         ),
         None => say!("done: every row has an ok record in {output}"),
     }
@@ -306,10 +309,10 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
                     refusal.model,
                     match (refusal.successes, refusal.worked_before) {
                         (0, _) => "rows of earlier runs".to_string(),
-                        (n, false) => format!("{} rows of this run", promptbatch::util::human::group(n)),
+                        (n, false) => format!("{} rows of this run", promptbatch::internals::human::group(n)),
                         (n, true) => format!(
                             "{} rows of this run and rows of earlier runs",
-                            promptbatch::util::human::group(n)
+                            promptbatch::internals::human::group(n)
                         ),
                     },
                     promptbatch::REFUSALS_AFTER_SUCCESS,
@@ -336,18 +339,18 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
         } => {
             say!(
                 "detached: {} holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
-                promptbatch::util::human::count(*batches, "batch"),
-                promptbatch::util::human::group(*rows),
+                promptbatch::internals::human::count(*batches, "batch"),
+                promptbatch::internals::human::group(*rows),
                 state.display(),
                 resume_command()
             );
             exit_code::OK
         }
         StopReason::Budget { cap } => {
-            let raised = format!("{}", promptbatch::util::human::round_usd(*cap * 2.0));
+            let raised = format!("{}", promptbatch::internals::human::round_usd(*cap * 2.0));
             say!(
                 "stopped at the budget cap of {}: rows not sent have no record; to continue, re-run with a higher --max-cost (here twice the cap: choose yours):\n  {}",
-                promptbatch::util::human::format_usd(*cap),
+                promptbatch::internals::human::format_usd(*cap),
                 with_max_cost(&rerun_command(opts), &raised)
             );
             exit_code::BUDGET
@@ -362,7 +365,7 @@ fn report_errors(summary: &Summary, output: &str) {
     let transient = summary.transient_errors;
     let unaccepted = summary.unaccepted;
     let others = summary.errors.saturating_sub(transient + unaccepted);
-    let group = promptbatch::util::human::group;
+    let group = promptbatch::internals::human::group;
     say!(
         "done with errors: {} rows are error records in {output} (see their `error` field; `promptbatch report {output}` groups them)",
         group(errors)
@@ -479,7 +482,7 @@ fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
     let key_like = |value: &std::ffi::OsStr| {
         value
             .to_str()
-            .is_none_or(promptbatch::util::redact::looks_like_a_key)
+            .is_none_or(promptbatch::internals::redact::looks_like_a_key)
     };
     for i in 0..args.len() {
         if args[i] == "--api-key-env" && args.get(i + 1).is_some_and(|v| key_like(v)) {
@@ -488,7 +491,7 @@ fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
         let inline = args[i]
             .to_str()
             .and_then(|a| a.strip_prefix("--api-key-env="))
-            .is_some_and(promptbatch::util::redact::looks_like_a_key);
+            .is_some_and(promptbatch::internals::redact::looks_like_a_key);
         if inline {
             args[i] = "--api-key-env=[redacted]".into();
         }
@@ -498,7 +501,9 @@ fn hide_keys_given_as_names(args: &mut [std::ffi::OsString]) {
 /// An argument as it may be printed: the user-info of a URL in it redacted.
 fn without_user_info(arg: &std::ffi::OsString) -> std::ffi::OsString {
     match arg.to_str() {
-        Some(text) if text.contains("://") => promptbatch::util::redact::url_userinfo(text).into(),
+        Some(text) if text.contains("://") => {
+            promptbatch::internals::redact::url_userinfo(text).into()
+        }
         _ => arg.clone(),
     }
 }

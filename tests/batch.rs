@@ -507,7 +507,7 @@ fn fallback_live_summary_counts_the_batch_part_and_the_live_part() {
     assert_eq!(total, report["tokens"]["total"].as_u64().unwrap());
     let spent = report["cost"]["total_usd"].as_f64().unwrap();
     assert!(spent > 0.0);
-    assert_eq!(cost, promptbatch::util::human::format_usd(spent));
+    assert_eq!(cost, promptbatch::internals::human::format_usd(spent));
     let models = report["cost"]["by_model"].as_array().unwrap();
     assert_eq!(by_model.len(), models.len(), "{}", result.stderr);
     for model in models {
@@ -515,7 +515,7 @@ fn fallback_live_summary_counts_the_batch_part_and_the_live_part() {
         let usd = model["cost_usd"].as_f64().unwrap();
         assert_eq!(
             by_model[name],
-            promptbatch::util::human::format_usd(usd),
+            promptbatch::internals::human::format_usd(usd),
             "{name}"
         );
     }
@@ -1144,7 +1144,7 @@ fn json_schema_with_fallback_live_carries_the_batch_answers_cost_to_the_live_rec
     assert_eq!(total, report["tokens"]["total"].as_u64().unwrap());
     assert_eq!(
         cost,
-        promptbatch::util::human::format_usd(report["cost"]["total_usd"].as_f64().unwrap())
+        promptbatch::internals::human::format_usd(report["cost"]["total_usd"].as_f64().unwrap())
     );
     assert_eq!(report["schema_failures"], 1, "{report}");
 }

@@ -448,7 +448,7 @@ fn the_collecting_run_reports_the_cost_of_what_it_collected() {
         .unwrap_or_else(|| panic!("{}", collected.stderr))
         .to_string();
     assert!(
-        line.contains(&promptbatch::util::human::format_usd(spent)),
+        line.contains(&promptbatch::internals::human::format_usd(spent)),
         "{line} vs {spent}"
     );
     let again = run_batch(&sim, &input, &output, &[], &[]);
@@ -460,7 +460,7 @@ fn the_collecting_run_reports_the_cost_of_what_it_collected() {
         .unwrap_or("cost this run: $0")
         .to_string();
     assert!(
-        !line.contains(&promptbatch::util::human::format_usd(spent)),
+        !line.contains(&promptbatch::internals::human::format_usd(spent)),
         "{line}"
     );
 }

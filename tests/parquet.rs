@@ -456,13 +456,13 @@ fn export_to_parquet_round_trips_with_typed_columns() {
     }
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(
-        &names[..promptbatch::output::COLUMNS.len()],
-        promptbatch::output::COLUMNS,
+        &names[..promptbatch::internals::COLUMNS.len()],
+        promptbatch::internals::COLUMNS,
         "the record's fields first"
     );
     // Then the others as the file first has them (serde_json writes the keys sorted here).
     assert_eq!(
-        &names[promptbatch::output::COLUMNS.len()..],
+        &names[promptbatch::internals::COLUMNS.len()..],
         ["parsed", "score", "tag", "ticket"]
     );
     for (record, row) in records.iter().zip(&rows) {
@@ -564,7 +564,7 @@ fn an_output_without_records_exports_the_record_schema() {
     let (schema, rows) = read_parquet(&dest);
     assert!(rows.is_empty());
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names, promptbatch::output::COLUMNS);
+    assert_eq!(names, promptbatch::internals::COLUMNS);
     assert_eq!(type_of(&schema, "latency_ms"), (DataType::UInt64, false));
     // Exporting a Parquet file is refused with what to pass instead.
     let r = run_args(&[

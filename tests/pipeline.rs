@@ -77,7 +77,7 @@ fn csv_template_rows_get_their_own_answers_and_usage() {
         .next()
         .unwrap()
         .to_string();
-    let positions: Vec<usize> = promptbatch::output::COLUMNS
+    let positions: Vec<usize> = promptbatch::internals::COLUMNS
         .iter()
         .map(|c| first_line.find(&format!("\"{c}\":")).unwrap())
         .collect();
@@ -601,7 +601,7 @@ fn csv_output_round_trips_multiline_text() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut reader = csv::Reader::from_path(&output).unwrap();
     let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(headers, promptbatch::output::COLUMNS);
+    assert_eq!(headers, promptbatch::internals::COLUMNS);
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 2);
     let x = rows.iter().find(|r| &r[0] == "x").unwrap();
@@ -959,7 +959,7 @@ fn duplicate_ids_are_found_across_spilled_runs() {
 #[test]
 fn chunked_seed_answers_are_read_whole() {
     let sim = Sim::start(SimOptions {
-        answer: promptbatch::sim::AnswerBody::Seed,
+        answer: promptbatch::AnswerBody::Seed,
         chunked: true,
         ..Default::default()
     });

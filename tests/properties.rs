@@ -4,15 +4,15 @@
 
 use std::path::Path;
 
-use promptbatch::api::classify::{classify_status, parse_go_duration, retry_after};
-use promptbatch::api::TokenUsage;
-use promptbatch::input::Template;
-use promptbatch::money::cost::PriceTable;
-use promptbatch::output::format;
-use promptbatch::output::read::Records;
-use promptbatch::output::{Record, Status};
-use promptbatch::tokens;
-use promptbatch::util::error_kind::normalize_error;
+use promptbatch::internals::classify::{classify_status, parse_go_duration, retry_after};
+use promptbatch::internals::estimate_tokens;
+use promptbatch::internals::format;
+use promptbatch::internals::normalize_error;
+use promptbatch::internals::PriceTable;
+use promptbatch::internals::Records;
+use promptbatch::internals::Template;
+use promptbatch::TokenUsage;
+use promptbatch::{Record, Status};
 use proptest::prelude::*;
 
 /// Any string, weighted towards multi-byte characters and the characters formats care about.
@@ -129,7 +129,7 @@ proptest! {
         let _ = classify_status(400, &headers, json.to_string().as_bytes());
         let normal = normalize_error(&body);
         prop_assert_eq!(normalize_error(&normal), normal);
-        let _ = tokens::estimate(&body);
+        let _ = estimate_tokens(&body);
     }
 }
 

@@ -275,13 +275,9 @@ impl ApiClient {
         self.network_fault.get().map(String::as_str)
     }
 
-    /// Sends one attempt. The whole attempt, connect to last body byte, is bounded by the timeout.
-    pub async fn send(&self, body: Bytes) -> Result<Completion, Failure> {
-        self.send_reporting_limits(body).await.0
-    }
-
-    /// [`send`](Self::send), also returning a successful answer's `x-ratelimit-*` headers (a
-    /// failure carries its own in [`Failure::rate_limit`]), for the pacing.
+    /// Sends one attempt; the whole attempt, connect to last body byte, is bounded by the
+    /// timeout. Also returns a successful answer's `x-ratelimit-*` headers (a failure carries
+    /// its own in [`Failure::rate_limit`]), for the pacing.
     pub async fn send_reporting_limits(
         &self,
         body: Bytes,

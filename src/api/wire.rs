@@ -21,15 +21,20 @@ pub trait WireFormat: Send + Sync + Debug {
     fn decode(&self, body: &[u8]) -> Result<Completion, String>;
 }
 
-/// The wire format every request uses today.
-pub const DEFAULT: &dyn WireFormat = &OpenAiChat;
+/// The registered wire formats, by name; the first is the default. A new provider shape is
+/// one file implementing [`WireFormat`] and its line here.
+pub const FORMATS: &[(&str, &dyn WireFormat)] = &[("openai-chat", &OpenAiChat)];
 
-/// The registered wire formats, by name.
-pub fn for_name(name: &str) -> Option<&'static dyn WireFormat> {
-    match name {
-        "openai-chat" => Some(&OpenAiChat),
-        _ => None,
-    }
+/// The wire format every request uses today.
+pub const DEFAULT: &dyn WireFormat = FORMATS[0].1;
+
+/// The wire format registered under `name`.
+#[cfg(test)]
+fn for_name(name: &str) -> Option<&'static dyn WireFormat> {
+    FORMATS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, wire)| *wire)
 }
 
 #[cfg(test)]

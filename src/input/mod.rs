@@ -130,16 +130,6 @@ impl RowSet {
         self.words[word] |= 1 << (row % 64);
     }
 
-    /// Adds every number of `other`.
-    pub fn union_with(&mut self, other: &RowSet) {
-        if other.words.len() > self.words.len() {
-            self.words.resize(other.words.len(), 0);
-        }
-        for (word, theirs) in self.words.iter_mut().zip(&other.words) {
-            *word |= theirs;
-        }
-    }
-
     /// Whether a row number is in the set.
     pub fn contains(&self, row: u64) -> bool {
         self.words

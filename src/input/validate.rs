@@ -22,10 +22,10 @@ pub struct Validation {
     pub rows: u64,
     pub invalid: u64,
     /// Invalid rows that are records that cannot be read (a run stops at the first unless
-    /// `--skip-invalid`), and the first [`SHOWN`] of them.
+    /// `--skip-invalid`), and the first `SHOWN` of them.
     pub malformed: u64,
     pub malformed_shown: Vec<String>,
-    /// The first [`SHOWN`] problems, `file:line: what`.
+    /// The first `SHOWN` problems, `file:line: what`.
     pub problems: Vec<String>,
     /// A problem that stopped reading (the rest of the file was not checked).
     pub stopped: Option<String>,

@@ -422,7 +422,8 @@ impl Pacer {
         lend
     }
 
-    /// The current note, for tests and the display.
+    /// The current note.
+    #[cfg(test)]
     pub fn note(&self) -> PaceNote {
         self.lock().note.clone()
     }

@@ -249,7 +249,7 @@ fn stop_reason(
 /// it is a second pass over the input).
 fn spawn_row_count(opts: &InputOptions, models: u64, plan: Option<&Plan>, counters: Arc<Counters>) {
     if let Some(plan) = plan {
-        counters.total_rows.store(plan.to_send(), Relaxed);
+        counters.total_rows.store(plan.rows_to_send(), Relaxed);
         return;
     }
     let opts = opts.clone();

@@ -172,6 +172,7 @@ impl Budget {
     }
 
     /// Spend so far, earlier runs included.
+    #[cfg(test)]
     pub fn spent(&self) -> f64 {
         nanos::usd(self.lock().spent)
     }

@@ -27,7 +27,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::read::{Records, Torn};
-pub use super::table::{Cell, Column, ColumnType, TableSink, ROW_GROUP_ROWS};
+pub use super::table::{Cell, Column, ColumnType, TableSink};
 use crate::error::Error;
 use crate::paths;
 
@@ -92,7 +92,7 @@ pub struct ExportOptions {
     pub force: bool,
 }
 
-/// `promptbatch export`: checks the paths, then [`export`].
+/// `promptbatch export`: checks the paths, then `export`.
 pub fn run(opts: &ExportOptions) -> Result<Exported, Error> {
     if same_file(&opts.source, &opts.dest) {
         return Err(Error::Config(format!(

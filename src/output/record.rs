@@ -56,7 +56,7 @@ pub struct Record {
     #[serde(default)]
     pub finished_at: Option<String>,
     /// `--keep-columns`: the row's input values, by output name (a name that is also a field of
-    /// the schema is `input_NAME`: [`kept_names`]), written after the schema's fields. Reading an
+    /// the schema is `input_NAME`: `kept_names`), written after the schema's fields. Reading an
     /// output fills it only on request (`Records::last_extras`, for rewrites).
     #[serde(skip)]
     pub kept: Option<Kept>,

@@ -180,7 +180,7 @@ impl KnownModels {
 
 impl Plan {
     /// Rows that will be sent.
-    pub fn to_send(&self) -> u64 {
+    pub fn rows_to_send(&self) -> u64 {
         self.rows - self.done
     }
 
@@ -219,7 +219,7 @@ impl Plan {
         } else {
             "rows"
         };
-        if self.to_send() == 0 {
+        if self.rows_to_send() == 0 {
             let mut kept = String::new();
             if self.other_models > 0 {
                 kept += &format!(
@@ -247,7 +247,7 @@ impl Plan {
             "resuming: {} of {} {unit} done, {} to send{notes}",
             group(self.done),
             group(self.rows),
-            group(self.to_send())
+            group(self.rows_to_send())
         )
     }
 }
