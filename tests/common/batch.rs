@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{command, read_jsonl, RunResult, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
+use super::{read_jsonl, run_command, RunResult, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
 
 /// `n` JSONL rows with ids `r1..rn` and prompts `prompt {i}` (plus `extra(i)` when given).
 pub fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
@@ -23,15 +23,8 @@ pub fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
 
 /// `promptbatch run INPUT -o OUTPUT --base-url SIM --via batch --poll-every 50ms`, not started.
 pub fn batch_command(sim: &Sim, input: &Path, output: &Path) -> std::process::Command {
-    let mut cmd = command();
-    cmd.arg("run").arg(input).arg("-o").arg(output).args([
-        "--base-url",
-        &sim.base_url,
-        "--via",
-        "batch",
-        "--poll-every",
-        "50ms",
-    ]);
+    let mut cmd = run_command(&sim.base_url, input, output);
+    cmd.args(["--via", "batch", "--poll-every", "50ms"]);
     cmd
 }
 

@@ -99,6 +99,25 @@ impl Workdir {
     }
 }
 
+/// Hang detector for the polling waits ([`wait_until`]): far above what any of them normally
+/// takes (well under a second to a few seconds), so it never decides a passing test; it only
+/// turns a hang into a failure instead of a stuck test run.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// Polls `done` every 5 ms until it holds; panics naming `what` once `within` has passed.
+/// For waiting on a condition another process brings about (a file's lines, a server's
+/// counter, a port closed) instead of sleeping a guessed time.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "hang detector: still waiting for {what} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// What a run of the binary produced.
 pub struct RunResult {
     pub code: i32,
@@ -128,15 +147,21 @@ pub fn command() -> Command {
     cmd
 }
 
-/// `promptbatch run INPUT -o OUTPUT --base-url SIM ARGS...`, waited for.
-pub fn run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> RunResult {
+/// `promptbatch run INPUT -o OUTPUT --base-url BASE_URL`, not started.
+pub fn run_command(base_url: &str, input: &Path, output: &Path) -> Command {
     let mut cmd = command();
     cmd.arg("run")
         .arg(input)
         .arg("-o")
         .arg(output)
-        .args(["--base-url", &sim.base_url])
-        .args(args);
+        .args(["--base-url", base_url]);
+    cmd
+}
+
+/// `promptbatch run INPUT -o OUTPUT --base-url SIM ARGS...`, waited for.
+pub fn run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> RunResult {
+    let mut cmd = run_command(&sim.base_url, input, output);
+    cmd.args(args);
     let start = Instant::now();
     let out = cmd.output().unwrap();
     RunResult::from(out, start.elapsed())
@@ -227,23 +252,16 @@ pub fn kill_9_after_lines(
     args: &[&str],
     lines: usize,
 ) -> usize {
-    let mut child = command()
-        .arg("run")
-        .arg(input)
-        .arg("-o")
-        .arg(output)
-        .args(["--base-url", &sim.base_url])
+    let mut child = run_command(&sim.base_url, input, output)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
     let count = || std::fs::read_to_string(output).map_or(0, |t| t.lines().count());
-    while count() < lines && child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "hang detector: no {lines} lines");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(&format!("{lines} lines"), HANG, || {
+        count() >= lines || child.try_wait().unwrap().is_some()
+    });
     assert!(child.try_wait().unwrap().is_none(), "killed mid-way");
     child.kill().unwrap();
     child.wait().unwrap();
