@@ -395,15 +395,11 @@ fn an_outage_after_the_first_answer_is_retried_until_the_endpoint_is_back() {
         .args(["--backoff-base", "100ms", "--backoff-max", "300ms"])
         .args(["--max-retries", "50"]);
     let child = Spawned::start(&mut cmd);
-    let waiting = Instant::now();
-    while sim.requests() < 2 {
-        assert!(
-            waiting.elapsed() < FAST,
-            "row 2 never reached the simulator"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("row 2 at the simulator", FAST, || sim.requests() >= 2);
     front.stop();
+    // The outage itself, not a synchronisation: the port stays closed 1.5 s, long enough for
+    // row 2's retries (100–300 ms apart) to meet refused connections. There is no event to
+    // wait for instead: a refused connection reaches nothing the test owns.
     std::thread::sleep(Duration::from_millis(1500));
     front.restart();
     let r = child.wait();
@@ -749,13 +745,23 @@ impl Forwarder {
         self.tasks.lock().unwrap().push(accept.abort_handle());
     }
 
-    /// Closes the port and cuts every connection.
+    /// Closes the port and cuts every connection, and returns once they are: an aborted task
+    /// drops its sockets (the listener, a connection's two ends) on the runtime's next turn, and
+    /// is finished only after. Repeated until no task is left, for a connection the accept loop
+    /// took just before it was aborted.
     fn stop(&mut self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
+        loop {
+            let tasks: Vec<AbortHandle> = self.tasks.lock().unwrap().drain(..).collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in &tasks {
+                task.abort();
+            }
+            wait_until("the forwarder's tasks to end", HANG, || {
+                tasks.iter().all(AbortHandle::is_finished)
+            });
         }
-        // Aborted tasks drop their sockets on the runtime's next turn.
-        std::thread::sleep(Duration::from_millis(50));
     }
 
     /// Listens on the same port again.
