@@ -9,13 +9,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::batch::{
     assert_one_ok_record_per_row, batch_command, batch_stats, count, rows, run_batch, schema_files,
     state_file,
 };
-use common::{assert_no_key, read_jsonl, Sim, Workdir, LABEL_SCHEMA};
+use common::{assert_no_key, read_jsonl, wait_until, Sim, Workdir, HANG, LABEL_SCHEMA};
 use promptbatch::SimOptions;
 use serde_json::{json, Value};
 
@@ -641,17 +641,16 @@ fn killed_for_real_while_waiting_the_resume_collects_the_same_batch() {
         .unwrap();
     // Wait until the state names the created batch, then SIGKILL.
     let state = state_file(&output);
-    loop {
-        let text = std::fs::read_to_string(&state).unwrap_or_default();
-        if text.contains("\"batch_id\":\"batch_") {
-            break;
-        }
+    wait_until("the state file to name the created batch", HANG, || {
+        let named = std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains("\"batch_id\":\"batch_");
         assert!(
-            child.try_wait().unwrap().is_none(),
+            named || child.try_wait().unwrap().is_none(),
             "the run ended before its batch was created"
         );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        named
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
@@ -673,18 +672,22 @@ fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
     let work = Workdir::new();
     let input = work.write("in.jsonl", &rows(30, |_| ""));
     let output = work.path("out.jsonl");
-    let child = batch_command(&sim, &input, &output)
+    let mut child = batch_command(&sim, &input, &output)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let state = state_file(&output);
-    while !std::fs::read_to_string(&state)
-        .unwrap_or_default()
-        .contains("\"batch_id\":\"batch_")
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the state file to name the created batch", HANG, || {
+        let named = std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains("\"batch_id\":\"batch_");
+        assert!(
+            named || child.try_wait().unwrap().is_none(),
+            "the run ended before its batch was created"
+        );
+        named
+    });
     common::interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1176,16 +1179,14 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Both live requests sent.
-    while slow.requests() < 2 {
+    wait_until("both live requests sent", HANG, || {
+        let sent = slow.requests() >= 2;
         assert!(
-            child.try_wait().unwrap().is_none(),
+            sent || child.try_wait().unwrap().is_none(),
             "ended before going live"
         );
-        assert!(Instant::now() < deadline, "hang detector");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        sent
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let state: Value =
