@@ -99,6 +99,78 @@ impl Workdir {
     }
 }
 
+/// One test's setting: a simulator (none for runs that must reach nothing), a temporary folder,
+/// the input path `in.jsonl` and the output path `out.jsonl` in it. Built in one line, e.g.
+/// `Scenario::new().rows(40)` or `Scenario::with_sim(options).input(text).output("out.csv")`;
+/// the runs are methods (`command`, and `run_batch` & co. in [`batch`]).
+pub struct Scenario {
+    sim: Option<Sim>,
+    pub work: Workdir,
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+// No `Default`: a scenario starts a simulator and makes a folder, not a plain value.
+#[allow(clippy::new_without_default)]
+impl Scenario {
+    /// A plain simulator ([`Sim::plain`]); nothing written yet.
+    pub fn new() -> Self {
+        Scenario::on(Some(Sim::plain()))
+    }
+
+    /// A simulator with these options ([`Sim::start`]).
+    pub fn with_sim(options: SimOptions) -> Self {
+        Scenario::on(Some(Sim::start(options)))
+    }
+
+    /// No simulator: for runs against something else (a closed port, another server), or none.
+    pub fn without_sim() -> Self {
+        Scenario::on(None)
+    }
+
+    fn on(sim: Option<Sim>) -> Self {
+        let work = Workdir::new();
+        Scenario {
+            sim,
+            input: work.path("in.jsonl"),
+            output: work.path("out.jsonl"),
+            work,
+        }
+    }
+
+    /// The input: `n` rows with ids `r1..rn` and prompts `prompt {i}` ([`batch::rows`]).
+    pub fn rows(self, n: usize) -> Self {
+        self.rows_with(n, |_| "")
+    }
+
+    /// The input: [`batch::rows`] with `extra(i)` after prompt `i`.
+    pub fn rows_with(self, n: usize, extra: impl Fn(usize) -> &'static str) -> Self {
+        self.input(&batch::rows(n, extra))
+    }
+
+    /// The input: this text.
+    pub fn input(self, text: &str) -> Self {
+        std::fs::write(&self.input, text).unwrap();
+        self
+    }
+
+    /// The output path: `name` in the folder instead of `out.jsonl`.
+    pub fn output(mut self, name: &str) -> Self {
+        self.output = self.work.path(name);
+        self
+    }
+
+    /// The simulator; panics for a scenario [`without_sim`](Self::without_sim).
+    pub fn sim(&self) -> &Sim {
+        self.sim.as_ref().expect("a scenario without a simulator")
+    }
+
+    /// `promptbatch run INPUT -o OUTPUT --base-url BASE_URL`, not started.
+    pub fn command(&self, base_url: &str) -> Command {
+        run_command(base_url, &self.input, &self.output)
+    }
+}
+
 /// Hang detector for the polling waits ([`wait_until`]): far above what any of them normally
 /// takes (well under a second to a few seconds), so it never decides a passing test; it only
 /// turns a hang into a failure instead of a stuck test run.
