@@ -9,13 +9,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::batch::{
-    assert_one_ok_record_per_row, batch_command, batch_stats, count, rows, run_batch, schema_files,
-    state_file,
-};
-use common::{assert_no_key, read_jsonl, Sim, Workdir, LABEL_SCHEMA};
+use common::batch::{assert_one_ok_record_per_row, batch_stats, count, rows, run_batch};
+use common::{assert_no_key, read_jsonl, wait_until, Scenario, Sim, HANG, LABEL_SCHEMA};
 use promptbatch::SimOptions;
 use serde_json::{json, Value};
 
@@ -28,15 +25,12 @@ fn live_cost(record: &Value) -> f64 {
 
 #[test]
 fn a_run_of_120000_rows_goes_out_as_3_batches_of_at_most_50000() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(120_000, |_| ""));
-    let output = work.path("out.jsonl");
+    let s = Scenario::new().rows(120_000);
     // The real default split: 50,000 requests per file.
-    let result = run_batch(&sim, &input, &output, &["-q"], &[]);
+    let result = s.run_batch(&["-q"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
     assert_no_key(&[&result.stderr, &result.stdout]);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(count(&stats, "files_created"), 3);
     assert_eq!(count(&stats, "batches_created"), 3);
     let totals: Vec<u64> = stats["batches"]
@@ -46,9 +40,9 @@ fn a_run_of_120000_rows_goes_out_as_3_batches_of_at_most_50000() {
         .map(|b| b["total"].as_u64().unwrap())
         .collect();
     assert_eq!(totals, [50_000, 50_000, 20_000]);
-    assert_eq!(sim.stats()["completions"], 0, "nothing was sent live");
+    assert_eq!(s.sim().stats()["completions"], 0, "nothing was sent live");
 
-    let records = assert_one_ok_record_per_row(&output, 120_000);
+    let records = assert_one_ok_record_per_row(&s.output, 120_000);
     let record = &records["r77"];
     assert_eq!(record["attempts"], 1);
     assert_eq!(record["model"], "gpt-5.2");
@@ -63,12 +57,12 @@ fn a_run_of_120000_rows_goes_out_as_3_batches_of_at_most_50000() {
         live_cost(record)
     );
     assert!(
-        !state_file(&output).exists(),
+        !s.state_file().exists(),
         "the state goes once all is collected"
     );
 
     // `report` reads a batch run's output like any other.
-    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    let report = common::run_args(&["report", s.output.to_str().unwrap(), "--json"]);
     assert_eq!(report.code, 0, "{}", report.stderr);
     let report: Value = serde_json::from_str(&report.stdout).unwrap();
     assert_eq!(
@@ -82,29 +76,21 @@ fn a_download_cut_short_is_downloaded_again_from_its_start() {
     // The first two downloads (the output files of both batches) end halfway through their
     // body (after the headers): each is fetched again from its start, no row is lost or sent
     // again. (Fails if a body cut short is taken as final: the run stops with exit 1.)
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_cut_downloads: 2,
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(300, |_| ""));
-    let output = work.path("out.jsonl");
-    let result = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--batch-max-requests", "200", "--backoff-max", "100ms"],
-        &[],
-    );
+    })
+    .rows(300);
+    let result = s.run_batch(&["--batch-max-requests", "200", "--backoff-max", "100ms"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(
         count(&stats, "batches_created"),
         2,
         "no row went into a new batch"
     );
     assert_eq!(count(&stats, "downloads"), 4, "2 cut short + 2 whole");
-    let records = assert_one_ok_record_per_row(&output, 300);
+    let records = assert_one_ok_record_per_row(&s.output, 300);
     assert!(records.values().all(|r| r["attempts"] == 1));
     assert_eq!(
         result.stderr.matches("retrying").count(),
@@ -115,20 +101,12 @@ fn a_download_cut_short_is_downloaded_again_from_its_start() {
 }
 
 /// Kills the run at `point` (as `kill -9` would), then runs the same command again: no second
-/// upload or batch for the same rows, and exactly one ok record per row.
-fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, Value) {
-    let sim = Sim::start(sim_options);
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(300, |_| ""));
-    let output = work.path("out.jsonl");
+/// upload or batch for the same rows, and exactly one ok record per row. Returns the Batch API
+/// counters after the kill.
+fn killed_then_resumed(point: &str, sim_options: SimOptions) -> Value {
+    let s = Scenario::with_sim(sim_options).rows(300);
     let args = ["--batch-max-requests", "200"];
-    let killed = run_batch(
-        &sim,
-        &input,
-        &output,
-        &args,
-        &[("PROMPTBATCH_TEST_ABORT_AT", point)],
-    );
+    let killed = s.run_batch_aborted_at(point, &args);
     assert_ne!(killed.code, 0, "the run must have been aborted at {point}");
     assert!(
         killed
@@ -137,39 +115,39 @@ fn killed_then_resumed(point: &str, sim_options: SimOptions) -> (Sim, Workdir, V
         "{}",
         killed.stderr
     );
-    assert!(state_file(&output).exists(), "the state survives the kill");
-    let before = batch_stats(&sim);
+    assert!(s.state_file().exists(), "the state survives the kill");
+    let before = s.batch_stats();
 
-    let resumed = run_batch(&sim, &input, &output, &args, &[]);
+    let resumed = s.run_batch(&args);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_no_key(&[&killed.stderr, &resumed.stderr]);
-    let after = batch_stats(&sim);
+    let after = s.batch_stats();
     // 300 rows at 200 per file: two files and two batches, whatever happened in between.
     assert_eq!(count(&after, "files_created"), 2, "{before} → {after}");
     assert_eq!(count(&after, "batches_created"), 2, "{before} → {after}");
-    let records = assert_one_ok_record_per_row(&output, 300);
+    let records = assert_one_ok_record_per_row(&s.output, 300);
     assert!(records.values().all(|r| r["attempts"] == 1));
-    assert!(!state_file(&output).exists());
+    assert!(!s.state_file().exists());
     // The downloads' temporary file is unlinked as soon as it is open: a kill leaves nothing.
-    let mut left: Vec<String> = std::fs::read_dir(work.dir.path())
+    let mut left: Vec<String> = std::fs::read_dir(s.work.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
     assert_eq!(left, ["in.jsonl", "out.jsonl"]);
-    (sim, work, before)
+    before
 }
 
 #[test]
 fn killed_between_upload_and_create_the_resume_creates_the_batch_from_the_uploaded_file() {
-    let (_sim, _work, before) = killed_then_resumed("after-upload", SimOptions::default());
+    let before = killed_then_resumed("after-upload", SimOptions::default());
     assert_eq!(count(&before, "files_created"), 1);
     assert_eq!(count(&before, "batches_created"), 0);
 }
 
 #[test]
 fn killed_after_create_before_saving_the_resume_finds_the_batch_instead_of_creating_another() {
-    let (_sim, _work, before) = killed_then_resumed("create-unsaved", SimOptions::default());
+    let before = killed_then_resumed("create-unsaved", SimOptions::default());
     assert_eq!(count(&before, "files_created"), 1);
     assert_eq!(count(&before, "batches_created"), 1);
 }
@@ -180,55 +158,44 @@ fn killed_between_create_and_completion_the_resume_polls_the_same_batches() {
         batch_time: Duration::from_millis(300),
         ..SimOptions::default()
     };
-    let (_sim, _work, before) = killed_then_resumed("after-create", options);
+    let before = killed_then_resumed("after-create", options);
     assert_eq!(count(&before, "batches_created"), 1);
     assert_eq!(count(&before, "downloads"), 0);
 }
 
 #[test]
 fn killed_during_the_download_the_resume_writes_only_the_missing_records() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(300, |_| ""));
-    let output = work.path("out.jsonl");
-    let killed = run_batch(
-        &sim,
-        &input,
-        &output,
-        &[],
-        &[("PROMPTBATCH_TEST_ABORT_AT", "during-download")],
-    );
+    let s = Scenario::new().rows(300);
+    let killed = s.run_batch_aborted_at("during-download", &[]);
     assert_ne!(killed.code, 0, "{}", killed.stderr);
-    let partial = std::fs::read_to_string(&output).unwrap();
+    let partial = std::fs::read_to_string(&s.output).unwrap();
     let whole_lines = partial.lines().filter(|l| l.ends_with('}')).count();
     assert!(
         (150..300).contains(&whole_lines),
         "about half the records are written before the kill: {whole_lines}"
     );
-    assert_eq!(count(&batch_stats(&sim), "downloads"), 1);
+    assert_eq!(s.batch_count("downloads"), 1);
 
-    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    let resumed = s.run_batch(&[]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(count(&stats, "files_created"), 1);
     assert_eq!(count(&stats, "batches_created"), 1, "no second batch");
     assert_eq!(count(&stats, "downloads"), 2, "the output file again");
-    assert_one_ok_record_per_row(&output, 300);
+    assert_one_ok_record_per_row(&s.output, 300);
 }
 
 #[test]
 fn an_expired_batch_sends_its_unanswered_rows_in_a_new_batch() {
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_expire: 1,
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(100, |_| ""));
-    let output = work.path("out.jsonl");
-    let result = run_batch(&sim, &input, &output, &[], &[]);
+    })
+    .rows(100);
+    let result = s.run_batch(&[]);
     assert_eq!(result.code, 0, "{}", result.stderr);
     assert!(result.stderr.contains("expired"), "{}", result.stderr);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(count(&stats, "batches_created"), 2);
     let totals: Vec<u64> = stats["batches"]
         .as_array()
@@ -241,7 +208,7 @@ fn an_expired_batch_sends_its_unanswered_rows_in_a_new_batch() {
         [100, 50],
         "the second batch holds the expired half only"
     );
-    let records = assert_one_ok_record_per_row(&output, 100);
+    let records = assert_one_ok_record_per_row(&s.output, 100);
     let twice = records.values().filter(|r| r["attempts"] == 2).count();
     assert_eq!(
         twice, 50,
@@ -251,28 +218,22 @@ fn an_expired_batch_sends_its_unanswered_rows_in_a_new_batch() {
 
 #[test]
 fn error_file_rows_become_error_records_or_go_into_new_batches() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
     // Row 3 is refused (400: permanent); row 5 always meets a 503 (transient: new batches
     // until the third, then an error record); row 7 meets a 503 in its first batch only.
-    let input = work.write(
-        "in.jsonl",
-        &rows(10, |i| match i {
-            3 => " #sim:status=400",
-            5 => " #sim:status=503",
-            7 => " #sim:fail=1",
-            _ => "",
-        }),
-    );
-    let output = work.path("out.jsonl");
-    let result = run_batch(&sim, &input, &output, &[], &[]);
+    let s = Scenario::new().rows_with(10, |i| match i {
+        3 => " #sim:status=400",
+        5 => " #sim:status=503",
+        7 => " #sim:fail=1",
+        _ => "",
+    });
+    let result = s.run_batch(&[]);
     assert_eq!(
         result.code, 3,
         "some rows are error records: {}",
         result.stderr
     );
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 3);
-    let records = read_jsonl(&output);
+    assert_eq!(s.batch_count("batches_created"), 3);
+    let records = read_jsonl(&s.output);
     assert_eq!(records.len(), 10);
     let by_id: HashMap<&str, &Value> = records
         .iter()
@@ -302,9 +263,9 @@ fn error_file_rows_become_error_records_or_go_into_new_batches() {
     assert_eq!(recovered["completion"], "echo: prompt 7 #sim:fail=1");
 
     // A re-run sends the two error rows again in one batch (and the 503 row twice more).
-    let again = run_batch(&sim, &input, &output, &[], &[]);
+    let again = s.run_batch(&[]);
     assert_eq!(again.code, 3, "{}", again.stderr);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     let totals: Vec<u64> = stats["batches"]
         .as_array()
         .unwrap()
@@ -316,16 +277,13 @@ fn error_file_rows_become_error_records_or_go_into_new_batches() {
         [10, 2, 1, 2, 1, 1],
         "only the error rows are sent again"
     );
-    assert_eq!(read_jsonl(&output).len(), 10);
+    assert_eq!(read_jsonl(&s.output).len(), 10);
 }
 
 #[test]
 fn detach_submits_and_exits_then_the_same_command_collects() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(40, |_| ""));
-    let output = work.path("out.jsonl");
-    let detached = run_batch(&sim, &input, &output, &["--detach"], &[]);
+    let s = Scenario::new().rows(40);
+    let detached = s.run_batch(&["--detach"]);
     assert_eq!(detached.code, 0, "{}", detached.stderr);
     assert!(detached.stderr.contains("detached"), "{}", detached.stderr);
     let command_line = detached
@@ -338,50 +296,45 @@ fn detach_submits_and_exits_then_the_same_command_collects() {
         .to_string();
     assert!(command_line.contains("--via batch"), "{command_line}");
     assert!(!command_line.contains("--detach"), "{command_line}");
-    let state = std::fs::read_to_string(state_file(&output)).unwrap();
+    let state = std::fs::read_to_string(s.state_file()).unwrap();
     assert_no_key(&[&state]);
     let state: Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["batches"][0]["rows"].as_array().unwrap().len(), 40);
-    assert_eq!(std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), 0);
-    assert_eq!(count(&batch_stats(&sim), "downloads"), 0);
+    assert_eq!(
+        std::fs::metadata(&s.output).map(|m| m.len()).unwrap_or(0),
+        0
+    );
+    assert_eq!(s.batch_count("downloads"), 0);
 
-    let collected = run_batch(&sim, &input, &output, &[], &[]);
+    let collected = s.run_batch(&[]);
     assert_eq!(collected.code, 0, "{}", collected.stderr);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(count(&stats, "files_created"), 1);
     assert_eq!(count(&stats, "batches_created"), 1);
-    assert_one_ok_record_per_row(&output, 40);
+    assert_one_ok_record_per_row(&s.output, 40);
     assert_no_key(&[&detached.stderr, &collected.stderr]);
 }
 
 #[test]
 fn cancel_cancels_the_running_batches() {
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_time: Duration::from_secs(3600),
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(30, |_| ""));
-    let output = work.path("out.jsonl");
-    let detached = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--detach", "--batch-max-requests", "20"],
-        &[],
-    );
+    })
+    .rows(30);
+    let detached = s.run_batch(&["--detach", "--batch-max-requests", "20"]);
     assert_eq!(detached.code, 0, "{}", detached.stderr);
-    let out = output.to_str().unwrap();
-    let cancelled = common::run_args(&["cancel", out, "--base-url", &sim.base_url]);
+    let out = s.output.to_str().unwrap();
+    let cancelled = common::run_args(&["cancel", out, "--base-url", &s.sim().base_url]);
     assert_eq!(cancelled.code, 0, "{}", cancelled.stderr);
     assert!(
         cancelled.stderr.contains("cancelled 2"),
         "{}",
         cancelled.stderr
     );
-    assert_eq!(count(&batch_stats(&sim), "cancels"), 2);
+    assert_eq!(s.batch_count("cancels"), 2);
     let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(s.state_file()).unwrap()).unwrap();
     let statuses: Vec<&str> = state["batches"]
         .as_array()
         .unwrap()
@@ -394,49 +347,32 @@ fn cancel_cancels_the_running_batches() {
 
 #[test]
 fn max_cost_refuses_a_batch_whose_worst_case_passes_the_cap() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(100, |_| ""));
-    let output = work.path("out.jsonl");
+    let s = Scenario::new().rows(100);
     // Worst case per row at batch prices: 1,000 output tokens × $7/1M = $0.007; 100 rows: $0.70+.
-    let result = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--max-tokens", "1000", "--max-cost", "0.5"],
-        &[],
-    );
+    let result = s.run_batch(&["--max-tokens", "1000", "--max-cost", "0.5"]);
     assert_eq!(result.code, 4, "{}", result.stderr);
     assert!(result.stderr.contains("--max-cost"), "{}", result.stderr);
-    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 0);
+    assert_eq!(s.batch_count("files_created"), 0);
+    assert_eq!(s.batch_count("batches_created"), 0);
 
-    let result = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--max-tokens", "1000", "--max-cost", "1"],
-        &[],
-    );
+    let result = s.run_batch(&["--max-tokens", "1000", "--max-cost", "1"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    assert_eq!(s.batch_count("batches_created"), 1);
 }
 
 #[test]
 fn fallback_live_sends_the_rows_of_a_failed_batch_live() {
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_fail: 1,
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(20, |_| ""));
-    let output = work.path("out.jsonl");
-    let result = run_batch(&sim, &input, &output, &["--fallback", "live"], &[]);
+    })
+    .rows(20);
+    let result = s.run_batch(&["--fallback", "live"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
     assert!(result.stderr.contains("failed"), "{}", result.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
-    assert_eq!(sim.stats()["completions"], 20, "every row went live");
-    let records = assert_one_ok_record_per_row(&output, 20);
+    assert_eq!(s.batch_count("batches_created"), 1);
+    assert_eq!(s.sim().stats()["completions"], 20, "every row went live");
+    let records = assert_one_ok_record_per_row(&s.output, 20);
     let record = &records["r4"];
     let cost = record["cost_usd"].as_f64().unwrap();
     assert!(
@@ -477,29 +413,21 @@ fn summary_figures(stderr: &str) -> (u64, u64, u64, String, HashMap<String, Stri
 fn fallback_live_summary_counts_the_batch_part_and_the_live_part() {
     // Two batches of 10: the first fails, so 10 rows are written from the second batch (batch
     // price) and 10 are sent live (live price); the printed summary must match `report`.
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_fail: 1,
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(20, |_| ""));
-    let output = work.path("out.jsonl");
-    let result = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--fallback", "live", "--batch-max-requests", "10"],
-        &[],
-    );
+    })
+    .rows(20);
+    let result = s.run_batch(&["--fallback", "live", "--batch-max-requests", "10"]);
     assert_eq!(result.code, 0, "{}", result.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 2);
+    assert_eq!(s.batch_count("batches_created"), 2);
     assert_eq!(
-        sim.stats()["completions"],
+        s.sim().stats()["completions"],
         10,
         "the failed batch's rows went live"
     );
-    assert_one_ok_record_per_row(&output, 20);
-    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    assert_one_ok_record_per_row(&s.output, 20);
+    let report = common::run_args(&["report", s.output.to_str().unwrap(), "--json"]);
     assert_eq!(report.code, 0, "{}", report.stderr);
     let report: Value = serde_json::from_str(&report.stdout).unwrap();
     let (ok, errors, total, cost, by_model) = summary_figures(&result.stderr);
@@ -523,14 +451,12 @@ fn fallback_live_summary_counts_the_batch_part_and_the_live_part() {
 
 #[test]
 fn a_provider_without_a_batch_api_gets_one_clear_line() {
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         no_batch: true,
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(5, |_| ""));
-    let output = work.path("out.jsonl");
-    let result = run_batch(&sim, &input, &output, &[], &[]);
+    })
+    .rows(5);
+    let result = s.run_batch(&[]);
     assert_eq!(result.code, 1, "{}", result.stderr);
     let errors: Vec<&str> = result
         .stderr
@@ -540,17 +466,16 @@ fn a_provider_without_a_batch_api_gets_one_clear_line() {
     assert_eq!(errors.len(), 1, "{}", result.stderr);
     assert!(errors[0].contains("no Batch API"), "{}", errors[0]);
     assert!(errors[0].contains("--via live"), "{}", errors[0]);
-    assert!(!state_file(&output).exists(), "nothing was submitted");
+    assert!(!s.state_file().exists(), "nothing was submitted");
     assert_no_key(&[&result.stderr]);
 }
 
 #[test]
 fn estimate_shows_the_batch_cost_beside_the_live_cost() {
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(50, |_| ""));
+    let s = Scenario::without_sim().rows(50);
     let result = common::run_args(&[
         "estimate",
-        input.to_str().unwrap(),
+        s.input.to_str().unwrap(),
         "--max-tokens",
         "100",
         "--expect-output",
@@ -571,7 +496,7 @@ fn estimate_shows_the_batch_cost_beside_the_live_cost() {
     half("worst_cost_usd", "batch_worst_cost_usd");
     let table = common::run_args(&[
         "estimate",
-        input.to_str().unwrap(),
+        s.input.to_str().unwrap(),
         "--max-tokens",
         "100",
         "--expect-output",
@@ -594,10 +519,8 @@ fn estimate_shows_the_batch_cost_beside_the_live_cost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_library_job_runs_through_the_batch_api() {
     use promptbatch::{BatchOptions, Job, StopReason, Via};
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(25, |_| ""));
-    let output = work.path("out.jsonl");
-    let summary = Job::new(&input, &output)
+    let s = Scenario::without_sim().rows(25);
+    let summary = Job::new(&s.input, &s.output)
         .via(Via::Batch)
         .batch_options(BatchOptions {
             max_requests: 10,
@@ -615,7 +538,7 @@ async fn a_library_job_runs_through_the_batch_api() {
         summary.stop
     );
     assert_eq!((summary.ok, summary.errors), (25, 0));
-    let records = read_jsonl(&output);
+    let records = read_jsonl(&s.output);
     let rows: Vec<u64> = records.iter().map(|r| r["row"].as_u64().unwrap()).collect();
     assert_eq!(
         rows,
@@ -627,64 +550,65 @@ async fn a_library_job_runs_through_the_batch_api() {
 
 #[test]
 fn killed_for_real_while_waiting_the_resume_collects_the_same_batch() {
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_time: Duration::from_secs(2),
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(50, |_| ""));
-    let output = work.path("out.jsonl");
-    let mut child = batch_command(&sim, &input, &output)
+    })
+    .rows(50);
+    let mut child = s
+        .batch_command()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Wait until the state names the created batch, then SIGKILL.
-    let state = state_file(&output);
-    loop {
-        let text = std::fs::read_to_string(&state).unwrap_or_default();
-        if text.contains("\"batch_id\":\"batch_") {
-            break;
-        }
+    let state = s.state_file();
+    wait_until("the state file to name the created batch", HANG, || {
+        let named = std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains("\"batch_id\":\"batch_");
         assert!(
-            child.try_wait().unwrap().is_none(),
+            named || child.try_wait().unwrap().is_none(),
             "the run ended before its batch was created"
         );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        named
+    });
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
+    assert_eq!(s.batch_count("batches_created"), 1);
 
-    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    let resumed = s.run_batch(&[]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(count(&stats, "files_created"), 1);
     assert_eq!(count(&stats, "batches_created"), 1);
-    assert_one_ok_record_per_row(&output, 50);
+    assert_one_ok_record_per_row(&s.output, 50);
 }
 
 #[test]
 fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
-    let sim = Sim::start(SimOptions {
+    let s = Scenario::with_sim(SimOptions {
         batch_time: Duration::from_secs(2),
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(30, |_| ""));
-    let output = work.path("out.jsonl");
-    let child = batch_command(&sim, &input, &output)
+    })
+    .rows(30);
+    let mut child = s
+        .batch_command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let state = state_file(&output);
-    while !std::fs::read_to_string(&state)
-        .unwrap_or_default()
-        .contains("\"batch_id\":\"batch_")
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let state = s.state_file();
+    wait_until("the state file to name the created batch", HANG, || {
+        let named = std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains("\"batch_id\":\"batch_");
+        assert!(
+            named || child.try_wait().unwrap().is_none(),
+            "the run ended before its batch was created"
+        );
+        named
+    });
     common::interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -692,20 +616,18 @@ fn ctrl_c_while_waiting_leaves_the_batches_running_for_the_next_run() {
     assert!(stderr.contains("keep running at the provider"), "{stderr}");
     assert!(stderr.contains("to resume, run:"), "{stderr}");
 
-    let resumed = run_batch(&sim, &input, &output, &[], &[]);
+    let resumed = s.run_batch(&[]);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
-    assert_one_ok_record_per_row(&output, 30);
+    assert_eq!(s.batch_count("batches_created"), 1);
+    assert_one_ok_record_per_row(&s.output, 30);
 }
 
 #[test]
 fn standard_input_is_refused_with_what_to_do() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let output = work.path("out.jsonl");
+    let s = Scenario::new();
     let result = common::run_stdin(
-        &sim,
-        &output,
+        s.sim(),
+        &s.output,
         &["--input-format", "jsonl", "--via", "batch"],
         rows(3, |_| "").as_bytes(),
     );
@@ -715,7 +637,7 @@ fn standard_input_is_refused_with_what_to_do() {
         "{}",
         result.stderr
     );
-    assert_eq!(count(&batch_stats(&sim), "files_created"), 0);
+    assert_eq!(s.batch_count("files_created"), 0);
 }
 
 /// `--batch-max-pending`: no more rows in batches at once than it allows. A detached run
@@ -723,21 +645,12 @@ fn standard_input_is_refused_with_what_to_do() {
 /// batches are collected, each row exactly once.
 #[test]
 fn rows_in_batches_at_once_stay_within_batch_max_pending() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let input = work.write("in.jsonl", &rows(55, |_| ""));
-    let output = work.path("out.jsonl");
+    let s = Scenario::new().rows(55);
     let args = ["--batch-max-requests", "10", "--batch-max-pending", "25"];
-    let detached = run_batch(
-        &sim,
-        &input,
-        &output,
-        &[&args[..], &["--detach"]].concat(),
-        &[],
-    );
+    let detached = s.run_batch(&[&args[..], &["--detach"]].concat());
     assert_eq!(detached.code, 0, "{}", detached.stderr);
     let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(s.state_file()).unwrap()).unwrap();
     let sizes: Vec<usize> = state["batches"]
         .as_array()
         .unwrap()
@@ -750,10 +663,10 @@ fn rows_in_batches_at_once_stay_within_batch_max_pending() {
         "25 rows pending, the third file cut at the cap"
     );
 
-    let collected = run_batch(&sim, &input, &output, &args, &[]);
+    let collected = s.run_batch(&args);
     assert_eq!(collected.code, 0, "{}", collected.stderr);
-    assert_one_ok_record_per_row(&output, 55);
-    let stats = batch_stats(&sim);
+    assert_one_ok_record_per_row(&s.output, 55);
+    let stats = s.batch_stats();
     let totals: Vec<u64> = stats["batches"]
         .as_array()
         .unwrap()
@@ -766,7 +679,7 @@ fn rows_in_batches_at_once_stay_within_batch_max_pending() {
         "each row in one batch: {totals:?}"
     );
     assert!(totals.iter().all(|t| *t <= 10), "{totals:?}");
-    assert!(!state_file(&output).exists());
+    assert!(!s.state_file().exists());
 }
 
 /// The records of an output by id.
@@ -784,22 +697,14 @@ fn batch_cost(record: &Value) -> f64 {
 
 #[test]
 fn json_schema_batch_answers_are_checked_and_failures_retried_in_new_batches_with_their_cost() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
-    let result = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--json-schema", &schema_arg, "-q"],
-        &[],
-    );
+    let (s, schema_arg) = Scenario::new().schema_rows();
+    let result = s.run_batch(&["--json-schema", &schema_arg, "-q"]);
     assert_eq!(result.code, 3, "c is an error record: {}", result.stderr);
     // Batch 1: a, b, c; batch 2: b (prose the first time) and c; batch 3: c alone.
-    let stats = batch_stats(&sim);
+    let stats = s.batch_stats();
     assert_eq!(count(&stats, "batches_created"), 3, "{stats}");
-    assert!(!state_file(&output).exists(), "the state is gone once done");
-    let records = records_by_id(&output);
+    assert!(!s.state_file().exists(), "the state is gone once done");
+    let records = records_by_id(&s.output);
     assert_eq!(records.len(), 3);
     // The simulator's tokens for one answer to a row (the prompt without its directive words
     // answered back; prose is counted as the JSON it replaced).
@@ -861,7 +766,7 @@ fn json_schema_batch_answers_are_checked_and_failures_retried_in_new_batches_wit
     );
 
     // report: one schema failure; its cost and tokens are the records' sums (what was billed).
-    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    let report = common::run_args(&["report", s.output.to_str().unwrap(), "--json"]);
     assert_eq!(report.code, 0, "{}", report.stderr);
     let report: Value = serde_json::from_str(&report.stdout).unwrap();
     assert_eq!(report["schema_failures"], 1, "{report}");
@@ -893,18 +798,10 @@ fn json_schema_batch_answers_are_checked_and_failures_retried_in_new_batches_wit
 
 #[test]
 fn json_schema_batch_answers_become_csv_columns() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let (input, output, schema_arg) = schema_files(&work, "out.csv");
-    let result = run_batch(
-        &sim,
-        &input,
-        &output,
-        &["--json-schema", &schema_arg, "-q"],
-        &[],
-    );
+    let (s, schema_arg) = Scenario::new().output("out.csv").schema_rows();
+    let result = s.run_batch(&["--json-schema", &schema_arg, "-q"]);
     assert_eq!(result.code, 3, "{}", result.stderr);
-    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let mut reader = csv::Reader::from_path(&s.output).unwrap();
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(&header[header.len() - 2..], ["label", "score"]);
     assert!(!header.iter().any(|h| h == "parsed"), "{header:?}");
@@ -937,18 +834,12 @@ fn json_schema_batch_answers_become_csv_columns() {
 
 #[test]
 fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let schema_arg = schema.display().to_string();
     // One row whose answer is never JSON: 400 bytes of prose, cut at --max-tokens 100, so each
     // answer costs nearly the batch's worst case.
     let prose = "word ".repeat(100);
-    let input = work.write(
-        "in.jsonl",
-        &format!("{{\"id\": \"p\", \"prompt\": \"{prose}\"}}\n"),
-    );
-    let output = work.path("out.jsonl");
+    let s = Scenario::new().input(&format!("{{\"id\": \"p\", \"prompt\": \"{prose}\"}}\n"));
+    let schema = s.work.write("sentiment.json", LABEL_SCHEMA);
+    let schema_arg = schema.display().to_string();
     let args = |cap: &str| {
         vec![
             "--json-schema".to_string(),
@@ -962,7 +853,7 @@ fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
     // The worst case of the row's batch, from the refusal under a tiny cap.
     let tiny = args("0.0000001");
     let tiny: Vec<&str> = tiny.iter().map(String::as_str).collect();
-    let refused = run_batch(&sim, &input, &output, &tiny, &[]);
+    let refused = s.run_batch(&tiny);
     assert_eq!(refused.code, 4, "{}", refused.stderr);
     let worst: f64 = refused
         .stderr
@@ -972,21 +863,16 @@ fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
         .and_then(|usd| usd.parse().ok())
         .unwrap_or_else(|| panic!("{}", refused.stderr));
     assert!(worst > 0.0008, "{worst}");
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 0);
+    assert_eq!(s.batch_count("batches_created"), 0);
 
     // A cap of 1.5 worst cases: the first batch fits; the second does not once the first
     // answer's cost (paid, failed the schema, no record yet) is counted.
     let cap = format!("{:.8}", worst * 1.5);
     let capped = args(&cap);
     let capped: Vec<&str> = capped.iter().map(String::as_str).collect();
-    let stopped = run_batch(&sim, &input, &output, &capped, &[]);
+    let stopped = s.run_batch(&capped);
     assert_eq!(stopped.code, 4, "{}", stopped.stderr);
-    assert_eq!(
-        count(&batch_stats(&sim), "batches_created"),
-        1,
-        "{}",
-        stopped.stderr
-    );
+    assert_eq!(s.batch_count("batches_created"), 1, "{}", stopped.stderr);
     assert!(stopped.stderr.contains("--max-cost"), "{}", stopped.stderr);
     // The refusal names the first answer's cost as spent.
     let spent: f64 = stopped
@@ -998,19 +884,18 @@ fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
         .unwrap_or_else(|| panic!("{}", stopped.stderr));
     assert!(spent > 0.0, "{}", stopped.stderr);
     // The answer's cost waits in the state for the row's record.
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(state_file(&output)).unwrap()).unwrap();
+    let state: Value = serde_json::from_slice(&std::fs::read(s.state_file()).unwrap()).unwrap();
     let waiting = state["spent"]["1"]["cost"].as_f64().unwrap();
     assert!(waiting > worst / 2.0 && waiting <= worst, "{state}");
-    assert!(!output.exists() || read_jsonl(&output).is_empty());
+    assert!(!s.output.exists() || read_jsonl(&s.output).is_empty());
 
     // With room for every batch the row ends an error record holding all three answers' cost.
     let open = args("1");
     let open: Vec<&str> = open.iter().map(String::as_str).collect();
-    let done = run_batch(&sim, &input, &output, &open, &[]);
+    let done = s.run_batch(&open);
     assert_eq!(done.code, 3, "{}", done.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 3);
-    let records = read_jsonl(&output);
+    assert_eq!(s.batch_count("batches_created"), 3);
+    let records = read_jsonl(&s.output);
     assert_eq!(records.len(), 1);
     let p = &records[0];
     assert_eq!((&p["status"], &p["attempts"]), (&json!("error"), &json!(3)));
@@ -1019,46 +904,33 @@ fn max_cost_counts_the_answers_that_failed_the_schema_before_a_new_batch() {
         (cost - 3.0 * waiting).abs() < 1e-12,
         "{cost} vs 3 × {waiting}"
     );
-    assert!(!state_file(&output).exists());
+    assert!(!s.state_file().exists());
 }
 
 #[test]
 fn killed_while_collecting_schema_retries_the_resume_counts_each_paid_answer_once() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
+    let (s, schema_arg) = Scenario::new().schema_rows();
     let args = ["--json-schema", schema_arg.as_str(), "-q"];
     // Batch 1 writes a and sends b and c again (their first answers' cost kept in the state);
     // the kill comes once b's record from batch 2 is written, before c's answer is handled and
     // before the state is saved.
-    let killed = run_batch(
-        &sim,
-        &input,
-        &output,
-        &args,
-        &[("PROMPTBATCH_TEST_ABORT_AT", "during-download")],
-    );
+    let killed = s.run_batch_aborted_at("during-download", &args);
     assert_ne!(killed.code, 0, "{}", killed.stderr);
     assert!(killed.stderr.contains("aborting"), "{}", killed.stderr);
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(state_file(&output)).unwrap()).unwrap();
+    let state: Value = serde_json::from_slice(&std::fs::read(s.state_file()).unwrap()).unwrap();
     assert_eq!(
         state["spent"].as_object().map(|s| s.len()),
         Some(2),
         "b's and c's first answers wait in the state: {state}"
     );
-    let written = records_by_id(&output);
+    let written = records_by_id(&s.output);
     assert_eq!(written.len(), 2, "a and b: {written:?}");
 
-    let resumed = run_batch(&sim, &input, &output, &args, &[]);
+    let resumed = s.run_batch(&args);
     assert_eq!(resumed.code, 3, "{}", resumed.stderr);
-    assert_eq!(
-        count(&batch_stats(&sim), "batches_created"),
-        3,
-        "no batch twice"
-    );
-    assert!(!state_file(&output).exists());
-    let records = records_by_id(&output);
+    assert_eq!(s.batch_count("batches_created"), 3, "no batch twice");
+    assert!(!s.state_file().exists());
+    let records = records_by_id(&s.output);
     assert_eq!(records.len(), 3);
     let answers = |record: &Value, prompt: &str| {
         record["prompt_tokens"].as_u64().unwrap() / common::sim_prompt_tokens(&[prompt])
@@ -1085,9 +957,7 @@ fn json_schema_with_fallback_live_carries_the_batch_answers_cost_to_the_live_rec
     // One batch: a is answered valid; b (prose the first time) and c (a label the schema
     // refuses) fail --json-schema and go live. Their live records hold the failed batch
     // answer too, at the batch price, and the summary, `report` and the records agree.
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
+    let (s, schema_arg) = Scenario::new().schema_rows();
     let args = [
         "--json-schema",
         schema_arg.as_str(),
@@ -1098,11 +968,11 @@ fn json_schema_with_fallback_live_carries_the_batch_answers_cost_to_the_live_rec
         "--max-cost",
         "5",
     ];
-    let result = run_batch(&sim, &input, &output, &args, &[]);
+    let result = s.run_batch(&args);
     assert_eq!(result.code, 3, "c is an error record: {}", result.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 1);
-    assert!(!state_file(&output).exists(), "the spend is on the records");
-    let records = records_by_id(&output);
+    assert_eq!(s.batch_count("batches_created"), 1);
+    assert!(!s.state_file().exists(), "the spend is on the records");
+    let records = records_by_id(&s.output);
     assert_eq!(records.len(), 3);
     let a = &records["a"];
     assert_eq!(a["status"], "ok");
@@ -1137,7 +1007,7 @@ fn json_schema_with_fallback_live_carries_the_batch_answers_cost_to_the_live_rec
     let cost = c["cost_usd"].as_f64().unwrap();
     assert!((cost - 2.5 / 3.0 * live_cost(c)).abs() < 1e-12, "{c}");
     // The summary counts what the records hold, once.
-    let report = common::run_args(&["report", output.to_str().unwrap(), "--json"]);
+    let report = common::run_args(&["report", s.output.to_str().unwrap(), "--json"]);
     let report: Value = serde_json::from_str(&report.stdout).unwrap();
     let (ok, errors, total, cost, _) = summary_figures(&result.stderr);
     assert_eq!((ok, errors), (2, 1), "{}", result.stderr);
@@ -1155,12 +1025,12 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
     // killed while their live requests wait (60 s: they are never answered). The state file
     // must still hold that spend, and the run resumed against another server must put every
     // answer paid for on the records.
-    let slow = Sim::start(SimOptions {
+    let (s, schema_arg) = Scenario::with_sim(SimOptions {
         latency: promptbatch::sim::LatencySpec::parse("60s").unwrap(),
         ..SimOptions::default()
-    });
-    let work = Workdir::new();
-    let (input, output, schema_arg) = schema_files(&work, "out.jsonl");
+    })
+    .schema_rows();
+    let slow = s.sim();
     let args = [
         "--json-schema",
         schema_arg.as_str(),
@@ -1170,26 +1040,25 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
         "1",
         "-q",
     ];
-    let mut child = batch_command(&slow, &input, &output)
+    let mut child = s
+        .batch_command()
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Both live requests sent.
-    while slow.requests() < 2 {
+    wait_until("both live requests sent", HANG, || {
+        let sent = slow.requests() >= 2;
         assert!(
-            child.try_wait().unwrap().is_none(),
+            sent || child.try_wait().unwrap().is_none(),
             "ended before going live"
         );
-        assert!(Instant::now() < deadline, "hang detector");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        sent
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(state_file(&output)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(s.state_file()).unwrap()).unwrap();
     assert_eq!(
         state["spent"].as_object().map(|s| s.len()),
         Some(2),
@@ -1197,10 +1066,10 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
     );
 
     let sim = Sim::plain();
-    let result = run_batch(&sim, &input, &output, &args, &[]);
+    let result = run_batch(&sim, &s.input, &s.output, &args, &[]);
     assert_eq!(result.code, 3, "{}", result.stderr);
-    assert!(!state_file(&output).exists());
-    let records = records_by_id(&output);
+    assert!(!s.state_file().exists());
+    let records = records_by_id(&s.output);
     assert_eq!(records.len(), 3);
     assert_eq!(records["b"]["status"], "ok");
     assert_eq!(records["c"]["status"], "error");
@@ -1229,7 +1098,7 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
         .values()
         .map(|r| r["attempts"].as_u64().unwrap())
         .sum();
-    assert_eq!(on_records, paid(&slow) + paid(&sim), "{records:?}");
+    assert_eq!(on_records, paid(slow) + paid(&sim), "{records:?}");
     // The summary's tokens are this run's: the records' less a's (written before the kill)
     // and less b's and c's first answers, paid then too, which it names apart.
     let per_answer = |id: &str| {
@@ -1256,17 +1125,11 @@ fn killed_in_the_live_part_the_batch_answers_cost_reaches_the_records_on_resume(
 /// many batches.
 #[test]
 fn batch_max_attempts_bounds_the_batches_a_row_goes_through() {
-    let sim = Sim::plain();
-    let work = Workdir::new();
-    let input = work.write(
-        "in.jsonl",
-        &rows(4, |i| if i == 2 { " #sim:status=503" } else { "" }),
-    );
-    let output = work.path("out.jsonl");
-    let result = run_batch(&sim, &input, &output, &["--batch-max-attempts", "5"], &[]);
+    let s = Scenario::new().rows_with(4, |i| if i == 2 { " #sim:status=503" } else { "" });
+    let result = s.run_batch(&["--batch-max-attempts", "5"]);
     assert_eq!(result.code, 3, "{}", result.stderr);
-    assert_eq!(count(&batch_stats(&sim), "batches_created"), 5);
-    let records = read_jsonl(&output);
+    assert_eq!(s.batch_count("batches_created"), 5);
+    let records = read_jsonl(&s.output);
     let busy = records.iter().find(|r| r["id"] == "r2").unwrap();
     assert_eq!(busy["attempts"], 5);
     assert!(

@@ -315,9 +315,9 @@ fn records_carry_rfc3339_times_and_keep_response_stores_the_whole_body() {
     assert_eq!(body["choices"][0]["message"]["content"], "echo: hello");
     let plain = dir.path("plain.jsonl");
     run(&sim, &input, &plain, &["-q"]);
-    assert!(read_jsonl(&plain)
-        .iter()
-        .all(|r| r.get("response").is_none()));
+    let records = read_jsonl(&plain);
+    assert_eq!(records.len(), 2, "a record per row, b's an error");
+    assert!(records.iter().all(|r| r.get("response").is_none()));
 }
 
 #[test]

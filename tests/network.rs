@@ -38,28 +38,17 @@ const FAST: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_password_in_the_base_url_is_shown_nowhere_at_any_verbosity() {
-    let sim = Sim::plain();
-    let dir = Workdir::new();
-    let input = dir.write(
-        "in.jsonl",
+    let s = Scenario::new().input(
         "{\"id\":\"a\",\"prompt\":\"hello\"}\n\
          {\"id\":\"b\",\"prompt\":\"refused #sim:status=400\"}\n\
          {\"id\":\"c\",\"prompt\":\"flaky #sim:fail=1\"}\n",
     );
-    let output = dir.path("out.jsonl");
-    let base = with_password(&sim.base_url);
-    let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &base, "-vv", "--backoff-base", "10ms"]),
-    );
+    let base = with_password(&s.sim().base_url);
+    let r = run_net(net_run(&s, &base).args(["-vv", "--backoff-base", "10ms"]));
     assert_eq!(r.code, 3, "one row is an error record: {}", r.stderr);
-    let records = read_jsonl(&output);
+    let records = read_jsonl(&s.output);
     assert_eq!(records.len(), 3);
-    assert_no_password(&r, &output);
+    assert_no_password(&r, &s.output);
     assert!(
         r.stderr.contains("sending to http://[redacted]@127.0.0.1:"),
         "the endpoint is still logged, redacted: {}",
@@ -70,20 +59,11 @@ fn a_password_in_the_base_url_is_shown_nowhere_at_any_verbosity() {
 #[test]
 fn a_password_in_the_base_url_is_shown_nowhere_when_unreachable() {
     let port = closed_port();
-    let dir = Workdir::new();
-    let input = dir.write("in.jsonl", "{\"prompt\":\"hello\"}\n");
-    let output = dir.path("out.jsonl");
+    let s = Scenario::without_sim().input("{\"prompt\":\"hello\"}\n");
     let base = format!("http://alice:{PASSWORD}@127.0.0.1:{port}/v1");
-    let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &base, "-vv"]),
-    );
+    let r = run_net(net_run(&s, &base).arg("-vv"));
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert_no_password(&r, &output);
+    assert_no_password(&r, &s.output);
     assert!(
         r.stderr
             .contains(&format!("http://[redacted]@127.0.0.1:{port}/v1")),
@@ -94,23 +74,13 @@ fn a_password_in_the_base_url_is_shown_nowhere_when_unreachable() {
 
 #[test]
 fn a_password_in_the_base_url_is_not_printed_in_the_resume_command() {
-    let sim = Sim::plain();
-    let dir = Workdir::new();
-    let input = dir.write("in.jsonl", "{\"prompt\":\"hello\"}\n");
-    let output = dir.path("out.jsonl");
-    let base = with_password(&sim.base_url);
+    let s = Scenario::new().input("{\"prompt\":\"hello\"}\n");
+    let base = with_password(&s.sim().base_url);
     // A cap below the first row's worst case: the run stops at once and prints the command
     // that continues it, base URL included.
-    let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &base, "--max-cost", "0.0000001", "-q"]),
-    );
+    let r = run_net(net_run(&s, &base).args(["--max-cost", "0.0000001", "-q"]));
     assert_eq!(r.code, 4, "{}", r.stderr);
-    assert_no_password(&r, &output);
+    assert_no_password(&r, &s.output);
     assert!(
         r.stderr
             .contains("--base-url 'http://[redacted]@127.0.0.1:")
@@ -125,45 +95,29 @@ fn a_password_in_the_base_url_is_not_printed_in_the_resume_command() {
 
 #[test]
 fn a_tls_endpoint_signed_by_a_ca_cert_runs_every_row() {
-    let net = Net::start();
-    let dir = Workdir::new();
-    let (input, rows) = rows_input(&dir, 6);
-    let output = dir.path("out.jsonl");
-    let ca = dir.write("ca.pem", &net.ca_pem);
+    let s = Scenario::new().rows(6);
+    let net = Net::start(s.sim());
+    let ca = s.work.write("ca.pem", &net.ca_pem);
     let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-c", "3", "-q"])
-            .arg("--ca-cert")
+        net_run(&s, &net.tls_base_url())
+            .args(["-c", "3", "-q", "--ca-cert"])
             .arg(&ca),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_all_ok(&output, rows);
-    assert_eq!(net.sim.requests(), rows as u64);
+    assert_all_ok(&s.output, 6);
+    assert_eq!(s.sim().requests(), 6);
 }
 
 #[test]
 fn an_untrusted_certificate_stops_at_once_naming_the_host_and_ca_cert() {
-    let net = Net::start();
-    let dir = Workdir::new();
-    let (input, _) = rows_input(&dir, 40);
-    let output = dir.path("out.jsonl");
+    let s = Scenario::new().rows(40);
+    let net = Net::start(s.sim());
     // Default retry settings: before the fix, each row was retried 8 times with backoff.
-    let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-q"]),
-    );
+    let r = run_net(net_run(&s, &net.tls_base_url()).arg("-q"));
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.elapsed < FAST, "took {:?}", r.elapsed);
-    assert_eq!(records_in(&output), 0, "no error records");
-    assert_eq!(net.sim.requests(), 0);
+    assert_eq!(records_in(&s.output), 0, "no error records");
+    assert_eq!(s.sim().requests(), 0);
     let host = format!("localhost:{}", net.tls_addr.port());
     for needle in [
         host.as_str(),
@@ -177,40 +131,27 @@ fn an_untrusted_certificate_stops_at_once_naming_the_host_and_ca_cert() {
 
 #[test]
 fn the_operating_system_trust_store_is_used() {
-    let net = Net::start();
-    let dir = Workdir::new();
-    let (input, rows) = rows_input(&dir, 3);
-    let output = dir.path("out.jsonl");
+    let s = Scenario::new().rows(3);
+    let net = Net::start(s.sim());
     // rustls-native-certs reads the system store from SSL_CERT_FILE when it is set: the test
     // CA stands for a company CA installed on the machine. No --ca-cert.
-    let ca = dir.write("system-bundle.pem", &net.ca_pem);
+    let ca = s.work.write("system-bundle.pem", &net.ca_pem);
     let r = run_net(
-        net_command()
+        net_run(&s, &net.tls_base_url())
             .env("SSL_CERT_FILE", &ca)
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-q"]),
+            .arg("-q"),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_all_ok(&output, rows);
+    assert_all_ok(&s.output, 3);
 }
 
 #[test]
 fn a_missing_ca_cert_file_is_a_clear_error() {
-    let sim = Sim::plain();
-    let dir = Workdir::new();
-    let (input, _) = rows_input(&dir, 1);
-    let output = dir.path("out.jsonl");
-    let missing = dir.path("company-ca.pem");
+    let s = Scenario::new().rows(1);
+    let missing = s.work.path("company-ca.pem");
     let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &sim.base_url, "-q", "--ca-cert"])
+        net_run(&s, &s.sim().base_url)
+            .args(["-q", "--ca-cert"])
             .arg(&missing),
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -220,24 +161,18 @@ fn a_missing_ca_cert_file_is_a_clear_error() {
         "{}",
         r.stderr
     );
-    assert_eq!(sim.requests(), 0);
+    assert_eq!(s.sim().requests(), 0);
 }
 
 #[test]
 fn a_ca_cert_file_that_is_not_pem_is_a_clear_error() {
-    let net = Net::start();
-    let dir = Workdir::new();
-    let (input, _) = rows_input(&dir, 1);
-    let output = dir.path("out.jsonl");
-    let der = dir.path("ca.der");
+    let s = Scenario::new().rows(1);
+    let net = Net::start(s.sim());
+    let der = s.work.path("ca.der");
     std::fs::write(&der, pem_body_as_der(&net.ca_pem)).unwrap();
     let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-q", "--ca-cert"])
+        net_run(&s, &net.tls_base_url())
+            .args(["-q", "--ca-cert"])
             .arg(&der),
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -249,7 +184,7 @@ fn a_ca_cert_file_that_is_not_pem_is_a_clear_error() {
     ] {
         assert!(r.stderr.contains(needle), "{needle:?} in: {}", r.stderr);
     }
-    assert_eq!(net.sim.requests(), 0);
+    assert_eq!(s.sim().requests(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,25 +192,18 @@ fn a_ca_cert_file_that_is_not_pem_is_a_clear_error() {
 
 #[test]
 fn https_proxy_carries_the_run_through_connect() {
-    let net = Net::start();
+    let s = Scenario::new().rows(6);
+    let net = Net::start(s.sim());
     let proxy = ConnectProxy::start(&net.runtime);
-    let dir = Workdir::new();
-    let (input, rows) = rows_input(&dir, 6);
-    let output = dir.path("out.jsonl");
-    let ca = dir.write("ca.pem", &net.ca_pem);
+    let ca = s.work.write("ca.pem", &net.ca_pem);
     let r = run_net(
-        net_command()
+        net_run(&s, &net.tls_base_url())
             .env("HTTPS_PROXY", format!("http://{}", proxy.addr))
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-c", "2", "-q", "-v"])
-            .arg("--ca-cert")
+            .args(["-c", "2", "-q", "-v", "--ca-cert"])
             .arg(&ca),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_all_ok(&output, rows);
+    assert_all_ok(&s.output, 6);
     let logged = format!("through the proxy http://{}", proxy.addr);
     assert!(r.stderr.contains(&logged), "{logged:?} in: {}", r.stderr);
     let connects = proxy.connects();
@@ -289,59 +217,45 @@ fn https_proxy_carries_the_run_through_connect() {
 
 #[test]
 fn no_proxy_bypasses_the_proxy() {
-    let net = Net::start();
+    let s = Scenario::new().rows(3);
+    let net = Net::start(s.sim());
     let proxy = ConnectProxy::start(&net.runtime);
-    let dir = Workdir::new();
-    let (input, rows) = rows_input(&dir, 3);
-    let output = dir.path("out.jsonl");
-    let ca = dir.write("ca.pem", &net.ca_pem);
+    let ca = s.work.write("ca.pem", &net.ca_pem);
     let r = run_net(
-        net_command()
+        net_run(&s, &net.tls_base_url())
             .env("HTTPS_PROXY", format!("http://{}", proxy.addr))
             .env("NO_PROXY", "example.com,localhost")
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-q"])
-            .arg("--ca-cert")
+            .args(["-q", "--ca-cert"])
             .arg(&ca),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_all_ok(&output, rows);
+    assert_all_ok(&s.output, 3);
     assert_eq!(proxy.connects(), Vec::<String>::new());
 }
 
 #[test]
 fn an_unreachable_proxy_stops_within_seconds_naming_it() {
-    let net = Net::start();
+    let s = Scenario::new().rows(20);
+    let net = Net::start(s.sim());
     let port = closed_port();
-    let dir = Workdir::new();
-    let (input, _) = rows_input(&dir, 20);
-    let output = dir.path("out.jsonl");
-    let ca = dir.write("ca.pem", &net.ca_pem);
+    let ca = s.work.write("ca.pem", &net.ca_pem);
     let r = run_net(
-        net_command()
+        net_run(&s, &net.tls_base_url())
             .env(
                 "HTTPS_PROXY",
                 format!("http://alice:{PASSWORD}@127.0.0.1:{port}"),
             )
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &net.tls_base_url(), "-q"])
-            .arg("--ca-cert")
+            .args(["-q", "--ca-cert"])
             .arg(&ca),
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.elapsed < FAST, "took {:?}", r.elapsed);
-    assert_eq!(records_in(&output), 0, "no error records");
+    assert_eq!(records_in(&s.output), 0, "no error records");
     // The proxy is named without its user-info (reqwest keeps that apart, for authorization).
     let named = format!("through the proxy http://127.0.0.1:{port} ");
     assert!(r.stderr.contains(&named), "{named:?} in: {}", r.stderr);
-    assert_no_password(&r, &output);
-    assert_eq!(net.sim.requests(), 0);
+    assert_no_password(&r, &s.output);
+    assert_eq!(s.sim().requests(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,20 +264,11 @@ fn an_unreachable_proxy_stops_within_seconds_naming_it() {
 #[test]
 fn an_unreachable_endpoint_stops_within_seconds_without_error_records() {
     let port = closed_port();
-    let dir = Workdir::new();
-    let (input, _) = rows_input(&dir, 40);
-    let output = dir.path("out.jsonl");
-    let r = run_net(
-        net_command()
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--base-url", &format!("http://127.0.0.1:{port}/v1"), "-q"]),
-    );
+    let s = Scenario::without_sim().rows(40);
+    let r = run_net(net_run(&s, &format!("http://127.0.0.1:{port}/v1")).arg("-q"));
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.elapsed < FAST, "took {:?}", r.elapsed);
-    assert_eq!(records_in(&output), 0, "no error records");
+    assert_eq!(records_in(&s.output), 0, "no error records");
     let address = format!("cannot reach http://127.0.0.1:{port}/v1/chat/completions");
     assert!(r.stderr.contains(&address), "{}", r.stderr);
     assert!(r.stderr.contains("--base-url"), "{}", r.stderr);
@@ -371,44 +276,33 @@ fn an_unreachable_endpoint_stops_within_seconds_without_error_records() {
 
 #[test]
 fn an_outage_after_the_first_answer_is_retried_until_the_endpoint_is_back() {
-    let sim = Sim::plain();
-    let runtime = runtime();
-    let mut front = Forwarder::start(&runtime, sim_addr(&sim));
-    let dir = Workdir::new();
     // Row 2 is still at the simulator (sleeping) when the outage starts, so its attempt fails
     // mid-request, and its retries meet a closed port (connection refused) until it reopens.
-    let input = dir.write(
-        "in.jsonl",
+    let s = Scenario::new().input(
         "{\"id\":\"1\",\"prompt\":\"first\"}\n\
          {\"id\":\"2\",\"prompt\":\"second #sim:sleep=1500ms\"}\n\
          {\"id\":\"3\",\"prompt\":\"third\"}\n\
          {\"id\":\"4\",\"prompt\":\"fourth\"}\n",
     );
-    let output = dir.path("out.jsonl");
+    let runtime = runtime();
+    let mut front = Forwarder::start(&runtime, sim_addr(s.sim()));
     let base = format!("http://127.0.0.1:{}/v1", front.port);
-    let mut cmd = net_command();
-    cmd.arg("run")
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .args(["--base-url", &base, "-c", "1", "-q"])
-        .args(["--backoff-base", "100ms", "--backoff-max", "300ms"])
-        .args(["--max-retries", "50"]);
-    let child = Spawned::start(&mut cmd);
-    let waiting = Instant::now();
-    while sim.requests() < 2 {
-        assert!(
-            waiting.elapsed() < FAST,
-            "row 2 never reached the simulator"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = Spawned::start(
+        net_run(&s, &base)
+            .args(["-c", "1", "-q"])
+            .args(["--backoff-base", "100ms", "--backoff-max", "300ms"])
+            .args(["--max-retries", "50"]),
+    );
+    wait_until("row 2 at the simulator", FAST, || s.sim().requests() >= 2);
     front.stop();
+    // The outage itself, not a synchronisation: the port stays closed 1.5 s, long enough for
+    // row 2's retries (100–300 ms apart) to meet refused connections. There is no event to
+    // wait for instead: a refused connection reaches nothing the test owns.
     std::thread::sleep(Duration::from_millis(1500));
     front.restart();
     let r = child.wait();
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let records = assert_all_ok(&output, 4);
+    let records = assert_all_ok(&s.output, 4);
     let second = records.iter().find(|r| r["id"] == "2").unwrap();
     let attempts = second["attempts"].as_u64().unwrap();
     assert!(
@@ -421,9 +315,10 @@ fn an_outage_after_the_first_answer_is_retried_until_the_endpoint_is_back() {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// The binary with no proxy or trust-store settings from the environment of the test run.
-fn net_command() -> Command {
-    let mut cmd = command();
+/// `promptbatch run INPUT -o OUTPUT --base-url BASE_URL` of the scenario, with no proxy or
+/// trust-store settings from the environment of the test run; not started.
+fn net_run(s: &Scenario, base_url: &str) -> Command {
+    let mut cmd = s.command(base_url);
     for name in [
         "HTTPS_PROXY",
         "https_proxy",
@@ -528,14 +423,6 @@ fn assert_no_password(r: &RunResult, output: &Path) {
     }
 }
 
-/// `n` distinct rows; returns the input and `n`.
-fn rows_input(dir: &Workdir, n: usize) -> (std::path::PathBuf, usize) {
-    let lines: String = (0..n)
-        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"prompt {i}\"}}\n"))
-        .collect();
-    (dir.write("in.jsonl", &lines), n)
-}
-
 /// Records in an output that may not exist.
 fn records_in(output: &Path) -> usize {
     if output.exists() {
@@ -576,24 +463,22 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-/// The simulator behind TLS: a CA made now, a certificate for `localhost` / 127.0.0.1 signed
+/// A simulator behind TLS: a CA made now, a certificate for `localhost` / 127.0.0.1 signed
 /// by it, and a TLS-terminating forwarder to the plain simulator.
 struct Net {
-    sim: Sim,
     runtime: Runtime,
     tls_addr: SocketAddr,
     ca_pem: String,
 }
 
 impl Net {
-    fn start() -> Self {
-        let sim = Sim::plain();
+    fn start(sim: &Sim) -> Self {
         let runtime = runtime();
         let (ca_pem, config) = test_pki();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let tls_addr = listener.local_addr().unwrap();
-        let upstream = sim_addr(&sim);
+        let upstream = sim_addr(sim);
         runtime.spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
@@ -608,7 +493,6 @@ impl Net {
             }
         });
         Net {
-            sim,
             runtime,
             tls_addr,
             ca_pem,
@@ -749,13 +633,23 @@ impl Forwarder {
         self.tasks.lock().unwrap().push(accept.abort_handle());
     }
 
-    /// Closes the port and cuts every connection.
+    /// Closes the port and cuts every connection, and returns once they are: an aborted task
+    /// drops its sockets (the listener, a connection's two ends) on the runtime's next turn, and
+    /// is finished only after. Repeated until no task is left, for a connection the accept loop
+    /// took just before it was aborted.
     fn stop(&mut self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
+        loop {
+            let tasks: Vec<AbortHandle> = self.tasks.lock().unwrap().drain(..).collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in &tasks {
+                task.abort();
+            }
+            wait_until("the forwarder's tasks to end", HANG, || {
+                tasks.iter().all(AbortHandle::is_finished)
+            });
         }
-        // Aborted tasks drop their sockets on the runtime's next turn.
-        std::thread::sleep(Duration::from_millis(50));
     }
 
     /// Listens on the same port again.

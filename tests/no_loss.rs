@@ -97,7 +97,9 @@ fn answers_of_the_mock_server_are_recorded_simulated_and_bought_for_real_later()
         &["-q", "--via", "batch", "--poll-every", "50ms"],
     );
     assert_eq!(batch.code, 0, "{}", batch.stderr);
-    assert!(read_jsonl(&output).iter().all(|r| r["simulated"] == true));
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r["simulated"] == true));
 }
 
 #[test]

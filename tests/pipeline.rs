@@ -808,7 +808,9 @@ fn unpriced_models_are_never_shown_as_free() {
         "{}",
         r.stderr
     );
-    assert!(read_jsonl(&output).iter().all(|r| r["cost_usd"].is_null()));
+    let records = read_jsonl(&output);
+    assert_eq!(records.len(), 2, "a record per row");
+    assert!(records.iter().all(|r| r["cost_usd"].is_null()));
 
     let prices = dir.write(
         "p.toml",
@@ -827,7 +829,9 @@ fn unpriced_models_are_never_shown_as_free() {
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for rec in read_jsonl(&dir.path("o2.jsonl")) {
+    let records = read_jsonl(&dir.path("o2.jsonl"));
+    assert_eq!(records.len(), 2, "a record per row");
+    for rec in records {
         assert_eq!(
             rec["cost_usd"].as_f64().unwrap(),
             rec["prompt_tokens"].as_f64().unwrap()
@@ -1087,6 +1091,9 @@ fn an_answer_without_usage_has_an_unknown_cost_that_the_budget_counts_at_its_wor
     assert!(r.stderr.contains("reported no `usage`"), "{}", r.stderr);
     let records = read_jsonl(&output);
     assert!(!records.is_empty());
+    // -c 1: one row at a time, each counted at its worst case, 1,000 output tokens of gpt-5.2
+    // ($0.014 and a little for the prompt): 3 fit under $0.05, a 4th would not.
+    assert_eq!(records.len(), 3, "{records:?}");
     assert!(
         records.iter().all(|r| r["cost_usd"].is_null()),
         "{records:?}"

@@ -65,23 +65,6 @@ fn line_count(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
-/// Hang detector for the waits below: far above what any of them normally takes (well under a
-/// second to a few seconds), so it never decides a passing test; it only turns a hang into a
-/// failure instead of a stuck test run.
-const HANG: Duration = Duration::from_secs(60);
-
-/// Polls `done` every few milliseconds until it holds; fails the test after [`HANG`].
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "hang detector: still waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Waits for the child to exit; kills it and fails the test after `hang` (a hang detector,
 /// see [`HANG`]).
 fn wait_exit(child: &mut Child, hang: Duration, what: &str) -> ExitStatus {
@@ -184,7 +167,7 @@ fn kill_9_at_several_points_then_resume_loses_nothing() {
     // Kill each run once the output holds this many records: early, midway, late.
     for records in [40usize, 160, 280] {
         let mut child = spawn_run(&sim, &input, &output, &["-c", "8"]);
-        wait_until(&format!("{records} records"), || {
+        wait_until(&format!("{records} records"), HANG, || {
             line_count(&output) >= records || child.try_wait().unwrap().is_some()
         });
         if child.try_wait().unwrap().is_none() {
@@ -222,7 +205,7 @@ fn sigint_finishes_in_flight_rows_and_exits_130() {
     let input = dir.write("in.jsonl", &jsonl_prompts(n, true));
     let output = dir.path("out.jsonl");
     let child = spawn_run(&sim, &input, &output, &["-c", "4", "--fresh"]);
-    wait_until("8 records", || line_count(&output) >= 8);
+    wait_until("8 records", HANG, || line_count(&output) >= 8);
     interrupt(child.id());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -446,7 +429,9 @@ fn a_second_run_on_the_same_output_refuses() {
     let output = dir.path("out.jsonl");
     let mut first = spawn_run(&sim, &input, &output, &["-c", "2"]);
     // A run sends only once it holds the output's lock.
-    wait_until("the first run's first request", || sim.requests() >= 1);
+    wait_until("the first run's first request", HANG, || {
+        sim.requests() >= 1
+    });
     let second = run(&sim, &input, &output, &["-q"]);
     first.kill().unwrap();
     first.wait().unwrap();
@@ -523,7 +508,7 @@ fn ordered_csv_output_survives_kill_9_and_resumes_in_order() {
     let input = dir.write("in.jsonl", &jsonl_prompts(n, true));
     let output = dir.path("out.csv");
     let mut child = spawn_run(&sim, &input, &output, &["-c", "8", "--ordered"]);
-    wait_until("60 records", || line_count(&output) > 60);
+    wait_until("60 records", HANG, || line_count(&output) > 60);
     child.kill().unwrap();
     child.wait().unwrap();
     let r = run(&sim, &input, &output, &["-c", "8", "--ordered", "-q"]);
@@ -560,7 +545,7 @@ fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
     let output = dir.path("out.jsonl");
     let mut child = spawn_run(&slow, &input, &output, &["-c", "4", "--grace", "600s"]);
     let mut stderr = StderrLines::take(&mut child);
-    wait_until("4 requests in flight", || slow.requests() >= 4);
+    wait_until("4 requests in flight", HANG, || slow.requests() >= 4);
     interrupt(child.id());
     stderr.wait_for("interrupted: no new requests");
     interrupt(child.id());
@@ -645,7 +630,7 @@ fn ctrl_c_does_not_wait_for_rows_queued_at_the_rate_limiter() {
     // At --rpm 1 the second row waits a minute at the limiter, and the grace period is 10
     // minutes: waiting for either would trip the hang detector.
     let mut child = spawn_run(&sim, &input, &output, &["--rpm", "1", "--grace", "600s"]);
-    wait_until("the first record", || line_count(&output) >= 1);
+    wait_until("the first record", HANG, || line_count(&output) >= 1);
     interrupt(child.id());
     // Hang detector: 30 s is far above the moment this takes and half the minute a queued row
     // would wait at the limiter.

@@ -42,6 +42,7 @@ fn a_systematic_400_stops_the_run_after_a_few_requests_with_only_their_records()
         sim.requests(),
         "a record per row sent, no more"
     );
+    assert!(records.len() >= 5, "the streak's records are written");
     assert!(records.iter().all(|r| r["status"] == "error"));
     assert!(r.stderr.contains("was refused: HTTP 400"), "{}", r.stderr);
     assert!(

@@ -205,16 +205,34 @@ impl Limits {
 mod tests {
     use super::*;
 
+    /// 600/min is one request per 100 ms with no start-up burst: the k-th acquisition (from 0)
+    /// comes no earlier than k × 100 ms after the limiter was made — each one, not only the last.
+    ///
+    /// On the real clock, not tokio's paused one: the spacing here comes from governor, whose
+    /// clock (quanta) and waits (futures-timer) tokio's test clock does not drive. Under
+    /// `start_paused` the waits still take real time and `tokio::time::Instant` sees none of
+    /// them (every acquisition at 0 ns). (The adaptive pacer, on tokio's clock, adds no spacing
+    /// here: with no answers, 429s or announced limits it has no pace; the minute's window log
+    /// is far from its cap.) So only lower bounds, which a loaded machine can make later but
+    /// never earlier; an upper bound ("the first is immediate") would flake on a busy 2-core CI.
+    /// `SKEW` allows for quanta's TSC-based clock against `std::time::Instant`.
     #[tokio::test]
     async fn rpm_spreads_requests_evenly_without_burst() {
+        const SKEW: Duration = Duration::from_millis(5);
+        let start = std::time::Instant::now();
         let limits = Limits::new(Some(600), None);
-        let start = Instant::now();
+        let mut at = Vec::new();
         for _ in 0..11 {
             limits.acquire(1).await;
+            at.push(start.elapsed());
         }
-        // 600/min = one per 100 ms; the first is immediate, the 11th at 1 s.
-        let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(990), "{elapsed:?}");
+        for (k, &t) in at.iter().enumerate() {
+            let slot = Duration::from_millis(100) * k as u32;
+            assert!(
+                t + SKEW >= slot,
+                "acquisition {k} at {t:?}, before its slot {slot:?}: {at:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{command, read_jsonl, RunResult, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS};
+use super::{
+    read_jsonl, run_command, RunResult, Scenario, Sim, Workdir, LABEL_SCHEMA, SCHEMA_ROWS,
+};
 
 /// `n` JSONL rows with ids `r1..rn` and prompts `prompt {i}` (plus `extra(i)` when given).
 pub fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
@@ -23,15 +25,8 @@ pub fn rows(n: usize, extra: impl Fn(usize) -> &'static str) -> String {
 
 /// `promptbatch run INPUT -o OUTPUT --base-url SIM --via batch --poll-every 50ms`, not started.
 pub fn batch_command(sim: &Sim, input: &Path, output: &Path) -> std::process::Command {
-    let mut cmd = command();
-    cmd.arg("run").arg(input).arg("-o").arg(output).args([
-        "--base-url",
-        &sim.base_url,
-        "--via",
-        "batch",
-        "--poll-every",
-        "50ms",
-    ]);
+    let mut cmd = run_command(&sim.base_url, input, output);
+    cmd.args(["--via", "batch", "--poll-every", "50ms"]);
     cmd
 }
 
@@ -100,7 +95,56 @@ pub fn schema_files(
     work: &Workdir,
     output: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let schema = write_schema_files(work);
+    (work.path("in.jsonl"), work.path(output), schema)
+}
+
+/// Writes `in.jsonl` (`SCHEMA_ROWS`) and `sentiment.json` (`LABEL_SCHEMA`) into `work`; returns
+/// `--json-schema`'s argument.
+fn write_schema_files(work: &Workdir) -> String {
     let schema = work.write("sentiment.json", LABEL_SCHEMA);
-    let input = work.write("in.jsonl", SCHEMA_ROWS);
-    (input, work.path(output), schema.display().to_string())
+    work.write("in.jsonl", SCHEMA_ROWS);
+    schema.display().to_string()
+}
+
+/// The `--via batch` runs of a scenario.
+impl Scenario {
+    /// The `--json-schema` rows as the input ([`schema_files`]); returns the scenario and
+    /// `--json-schema`'s argument.
+    pub fn schema_rows(self) -> (Self, String) {
+        let schema = write_schema_files(&self.work);
+        (self, schema)
+    }
+
+    /// [`batch_command`] on this scenario, not started.
+    pub fn batch_command(&self) -> std::process::Command {
+        batch_command(self.sim(), &self.input, &self.output)
+    }
+
+    /// [`run_batch`] with ARGS, waited for.
+    pub fn run_batch(&self, args: &[&str]) -> RunResult {
+        run_batch(self.sim(), &self.input, &self.output, args, &[])
+    }
+
+    /// [`run_batch`] with ARGS, made to abort at `point` (`PROMPTBATCH_TEST_ABORT_AT`, as
+    /// `kill -9` would), waited for.
+    pub fn run_batch_aborted_at(&self, point: &str, args: &[&str]) -> RunResult {
+        let env = [("PROMPTBATCH_TEST_ABORT_AT", point)];
+        run_batch(self.sim(), &self.input, &self.output, args, &env)
+    }
+
+    /// The simulator's Batch API counters ([`batch_stats`]).
+    pub fn batch_stats(&self) -> Value {
+        batch_stats(self.sim())
+    }
+
+    /// One of the simulator's Batch API counters ([`count`]).
+    pub fn batch_count(&self, name: &str) -> u64 {
+        count(&self.batch_stats(), name)
+    }
+
+    /// The output's batch state file ([`state_file`]).
+    pub fn state_file(&self) -> std::path::PathBuf {
+        state_file(&self.output)
+    }
 }

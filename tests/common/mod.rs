@@ -99,6 +99,97 @@ impl Workdir {
     }
 }
 
+/// One test's setting: a simulator (none for runs that must reach nothing), a temporary folder,
+/// the input path `in.jsonl` and the output path `out.jsonl` in it. Built in one line, e.g.
+/// `Scenario::new().rows(40)` or `Scenario::with_sim(options).input(text).output("out.csv")`;
+/// the runs are methods (`command`, and `run_batch` & co. in [`batch`]).
+pub struct Scenario {
+    sim: Option<Sim>,
+    pub work: Workdir,
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+// No `Default`: a scenario starts a simulator and makes a folder, not a plain value.
+#[allow(clippy::new_without_default)]
+impl Scenario {
+    /// A plain simulator ([`Sim::plain`]); nothing written yet.
+    pub fn new() -> Self {
+        Scenario::on(Some(Sim::plain()))
+    }
+
+    /// A simulator with these options ([`Sim::start`]).
+    pub fn with_sim(options: SimOptions) -> Self {
+        Scenario::on(Some(Sim::start(options)))
+    }
+
+    /// No simulator: for runs against something else (a closed port, another server), or none.
+    pub fn without_sim() -> Self {
+        Scenario::on(None)
+    }
+
+    fn on(sim: Option<Sim>) -> Self {
+        let work = Workdir::new();
+        Scenario {
+            sim,
+            input: work.path("in.jsonl"),
+            output: work.path("out.jsonl"),
+            work,
+        }
+    }
+
+    /// The input: `n` rows with ids `r1..rn` and prompts `prompt {i}` ([`batch::rows`]).
+    pub fn rows(self, n: usize) -> Self {
+        self.rows_with(n, |_| "")
+    }
+
+    /// The input: [`batch::rows`] with `extra(i)` after prompt `i`.
+    pub fn rows_with(self, n: usize, extra: impl Fn(usize) -> &'static str) -> Self {
+        self.input(&batch::rows(n, extra))
+    }
+
+    /// The input: this text.
+    pub fn input(self, text: &str) -> Self {
+        std::fs::write(&self.input, text).unwrap();
+        self
+    }
+
+    /// The output path: `name` in the folder instead of `out.jsonl`.
+    pub fn output(mut self, name: &str) -> Self {
+        self.output = self.work.path(name);
+        self
+    }
+
+    /// The simulator; panics for a scenario [`without_sim`](Self::without_sim).
+    pub fn sim(&self) -> &Sim {
+        self.sim.as_ref().expect("a scenario without a simulator")
+    }
+
+    /// `promptbatch run INPUT -o OUTPUT --base-url BASE_URL`, not started.
+    pub fn command(&self, base_url: &str) -> Command {
+        run_command(base_url, &self.input, &self.output)
+    }
+}
+
+/// Hang detector for the polling waits ([`wait_until`]): far above what any of them normally
+/// takes (well under a second to a few seconds), so it never decides a passing test; it only
+/// turns a hang into a failure instead of a stuck test run.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// Polls `done` every 5 ms until it holds; panics naming `what` once `within` has passed.
+/// For waiting on a condition another process brings about (a file's lines, a server's
+/// counter, a port closed) instead of sleeping a guessed time.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "hang detector: still waiting for {what} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// What a run of the binary produced.
 pub struct RunResult {
     pub code: i32,
@@ -128,15 +219,21 @@ pub fn command() -> Command {
     cmd
 }
 
-/// `promptbatch run INPUT -o OUTPUT --base-url SIM ARGS...`, waited for.
-pub fn run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> RunResult {
+/// `promptbatch run INPUT -o OUTPUT --base-url BASE_URL`, not started.
+pub fn run_command(base_url: &str, input: &Path, output: &Path) -> Command {
     let mut cmd = command();
     cmd.arg("run")
         .arg(input)
         .arg("-o")
         .arg(output)
-        .args(["--base-url", &sim.base_url])
-        .args(args);
+        .args(["--base-url", base_url]);
+    cmd
+}
+
+/// `promptbatch run INPUT -o OUTPUT --base-url SIM ARGS...`, waited for.
+pub fn run(sim: &Sim, input: &Path, output: &Path, args: &[&str]) -> RunResult {
+    let mut cmd = run_command(&sim.base_url, input, output);
+    cmd.args(args);
     let start = Instant::now();
     let out = cmd.output().unwrap();
     RunResult::from(out, start.elapsed())
@@ -227,23 +324,16 @@ pub fn kill_9_after_lines(
     args: &[&str],
     lines: usize,
 ) -> usize {
-    let mut child = command()
-        .arg("run")
-        .arg(input)
-        .arg("-o")
-        .arg(output)
-        .args(["--base-url", &sim.base_url])
+    let mut child = run_command(&sim.base_url, input, output)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
     let count = || std::fs::read_to_string(output).map_or(0, |t| t.lines().count());
-    while count() < lines && child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "hang detector: no {lines} lines");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(&format!("{lines} lines"), HANG, || {
+        count() >= lines || child.try_wait().unwrap().is_some()
+    });
     assert!(child.try_wait().unwrap().is_none(), "killed mid-way");
     child.kill().unwrap();
     child.wait().unwrap();
