@@ -56,6 +56,8 @@
 //! `api` talks HTTP, and the `output` writer owns the result file; `sim` is the built-in
 //! OpenAI-compatible simulator used by `--dry-run` and the tests.
 
+#![warn(unreachable_pub)]
+
 mod api;
 pub mod batch;
 pub mod error;
@@ -76,15 +78,17 @@ mod util;
 
 // The facade: what a program using the library needs. Everything else is pub(crate), except
 // `internals` below.
+pub use api::client::EndpointOptions;
 pub use api::request::RequestOptions;
+pub use api::response::TokenUsage;
 pub use api::retry::RetryPolicy;
 pub use api::schema::JsonSchema;
-pub use api::{EndpointOptions, TokenUsage};
 pub use batch::{cancel, BatchOptions, Fallback, Via};
 pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};
+pub use input::keep::KeepColumns;
 pub use input::validate::{validate, Validation};
-pub use input::{InputFormat, InputOptions, KeepColumns, Shard};
+pub use input::{InputFormat, InputOptions, Shard};
 pub use job::{Job, RecordCallback};
 pub use live::breaker::{
     Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The file formats promptbatch reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
+pub(crate) enum FileKind {
     Jsonl,
     Csv,
     Parquet,
@@ -16,7 +16,7 @@ impl FileKind {
     /// The one extension rule of inputs and outputs: the kind a path's extension names (any
     /// case): `.csv`, `.parquet`, or JSON lines (`.jsonl`, `.ndjson`, `.jsonlines`, `.json`);
     /// `None` for any other extension (an output is then JSONL, an input's content decides).
-    pub fn of(path: &Path) -> Option<FileKind> {
+    pub(crate) fn of(path: &Path) -> Option<FileKind> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
             "csv" => Some(FileKind::Csv),
@@ -34,7 +34,7 @@ pub fn is_csv(path: &Path) -> bool {
 
 /// The extension of a file kind promptbatch does not write (a spreadsheet, another table
 /// format), lower-cased: an output named so would hold JSONL no tool opening it expects.
-pub fn foreign_output_extension(path: &Path) -> Option<String> {
+pub(crate) fn foreign_output_extension(path: &Path) -> Option<String> {
     const FOREIGN: [&str; 14] = [
         "xlsx", "xls", "xlsm", "xlsb", "ods", "numbers", "tsv", "feather", "arrow", "avro", "orc",
         "sqlite", "db", "pdf",
@@ -45,24 +45,24 @@ pub fn foreign_output_extension(path: &Path) -> Option<String> {
 
 /// `.parquet`: a Parquet input, or a run's output written as Parquet at the end of the run
 /// from its JSONL checkpoint ([`checkpoint`]).
-pub fn is_parquet(path: &Path) -> bool {
+pub(crate) fn is_parquet(path: &Path) -> bool {
     FileKind::of(path) == Some(FileKind::Parquet)
 }
 
 /// The JSONL checkpoint of a Parquet output: `results.parquet` → `results.parquet.jsonl`. A run
 /// appends its records there (Parquet cannot be appended to); resume, the lock and `--fresh`
 /// work on it, and the Parquet file is written from it when the run completes.
-pub fn checkpoint(path: &Path) -> PathBuf {
+pub(crate) fn checkpoint(path: &Path) -> PathBuf {
     suffixed(path, ".jsonl")
 }
 
 /// Whether `path` names standard input (`-`).
-pub fn is_stdin(path: &Path) -> bool {
+pub(crate) fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
 /// `path` + `suffix`, in the same folder (so renames between them are atomic).
-pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

@@ -76,9 +76,9 @@ impl fmt::Debug for ApiKey {
 /// The default API base URL: the EvoLink gateway.
 pub const DEFAULT_BASE_URL: &str = "https://api.evolink.ai/v1";
 /// Bound on one whole attempt unless set.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bound on establishing a connection unless set.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which endpoint a run talks to, with which key, trusting what, within which timeouts.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl EndpointOptions {
 
 /// How the client connects (from `run`'s flags).
 #[derive(Debug, Clone)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// The run's concurrency (the pool keeps up to twice as many idle keep-alive connections).
     pub concurrency: u32,
     /// Bound on one whole attempt.
@@ -136,7 +136,7 @@ pub struct ClientOptions {
 }
 
 /// Sends chat-completions requests to one endpoint.
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     http: reqwest::Client,
     url: reqwest::Url,
     endpoint: Endpoint,
@@ -155,7 +155,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     /// A client for `{base_url}/chat/completions`.
-    pub fn new(base_url: &str, key: ApiKey, options: &ClientOptions) -> Result<Self, Error> {
+    pub(crate) fn new(base_url: &str, key: ApiKey, options: &ClientOptions) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/');
         let url = format!("{base}/{}", wire::DEFAULT.path());
         let url = reqwest::Url::parse(&url).map_err(|e| {
@@ -204,7 +204,7 @@ impl ApiClient {
     }
 
     /// The endpoint requests go to, as it may be shown (user-info redacted).
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.endpoint.shown
     }
 
@@ -256,12 +256,12 @@ impl ApiClient {
     }
 
     /// The proxy requests go through (from the environment), as it may be shown.
-    pub fn proxy(&self) -> Option<&str> {
+    pub(crate) fn proxy(&self) -> Option<&str> {
         self.endpoint.proxy.as_deref()
     }
 
     /// Removes the key and the base URL's user-info from a text about to be shown or written.
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let mut text = redact::url_userinfo(&self.key.scrub(text));
         for password in &self.passwords {
             text = redact::secret(&text, password);
@@ -271,14 +271,14 @@ impl ApiClient {
 
     /// Why the run stopped, when it was a failure without any answer (unreachable endpoint,
     /// untrusted certificate) rather than an API error.
-    pub fn network_fault(&self) -> Option<&str> {
+    pub(crate) fn network_fault(&self) -> Option<&str> {
         self.network_fault.get().map(String::as_str)
     }
 
     /// Sends one attempt; the whole attempt, connect to last body byte, is bounded by the
     /// timeout. Also returns a successful answer's `x-ratelimit-*` headers (a failure carries
     /// its own in [`Failure::rate_limit`]), for the pacing.
-    pub async fn send_reporting_limits(
+    pub(crate) async fn send_reporting_limits(
         &self,
         body: Bytes,
     ) -> (Result<Completion, Failure>, Option<RateLimitHeaders>) {

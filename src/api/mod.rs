@@ -2,18 +2,18 @@
 //! response parsing and the classification of failures.
 
 pub mod classify;
-pub mod client;
+pub(crate) mod client;
 pub(crate) mod model_name;
 pub mod openai_chat;
-pub mod request;
-pub mod response;
-pub mod retry;
-pub mod schema;
-pub mod transport;
-pub mod trust;
-pub mod wire;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod retry;
+pub(crate) mod schema;
+pub(crate) mod transport;
+pub(crate) mod trust;
+pub(crate) mod wire;
 
-pub use classify::{Failure, FailureKind, RateLimitHeaders};
-pub use client::{ApiClient, ApiKey, ClientOptions, EndpointOptions};
-pub use request::ChatRequest;
-pub use response::{Completion, TokenUsage};
+pub(crate) use classify::{Failure, FailureKind, RateLimitHeaders};
+pub(crate) use client::{ApiClient, ApiKey, ClientOptions, EndpointOptions};
+pub(crate) use request::ChatRequest;
+pub(crate) use response::{Completion, TokenUsage};

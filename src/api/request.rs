@@ -275,7 +275,7 @@ impl RequestDefaults {
 }
 
 /// The single user message of a prompt.
-pub fn user_message(prompt: String) -> Value {
+pub(crate) fn user_message(prompt: String) -> Value {
     serde_json::json!({"role": "user", "content": prompt})
 }
 
@@ -287,7 +287,7 @@ fn is_system_message(message: &Value) -> bool {
 }
 
 /// The text of a message's `content`: a string as is, content parts' `text` joined with newlines.
-pub fn message_text(message: &Value) -> String {
+pub(crate) fn message_text(message: &Value) -> String {
     message_str(message).into_owned()
 }
 
@@ -299,7 +299,7 @@ fn message_str(message: &Value) -> Cow<'_, str> {
 /// The text of a `content` value (string, or array of parts: a string, or an object's string
 /// `text`; others are not text), parts joined by newlines. The one rule for which parts are
 /// text: the o200k counter (`tokens/o200k.rs`) counts the same parts, each on its own.
-pub fn content_text(content: &Value) -> String {
+pub(crate) fn content_text(content: &Value) -> String {
     content_str(content).into_owned()
 }
 
@@ -322,7 +322,7 @@ fn content_str(content: &Value) -> Cow<'_, str> {
 }
 
 /// Text of the last message whose role is `user` (empty when there is none).
-pub fn last_user_text(messages: &[Value]) -> String {
+pub(crate) fn last_user_text(messages: &[Value]) -> String {
     messages
         .iter()
         .rev()

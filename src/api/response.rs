@@ -60,6 +60,6 @@ pub struct Completion {
 }
 
 /// The `system_fingerprint` of the simulator's answers.
-pub const SIMULATOR_FINGERPRINT: &str = "fp_promptbatch_simulator";
+pub(crate) const SIMULATOR_FINGERPRINT: &str = "fp_promptbatch_simulator";
 /// The header on every answer of the simulator.
-pub const SIMULATOR_HEADER: &str = "x-promptbatch-simulator";
+pub(crate) const SIMULATOR_HEADER: &str = "x-promptbatch-simulator";

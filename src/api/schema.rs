@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 
 /// How an error record of an answer that failed the schema starts (`report` counts them).
-pub const SCHEMA_FAILURE: &str = "answer does not match --json-schema";
+pub(crate) const SCHEMA_FAILURE: &str = "answer does not match --json-schema";
 
 /// A JSON Schema for every answer, with the name requests give it.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,7 +167,7 @@ fn preview(text: &str) -> String {
 
 /// `--json-schema` compiled, and for a CSV output the parsed answer's `(column, property)`
 /// columns (else it is written as `parsed`).
-pub type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
+pub(crate) type AnswerSchema = (SchemaChecker, Option<Vec<(String, String)>>);
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ use crate::util::redact;
 
 /// Where requests go, as it may be shown (user-info redacted).
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// The whole URL, user-info redacted.
     pub shown: String,
     /// `host:port`, for messages about the server's certificate.
@@ -28,7 +28,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(url: &reqwest::Url) -> Self {
+    pub(crate) fn new(url: &reqwest::Url) -> Self {
         let host = url.host_str().unwrap_or("?");
         let host = match url.port_or_known_default() {
             Some(port) => format!("{host}:{port}"),
@@ -60,7 +60,7 @@ impl Endpoint {
 
 /// What a failed attempt without an HTTP answer means. `answered`: an HTTP answer (of any
 /// status) has arrived in this run, so the address is right.
-pub fn classify(error: &reqwest::Error, endpoint: &Endpoint, answered: bool) -> Failure {
+pub(crate) fn classify(error: &reqwest::Error, endpoint: &Endpoint, answered: bool) -> Failure {
     let description = describe(error);
     if let Some(tls) = untrusted_certificate(error) {
         return fatal(format!(
@@ -113,7 +113,7 @@ fn untrusted_certificate(error: &reqwest::Error) -> Option<&rustls::Error> {
 }
 
 /// A reqwest error with its causes ("error sending request: connection reset by peer").
-pub fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

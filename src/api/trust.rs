@@ -11,7 +11,9 @@ use rustls::pki_types::CertificateDer;
 use crate::error::Error;
 
 /// The certificates of every `--ca-cert` file, checked to be X.509 certificates, in order.
-pub fn load_ca_certs(files: &[impl AsRef<Path>]) -> Result<Vec<reqwest::Certificate>, Error> {
+pub(crate) fn load_ca_certs(
+    files: &[impl AsRef<Path>],
+) -> Result<Vec<reqwest::Certificate>, Error> {
     let mut certs = Vec::new();
     for file in files {
         certs.extend(load_file(file.as_ref())?);

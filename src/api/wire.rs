@@ -11,7 +11,7 @@ use super::openai_chat::OpenAiChat;
 use super::response::Completion;
 
 /// One provider's request and response shape.
-pub trait WireFormat: Send + Sync + Debug {
+pub(crate) trait WireFormat: Send + Sync + Debug {
     /// The path, under the base URL, a request is POSTed to.
     fn path(&self) -> &'static str;
     /// The HTTP body of a request, from its fields as chat-completions names them (`model`,
@@ -23,10 +23,10 @@ pub trait WireFormat: Send + Sync + Debug {
 
 /// The registered wire formats, by name; the first is the default. A new provider shape is
 /// one file implementing [`WireFormat`] and its line here.
-pub const FORMATS: &[(&str, &dyn WireFormat)] = &[("openai-chat", &OpenAiChat)];
+pub(crate) const FORMATS: &[(&str, &dyn WireFormat)] = &[("openai-chat", &OpenAiChat)];
 
 /// The wire format every request uses today.
-pub const DEFAULT: &dyn WireFormat = FORMATS[0].1;
+pub(crate) const DEFAULT: &dyn WireFormat = FORMATS[0].1;
 
 /// The wire format registered under `name`.
 #[cfg(test)]

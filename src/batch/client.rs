@@ -24,7 +24,7 @@ use crate::error::Error;
 /// A batch as the API describes it (fields the run uses; others ignored, missing ones empty).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct BatchObject {
+pub(super) struct BatchObject {
     pub id: String,
     pub status: String,
     pub input_file_id: String,
@@ -42,7 +42,7 @@ pub struct BatchObject {
 /// `request_counts` of a batch.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(default)]
-pub struct RequestCounts {
+pub(super) struct RequestCounts {
     pub total: u64,
     pub completed: u64,
     pub failed: u64,
@@ -50,7 +50,7 @@ pub struct RequestCounts {
 
 impl BatchObject {
     /// Whether the batch reached a final status.
-    pub fn is_final(&self) -> bool {
+    pub(super) fn is_final(&self) -> bool {
         matches!(
             self.status.as_str(),
             "completed" | "failed" | "expired" | "cancelled"
@@ -58,7 +58,7 @@ impl BatchObject {
     }
 
     /// When the batch reached its final status (unix seconds), if it says.
-    pub fn ended_at(&self) -> Option<u64> {
+    pub(super) fn ended_at(&self) -> Option<u64> {
         self.completed_at
             .or(self.expired_at)
             .or(self.failed_at)
@@ -66,7 +66,7 @@ impl BatchObject {
     }
 
     /// The batch's own `errors` (a failed batch says why), on one line.
-    pub fn errors_text(&self) -> Option<String> {
+    pub(super) fn errors_text(&self) -> Option<String> {
         let data = self.errors.as_ref()?.get("data")?.as_array()?;
         let texts: Vec<String> = data
             .iter()
@@ -99,18 +99,18 @@ struct BatchList {
 const MAX_LIST_PAGES: usize = 20;
 
 /// The Batch API of the run's endpoint.
-pub struct BatchClient<'a> {
+pub(super) struct BatchClient<'a> {
     api: &'a ApiClient,
     retry: RetryPolicy,
 }
 
 impl<'a> BatchClient<'a> {
-    pub fn new(api: &'a ApiClient, retry: RetryPolicy) -> Self {
+    pub(super) fn new(api: &'a ApiClient, retry: RetryPolicy) -> Self {
         BatchClient { api, retry }
     }
 
     /// Uploads a Batch input file; returns its file id.
-    pub async fn upload(&self, content: Vec<u8>, name: &str) -> Result<String, Error> {
+    pub(super) async fn upload(&self, content: Vec<u8>, name: &str) -> Result<String, Error> {
         let boundary = format!("promptbatch-{:032x}", rand::random::<u128>());
         let mut body = Vec::with_capacity(content.len() + 400);
         body.extend_from_slice(
@@ -135,7 +135,7 @@ impl<'a> BatchClient<'a> {
     /// server said no batch was made) is retried with the run's backoff; a request that got
     /// no whole answer (a dropped connection, a timeout, a body cut short) is not: the batch
     /// may exist, and a second create would pay for its rows twice ([`Created::Unknown`]).
-    pub async fn create(
+    pub(super) async fn create(
         &self,
         input_file_id: &str,
         completion_window: &str,
@@ -185,7 +185,7 @@ impl<'a> BatchClient<'a> {
     }
 
     /// The batch `id` now.
-    pub async fn get(&self, id: &str) -> Result<BatchObject, Error> {
+    pub(super) async fn get(&self, id: &str) -> Result<BatchObject, Error> {
         let answer = self
             .call(Method::GET, &format!("batches/{id}"), None)
             .await?;
@@ -195,7 +195,10 @@ impl<'a> BatchClient<'a> {
     /// The batches created since `since` (unix seconds; the API lists newest first, so the
     /// listing stops at the first older one), at most [`MAX_LIST_PAGES`] pages of 100; `None`
     /// when the server cannot list batches (404 or 405 to `GET batches`).
-    pub async fn created_since(&self, since: u64) -> Result<Option<Vec<BatchObject>>, Error> {
+    pub(super) async fn created_since(
+        &self,
+        since: u64,
+    ) -> Result<Option<Vec<BatchObject>>, Error> {
         let mut found = Vec::new();
         let mut path = "batches?limit=100".to_string();
         for _ in 0..MAX_LIST_PAGES {
@@ -225,7 +228,7 @@ impl<'a> BatchClient<'a> {
     }
 
     /// Cancels the batch `id`.
-    pub async fn cancel(&self, id: &str) -> Result<BatchObject, Error> {
+    pub(super) async fn cancel(&self, id: &str) -> Result<BatchObject, Error> {
         let answer = self
             .call(Method::POST, &format!("batches/{id}/cancel"), None)
             .await?;
@@ -235,7 +238,7 @@ impl<'a> BatchClient<'a> {
     /// Streams the content of the file `id` (an output or error file) to the end of `file`,
     /// chunk by chunk (memory: one chunk); returns the bytes appended. A download cut short is
     /// retried from the start: the file is first cut back to where this download began.
-    pub async fn download_to(&self, id: &str, file: &File) -> Result<u64, Error> {
+    pub(super) async fn download_to(&self, id: &str, file: &File) -> Result<u64, Error> {
         let path = format!("files/{id}/content");
         let start = (&*file)
             .seek(SeekFrom::End(0))
@@ -386,7 +389,7 @@ impl<'a> BatchClient<'a> {
 const NO_LISTING: &str = "GET batches is not served";
 
 /// What [`BatchClient::create`] knows of the batch it asked for.
-pub enum Created {
+pub(super) enum Created {
     Batch(Box<BatchObject>),
     /// The request got no whole answer (the message says why): the batch may or may not exist.
     Unknown(String),

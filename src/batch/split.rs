@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use super::state::RowRef;
 
 /// Models with a file being filled at once.
-pub const OPEN_FILES: usize = 8;
+pub(super) const OPEN_FILES: usize = 8;
 
 /// One finished input file and the rows it holds, in line order.
 #[derive(Debug, Default)]
-pub struct InputFile {
+pub(super) struct InputFile {
     pub content: Vec<u8>,
     pub rows: Vec<RowRef>,
     /// Worst-case cost of its requests at batch prices.
@@ -26,7 +26,7 @@ pub struct InputFile {
 
 /// Splits lines into files within the limits, one model per file.
 #[derive(Debug)]
-pub struct Splitter {
+pub(super) struct Splitter {
     max_requests: usize,
     max_bytes: u64,
     /// The file being filled for each model.
@@ -36,7 +36,7 @@ pub struct Splitter {
 /// The `custom_id` of a (row, model) unit, unique within a batch: the row id with one model;
 /// with several, `ID#SLOT` (the model's position in the list; a row naming its own model has
 /// slot 0). Every id gets the suffix, so two units never share one (ids are unique).
-pub fn custom_id(id: &str, slot: u32, models: u64) -> String {
+pub(super) fn custom_id(id: &str, slot: u32, models: u64) -> String {
     if models > 1 {
         format!("{id}#{slot}")
     } else {
@@ -45,7 +45,7 @@ pub fn custom_id(id: &str, slot: u32, models: u64) -> String {
 }
 
 /// The Batch API line of one request.
-pub fn line(custom_id: &str, body: &[u8]) -> Vec<u8> {
+pub(super) fn line(custom_id: &str, body: &[u8]) -> Vec<u8> {
     let id = serde_json::Value::String(custom_id.to_string()).to_string();
     let mut line = Vec::with_capacity(body.len() + id.len() + 80);
     line.extend_from_slice(b"{\"custom_id\":");
@@ -57,7 +57,7 @@ pub fn line(custom_id: &str, body: &[u8]) -> Vec<u8> {
 }
 
 impl Splitter {
-    pub fn new(max_requests: usize, max_bytes: u64) -> Self {
+    pub(super) fn new(max_requests: usize, max_bytes: u64) -> Self {
         Splitter {
             max_requests: max_requests.max(1),
             max_bytes,
@@ -66,14 +66,14 @@ impl Splitter {
     }
 
     /// Whether a line of `len` bytes can ever fit in a file.
-    pub fn fits(&self, len: usize) -> bool {
+    pub(super) fn fits(&self, len: usize) -> bool {
         len as u64 <= self.max_bytes
     }
 
     /// Adds a line (which must fit) to `model`'s file; returns a file ready to send: that one,
     /// when adding the line would have passed a limit (the line then starts the next), or the
     /// fullest other model's, when `model` needs a file and [`OPEN_FILES`] are open.
-    pub fn push(
+    pub(super) fn push(
         &mut self,
         model: &str,
         line: Vec<u8>,
@@ -103,7 +103,7 @@ impl Splitter {
     }
 
     /// The partly filled files, by model name.
-    pub fn finish(self) -> Vec<InputFile> {
+    pub(super) fn finish(self) -> Vec<InputFile> {
         let mut files: Vec<(String, InputFile)> = self.open.into_iter().collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
         files.into_iter().map(|(_, file)| file).collect()

@@ -22,7 +22,7 @@ const VERSION: u32 = 1;
 
 /// Everything a later run needs to collect what this one submitted.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct State {
+pub(super) struct State {
     pub version: u32,
     /// The API base URL the batches live at, as it may be shown (user-info redacted).
     pub endpoint: String,
@@ -56,7 +56,7 @@ pub struct State {
 
 /// One batch, from before its upload until it is collected.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Entry {
+pub(super) struct Entry {
     /// Set once the input file is uploaded.
     pub input_file_id: Option<String>,
     /// Set once the batch is created.
@@ -77,31 +77,31 @@ pub struct Entry {
 /// been through, this one included). The unit is the row number with one model (and the
 /// `custom_id` the row id); with several, `row × models + slot` (and `ID#SLOT`: `split::custom_id`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RowRef(pub u64, pub String, pub String, pub u32);
+pub(super) struct RowRef(pub u64, pub String, pub String, pub u32);
 
 impl RowRef {
-    pub fn row(&self) -> u64 {
+    pub(super) fn row(&self) -> u64 {
         self.0
     }
-    pub fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         &self.1
     }
-    pub fn fingerprint(&self) -> &str {
+    pub(super) fn fingerprint(&self) -> &str {
         &self.2
     }
-    pub fn attempts(&self) -> u32 {
+    pub(super) fn attempts(&self) -> u32 {
         self.3
     }
 }
 
 /// Where the state of the run writing `output` lives.
-pub fn path_for(output: &Path) -> PathBuf {
+pub(super) fn path_for(output: &Path) -> PathBuf {
     crate::paths::suffixed(output, ".batch.json")
 }
 
 impl State {
     /// A new state for batches at `endpoint`, of rows sent to the models of `model_list`.
-    pub fn new(endpoint: String, simulated: bool, model_list: &[String]) -> Self {
+    pub(super) fn new(endpoint: String, simulated: bool, model_list: &[String]) -> Self {
         State {
             version: VERSION,
             endpoint,
@@ -117,7 +117,7 @@ impl State {
 
     /// Whether the batches were submitted with `model_list` (`--model`'s list): the same
     /// names in the same order (only the number of models is known of older states).
-    pub fn same_models(&self, model_list: &[String]) -> bool {
+    pub(super) fn same_models(&self, model_list: &[String]) -> bool {
         if self.model_list.is_empty() {
             return self.models_per_row() == model_list.len().max(1) as u64;
         }
@@ -125,25 +125,25 @@ impl State {
     }
 
     /// Whether an entry has a batch at the provider, or may have one (a create was sent).
-    pub fn may_have_batch(&self, entry: &Entry) -> bool {
+    pub(super) fn may_have_batch(&self, entry: &Entry) -> bool {
         entry.batch_id.is_some() || self.maybe_created(entry)
     }
 
     /// Entries that may or may not have a batch at the provider: a create was sent and its
     /// answer not saved (in states from before `creating` was marked: every uploaded entry
     /// without a batch id).
-    pub fn maybe_created(&self, entry: &Entry) -> bool {
+    pub(super) fn maybe_created(&self, entry: &Entry) -> bool {
         entry.batch_id.is_none()
             && (entry.status == "creating" || !self.marks_creating && entry.status == "uploaded")
     }
 
     /// Models per row the unit numbers were made for.
-    pub fn models_per_row(&self) -> u64 {
+    pub(super) fn models_per_row(&self) -> u64 {
         self.models.max(1)
     }
 
     /// The state at `path`, `None` when there is none.
-    pub fn load(path: &Path) -> Result<Option<Self>, Error> {
+    pub(super) fn load(path: &Path) -> Result<Option<Self>, Error> {
         let text = match std::fs::read(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -181,7 +181,7 @@ impl State {
 
     /// Writes the state atomically (temporary file, fsync, rename, fsync of the folder); with no
     /// batches and no rows to retry left, removes it instead.
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
+    pub(super) fn save(&self, path: &Path) -> Result<(), Error> {
         if self.batches.is_empty() && self.retry.is_empty() && self.spent.is_empty() {
             return match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
@@ -212,14 +212,14 @@ impl State {
     }
 
     /// What answers no record holds yet cost (`spent`; an unpriced one counts 0).
-    pub fn unrecorded_spend_usd(&self) -> f64 {
+    pub(super) fn unrecorded_spend_usd(&self) -> f64 {
         self.spent.values().filter_map(|s| s.cost).sum()
     }
 
     /// Drops the spend of rows that are neither in a batch nor waiting to be sent again (they
     /// left the input, or their unit numbers changed with `--model`'s list): no record will
     /// hold it, so the run says how much that is.
-    pub fn drop_spent_not_in_flight(&mut self) {
+    pub(super) fn drop_spent_not_in_flight(&mut self) {
         let in_flight = self.rows_in_flight();
         let retry = &self.retry;
         let mut dropped = Spent::default();
@@ -236,7 +236,7 @@ impl State {
     }
 
     /// Row numbers held by batches not collected yet.
-    pub fn rows_in_flight(&self) -> crate::input::RowSet {
+    pub(super) fn rows_in_flight(&self) -> crate::input::RowSet {
         let mut rows = crate::input::RowSet::default();
         for entry in &self.batches {
             for r in &entry.rows {

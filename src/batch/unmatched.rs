@@ -52,7 +52,7 @@ pub(super) struct Kept {
 }
 
 /// Where the paid answers no record holds are kept for `output`.
-pub fn path_for(output: &Path) -> PathBuf {
+pub(super) fn path_for(output: &Path) -> PathBuf {
     crate::paths::suffixed(output, ".unmatched.jsonl")
 }
 
@@ -172,7 +172,7 @@ fn named<'a>(ids: impl Iterator<Item = &'a str>) -> String {
 /// The paid answers kept in `path` and their priced cost (0 and 0 when there is no such file). A
 /// line written twice (a run killed after keeping it, before its batch left the state,
 /// collects it again) counts once; a torn line is passed over.
-pub fn totals(path: &Path) -> Result<(u64, f64), Error> {
+pub(super) fn totals(path: &Path) -> Result<(u64, f64), Error> {
     let unreadable = |e| Error::io(format!("cannot read {}", path.display()), e);
     let file = match std::fs::File::open(path) {
         Ok(file) => file,

@@ -163,7 +163,7 @@ impl Header {
 impl CsvRows {
     /// Reads the header and resolves every named column; a missing one is an error listing the
     /// columns that exist.
-    pub fn new(
+    pub(super) fn new(
         reader: Box<dyn Read + Send>,
         factory: RowFactory,
         prompt: PromptSource,

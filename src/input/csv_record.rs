@@ -29,18 +29,18 @@ pub(crate) struct RawRecord {
 
 impl RawRecord {
     /// Number of fields.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.ends.len()
     }
 
     /// The bytes of field `i` (empty when there is no such field).
-    pub fn field(&self, i: usize) -> &[u8] {
+    pub(super) fn field(&self, i: usize) -> &[u8] {
         let start = self.start(i);
         self.ends.get(i).map_or(&[], |&end| &self.bytes[start..end])
     }
 
     /// The physical line of byte `offset` of field `i` (line ends inside quoted fields count).
-    pub fn line_of(&self, i: usize, offset: usize) -> u64 {
+    pub(super) fn line_of(&self, i: usize, offset: usize) -> u64 {
         let upto = (self.start(i) + offset).min(self.bytes.len());
         self.line + count_newlines(&self.bytes[..upto])
     }
@@ -125,7 +125,7 @@ pub(crate) struct RecordReader<R> {
 }
 
 impl<R: BufRead> RecordReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(super) fn new(inner: R) -> Self {
         RecordReader {
             inner,
             replay: Vec::new(),
@@ -136,7 +136,7 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// Reads the next record into `record`.
-    pub fn read(&mut self, record: &mut RawRecord) -> io::Result<Next> {
+    pub(super) fn read(&mut self, record: &mut RawRecord) -> io::Result<Next> {
         if !self.started {
             self.started = true;
             self.skip_bom()?;

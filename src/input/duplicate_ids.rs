@@ -28,12 +28,12 @@ use crate::util::spill::{self, Sorter};
 
 /// Ids kept in memory before a file input switches to the pre-pass (7/8 of 2¹⁷: the set's
 /// table then never exceeds 2¹⁷ buckets of 17 bytes).
-pub const MEMORY_IDS: usize = 114_688;
+pub(crate) const MEMORY_IDS: usize = 114_688;
 /// Keys the pre-pass sorts in memory before spilling a run (32 B each in memory: 2 MB).
 const SORT_ITEMS: usize = 1 << 16;
 
 /// The 128-bit key of an id (per process).
-pub fn key(id: &str) -> u128 {
+pub(crate) fn key(id: &str) -> u128 {
     static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
     let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
     (u128::from(a.hash_one(id)) << 64) | u128::from(b.hash_one(id))
@@ -52,7 +52,7 @@ pub(crate) enum IdCheck {
 impl IdCheck {
     /// Whether the id of `row` was seen on an earlier row. `prepass` computes the duplicate rows
     /// of the whole input when the in-memory set is full (`None`: it cannot, e.g. stdin).
-    pub fn is_duplicate(
+    pub(crate) fn is_duplicate(
         &mut self,
         row: u64,
         id: &str,
@@ -96,7 +96,7 @@ fn cache_key(opts: &InputOptions) -> CacheKey {
 
 /// Records the duplicate rows of the whole file input, found by a pass that read every row
 /// without checking ids (the resume plan's, `open_unchecked`): later readings ask them.
-pub fn remember(opts: &InputOptions, duplicates: RowSet) {
+pub(crate) fn remember(opts: &InputOptions, duplicates: RowSet) {
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((cache_key(opts), Arc::new(duplicates)));
 }

@@ -29,7 +29,7 @@ pub(crate) struct JsonlRows {
 }
 
 impl JsonlRows {
-    pub fn new(
+    pub(crate) fn new(
         reader: Box<dyn Read + Send>,
         factory: RowFactory,
         prompt: PromptSource,

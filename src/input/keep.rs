@@ -39,7 +39,7 @@ impl KeepColumns {
 }
 
 /// The kept values of one row, by input name, in column order.
-pub type Kept = Box<Map<String, Value>>;
+pub(crate) type Kept = Box<Map<String, Value>>;
 
 /// The kept fields of a JSONL object.
 pub(crate) fn from_object(keep: &KeepColumns, object: &Map<String, Value>) -> Kept {

@@ -6,17 +6,17 @@
 
 mod csv;
 mod csv_record;
-pub mod duplicate_ids;
+pub(crate) mod duplicate_ids;
 mod encoding;
 mod json_keys;
 pub(crate) mod jsonl;
-pub mod keep;
-pub mod models;
+pub(crate) mod keep;
+pub(crate) mod models;
 mod options;
 pub(crate) mod parquet;
 pub(crate) mod source;
-pub mod template;
-pub mod validate;
+pub(crate) mod template;
+pub(crate) mod validate;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,13 +25,13 @@ use crate::api::request::{BuildError, ChatRequest, RequestDefaults, RequestOptio
 use crate::error::Error;
 use crate::paths::FileKind;
 use duplicate_ids::IdCheck;
-pub use keep::{KeepColumns, Kept};
+pub(crate) use keep::{KeepColumns, Kept};
 pub use options::{InputFormat, InputOptions, DEFAULT_PROMPT_COLUMN};
 pub use template::Template;
 
 /// One input record, ready for the worker pool.
 #[derive(Debug)]
-pub struct Row {
+pub(crate) struct Row {
     /// 1-based number of the data record (CSV records after the header; non-blank JSONL lines).
     pub row: u64,
     /// Line in the input file where the record starts (for messages); for a record that could
@@ -61,7 +61,7 @@ const MALFORMED_PREFIX: &str = "invalid input at ";
 
 impl Row {
     /// What is wrong with the row, as `file:line: what`, when it cannot be sent.
-    pub fn problem(&self, path: &Path) -> Option<String> {
+    pub(crate) fn problem(&self, path: &Path) -> Option<String> {
         match &self.content {
             RowContent::Request(_) => None,
             RowContent::Invalid { message, .. } => {
@@ -75,13 +75,13 @@ impl Row {
 
     /// Whether the row is a record that cannot be read (malformed, a duplicate id): a run
     /// stops there unless `--skip-invalid` (an empty prompt only gets an error record).
-    pub fn is_malformed(&self) -> bool {
+    pub(crate) fn is_malformed(&self) -> bool {
         matches!(&self.content, RowContent::Invalid { message, .. } if message.starts_with(MALFORMED_PREFIX))
     }
 
     /// The model the row's request goes to (for a row without a request, the model its record
     /// is filed under).
-    pub fn model(&self) -> &str {
+    pub(crate) fn model(&self) -> &str {
         match &self.content {
             RowContent::Request(request) => &request.model,
             RowContent::Invalid { model, .. } => model,
@@ -89,7 +89,7 @@ impl Row {
     }
 
     /// The fingerprint of the row's request (`""` when it has none).
-    pub fn fingerprint(&self) -> &str {
+    pub(crate) fn fingerprint(&self) -> &str {
         match &self.content {
             RowContent::Request(request) => &request.fingerprint,
             RowContent::Invalid { .. } => "",
@@ -99,7 +99,7 @@ impl Row {
 
 /// A row is either sent, or written straight out as an error record.
 #[derive(Debug)]
-pub enum RowContent {
+pub(crate) enum RowContent {
     /// Send this request.
     Request(ChatRequest),
     /// No request: an error record with this prompt and message (empty prompt, or a malformed
@@ -112,17 +112,17 @@ pub enum RowContent {
 }
 
 /// A stream of rows; an `Err` item stops the run (after the rows before it).
-pub type RowStream = Box<dyn Iterator<Item = Result<Row, Error>> + Send>;
+pub(crate) type RowStream = Box<dyn Iterator<Item = Result<Row, Error>> + Send>;
 
 /// A set of row numbers (one bit per row up to the largest): the rows a resumed run skips.
 #[derive(Debug, Default, Clone)]
-pub struct RowSet {
+pub(crate) struct RowSet {
     words: Vec<u64>,
 }
 
 impl RowSet {
     /// Adds a row number.
-    pub fn insert(&mut self, row: u64) {
+    pub(crate) fn insert(&mut self, row: u64) {
         let word = (row / 64) as usize;
         if word >= self.words.len() {
             self.words.resize(word + 1, 0);
@@ -131,14 +131,14 @@ impl RowSet {
     }
 
     /// Whether a row number is in the set.
-    pub fn contains(&self, row: u64) -> bool {
+    pub(crate) fn contains(&self, row: u64) -> bool {
         self.words
             .get((row / 64) as usize)
             .is_some_and(|w| w & (1 << (row % 64)) != 0)
     }
 
     /// The numbers in the set, in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &word)| {
             let base = i as u64 * 64;
             (0..64u64)
@@ -240,7 +240,7 @@ impl RowFactory {
 
     /// Whether row number `row` is skipped (done by an earlier run for every model of the
     /// list, or past `--limit`).
-    pub fn skips(&self, row: u64) -> bool {
+    pub(crate) fn skips(&self, row: u64) -> bool {
         let units = self.defaults.model_count() as u64;
         self.limit.is_some_and(|limit| row > limit)
             || self
@@ -253,7 +253,7 @@ impl RowFactory {
     /// not be read), and is not called when no request is to be built (the ids-only pre-pass,
     /// a duplicate id). `id` is `None` when the record has no explicit id (then the row number
     /// is used).
-    pub fn make(
+    pub(crate) fn make(
         &mut self,
         row: u64,
         line: u64,
@@ -399,13 +399,18 @@ impl RowFactory {
     }
 
     /// A record the format reader could not parse at all (broken quoting, invalid JSON).
-    pub fn unreadable(&mut self, row: u64, line: u64, message: String) -> Result<Row, Error> {
+    pub(crate) fn unreadable(
+        &mut self,
+        row: u64,
+        line: u64,
+        message: String,
+    ) -> Result<Row, Error> {
         self.make(row, line, None, || Err(message))
     }
 }
 
 /// The input format for these options (by extension when `auto`).
-pub fn resolve_format(opts: &InputOptions) -> InputFormat {
+pub(crate) fn resolve_format(opts: &InputOptions) -> InputFormat {
     match opts.input_format {
         InputFormat::Auto => match FileKind::of(&opts.path) {
             Some(FileKind::Csv) => InputFormat::Csv,
@@ -441,7 +446,7 @@ fn sniff(path: &Path) -> InputFormat {
 /// Opens the input and checks everything that can be checked before the first row (header,
 /// template columns, id column). Rows are read lazily from the returned stream; rows in `skip`
 /// are passed over without being parsed further.
-pub fn open(
+pub(crate) fn open(
     opts: &InputOptions,
     request: &RequestOptions,
     skip: Option<RowSet>,
@@ -451,7 +456,7 @@ pub fn open(
 
 /// Like [`open`], but every problem a record can have (malformed, duplicate id, empty prompt)
 /// becomes an invalid row and reading goes on, so one pass finds them all.
-pub fn open_reporting_all(
+pub(crate) fn open_reporting_all(
     opts: &InputOptions,
     request: &RequestOptions,
 ) -> Result<RowStream, Error> {
@@ -460,7 +465,10 @@ pub fn open_reporting_all(
 
 /// Like [`open`] without the duplicate-id check: for the resume plan, which finds duplicates by
 /// sorting (`duplicate_ids::key`) and hands them over with `duplicate_ids::remember`.
-pub fn open_unchecked(opts: &InputOptions, request: &RequestOptions) -> Result<RowStream, Error> {
+pub(crate) fn open_unchecked(
+    opts: &InputOptions,
+    request: &RequestOptions,
+) -> Result<RowStream, Error> {
     open_mode(opts, request, None, false, Reading::Unchecked)
 }
 
@@ -606,7 +614,7 @@ impl Iterator for FirstRows {
 
 /// The columns of a CSV input's header (for `--keep-columns all` into a CSV output, whose header
 /// must name them before the first row is read).
-pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
+pub(crate) fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
     let source = source::for_format(resolve_format(opts));
     if !source.has_header() {
         return Err(Error::Config(
@@ -627,13 +635,13 @@ pub fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
 }
 
 /// The rows of a Parquet file (`None` when it is not one, or cannot be read).
-pub fn parquet_rows(path: &Path) -> Option<u64> {
+pub(crate) fn parquet_rows(path: &Path) -> Option<u64> {
     parquet::count_rows(path)
 }
 
 /// Counts the data records of an input quickly (for the progress bar's total); `None` for stdin
 /// or when the file cannot be read.
-pub fn count_rows(opts: &InputOptions) -> Option<u64> {
+pub(crate) fn count_rows(opts: &InputOptions) -> Option<u64> {
     if opts.reads_once() {
         return None;
     }

@@ -11,7 +11,7 @@ use super::{Row, RowSet, RowStream};
 use crate::error::Error;
 
 /// The unit number of (row, slot) when each row goes to `models` models.
-pub fn unit(row: u64, slot: u64, models: u64) -> u64 {
+pub(crate) fn unit(row: u64, slot: u64, models: u64) -> u64 {
     row * models + slot
 }
 
@@ -24,7 +24,7 @@ pub(crate) struct PerModel {
 }
 
 impl PerModel {
-    pub fn new(rows: RowStream, done: Option<RowSet>, models: u64) -> Self {
+    pub(crate) fn new(rows: RowStream, done: Option<RowSet>, models: u64) -> Self {
         PerModel {
             rows,
             done,

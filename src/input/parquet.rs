@@ -35,7 +35,7 @@ use super::{InputOptions, RowStream};
 use crate::error::Error;
 
 /// Rows decoded at once.
-pub const BATCH_ROWS: usize = 1_024;
+pub(crate) const BATCH_ROWS: usize = 1_024;
 
 /// How to get the prompt from a row, resolved to column indexes of the projected batches.
 enum ParquetPrompt {
@@ -172,7 +172,11 @@ pub(crate) fn count_rows(path: &Path) -> Option<u64> {
 impl ParquetRows {
     /// Reads the footer and resolves every named column; a missing one is an error listing the
     /// columns the file has.
-    pub fn new(factory: RowFactory, prompt: PromptSource, ids: IdSource) -> Result<Self, Error> {
+    pub(crate) fn new(
+        factory: RowFactory,
+        prompt: PromptSource,
+        ids: IdSource,
+    ) -> Result<Self, Error> {
         let builder = builder(&factory.path)?;
         let file = FileColumns {
             names: builder

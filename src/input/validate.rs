@@ -14,7 +14,7 @@ use crate::input::{self, InputOptions, RowContent};
 use crate::util::human::{count, group};
 
 /// Problems printed one by one; the rest are counted.
-pub const SHOWN: u64 = 100;
+pub(crate) const SHOWN: u64 = 100;
 
 /// What one pass over the input found.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ impl Validation {
 }
 
 /// Reads the whole input once and collects what is wrong with it.
-pub fn check(rows: input::RowStream, path: &Path) -> Validation {
+pub(crate) fn check(rows: input::RowStream, path: &Path) -> Validation {
     let mut v = Validation::default();
     for item in rows {
         let row = match item {
@@ -89,7 +89,10 @@ pub fn check(rows: input::RowStream, path: &Path) -> Validation {
 /// line at row 900,000 would stop there after paying for the rows before it; this pass lists
 /// every such line first (the first [`REFUSED_SHOWN`]). Standard input is read once: it keeps
 /// stopping at its first bad record.
-pub fn refuse_unreadable_rows(input: &InputOptions, request: &RequestOptions) -> Result<(), Error> {
+pub(crate) fn refuse_unreadable_rows(
+    input: &InputOptions,
+    request: &RequestOptions,
+) -> Result<(), Error> {
     if input.skip_invalid || input.reads_once() {
         return Ok(());
     }
@@ -121,7 +124,7 @@ pub fn refuse_unreadable_rows(input: &InputOptions, request: &RequestOptions) ->
 }
 
 /// Unreadable records a refused run lists.
-pub const REFUSED_SHOWN: usize = 10;
+pub(crate) const REFUSED_SHOWN: usize = 10;
 
 /// `promptbatch validate`: one pass over the input, nothing sent.
 pub fn validate(input: &InputOptions, request: &RequestOptions) -> Result<Validation, Error> {

@@ -11,7 +11,7 @@ use crate::output::Record;
 
 /// What an answer cost under `billing`: `None` when its model has no price, or when it
 /// reported no `usage` (its tokens, and so its cost, are unknown — never $0; warned once).
-pub fn cost_of(
+pub(crate) fn cost_of(
     prices: &PriceTable,
     billing: crate::money::cost::Billing,
     models: &[&str],
@@ -32,7 +32,7 @@ pub fn cost_of(
 
 /// `--json-schema`: the answer's JSON value, or why it fails the schema (one line naming the
 /// rule). `Null` without a schema. Both transports check answers here.
-pub fn check_answer(
+pub(crate) fn check_answer(
     schema: Option<&AnswerSchema>,
     completion: &crate::api::Completion,
 ) -> Result<serde_json::Value, String> {
@@ -45,7 +45,7 @@ pub fn check_answer(
 /// Completes the ok record of an accepted answer, for both transports: the row's earlier paid
 /// answers (`spent`: they failed `--json-schema`) added to its tokens and cost, the parsed
 /// answer (`parsed` in JSONL, a CSV output's columns) and, with `--keep-response`, the body.
-pub fn complete_ok(
+pub(crate) fn complete_ok(
     record: &mut Record,
     spent: &Spent,
     parsed: Option<(serde_json::Value, &AnswerSchema)>,

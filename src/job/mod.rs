@@ -4,7 +4,7 @@
 //!
 //! The options are grouped by the stage they configure, and each group's type lives with that
 //! stage: [`InputOptions`] (`input`), [`RequestOptions`] and [`EndpointOptions`] (`api`),
-//! [`LimitOptions`] (`limit`), [`RetryPolicy`] (`worker`), [`CostOptions`] (`cost`),
+//! [`LimitOptions`] (`limit`), [`RetryPolicy`] (`api::retry`), [`CostOptions`] (`cost`),
 //! [`OutputOptions`] (`output`), [`Display`] (`progress`), [`SimOptions`] (`sim`), and how
 //! requests travel: [`Via`] and [`BatchOptions`] (`batch`).
 //! `Job::run` lives with the runner (`run.rs`): the configuration does not depend on the code
@@ -30,7 +30,7 @@ use crate::progress::Display;
 use crate::sim::SimOptions;
 
 /// After a first interrupt, how long in-flight requests may still finish, unless set.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Called with every record once it is written to the output file (on the writer's thread, in
 /// the order records are written).

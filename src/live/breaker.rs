@@ -92,7 +92,7 @@ impl ModelState {
 
 /// Per-model breakers of one run.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     models: Mutex<HashMap<String, ModelState>>,
     /// Models with ok records kept from earlier runs.
     worked_before: KnownModels,
@@ -119,7 +119,7 @@ impl Default for Breaker {
 
 /// What [`Breaker::admit`] says of a row about to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Send it.
     Send,
     /// Its model's first streak waits for the answers in flight: ask again shortly.
@@ -131,7 +131,7 @@ pub enum Admission {
 /// A request of a model in flight; counted out when dropped (after the breaker heard its
 /// answer, so a success is never missed by a streak deciding meanwhile).
 #[derive(Debug)]
-pub struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     bucket: &'a AtomicU32,
 }
 
@@ -176,7 +176,7 @@ impl Refusal {
 
 impl Breaker {
     /// A breaker for a run whose output keeps ok records of the models in `worked_before`.
-    pub fn new(worked_before: KnownModels, keep_errors: bool) -> Self {
+    pub(crate) fn new(worked_before: KnownModels, keep_errors: bool) -> Self {
         Breaker {
             models: Mutex::default(),
             worked_before,
@@ -195,7 +195,7 @@ impl Breaker {
     }
 
     /// Whether a row of `model` may be sent now (see [`Admission`]).
-    pub fn admit(&self, model: &str) -> Admission {
+    pub(crate) fn admit(&self, model: &str) -> Admission {
         if !self.any_held.load(Acquire) {
             return Admission::Send;
         }
@@ -226,7 +226,7 @@ impl Breaker {
     }
 
     /// Counts a request of `model` in flight until the guard is dropped.
-    pub fn sending(&self, model: &str) -> InFlight<'_> {
+    pub(crate) fn sending(&self, model: &str) -> InFlight<'_> {
         let bucket = self.bucket(model);
         bucket.fetch_add(1, Release);
         InFlight { bucket }
@@ -234,7 +234,7 @@ impl Breaker {
 
     /// Notes an answer for `model`: it works, so it restarts the count. Returns the parked
     /// error records, to be written.
-    pub fn success(&self, model: &str) -> Vec<Record> {
+    pub(crate) fn success(&self, model: &str) -> Vec<Record> {
         // Without any failure, another success of a model that has succeeded changes nothing
         // (only whether a model has succeeded counts): no lock.
         if !self.any_failure.load(Acquire) && self.first_success.get().is_some_and(|m| m == model) {
@@ -269,7 +269,7 @@ impl Breaker {
     /// Notes a permanent failure for `model`, whose error record is `record` (the row starts at
     /// input `line`). Returns the records to write now: none when the record is parked or the
     /// model is refused, else this one and any it releases.
-    pub fn failure(
+    pub(crate) fn failure(
         &self,
         model: &str,
         failure: &Failure,
@@ -348,7 +348,7 @@ impl Breaker {
 
     /// At the end of the run: the records still parked (streaks too short to trip, or a
     /// suspect model's).
-    pub fn take_parked(&self) -> Vec<Record> {
+    pub(crate) fn take_parked(&self) -> Vec<Record> {
         self.lock()
             .values_mut()
             .flat_map(|state| std::mem::take(&mut state.parked))
@@ -356,7 +356,7 @@ impl Breaker {
     }
 
     /// Whether `model` has tripped.
-    pub fn refused(&self, model: &str) -> bool {
+    pub(crate) fn refused(&self, model: &str) -> bool {
         self.any_held.load(Acquire)
             && self
                 .lock()
@@ -365,17 +365,17 @@ impl Breaker {
     }
 
     /// Whether the run should stop reading: every model used has tripped, nothing succeeded.
-    pub fn all_refused(&self) -> bool {
+    pub(crate) fn all_refused(&self) -> bool {
         self.all_refused.load(Relaxed)
     }
 
     /// Rows that got no record because their model was refused.
-    pub fn held_back(&self) -> u64 {
+    pub(crate) fn held_back(&self) -> u64 {
         self.held_back.load(Relaxed)
     }
 
     /// The models that tripped, by name.
-    pub fn refusals(&self) -> Vec<Refusal> {
+    pub(crate) fn refusals(&self) -> Vec<Refusal> {
         let models = self.lock();
         let mut refused: Vec<Refusal> = models
             .iter()

@@ -113,7 +113,7 @@ impl Default for LimitOptions {
     }
 }
 
-pub struct Limits {
+pub(crate) struct Limits {
     rpm: Option<(DefaultDirectRateLimiter, u64)>,
     tpm: Option<(DefaultDirectRateLimiter, NonZeroU32, u64)>,
     pacer: Pacer,
@@ -124,7 +124,7 @@ pub struct Limits {
 impl Limits {
     /// Caps for `rpm` requests and `tpm` tokens per minute (either optional), with the adaptive
     /// pacing under them.
-    pub fn new(rpm: Option<u32>, tpm: Option<u32>) -> Self {
+    pub(crate) fn new(rpm: Option<u32>, tpm: Option<u32>) -> Self {
         let one = NonZeroU32::MIN;
         Limits {
             rpm: rpm.map(|r| (limiter(r, one), u64::from(r))),
@@ -138,18 +138,18 @@ impl Limits {
     }
 
     /// Also shows the pace, pauses and 429s in the run's counters.
-    pub fn with_progress(mut self, counters: Arc<Counters>) -> Self {
+    pub(crate) fn with_progress(mut self, counters: Arc<Counters>) -> Self {
         self.pacer = self.pacer.with_progress(counters);
         self
     }
 
     /// The adaptive pacing, to tell it about answers.
-    pub fn pacer(&self) -> &Pacer {
+    pub(crate) fn pacer(&self) -> &Pacer {
         &self.pacer
     }
 
     /// Waits until one request of `tokens` estimated tokens may be sent.
-    pub async fn acquire(&self, tokens: u64) {
+    pub(crate) async fn acquire(&self, tokens: u64) {
         let tokens = tokens.max(1);
         self.pacer.acquire(tokens).await;
         if self.rpm.is_none() && self.tpm.is_none() {

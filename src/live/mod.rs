@@ -2,8 +2,8 @@
 //! waits on (`limit` — the RPM/TPM caps — over `pacing`, the adaptive controller), and the
 //! circuit breaker that stops a run a server systematically refuses (`breaker`).
 
-pub mod breaker;
-pub mod limit;
+pub(crate) mod breaker;
+pub(crate) mod limit;
 pub(crate) mod pacing;
 pub(crate) mod pool;
-pub mod worker;
+pub(crate) mod worker;

@@ -167,7 +167,7 @@ const MIN_BACKGROUND: f64 = 0.02;
 
 /// What one answer said, for [`Pacer::on_answer`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// A success.
     Ok,
     /// A 429 (rate limit), with the server's advised wait.
@@ -176,10 +176,10 @@ pub enum Answer {
     Other,
 }
 
-pub use crate::progress::PaceNote;
+pub(crate) use crate::progress::PaceNote;
 
 /// The shared pacing state (see the module docs).
-pub struct Pacer {
+pub(crate) struct Pacer {
     state: Mutex<State>,
     /// Waiters for a paced slot queue here (FIFO): no thundering herd.
     gate: tokio::sync::Mutex<()>,
@@ -297,7 +297,7 @@ struct Burst {
 
 impl Pacer {
     /// Unpaced, never above `rpm` requests per minute when given.
-    pub fn new(rpm: Option<u32>) -> Self {
+    pub(crate) fn new(rpm: Option<u32>) -> Self {
         let now = Instant::now();
         Pacer {
             state: Mutex::new(State {
@@ -344,7 +344,7 @@ impl Pacer {
     }
 
     /// Also shows the pace, pauses and 429s in these counters.
-    pub fn with_progress(mut self, counters: Arc<Counters>) -> Self {
+    pub(crate) fn with_progress(mut self, counters: Arc<Counters>) -> Self {
         self.progress = Some(counters);
         self
     }
@@ -357,7 +357,7 @@ impl Pacer {
     /// and one pace step after the previous send. A send whose slot has come goes at once,
     /// without the gate, when nobody queues on it (a pace far above what the pool sends then
     /// costs one lock, never a timer).
-    pub async fn acquire(&self, tokens: u64) {
+    pub(crate) async fn acquire(&self, tokens: u64) {
         {
             let mut s = self.lock();
             let now = Instant::now();
@@ -407,7 +407,7 @@ impl Pacer {
     ///
     /// One lock per answer, the display updated under it; the note is cloned only when its
     /// reason changed.
-    pub fn on_answer(
+    pub(crate) fn on_answer(
         &self,
         sent_at: Instant,
         answer: Answer,
@@ -424,13 +424,13 @@ impl Pacer {
 
     /// The current note.
     #[cfg(test)]
-    pub fn note(&self) -> PaceNote {
+    pub(crate) fn note(&self) -> PaceNote {
         self.lock().note.clone()
     }
 
     /// 429s received and the time the pool spent paused (a pause still running counts up to
     /// now).
-    pub fn totals(&self) -> (u64, Duration) {
+    pub(crate) fn totals(&self) -> (u64, Duration) {
         let s = self.lock();
         let ahead = s.paused_until.map_or(Duration::ZERO, |p| {
             p.saturating_duration_since(Instant::now())
@@ -439,7 +439,7 @@ impl Pacer {
     }
 
     /// The pool pause in force, if any.
-    pub fn paused_until(&self) -> Option<Instant> {
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
         self.lock().paused_until.filter(|p| *p > Instant::now())
     }
 }

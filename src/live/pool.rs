@@ -2,7 +2,7 @@
 //! `--concurrency` permits, budget check) → worker tasks → bounded queue → writer thread; with
 //! --ordered, the output sorted by row at the end.
 //!
-//! Invariants: at most `concurrency` requests are in flight (and at most twice that many rows
+//! Invariants: at most `concurrency` requests are in flight (and at most 17 times that many rows
 //! open: a row waiting out a 429 lends its slot, see `worker::Slots`); the queues are bounded, so
 //! memory does not grow with the input; every dispatched row gets exactly one record unless the
 //! run is halting (interrupt, fatal API error), in which case unfinished rows get none and stay

@@ -38,14 +38,14 @@ const BREAKER_POLL: Duration = Duration::from_millis(10);
 /// many rows are open), and takes one back before its next attempt. Requests in flight never
 /// exceed `--concurrency`; a 429'd attempt is not billed, so the rows paid for without a record
 /// stay within it too.
-pub struct Slots {
+pub(crate) struct Slots {
     slots: Arc<tokio::sync::Semaphore>,
     lendable: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slots {
     /// `slots` is the dispatcher's semaphore of `concurrency` permits.
-    pub fn new(slots: Arc<tokio::sync::Semaphore>, concurrency: u32) -> Self {
+    pub(crate) fn new(slots: Arc<tokio::sync::Semaphore>, concurrency: u32) -> Self {
         Slots {
             slots,
             lendable: Arc::new(tokio::sync::Semaphore::new(
@@ -82,7 +82,7 @@ impl Slots {
 }
 
 /// Everything the workers share.
-pub struct WorkerContext {
+pub(crate) struct WorkerContext {
     /// Concurrency slots a row waiting out a 429 lends.
     pub slots: Slots,
     pub client: ApiClient,
@@ -121,7 +121,7 @@ pub struct WorkerContext {
 /// wakes nobody: its rows keep backing off, so their retries are not used up faster. Only
 /// backoffs the server did not ask for (no `Retry-After`), never a 429's.
 #[derive(Debug)]
-pub struct Recovery {
+pub(crate) struct Recovery {
     waiting: std::sync::atomic::AtomicU64,
     answered: tokio::sync::Notify,
     started: tokio::time::Instant,
@@ -193,7 +193,7 @@ impl WorkerContext {
 
 /// What processing one row produced for the writer.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The row's own record; `None` when the run is halting, the row's model is refused, or its
     /// error record is parked by the circuit breaker.
     pub own: Option<Record>,
@@ -211,7 +211,7 @@ pub struct Outcome {
 
 /// Where a row is in the input: its id, number and line.
 #[derive(Debug, Clone)]
-pub struct RowPlace {
+pub(crate) struct RowPlace {
     pub id: String,
     pub row: u64,
     /// The position of the row's model in `--model`'s list (`Row::slot`).
@@ -246,7 +246,7 @@ impl RowPlace {
 
 /// The error record of a row that cannot be sent (malformed under --skip-invalid, empty prompt,
 /// …): no attempt, no cost.
-pub fn invalid_record(
+pub(crate) fn invalid_record(
     ctx: &WorkerContext,
     place: RowPlace,
     prompt: String,
@@ -280,7 +280,11 @@ fn reserve_retry(
 }
 
 /// Sends one row until it has an answer, a permanent error or no retries left.
-pub async fn process(ctx: &WorkerContext, place: RowPlace, mut request: ChatRequest) -> Outcome {
+pub(crate) async fn process(
+    ctx: &WorkerContext,
+    place: RowPlace,
+    mut request: ChatRequest,
+) -> Outcome {
     let (carried, paid_earlier) = ctx.carried.take(place.row, place.slot);
     let carried_usd = carried.cost.unwrap_or(0.0);
     let earlier_model = (paid_earlier.answers > 0).then(|| request.model.clone());
@@ -604,7 +608,7 @@ async fn wait_to_retry(ctx: &WorkerContext, wait: Duration, may_lend: bool, wake
 
 /// A warning for an error record about to be written: the first few of each kind (repeats are
 /// counted for the summary, so a night of identical failures does not flood stderr).
-pub fn warn_row_failed(ctx: &WorkerContext, record: &Record) {
+pub(crate) fn warn_row_failed(ctx: &WorkerContext, record: &Record) {
     let message = record.error.as_deref().unwrap_or_default();
     if ctx.warnings.show(message) {
         warn!(id = %record.id, row = record.row, "row failed: {message}");
@@ -616,7 +620,7 @@ pub fn warn_row_failed(ctx: &WorkerContext, record: &Record) {
 /// reported as success. Release builds contain none of this.
 #[cfg(debug_assertions)]
 mod fault_injection {
-    pub fn panic_if_asked(row: u64) {
+    pub(super) fn panic_if_asked(row: u64) {
         let asked = std::env::var("PROMPTBATCH_TEST_PANIC_ON_ROW")
             .ok()
             .and_then(|v| v.parse::<u64>().ok());

@@ -23,7 +23,7 @@ const DEFAULT_WORST_OUTPUT: u64 = 4096;
 /// requests in flight are counted, so "nothing is in flight" never depends on a float sum
 /// returning exactly to zero.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     cap: Nanos,
     shared: Arc<Shared>,
 }
@@ -65,7 +65,7 @@ struct State {
 /// its amount, so the dispatcher never waits for a settlement that cannot come.
 #[derive(Debug)]
 #[must_use = "a reservation is released when dropped"]
-pub struct Reservation {
+pub(crate) struct Reservation {
     shared: Arc<Shared>,
     amount: Nanos,
     settled: bool,
@@ -73,7 +73,7 @@ pub struct Reservation {
 
 impl Reservation {
     /// Replaces the reservation by what the row actually cost (`None`: not sent, or unpriced).
-    pub fn settle(mut self, actual: Option<f64>, completion_tokens: u64) {
+    pub(crate) fn settle(mut self, actual: Option<f64>, completion_tokens: u64) {
         self.settled = true;
         self.shared.release(
             self.amount,
@@ -86,7 +86,7 @@ impl Reservation {
 impl Reservation {
     /// Counts the whole reservation — the row's worst case — as spent: its answer's cost is
     /// unknown (no `usage`), and $0 would let the cap be passed.
-    pub fn spend_all(mut self) {
+    pub(crate) fn spend_all(mut self) {
         self.settled = true;
         self.shared.release(self.amount, self.amount, 0);
     }
@@ -102,7 +102,7 @@ impl Drop for Reservation {
 
 impl Budget {
     /// A cap of `cap` USD with `already_spent` from earlier runs on the same output.
-    pub fn new(cap: f64, already_spent: f64) -> Self {
+    pub(crate) fn new(cap: f64, already_spent: f64) -> Self {
         Budget {
             cap: nanos::rounded_up(cap),
             shared: Arc::new(Shared {
@@ -116,12 +116,16 @@ impl Budget {
     }
 
     /// The cap in USD.
-    pub fn cap(&self) -> f64 {
+    pub(crate) fn cap(&self) -> f64 {
         nanos::usd(self.cap)
     }
 
     /// The worst-case cost of a request, or an error when its model has no price.
-    pub fn worst_case(&self, prices: &PriceTable, request: &ChatRequest) -> Result<f64, Error> {
+    pub(crate) fn worst_case(
+        &self,
+        prices: &PriceTable,
+        request: &ChatRequest,
+    ) -> Result<f64, Error> {
         let price = prices.get(&request.model).ok_or_else(|| {
             Error::Config(format!(
                 "--max-cost cannot be enforced: model `{}` has no price; add it with --prices FILE",
@@ -139,7 +143,7 @@ impl Budget {
 
     /// Reserves `worst`, waiting for in-flight rows to settle while it does not fit yet.
     /// `None` when it cannot fit even with nothing in flight: the cap is reached.
-    pub async fn reserve(&self, worst: f64) -> Option<Reservation> {
+    pub(crate) async fn reserve(&self, worst: f64) -> Option<Reservation> {
         loop {
             let settled = self.shared.settled.notified();
             tokio::pin!(settled);
@@ -155,7 +159,7 @@ impl Budget {
     }
 
     /// Reserves `worst` if it fits under the cap now.
-    pub fn try_reserve(&self, worst: f64) -> Option<Reservation> {
+    pub(crate) fn try_reserve(&self, worst: f64) -> Option<Reservation> {
         let amount = nanos::rounded_up(worst);
         let mut s = self.lock();
         let total = s.spent.saturating_add(s.reserved).saturating_add(amount);
@@ -173,7 +177,7 @@ impl Budget {
 
     /// Spend so far, earlier runs included.
     #[cfg(test)]
-    pub fn spent(&self) -> f64 {
+    pub(crate) fn spent(&self) -> f64 {
         nanos::usd(self.lock().spent)
     }
 

@@ -26,7 +26,7 @@ pub struct CostOptions {
 }
 
 /// The table shipped in the binary.
-pub const EMBEDDED_PRICES: &str = include_str!("../../prices.toml");
+pub(crate) const EMBEDDED_PRICES: &str = include_str!("../../prices.toml");
 
 /// Rates of one tier, USD per 1M tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

@@ -3,7 +3,7 @@
 //! all summed in one unit (`nanos`).
 
 pub(crate) mod budget;
-pub mod cost;
-pub mod ledger;
+pub(crate) mod cost;
+pub(crate) mod ledger;
 pub(crate) mod nanos;
 pub(crate) mod spent;

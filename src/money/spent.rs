@@ -74,7 +74,7 @@ impl Spent {
 /// by unit (`input::models::unit`): each row's first live attempt takes its own, with the part
 /// of it earlier runs paid (not this run's spend).
 #[derive(Debug, Default)]
-pub struct Carried {
+pub(crate) struct Carried {
     units: Mutex<BTreeMap<u64, (Spent, Spent)>>,
     /// Nothing is carried (every run but a `--fallback live` hand-over): rows take nothing
     /// without locking.
@@ -84,7 +84,7 @@ pub struct Carried {
 }
 
 impl Carried {
-    pub fn new(
+    pub(crate) fn new(
         spent: BTreeMap<u64, Spent>,
         mut earlier: BTreeMap<u64, Spent>,
         models: u64,
@@ -102,7 +102,7 @@ impl Carried {
 
     /// The spend carried for (row, slot), and the part of it earlier runs paid; taken once
     /// (nothing after, or when none).
-    pub fn take(&self, row: u64, slot: u32) -> (Spent, Spent) {
+    pub(crate) fn take(&self, row: u64, slot: u32) -> (Spent, Spent) {
         if self.none {
             return Default::default();
         }
@@ -115,7 +115,7 @@ impl Carried {
     }
 
     /// What the carried answers cost (an unpriced one counts 0).
-    pub fn cost_usd(&self) -> f64 {
+    pub(crate) fn cost_usd(&self) -> f64 {
         self.units
             .lock()
             .map(|units| units.values().filter_map(|(s, _)| s.cost).sum())
@@ -123,7 +123,7 @@ impl Carried {
     }
 
     /// The rows whose spend no live attempt took (they were not sent), and that spend.
-    pub fn left(&self) -> (u64, Spent) {
+    pub(crate) fn left(&self) -> (u64, Spent) {
         let mut left = Spent::default();
         let mut rows = 0;
         if let Ok(units) = self.units.lock() {
@@ -136,7 +136,7 @@ impl Carried {
     }
 
     /// Says that `rows` rows' failed answers (`spent`) will be on no record.
-    pub fn say_unrecorded(rows: u64, spent: &Spent) {
+    pub(crate) fn say_unrecorded(rows: u64, spent: &Spent) {
         if rows == 0 {
             return;
         }

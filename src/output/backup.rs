@@ -14,7 +14,7 @@ use crate::error::Error;
 
 /// Moves the output at `path` (a real path: symlinks resolved) to a new backup and leaves a new,
 /// empty output in its place. Returns the backup's path, or `None` when there was nothing to keep.
-pub fn move_aside(path: &Path) -> Result<Option<PathBuf>, Error> {
+pub(crate) fn move_aside(path: &Path) -> Result<Option<PathBuf>, Error> {
     let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
     let meta = std::fs::metadata(path).map_err(|e| io("cannot read", path, e))?;
     if !holds_records(path, meta.len()).map_err(|e| io("cannot read", path, e))? {

@@ -27,13 +27,13 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::read::{Records, Torn};
-pub use super::table::{Cell, Column, ColumnType, TableSink};
+pub(crate) use super::table::{Cell, Column, ColumnType, TableSink};
 use crate::error::Error;
 use crate::paths;
 
 /// The type of a field of [`Record`](super::Record) and whether it is an `Option`; `None` for any
 /// other field (typed by inference). A test checks every name of `COLUMNS` is here.
-pub fn known_type(name: &str) -> Option<(ColumnType, bool)> {
+pub(crate) fn known_type(name: &str) -> Option<(ColumnType, bool)> {
     use ColumnType::*;
     Some(match name {
         "id" | "prompt" | "model" | "status" | "fingerprint" => (Utf8, false),
@@ -51,7 +51,7 @@ pub fn known_type(name: &str) -> Option<(ColumnType, bool)> {
 
 /// The destination formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     Parquet,
     Csv,
     Jsonl,
@@ -59,7 +59,7 @@ pub enum ExportFormat {
 
 impl ExportFormat {
     /// By extension: `.parquet` → Parquet, `.csv` → CSV, anything else JSONL.
-    pub fn for_path(path: &Path) -> Self {
+    pub(crate) fn for_path(path: &Path) -> Self {
         if paths::is_parquet(path) {
             ExportFormat::Parquet
         } else if paths::is_csv(path) {
@@ -118,7 +118,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Converts the output `source` (JSONL or CSV) to `dest` (Parquet, CSV or JSONL by extension),
 /// replacing `dest` atomically. Two passes over `source`; memory does not grow with it.
-pub fn export(source: &Path, dest: &Path) -> Result<Exported, Error> {
+pub(crate) fn export(source: &Path, dest: &Path) -> Result<Exported, Error> {
     if paths::is_parquet(source) {
         return Err(Error::Config(format!(
             "{} is Parquet; export reads a run's JSONL or CSV output (for `-o x.parquet` that is \
@@ -541,7 +541,7 @@ pub(crate) enum FieldRecords {
 
 impl FieldRecords {
     /// Opens a run's output (`.csv`: CSV, anything else JSONL).
-    pub fn open(source: &Path) -> Result<Self, Error> {
+    pub(crate) fn open(source: &Path) -> Result<Self, Error> {
         Ok(if paths::is_csv(source) {
             FieldRecords::Text(Records::open(source)?)
         } else {
@@ -550,7 +550,7 @@ impl FieldRecords {
     }
 
     /// The torn last record that was skipped, once the iteration has ended.
-    pub fn torn(&self) -> Option<&Torn> {
+    pub(crate) fn torn(&self) -> Option<&Torn> {
         match self {
             FieldRecords::Json(r) => r.torn(),
             FieldRecords::Text(r) => r.torn(),

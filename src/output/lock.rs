@@ -13,7 +13,7 @@ use crate::error::Error;
 
 /// A held lock on the output file; released on drop.
 #[derive(Debug)]
-pub struct OutputLock {
+pub(crate) struct OutputLock {
     _file: File,
     real: PathBuf,
 }
@@ -21,7 +21,7 @@ pub struct OutputLock {
 impl OutputLock {
     /// Opens the output (creating it, through a symlink if it is one) and locks it, or explains
     /// that another run holds it.
-    pub fn acquire(output: &Path) -> Result<Self, Error> {
+    pub(crate) fn acquire(output: &Path) -> Result<Self, Error> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -45,7 +45,7 @@ impl OutputLock {
 
     /// The locked file's real path (symlinks resolved): every later step reads and writes the
     /// output through it, so a symlinked output stays a symlink to the file that holds the run.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.real
     }
 }

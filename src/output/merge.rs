@@ -21,7 +21,7 @@ use crate::util::human::group;
 
 /// What the merge found.
 #[derive(Debug, Default)]
-pub struct Merged {
+pub(crate) struct Merged {
     pub records: u64,
     pub errors: u64,
     /// `(id, first file, second file)` of the first ids seen twice.
@@ -100,7 +100,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Copies every record of `inputs` into a temporary file next to `output` (in `output`'s
 /// format) and checks the ids; returns what it found and the temporary file, which the caller
 /// renames to `output` when the checks pass.
-pub fn merge(
+pub(crate) fn merge(
     inputs: &[std::path::PathBuf],
     output: &Path,
 ) -> Result<(Merged, std::path::PathBuf), Error> {

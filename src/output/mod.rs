@@ -4,24 +4,24 @@
 //! `--fresh` backups, the per-output lock, and `export` (to Parquet, CSV or JSONL; also how
 //! `-o x.parquet` is written from its JSONL checkpoint).
 
-pub mod backup;
-pub mod export;
+pub(crate) mod backup;
+pub(crate) mod export;
 pub mod format;
-pub mod lock;
-pub mod merge;
-pub mod order;
-pub mod parquet;
-pub mod read;
-pub mod record;
-pub mod replace;
-pub mod resume;
-pub mod resume_sorted;
-pub mod rewrite;
-pub mod table;
-pub mod writer;
+pub(crate) mod lock;
+pub(crate) mod merge;
+pub(crate) mod order;
+pub(crate) mod parquet;
+pub(crate) mod read;
+pub(crate) mod record;
+pub(crate) mod replace;
+pub(crate) mod resume;
+pub(crate) mod resume_sorted;
+pub(crate) mod rewrite;
+pub(crate) mod table;
+pub(crate) mod writer;
 
 pub use record::{Record, Status, COLUMNS};
-pub use writer::{Finished, Writer};
+pub(crate) use writer::{Finished, Writer};
 
 /// The output file and how a run treats an existing one.
 #[derive(Debug, Clone, PartialEq, Eq)]

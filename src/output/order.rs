@@ -40,7 +40,7 @@ fn place(row: u64, model: Option<&str>, models: &[String]) -> u64 {
 /// Puts the records of the output at `path` in input order: by row, then by the position of
 /// their model in `models` (`--model`'s list). Returns how many records were moved into place
 /// (0: already in order).
-pub fn sort_by_row(path: &Path, models: &[String]) -> Result<u64, Error> {
+pub(crate) fn sort_by_row(path: &Path, models: &[String]) -> Result<u64, Error> {
     let (header_end, mut spans) = match Format::for_path(path) {
         Format::Jsonl => jsonl_spans::<RowOnly>(path, models)?,
         Format::OpenaiBatch => jsonl_spans::<BatchRowOnly>(path, models)?,

@@ -21,14 +21,14 @@ use super::table::{Cell, Column, ColumnType, TableSink, ROW_GROUP_ROWS};
 use crate::error::Error;
 
 /// Rows gathered as Arrow arrays before they go to the writer.
-pub const BATCH_ROWS: usize = 8_192;
+pub(crate) const BATCH_ROWS: usize = 8_192;
 
 /// A row group is closed at this estimated size even before [`ROW_GROUP_ROWS`] rows (long
 /// prompts and answers).
 const ROW_GROUP_BYTES: usize = 64 << 20;
 
 /// The Arrow type of a column.
-pub fn data_type(kind: ColumnType) -> DataType {
+pub(crate) fn data_type(kind: ColumnType) -> DataType {
     match kind {
         ColumnType::Utf8 | ColumnType::Json => DataType::Utf8,
         ColumnType::Int64 => DataType::Int64,
@@ -41,7 +41,7 @@ pub fn data_type(kind: ColumnType) -> DataType {
 
 /// The Arrow schema of a table; a `Json` column carries the field metadata
 /// `promptbatch.json = true` (its strings are JSON text).
-pub fn schema(columns: &[Column]) -> SchemaRef {
+pub(crate) fn schema(columns: &[Column]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
         .map(|c| {
@@ -113,7 +113,7 @@ impl Builder {
 }
 
 /// Writes a table as Parquet.
-pub struct ParquetSink {
+pub(crate) struct ParquetSink {
     writer: ArrowWriter<File>,
     schema: SchemaRef,
     builders: Vec<Builder>,
@@ -123,7 +123,7 @@ pub struct ParquetSink {
 
 impl ParquetSink {
     /// A Parquet file of these columns in `file` (named `path` in messages).
-    pub fn new(file: File, columns: &[Column], path: &Path) -> Result<Self, Error> {
+    pub(crate) fn new(file: File, columns: &[Column], path: &Path) -> Result<Self, Error> {
         let schema = schema(columns);
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)

@@ -462,7 +462,7 @@ fn read_one(
 }
 
 /// Whether the file at `path` ends with `\n` (an empty or missing file counts as terminated).
-pub fn file_ends_with_newline(path: &Path) -> bool {
+pub(crate) fn file_ends_with_newline(path: &Path) -> bool {
     File::open(path)
         .and_then(|mut f| ends_with_newline(&mut f))
         .unwrap_or(true)

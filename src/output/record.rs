@@ -8,7 +8,7 @@ use crate::api::schema::JsonSchema;
 use crate::api::{Completion, TokenUsage};
 
 /// A record's fields beyond the schema's, by output name (the same type as `input::Kept`).
-pub type Kept = Box<serde_json::Map<String, serde_json::Value>>;
+pub(crate) type Kept = Box<serde_json::Map<String, serde_json::Value>>;
 
 /// Whether a row got an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,12 +91,12 @@ pub const COLUMNS: [&str; 21] = [
 const RESERVED: [&str; 2] = ["parsed", RESPONSE];
 
 /// The field `--keep-response` stores the whole response body in.
-pub const RESPONSE: &str = "response";
+pub(crate) const RESPONSE: &str = "response";
 
 /// The output names of kept input columns, in their order: its own, or `input_` + it while that
 /// collides with a field of the schema or with another kept column's name (`id` → `input_id`;
 /// with `input_id` kept too, `id` → `input_input_id`): no two kept values share a name.
-pub fn kept_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+pub(crate) fn kept_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
     let schema = |n: &str| COLUMNS.contains(&n) || RESERVED.contains(&n);
     let mut given: Vec<String> = Vec::new();
     for name in names.clone() {
@@ -114,7 +114,7 @@ pub fn kept_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<Strin
 }
 
 /// Kept input values under their output names ([`kept_names`]).
-pub fn rename_kept(kept: Kept) -> Kept {
+pub(crate) fn rename_kept(kept: Kept) -> Kept {
     let names = kept_names(kept.keys().map(String::as_str));
     if kept.keys().zip(&names).all(|(a, b)| a == b) {
         return kept;
@@ -128,13 +128,13 @@ pub fn rename_kept(kept: Kept) -> Kept {
 }
 
 /// A time as RFC 3339 in UTC, to the millisecond (`2026-11-30T13:57:37.123Z`).
-pub fn timestamp(at: SystemTime) -> String {
+pub(crate) fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// The columns a CSV output gets for the parsed answer: `(column, property)` for each top-level
 /// property, a column named like a field of the record (or `taken`) prefixed `parsed_`.
-pub fn parsed_csv_columns(schema: &JsonSchema, taken: &[String]) -> Vec<(String, String)> {
+pub(crate) fn parsed_csv_columns(schema: &JsonSchema, taken: &[String]) -> Vec<(String, String)> {
     schema
         .properties()
         .into_iter()
@@ -152,7 +152,7 @@ pub fn parsed_csv_columns(schema: &JsonSchema, taken: &[String]) -> Vec<(String,
 }
 
 /// The parsed answer as record fields: `parsed` for a JSONL output, one field per column for CSV.
-pub fn parsed_fields(
+pub(crate) fn parsed_fields(
     value: serde_json::Value,
     csv_columns: Option<&[(String, String)]>,
 ) -> serde_json::Map<String, serde_json::Value> {

@@ -27,7 +27,7 @@ use std::path::Path;
 use crate::error::Error;
 
 /// Replaces the contents of `path` by what `write` writes, crash-safely and in place.
-pub fn replace_with(
+pub(crate) fn replace_with(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<(), Error>,
 ) -> Result<(), Error> {
@@ -52,7 +52,7 @@ pub fn replace_with(
 /// Finishes a replacement that a crash interrupted in its copy step, or discards one that never
 /// committed or never started copying. Returns whether one was finished. Call it, holding the
 /// lock, before reading OUTPUT.
-pub fn finish_interrupted(path: &Path) -> Result<bool, Error> {
+pub(crate) fn finish_interrupted(path: &Path) -> Result<bool, Error> {
     for leftover in [
         suffixed(path, ".rewrite-tmp"),
         suffixed(path, ".resume-tmp"),
@@ -117,7 +117,11 @@ fn apply(journal: &Path, path: &Path) -> Result<(), Error> {
 /// Creates a file (replacing an old one, or only a new one with `new`) that carries the mode,
 /// owner and group of `like` from the start, so the records it receives are never more exposed
 /// than they were (a different owner is best effort: only root may give files away).
-pub fn create_like(path: &Path, like: &std::fs::Metadata, new: bool) -> std::io::Result<File> {
+pub(crate) fn create_like(
+    path: &Path,
+    like: &std::fs::Metadata,
+    new: bool,
+) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(new);
     if !new {
@@ -151,7 +155,7 @@ fn sync_folder(path: &Path) {
     }
 }
 
-pub use crate::paths::suffixed;
+pub(crate) use crate::paths::suffixed;
 
 #[cfg(test)]
 mod tests {

@@ -105,7 +105,7 @@ impl Entry {
 
 /// What a row's claim decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// An earlier record covers it: do not send.
     Done,
     /// No earlier record.
@@ -120,7 +120,7 @@ pub enum Claim {
 
 /// Counts of a resume plan (from a first pass over the input).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub rows: u64,
     pub done: u64,
     pub changed: u64,
@@ -146,32 +146,32 @@ pub struct Plan {
 /// A few model keys (`model_key`), in a fixed size: models past the first [`KnownModels::CAP`]
 /// are not remembered (a row naming its own model can name many).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct KnownModels {
+pub(crate) struct KnownModels {
     keys: [u64; KnownModels::CAP],
     len: usize,
 }
 
 impl KnownModels {
-    pub const CAP: usize = 16;
+    pub(crate) const CAP: usize = 16;
 
-    pub fn insert(&mut self, key: u64) {
+    pub(crate) fn insert(&mut self, key: u64) {
         if !self.contains(key) && self.len < Self::CAP {
             self.keys[self.len] = key;
             self.len += 1;
         }
     }
 
-    pub fn contains(&self, key: u64) -> bool {
+    pub(crate) fn contains(&self, key: u64) -> bool {
         self.keys[..self.len].contains(&key)
     }
 
     /// Whether the model named `name` is one of them.
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.contains(model_key(name))
     }
 
     #[cfg(test)]
-    pub fn sorted(&self) -> Vec<u64> {
+    pub(crate) fn sorted(&self) -> Vec<u64> {
         let mut keys = self.keys[..self.len].to_vec();
         keys.sort_unstable();
         keys
@@ -180,12 +180,12 @@ impl KnownModels {
 
 impl Plan {
     /// Rows that will be sent.
-    pub fn rows_to_send(&self) -> u64 {
+    pub(crate) fn rows_to_send(&self) -> u64 {
         self.rows - self.done
     }
 
     /// The one line printed before a resumed run starts.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut notes = Vec::new();
         if self.retried_errors > 0 {
             notes.push(format!(
@@ -255,7 +255,7 @@ impl Plan {
 /// The identity and fingerprint of one input unit (a row for one model), as resuming compares
 /// them.
 #[derive(Debug, Clone, Copy)]
-pub struct RowKey {
+pub(crate) struct RowKey {
     row: u64,
     /// `models::unit` of (row, slot): the bit the done set gets.
     unit: u64,
@@ -272,7 +272,7 @@ pub struct RowKey {
 
 impl RowKey {
     /// The key of a row's unit, when each row goes to `models` models.
-    pub fn of(row: &Row, models: u64) -> Self {
+    pub(crate) fn of(row: &Row, models: u64) -> Self {
         let explicit = row.explicit_id;
         let fingerprint = unit_fingerprint(row.fingerprint(), row.model());
         RowKey {
@@ -298,7 +298,7 @@ struct Group {
 
 /// The index of an existing output.
 #[derive(Debug)]
-pub struct ResumeIndex {
+pub(crate) struct ResumeIndex {
     path: PathBuf,
     /// Every earlier record, in file order.
     entries: Vec<Entry>,
@@ -334,17 +334,17 @@ pub(crate) struct ModelNames(HashMap<u64, String, PreHashed>);
 
 impl ModelNames {
     /// Notes a unit's model (a lookup per unit; a few distinct names).
-    pub fn note(&mut self, key: u64, name: &str) {
+    pub(crate) fn note(&mut self, key: u64, name: &str) {
         self.0.entry(key).or_insert_with(|| name.to_string());
     }
 
     /// Whether a model is one of them.
-    pub fn contains(&self, key: u64) -> bool {
+    pub(crate) fn contains(&self, key: u64) -> bool {
         self.0.contains_key(&key)
     }
 
     /// Gives `record` the name of model `key`.
-    pub fn rename(&self, record: &mut Record, key: u64) {
+    pub(crate) fn rename(&self, record: &mut Record, key: u64) {
         if let Some(name) = self.0.get(&key) {
             record.model.clone_from(name);
         }
@@ -404,7 +404,11 @@ pub(crate) fn number_key(row: u64, model: u64) -> u64 {
 impl ResumeIndex {
     /// Scans an existing output. A torn last line is noted (and later dropped); any other
     /// unreadable record is an error naming `file:line`.
-    pub fn scan(path: &Path, keep_errors: bool, accept_simulated: bool) -> Result<Self, Error> {
+    pub(crate) fn scan(
+        path: &Path,
+        keep_errors: bool,
+        accept_simulated: bool,
+    ) -> Result<Self, Error> {
         let mut index = ResumeIndex {
             path: path.to_path_buf(),
             entries: Vec::new(),
@@ -469,7 +473,7 @@ impl ResumeIndex {
     }
 
     /// The torn last record that the rewrite drops, if there was one.
-    pub fn torn(&self) -> Option<&Torn> {
+    pub(crate) fn torn(&self) -> Option<&Torn> {
         self.torn.as_ref()
     }
 
@@ -502,7 +506,7 @@ impl ResumeIndex {
     }
 
     /// Decides whether a row is already done, claiming its earlier record if so.
-    pub fn claim(&mut self, key: &RowKey) -> Claim {
+    pub(crate) fn claim(&mut self, key: &RowKey) -> Claim {
         let Some(i) = self.find(key) else {
             return Claim::New;
         };
@@ -534,7 +538,7 @@ impl ResumeIndex {
     /// two halves run in parallel), then claims every row. Returns the index, the plan and the
     /// rows that are done. `rows` is the whole input, so that records of rows beyond `--limit`
     /// are claimed (and kept); the plan's counts cover only the rows up to `limit`.
-    pub fn plan<I>(
+    pub(crate) fn plan<I>(
         path: &Path,
         keep_errors: bool,
         accept_simulated: bool,
@@ -610,7 +614,7 @@ impl ResumeIndex {
     /// Whether the output must be rewritten before appending: records to drop, records to
     /// relabel (a kept record now stands for another row number, after rows were inserted or
     /// identical requests finished out of order), a torn or unterminated last line.
-    pub fn needs_rewrite(&self) -> bool {
+    pub(crate) fn needs_rewrite(&self) -> bool {
         self.torn.is_some()
             || self.unterminated
             || self.old_header
@@ -622,7 +626,7 @@ impl ResumeIndex {
 
     /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled with the rows
     /// that claimed them), when anything must change.
-    pub fn rewrite_if_needed(&self) -> Result<(), Error> {
+    pub(crate) fn rewrite_if_needed(&self) -> Result<(), Error> {
         if self.needs_rewrite() {
             self.rewrite()?;
         }

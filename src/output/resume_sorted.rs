@@ -53,7 +53,7 @@ fn sorter<T: Item>() -> Sorter<T> {
 }
 
 /// A plan made by sorting; `None` from [`plan`] when the input mixes rows with and without ids.
-pub struct SortedResume {
+pub(crate) struct SortedResume {
     path: PathBuf,
     /// Claimed record indices, and `[record index, claiming row, 1 if the row has no explicit
     /// id, model_key to rename it to or NONE]` of those whose row or model changes, by record
@@ -447,7 +447,7 @@ impl Tally {
 /// (`duplicate_ids::remember`) — one pass over the input instead of two. When the pass finds a
 /// duplicate or stops at an error, the input is read again with the check on, and its first
 /// error (the same as without this shortcut) is returned.
-pub fn plan<I>(
+pub(crate) fn plan<I>(
     path: &Path,
     keep_errors: bool,
     accept_simulated: bool,
@@ -695,13 +695,13 @@ fn join_anonymous(
 
 impl SortedResume {
     /// The torn last record that the rewrite drops, if there was one.
-    pub fn torn(&self) -> Option<&Torn> {
+    pub(crate) fn torn(&self) -> Option<&Torn> {
         self.torn.as_ref()
     }
 
     /// Rewrites the output crash-safely, in place, with only the claimed records (relabelled),
     /// when anything must change.
-    pub fn rewrite_if_needed(self) -> Result<(), Error> {
+    pub(crate) fn rewrite_if_needed(self) -> Result<(), Error> {
         if !self.needs_rewrite {
             return Ok(());
         }

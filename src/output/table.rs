@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::Error;
 
 /// Rows per Parquet row group (and the most rows the Parquet writer holds at once).
-pub const ROW_GROUP_ROWS: usize = 65_536;
+pub(crate) const ROW_GROUP_ROWS: usize = 65_536;
 
 /// A column's type in every destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,7 +35,7 @@ pub struct Column {
 
 /// One value of the table, typed by its column.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Null,
     Bool(bool),
     Int(i64),
@@ -51,7 +51,7 @@ pub enum Cell<'a> {
 
 /// Writes the rows of a table in one destination format (one type per format, like the run's
 /// `format::RecordFormat`).
-pub trait TableSink {
+pub(crate) trait TableSink {
     /// Appends one row: one cell per column, in column order.
     fn write_row(&mut self, cells: &[Cell]) -> Result<(), Error>;
     /// Writes what is buffered and the file's footer; the file is complete once this returns.

@@ -36,7 +36,7 @@ const COALESCE: Duration = Duration::from_micros(500);
 
 /// A finished row's record, with the slot it holds until the record is written.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub record: Record,
     /// The row's concurrency slot: released once the record is written, so the rows that are
     /// paid for but not yet in the file never exceed the concurrency.
@@ -46,7 +46,7 @@ pub struct Finished {
 }
 
 /// Checks that the output's folder exists.
-pub fn check_folder(path: &Path) -> Result<(), Error> {
+pub(crate) fn check_folder(path: &Path) -> Result<(), Error> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             return Err(Error::Config(format!(
@@ -59,7 +59,7 @@ pub fn check_folder(path: &Path) -> Result<(), Error> {
 }
 
 /// What the writer asks of the run.
-pub struct WriterHooks {
+pub(crate) struct WriterHooks {
     /// Called with each record once it is in the file (to count it, and to hand it on to a
     /// library caller).
     pub written: Box<dyn FnMut(&Record) + Send>,
@@ -68,7 +68,7 @@ pub struct WriterHooks {
 }
 
 /// A running writer thread (and its disk-sync companion).
-pub struct Writer {
+pub(crate) struct Writer {
     pub sender: mpsc::Sender<Finished>,
     thread: std::thread::JoinHandle<Result<(), Error>>,
     syncer: Syncer,
@@ -79,7 +79,7 @@ impl Writer {
     /// `written` is called with each record once it is in the file (to count it, and to hand it
     /// on to a library caller).
     /// `kept`: a CSV output's kept input columns (output names, in order).
-    pub fn start(
+    pub(crate) fn start(
         path: &Path,
         capacity: usize,
         format: format::OutputFormat,
@@ -117,7 +117,7 @@ impl Writer {
     }
 
     /// Waits for the writer to drain its queue, flush and sync (drop every sender first).
-    pub fn finish(self) -> Result<(), Error> {
+    pub(crate) fn finish(self) -> Result<(), Error> {
         drop(self.sender);
         let result = self
             .thread

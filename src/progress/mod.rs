@@ -2,7 +2,7 @@
 //! `indicatif` bar on a terminal (redrawn at most 10 times a second), one plain line every
 //! `--log-every` otherwise, nothing with `--quiet`; and the end-of-run summary.
 
-pub mod events;
+pub(crate) mod events;
 pub(crate) mod repeated_warnings;
 pub(crate) mod shutdown;
 
@@ -78,7 +78,7 @@ pub struct PaceNote {
 
 /// `$1.23`, with a note when some rows are unpriced (simulated rows count: a --dry-run's
 /// summary says separately that nothing was spent).
-pub fn describe_cost(ledger: &Ledger) -> String {
+pub(crate) fn describe_cost(ledger: &Ledger) -> String {
     let total = format_usd(ledger.spent_usd() + ledger.simulated_usd());
     match ledger.unpriced_rows() {
         0 => total,
@@ -283,14 +283,14 @@ impl Display {
 }
 
 /// Shows progress until [`Reporter::finish`].
-pub struct Reporter {
+pub(crate) struct Reporter {
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Reporter {
     /// Starts showing `counters` in the chosen way.
-    pub fn start(counters: Arc<Counters>, display: Display) -> Self {
+    pub(crate) fn start(counters: Arc<Counters>, display: Display) -> Self {
         let stop = CancellationToken::new();
         let task = match display {
             Display::Quiet => None,
@@ -309,7 +309,7 @@ impl Reporter {
     }
 
     /// Stops and clears the display.
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         self.stop.cancel();
         if let Some(task) = self.task {
             let _ = task.await;

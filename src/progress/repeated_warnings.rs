@@ -9,20 +9,20 @@ use std::sync::Mutex;
 use crate::util::error_kind::normalize_error;
 
 /// Printed per kind before the rest are only counted.
-pub const SHOWN_PER_KIND: u32 = 3;
+pub(crate) const SHOWN_PER_KIND: u32 = 3;
 /// Kinds remembered; beyond this, every new kind is only counted.
 const MAX_KINDS: usize = 1_000;
 
 /// Decides which warnings are printed.
 #[derive(Debug, Default)]
-pub struct Repeats {
+pub(crate) struct Repeats {
     seen: Mutex<HashMap<String, u32>>,
     suppressed: AtomicU64,
 }
 
 impl Repeats {
     /// Whether a warning with this message should be printed now.
-    pub fn show(&self, message: &str) -> bool {
+    pub(crate) fn show(&self, message: &str) -> bool {
         let kind = normalize_error(message);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let known = seen.len();
@@ -43,7 +43,7 @@ impl Repeats {
     }
 
     /// Warnings not printed.
-    pub fn suppressed(&self) -> u64 {
+    pub(crate) fn suppressed(&self) -> u64 {
         self.suppressed.load(Relaxed)
     }
 }

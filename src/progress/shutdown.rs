@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The two stages of stopping, shared by the dispatcher and the workers.
 #[derive(Clone, Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// No new row is dispatched and no new attempt starts.
     pub stop_dispatch: CancellationToken,
     /// In-flight requests are dropped at once (their rows get no record and stay for resume).
@@ -20,17 +20,17 @@ pub struct Shutdown {
 
 impl Shutdown {
     /// A fresh, untriggered shutdown.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Whether a signal (rather than a fatal error) stopped the run.
-    pub fn interrupted(&self) -> bool {
+    pub(crate) fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
     }
 
     /// Records one interrupt: the first stops dispatching, the second aborts.
-    pub fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
         if self.stop_dispatch.is_cancelled() {
             self.abort.cancel();
@@ -40,7 +40,7 @@ impl Shutdown {
     }
 
     /// Listens for Ctrl-C, SIGTERM and SIGHUP in the background and calls [`Shutdown::interrupt`].
-    pub fn listen_for_signals(&self, grace: std::time::Duration) {
+    pub(crate) fn listen_for_signals(&self, grace: std::time::Duration) {
         let this = self.clone();
         tokio::spawn(async move {
             loop {

@@ -9,13 +9,13 @@
 //! above the maximum, which is kept exactly.
 
 /// Values below this are counted exactly.
-pub const EXACT_BELOW: u32 = 1024;
+pub(crate) const EXACT_BELOW: u32 = 1024;
 /// The relative accuracy of a logarithmic bucket.
 const ALPHA: f64 = 0.0095;
 
 /// Counts of values (milliseconds) in exact and logarithmic buckets.
 #[derive(Debug, Clone)]
-pub struct LatencySketch {
+pub(crate) struct LatencySketch {
     exact: Vec<u64>,
     log: Vec<u64>,
     count: u64,
@@ -41,7 +41,7 @@ impl Default for LatencySketch {
 
 impl LatencySketch {
     /// Counts one value.
-    pub fn add(&mut self, value: u32) {
+    pub(crate) fn add(&mut self, value: u32) {
         self.count += 1;
         self.max = self.max.max(value);
         if value < EXACT_BELOW {
@@ -58,23 +58,23 @@ impl LatencySketch {
 
     /// Values counted.
     #[cfg(test)]
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count
     }
 
     /// Whether no value was counted.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The largest value (exact).
-    pub fn max(&self) -> u32 {
+    pub(crate) fn max(&self) -> u32 {
         self.max
     }
 
     /// The nearest-rank `p`-th percentile (0 < p ≤ 100), within 1 % (exact below 1,024); 0 when
     /// empty.
-    pub fn percentile(&self, p: f64) -> u32 {
+    pub(crate) fn percentile(&self, p: f64) -> u32 {
         if self.count == 0 {
             return 0;
         }

@@ -42,7 +42,7 @@ pub(crate) mod latency_sketch;
 pub(crate) mod text;
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".
-pub const MAX_ERROR_GROUPS: usize = 10_000;
+pub(crate) const MAX_ERROR_GROUPS: usize = 10_000;
 
 /// Label of the group that collects messages beyond [`MAX_ERROR_GROUPS`].
 const OTHER_ERRORS: &str = "(other messages)";
@@ -320,7 +320,7 @@ fn add_tokens(tokens: &mut Tokens, record: &Record) {
 }
 
 /// Reads the whole output file and computes the report.
-pub fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Error> {
+pub(crate) fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Error> {
     let mut records = Records::<Record>::open(path)?;
     let mut stats = Stats::default();
     for item in records.by_ref() {

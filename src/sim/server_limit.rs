@@ -96,7 +96,7 @@ pub(super) struct ServerLimit {
 
 impl ServerLimit {
     /// Counts one request arriving at `now` (`wall`: the same moment on the wall clock).
-    pub fn check(
+    pub(super) fn check(
         &mut self,
         schedule: &LimitSchedule,
         window: Duration,

@@ -3,10 +3,10 @@
 //! for `--tpm` pacing and budgets, and [`o200k`], exact counts for `promptbatch estimate`. The
 //! API's own `usage` is what records and totals report.
 
-pub mod o200k;
+pub(crate) mod o200k;
 
 /// Tokens a chat message costs beyond its text (role markers and separators).
-pub const PER_MESSAGE_OVERHEAD: u64 = 4;
+pub(crate) const PER_MESSAGE_OVERHEAD: u64 = 4;
 
 /// Approximate token count of a text: one token per four bytes, rounded up.
 pub fn estimate(text: &str) -> u64 {

@@ -13,28 +13,28 @@ use tiktoken_rs::CoreBPE;
 use crate::error::Error;
 
 /// Tokens of framing per message in OpenAI's chat format.
-pub const TOKENS_PER_MESSAGE: u64 = 3;
+pub(crate) const TOKENS_PER_MESSAGE: u64 = 3;
 /// Tokens priming the assistant's reply, once per request.
-pub const TOKENS_PER_REPLY: u64 = 3;
+pub(crate) const TOKENS_PER_REPLY: u64 = 3;
 /// Extra token for a message's `name`.
-pub const TOKENS_PER_NAME: u64 = 1;
+pub(crate) const TOKENS_PER_NAME: u64 = 1;
 
 /// Counts the prompt tokens of chat-completions request bodies with o200k_base (see the module
 /// documentation for the formula). Build it once: constructing the tokenizer takes a while.
-pub struct ChatTokenCounter {
+pub(crate) struct ChatTokenCounter {
     bpe: CoreBPE,
 }
 
 impl ChatTokenCounter {
     /// Loads the o200k_base vocabulary (embedded in the binary).
-    pub fn new() -> Result<Self, Error> {
+    pub(crate) fn new() -> Result<Self, Error> {
         let bpe = tiktoken_rs::o200k_base()
             .map_err(|e| Error::Config(format!("cannot load the o200k_base tokenizer: {e}")))?;
         Ok(ChatTokenCounter { bpe })
     }
 
     /// Tokens of a text (ordinary encoding: special-token text counts as plain text).
-    pub fn text(&self, text: &str) -> u64 {
+    pub(crate) fn text(&self, text: &str) -> u64 {
         if text.is_empty() {
             0
         } else {
@@ -43,7 +43,7 @@ impl ChatTokenCounter {
     }
 
     /// Prompt tokens of a request body (JSON with `messages`).
-    pub fn body(&self, body: &[u8]) -> Result<u64, String> {
+    pub(crate) fn body(&self, body: &[u8]) -> Result<u64, String> {
         let parsed: Body<'_> = serde_json::from_slice(body)
             .map_err(|e| format!("request body without readable `messages`: {e}"))?;
         let mut total = TOKENS_PER_REPLY;
@@ -74,7 +74,7 @@ impl ChatTokenCounter {
 }
 
 /// Whether o200k_base is the model's own tokenizer (GPT family) rather than an approximation.
-pub fn is_exact_model(model: &str) -> bool {
+pub(crate) fn is_exact_model(model: &str) -> bool {
     ["gpt-", "o1", "o3", "o4", "chatgpt"]
         .iter()
         .any(|p| model.starts_with(p))

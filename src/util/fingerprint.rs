@@ -6,7 +6,7 @@ use std::hash::Hasher;
 
 /// A hasher for keys that are already hashes: it passes the `u64` through.
 #[derive(Default)]
-pub struct PassThroughHasher(u64);
+pub(crate) struct PassThroughHasher(u64);
 
 impl Hasher for PassThroughHasher {
     fn finish(&self) -> u64 {
@@ -25,10 +25,10 @@ impl Hasher for PassThroughHasher {
 }
 
 /// Build-hasher for maps and sets keyed by hashes.
-pub type PreHashed = std::hash::BuildHasherDefault<PassThroughHasher>;
+pub(crate) type PreHashed = std::hash::BuildHasherDefault<PassThroughHasher>;
 
 /// FNV-1a, 64 bit.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);
@@ -38,12 +38,12 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The fingerprint of a request body as stored in records: 16 lowercase hex digits.
-pub fn of_body(body: &[u8]) -> String {
+pub(crate) fn of_body(body: &[u8]) -> String {
     format!("{:016x}", fnv1a(body))
 }
 
 /// Parses a stored fingerprint back to its hash.
-pub fn parse(text: &str) -> Option<u64> {
+pub(crate) fn parse(text: &str) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 

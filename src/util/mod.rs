@@ -1,9 +1,9 @@
 //! Small pieces with no knowledge of the pipeline: durations and numbers for people, secret
 //! redaction, stable hashing, and the bounded-memory external sort.
 
-pub mod choice;
+pub(crate) mod choice;
 pub mod duration;
-pub mod error_kind;
+pub(crate) mod error_kind;
 pub(crate) mod fingerprint;
 pub mod human;
 pub mod redact;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// An item that sorts and has a fixed-size binary form.
-pub trait Item: Copy + Ord {
+pub(crate) trait Item: Copy + Ord {
     /// Bytes of the binary form.
     const SIZE: usize;
     /// Appends the binary form.
@@ -59,12 +59,12 @@ impl<const N: usize> Item for [u64; N] {
 static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Spill files go to `dir` from now on (`run`: the output's folder).
-pub fn set_dir(dir: &Path) {
+pub(crate) fn set_dir(dir: &Path) {
     *DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_path_buf());
 }
 
 /// Where spill files go.
-pub fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     DIR.lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
@@ -78,7 +78,7 @@ thread_local! {
 }
 
 /// Items a sorter keeps in memory: `default`, or the debug-build test knob.
-pub fn memory_items(default: usize) -> usize {
+pub(crate) fn memory_items(default: usize) -> usize {
     #[cfg(test)]
     if let Some(n) = TEST_ITEMS.with(|n| n.get()) {
         return n;
@@ -141,7 +141,7 @@ impl Drop for SpillFile {
 }
 
 /// Sorts any number of items in bounded memory.
-pub struct Sorter<T: Item> {
+pub(crate) struct Sorter<T: Item> {
     buf: Vec<T>,
     cap: usize,
     dir: PathBuf,
@@ -152,7 +152,7 @@ pub struct Sorter<T: Item> {
 
 impl<T: Item> Sorter<T> {
     /// A sorter holding at most `cap` items in memory (see [`memory_items`]), spilling to `dir`.
-    pub fn new(dir: PathBuf, cap: usize) -> Self {
+    pub(crate) fn new(dir: PathBuf, cap: usize) -> Self {
         Sorter {
             buf: Vec::new(),
             cap: cap.max(1),
@@ -163,7 +163,7 @@ impl<T: Item> Sorter<T> {
     }
 
     /// Adds an item.
-    pub fn push(&mut self, item: T) -> io::Result<()> {
+    pub(crate) fn push(&mut self, item: T) -> io::Result<()> {
         if self.buf.len() >= self.cap {
             self.spill()?;
         }
@@ -176,7 +176,7 @@ impl<T: Item> Sorter<T> {
 
     /// Sorted runs written to disk so far.
     #[cfg(test)]
-    pub fn spilled_runs(&self) -> usize {
+    pub(crate) fn spilled_runs(&self) -> usize {
         self.runs.len()
     }
 
@@ -204,7 +204,7 @@ impl<T: Item> Sorter<T> {
     }
 
     /// All items, in order.
-    pub fn finish(mut self) -> io::Result<Sorted<T>> {
+    pub(crate) fn finish(mut self) -> io::Result<Sorted<T>> {
         if self.runs.is_empty() {
             self.buf.sort_unstable();
             return Ok(Sorted::Memory(std::mem::take(&mut self.buf).into_iter()));
@@ -267,14 +267,14 @@ impl RunReader {
 }
 
 /// The k-way merge of spilled runs.
-pub struct Merge<T: Item> {
+pub(crate) struct Merge<T: Item> {
     file: SpillFile,
     readers: Vec<RunReader>,
     heap: BinaryHeap<Reverse<(T, usize)>>,
 }
 
 /// Sorted items: from memory, or merged from disk.
-pub enum Sorted<T: Item> {
+pub(crate) enum Sorted<T: Item> {
     Memory(std::vec::IntoIter<T>),
     Merge(Merge<T>),
 }
