@@ -62,6 +62,7 @@ mod api;
 pub mod batch;
 pub mod error;
 mod estimate;
+mod events;
 mod input;
 mod job;
 mod live;
@@ -86,12 +87,13 @@ pub use api::schema::JsonSchema;
 pub use batch::{cancel, BatchOptions, Fallback, Via};
 pub use error::Error;
 pub use estimate::{estimate, Estimate, EstimateOptions};
+pub use events::{clear_observer, set_observer, Event};
 pub use input::keep::KeepColumns;
 pub use input::validate::{validate, Validation};
 pub use input::{InputFormat, InputOptions, Shard};
 pub use job::{Job, RecordCallback};
 pub use live::breaker::{
-    Refusal, FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
+    FIRST_STREAK as REFUSALS_BEFORE_STOP, LONG_STREAK as REFUSALS_AFTER_SUCCESS,
 };
 pub use live::limit::LimitOptions;
 pub use money::cost::CostOptions;
@@ -99,7 +101,7 @@ pub use output::export::{run as export, ExportOptions, Exported};
 pub use output::format::OutputFormat;
 pub use output::merge::{run as merge, MergeOptions};
 pub use output::{OutputOptions, Record, Status};
-pub use progress::events::{clear_observer, set_observer, Event};
+pub use progress::refusal::Refusal;
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
 pub use sim::{AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};

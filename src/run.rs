@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use crate::batch::{BatchEnd, Via};
 use crate::error::Error;
+use crate::events::notice;
 use crate::job::prepare::prepare;
 use crate::job::Job;
 use crate::output::export;
 use crate::output::lock::OutputLock;
 use crate::paths;
-use crate::progress::events::notice;
 use crate::progress::shutdown::Shutdown;
 use crate::progress::{Counters, StopReason, Summary};
 

@@ -19,7 +19,6 @@ use super::classify::{classify_status, Failure, FailureKind, RateLimitHeaders};
 use super::response::{self, Completion};
 use super::transport::{self, describe, Endpoint};
 use super::trust;
-use super::wire;
 use crate::error::Error;
 use crate::util::redact;
 
@@ -157,7 +156,7 @@ impl ApiClient {
     /// A client for `{base_url}/chat/completions`.
     pub(crate) fn new(base_url: &str, key: ApiKey, options: &ClientOptions) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/');
-        let url = format!("{base}/{}", wire::DEFAULT.path());
+        let url = format!("{base}/{}", super::DEFAULT.path());
         let url = reqwest::Url::parse(&url).map_err(|e| {
             Error::Config(format!(
                 "--base-url `{}` is not a valid URL ({e}); example: https://api.evolink.ai/v1",
@@ -316,7 +315,7 @@ impl ApiClient {
                 Failure::transient(format!("HTTP {}: {}", status.as_u16(), describe(&e)))
             })?;
             if status.is_success() {
-                let parsed = wire::DEFAULT.decode(&bytes).map(|completion| Completion {
+                let parsed = super::DEFAULT.decode(&bytes).map(|completion| Completion {
                     body: bytes.clone(),
                     simulated: completion.simulated || simulator,
                     ..completion

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub(crate) mod client;
+pub(crate) mod messages;
 pub(crate) mod model_name;
 pub mod openai_chat;
 pub(crate) mod request;
@@ -17,3 +18,22 @@ pub(crate) use classify::{Failure, FailureKind, RateLimitHeaders};
 pub(crate) use client::{ApiClient, ApiKey, ClientOptions, EndpointOptions};
 pub(crate) use request::ChatRequest;
 pub(crate) use response::{Completion, TokenUsage};
+
+use openai_chat::OpenAiChat;
+use wire::WireFormat;
+
+/// The registered wire formats, by name; the first is the default. A new provider shape is
+/// one file implementing [`WireFormat`] and its line here.
+pub(crate) const FORMATS: &[(&str, &dyn WireFormat)] = &[("openai-chat", &OpenAiChat)];
+
+/// The wire format every request uses today.
+pub(crate) const DEFAULT: &dyn WireFormat = FORMATS[0].1;
+
+/// The wire format registered under `name`.
+#[cfg(test)]
+pub(crate) fn for_name(name: &str) -> Option<&'static dyn WireFormat> {
+    FORMATS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, wire)| *wire)
+}

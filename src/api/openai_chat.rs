@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::request::content_text;
+use super::messages::content_text;
 use super::response::{Completion, TokenUsage, SIMULATOR_FINGERPRINT};
 use super::wire::WireFormat;
 

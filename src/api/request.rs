@@ -1,11 +1,10 @@
 //! Building the JSON body of one chat-completions request from a row's messages, the command-line
 //! defaults (model, max_tokens, …, `--param`) and, for Batch API lines, the line's own `body`.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::api::messages::{is_system_message, last_user_text, message_str, user_message};
 use crate::api::schema::JsonSchema;
 use crate::tokens;
 
@@ -261,7 +260,7 @@ impl RequestDefaults {
             .or_else(|| body.get("max_completion_tokens"))
             .and_then(Value::as_u64);
         body.insert("messages".into(), Value::Array(messages));
-        let bytes = crate::api::wire::DEFAULT.encode(&body);
+        let bytes = crate::api::DEFAULT.encode(&body);
         let fingerprint = crate::util::fingerprint::of_body(&bytes);
         Ok(ChatRequest {
             fingerprint,
@@ -272,63 +271,6 @@ impl RequestDefaults {
             max_tokens,
         })
     }
-}
-
-/// The single user message of a prompt.
-pub(crate) fn user_message(prompt: String) -> Value {
-    serde_json::json!({"role": "user", "content": prompt})
-}
-
-fn is_system_message(message: &Value) -> bool {
-    matches!(
-        message.get("role").and_then(Value::as_str),
-        Some("system") | Some("developer")
-    )
-}
-
-/// The text of a message's `content`: a string as is, content parts' `text` joined with newlines.
-pub(crate) fn message_text(message: &Value) -> String {
-    message_str(message).into_owned()
-}
-
-/// [`message_text`], borrowed when the content is a plain string.
-fn message_str(message: &Value) -> Cow<'_, str> {
-    content_str(message.get("content").unwrap_or(&Value::Null))
-}
-
-/// The text of a `content` value (string, or array of parts: a string, or an object's string
-/// `text`; others are not text), parts joined by newlines. The one rule for which parts are
-/// text: the o200k counter (`tokens/o200k.rs`) counts the same parts, each on its own.
-pub(crate) fn content_text(content: &Value) -> String {
-    content_str(content).into_owned()
-}
-
-/// [`content_text`], borrowed when the content is a plain string.
-fn content_str(content: &Value) -> Cow<'_, str> {
-    match content {
-        Value::String(s) => Cow::Borrowed(s),
-        Value::Array(parts) => Cow::Owned(
-            parts
-                .iter()
-                .filter_map(|p| match p {
-                    Value::String(s) => Some(s.as_str()),
-                    other => other.get("text").and_then(Value::as_str),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-        _ => Cow::Borrowed(""),
-    }
-}
-
-/// Text of the last message whose role is `user` (empty when there is none).
-pub(crate) fn last_user_text(messages: &[Value]) -> String {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .map(message_text)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

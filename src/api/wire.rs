@@ -1,13 +1,12 @@
 //! The seam between a request and a provider's HTTP shape: a [`WireFormat`] says where a
 //! request is POSTed, what body it sends and how an answer is read. The OpenAI chat format is
 //! one file (`openai_chat.rs`); another provider shape is one new file implementing the trait
-//! plus its line in [`for_name`].
+//! plus its line in `api::FORMATS` (`api/mod.rs`).
 
 use std::fmt::Debug;
 
 use serde_json::{Map, Value};
 
-use super::openai_chat::OpenAiChat;
 use super::response::Completion;
 
 /// One provider's request and response shape.
@@ -21,25 +20,10 @@ pub(crate) trait WireFormat: Send + Sync + Debug {
     fn decode(&self, body: &[u8]) -> Result<Completion, String>;
 }
 
-/// The registered wire formats, by name; the first is the default. A new provider shape is
-/// one file implementing [`WireFormat`] and its line here.
-pub(crate) const FORMATS: &[(&str, &dyn WireFormat)] = &[("openai-chat", &OpenAiChat)];
-
-/// The wire format every request uses today.
-pub(crate) const DEFAULT: &dyn WireFormat = FORMATS[0].1;
-
-/// The wire format registered under `name`.
-#[cfg(test)]
-fn for_name(name: &str) -> Option<&'static dyn WireFormat> {
-    FORMATS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, wire)| *wire)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{for_name, DEFAULT};
 
     #[test]
     fn the_default_is_openai_chat_and_round_trips_its_fields() {

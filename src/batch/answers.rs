@@ -257,7 +257,7 @@ pub(super) fn read_line(line: &[u8]) -> Option<(String, LineOutcome)> {
         if (200..300).contains(&status) {
             return Some((
                 custom_id,
-                match crate::api::wire::DEFAULT.decode(&bytes) {
+                match crate::api::DEFAULT.decode(&bytes) {
                     Ok(completion) => LineOutcome::Answer(response::Completion {
                         body: bytes.into(),
                         ..completion

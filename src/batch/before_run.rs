@@ -7,10 +7,10 @@ use super::state::{Entry, State};
 use super::{state, unmatched};
 use crate::api::ApiClient;
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::RowSet;
 use crate::job::Job;
 use crate::money::spent::Carried;
-use crate::progress::events::notice;
 
 /// A live run on an output whose batch state holds no batch but paid answers that failed
 /// `--json-schema` (an earlier batch run stopped before resending their rows): the live

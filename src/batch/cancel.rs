@@ -5,7 +5,7 @@ use super::state;
 use super::state::State;
 use crate::api::ApiClient;
 use crate::error::Error;
-use crate::progress::events::notice;
+use crate::events::notice;
 
 /// `promptbatch cancel OUTPUT`: cancels every batch the state of OUTPUT names that is still
 /// running. Returns how many were cancelled. The state is kept: a later run collects what the

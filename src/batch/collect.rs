@@ -13,12 +13,12 @@ use super::{abort_at, abort_requested, answers, split, unix_now, unmatched};
 use super::{BatchRun, Midway, Pending, DOWNLOADS};
 use crate::api::ChatRequest;
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::{self, RowContent, RowSet};
 use crate::money::cost::Billing;
 use crate::money::spent::Spent;
 use crate::output::record::RowInfo;
 use crate::output::{Finished, Record, Writer};
-use crate::progress::events::notice;
 use crate::progress::Display;
 
 impl BatchRun<'_> {

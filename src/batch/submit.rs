@@ -9,9 +9,9 @@ use super::split::Splitter;
 use super::state::{Entry, RowRef};
 use super::{abort_at, split, unix_now, BatchRun, Submitted};
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::{self, RowContent};
 use crate::output::Writer;
-use crate::progress::events::notice;
 use crate::progress::shutdown::Shutdown;
 
 impl BatchRun<'_> {

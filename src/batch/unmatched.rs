@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::progress::events::notice;
+use crate::events::notice;
 
 /// Rows named in the run's message before "and N more".
 const NAMED: usize = 10;

@@ -73,11 +73,11 @@ use serde::Serialize;
 
 use crate::api::request::RequestOptions;
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::{self, InputOptions, RowContent};
 use crate::money::cost::{Billing, ModelPrice, PriceTable};
 use crate::output::read::Records;
 use crate::output::record::{Record, Status};
-use crate::progress::events::notice;
 use crate::tokens::o200k::{is_exact_model, ChatTokenCounter};
 use crate::util::human::group;
 

@@ -15,6 +15,8 @@ pub(crate) mod models;
 mod options;
 pub(crate) mod parquet;
 pub(crate) mod source;
+
+use source::Source;
 pub(crate) mod template;
 pub(crate) mod validate;
 
@@ -309,7 +311,7 @@ impl RowFactory {
         let built = extracted.map_err(BuildError::Malformed).and_then(|e| {
             let (messages, overrides) = match e {
                 Extracted::Prompt { prompt, overrides } => {
-                    (vec![crate::api::request::user_message(prompt)], overrides)
+                    (vec![crate::api::messages::user_message(prompt)], overrides)
                 }
                 Extracted::Messages {
                     messages,
@@ -423,6 +425,15 @@ pub(crate) fn resolve_format(opts: &InputOptions) -> InputFormat {
     }
 }
 
+/// The source of a resolved format (`Auto` is resolved first: [`resolve_format`]).
+pub(crate) fn source_for(format: InputFormat) -> &'static dyn Source {
+    match format {
+        InputFormat::Csv => &csv::Csv,
+        InputFormat::Parquet => &parquet::Parquet,
+        InputFormat::Jsonl | InputFormat::Auto => &jsonl::Jsonl,
+    }
+}
+
 /// The format of a file whose name does not say (`.txt`, no extension): Parquet by its magic
 /// bytes, JSONL when its first character (after a BOM and blanks) opens a JSON object, else
 /// CSV.
@@ -513,7 +524,7 @@ fn open_mode(
         Some(name) => IdSource::Required(name.clone()),
         None => IdSource::Default,
     };
-    let source = source::for_format(resolve_format(opts));
+    let source = source_for(resolve_format(opts));
     if let (Some(column), false) = (&opts.model_column, source.has_header()) {
         return Err(Error::Config(format!(
             "--model-column {column}: JSONL rows name their own model with a `model` field (a \
@@ -615,7 +626,7 @@ impl Iterator for FirstRows {
 /// The columns of a CSV input's header (for `--keep-columns all` into a CSV output, whose header
 /// must name them before the first row is read).
 pub(crate) fn csv_column_names(opts: &InputOptions) -> Result<Vec<String>, Error> {
-    let source = source::for_format(resolve_format(opts));
+    let source = source_for(resolve_format(opts));
     if !source.has_header() {
         return Err(Error::Config(
             "--keep-columns all with a CSV output needs a CSV input (the lines of a JSONL input \
@@ -648,7 +659,7 @@ pub(crate) fn count_rows(opts: &InputOptions) -> Option<u64> {
     if opts.shard.is_some() {
         return None; // which rows fall in the shard is known only once they are read
     }
-    let all = source::for_format(resolve_format(opts)).count(&opts.path)?;
+    let all = source_for(resolve_format(opts)).count(&opts.path)?;
     Some(opts.limit.map_or(all, |limit| all.min(limit)))
 }
 

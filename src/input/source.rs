@@ -1,11 +1,11 @@
 //! The seam between an input format and the rows: one [`Source`] per format, each in its own
-//! file (`jsonl.rs`, `csv.rs`, `parquet.rs`), chosen in one place ([`for_format`]). A new input
-//! format is one new file implementing `Source` plus its line in `for_format` (and its
-//! extension in `paths::FileKind`).
+//! file (`jsonl.rs`, `csv.rs`, `parquet.rs`), chosen in one place (`input::source_for`, in
+//! `input/mod.rs`). A new input format is one new file implementing `Source` plus its line there
+//! (and its extension in `paths::FileKind`).
 
 use std::path::Path;
 
-use super::{IdSource, InputFormat, InputOptions, PromptSource, Row, RowFactory, RowStream};
+use super::{IdSource, InputOptions, PromptSource, Row, RowFactory, RowStream};
 use crate::error::Error;
 
 /// What the pipeline needs of an input format.
@@ -34,15 +34,6 @@ pub(crate) trait Source: Sync {
 
     /// The header's column names (only for a format that [`has_header`](Source::has_header)).
     fn header(&self, opts: &InputOptions) -> Result<Vec<String>, Error>;
-}
-
-/// The source of a resolved format (`Auto` is resolved first: [`super::resolve_format`]).
-pub(crate) fn for_format(format: InputFormat) -> &'static dyn Source {
-    match format {
-        InputFormat::Csv => &super::csv::Csv,
-        InputFormat::Parquet => &super::parquet::Parquet,
-        InputFormat::Jsonl | InputFormat::Auto => &super::jsonl::Jsonl,
-    }
 }
 
 /// A format reader that yields one record at a time.

@@ -206,7 +206,7 @@ fn describe_columns(input: &InputOptions) -> String {
     if input.reads_once() {
         return "columns: (standard input: not re-read)".to_string();
     }
-    let source = input::source::for_format(input::resolve_format(input));
+    let source = input::source_for(input::resolve_format(input));
     let (what, names) = if source.has_header() {
         ("columns", source.header(input).unwrap_or_default())
     } else {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::{self, Row};
 use crate::job::Job;
 use crate::output::{order, writer};
-use crate::progress::events::notice;
 use crate::progress::Counters;
 
 /// What the writer does with each record once it is in the file (count it, and hand it to the

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::api::schema::AnswerSchema;
 use crate::api::{ApiClient, ApiKey, ClientOptions};
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::{self, InputOptions, RowSet};
 use crate::job::Job;
 use crate::money::cost::PriceTable;
@@ -15,7 +16,6 @@ use crate::output::lock::OutputLock;
 use crate::output::resume::{Plan, ResumeIndex};
 use crate::output::resume_sorted;
 use crate::output::{backup, replace, writer, Record};
-use crate::progress::events::notice;
 use crate::sim;
 
 /// What a run has once it is ready to send: everything that can fail before the first request.

@@ -38,6 +38,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::api::{Failure, FailureKind};
 use crate::output::resume::KnownModels;
 use crate::output::Record;
+use crate::progress::refusal::{FirstRow, Refusal};
 use crate::util::error_kind::normalize_error;
 use crate::util::fingerprint::fnv1a;
 
@@ -49,14 +50,6 @@ pub const LONG_STREAK: u32 = 50;
 /// only makes a suspect model wait for another model's answers too).
 const IN_FLIGHT_BUCKETS: usize = 64;
 
-/// The row a refusal was first seen on.
-#[derive(Debug, Clone)]
-pub struct RowRef {
-    pub row: u64,
-    pub line: u64,
-    pub id: String,
-}
-
 #[derive(Debug, Default)]
 struct ModelState {
     successes: u64,
@@ -66,11 +59,11 @@ struct ModelState {
     /// The normalized error of the current streak.
     streak_error: String,
     /// The first row and message of the current streak.
-    streak_start: Option<(RowRef, String)>,
+    streak_start: Option<(FirstRow, String)>,
     /// A first streak reached [`FIRST_STREAK`] while requests were in flight: the model's rows
     /// wait for their answers.
     suspect: bool,
-    tripped: Option<(RowRef, String)>,
+    tripped: Option<(FirstRow, String)>,
     held_back: u64,
     /// Error records of the current streak, before the model's first success.
     parked: Vec<Record>,
@@ -138,39 +131,6 @@ pub(crate) struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.bucket.fetch_sub(1, Release);
-    }
-}
-
-/// A refused model, for the end-of-run message.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub model: String,
-    pub message: String,
-    pub first: RowRef,
-    /// Rows of this model that got no record because of the refusal.
-    pub rows_held_back: u64,
-    /// Rows the model answered ok in this run, and whether ok records of it were kept from
-    /// earlier runs: a model that worked is not a wrong key or model name.
-    pub successes: u64,
-    pub worked_before: bool,
-}
-
-impl Refusal {
-    /// One line: which model, the server's message, where it was first seen, what was left.
-    pub fn describe(&self) -> String {
-        format!(
-            "model `{}` was refused: {} (first at input line {}, row {}, id `{}`); its rows that have no record are sent by the next run",
-            self.model,
-            self.message,
-            self.first.line,
-            self.first.row,
-            self.first.id,
-        )
-    }
-
-    /// Whether the model answered ok before it was refused (in this run or an earlier one).
-    pub fn had_worked(&self) -> bool {
-        self.successes > 0 || self.worked_before
     }
 }
 
@@ -295,7 +255,7 @@ impl Breaker {
         if state.streak == 0 || state.streak_error != key {
             write = state.end_streak();
             state.streak_error = key;
-            let first = RowRef {
+            let first = FirstRow {
                 row: record.row,
                 line,
                 id: record.id.clone(),

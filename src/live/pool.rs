@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::Error;
+use crate::events::notice;
 use crate::input::{self, InputOptions, Row, RowContent};
 use crate::job::pipeline::{put_in_input_order, spawn_reader, writer_hooks, Chunk, CHUNK_ROWS};
 use crate::job::prepare::Prepared;
@@ -27,7 +28,6 @@ use crate::live::worker::{self, RowPlace, Slots, WorkerContext};
 use crate::money::budget::{Budget, Reservation};
 use crate::output::resume::Plan;
 use crate::output::{Finished, Record, Writer};
-use crate::progress::events::notice;
 use crate::progress::repeated_warnings::Repeats;
 use crate::progress::shutdown::Shutdown;
 use crate::progress::{Counters, Reporter, StopReason, Summary};

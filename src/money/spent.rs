@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::api::TokenUsage;
+use crate::events::notice;
 use crate::output::Record;
-use crate::progress::events::notice;
 
 /// Paid answers of one row that no record holds yet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -12,10 +12,10 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::error::{exit_code, Error};
+use crate::events::notice;
 use crate::output::format;
 use crate::output::read::Records;
 use crate::output::{Record, Status};
-use crate::progress::events::notice;
 use crate::util::fingerprint::fnv1a;
 use crate::util::human::group;
 

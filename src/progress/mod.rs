@@ -2,7 +2,7 @@
 //! `indicatif` bar on a terminal (redrawn at most 10 times a second), one plain line every
 //! `--log-every` otherwise, nothing with `--quiet`; and the end-of-run summary.
 
-pub(crate) mod events;
+pub(crate) mod refusal;
 pub(crate) mod repeated_warnings;
 pub(crate) mod shutdown;
 
@@ -17,9 +17,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::TokenUsage;
+use crate::events::notice;
 use crate::money::ledger::Ledger;
 use crate::output::{Record, Status};
-use crate::progress::events::notice;
 use crate::util::human::{format_usd, group};
 
 /// Live counters of a run.
@@ -391,7 +391,7 @@ pub enum StopReason {
     Crashed(String),
     /// The circuit breaker stopped one or more models (see `breaker`); their unsent rows have
     /// no record.
-    Refused(Vec<crate::live::breaker::Refusal>),
+    Refused(Vec<refusal::Refusal>),
     /// `--via batch --detach`: the batches were submitted and the run returned without waiting;
     /// `state` names them for the run that collects them.
     Detached {

@@ -2,7 +2,7 @@
 //! SIGTERM or SIGHUP (the terminal was closed) stops dispatching and lets in-flight requests finish within the grace period; a
 //! second one (or the end of the grace period) aborts what is still in flight.
 
-use crate::progress::events::notice;
+use crate::events::notice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -33,7 +33,7 @@ use hyper::{Method, Request};
 use serde_json::{json, Value};
 
 use super::{completion_body, json_response, Directives, Dropped, Sim, SimResponse};
-use crate::api::request::last_user_text;
+use crate::api::messages::last_user_text;
 use crate::util::fingerprint::fnv1a;
 
 /// Whether a path belongs to the Batch API.

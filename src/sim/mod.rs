@@ -58,7 +58,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::request::{last_user_text, message_text};
+use crate::api::messages::{last_user_text, message_text};
 use crate::tokens;
 use crate::util::fingerprint::fnv1a;
 

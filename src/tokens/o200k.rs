@@ -129,7 +129,7 @@ impl<'de> Visitor<'de> for TextVisitor {
 }
 
 /// A message's `content`: a string, the texts of its parts, or nothing countable. The parts are
-/// the ones `api::request::content_text` takes (a string, or an object's string `text`); there
+/// the ones `api::messages::content_text` takes (a string, or an object's string `text`); there
 /// they are joined for display, here each is counted on its own, as the API tokenizes them.
 #[derive(Default)]
 enum Content<'a> {

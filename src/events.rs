@@ -50,7 +50,7 @@ pub(crate) fn emit(event: Event) {
 /// `format!` arguments as an [`Event::Notice`] to the observer.
 macro_rules! notice {
     ($($arg:tt)*) => {
-        $crate::progress::events::emit($crate::progress::events::Event::Notice(format!($($arg)*)))
+        $crate::events::emit($crate::events::Event::Notice(format!($($arg)*)))
     };
 }
 pub(crate) use notice;
