@@ -60,24 +60,64 @@ const PROBE_MAX_STEP: f64 = 2.0;
 /// The slowest pace: one request a minute.
 pub(super) const MIN_PACE: f64 = 1.0 / 60.0;
 
+/// The pace and the limits it stays under.
+#[derive(Debug)]
+pub(super) struct Pace {
+    /// `--rpm`, per second.
+    pub(super) ceiling: Option<f64>,
+    /// The adaptive (AIMD) pace, per second.
+    pub(super) adaptive: Option<f64>,
+    /// The pace the last decrease set.
+    pub(super) base: f64,
+    /// The server's announced request limit (× margin), per second.
+    pub(super) announced: Option<f64>,
+    /// The server's announced token limit (× margin), per second.
+    pub(super) token_rate: Option<f64>,
+    /// The rate the server served over its last window, measured at the last cut or pool
+    /// pause: the limit as far as we know it. A probe above it ends at its first 429s.
+    pub(super) learned: Option<f64>,
+    pub(super) last_decrease: Option<Instant>,
+    pub(super) last_growth: Instant,
+    /// A waiter had to wait for the pace since the last growth.
+    pub(super) binding: bool,
+}
+
+impl Pace {
+    /// Unpaced, never above `rpm` requests per minute when given.
+    pub(super) fn new(rpm: Option<u32>, now: Instant) -> Self {
+        Pace {
+            ceiling: rpm.map(|r| f64::from(r) / 60.0),
+            adaptive: None,
+            base: 0.0,
+            announced: None,
+            token_rate: None,
+            learned: None,
+            last_decrease: None,
+            last_growth: now,
+            binding: false,
+        }
+    }
+}
+
 impl State {
     /// AIMD on the recent answers: a cut when 429s pass their share of them above the
     /// background (or end a probe), growth while answers succeed. No cut but a probe's end
     /// while the last one is on trial.
     pub(super) fn react(&mut self, now: Instant, limited: bool, answer: Answer) {
-        self.sample.push(now, limited);
-        self.sample.prune(now, SAMPLE_SPAN);
+        self.answers.sample.push(now, limited);
+        self.answers.sample.prune(now, SAMPLE_SPAN);
         if !limited {
             self.grow(now);
             return;
         }
-        let total = self.sample.total() as f64;
-        let n429 = self.sample.marked() as u32;
+        let total = self.answers.sample.total() as f64;
+        let n429 = self.answers.sample.marked() as u32;
         let share = f64::from(n429) / total;
         let background = self.trial.background;
         // Three standard errors of the background's share over this many answers.
         let noise = 3.0 * (background * (1.0 - background) / total).sqrt();
         let long_enough = self
+            .answers
             .sample
             .first()
             .is_some_and(|t| t + DECREASE_MIN_SPAN <= now);
@@ -98,7 +138,7 @@ impl State {
         if !(long_enough && cut) {
             return;
         }
-        let why = format!("{n429} 429s in {} answers", self.sample.total());
+        let why = format!("{n429} 429s in {} answers", self.answers.sample.total());
         self.decrease(now, &why, share - background);
         if probing {
             self.end_probe(now, answer);
@@ -107,7 +147,8 @@ impl State {
 
     /// Whether the pace probes above the limit learned at the last cut.
     pub(super) fn probing(&self) -> bool {
-        self.learned
+        self.pace
+            .learned
             .is_some_and(|l| self.pace().is_some_and(|p| p > l))
     }
 
@@ -125,13 +166,18 @@ impl State {
             // at 30 rpm left 8 of 40 rows unsent for minutes): then the pause alone answers it.
             let (lookback, _) = window_for(advice);
             let from = now.checked_sub(lookback).unwrap_or(now);
-            let measured = self.oks.count_since(from) >= RESUME_MIN_ANSWERS;
+            let measured = self.answers.oks.count_since(from) >= RESUME_MIN_ANSWERS;
             let served = self.served_in_window(now, advice, 0);
             self.pause_until(now, now + advice);
-            if measured && self.adaptive.is_some_and(|a| a > served * RESUME_SHARE) {
-                self.adaptive = Some(served * RESUME_SHARE);
-                self.base = served * RESUME_SHARE;
-                self.learned = Some(served);
+            if measured
+                && self
+                    .pace
+                    .adaptive
+                    .is_some_and(|a| a > served * RESUME_SHARE)
+            {
+                self.pace.adaptive = Some(served * RESUME_SHARE);
+                self.pace.base = served * RESUME_SHARE;
+                self.pace.learned = Some(served);
                 self.show_pace();
             }
         }
@@ -149,17 +195,17 @@ impl State {
             (None, Some(m)) => m,
             (None, None) => {
                 // Nothing to measure from yet: the first sends of the run.
-                let n = self.sends.total().max(1) as f64;
+                let n = self.sending.sends.total().max(1) as f64;
                 n / SEND_SPAN.as_secs_f64()
             }
         };
         let (from, span) = self.served_span(now);
-        if self.oks.count_since(from) == 0 {
+        if self.answers.oks.count_since(from) == 0 {
             // Nothing succeeded over the span: no rate to cut to (see `pause_for_burst`).
             return;
         }
         let served = (span >= DECREASE_MIN_SPAN)
-            .then(|| self.oks.count_since(from) as f64 / span.as_secs_f64());
+            .then(|| self.answers.oks.count_since(from) as f64 / span.as_secs_f64());
         let new = (DECREASE_FACTOR * served.map_or(rate, |s| rate.min(s)))
             .max(MAX_CUT * rate)
             .max(MIN_PACE);
@@ -189,22 +235,22 @@ impl State {
         if excess > 0.0 && self.trial.verdict.is_none() {
             self.trial.verdict = Some(Verdict {
                 since: now,
-                pace_before: self.adaptive,
-                learned_before: self.learned,
+                pace_before: self.pace.adaptive,
+                learned_before: self.pace.learned,
                 excess,
                 answers: 0,
                 limited: 0,
             });
         }
-        self.adaptive = Some(new);
-        self.base = new;
-        self.learned = Some(learned);
-        self.last_decrease = Some(now);
-        self.last_growth = now;
-        self.binding = false;
-        self.sample.clear();
+        self.pace.adaptive = Some(new);
+        self.pace.base = new;
+        self.pace.learned = Some(learned);
+        self.pace.last_decrease = Some(now);
+        self.pace.last_growth = now;
+        self.pace.binding = false;
+        self.answers.sample.clear();
         self.trial.unripe.clear();
-        self.ok_since = 0;
+        self.answers.ok_since = 0;
         self.set_why(why);
     }
 
@@ -213,24 +259,24 @@ impl State {
     /// a probe above it ([`PROBE_GROWTH`] per second). A pause's time is neither growth nor
     /// hold.
     pub(super) fn grow(&mut self, now: Instant) {
-        let Some(adaptive) = self.adaptive else {
+        let Some(adaptive) = self.pace.adaptive else {
             return;
         };
-        let resumed = self.paused_until.filter(|p| *p <= now);
-        let from = resumed.map_or(self.last_growth, |p| p.max(self.last_growth));
+        let resumed = self.pause.paused_until.filter(|p| *p <= now);
+        let from = resumed.map_or(self.pace.last_growth, |p| p.max(self.pace.last_growth));
         let dt = now.saturating_duration_since(from).as_secs_f64();
-        self.last_growth = now;
-        let binding = std::mem::take(&mut self.binding);
-        let others = [self.ceiling, self.announced]
+        self.pace.last_growth = now;
+        let binding = std::mem::take(&mut self.pace.binding);
+        let others = [self.pace.ceiling, self.pace.announced]
             .into_iter()
             .flatten()
             .reduce(f64::min);
         if !binding || others.is_some_and(|o| adaptive >= o) {
             return;
         }
-        let since = self.last_decrease.unwrap_or(now);
+        let since = self.pace.last_decrease.unwrap_or(now);
         let since = resumed.map_or(since, |p| since.max(p));
-        let learned = self.learned.unwrap_or(self.base);
+        let learned = self.pace.learned.unwrap_or(self.pace.base);
         let grown = if now.saturating_duration_since(since) < HOLD {
             let hold = learned * HOLD_SHARE;
             if adaptive >= hold {
@@ -242,11 +288,11 @@ impl State {
         };
         match others {
             Some(o) if grown >= o => {
-                self.adaptive = None;
+                self.pace.adaptive = None;
                 self.set_why("recovered: back to the limit".into());
             }
             _ => {
-                self.adaptive = Some(grown);
+                self.pace.adaptive = Some(grown);
                 if !self.display.note.why.starts_with("speeding up") {
                     self.set_why("speeding up: answers succeed".into());
                 } else {
@@ -274,7 +320,8 @@ impl State {
             .totals
             .sent_total
             .saturating_sub(self.totals.answered_total);
-        let taken = self.oks.count_since(from) + in_flight.saturating_sub(u64::from(pending));
+        let taken =
+            self.answers.oks.count_since(from) + in_flight.saturating_sub(u64::from(pending));
         (taken as f64 / length.as_secs_f64()).max(MIN_PACE)
     }
 
@@ -284,7 +331,7 @@ impl State {
     /// measured after it; measuring only since it ended left a span too short to tell).
     pub(super) fn served_span(&self, now: Instant) -> (Instant, Duration) {
         let mut from = now.checked_sub(SAMPLE_SPAN).unwrap_or(now);
-        if let Some(first) = self.first_send {
+        if let Some(first) = self.sending.first_send {
             from = from.max(first);
         }
         let span = now
@@ -295,7 +342,7 @@ impl State {
 
     /// How much of `from..now` the last pool pause took.
     pub(super) fn paused_since(&self, from: Instant, now: Instant) -> Duration {
-        match (self.pause_start, self.paused_until) {
+        match (self.pause.pause_start, self.pause.paused_until) {
             (Some(start), Some(end)) => end.min(now).saturating_duration_since(start.max(from)),
             _ => Duration::ZERO,
         }

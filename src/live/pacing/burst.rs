@@ -101,6 +101,7 @@ impl State {
         self.pause_until(now, now + pause);
         let (lookback, _) = window_for(pause);
         if self
+            .answers
             .oks
             .count_since(now.checked_sub(lookback).unwrap_or(now))
             == 0
@@ -117,9 +118,9 @@ impl State {
         // (then a slow creep back) left the tail at about half the server's rate after a
         // long pause. Answers to requests sent before now cause no further cut. The trial
         // compares the share of 429s after the pause with the recent one's.
-        let excess = match self.sample.total() {
+        let excess = match self.answers.sample.total() {
             0 => 0.0,
-            n => self.sample.marked() as f64 / n as f64 - self.trial.background,
+            n => self.answers.sample.marked() as f64 / n as f64 - self.trial.background,
         };
         self.cut_to(
             now,

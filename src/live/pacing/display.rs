@@ -33,7 +33,7 @@ impl State {
             .paused_ms
             .store(self.totals.paused.as_millis() as u64, Relaxed);
         if std::mem::take(&mut self.display.pause_changed) {
-            if let Some(until) = self.paused_until {
+            if let Some(until) = self.pause.paused_until {
                 counters.paused_for(until.saturating_duration_since(Instant::now()));
             }
         }

@@ -121,7 +121,7 @@ impl Pacer {
         {
             let mut s = self.lock();
             let now = Instant::now();
-            if s.waiting == 0 && s.paused_until.is_none_or(|p| p <= now) {
+            if s.waiting == 0 && s.pause.paused_until.is_none_or(|p| p <= now) {
                 let slot = s.next_slot(now);
                 if slot <= now {
                     s.record_send(now, slot, tokens);
@@ -143,7 +143,7 @@ impl Pacer {
             let now = Instant::now();
             let wait = {
                 let mut s = self.lock();
-                match s.paused_until.filter(|p| *p > now) {
+                match s.pause.paused_until.filter(|p| *p > now) {
                     Some(until) => until,
                     None => {
                         let slot = s.next_slot(now);
@@ -152,7 +152,8 @@ impl Pacer {
                             return;
                         }
                         // Growth needs the adaptive pace, not the spreading, to hold sends back.
-                        s.binding = s.pace().is_some_and(|p| s.smooth().is_none_or(|m| p <= m));
+                        s.pace.binding =
+                            s.pace().is_some_and(|p| s.smooth().is_none_or(|m| p <= m));
                         slot
                     }
                 }
@@ -192,7 +193,7 @@ impl Pacer {
     /// now).
     pub(crate) fn totals(&self) -> (u64, Duration) {
         let s = self.lock();
-        let ahead = s.paused_until.map_or(Duration::ZERO, |p| {
+        let ahead = s.pause.paused_until.map_or(Duration::ZERO, |p| {
             p.saturating_duration_since(Instant::now())
         });
         (s.totals.rate_limited, s.totals.paused.saturating_sub(ahead))
@@ -200,6 +201,9 @@ impl Pacer {
 
     /// The pool pause in force, if any.
     pub(crate) fn paused_until(&self) -> Option<Instant> {
-        self.lock().paused_until.filter(|p| *p > Instant::now())
+        self.lock()
+            .pause
+            .paused_until
+            .filter(|p| *p > Instant::now())
     }
 }

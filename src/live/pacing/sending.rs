@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::state::State;
+use super::window::Recent;
 
 /// The send rate is measured over this long (pauses excluded).
 pub(super) const SEND_SPAN: Duration = Duration::from_secs(2);
@@ -23,11 +24,22 @@ const SMOOTH_MAX: f64 = 2000.0;
 /// minute) a grid reset on every late wake-up held the pool to one send per millisecond.
 const CATCH_UP: Duration = Duration::from_millis(5);
 
+/// The sends: the last one's slot, and the recent ones.
+#[derive(Debug, Default)]
+pub(super) struct Sending {
+    /// The last send's slot and its tokens.
+    pub(super) last_send: Option<Instant>,
+    pub(super) last_tokens: u64,
+    /// Sends of the last [`SEND_SPAN`].
+    pub(super) sends: Recent,
+    pub(super) first_send: Option<Instant>,
+}
+
 impl State {
     /// Requests per second now: the lower of the adaptive and the announced pace (`--rpm`
     /// itself is kept by `limit.rs`; here it only bounds growth).
     pub(super) fn pace(&self) -> Option<f64> {
-        [self.adaptive, self.announced]
+        [self.pace.adaptive, self.pace.announced]
             .into_iter()
             .flatten()
             .reduce(f64::min)
@@ -36,7 +48,7 @@ impl State {
     /// Sends per second the concurrency's answers allow, spread evenly, when that is slow
     /// enough to matter ([`SMOOTH_MAX`]).
     pub(super) fn smooth(&self) -> Option<f64> {
-        let latency = self.latency.filter(|l| *l > 0.0)?;
+        let latency = self.answers.latency.filter(|l| *l > 0.0)?;
         let rate = SMOOTH_MARGIN * self.totals.peak_in_flight.max(1) as f64 / latency;
         (rate < SMOOTH_MAX).then_some(rate)
     }
@@ -52,7 +64,7 @@ impl State {
     /// When the next send may go: one request step and the previous send's token step after it
     /// (`now` before the first send).
     pub(super) fn next_slot(&self, now: Instant) -> Instant {
-        let Some(last) = self.last_send else {
+        let Some(last) = self.sending.last_send else {
             return now;
         };
         let step = |rate: Option<f64>, amount: f64| {
@@ -61,7 +73,7 @@ impl State {
             })
         };
         let request = step(self.send_pace(), 1.0);
-        let tokens = step(self.token_rate, self.last_tokens as f64);
+        let tokens = step(self.pace.token_rate, self.sending.last_tokens as f64);
         last + request.max(tokens)
     }
 
@@ -71,7 +83,7 @@ impl State {
         let step = self.send_pace().map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64((1.0 / r).min(3600.0))
         });
-        let grid = match self.last_send {
+        let grid = match self.sending.last_send {
             Some(_)
                 if !step.is_zero() && now.saturating_duration_since(slot) < step.max(CATCH_UP) =>
             {
@@ -79,8 +91,8 @@ impl State {
             }
             _ => now,
         };
-        self.last_send = Some(grid);
-        self.last_tokens = tokens;
+        self.sending.last_send = Some(grid);
+        self.sending.last_tokens = tokens;
         self.totals.sent_total += 1;
         if let Some(b) = self.burst.as_mut() {
             b.sent += 1;
@@ -90,21 +102,21 @@ impl State {
                 .sent_total
                 .saturating_sub(self.totals.answered_total),
         );
-        self.first_send.get_or_insert(now);
-        self.sends.push(now, false);
-        self.sends.prune(now, SEND_SPAN);
+        self.sending.first_send.get_or_insert(now);
+        self.sending.sends.push(now, false);
+        self.sending.sends.prune(now, SEND_SPAN);
     }
 
     /// Sends per second recently (time paused excluded); `None` with too few sends to tell.
     pub(super) fn send_rate(&self, now: Instant) -> Option<f64> {
         let mut from = now.checked_sub(SEND_SPAN).unwrap_or(now);
-        if let Some(first) = self.first_send {
+        if let Some(first) = self.sending.first_send {
             from = from.max(first);
         }
-        if let Some(p) = self.paused_until.filter(|p| *p <= now) {
+        if let Some(p) = self.pause.paused_until.filter(|p| *p <= now) {
             from = from.max(p);
         }
-        let n = self.sends.count_since(from) as usize;
+        let n = self.sending.sends.count_since(from) as usize;
         let span = now.saturating_duration_since(from).as_secs_f64();
         (n >= 5 && span > 0.0).then(|| n as f64 / span.max(0.1))
     }

@@ -1,6 +1,6 @@
-//! The pacing state every answer and send updates under the lock: its fields (the parts the
-//! trial, the display and the totals own among them), an answer taken in, the server's
-//! headers, and the pool pause.
+//! The pacing state behind the lock, as its parts (the pace, the sends, the answers, the pool
+//! pause, the burst watch, the trial, the display, the totals), and what every answer does to
+//! it: counted, the server's headers read, the pool paused.
 
 use std::time::Duration;
 
@@ -8,13 +8,12 @@ use tokio::time::Instant;
 
 use crate::api::RateLimitHeaders;
 
-use super::aimd::OK_HISTORY;
 #[cfg(doc)]
 use super::aimd::SAMPLE_SPAN;
+use super::aimd::{Pace, OK_HISTORY};
 use super::burst::{Burst, LEND_CHANCE};
 use super::display::Display;
-#[cfg(doc)]
-use super::sending::SEND_SPAN;
+use super::sending::Sending;
 use super::trial::Trial;
 use super::window::Recent;
 use super::Answer;
@@ -26,49 +25,20 @@ pub(super) const HEADER_MARGIN: f64 = 0.97;
 /// Weight of a new ok answer's latency in the running mean.
 const LATENCY_WEIGHT: f64 = 0.1;
 
-/// Behind [`Pacer`]'s lock: the pace and what it rests on, the sends, the answers, and the
-/// parts the trial of a cut, the display and the totals own.
+/// Behind [`Pacer`]'s lock, in parts: the pace, the sends, the answers, the pool pause, the
+/// burst watch, the trial of a cut, the display and the totals.
 #[derive(Debug)]
 pub(super) struct State {
-    /// `--rpm`, per second.
-    pub(super) ceiling: Option<f64>,
-    /// The adaptive (AIMD) pace, per second.
-    pub(super) adaptive: Option<f64>,
-    /// The pace the last decrease set.
-    pub(super) base: f64,
-    /// The server's announced request limit (× margin), per second.
-    pub(super) announced: Option<f64>,
-    /// The server's announced token limit (× margin), per second.
-    pub(super) token_rate: Option<f64>,
-    pub(super) last_decrease: Option<Instant>,
-    pub(super) last_growth: Instant,
-    /// A waiter had to wait for the pace since the last growth.
-    pub(super) binding: bool,
-    pub(super) paused_until: Option<Instant>,
-    /// When the last pool pause began.
-    pub(super) pause_start: Option<Instant>,
-    /// The last send's slot and its tokens.
-    pub(super) last_send: Option<Instant>,
-    pub(super) last_tokens: u64,
-    /// Sends of the last [`SEND_SPAN`].
-    pub(super) sends: Recent,
-    pub(super) first_send: Option<Instant>,
-    /// Answers (arrival, was a 429) to requests sent since the last decrease, last
-    /// [`SAMPLE_SPAN`].
-    pub(super) sample: Recent,
-    /// Successes since the last decrease (or the first send).
-    pub(super) ok_since: u64,
-    /// Successes of the last [`SAMPLE_SPAN`].
-    pub(super) oks: Recent,
+    /// The pace and the limits it stays under.
+    pub(super) pace: Pace,
+    /// The sends: the last one's slot, and the recent ones.
+    pub(super) sending: Sending,
+    /// What the answers said lately.
+    pub(super) answers: Answers,
+    /// The pool pause.
+    pub(super) pause: Pause,
     /// Burst watch started by a 429: answers to requests sent after it.
     pub(super) burst: Option<Burst>,
-    /// 429s answered in a row (no success between them).
-    pub(super) run_429: u32,
-    /// Running mean of ok answers' latency, seconds.
-    pub(super) latency: Option<f64>,
-    /// The rate the server served over its last window, measured at the last cut or pool
-    /// pause: the limit as far as we know it. A probe above it ends at its first 429s.
-    pub(super) learned: Option<f64>,
     /// Tasks queued on the gate: the lock-free path is taken only when none waits.
     pub(super) waiting: u32,
     /// The background share of 429s and the trial of the last cut.
@@ -77,6 +47,30 @@ pub(super) struct State {
     pub(super) display: Display,
     /// Sends, answers, 429s and pauses so far.
     pub(super) totals: Totals,
+}
+
+/// What the answers said lately.
+#[derive(Debug, Default)]
+pub(super) struct Answers {
+    /// Answers (arrival, was a 429) to requests sent since the last decrease, last
+    /// [`SAMPLE_SPAN`].
+    pub(super) sample: Recent,
+    /// Successes since the last decrease (or the first send).
+    pub(super) ok_since: u64,
+    /// Successes of the last [`SAMPLE_SPAN`].
+    pub(super) oks: Recent,
+    /// 429s answered in a row (no success between them).
+    pub(super) run_429: u32,
+    /// Running mean of ok answers' latency, seconds.
+    pub(super) latency: Option<f64>,
+}
+
+/// The pool pause.
+#[derive(Debug, Default)]
+pub(super) struct Pause {
+    pub(super) paused_until: Option<Instant>,
+    /// When the last pool pause began.
+    pub(super) pause_start: Option<Instant>,
 }
 
 /// Counts of the whole run so far.
@@ -98,27 +92,11 @@ impl State {
     pub(super) fn new(rpm: Option<u32>) -> Self {
         let now = Instant::now();
         State {
-            ceiling: rpm.map(|r| f64::from(r) / 60.0),
-            adaptive: None,
-            base: 0.0,
-            announced: None,
-            token_rate: None,
-            last_decrease: None,
-            last_growth: now,
-            binding: false,
-            paused_until: None,
-            pause_start: None,
-            last_send: None,
-            last_tokens: 0,
-            sends: Recent::default(),
-            first_send: None,
-            sample: Recent::default(),
-            ok_since: 0,
-            oks: Recent::default(),
+            pace: Pace::new(rpm, now),
+            sending: Sending::default(),
+            answers: Answers::default(),
+            pause: Pause::default(),
             burst: None,
-            run_429: 0,
-            latency: None,
-            learned: None,
             waiting: 0,
             trial: Trial::default(),
             display: Display::default(),
@@ -162,7 +140,7 @@ impl State {
                 let latency = if self.probing() {
                     0.0
                 } else {
-                    self.latency.unwrap_or(0.0)
+                    self.answers.latency.unwrap_or(0.0)
                 };
                 let due = sent_at + Duration::from_secs_f64(latency);
                 if due <= now {
@@ -186,41 +164,47 @@ impl State {
         // meets a full window (lending their slots sent as many more into it); sporadic 429s
         // (2 % of answers) come three in a row once in ≈ 100,000 429s. Random ones at 20 %
         // come in runs of 3 often: judged against that share, they lend.
-        let run = self.background_for_runs().powi(self.run_429.min(64) as i32);
-        limited && !in_burst && run >= LEND_CHANCE && self.paused_until.is_none_or(|p| p <= now)
+        let run = self
+            .background_for_runs()
+            .powi(self.answers.run_429.min(64) as i32);
+        limited
+            && !in_burst
+            && run >= LEND_CHANCE
+            && self.pause.paused_until.is_none_or(|p| p <= now)
     }
 
     /// Counts an answer: 429s (and how many in a row), or an ok answer's latency and time.
     pub(super) fn count(&mut self, now: Instant, sent_at: Instant, limited: bool) {
         if limited {
             self.totals.rate_limited += 1;
-            self.run_429 += 1;
+            self.answers.run_429 += 1;
             return;
         }
-        self.run_429 = 0;
+        self.answers.run_429 = 0;
         let latency = now.saturating_duration_since(sent_at).as_secs_f64();
-        self.latency = Some(
-            self.latency
+        self.answers.latency = Some(
+            self.answers
+                .latency
                 .map_or(latency, |l| l + LATENCY_WEIGHT * (latency - l)),
         );
-        self.ok_since += 1;
-        self.oks.push(now, false);
-        self.oks.prune(now, OK_HISTORY);
+        self.answers.ok_since += 1;
+        self.answers.oks.push(now, false);
+        self.answers.oks.prune(now, OK_HISTORY);
     }
 
     pub(super) fn apply_headers(&mut self, h: &RateLimitHeaders, now: Instant) {
         if let Some(limit) = h.limit_requests.filter(|l| *l > 0) {
             let rate = limit as f64 / 60.0 * HEADER_MARGIN;
-            if self.announced != Some(rate) {
-                self.announced = Some(rate);
-                if self.adaptive.is_some_and(|a| a >= rate) {
-                    self.adaptive = None;
+            if self.pace.announced != Some(rate) {
+                self.pace.announced = Some(rate);
+                if self.pace.adaptive.is_some_and(|a| a >= rate) {
+                    self.pace.adaptive = None;
                 }
                 self.set_why(format!("the server's limit: {limit} requests/min"));
             }
         }
         if let Some(limit) = h.limit_tokens.filter(|l| *l > 0) {
-            self.token_rate = Some(limit as f64 / 60.0 * HEADER_MARGIN);
+            self.pace.token_rate = Some(limit as f64 / 60.0 * HEADER_MARGIN);
         }
         for (remaining, reset, what) in [
             (h.remaining_requests, h.reset_requests, "requests"),
@@ -237,13 +221,13 @@ impl State {
 
     /// Pauses the pool until `until` (extending a pause in force), counting the added time.
     pub(super) fn pause_until(&mut self, now: Instant, until: Instant) {
-        let from = self.paused_until.filter(|p| *p > now).unwrap_or(now);
+        let from = self.pause.paused_until.filter(|p| *p > now).unwrap_or(now);
         if until > from {
             self.totals.paused += until - from;
-            if self.paused_until.is_none_or(|p| p <= now) {
-                self.pause_start = Some(now);
+            if self.pause.paused_until.is_none_or(|p| p <= now) {
+                self.pause.pause_start = Some(now);
             }
-            self.paused_until = Some(until);
+            self.pause.paused_until = Some(until);
             self.display.pause_changed = true;
         }
     }

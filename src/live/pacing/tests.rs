@@ -291,7 +291,7 @@ async fn over_a_limit_the_pace_drops_once_per_window_then_grows_back() {
     assert_eq!(p.lock().pace(), Some(pace));
     // Successes while the pace holds the sends back: it holds below the limit learned
     // for [`HOLD`], then grows, faster and faster.
-    let learned = p.lock().learned.unwrap();
+    let learned = p.lock().pace.learned.unwrap();
     let start = Instant::now();
     let mut paces = Vec::new();
     let mut at = HOLD - Duration::from_millis(500);
@@ -536,7 +536,7 @@ async fn the_pace_holds_below_the_learned_limit_then_probes_and_a_429_ends_the_p
         Duration::from_millis(9400),
     )
     .await;
-    let learned = p.lock().learned.expect("learned at the pause");
+    let learned = p.lock().pace.learned.expect("learned at the pause");
     assert!((learned - 20.0).abs() < 0.2, "{learned}");
     let resumed = p.paused_until().unwrap();
     // Answers all succeed (latency 0): the pace is what holds the sends back.
@@ -644,7 +644,7 @@ async fn a_slow_pace_probes_up_by_the_time_passed_not_by_the_answers() {
         let mut s = p.lock();
         let now = Instant::now();
         s.cut_to(now, MIN_PACE, MIN_PACE, 0.0, "slowed: test".into());
-        s.last_decrease = now.checked_sub(HOLD * 2);
+        s.pace.last_decrease = now.checked_sub(HOLD * 2);
     }
     for _ in 0..4 {
         let s = send(&p).await;
@@ -672,7 +672,7 @@ async fn a_probe_429_after_a_long_pause_waits_its_advice_without_collapsing_the_
         Duration::from_secs(60),
     )
     .await;
-    let learned = p.lock().learned.expect("learned at the pause");
+    let learned = p.lock().pace.learned.expect("learned at the pause");
     let resumed = p.paused_until().unwrap();
     // The hold, then the start of the probe: every answer ok.
     loop {

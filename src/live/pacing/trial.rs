@@ -83,7 +83,7 @@ impl State {
         self.trial.lately += (f64::from(u8::from(limited)) - self.trial.lately) * LATELY_WEIGHT;
         self.calibrate(now, sent_at, limited);
         self.judge(now, sent_at, limited);
-        if self.last_decrease.is_none_or(|d| sent_at >= d) {
+        if self.pace.last_decrease.is_none_or(|d| sent_at >= d) {
             self.react(now, limited, answer);
         }
     }
@@ -150,11 +150,11 @@ impl State {
             answers: 0,
             limited: 0,
         });
-        self.adaptive = v.pace_before;
-        self.learned = v.learned_before;
-        self.last_decrease = Some(now);
-        self.last_growth = now;
-        self.sample.clear();
+        self.pace.adaptive = v.pace_before;
+        self.pace.learned = v.learned_before;
+        self.pace.last_decrease = Some(now);
+        self.pace.last_growth = now;
+        self.answers.sample.clear();
         self.burst = None;
         self.set_why(holding_the_pace(share));
     }
