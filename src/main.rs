@@ -291,39 +291,7 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             say!("error: {e}");
             exit_code::FAILURE
         }
-        StopReason::Refused(refusals) => {
-            for refusal in refusals {
-                say!("error: {}", refusal.describe());
-            }
-            let (worked, never): (Vec<_>, Vec<_>) = refusals.iter().partition(|r| r.had_worked());
-            if !never.is_empty() {
-                say!(
-                    "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account",
-                    names(&never),
-                    promptbatch::REFUSALS_BEFORE_STOP,
-                );
-            }
-            for refusal in worked {
-                say!(
-                    "`{}` answered {} ok, then refused {} rows in a row with the same error: the key and the model work, so look at those rows' requests (or whether the account's access to the model changed)",
-                    refusal.model,
-                    match (refusal.successes, refusal.worked_before) {
-                        (0, _) => "rows of earlier runs".to_string(),
-                        (n, false) => format!("{} rows of this run", promptbatch::internals::human::group(n)),
-                        (n, true) => format!(
-                            "{} rows of this run and rows of earlier runs",
-                            promptbatch::internals::human::group(n)
-                        ),
-                    },
-                    promptbatch::REFUSALS_AFTER_SUCCESS,
-                );
-            }
-            say!(
-                "then re-run the same command (rows without a record are sent):\n  {}",
-                rerun_command(opts)
-            );
-            exit_code::FAILURE
-        }
+        StopReason::Refused(refusals) => report_refused(opts, refusals),
         StopReason::Crashed(what) => {
             say!("error: the run did not finish every row: {what}");
             say!(
@@ -336,26 +304,78 @@ fn report_stopped(opts: &Job, stop: &StopReason) -> i32 {
             batches,
             rows,
             state,
-        } => {
-            say!(
-                "detached: {} holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
-                promptbatch::internals::human::count(*batches, "batch"),
-                promptbatch::internals::human::group(*rows),
-                state.display(),
-                resume_command()
-            );
-            exit_code::OK
-        }
-        StopReason::Budget { cap } => {
-            let raised = format!("{}", promptbatch::internals::human::round_usd(*cap * 2.0));
-            say!(
-                "stopped at the budget cap of {}: rows not sent have no record; to continue, re-run with a higher --max-cost (here twice the cap: choose yours):\n  {}",
-                promptbatch::internals::human::format_usd(*cap),
-                with_max_cost(&rerun_command(opts), &raised)
-            );
-            exit_code::BUDGET
-        }
+        } => report_detached(*batches, *rows, state),
+        StopReason::Budget { cap } => report_budget(opts, *cap),
     }
+}
+
+/// The circuit breaker stopped the run: each refusal, what it points to (the key, the model or
+/// the account when the model never answered ok; the rows' requests when it did), then how to
+/// go on.
+fn report_refused(opts: &Job, refusals: &[promptbatch::Refusal]) -> i32 {
+    for refusal in refusals {
+        say!("error: {}", refusal.describe());
+    }
+    let (worked, never): (Vec<_>, Vec<_>) = refusals.iter().partition(|r| r.had_worked());
+    if !never.is_empty() {
+        say!(
+            "the API gave the same answer to every request of {} (the circuit breaker stops after {} such answers in a row before any success): check the key, --model, --base-url and the account",
+            names(&never),
+            promptbatch::REFUSALS_BEFORE_STOP,
+        );
+    }
+    for refusal in worked {
+        say!(
+            "`{}` answered {} ok, then refused {} rows in a row with the same error: the key and the model work, so look at those rows' requests (or whether the account's access to the model changed)",
+            refusal.model,
+            answered_before(refusal),
+            promptbatch::REFUSALS_AFTER_SUCCESS,
+        );
+    }
+    say!(
+        "then re-run the same command (rows without a record are sent):\n  {}",
+        rerun_command(opts)
+    );
+    exit_code::FAILURE
+}
+
+/// Which rows a refused model had answered ok: of this run, of earlier runs, or both.
+fn answered_before(refusal: &promptbatch::Refusal) -> String {
+    match (refusal.successes, refusal.worked_before) {
+        (0, _) => "rows of earlier runs".to_string(),
+        (n, false) => format!(
+            "{} rows of this run",
+            promptbatch::internals::human::group(n)
+        ),
+        (n, true) => format!(
+            "{} rows of this run and rows of earlier runs",
+            promptbatch::internals::human::group(n)
+        ),
+    }
+}
+
+/// `--detach`: the batches run on at the provider; where their ids are and how to collect them.
+fn report_detached(batches: u64, rows: u64, state: &std::path::Path) -> i32 {
+    say!(
+        "detached: {} holding {} rows are running at the provider (their ids are in {}); collect the results later with:\n  {}",
+        promptbatch::internals::human::count(batches, "batch"),
+        promptbatch::internals::human::group(rows),
+        state.display(),
+        resume_command()
+    );
+    exit_code::OK
+}
+
+/// The run reached `--max-cost`: the command to go on with a higher cap (twice this one, as an
+/// example).
+fn report_budget(opts: &Job, cap: f64) -> i32 {
+    let raised = format!("{}", promptbatch::internals::human::round_usd(cap * 2.0));
+    say!(
+        "stopped at the budget cap of {}: rows not sent have no record; to continue, re-run with a higher --max-cost (here twice the cap: choose yours):\n  {}",
+        promptbatch::internals::human::format_usd(cap),
+        with_max_cost(&rerun_command(opts), &raised)
+    );
+    exit_code::BUDGET
 }
 
 /// What to do about the error records of a finished run: only rows that failed on transient

@@ -113,6 +113,17 @@ pub(crate) enum RowContent {
     },
 }
 
+impl RowContent {
+    /// The content of a row read by the ids-only pre-pass: only its id matters.
+    fn ids_only() -> Self {
+        RowContent::Invalid {
+            prompt: String::new(),
+            message: String::new(),
+            model: String::new(),
+        }
+    }
+}
+
 /// A stream of rows; an `Err` item stops the run (after the rows before it).
 pub(crate) type RowStream = Box<dyn Iterator<Item = Result<Row, Error>> + Send>;
 
@@ -179,6 +190,24 @@ pub(crate) enum Extracted {
 }
 
 impl Extracted {
+    /// The record's messages (a prompt as one user message) and request overrides.
+    fn into_parts(
+        self,
+    ) -> (
+        Vec<serde_json::Value>,
+        Option<serde_json::Map<String, serde_json::Value>>,
+    ) {
+        match self {
+            Extracted::Prompt { prompt, overrides } => {
+                (vec![crate::api::messages::user_message(prompt)], overrides)
+            }
+            Extracted::Messages {
+                messages,
+                overrides,
+            } => (messages, overrides),
+        }
+    }
+
     /// The same record, naming its own model when `model` (a `--model-column` value) is not
     /// empty.
     pub(crate) fn with_own_model(self, model: Option<&str>) -> Self {
@@ -196,6 +225,45 @@ impl Extracted {
                 messages,
                 overrides: Some(fields),
             },
+        }
+    }
+}
+
+/// The model a record's request overrides name (`None` when they name none), as text.
+fn own_model_of(overrides: Option<&serde_json::Map<String, serde_json::Value>>) -> Option<String> {
+    overrides?
+        .get("model")
+        .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
+}
+
+/// A record's id once checked against the earlier rows' ids.
+struct CheckedId {
+    /// The id: the record's, else the row number.
+    id: String,
+    /// Whether the id came from the record.
+    explicit: bool,
+    /// Under `report_all`, why the id is a duplicate (the row becomes invalid).
+    duplicate: Option<String>,
+}
+
+impl CheckedId {
+    /// The row with this id holding `contents`: the first for slot 0, the rest for the next
+    /// models of the list; its kept values are the reader's to fill in.
+    fn into_row(self, row: u64, line: u64, contents: Vec<RowContent>, own_model: bool) -> Row {
+        let mut contents = contents.into_iter();
+        let content = contents
+            .next()
+            .expect("one content per model, at least one model");
+        Row {
+            row,
+            line,
+            id: self.id,
+            explicit_id: self.explicit,
+            content,
+            kept: None,
+            slot: 0,
+            more: contents.collect(),
+            own_model,
         }
     }
 }
@@ -262,72 +330,76 @@ impl RowFactory {
         id: Option<String>,
         extract: impl FnOnce() -> Result<Extracted, String>,
     ) -> Result<Row, Error> {
-        let explicit_id = id.is_some();
-        let mut duplicate = None;
-        let id = match id {
-            Some(id) => {
-                let options = &self.options;
-                let prepass = || {
-                    (!options.0.reads_once())
-                        .then(|| duplicate_ids::duplicate_rows(&options.0, &options.1))
-                };
-                if self.ids.is_duplicate(row, &id, prepass)? {
-                    let message = format!(
-                        "duplicate id `{id}` (an earlier row has it too); ids must be unique \
-                         (choose another column with --id-column, or fix the input)"
-                    );
-                    if !self.report_all {
-                        return Err(Error::input(&self.path, line, message));
-                    }
-                    duplicate = Some(message);
-                }
-                id
-            }
-            None => row.to_string(),
-        };
+        let mut id = self.check_id(row, line, id)?;
         if self.ids_only {
-            return Ok(Row {
-                row,
-                line,
-                id,
-                explicit_id,
-                content: RowContent::Invalid {
-                    prompt: String::new(),
-                    message: String::new(),
-                    model: String::new(),
-                },
-                kept: None,
-                slot: 0,
-                more: Vec::new(),
-                own_model: false,
-            });
+            return Ok(id.into_row(row, line, vec![RowContent::ids_only()], false));
         }
-        let extracted = match duplicate {
+        let extracted = match id.duplicate.take() {
             Some(message) => Err(message),
             None => extract(),
         };
-        // A row naming its own model has one unit, even when it cannot be sent.
+        let (built, own_model) = self.build(extracted);
+        let contents = self.contents(built, line, own_model.as_deref())?;
+        Ok(id.into_row(row, line, contents, own_model.is_some()))
+    }
+
+    /// The row's id (its number when the record has none), checked against the earlier rows':
+    /// a duplicate stops the run, or (`report_all`) makes the row invalid.
+    fn check_id(&mut self, row: u64, line: u64, id: Option<String>) -> Result<CheckedId, Error> {
+        let Some(id) = id else {
+            return Ok(CheckedId {
+                id: row.to_string(),
+                explicit: false,
+                duplicate: None,
+            });
+        };
+        let options = &self.options;
+        let prepass = || {
+            (!options.0.reads_once()).then(|| duplicate_ids::duplicate_rows(&options.0, &options.1))
+        };
+        let mut duplicate = None;
+        if self.ids.is_duplicate(row, &id, prepass)? {
+            let message = format!(
+                "duplicate id `{id}` (an earlier row has it too); ids must be unique \
+                 (choose another column with --id-column, or fix the input)"
+            );
+            if !self.report_all {
+                return Err(Error::input(&self.path, line, message));
+            }
+            duplicate = Some(message);
+        }
+        Ok(CheckedId {
+            id,
+            explicit: true,
+            duplicate,
+        })
+    }
+
+    /// The requests of what a record holds, and the model the record names itself, if any (a
+    /// row naming its own model has one unit, even when it cannot be sent).
+    fn build(
+        &self,
+        extracted: Result<Extracted, String>,
+    ) -> (Result<Vec<ChatRequest>, BuildError>, Option<String>) {
         let mut own_model = None;
         let built = extracted.map_err(BuildError::Malformed).and_then(|e| {
-            let (messages, overrides) = match e {
-                Extracted::Prompt { prompt, overrides } => {
-                    (vec![crate::api::messages::user_message(prompt)], overrides)
-                }
-                Extracted::Messages {
-                    messages,
-                    overrides,
-                } => (messages, overrides),
-            };
-            if RequestDefaults::names_own_model(overrides.as_ref()) {
-                own_model = overrides
-                    .as_ref()
-                    .and_then(|o| o.get("model"))
-                    .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string));
-            }
+            let (messages, overrides) = e.into_parts();
+            own_model = own_model_of(overrides.as_ref());
             self.requests(messages, overrides.as_ref())
         });
-        let own_model = own_model.as_deref();
-        let mut contents = match built {
+        (built, own_model)
+    }
+
+    /// What the row holds, one content per unit: its requests, or its error records (an empty
+    /// prompt; a malformed record under `--skip-invalid` or `report_all`). Any other malformed
+    /// record stops the run.
+    fn contents(
+        &self,
+        built: Result<Vec<ChatRequest>, BuildError>,
+        line: u64,
+        own_model: Option<&str>,
+    ) -> Result<Vec<RowContent>, Error> {
+        Ok(match built {
             Ok(requests) => requests.into_iter().map(RowContent::Request).collect(),
             Err(BuildError::EmptyPrompt { prompt }) => {
                 self.invalid(prompt, "empty prompt: nothing to send".into(), own_model)
@@ -343,21 +415,6 @@ impl RowFactory {
                     format!("{message} (fix the record, or pass --skip-invalid to record it as an error and go on)"),
                 ))
             }
-        }
-        .into_iter();
-        let content = contents
-            .next()
-            .expect("one content per model, at least one model");
-        Ok(Row {
-            row,
-            line,
-            id,
-            explicit_id,
-            content,
-            kept: None,
-            slot: 0,
-            more: contents.collect(),
-            own_model: own_model.is_some(),
         })
     }
 

@@ -59,9 +59,13 @@ impl FileColumns {
         self.names.iter().position(|n| n == name)
     }
 
-    /// The index of a column `flag` names; an error listing the file's columns if it lacks it.
-    fn require(&self, flag: &str, name: &str) -> Result<usize, Error> {
-        self.find(name).ok_or_else(|| self.missing(flag, name))
+    /// The (name, index) of a column `flag` names; an error listing the file's columns if it
+    /// lacks it.
+    fn require(&self, flag: &str, name: &str) -> Result<(String, usize), Error> {
+        match self.find(name) {
+            Some(index) => Ok((name.to_string(), index)),
+            None => Err(self.missing(flag, name)),
+        }
     }
 
     /// `flag` names a column the file lacks: say which columns it has.
@@ -85,8 +89,131 @@ impl FileColumns {
             Some(KeepColumns::All) => Ok(self.names.iter().cloned().zip(0..).collect()),
             Some(KeepColumns::Named(names)) => names
                 .iter()
-                .map(|name| Ok((name.clone(), self.require("--keep-columns", name)?)))
+                .map(|name| self.require("--keep-columns", name))
                 .collect(),
+        }
+    }
+
+    /// Every column the flags name, checked in this order: the template's (or the prompt
+    /// column), the id's, `--model-column`'s, then `--keep-columns`'.
+    fn resolve(
+        &self,
+        prompt: PromptSource,
+        ids: IdSource,
+        factory: &RowFactory,
+    ) -> Result<Resolved, Error> {
+        let (prompt, messages) = self.prompt(prompt)?;
+        let id = self.id(ids)?;
+        let model = match factory.options.0.model_column.as_deref() {
+            Some(name) => Some(self.require("--model-column", name)?),
+            None => None,
+        };
+        let kept = self.kept(factory.keep.as_ref())?;
+        Ok(Resolved {
+            prompt,
+            messages,
+            id,
+            model,
+            kept,
+        })
+    }
+
+    /// How to get the prompt: the template's columns (the file must have each), or the prompt
+    /// column (it may lack it when it has a `messages` column); and the `messages` column (not
+    /// read with a template).
+    fn prompt(&self, prompt: PromptSource) -> Result<(ParquetPrompt, Option<usize>), Error> {
+        match prompt {
+            PromptSource::Template(template) => {
+                let columns = template
+                    .fields()
+                    .into_iter()
+                    .map(|name| self.require("--template", name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((ParquetPrompt::Template { template, columns }, None))
+            }
+            PromptSource::Column(name) => {
+                let messages = self.find("messages");
+                let index = self.find(&name);
+                if index.is_none() && messages.is_none() {
+                    return Err(self.missing(
+                        "--prompt-column (default `prompt`; or give a `messages` column)",
+                        &name,
+                    ));
+                }
+                Ok((ParquetPrompt::Column { name, index }, messages))
+            }
+        }
+    }
+
+    /// The id column: `--id-column`'s (the file must have it), else `id`, else `custom_id`,
+    /// else none (the row number is the id).
+    fn id(&self, ids: IdSource) -> Result<Option<(String, usize)>, Error> {
+        match ids {
+            IdSource::Required(name) => self.require("--id-column", &name).map(Some),
+            IdSource::Default => Ok(["id", "custom_id"]
+                .iter()
+                .find_map(|name| self.find(name).map(|i| (name.to_string(), i)))),
+        }
+    }
+}
+
+/// The columns a run reads, resolved by name: indexes into the file's columns, or (once
+/// [`projected`](Resolved::projected)) into the batches of the columns read.
+struct Resolved {
+    prompt: ParquetPrompt,
+    /// The `messages` column, when the file has one and there is no template.
+    messages: Option<usize>,
+    id: Option<(String, usize)>,
+    /// `--model-column`.
+    model: Option<(String, usize)>,
+    /// `--keep-columns`.
+    kept: Vec<(String, usize)>,
+}
+
+impl Resolved {
+    /// The file's columns to read: every resolved index, in file order, once each.
+    fn wanted(&self) -> Vec<usize> {
+        let mut wanted: Vec<usize> = Vec::new();
+        match &self.prompt {
+            ParquetPrompt::Template { columns, .. } => {
+                wanted.extend(columns.iter().map(|(_, i)| *i));
+            }
+            ParquetPrompt::Column { index, .. } => wanted.extend(*index),
+        }
+        wanted.extend(self.messages);
+        let named = self.id.iter().chain(&self.model).chain(&self.kept);
+        wanted.extend(named.map(|(_, i)| *i));
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// The same columns, indexed in the projected batches (which hold the `wanted` columns in
+    /// file order).
+    fn projected(self, wanted: &[usize]) -> Self {
+        let at = |file_index: usize| {
+            wanted
+                .iter()
+                .position(|&w| w == file_index)
+                .unwrap_or_default()
+        };
+        let named = |(name, i): (String, usize)| (name, at(i));
+        let prompt = match self.prompt {
+            ParquetPrompt::Template { template, columns } => ParquetPrompt::Template {
+                template,
+                columns: columns.into_iter().map(named).collect(),
+            },
+            ParquetPrompt::Column { name, index } => ParquetPrompt::Column {
+                name,
+                index: index.map(at),
+            },
+        };
+        Resolved {
+            prompt,
+            messages: self.messages.map(at),
+            id: self.id.map(named),
+            model: self.model.map(named),
+            kept: self.kept.into_iter().map(named).collect(),
         }
     }
 }
@@ -150,17 +277,39 @@ fn file_error(path: &Path, message: String) -> Error {
     Error::Config(format!("{}: {message}", path.display()))
 }
 
+/// The top-level column names in a file's footer.
+fn schema_names(builder: &ParquetRecordBatchReaderBuilder<File>) -> Vec<String> {
+    builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// The reader of the `wanted` columns (by index in the file's schema), [`BATCH_ROWS`] at a
+/// time.
+fn projected_reader(
+    builder: ParquetRecordBatchReaderBuilder<File>,
+    wanted: &[usize],
+    path: &Path,
+) -> Result<ParquetRecordBatchReader, Error> {
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+    builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| {
+            file_error(
+                path,
+                format!("cannot read the Parquet file ({e}); check the file is complete"),
+            )
+        })
+}
+
 /// The file's top-level column names (for `validate`).
 pub(crate) fn column_names(path: &Path) -> Option<Vec<String>> {
-    let builder = builder(path).ok()?;
-    Some(
-        builder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect(),
-    )
+    Some(schema_names(&builder(path).ok()?))
 }
 
 /// The number of rows in the file's footer (for the progress total).
@@ -179,95 +328,20 @@ impl ParquetRows {
     ) -> Result<Self, Error> {
         let builder = builder(&factory.path)?;
         let file = FileColumns {
-            names: builder
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
+            names: schema_names(&builder),
             path: factory.path.clone(),
         };
-        // Columns to read, by index in the file's schema.
-        let mut wanted: Vec<usize> = Vec::new();
-        let mut template_columns = Vec::new();
-        let messages = match &prompt {
-            PromptSource::Template(_) => None,
-            PromptSource::Column(_) => file.find("messages"),
-        };
-        let prompt_column = match &prompt {
-            PromptSource::Template(template) => {
-                for name in template.fields() {
-                    let i = file.require("--template", name)?;
-                    template_columns.push((name.to_string(), i));
-                }
-                None
-            }
-            PromptSource::Column(name) => match (file.find(name), messages) {
-                (Some(i), _) => Some(i),
-                (None, Some(_)) => None,
-                (None, None) => {
-                    return Err(file.missing(
-                        "--prompt-column (default `prompt`; or give a `messages` column)",
-                        name,
-                    ))
-                }
-            },
-        };
-        let id = match ids {
-            IdSource::Required(name) => Some((name.clone(), file.require("--id-column", &name)?)),
-            IdSource::Default => ["id", "custom_id"]
-                .iter()
-                .find_map(|name| file.find(name).map(|i| (name.to_string(), i))),
-        };
-        let model = match &factory.options.0.model_column {
-            Some(name) => Some((name.clone(), file.require("--model-column", name)?)),
-            None => None,
-        };
-        let kept = file.kept(factory.keep.as_ref())?;
-        wanted.extend(template_columns.iter().map(|(_, i)| *i));
-        wanted.extend(model.as_ref().map(|(_, i)| *i));
-        wanted.extend(prompt_column);
-        wanted.extend(messages);
-        wanted.extend(id.as_ref().map(|(_, i)| *i));
-        wanted.extend(kept.iter().map(|(_, i)| *i));
-        wanted.sort_unstable();
-        wanted.dedup();
-        // Projected batches hold the wanted columns in file order.
-        let at = |file_index: usize| {
-            wanted
-                .iter()
-                .position(|&w| w == file_index)
-                .unwrap_or_default()
-        };
-        let prompt = match prompt {
-            PromptSource::Template(template) => ParquetPrompt::Template {
-                template,
-                columns: template_columns
-                    .into_iter()
-                    .map(|(name, i)| (name, at(i)))
-                    .collect(),
-            },
-            PromptSource::Column(name) => ParquetPrompt::Column {
-                name,
-                index: prompt_column.map(at),
-            },
-        };
-        let messages = messages.map(at);
-        let id = id.map(|(name, i)| (name, at(i)));
-        let model = model.map(|(name, i)| (name, at(i)));
-        let kept = kept.into_iter().map(|(name, i)| (name, at(i))).collect();
+        let resolved = file.resolve(prompt, ids, &factory)?;
+        let wanted = resolved.wanted();
+        let Resolved {
+            prompt,
+            messages,
+            id,
+            model,
+            kept,
+        } = resolved.projected(&wanted);
         let group_ends = group_ends(&builder);
-        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| {
-                file_error(
-                    &file.path,
-                    format!("cannot read the Parquet file ({e}); check the file is complete"),
-                )
-            })?;
+        let reader = projected_reader(builder, &wanted, &file.path)?;
         Ok(ParquetRows {
             reader,
             factory,
