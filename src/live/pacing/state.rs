@@ -57,7 +57,7 @@ pub(super) struct Answers {
     pub(super) sample: Recent,
     /// Successes since the last decrease (or the first send).
     pub(super) ok_since: u64,
-    /// Successes of the last [`SAMPLE_SPAN`].
+    /// Successes of the last [`OK_HISTORY`](super::aimd::OK_HISTORY).
     pub(super) oks: Recent,
     /// 429s answered in a row (no success between them).
     pub(super) run_429: u32,
