@@ -1,0 +1,53 @@
+"""promptbatch for Python: the Rust library behind the `promptbatch` command.
+
+Work in progress (issue 25): `run(input, output, **options)` and `report(output)` over file
+inputs; frames (pandas, polars, pyarrow, datasets) go through a Parquet file written by pyarrow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ._promptbatch import report, run as _run
+
+__all__ = ["run", "report"]
+
+
+def _as_path(data, output):
+    """A path for `data`: itself when it is one, else an Arrow table written as Parquet beside
+    the output (so a frame is fingerprinted like any input and a re-run resumes)."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(data, pa.Table):
+        table = data
+    elif hasattr(data, "to_arrow"):  # polars
+        table = data.to_arrow()
+    elif hasattr(data, "data") and hasattr(data.data, "table"):  # datasets.Dataset
+        table = data.data.table
+    elif isinstance(data, list):
+        table = pa.Table.from_pylist(data)
+    else:  # pandas
+        table = pa.Table.from_pandas(data, preserve_index=False)
+    folder = os.path.dirname(os.path.abspath(os.fspath(output)))
+    handle, path = tempfile.mkstemp(prefix=".promptbatch-input-", suffix=".parquet", dir=folder)
+    os.close(handle)
+    pq.write_table(table, path)
+    return path
+
+
+def run(input, output, **options):
+    """Runs `input` (a path, a DataFrame, an Arrow table, a Dataset or a list of dicts) into
+    `output`, with the command line's options as keyword arguments. Returns the summary."""
+    path = _as_path(input, output)
+    try:
+        return _run(path, os.fspath(output), **options)
+    finally:
+        if path != os.fspath(input) if isinstance(input, (str, os.PathLike)) else True:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
