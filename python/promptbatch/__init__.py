@@ -42,11 +42,12 @@ def _as_path(data, output):
 def run(input, output, **options):
     """Runs `input` (a path, a DataFrame, an Arrow table, a Dataset or a list of dicts) into
     `output`, with the command line's options as keyword arguments. Returns the summary."""
+    given_a_path = isinstance(input, (str, os.PathLike))
     path = _as_path(input, output)
     try:
         return _run(path, os.fspath(output), **options)
     finally:
-        if path != os.fspath(input) if isinstance(input, (str, os.PathLike)) else True:
+        if not given_a_path:
             try:
                 os.remove(path)
             except OSError:
