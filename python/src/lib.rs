@@ -17,17 +17,26 @@ fn to_py(error: promptbatch::Error) -> PyErr {
     }
 }
 
-/// Runs a job on a thread of its own runtime, the GIL released.
-fn block_on<T: Send>(
+/// The allocator the command line uses: the runner allocates a few small buffers per row on
+/// several threads at once.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Runs `work` on a worker thread of its own runtime (as the command line does: the dispatcher
+/// then shares the runtime's threads), the GIL released.
+fn block_on<T: Send + 'static>(
     py: Python<'_>,
-    work: impl std::future::Future<Output = Result<T, promptbatch::Error>> + Send,
+    work: impl std::future::Future<Output = Result<T, promptbatch::Error>> + Send + 'static,
 ) -> PyResult<T> {
     py.allow_threads(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the async runtime: {e}")))?;
-        runtime.block_on(work).map_err(to_py)
+        match runtime.block_on(runtime.spawn(work)) {
+            Ok(result) => result.map_err(to_py),
+            Err(e) => Err(PyRuntimeError::new_err(format!("the run's task failed: {e}"))),
+        }
     })
 }
 
