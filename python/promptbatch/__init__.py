@@ -46,6 +46,12 @@ def run(input, output, **options):
     path = _as_path(input, output)
     try:
         return _run(path, os.fspath(output), **options)
+    except (ValueError, RuntimeError) as error:
+        if given_a_path:
+            raise
+        # The message names the Parquet file the frame was written to; the user gave a frame.
+        message = str(error).replace(path, f"the {type(input).__name__} given as input")
+        raise type(error)(message) from None
     finally:
         if not given_a_path:
             try:

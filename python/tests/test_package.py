@@ -49,8 +49,11 @@ def test_errors_carry_the_command_lines_messages(tmp_path):
     with pytest.raises(RuntimeError, match="cannot open input .*nope.csv"):
         promptbatch.run(tmp_path / "nope.csv", tmp_path / "out.jsonl", dry_run=True, handle_signals=False)
     bad = pd.DataFrame({"id": ["a"], "text": ["x"]})
-    with pytest.raises(ValueError, match="--template names column `nope`, which the file lacks"):
+    with pytest.raises(ValueError, match="--template names column `nope`, which the file lacks") as raised:
         promptbatch.run(bad, tmp_path / "out.jsonl", template="{nope}", dry_run=True, handle_signals=False)
+    # The frame is named as what the user gave, not as the temporary file it went through.
+    assert str(raised.value).startswith("the DataFrame given as input: "), raised.value
+    assert ".promptbatch-input" not in str(raised.value)
 
 
 def test_the_command_line_is_on_path():
