@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python package as a user meets it: builds the wheel (python/build-wheel.sh: maturin, with
-# the release binary as its script), installs it into a fresh venv with pandas, pyarrow and
+# the release binary as its script), installs it into a fresh venv with pandas, polars, pyarrow and
 # pytest from PyPI, and runs python/tests against the built-in simulator. Exits 0 without
 # running when PyPI cannot be reached (the check is extra: `cargo test` never needs it).
 set -uo pipefail
@@ -12,8 +12,8 @@ if ! python3 -m venv "$venv"; then
 fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
-if ! pip install -q maturin pandas pyarrow pytest; then
-  echo "python-check: cannot install maturin/pandas/pyarrow/pytest from PyPI; skipped"
+if ! pip install -q maturin pandas polars pyarrow pytest; then
+  echo "python-check: cannot install maturin/pandas/polars/pyarrow/pytest from PyPI; skipped"
   exit 0
 fi
 set -e

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -23,10 +24,11 @@ def records(path):
     "make",
     [
         lambda rows: pd.DataFrame(rows),
+        lambda rows: pl.DataFrame(rows),
         lambda rows: pa.Table.from_pylist(rows),
         lambda rows: rows,
     ],
-    ids=["pandas", "arrow", "list-of-dicts"],
+    ids=["pandas", "polars", "arrow", "list-of-dicts"],
 )
 def test_each_input_kind_round_trips_and_resumes_without_paying_twice(tmp_path, make):
     rows = [{"id": f"r{i}", "text": f"héllo wörld {i} 日本"} for i in range(50)]
