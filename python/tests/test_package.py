@@ -63,3 +63,25 @@ def test_the_command_line_is_on_path():
     assert exe, "pip put no `promptbatch` on PATH"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "run a whole dataset of prompts" in out
+
+
+def test_ctrl_c_stops_the_run_resumably_and_the_rerun_pays_nothing_twice(tmp_path):
+    import signal
+    import threading
+    import time
+
+    rows = [{"id": f"r{i}", "prompt": f"p {i} #sim:sleep=50ms"} for i in range(2000)]
+    output = tmp_path / "out.jsonl"
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        promptbatch.run(rows, output, dry_run=True, concurrency=8)
+    written = len(records(output))
+    assert 0 < written < 2000, written
+    # Python's own Ctrl-C still works after a run.
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        time.sleep(10)
+    rest = promptbatch.run(rows, output, dry_run=True, concurrency=64, handle_signals=False)
+    assert (rest["done_before"], rest["ok"]) == (written, 2000 - written)
+    got = records(output)
+    assert len(got) == 2000 and len({r["id"] for r in got}) == 2000
