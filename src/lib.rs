@@ -104,6 +104,7 @@ pub use output::{OutputOptions, Record, Status};
 pub use progress::refusal::Refusal;
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, Report};
+pub use run::StopHandle;
 pub use sim::{AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
 pub use util::choice::Choice;
 

@@ -22,11 +22,44 @@ impl Job {
     /// header, output path, a locked output) are `Err`; everything after that ends in a
     /// [`Summary`] whose `stop` says why the run ended.
     pub async fn run(&self) -> Result<Summary, Error> {
-        let shutdown = Shutdown::new();
+        self.run_until(&StopHandle::new()).await
+    }
+
+    /// [`Job::run`], which `stop` can also end from elsewhere (another task, a thread, a
+    /// callback) as a first Ctrl-C does: no new rows are sent, the ones in flight finish within
+    /// [`Job::grace`](Job#structfield.grace), and the summary's `stop` is
+    /// [`StopReason::Interrupted`]; the output resumes like any interrupted run.
+    pub async fn run_until(&self, stop: &StopHandle) -> Result<Summary, Error> {
+        let shutdown = stop.0.clone();
         if self.handle_signals {
             shutdown.listen_for_signals(self.grace);
         }
         run(self, shutdown).await
+    }
+}
+
+/// Ends a [`Job::run_until`] from elsewhere; clones stop the same run.
+#[derive(Clone, Default)]
+pub struct StopHandle(Shutdown);
+
+impl StopHandle {
+    /// A handle that has not stopped anything yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first call stops dispatching (in-flight rows finish); a second one abandons what is
+    /// still in flight, as a second Ctrl-C does.
+    pub fn stop(&self) {
+        self.0.interrupt();
+    }
+}
+
+impl std::fmt::Debug for StopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopHandle")
+            .field("stopped", &self.0.interrupted())
+            .finish()
     }
 }
 

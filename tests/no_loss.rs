@@ -426,3 +426,53 @@ fn merge_names_shards_of_other_model_lists() {
         r.stderr
     );
 }
+
+/// A program stops a run from a record callback through `StopHandle`, as Ctrl-C would: the rows
+/// in flight finish, every record written is whole, and the next run sends only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_handle_ends_a_run_resumably() {
+    use promptbatch::{Job, LatencySpec, StopHandle, StopReason};
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(400));
+    let output = work.path("out.jsonl");
+    let slow = SimOptions {
+        latency: LatencySpec::parse("5ms").unwrap(),
+        ..SimOptions::default()
+    };
+    let stop = StopHandle::new();
+    let stopper = stop.clone();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    let first = Job::new(&input, &output)
+        .concurrency(4)
+        .dry_run(slow.clone())
+        .on_record(move |_| {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 20 {
+                stopper.stop();
+            }
+        })
+        .run_until(&stop)
+        .await
+        .unwrap();
+    assert!(
+        matches!(first.stop, StopReason::Interrupted),
+        "{:?}",
+        first.stop
+    );
+    let written = read_jsonl(&output).len() as u64;
+    assert_eq!(written, first.ok);
+    assert!((20..400).contains(&written), "{written} records");
+
+    let rest = Job::new(&input, &output).dry_run(slow).run().await.unwrap();
+    assert!(
+        matches!(rest.stop, StopReason::Completed),
+        "{:?}",
+        rest.stop
+    );
+    assert_eq!((rest.done_before, rest.ok), (written, 400 - written));
+    let ids: std::collections::HashSet<String> = read_jsonl(&output)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((read_jsonl(&output).len(), ids.len()), (400, 400));
+}

@@ -19,11 +19,6 @@ pub(crate) struct Shutdown {
 }
 
 impl Shutdown {
-    /// A fresh, untriggered shutdown.
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     /// Whether a signal (rather than a fatal error) stopped the run.
     pub(crate) fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
