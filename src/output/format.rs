@@ -279,6 +279,11 @@ mod tests {
         assert!(text.starts_with(r#"{"id":"a\"1","row":1,"prompt":"#));
         let back: Record = serde_json::from_str(&text).unwrap();
         assert_eq!(back, sample());
+        assert_eq!(
+            sample().to_json() + "\n",
+            text,
+            "a callback sees the line written"
+        );
     }
 
     #[test]
