@@ -1,7 +1,9 @@
 //! Command-line definitions (clap) and their mapping to the library's types: every flag is
 //! documented where it is defined (`--help` is generated from these doc comments), and each
 //! command's flags become the library value that command runs on ([`Job`], [`EstimateOptions`],
-//! …) in one place, `into_*` below. The library never imports this module.
+//! …) in one place, `into_*` below. The library never imports this module; the binary and the
+//! Python module (`python/src/lib.rs`, which parses keyword arguments with these definitions)
+//! both include it.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The rule ARCHITECTURE.md states: the command line depends on the library, never the reverse.
-//! `src/cli.rs` belongs to the binary (`mod cli` in `src/main.rs`); no file of the library may
-//! name it, nor clap. A grep over `src/`, so a new import of the CLI fails here with the file and line.
+//! `src/cli.rs` belongs to the front ends — the binary (`mod cli` in `src/main.rs`) and the
+//! Python module (`python/src/lib.rs` includes the same file, so keyword arguments are parsed
+//! by the flags' own definitions); no file of the library may name it, nor clap. A grep over `src/`, so a new import of the CLI fails here with the file and line.
 
 use std::path::{Path, PathBuf};
 
@@ -85,5 +86,11 @@ fn the_cli_is_part_of_the_binary_only() {
     assert!(
         main.lines().any(|l| l.trim() == "mod cli;"),
         "src/main.rs declares `mod cli;`"
+    );
+    let python =
+        std::fs::read_to_string(src.join("../python/src/lib.rs")).expect("python/src/lib.rs");
+    assert!(
+        python.contains("#[path = \"../../src/cli.rs\"]"),
+        "python/src/lib.rs includes src/cli.rs, the one definition of the options"
     );
 }

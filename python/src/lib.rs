@@ -1,125 +1,217 @@
-//! `promptbatch._promptbatch`: the library's facade for Python. Each function takes the
-//! command line's options as keyword arguments (the same names, the same defaults), runs with
-//! the GIL released, and returns plain Python data; `promptbatch/__init__.py` adds the frame
-//! conversions on top.
+//! `promptbatch._promptbatch`: the library's facade for Python. Each function takes the command
+//! line's options as keyword arguments — parsed by the command line's own definitions
+//! (`flags.rs` over `src/cli.rs`), so the names, defaults and messages are the same — runs the
+//! library in this process with the GIL released, and returns plain Python data.
+//! `promptbatch/__init__.py` adds the frame conversions on top.
+
+mod bridge;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../src/cli.rs"]
+mod cli;
+mod flags;
+mod records;
 
 use std::path::PathBuf;
 
-use promptbatch::{Job, SimOptions, StopReason};
+use promptbatch::{StopHandle, StopReason, Summary};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-/// A library error as the Python exception that fits it, with the command line's message.
-fn to_py(error: promptbatch::Error) -> PyErr {
-    match error {
-        promptbatch::Error::Config(message) => PyValueError::new_err(message),
-        other => PyRuntimeError::new_err(other.to_string()),
-    }
-}
+use bridge::{block_on, to_py, to_python};
+
+pyo3::create_exception!(
+    _promptbatch,
+    RunStopped,
+    PyRuntimeError,
+    "The run stopped before every row had a record (budget cap, refused model, API or endpoint \
+     failure). `.summary` holds the run's summary; the output keeps every record written, and \
+     the same call resumes once the cause is fixed."
+);
 
 /// The allocator the command line uses: the runner allocates a few small buffers per row on
 /// several threads at once.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Runs `work` on a worker thread of its own runtime (as the command line does: the dispatcher
-/// then shares the runtime's threads), the GIL released.
-fn block_on<T: Send + 'static>(
-    py: Python<'_>,
-    work: impl std::future::Future<Output = Result<T, promptbatch::Error>> + Send + 'static,
-) -> PyResult<T> {
-    py.allow_threads(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the async runtime: {e}")))?;
-        match runtime.block_on(runtime.spawn(work)) {
-            Ok(result) => result.map_err(to_py),
-            Err(e) => Err(PyRuntimeError::new_err(format!("the run's task failed: {e}"))),
-        }
-    })
-}
-
-/// `promptbatch run INPUT -o OUTPUT [options]`: returns the summary as a dict. Re-running with
-/// the same output resumes it, as on the command line.
+/// `promptbatch run INPUT -o OUTPUT [flags]`; see `promptbatch/__init__.py` for the Python
+/// arguments (`api_key`, `on_record`, `handle_signals`) that have no flag.
 #[pyfunction]
-#[pyo3(signature = (input, output, *, model=None, template=None, system=None, max_tokens=None,
-    concurrency=None, rpm=None, tpm=None, max_cost=None, base_url=None, dry_run=false,
-    fresh=false, ordered=false, handle_signals=true))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (input, output, *, api_key=None, on_record=None, handle_signals=true, **options))]
 fn run(
     py: Python<'_>,
     input: PathBuf,
     output: PathBuf,
-    model: Option<String>,
-    template: Option<String>,
-    system: Option<String>,
-    max_tokens: Option<u32>,
-    concurrency: Option<u32>,
-    rpm: Option<u32>,
-    tpm: Option<u32>,
-    max_cost: Option<f64>,
-    base_url: Option<String>,
-    dry_run: bool,
-    fresh: bool,
-    ordered: bool,
+    api_key: Option<String>,
+    on_record: Option<PyObject>,
     handle_signals: bool,
+    options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PyObject> {
-    let mut job = Job::new(input, output);
-    if let Some(model) = model {
-        job = job.model(model);
-    }
-    if let Some(template) = template {
-        job = job.template(template);
-    }
-    if let Some(system) = system {
-        job = job.system(system);
-    }
-    if let Some(n) = max_tokens {
-        job = job.max_tokens(n);
-    }
-    if let Some(n) = concurrency {
-        job = job.concurrency(n);
-    }
-    if let Some(n) = rpm {
-        job = job.rpm(n);
-    }
-    if let Some(n) = tpm {
-        job = job.tpm(n);
-    }
-    if let Some(usd) = max_cost {
-        job = job.max_cost(usd);
-    }
-    if let Some(url) = base_url {
-        job = job.base_url(url);
-    }
-    if dry_run {
-        job = job.dry_run(SimOptions::default());
-    }
-    if fresh {
-        job = job.fresh();
-    }
-    if ordered {
-        job = job.ordered();
-    }
+    let options = options.cloned().unwrap_or_else(|| PyDict::new(py));
+    let schema = take_schema(&options)?;
+    options.set_item("output", output)?;
+    let quiet = options
+        .get_item("quiet")?
+        .map(|q| q.is_truthy())
+        .transpose()?
+        .unwrap_or(false);
+    let args: cli::RunArgs = flags::parse("run", &[input.into_os_string()], &options)?;
+    let mut job = args.into_job();
     job.handle_signals = handle_signals;
-    let summary = block_on(py, async move { job.run().await })?;
-    if matches!(summary.stop, StopReason::Interrupted) {
-        return Err(PyKeyboardInterrupt::new_err(
-            "interrupted: in-flight rows finished; the same call resumes where this run stopped",
-        ));
+    if let Some(key) = api_key {
+        job = job.api_key(key);
     }
+    if schema.is_some() {
+        job.request.json_schema = schema;
+    }
+    let stop = StopHandle::new();
+    let callback = on_record.map(|function| records::Callback::new(function, stop.clone()));
+    if let Some(callback) = &callback {
+        job = callback.attach(job);
+    }
+    let summary = block_on(py, async move {
+        let summary = job.run_until(&stop).await;
+        (job, summary)
+    });
+    let (job, summary) = summary?;
+    let summary = summary.map_err(to_py)?;
+    if let Some(error) = callback.and_then(|c| c.failure()) {
+        return Err(error);
+    }
+    if !quiet {
+        bridge::say(py, &summary.to_string());
+    }
+    finish(py, &job.output.path, summary)
+}
+
+/// The summary as a dict, or the exception that says why the run stopped early.
+fn finish(py: Python<'_>, output: &std::path::Path, summary: Summary) -> PyResult<PyObject> {
+    let dict = summary_dict(py, &summary)?;
+    let output = output.display();
+    let message = match &summary.stop {
+        StopReason::Completed | StopReason::Detached { .. } => return Ok(dict),
+        StopReason::Interrupted => {
+            return Err(PyKeyboardInterrupt::new_err(format!(
+                "interrupted: {output} holds whole records for the rows finished so far; the \
+                 same call resumes where this run stopped"
+            )))
+        }
+        StopReason::Budget { cap } => format!(
+            "stopped by max_cost (${cap}) before every row had a record; raise max_cost and \
+             run the same call again to continue"
+        ),
+        StopReason::Fatal(message) => format!(
+            "the API refused the run: {message}; nothing more was sent. Check the key, the \
+             model, base_url and your account's quota"
+        ),
+        StopReason::Unreachable(message) => format!(
+            "{message}; rows without a record were not processed, the same call sends them \
+             once this is fixed"
+        ),
+        StopReason::Failed(error) => error.to_string(),
+        StopReason::Crashed(what) => format!(
+            "the run did not finish every row: {what}; the same call sends the rows without a \
+             record"
+        ),
+        StopReason::Refused(refusals) => refusals
+            .iter()
+            .map(|r| r.describe())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    let error = RunStopped::new_err(message);
+    error.value(py).setattr("summary", dict)?;
+    Err(error)
+}
+
+/// The end-of-run summary as plain data (what the command line prints at the end).
+fn summary_dict(py: Python<'_>, summary: &Summary) -> PyResult<PyObject> {
+    let stop = match &summary.stop {
+        StopReason::Completed => "completed",
+        StopReason::Interrupted => "interrupted",
+        StopReason::Fatal(_) => "fatal",
+        StopReason::Unreachable(_) => "unreachable",
+        StopReason::Failed(_) => "failed",
+        StopReason::Budget { .. } => "budget",
+        StopReason::Crashed(_) => "crashed",
+        StopReason::Refused(_) => "refused",
+        StopReason::Detached { .. } => "detached",
+    };
+    let usage = &summary.usage;
     let value = serde_json::json!({
+        "stop": stop,
         "ok": summary.ok,
         "errors": summary.errors,
         "done_before": summary.done_before,
+        "kept_errors": summary.kept_errors,
         "unrecorded": summary.unrecorded,
+        "transient_errors": summary.transient_errors,
         "simulated": summary.simulated,
         "cost_usd": summary.costs.spent_usd() + summary.costs.simulated_usd(),
+        "spent_usd": summary.costs.spent_usd(),
+        "tokens": {
+            "prompt": usage.prompt,
+            "cached": usage.cached,
+            "completion": usage.completion,
+            "reasoning": usage.reasoning,
+            "total": usage.total,
+        },
+        "rate_limited": summary.rate_limited,
+        "paused_s": summary.paused.as_secs_f64(),
         "elapsed_s": summary.elapsed.as_secs_f64(),
-        "stop": format!("{:?}", summary.stop),
     });
-    json_to_py(py, &value)
+    to_python(py, &value)
+}
+
+/// `json_schema` given as a dict or a pydantic model class (rather than a file, which the flag
+/// takes) is taken out of `options` and returned.
+fn take_schema(options: &Bound<'_, PyDict>) -> PyResult<Option<promptbatch::JsonSchema>> {
+    let py = options.py();
+    let Some(value) = options.get_item("json_schema")? else {
+        return Ok(None);
+    };
+    let (name, schema) = if value.hasattr("model_json_schema")? {
+        let name: String = value.getattr("__name__")?.extract()?;
+        (name, value.call_method0("model_json_schema")?)
+    } else if value.is_instance_of::<PyDict>() {
+        ("answer".to_string(), value.clone())
+    } else {
+        return Ok(None);
+    };
+    options.del_item("json_schema")?;
+    let text: String = py
+        .import("json")?
+        .call_method1("dumps", (schema,))?
+        .extract()?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    promptbatch::JsonSchema::new(&name, schema)
+        .map(Some)
+        .map_err(|e| PyValueError::new_err(format!("run(): json_schema: {e}")))
+}
+
+/// `promptbatch estimate INPUT [flags] --json`, as a dict.
+#[pyfunction]
+#[pyo3(signature = (input, **options))]
+fn estimate(
+    py: Python<'_>,
+    input: PathBuf,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyObject> {
+    let options = options.cloned().unwrap_or_else(|| PyDict::new(py));
+    if options.contains("json")? {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "estimate() got an unexpected keyword argument 'json' (it always returns a dict)",
+        ));
+    }
+    let args: cli::EstimateArgs = flags::parse("estimate", &[input.into_os_string()], &options)?;
+    let estimate = block_on(py, async move {
+        tokio::task::spawn_blocking(move || promptbatch::estimate(&args.into_options()))
+            .await
+            .map_err(|e| promptbatch::Error::Config(format!("the estimate failed: {e}")))?
+    })?
+    .map_err(to_py)?;
+    to_python(py, &estimate)
 }
 
 /// `promptbatch report OUTPUT --json`, as a dict.
@@ -129,20 +221,83 @@ fn report(py: Python<'_>, output: PathBuf, prices: Option<PathBuf>) -> PyResult<
     let report = py
         .allow_threads(|| promptbatch::report(&output, prices.as_deref()))
         .map_err(to_py)?;
-    let value =
-        serde_json::to_value(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    json_to_py(py, &value)
+    to_python(py, &report)
 }
 
-/// A JSON value as Python data (through the `json` module: one conversion rule, Python's).
-fn json_to_py(py: Python<'_>, value: &serde_json::Value) -> PyResult<PyObject> {
-    let json = py.import("json")?;
-    Ok(json.call_method1("loads", (value.to_string(),))?.unbind())
+/// `promptbatch export SOURCE DEST --force`: the typed table `read()` loads. Returns the number
+/// of records written.
+#[pyfunction]
+fn export(py: Python<'_>, source: PathBuf, dest: PathBuf) -> PyResult<u64> {
+    let options = promptbatch::ExportOptions {
+        source,
+        dest,
+        force: true,
+    };
+    let exported = py
+        .allow_threads(|| promptbatch::export(&options))
+        .map_err(to_py)?;
+    Ok(exported.records)
+}
+
+/// The options of `run` or `estimate` as the command line defines them: for each, its keyword,
+/// its flag, what it takes (`bool`, `list`, `duration`, `choice` or `value`), its default, its
+/// possible values and its help. The stubs, the docstrings and the docs page are made from it.
+#[pyfunction]
+fn options(py: Python<'_>, command: &str) -> PyResult<PyObject> {
+    let command = match command {
+        "run" => flags::command::<cli::RunArgs>("run"),
+        "estimate" => flags::command::<cli::EstimateArgs>("estimate"),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "options(): no command `{other}` (run, estimate)"
+            )))
+        }
+    };
+    let list: Vec<serde_json::Value> = command
+        .get_arguments()
+        .filter(|arg| !arg.is_positional())
+        .filter_map(|arg| flags::keyword(arg).map(|name| (name, arg)))
+        .filter(|(name, _)| name != "output" && name != "json")
+        .map(|(name, arg)| {
+            let values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_string())
+                .collect();
+            let kind = match arg.get_action() {
+                clap::ArgAction::SetTrue => "bool",
+                clap::ArgAction::Append => "list",
+                _ if flags::is_duration(arg) => "duration",
+                _ if !values.is_empty() => "choice",
+                _ => "value",
+            };
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            serde_json::json!({
+                "name": name,
+                "flag": format!("--{}", arg.get_long().unwrap_or_default()),
+                "kind": kind,
+                "default": if default.is_empty() { None } else { Some(default.join(",")) },
+                "env": arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                "values": values,
+                "value_name": arg.get_value_names().and_then(|n| n.first()).map(|n| n.to_string()),
+                "help": arg.get_long_help().or(arg.get_help()).map(|h| h.to_string()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    to_python(py, &list)
 }
 
 #[pymodule]
 fn _promptbatch(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(run, module)?)?;
+    module.add_function(wrap_pyfunction!(estimate, module)?)?;
     module.add_function(wrap_pyfunction!(report, module)?)?;
+    module.add_function(wrap_pyfunction!(export, module)?)?;
+    module.add_function(wrap_pyfunction!(options, module)?)?;
+    module.add("RunStopped", module.py().get_type::<RunStopped>())?;
     Ok(())
 }

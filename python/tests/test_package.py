@@ -1,50 +1,180 @@
-"""The Python package as a user meets it: the wheel installed into a fresh venv, the built-in
-simulator (`dry_run=True`, no key, no network). Run by ci/python-check.sh."""
+"""The Python package as a user meets it: the wheel installed into a fresh venv, runs against
+`promptbatch mock-server` over loopback HTTP (or `dry_run=True`). Run by ci/python-check.sh."""
 
+import json
 import os
 import shutil
 import subprocess
 
+import datasets
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
 
 import promptbatch
+from conftest import records
+
+ROWS = [
+    {"id": f"r{i}", "text": f"héllo wörld {i} 日本 🙂", "n": i, "score": i / 4, "flag": i % 2 == 0}
+    for i in range(50)
+]
+
+KINDS = {
+    "pandas": lambda rows: pd.DataFrame(rows),
+    "polars": lambda rows: pl.DataFrame(rows),
+    "arrow": lambda rows: pa.Table.from_pylist(rows),
+    "datasets": lambda rows: datasets.Dataset.from_list(rows),
+    "list-of-dicts": lambda rows: rows,
+}
 
 
-def records(path):
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda rows: pd.DataFrame(rows),
-        lambda rows: pl.DataFrame(rows),
-        lambda rows: pa.Table.from_pylist(rows),
-        lambda rows: rows,
-    ],
-    ids=["pandas", "polars", "arrow", "list-of-dicts"],
-)
-def test_each_input_kind_round_trips_and_resumes_without_paying_twice(tmp_path, make):
-    rows = [{"id": f"r{i}", "text": f"héllo wörld {i} 日本"} for i in range(50)]
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_input_kind_round_trips_and_resumes_without_paying_twice(tmp_path, kind, live):
+    make = KINDS[kind]
     output = tmp_path / "out.jsonl"
-    first = promptbatch.run(make(rows), output, template="Say: {text}", dry_run=True, handle_signals=False)
-    assert (first["ok"], first["errors"], first["stop"]) == (50, 0, "Completed")
+    options = dict(template="Say: {text}", keep_columns="n,score,flag,text", **live)
+    first = promptbatch.run(make(ROWS), output, **options)
+    assert (first["ok"], first["errors"], first["stop"]) == (50, 0, "completed")
     got = records(output)
-    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in rows)
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in ROWS)
     by_id = {r["id"]: r for r in got}
-    assert by_id["r7"]["prompt"] == "Say: héllo wörld 7 日本"
-    again = promptbatch.run(make(rows), output, template="Say: {text}", dry_run=True, handle_signals=False)
-    assert (again["ok"], again["done_before"]) == (0, 50)
+    assert by_id["r7"]["prompt"] == "Say: héllo wörld 7 日本 🙂"
+    assert by_id["r7"]["completion"] == "echo: Say: héllo wörld 7 日本 🙂"
+    # Kept columns keep their types: JSON numbers and booleans, not text.
+    assert (by_id["r7"]["n"], by_id["r7"]["score"], by_id["r7"]["flag"]) == (7, 1.75, False)
+
+    again = promptbatch.run(make(ROWS), output, **options)
+    assert (again["ok"], again["done_before"], again["cost_usd"]) == (0, 50, 0)
     assert len(records(output)) == 50
-    report = promptbatch.report(output)
-    assert (report["rows"], report["ok"]) == (50, 50)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".promptbatch-input")]
+
+
+def test_a_shuffled_dataset_sends_its_rows_in_its_own_order(tmp_path):
+    rows = datasets.Dataset.from_list(ROWS).shuffle(seed=1).select(range(10))
+    output = tmp_path / "out.jsonl"
+    promptbatch.run(rows, output, template="{text}", dry_run=True, ordered=True, handle_signals=False)
+    assert [r["id"] for r in records(output)] == rows["id"]
+
+
+@pytest.mark.parametrize("to", ["pandas", "polars", "arrow"])
+def test_read_gives_the_callers_frame_with_typed_columns(tmp_path, to):
+    output = tmp_path / "out.jsonl"
+    promptbatch.run(pd.DataFrame(ROWS), output, template="{text}", keep_columns="all", dry_run=True, handle_signals=False)
+    frame = promptbatch.read(output, to=to)
+    table = frame if to == "arrow" else pa.Table.from_pandas(frame) if to == "pandas" else frame.to_arrow()
+    assert table.num_rows == 50
+    types = {f.name: f.type for f in table.schema}
+    assert types["n"] == pa.int64() and types["score"] == pa.float64() and types["flag"] == pa.bool_()
+    assert types["prompt_tokens"] in (pa.uint64(), pa.int64())
+    assert types["cost_usd"] == pa.float64()
+    assert pa.types.is_string(types["text"]) or pa.types.is_large_string(types["text"])
+    got = {row["id"]: row for row in table.to_pylist()}
+    assert got["r3"]["text"] == "héllo wörld 3 日本 🙂" and got["r3"]["score"] == 0.75
+    assert {"pandas": pd.DataFrame, "polars": pl.DataFrame, "arrow": pa.Table}[to] is type(frame)
+
+
+def test_structured_answers_come_back_as_typed_columns(tmp_path):
+    rows = [{"id": f"q{i}", "prompt": json.dumps({"label": f"L{i}", "confidence": i / 10, "id": i})} for i in range(5)]
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string"}, "confidence": {"type": "number"}, "id": {"type": "integer"}},
+        "required": ["label", "confidence", "id"],
+    }
+    output = tmp_path / "out.jsonl"
+    summary = promptbatch.run(rows, output, json_schema=schema, dry_run=True, handle_signals=False)
+    assert summary["ok"] == 5
+    table = promptbatch.read(output, to="arrow")
+    types = {f.name: f.type for f in table.schema}
+    assert types["label"] == pa.string() and types["confidence"] == pa.float64()
+    # `id` is taken by the record's own id: the answer's goes to `parsed_id`, as in a CSV output.
+    assert types["parsed_id"] == pa.int64()
+    by_id = {row["id"]: row for row in table.to_pylist()}
+    assert (by_id["q3"]["label"], by_id["q3"]["confidence"], by_id["q3"]["parsed_id"]) == ("L3", 0.3, 3)
+
+
+def test_records_stream_to_a_callback_as_they_are_written(tmp_path, live):
+    seen = []
+    output = tmp_path / "out.jsonl"
+    promptbatch.run(ROWS, output, template="{text}", on_record=seen.append, **live)
+    assert sorted(r["id"] for r in seen) == sorted(r["id"] for r in ROWS)
+    on_disk = {r["id"]: r for r in records(output)}
+    assert all(on_disk[r["id"]] == r for r in seen), "the callback sees exactly the line written"
+
+
+def test_a_callback_that_raises_stops_the_run_and_the_rerun_finishes(tmp_path, live):
+    rows = [{"id": f"r{i}", "prompt": f"p {i} #sim:sleep=5ms"} for i in range(500)]
+    output = tmp_path / "out.jsonl"
+    seen = []
+
+    def fail_at_ten(record):
+        seen.append(record["id"])
+        if len(seen) == 10:
+            raise LookupError("my callback's bug")
+
+    with pytest.raises(LookupError, match="my callback's bug"):
+        promptbatch.run(rows, output, concurrency=4, on_record=fail_at_ten, **live)
+    written = len(records(output))
+    assert 10 <= written < 500 and len(seen) == 10
+    rest = promptbatch.run(rows, output, concurrency=64, **live)
+    assert (rest["done_before"], rest["ok"]) == (written, 500 - written)
+    assert len({r["id"] for r in records(output)}) == len(records(output)) == 500
+
+
+def test_estimate_and_report_are_the_command_lines_json(tmp_path):
+    exe = shutil.which("promptbatch")
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    estimate = promptbatch.estimate(path, template="{text}", max_tokens=100, model=["gpt-5.2", "gemini-3.1-pro-preview"])
+    cli = subprocess.run(
+        [exe, "estimate", str(path), "--template", "{text}", "--max-tokens", "100",
+         "--model", "gpt-5.2,gemini-3.1-pro-preview", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    assert estimate == json.loads(cli.stdout)
+    assert (estimate["rows"], estimate["models_per_row"]) == (100, 2)
+    # A frame is estimated like a file.
+    from_frame = promptbatch.estimate(pd.DataFrame(ROWS), template="{text}", max_tokens=100, model=["gpt-5.2", "gemini-3.1-pro-preview"])
+    assert (from_frame["rows"], from_frame["prompt_tokens"]) == (100, estimate["prompt_tokens"])
+    assert from_frame["input"] == "the DataFrame given as input", from_frame["input"]
+
+    output = tmp_path / "out.jsonl"
+    promptbatch.run(path, output, template="{text}", dry_run=True, handle_signals=False)
+    cli = subprocess.run([exe, "report", str(output), "--json"], capture_output=True, text=True, check=True)
+    assert promptbatch.report(output) == json.loads(cli.stdout)
+
+
+def test_options_are_the_flags_with_their_defaults():
+    exe = shutil.which("promptbatch")
+    help_text = subprocess.run([exe, "run", "--help"], capture_output=True, text=True, check=True).stdout
+    options = promptbatch.options("run")
+    for option in options:
+        assert option["flag"] in help_text, option
+    by_name = {o["name"]: o for o in options}
+    assert by_name["concurrency"]["default"] == "16"
+    assert by_name["timeout"]["kind"] == "duration" and by_name["timeout"]["default"] == "10m"
+    assert by_name["via"]["values"] == ["live", "batch"]
+    assert "max_cost:" in promptbatch.run.__doc__
+
+
+def test_bad_options_fail_like_the_flags_do(tmp_path):
+    exe = shutil.which("promptbatch")
+    cli = subprocess.run([exe, "run", "x.csv", "-o", "o.jsonl", "--concurrency", "0"], capture_output=True, text=True)
+    with pytest.raises(ValueError) as raised:
+        promptbatch.run(ROWS, tmp_path / "o.jsonl", concurrency=0)
+    message = str(raised.value)
+    assert message.startswith("run(): invalid value '0' for concurrency"), message
+    reason = cli.stderr.splitlines()[0].split(": ", 2)[-1]
+    assert reason in message, (reason, message)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'concurency'; did you mean 'concurrency'"):
+        promptbatch.run(ROWS, tmp_path / "o.jsonl", concurency=4)
+    with pytest.raises(TypeError, match="dry_run takes True or False"):
+        promptbatch.run(ROWS, tmp_path / "o.jsonl", dry_run="yes")
+    with pytest.raises(ValueError, match=r"invalid value 'train' for via\n  \[possible values: live, batch\]"):
+        promptbatch.run(ROWS, tmp_path / "o.jsonl", via="train")
+    with pytest.raises(ValueError, match="timeout=-1 is not a duration"):
+        promptbatch.run(ROWS, tmp_path / "o.jsonl", timeout=-1)
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_errors_carry_the_command_lines_messages(tmp_path):
@@ -58,30 +188,28 @@ def test_errors_carry_the_command_lines_messages(tmp_path):
     assert ".promptbatch-input" not in str(raised.value)
 
 
+def test_a_refused_key_raises_run_stopped_with_the_summary(tmp_path):
+    # A server that answers 401 to every request: the run stops fast, without error records.
+    rows = [{"id": f"r{i}", "prompt": "hi #sim:status=401"} for i in range(30)]
+    with pytest.raises(promptbatch.RunStopped) as raised:
+        promptbatch.run(rows, tmp_path / "out.jsonl", dry_run=True, handle_signals=False)
+    assert raised.value.summary["stop"] in ("fatal", "refused"), raised.value.summary
+    assert raised.value.summary["ok"] == 0
+
+
+def test_messages_reach_pythons_stderr_where_a_notebook_shows_them(tmp_path, capsys):
+    output = tmp_path / "out.jsonl"
+    promptbatch.run(ROWS[:5], output, dry_run=True, template="{text}", handle_signals=False)
+    promptbatch.run(ROWS, output, dry_run=True, template="{text}", handle_signals=False)
+    err = capsys.readouterr().err
+    assert "resuming: 5 of 50 rows done, 45 to send" in err, err
+    assert "rows: 45 ok" in err, err
+    promptbatch.run(ROWS, output, dry_run=True, template="{text}", handle_signals=False, quiet=True)
+    assert "rows:" not in capsys.readouterr().err
+
+
 def test_the_command_line_is_on_path():
     exe = shutil.which("promptbatch")
     assert exe, "pip put no `promptbatch` on PATH"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "run a whole dataset of prompts" in out
-
-
-def test_ctrl_c_stops_the_run_resumably_and_the_rerun_pays_nothing_twice(tmp_path):
-    import signal
-    import threading
-    import time
-
-    rows = [{"id": f"r{i}", "prompt": f"p {i} #sim:sleep=50ms"} for i in range(2000)]
-    output = tmp_path / "out.jsonl"
-    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    with pytest.raises(KeyboardInterrupt):
-        promptbatch.run(rows, output, dry_run=True, concurrency=8)
-    written = len(records(output))
-    assert 0 < written < 2000, written
-    # Python's own Ctrl-C still works after a run.
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    with pytest.raises(KeyboardInterrupt):
-        time.sleep(10)
-    rest = promptbatch.run(rows, output, dry_run=True, concurrency=64, handle_signals=False)
-    assert (rest["done_before"], rest["ok"]) == (written, 2000 - written)
-    got = records(output)
-    assert len(got) == 2000 and len({r["id"] for r in got}) == 2000
