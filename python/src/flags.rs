@@ -117,6 +117,14 @@ fn text(function: &str, key: &str, arg: &Arg, value: &Bound<'_, PyAny>) -> PyRes
     if let Ok(s) = value.downcast::<PyString>() {
         return Ok(s.to_string());
     }
+    // A list for a one-value option that takes a comma-separated list (`keep_columns`).
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        let parts: PyResult<Vec<String>> = value
+            .try_iter()?
+            .map(|item| text(function, key, arg, &item?))
+            .collect();
+        return Ok(parts?.join(","));
+    }
     if value.is_instance_of::<PyBool>() {
         return Ok(if value.is_truthy()? { "true" } else { "false" }.into());
     }

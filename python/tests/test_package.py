@@ -33,7 +33,7 @@ KINDS = {
 def test_each_input_kind_round_trips_and_resumes_without_paying_twice(tmp_path, kind, live):
     make = KINDS[kind]
     output = tmp_path / "out.jsonl"
-    options = dict(template="Say: {text}", keep_columns="n,score,flag,text", **live)
+    options = dict(template="Say: {text}", keep_columns=["n", "score", "flag", "text"], **live)
     first = promptbatch.run(make(ROWS), output, **options)
     assert (first["ok"], first["errors"], first["stop"]) == (50, 0, "completed")
     got = records(output)
