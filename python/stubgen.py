@@ -7,10 +7,15 @@ import inspect
 import os
 import sys
 
-# The installed package, not the source folder beside this script (which has no extension).
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-import promptbatch  # noqa: E402
+try:
+    import promptbatch
+except ImportError:
+    # The source folder beside this script has no built extension: use the installed package.
+    sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+    for name in [m for m in sys.modules if m.split(".")[0] == "promptbatch"]:
+        del sys.modules[name]
+    import promptbatch
 
 # What a "value" option takes in Python (the flag's parser decides in Rust; this names it for
 # editors). A flag missing here stops the generator: add it to one of the sets.

@@ -93,6 +93,23 @@ def test_structured_answers_come_back_as_typed_columns(tmp_path):
     assert (by_id["q3"]["label"], by_id["q3"]["confidence"], by_id["q3"]["parsed_id"]) == ("L3", 0.3, 3)
 
 
+def test_a_pydantic_style_model_class_is_a_schema_and_a_record_batch_an_input(tmp_path):
+    class Verdict:
+        """What pydantic's BaseModel offers: a class with `model_json_schema()`."""
+
+        @classmethod
+        def model_json_schema(cls):
+            return {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+    batch = pa.RecordBatch.from_pylist([{"id": "a", "prompt": '{"ok": true}'}, {"id": "b", "prompt": '{"ok": false}'}])
+    output = tmp_path / "out.jsonl"
+    assert promptbatch.run(batch, output, json_schema=Verdict, dry_run=True, handle_signals=False)["ok"] == 2
+    frame = promptbatch.read(output, to="polars").sort("id")
+    assert frame["ok"].to_list() == [True, False] and frame.schema["ok"] == pl.Boolean
+    with pytest.raises(ValueError, match="json_schema: not a valid JSON Schema"):
+        promptbatch.run(batch, tmp_path / "x.jsonl", json_schema={"type": "object", "properties": 3}, dry_run=True)
+
+
 def test_records_stream_to_a_callback_as_they_are_written(tmp_path, live):
     seen = []
     output = tmp_path / "out.jsonl"
