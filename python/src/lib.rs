@@ -138,6 +138,14 @@ fn summary_dict(py: Python<'_>, summary: &Summary) -> PyResult<PyObject> {
         StopReason::Detached { .. } => "detached",
     };
     let usage = &summary.usage;
+    let detached = match &summary.stop {
+        StopReason::Detached {
+            batches,
+            rows,
+            state,
+        } => serde_json::json!({"batches": batches, "rows": rows, "state": state}),
+        _ => serde_json::Value::Null,
+    };
     let value = serde_json::json!({
         "stop": stop,
         "ok": summary.ok,
@@ -159,6 +167,7 @@ fn summary_dict(py: Python<'_>, summary: &Summary) -> PyResult<PyObject> {
         "rate_limited": summary.rate_limited,
         "paused_s": summary.paused.as_secs_f64(),
         "elapsed_s": summary.elapsed.as_secs_f64(),
+        "detached": detached,
     });
     to_python(py, &value)
 }

@@ -230,3 +230,15 @@ def test_the_command_line_is_on_path():
     assert exe, "pip put no `promptbatch` on PATH"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "run a whole dataset of prompts" in out
+
+
+def test_a_detached_batch_run_is_collected_by_the_same_call(tmp_path, live):
+    rows = [{"id": f"b{i}", "prompt": f"question {i}"} for i in range(30)]
+    output = tmp_path / "out.jsonl"
+    first = promptbatch.run(rows, output, via="batch", detach=True, poll_every=0.1, **live)
+    assert first["stop"] == "detached" and first["detached"]["rows"] == 30, first
+    assert os.path.exists(first["detached"]["state"])
+    done = promptbatch.run(rows, output, via="batch", poll_every=0.1, **live)
+    assert (done["stop"], done["ok"], done["errors"]) == ("completed", 30, 0), done
+    got = records(output)
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in rows)
