@@ -15,6 +15,7 @@ output resumes it. Docs: PYTHON.md in the repository.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -52,9 +53,7 @@ def run(input, output, *, api_key=None, on_record=None, handle_signals=True, **o
     durations take seconds, a `timedelta` or text such as "90s"; lists take a list or one
     value; `param` takes a dict.
     """
-    frame = not isinstance(input, (str, os.PathLike))
-    path = _as_path(input, output) if frame else os.fspath(input)
-    try:
+    with _input_file(input, beside=output) as path:
         return _promptbatch.run(
             path,
             os.fspath(output),
@@ -63,14 +62,6 @@ def run(input, output, *, api_key=None, on_record=None, handle_signals=True, **o
             handle_signals=handle_signals,
             **options,
         )
-    except (ValueError, RuntimeError) as error:
-        if not frame or path not in str(error):
-            raise
-        # The message names the Parquet file the frame went through; the user gave a frame.
-        raise _renamed(error, path, input) from None
-    finally:
-        if frame:
-            _remove(path)
 
 
 def estimate(input, **options):
@@ -78,23 +69,11 @@ def estimate(input, **options):
     run: `promptbatch estimate INPUT --json`, as a dict. `input` is anything `run` takes; the
     keywords are the flags of `promptbatch estimate` (e.g. `model`, `template`, `max_tokens`,
     `expect_output`, `from_output`)."""
-    frame = not isinstance(input, (str, os.PathLike))
-    path = _as_path(input, None) if frame else os.fspath(input)
-    try:
+    with _input_file(input) as path:
         estimate = _promptbatch.estimate(path, **options)
-        if frame:
-            import json
-
-            text = json.dumps(estimate).replace(json.dumps(path)[1:-1], _given(input))
-            estimate = json.loads(text)
-        return estimate
-    except (ValueError, RuntimeError) as error:
-        if not frame or path not in str(error):
-            raise
-        raise _renamed(error, path, input) from None
-    finally:
-        if frame:
-            _remove(path)
+    if not isinstance(input, (str, os.PathLike)):
+        estimate["input"] = _given(input)
+    return estimate
 
 
 def report(output, *, prices=None):
@@ -132,6 +111,25 @@ def read(output, to=None):
 
         return polars.from_arrow(table)
     return table.to_pandas()
+
+
+@contextlib.contextmanager
+def _input_file(data, beside=None):
+    """The path of the input: `data` itself when it is one, else a temporary Parquet file
+    holding it (removed afterwards), with the messages naming what the user gave instead."""
+    if isinstance(data, (str, os.PathLike)):
+        yield os.fspath(data)
+        return
+    path = _as_path(data, beside)
+    try:
+        yield path
+    except (ValueError, RuntimeError) as error:
+        if path not in str(error):
+            raise
+        # The message names the Parquet file the frame went through; the user gave a frame.
+        raise type(error)(str(error).replace(path, _given(data))) from None
+    finally:
+        _remove(path)
 
 
 def _default_frame_kind():
@@ -255,10 +253,6 @@ def _as_arrow(data, pa):
 
 def _given(data):
     return f"the {type(data).__name__} given as input"
-
-
-def _renamed(error, path, given):
-    return type(error)(str(error).replace(path, _given(given)))
 
 
 def _remove(path):
