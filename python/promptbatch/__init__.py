@@ -71,9 +71,12 @@ def estimate(input, **options):
     `expect_output`, `from_output`)."""
     with _input_file(input) as path:
         estimate = _promptbatch.estimate(path, **options)
-    if not isinstance(input, (str, os.PathLike)):
-        estimate["input"] = _given(input)
-    return estimate
+    if isinstance(input, (str, os.PathLike)):
+        return estimate
+    import json
+
+    # Wherever the estimate names the temporary file (`input`, `first_invalid`), name the frame.
+    return json.loads(json.dumps(estimate).replace(json.dumps(path)[1:-1], _given(input)))
 
 
 def report(output, *, prices=None):
