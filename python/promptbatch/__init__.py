@@ -194,6 +194,13 @@ def _as_path(data, output):
     os.close(handle)
     try:
         pq.write_table(table, path)
+    except OSError as error:
+        _remove(path)
+        raise RuntimeError(
+            f"cannot write the {type(data).__name__} given as input to a temporary Parquet file in "
+            f"{os.path.dirname(path)} (the run reads it from there): {error}; free some space "
+            f"there, or write the rows to a file yourself and give its path"
+        ) from error
     except BaseException:
         _remove(path)
         raise
