@@ -187,22 +187,24 @@ def _as_path(data, output):
     import pyarrow.parquet as pq
 
     table = _as_arrow(data, pa)
-    folder = os.path.dirname(os.path.abspath(os.fspath(output))) if output is not None else None
-    _remove_leftovers(folder or tempfile.gettempdir())
-    prefix = f"{_INPUT_PREFIX}{os.getpid()}-"
-    handle, path = tempfile.mkstemp(prefix=prefix, suffix=".parquet", dir=folder)
-    os.close(handle)
+    folder = os.path.dirname(os.path.abspath(os.fspath(output))) if output is not None else tempfile.gettempdir()
+    _remove_leftovers(folder)
+    path = None
     try:
+        handle, path = tempfile.mkstemp(prefix=f"{_INPUT_PREFIX}{os.getpid()}-", suffix=".parquet", dir=folder)
+        os.close(handle)
         pq.write_table(table, path)
     except OSError as error:
-        _remove(path)
+        if path:
+            _remove(path)
         raise RuntimeError(
             f"cannot write the {type(data).__name__} given as input to a temporary Parquet file in "
-            f"{os.path.dirname(path)} (the run reads it from there): {error}; free some space "
-            f"there, or write the rows to a file yourself and give its path"
+            f"{folder} (the run reads it from there, beside the output): {error}; check that the "
+            f"folder exists and has free space, or write the rows to a file and give its path"
         ) from error
     except BaseException:
-        _remove(path)
+        if path:
+            _remove(path)
         raise
     return path
 

@@ -205,6 +205,16 @@ def test_errors_carry_the_command_lines_messages(tmp_path):
     assert ".promptbatch-input" not in str(raised.value)
 
 
+def test_an_output_folder_that_does_not_exist_is_named(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(RuntimeError, match=f"temporary Parquet file in {missing} .*check that the folder exists"):
+        promptbatch.run(ROWS, missing / "out.jsonl", dry_run=True, handle_signals=False)
+    # A path input reaches the library, whose message names the output.
+    (tmp_path / "in.csv").write_text("id,prompt\na,hi\n")
+    with pytest.raises((RuntimeError, ValueError), match="nope"):
+        promptbatch.run(tmp_path / "in.csv", missing / "out.jsonl", dry_run=True, handle_signals=False)
+
+
 def test_a_refused_key_raises_run_stopped_with_the_summary(tmp_path):
     # A server that answers 401 to every request: the run stops fast, without error records.
     rows = [{"id": f"r{i}", "prompt": "hi #sim:status=401"} for i in range(30)]
