@@ -18,7 +18,8 @@ use promptbatch::OutputFormat;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
-    LimitStyle, MergeOptions, OutputOptions, RequestOptions, RetryPolicy, Shard, SimOptions, Via,
+    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, RequestOptions, RetryPolicy, Shard,
+    SimOptions, Via,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -299,6 +300,29 @@ pub struct RunArgs {
     /// No progress display (the end-of-run summary is still printed).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Do not append the run's events to OUTPUT.events.jsonl (start and stop with the reason,
+    /// pace changes, pauses, and every --event-interval the rows, 429s, 5xx and retries of the
+    /// interval), which `report --html` draws.
+    #[arg(long)]
+    pub no_event_log: bool,
+
+    /// How often the event log records an interval.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = promptbatch::internals::duration::parse)]
+    pub event_interval: Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run goes (rows ok and error,
+    /// requests by status, tokens by kind, cost by model, in flight, pace, paused), e.g.
+    /// `127.0.0.1:9464`. Listen beyond loopback (`0.0.0.0:9464`) only on a trusted network:
+    /// the metrics carry no key, but they show the run's models and spend.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// When the run ends, however it ends (done, budget, refused, interrupted, failed), POST its
+    /// summary as JSON to URL (retried briefly, never holding the exit more than about 10 s). A
+    /// user name, password or query in URL is never printed.
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
 
     /// How requests travel: `live` (one HTTP request per row, answers in seconds, live price) or
     /// `batch` (the provider's Batch API: files of requests answered within 24 h, at the batch
@@ -732,6 +756,12 @@ impl RunArgs {
             max_cost: self.max_cost,
         };
         job.display = display;
+        job.monitor = MonitorOptions {
+            events: !self.no_event_log,
+            event_interval: self.event_interval,
+            metrics_listen: self.metrics_listen,
+            notify_url: self.notify_url,
+        };
         job.dry_run = dry_run;
         job.grace = self.grace;
         job.handle_signals = true;
@@ -1011,11 +1041,28 @@ mod tests {
             "S",
             "--max-tokens",
             "9",
+            "--no-event-log",
+            "--event-interval",
+            "3s",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+            "--notify-url",
+            "https://hooks.example/x",
         ]);
         let Command::Run(args) = cli.command else {
             panic!("not a run")
         };
         let job = args.into_job();
+        assert!(!job.monitor.events);
+        assert_eq!(job.monitor.event_interval, Duration::from_secs(3));
+        assert_eq!(
+            job.monitor.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            job.monitor.notify_url.as_deref(),
+            Some("https://hooks.example/x")
+        );
         assert_eq!(job.request.models, ["m"]);
         assert_eq!(job.request.system.as_deref(), Some("S"));
         assert_eq!(job.request.max_tokens, Some(9));

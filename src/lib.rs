@@ -67,6 +67,7 @@ mod input;
 mod job;
 mod live;
 mod money;
+mod monitor;
 mod output;
 mod paths;
 mod progress;
@@ -97,6 +98,7 @@ pub use live::breaker::{
 };
 pub use live::limit::LimitOptions;
 pub use money::cost::CostOptions;
+pub use monitor::options::{MonitorOptions, DEFAULT_EVENT_INTERVAL};
 pub use output::export::{run as export, ExportOptions, Exported};
 pub use output::format::OutputFormat;
 pub use output::merge::{run as merge, MergeOptions};

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::events::notice;
 use crate::job::prepare::prepare;
 use crate::job::Job;
+use crate::monitor::Monitor;
 use crate::output::export;
 use crate::output::lock::OutputLock;
 use crate::paths;
@@ -153,12 +154,29 @@ async fn run_to(opts: &Job, shutdown: Shutdown) -> Result<Summary, Error> {
             if crate::paths::is_stdin(&opts.input.path) { "standard input" } else { "rows in memory" }
         )));
     }
-    let mut prepared = prepare(opts).await?;
+    let prepared = prepare(opts).await?;
     // One set of counters for the whole run: with `--fallback live` the live part adds to the
     // batch part's, so the summary counts both.
-    let mut counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters::default());
+    let monitor = Monitor::start(opts, &prepared.output, &counters).await;
+    let summary = run_prepared(opts, prepared, counters, shutdown, started).await;
+    match &summary {
+        Ok(summary) => monitor.finish(opts, summary).await,
+        Err(e) => monitor.failed(opts, e).await,
+    }
+    summary
+}
+
+/// The batch part of a `--via batch` run, then the live pool for the rows it did not take.
+async fn run_prepared(
+    opts: &Job,
+    mut prepared: crate::job::prepare::Prepared,
+    mut counters: Arc<Counters>,
+    shutdown: Shutdown,
+    started: Instant,
+) -> Result<Summary, Error> {
     if opts.via == Via::Batch {
-        match crate::batch::run(opts, prepared, &shutdown, started).await? {
+        match crate::batch::run(opts, prepared, &counters, &shutdown, started).await? {
             BatchEnd::Done(summary) => return Ok(summary),
             BatchEnd::Live(rest, batch_counters) => (prepared, counters) = (rest, batch_counters),
         }

@@ -104,10 +104,11 @@ const WORST_OUTPUT_TOKENS: u64 = 4096;
 pub(crate) async fn run(
     opts: &Job,
     mut prepared: Prepared,
+    counters: &Arc<Counters>,
     shutdown: &Shutdown,
     started: Instant,
 ) -> Result<BatchEnd, Error> {
-    let counters = Arc::new(Counters::default());
+    let counters = counters.clone();
     let rows = std::mem::replace(&mut prepared.rows, Box::new(std::iter::empty()));
     let batch_run = BatchRun::new(opts, &prepared, &counters)?;
     let (drive, skip) = drive_batches(batch_run, rows, shutdown).await?;

@@ -25,6 +25,7 @@ use crate::batch::options::{BatchOptions, Via};
 use crate::input::InputOptions;
 use crate::live::limit::LimitOptions;
 use crate::money::cost::CostOptions;
+use crate::monitor::options::MonitorOptions;
 use crate::output::{OutputOptions, Record};
 use crate::progress::Display;
 use crate::sim::SimOptions;
@@ -59,6 +60,8 @@ pub struct Job {
     pub batch: BatchOptions,
     /// How progress is shown on stderr (default: nothing until the end).
     pub display: Display,
+    /// The event log, live metrics and the end-of-run notification.
+    pub monitor: MonitorOptions,
     /// `Some`: no key, no network, no cost — the run goes to a fresh built-in simulator with
     /// these settings on a free loopback port, and its records are marked simulated.
     pub dry_run: Option<SimOptions>,
@@ -84,6 +87,7 @@ impl std::fmt::Debug for Job {
             .field("via", &self.via)
             .field("batch", &self.batch)
             .field("display", &self.display)
+            .field("monitor", &self.monitor)
             .field("dry_run", &self.dry_run)
             .field("grace", &self.grace)
             .field("handle_signals", &self.handle_signals)
@@ -113,6 +117,7 @@ impl Job {
             via: Via::Live,
             batch: BatchOptions::default(),
             display: Display::Quiet,
+            monitor: MonitorOptions::default(),
             dry_run: None,
             grace: DEFAULT_GRACE,
             handle_signals: false,

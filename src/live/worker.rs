@@ -516,6 +516,9 @@ impl RowAttempts {
     fn failed(&mut self, ctx: &WorkerContext, failure: Failure, latency_ms: u64) -> Next {
         let attempts = self.attempts;
         let on_record = self.attempts_on_record();
+        if failure.status.is_some_and(|status| status >= 500) {
+            ctx.counters.server_errors.fetch_add(1, Relaxed);
+        }
         let error_record = |message: String| {
             let mut record = Record::error(self.info.clone(), message, latency_ms, on_record);
             self.spent.add_to(&mut record);

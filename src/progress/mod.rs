@@ -48,6 +48,8 @@ pub struct Counters {
     pub waiting_until_ms: AtomicU64,
     /// 429 answers received.
     pub rate_limited: AtomicU64,
+    /// 5xx answers received (every attempt, retried or not).
+    pub server_errors: AtomicU64,
     /// Time the pool spent paused, in ms.
     pub paused_ms: AtomicU64,
     /// The current pace and why it last changed.
@@ -242,7 +244,7 @@ impl Drop for WaitingRow<'_> {
 }
 
 /// Milliseconds since the Unix epoch.
-fn unix_ms(at: SystemTime) -> u64 {
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
