@@ -24,7 +24,7 @@ INT = {"limit", "max_tokens", "concurrency", "rpm", "tpm", "max_retries", "batch
 FLOAT = {"temperature", "max_cost"}
 PATH = {"prices", "from_output"}
 TEXT = {"prompt_column", "template", "id_column", "model_column", "shard", "system",
-        "reasoning_effort", "base_url", "api_key_env"}
+        "reasoning_effort", "base_url", "api_key_env", "metrics_listen", "notify_url"}
 SPECIAL = {
     "json_schema": "_Path | Mapping[str, Any] | type",
     "keep_columns": "str | Sequence[str]",

@@ -60,6 +60,10 @@ def run(
     grace: _Duration = '30s',
     log_every: _Duration = '30s',
     quiet: bool = False,
+    no_event_log: bool = False,
+    event_interval: _Duration = '10s',
+    metrics_listen: str | None = None,
+    notify_url: str | None = None,
     via: Literal['live', 'batch'] = 'live',
     batch_max_requests: int = 50000,
     batch_max_pending: int = 1000000,
@@ -132,6 +136,10 @@ def run(
     grace (default: 30s): After the first Ctrl-C, how long in-flight requests may still finish
     log_every (default: 30s): When stderr is not a terminal: one progress line every this often
     quiet: No progress display (the end-of-run summary is still printed)
+    no_event_log: Do not append the run's events to OUTPUT.events.jsonl (start and stop with the reason, pace changes, pauses, and every --event-interval the rows, 429s, 5xx and retries of the interval), which `report --html` draws
+    event_interval (default: 10s): How often the event log records an interval
+    metrics_listen: Serve Prometheus metrics at http://ADDR/metrics while the run goes (rows ok and error, requests by status, tokens by kind, cost by model, in flight, pace, paused), e.g. `127.0.0.1:9464`. Listen beyond loopback (`0.0.0.0:9464`) only on a trusted network: the metrics carry no key, but they show the run's models and spend
+    notify_url: When the run ends, however it ends (done, budget, refused, interrupted, failed), POST its summary as JSON to URL (retried briefly, never holding the exit more than about 10 s). A user name, password or query in URL is never printed
     via (default: live): How requests travel: `live` (one HTTP request per row, answers in seconds, live price) or `batch` (the provider's Batch API: files of requests answered within 24 h, at the batch price — half the live price at OpenAI). A batch run keeps its batch ids in OUTPUT.batch.json: re-running the same command collects them, never submitting the same rows twice
     batch_max_requests (default: 50000): --via batch: at most this many requests per Batch input file (one batch each)
     batch_max_pending (default: 1000000): --via batch: at most this many rows in batches at once. Past it the run submits no more until batches are collected (down to half of it), so memory and the state file stay bounded (≈ 260 bytes a row) however large the input, and a provider's limit on queued requests is not overrun
