@@ -116,6 +116,26 @@ impl EventLog {
     }
 }
 
+/// Hands each line of `output`'s event log to `each`, oldest first (the rotated part, then the
+/// current one). Lines that are not JSON objects (a torn last line) are skipped; a log that
+/// does not exist is empty.
+pub(crate) fn read(output: &Path, mut each: impl FnMut(&serde_json::Map<String, Value>)) {
+    use std::io::BufRead as _;
+    for path in [rotated_path_for(output), path_for(output)] {
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        for line in std::io::BufReader::new(file).lines() {
+            let Ok(line) = line else {
+                break;
+            };
+            if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&line) {
+                each(&fields);
+            }
+        }
+    }
+}
+
 /// What the sampler remembers between two looks.
 #[derive(Default)]
 struct Seen {

@@ -56,6 +56,18 @@ impl LatencySketch {
         ((f64::from(value).ln() / self.gamma_ln).ceil() as usize).min(self.log.len() - 1)
     }
 
+    /// Adds every value `other` counted.
+    pub(crate) fn merge(&mut self, other: &LatencySketch) {
+        for (mine, theirs) in self.exact.iter_mut().zip(&other.exact) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.log.iter_mut().zip(&other.log) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.max = self.max.max(other.max);
+    }
+
     /// Values counted.
     #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {

@@ -15,7 +15,8 @@
 //! - `rows`, `ok`, `error`: record counts; `schema_failures`: error records whose answers never
 //!   matched `--json-schema`
 //! - `torn_last_line`: `null`, or `{ "line", "reason" }` for a skipped incomplete last record
-//! - `top_errors`: up to 5 `{ "message", "count" }`, most frequent first
+//! - `top_errors`: up to 5 `{ "message", "count", "examples" }` (the first 3 ids), most
+//!   frequent first
 //! - `tokens`: `{ "prompt", "cached", "completion", "reasoning", "total" }` summed over all rows
 //! - `cost`: `{ "total_usd", "from_records_rows", "computed_rows", "unpriced_rows",
 //!   "unpriced_models", "by_model": [{ "model", "rows", "cost_usd", "unpriced_rows" }] }`;
@@ -25,8 +26,19 @@
 //! - `attempts`: `{ "1": rows, "2": rows, … }` over all rows
 //! - `mean_per_ok_row`: `null` without ok rows, else `{ "prompt_tokens", "completion_tokens",
 //!   "reasoning_tokens" }`
+//! - `timeline`: `null` when no record has a `finished_at`, else `{ "start", "bucket_s",
+//!   "models", "buckets": [{ "t_s", "ok", "errors", "latency_ms", "cost_usd": [by model],
+//!   "rate_limited", "server_errors", "retries", "paused_s", "pace_rpm" }], "untimed_rows" }`:
+//!   at most 120 equal buckets by `finished_at` (`timeline.rs`); the last five fields come from
+//!   the event log, `OUTPUT.events.jsonl`, when there is one
+//! - `token_histogram`: `{ "bins", "prompt", "cached", "completion", "reasoning" }`, records by
+//!   tokens in power-of-two bins
+//! - `slowest`: up to 10 `{ "id", "model", "latency_ms", "status", "attempts" }`, slowest first
+//! - `runs`: from the event log, the last 50 `{ "started_at", "stopped_at", "reason",
+//!   "message" }` (`stopped_at` null: still running, or killed)
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use serde::Serialize;
 
@@ -40,6 +52,7 @@ use crate::util::error_kind::normalize_error;
 pub(crate) mod latency_sketch;
 #[cfg(feature = "cli")]
 pub(crate) mod text;
+pub(crate) mod timeline;
 
 /// Distinct (normalized) error messages kept; further new messages count as "other messages".
 pub(crate) const MAX_ERROR_GROUPS: usize = 10_000;
@@ -75,6 +88,60 @@ pub struct Report {
     /// Paid work of `--via batch` that no record holds (yet): batches not collected, and
     /// paid answers kept in `OUTPUT.unmatched.jsonl`.
     pub beside: crate::batch::Beside,
+    /// The run over time (`null` when no record has a `finished_at`).
+    pub timeline: Option<timeline::Timeline>,
+    /// How many records have each number of tokens, by kind, in power-of-two bins.
+    pub token_histogram: TokenHistogram,
+    /// The slowest records (up to 10), slowest first.
+    pub slowest: Vec<SlowRow>,
+    /// The runs that wrote the output, from its event log (`OUTPUT.events.jsonl`), the last 50.
+    pub runs: Vec<RunSpan>,
+}
+
+/// Counts of records by tokens, in bins `0`, `1`, `2–3`, `4–7`, … (`bins` names them).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenHistogram {
+    pub bins: Vec<String>,
+    pub prompt: Vec<u64>,
+    pub cached: Vec<u64>,
+    pub completion: Vec<u64>,
+    pub reasoning: Vec<u64>,
+}
+
+/// One of the slowest records.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SlowRow {
+    pub id: String,
+    pub model: String,
+    pub latency_ms: u64,
+    pub status: Status,
+    pub attempts: u32,
+}
+
+/// Slower first; ties by id, so the list does not depend on the file's order.
+impl Ord for SlowRow {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.latency_ms
+            .cmp(&other.latency_ms)
+            .then_with(|| other.id.cmp(&self.id))
+    }
+}
+
+impl PartialOrd for SlowRow {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// One run of the output, from its event log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSpan {
+    pub started_at: String,
+    /// `null` while the run goes on, or when it was killed (`kill -9`, a reboot).
+    pub stopped_at: Option<String>,
+    /// Why it stopped (`completed`, `interrupted`, `budget`, …); `null` as `stopped_at`.
+    pub reason: Option<String>,
+    pub message: Option<String>,
 }
 
 /// A skipped torn last record.
@@ -89,6 +156,8 @@ pub struct TornLine {
 pub struct ErrorCount {
     pub message: String,
     pub count: u64,
+    /// Ids of the first records with it (up to 3).
+    pub examples: Vec<String>,
 }
 
 /// Token sums by kind.
@@ -162,18 +231,56 @@ struct Stats {
     simulated: u64,
     tokens: Tokens,
     ok_tokens: Tokens,
-    errors: HashMap<String, u64>,
+    errors: HashMap<String, (u64, Vec<String>)>,
     ledger: Ledger,
     from_records: u64,
     computed: u64,
     latencies: crate::report::latency_sketch::LatencySketch,
     attempts: BTreeMap<u32, u64>,
+    timeline: timeline::TimelineBuilder,
+    histogram: [[u64; HISTOGRAM_BINS]; 4],
+    /// The slowest records so far, the fastest of them on top.
+    slowest: BinaryHeap<Reverse<SlowRow>>,
+}
+
+/// Bins of the token histogram: `0`, `1`, `2–3`, … up to `2^30` and more.
+const HISTOGRAM_BINS: usize = 32;
+
+/// Records listed as the slowest.
+const SLOWEST: usize = 10;
+
+/// Error examples kept per group.
+const EXAMPLES: usize = 3;
+
+/// Runs listed from the event log.
+const RUNS: usize = 50;
+
+/// The histogram bin of `n` tokens.
+fn bin(n: u64) -> usize {
+    (if n == 0 {
+        0
+    } else {
+        64 - n.leading_zeros() as usize
+    })
+    .min(HISTOGRAM_BINS - 1)
 }
 
 impl Stats {
     fn add(&mut self, record: &Record, prices: &PriceTable) {
         self.rows += 1;
         add_tokens(&mut self.tokens, record);
+        for (kind, n) in [
+            record.prompt_tokens,
+            record.cached_tokens,
+            record.completion_tokens,
+            record.reasoning_tokens,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            self.histogram[kind][bin(n)] += 1;
+        }
+        self.add_slow(record);
         *self.attempts.entry(record.attempts).or_default() += 1;
         match record.status {
             Status::Ok => {
@@ -188,26 +295,58 @@ impl Stats {
                 if message.contains(crate::api::schema::SCHEMA_FAILURE) {
                     self.schema_failures += 1;
                 }
-                self.add_error(record.error.as_deref().unwrap_or("(no message)"));
+                self.add_error(
+                    record.error.as_deref().unwrap_or("(no message)"),
+                    &record.id,
+                );
             }
         }
-        self.add_cost(record, prices);
+        let cost = self.add_cost(record, prices);
+        self.timeline.add_record(
+            record.finished_at.as_deref(),
+            record.status == Status::Ok,
+            record.latency_ms,
+            &record.model,
+            cost.unwrap_or(0.0),
+        );
+    }
+
+    /// Keeps the record if it is among the [`SLOWEST`].
+    fn add_slow(&mut self, record: &Record) {
+        let slower = self
+            .slowest
+            .peek()
+            .is_none_or(|Reverse(fastest)| record.latency_ms > fastest.latency_ms);
+        if self.slowest.len() < SLOWEST || slower {
+            self.slowest.push(Reverse(SlowRow {
+                id: record.id.clone(),
+                model: record.model.clone(),
+                latency_ms: record.latency_ms,
+                status: record.status,
+                attempts: record.attempts,
+            }));
+            if self.slowest.len() > SLOWEST {
+                self.slowest.pop();
+            }
+        }
     }
 
     /// Counts an error message in its group (new groups past [`MAX_ERROR_GROUPS`] as other).
-    fn add_error(&mut self, message: &str) {
+    fn add_error(&mut self, message: &str, id: &str) {
         let key = normalize_error(message);
-        if let Some(n) = self.errors.get_mut(&key) {
-            *n += 1;
-        } else if self.errors.len() < MAX_ERROR_GROUPS {
-            self.errors.insert(key, 1);
+        let group = if self.errors.contains_key(&key) || self.errors.len() < MAX_ERROR_GROUPS {
+            self.errors.entry(key).or_default()
         } else {
-            *self.errors.entry(OTHER_ERRORS.to_string()).or_default() += 1;
+            self.errors.entry(OTHER_ERRORS.to_string()).or_default()
+        };
+        group.0 += 1;
+        if group.1.len() < EXAMPLES {
+            group.1.push(id.to_string());
         }
     }
 
     /// Adds the record's cost (its own, else from the price table) to its model's.
-    fn add_cost(&mut self, record: &Record, prices: &PriceTable) {
+    fn add_cost(&mut self, record: &Record, prices: &PriceTable) -> Option<f64> {
         let cost = match record.cost_usd {
             Some(cost) => {
                 self.from_records += 1;
@@ -223,6 +362,7 @@ impl Stats {
         }
         self.ledger
             .add(&record.model, &record.usage(), cost, record.simulated);
+        cost
     }
 
     fn finish(self, output: String, format: &'static str, torn: Option<&Torn>) -> Report {
@@ -253,15 +393,52 @@ impl Stats {
             beside: Default::default(),
             attempts: self.attempts,
             mean_per_ok_row,
+            timeline: self.timeline.finish(),
+            token_histogram: histogram(&self.histogram),
+            slowest: self
+                .slowest
+                .into_sorted_vec()
+                .into_iter()
+                .map(|Reverse(row)| row)
+                .collect(),
+            runs: Vec::new(),
         }
     }
 }
 
+/// The histogram with its bins named, cut after the last bin any kind uses.
+fn histogram(counts: &[[u64; HISTOGRAM_BINS]; 4]) -> TokenHistogram {
+    let used = (0..HISTOGRAM_BINS)
+        .rev()
+        .find(|&b| counts.iter().any(|kind| kind[b] > 0))
+        .map_or(1, |b| b + 1);
+    let bins = (0..used)
+        .map(|b| match b {
+            0 => "0".to_string(),
+            1 => "1".to_string(),
+            _ if b == HISTOGRAM_BINS - 1 => format!("{}+", 1u64 << (b - 1)),
+            _ => format!("{}-{}", 1u64 << (b - 1), (1u64 << b) - 1),
+        })
+        .collect();
+    let kind = |k: usize| counts[k][..used].to_vec();
+    TokenHistogram {
+        bins,
+        prompt: kind(0),
+        cached: kind(1),
+        completion: kind(2),
+        reasoning: kind(3),
+    }
+}
+
 /// The 5 most frequent error groups, most frequent first (ties by message).
-fn top_errors(errors: HashMap<String, u64>) -> Vec<ErrorCount> {
+fn top_errors(errors: HashMap<String, (u64, Vec<String>)>) -> Vec<ErrorCount> {
     let mut top: Vec<ErrorCount> = errors
         .into_iter()
-        .map(|(message, count)| ErrorCount { message, count })
+        .map(|(message, (count, examples))| ErrorCount {
+            message,
+            count,
+            examples,
+        })
         .collect();
     top.sort_by(|a, b| {
         b.count
@@ -328,9 +505,54 @@ pub(crate) fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Repor
         stats.add(&record, prices);
     }
     let format = records.format().name();
+    let mut runs = Vec::new();
+    read_event_log(path, &mut stats.timeline, &mut runs);
     let mut report = stats.finish(path.display().to_string(), format, records.torn());
+    report.runs = runs;
     report.beside = crate::batch::beside(path)?;
     Ok(report)
+}
+
+/// Adds the event log's intervals to `timeline` and its runs to `runs` (the last [`RUNS`]).
+fn read_event_log(
+    output: &std::path::Path,
+    timeline: &mut timeline::TimelineBuilder,
+    runs: &mut Vec<RunSpan>,
+) {
+    crate::monitor::event_log::read(output, |line| {
+        let text = |key: &str| line.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let count = |key: &str| line.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        let at = text("at").unwrap_or_default();
+        match line.get("event").and_then(|v| v.as_str()) {
+            Some("interval") => timeline.add_interval(
+                &at,
+                timeline::Interval {
+                    rate_limited: count("rate_limited"),
+                    server_errors: count("server_errors"),
+                    retries: count("retries"),
+                    paused_s: line.get("paused_s").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    pace_rpm: line.get("pace_rpm").and_then(|v| v.as_f64()),
+                },
+            ),
+            Some("start") => {
+                if runs.len() == RUNS {
+                    runs.remove(0);
+                }
+                runs.push(RunSpan {
+                    started_at: at,
+                    ..RunSpan::default()
+                });
+            }
+            Some("stop") => {
+                if let Some(run) = runs.last_mut().filter(|r| r.stopped_at.is_none()) {
+                    run.stopped_at = Some(at);
+                    run.reason = text("reason");
+                    run.message = text("message").filter(|m| !m.is_empty());
+                }
+            }
+            _ => {}
+        }
+    });
 }
 
 #[cfg(test)]

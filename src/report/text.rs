@@ -287,6 +287,7 @@ pub(crate) mod tests {
             top_errors: vec![ErrorCount {
                 message: "HTTP 400: bad request".into(),
                 count: 50,
+                examples: vec!["r1".into()],
             }],
             tokens: Tokens {
                 prompt: 123_456,
@@ -321,6 +322,10 @@ pub(crate) mod tests {
                 reasoning_tokens: 0.0,
             }),
             beside: Default::default(),
+            timeline: None,
+            token_histogram: super::super::histogram(&[[0; super::super::HISTOGRAM_BINS]; 4]),
+            slowest: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
