@@ -509,6 +509,12 @@ pub struct ReportArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write the report as one self-contained HTML page to FILE (charts over time from the
+    /// records and OUTPUT.events.jsonl, cost by model, tokens, errors, the slowest rows; no
+    /// script and nothing fetched, so it opens from a mail attachment). FILE is replaced.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Everything `promptbatch mock-server` accepts.

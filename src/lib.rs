@@ -105,7 +105,7 @@ pub use output::merge::{run as merge, MergeOptions};
 pub use output::{OutputOptions, Record, Status};
 pub use progress::refusal::Refusal;
 pub use progress::{Display, StopReason, Summary};
-pub use report::{report, Report};
+pub use report::{report, write_html_report, Report};
 pub use run::StopHandle;
 pub use sim::{AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
 pub use util::choice::Choice;

@@ -89,6 +89,10 @@ fn estimate(opts: promptbatch::EstimateOptions, json: bool) -> Result<i32, Error
 /// `promptbatch report`: the report as a table, or JSON, and a note on a torn last record.
 fn report(args: &ReportArgs) -> Result<i32, Error> {
     let report = promptbatch::report(&args.output, args.prices.as_deref())?;
+    if let Some(html) = &args.html {
+        promptbatch::write_html_report(&report, html)?;
+        say!("wrote the HTML report to {}", html.display());
+    }
     if args.json {
         print_out(&to_json(&report, "report")?)?;
     } else {

@@ -49,6 +49,7 @@ use crate::output::read::{Records, Torn};
 use crate::output::record::{Record, Status};
 use crate::util::error_kind::normalize_error;
 
+pub(crate) mod html;
 pub(crate) mod latency_sketch;
 #[cfg(feature = "cli")]
 pub(crate) mod text;
@@ -64,6 +65,24 @@ const OTHER_ERRORS: &str = "(other messages)";
 /// table for records written without a cost.
 pub fn report(output: &std::path::Path, prices: Option<&std::path::Path>) -> Result<Report, Error> {
     build(output, &PriceTable::load(prices)?)
+}
+
+/// Writes `report` as one self-contained HTML page to `dest` (replaced atomically: a temporary
+/// file beside it, then renamed).
+pub fn write_html_report(report: &Report, dest: &std::path::Path) -> Result<(), Error> {
+    let page = html::render(report);
+    let staging = crate::paths::suffixed(dest, ".tmp");
+    let io = |e| {
+        Error::io(
+            format!("cannot write the HTML report {}", dest.display()),
+            e,
+        )
+    };
+    std::fs::write(&staging, page).map_err(io)?;
+    std::fs::rename(&staging, dest).map_err(|e| {
+        let _ = std::fs::remove_file(&staging);
+        io(e)
+    })
 }
 
 /// The whole report, as printed by `--json`.
