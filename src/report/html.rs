@@ -121,21 +121,20 @@ fn charts(timeline: &Timeline) -> String {
         .render()
     };
     html.push_str(&chart(
-        "Rows finished, and rows per minute against the pace",
-        "rows",
+        "Rows finished per minute (ok and error records), against the pace",
+        "per minute",
         vec![
-            Series::new("ok", OK, Mark::Bars, values(&|x| Some(x.ok as f64))),
             Series::new(
-                "errors",
-                ERROR,
+                "ok rows/min",
+                OK,
                 Mark::Bars,
-                values(&|x| Some(x.errors as f64)),
+                values(&|x| Some(x.ok as f64 / minutes)),
             ),
             Series::new(
-                "rows/min",
-                RATE,
-                Mark::Line,
-                values(&|x| Some((x.ok + x.errors) as f64 / minutes)),
+                "error rows/min",
+                ERROR,
+                Mark::Bars,
+                values(&|x| Some(x.errors as f64 / minutes)),
             ),
             Series::new(
                 "pace (requests/min)",
@@ -148,7 +147,7 @@ fn charts(timeline: &Timeline) -> String {
     let latency =
         |p: fn(&super::Latency) -> u32| values(&|x| x.latency_ms.as_ref().map(|l| f64::from(p(l))));
     html.push_str(&chart(
-        "Latency of ok rows (ms)",
+        "Latency of ok rows",
         "ms",
         vec![
             Series::new("p50", RATE, Mark::Line, latency(|l| l.p50)),
@@ -158,7 +157,7 @@ fn charts(timeline: &Timeline) -> String {
     ));
     html.push_str(&chart(
         "429s, 5xx answers, retries and pauses (from the event log)",
-        "count",
+        "answers per bucket",
         vec![
             Series::new(
                 "429",
@@ -213,7 +212,7 @@ fn cumulative_cost(
         })
         .collect();
     chart(
-        "Cumulative cost by model (USD, simulated included)",
+        "Cumulative cost by model, simulated included",
         "USD",
         series,
     )

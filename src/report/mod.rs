@@ -359,7 +359,7 @@ impl Stats {
             self.errors.entry(OTHER_ERRORS.to_string()).or_default()
         };
         group.0 += 1;
-        if group.1.len() < EXAMPLES {
+        if group.1.len() < EXAMPLES && !group.1.iter().any(|seen| seen == id) {
             group.1.push(id.to_string());
         }
     }

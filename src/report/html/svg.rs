@@ -74,8 +74,9 @@ impl Chart<'_> {
         let step = plot_w / buckets as f64;
         let y = |v: f64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v / top);
         let mut svg = format!(
-            "<h3>{}</h3>{}<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
+            "<h3>{} <small>({})</small></h3>{}<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
             esc(self.title),
+            esc(self.unit),
             self.legend(),
             esc(self.title)
         );
@@ -154,12 +155,6 @@ impl Chart<'_> {
                 y = y(v)
             );
         }
-        let _ = write!(
-            svg,
-            "<text x=\"4\" y=\"{}\">{}</text>",
-            TOP + 8.0,
-            esc(self.unit)
-        );
         let span = buckets as f64 * self.bucket_s;
         for k in 0..=5 {
             let t = span * f64::from(k) / 5.0;
