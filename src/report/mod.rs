@@ -549,10 +549,10 @@ fn read_event_log(
                     rate_limited: count("rate_limited"),
                     server_errors: count("server_errors"),
                     retries: count("retries"),
-                    paused_s: line.get("paused_s").and_then(|v| v.as_f64()).unwrap_or(0.0),
                     pace_rpm: line.get("pace_rpm").and_then(|v| v.as_f64()),
                 },
             ),
+            Some("pause") => timeline.add_pause(&at, &text("until").unwrap_or_default()),
             Some("start") => {
                 if runs.len() == RUNS {
                     runs.remove(0);
@@ -563,6 +563,7 @@ fn read_event_log(
                 });
             }
             Some("stop") => {
+                timeline.add_stop(&at);
                 if let Some(run) = runs.last_mut().filter(|r| r.stopped_at.is_none()) {
                     run.stopped_at = Some(at);
                     run.reason = text("reason");

@@ -51,13 +51,14 @@ pub struct Bucket {
     /// Cost of the records that finished in the bucket, by model (`Timeline::models`), real
     /// and simulated together.
     pub cost_usd: Vec<f64>,
-    /// From the event log: 429 answers, 5xx answers, retries, seconds paused.
+    /// From the event log: 429 answers, 5xx answers, retries, and seconds of the bucket the
+    /// pool was paused (from its `pause` lines: each pause spread over the buckets it spans).
     pub rate_limited: u64,
     pub server_errors: u64,
     pub retries: u64,
     pub paused_s: f64,
-    /// From the event log: the pace at the bucket's last interval (requests per minute), when
-    /// the run was paced.
+    /// From the event log: the pace in force at the bucket's end (requests per minute): its
+    /// last interval's, else the one before it; null when not paced.
     pub pace_rpm: Option<f64>,
 }
 
@@ -108,7 +109,6 @@ pub(crate) struct Interval {
     pub rate_limited: u64,
     pub server_errors: u64,
     pub retries: u64,
-    pub paused_s: f64,
     pub pace_rpm: Option<f64>,
 }
 
@@ -122,6 +122,10 @@ pub(crate) struct TimelineBuilder {
     buckets: BTreeMap<i64, Acc>,
     models: Vec<String>,
     untimed: u64,
+    /// The end of the last pause added (ms), so a pause extended by a later line counts once.
+    paused_until_ms: i64,
+    /// The run's stops (ms), where the pace stops being carried forward.
+    stops_ms: Vec<i64>,
 }
 
 impl TimelineBuilder {
@@ -165,11 +169,40 @@ impl TimelineBuilder {
         bucket.rate_limited += interval.rate_limited;
         bucket.server_errors += interval.server_errors;
         bucket.retries += interval.retries;
-        bucket.paused_s += interval.paused_s;
         if let Some(rpm) = interval.pace_rpm {
             if bucket.pace.is_none_or(|(when, _)| when <= at_ms) {
                 bucket.pace = Some((at_ms, rpm));
             }
+        }
+    }
+
+    /// A `pause` line: the pool paused at `at` until `until` (both RFC 3339).
+    pub(crate) fn add_pause(&mut self, at: &str, until: &str) {
+        let (Some(from), Some(to)) = (epoch_ms(at), epoch_ms(until)) else {
+            return;
+        };
+        let from = from.max(self.paused_until_ms);
+        if to <= from {
+            return;
+        }
+        self.paused_until_ms = to;
+        // Both ends first, so the width is final before the pause is spread.
+        self.bucket_at(from);
+        self.bucket_at(to);
+        let origin = self.origin_ms.unwrap_or(from);
+        let mut t = from;
+        while t < to {
+            let key = (t - origin).div_euclid(self.width_ms);
+            let end = (origin + (key + 1) * self.width_ms).min(to);
+            self.buckets.entry(key).or_default().paused_s += (end - t) as f64 / 1000.0;
+            t = end;
+        }
+    }
+
+    /// A `stop` line at `at`: the pace is not carried past it.
+    pub(crate) fn add_stop(&mut self, at: &str) {
+        if let Some(at) = epoch_ms(at) {
+            self.stops_ms.push(at);
         }
     }
 
@@ -234,6 +267,13 @@ impl TimelineBuilder {
         let models = self.models.len();
         let mut buckets = self.buckets;
         let start_ms = origin + first * self.width_ms;
+        let width = self.width_ms;
+        let stops: Vec<i64> = self
+            .stops_ms
+            .iter()
+            .map(|at| (at - origin).div_euclid(width))
+            .collect();
+        let mut pace_in_force = None;
         let out = (first..=last)
             .map(|key| {
                 let acc = buckets.remove(&key).unwrap_or_default();
@@ -248,8 +288,17 @@ impl TimelineBuilder {
                     rate_limited: acc.rate_limited,
                     server_errors: acc.server_errors,
                     retries: acc.retries,
-                    paused_s: acc.paused_s,
-                    pace_rpm: acc.pace.map(|(_, rpm)| rpm),
+                    paused_s: (acc.paused_s * 1000.0).round() / 1000.0,
+                    pace_rpm: {
+                        if let Some((_, rpm)) = acc.pace {
+                            pace_in_force = Some(rpm);
+                        }
+                        let pace = pace_in_force;
+                        if stops.contains(&key) {
+                            pace_in_force = None;
+                        }
+                        pace
+                    },
                 }
             })
             .collect();
@@ -318,12 +367,16 @@ mod tests {
                 ..Interval::default()
             },
         );
+        timeline.add_pause(&at(100), &at(400));
+        timeline.add_pause(&at(200), &at(500));
         let t = timeline.finish().unwrap();
         assert!(t.buckets.len() as i64 <= MAX_BUCKETS, "{}", t.buckets.len());
         assert_eq!(t.buckets.iter().map(|b| b.ok).sum::<u64>(), 10_000);
         let cost: f64 = t.buckets.iter().flat_map(|b| &b.cost_usd).sum();
         assert_eq!(cost, 10_000.0);
         assert_eq!(t.buckets.iter().map(|b| b.rate_limited).sum::<u64>(), 4);
+        // Two overlapping pause lines (an extended pause) count 400 s, once.
+        assert_eq!(t.buckets.iter().map(|b| b.paused_s).sum::<f64>(), 400.0);
         assert_eq!(t.models, ["a", "b"]);
         assert!(t.bucket_s >= week as f64 / MAX_BUCKETS as f64);
     }
