@@ -1,0 +1,150 @@
+//! The event log beside the output (`OUTPUT.events.jsonl`), end to end on the real binary: its
+//! intervals add up to the records, every run ends with a `stop` line saying why, a `kill -9`
+//! leaves a log the next run appends to, and `report` lists the runs.
+
+mod common;
+
+use std::path::Path;
+
+use common::{kill_9_after_lines, read_jsonl, run, Sim, Workdir};
+use promptbatch::SimOptions;
+use serde_json::Value;
+
+/// The event log's lines; each must be a JSON object except perhaps a torn last one.
+fn events(output: &Path) -> Vec<Value> {
+    let path = format!("{}.events.jsonl", output.display());
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| match serde_json::from_str::<Value>(line) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                assert_eq!(i + 1, lines.len(), "line {} is not JSON: {e}", i + 1);
+                None
+            }
+        })
+        .collect()
+}
+
+fn rows(n: usize, sleep_ms: u64) -> String {
+    (0..n)
+        .map(|i| {
+            let fault = if i % 40 == 0 { " #sim:status=400" } else { "" };
+            format!("{{\"id\": \"r{i}\", \"prompt\": \"p {i}{fault} #sim:sleep={sleep_ms}ms\"}}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn intervals_add_up_to_the_records_and_the_stop_line_says_why() {
+    let sim = Sim::start(SimOptions {
+        rate_500: 0.05,
+        ..SimOptions::default()
+    });
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(400, 3));
+    let output = work.path("out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &[
+            "-c",
+            "4",
+            "--event-interval",
+            "1s",
+            "--backoff-base",
+            "10ms",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let records = read_jsonl(&output);
+    let ok = records.iter().filter(|r| r["status"] == "ok").count() as u64;
+    let errors = records.len() as u64 - ok;
+    assert_eq!((ok, errors), (390, 10));
+
+    let log = events(&output);
+    assert_eq!(log[0]["event"], "start");
+    assert_eq!(log[0]["concurrency"], 4);
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["reason"].as_str()),
+        (Some("stop"), Some("completed"))
+    );
+    assert_eq!(
+        (last["ok"].as_u64(), last["errors"].as_u64()),
+        (Some(ok), Some(errors))
+    );
+    let intervals: Vec<&Value> = log.iter().filter(|e| e["event"] == "interval").collect();
+    let sum = |key: &str| {
+        intervals
+            .iter()
+            .map(|e| e[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("ok"), sum("errors")), (ok, errors));
+    assert!(sum("server_errors") > 0 && sum("retries") >= sum("server_errors"));
+    assert!(log.iter().all(|e| e["run"] == log[0]["run"]), "one run id");
+}
+
+#[test]
+fn a_killed_run_leaves_a_log_the_next_run_appends_to() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(2000, 20));
+    let output = work.path("out.jsonl");
+    let args = ["-c", "8", "--event-interval", "1s"];
+    let written = kill_9_after_lines(&sim, &input, &output, &args, 100);
+    assert!(written >= 100);
+    let ok_before = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["status"] == "ok")
+        .count() as u64;
+    let killed = events(&output);
+    assert_eq!(killed[0]["event"], "start");
+    assert!(
+        killed.iter().all(|e| e["event"] != "stop"),
+        "no stop line after kill -9"
+    );
+
+    let r = run(&sim, &input, &output, &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let log = events(&output);
+    let starts: Vec<&Value> = log.iter().filter(|e| e["event"] == "start").collect();
+    assert_eq!(starts.len(), 2);
+    assert_ne!(starts[0]["run"], starts[1]["run"]);
+    let stop = log.last().unwrap();
+    assert_eq!(stop["event"], "stop");
+    assert_eq!(stop["run"], starts[1]["run"]);
+    assert_eq!(
+        stop["done_before"].as_u64(),
+        Some(ok_before),
+        "the resume kept the ok records"
+    );
+    assert_eq!(read_jsonl(&output).len(), 2000);
+
+    let report = common::run_args(&["report", "--json", output.to_str().unwrap()]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs[0]["stopped_at"].is_null(),
+        "the killed run has no stop: {runs:?}"
+    );
+    assert_eq!(runs[1]["reason"], "completed");
+}
+
+#[test]
+fn no_event_log_writes_none() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let input = work.write("in.jsonl", &rows(5, 0));
+    let output = work.path("out.jsonl");
+    let r = run(&sim, &input, &output, &["--no-event-log"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!Path::new(&format!("{}.events.jsonl", output.display())).exists());
+}
