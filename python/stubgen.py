@@ -103,7 +103,7 @@ def stubs():
         + "\n) -> dict[str, Any]:\n" + docstring(promptbatch.estimate) + "\n\n"
     )
     parts.append(
-        "def report(output: _Path, *, prices: _Path | None = None) -> dict[str, Any]:\n"
+        "def report(output: _Path, *, prices: _Path | None = None, html: _Path | None = None) -> dict[str, Any]:\n"
         + docstring(promptbatch.report) + "\n\n"
         "def read(output: _Path, to: Literal['pandas', 'polars', 'arrow'] | None = None) -> Any:\n"
         + docstring(promptbatch.read) + "\n\n"

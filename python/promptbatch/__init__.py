@@ -79,10 +79,13 @@ def estimate(input, **options):
     return json.loads(json.dumps(estimate).replace(json.dumps(path)[1:-1], _given(input)))
 
 
-def report(output, *, prices=None):
+def report(output, *, prices=None, html=None):
     """Summarizes an output (finished or partial): `promptbatch report OUTPUT --json`, as a dict
-    (rows, ok, errors, tokens, cost by model, latency, errors grouped by message)."""
-    return _promptbatch.report(_checkpoint_of(output), prices=prices)
+    (rows, ok, errors, tokens, cost by model, latency, errors grouped by message, the run over
+    time). `html="report.html"` also writes the report as one self-contained HTML page."""
+    return _promptbatch.report(
+        _checkpoint_of(output), prices=prices, html=None if html is None else os.fspath(html)
+    )
 
 
 def read(output, to=None):

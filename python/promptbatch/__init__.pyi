@@ -208,9 +208,10 @@ def estimate(
     prices: Price table overrides (TOML, same shape as the embedded prices.toml)
     """
 
-def report(output: _Path, *, prices: _Path | None = None) -> dict[str, Any]:
+def report(output: _Path, *, prices: _Path | None = None, html: _Path | None = None) -> dict[str, Any]:
     """Summarizes an output (finished or partial): `promptbatch report OUTPUT --json`, as a dict
-    (rows, ok, errors, tokens, cost by model, latency, errors grouped by message).
+    (rows, ok, errors, tokens, cost by model, latency, errors grouped by message, the run over
+    time). `html="report.html"` also writes the report as one self-contained HTML page.
     """
 
 def read(output: _Path, to: Literal['pandas', 'polars', 'arrow'] | None = None) -> Any:

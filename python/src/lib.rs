@@ -223,12 +223,23 @@ fn estimate(
     to_python(py, &estimate)
 }
 
-/// `promptbatch report OUTPUT --json`, as a dict.
+/// `promptbatch report OUTPUT --json [--html FILE]`, as a dict.
 #[pyfunction]
-#[pyo3(signature = (output, *, prices=None))]
-fn report(py: Python<'_>, output: PathBuf, prices: Option<PathBuf>) -> PyResult<PyObject> {
+#[pyo3(signature = (output, *, prices=None, html=None))]
+fn report(
+    py: Python<'_>,
+    output: PathBuf,
+    prices: Option<PathBuf>,
+    html: Option<PathBuf>,
+) -> PyResult<PyObject> {
     let report = py
-        .allow_threads(|| promptbatch::report(&output, prices.as_deref()))
+        .allow_threads(|| {
+            let report = promptbatch::report(&output, prices.as_deref())?;
+            if let Some(html) = &html {
+                promptbatch::write_html_report(&report, html)?;
+            }
+            Ok(report)
+        })
         .map_err(to_py)?;
     to_python(py, &report)
 }

@@ -159,6 +159,9 @@ def test_estimate_and_report_are_the_command_lines_json(tmp_path):
     promptbatch.run(path, output, template="{text}", dry_run=True, handle_signals=False)
     cli = subprocess.run([exe, "report", str(output), "--json"], capture_output=True, text=True, check=True)
     assert promptbatch.report(output) == json.loads(cli.stdout)
+    page = tmp_path / "report.html"
+    assert promptbatch.report(output, html=page)["rows"] == 50
+    assert page.read_text(encoding="utf-8").startswith("<!doctype html>")
 
 
 def test_options_are_the_flags_with_their_defaults():
