@@ -193,8 +193,14 @@ fn metrics_follow_the_run_and_never_pass_its_records() {
         assert!(*total == 0.0 || seen > 0.0, "{sample} still 0 at 100 rows");
     }
     assert!(value(&at_100, ok) < 400.0, "scraped while the run went");
-    for scrape in &scrapes {
-        at_most(scrape, &last, "the final records");
+    assert_every_scrape(&scrapes, &last);
+}
+
+/// What holds of each scrape of the dry run: none above the final records, in flight within
+/// `-c 4`, no 429, 5xx, retry or pause, no pace (absent, not NaN); counters never go back.
+fn assert_every_scrape(scrapes: &[Scrape], last: &Scrape) {
+    for scrape in scrapes {
+        at_most(scrape, last, "the final records");
         assert!(value(scrape, "promptbatch_in_flight") <= 4.0, "-c 4");
         assert_eq!(
             value(scrape, r#"promptbatch_requests_total{status="429"}"#),
