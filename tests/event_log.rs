@@ -148,3 +148,37 @@ fn no_event_log_writes_none() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(!Path::new(&format!("{}.events.jsonl", output.display())).exists());
 }
+
+#[test]
+fn a_batch_runs_batches_are_in_the_log_and_the_report() {
+    let s = common::Scenario::new().rows(250);
+    let r = s.run_batch(&["-q", "--batch-max-requests", "100"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = events(&s.output);
+    let submitted: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["event"] == "batch_submitted")
+        .collect();
+    let collected: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["event"] == "batch_collected")
+        .collect();
+    assert_eq!((submitted.len(), collected.len()), (3, 3));
+    let rows: u64 = submitted.iter().map(|e| e["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 250);
+
+    let report = common::run_args(&["report", "--json", s.output.to_str().unwrap()]);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    let batches = report["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 3);
+    assert!(batches
+        .iter()
+        .all(|b| b["status"] == "completed" && !b["collected_at"].is_null()));
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| b["rows"].as_u64().unwrap())
+            .sum::<u64>(),
+        250
+    );
+}

@@ -129,6 +129,10 @@ impl BatchRun<'_> {
                 );
             }
             next_key += entry.rows.len() as u64;
+            self.counters.log_event(
+                "batch_collected",
+                serde_json::json!({"batch": batch.id, "status": batch.status, "rows": entry.rows.len()}),
+            );
             collected.push(*index);
         }
         self.keep_contradictions(&answers, &pending, &mut keep)?;

@@ -334,6 +334,10 @@ impl BatchRun<'_> {
         };
         abort_at("create-unsaved");
         self.adopt(index, &batch)?;
+        self.counters.log_event(
+            "batch_submitted",
+            serde_json::json!({"batch": batch.id, "rows": self.state.batches[index].rows.len()}),
+        );
         notice!(
             "batch {} submitted: {} rows (state in {})",
             batch.id,

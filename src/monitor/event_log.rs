@@ -8,6 +8,8 @@
 //!   (null when not paced), `cost_usd` (this run, simulated included)
 //! - `pace`: the pacing changed: `rpm` (null: no pace), `why`
 //! - `pause`: the pool paused for the server's window, `until`
+//! - `batch_submitted` (`batch`, `rows`) and `batch_collected` (`batch`, `status`: the batch's
+//!   final status, `rows`), for `--via batch`
 //! - `stop`: `reason` (`completed`, `interrupted`, `budget`, `refused`, `fatal`,
 //!   `unreachable`, `failed`, `crashed`, `detached`), `message`, `ok`, `errors`, `done_before`
 //!   (rows an earlier run had finished: a resume), `unrecorded`, `cost_usd`, `elapsed_s`
@@ -71,7 +73,7 @@ impl EventLog {
         }
     }
 
-    /// Appends `event` with its fields (an object), `at` and `run` first.
+    /// Appends `event` with its fields (an object; an `at` among them replaces now).
     pub(crate) fn write(&mut self, event: &str, fields: Value) {
         let mut line = serde_json::Map::new();
         line.insert(
@@ -204,6 +206,7 @@ impl Sampler {
         let Ok((mut log, mut seen, since)) = self.task.await else {
             return;
         };
+        write_changes(&mut log, &self.counters, &mut seen);
         write_interval(&mut log, &self.counters, &mut seen, since.elapsed());
         let (reason, message) = stop_reason(&summary.stop);
         log.write(
@@ -250,8 +253,22 @@ async fn sample(
     (log, seen, since)
 }
 
-/// A `pace` line when the pacing changed, a `pause` line when a pause began.
+/// A `pace` line when the pacing changed, a `pause` line when a pause began, and the events the
+/// stages handed in (`Counters::log_event`).
 fn write_changes(log: &mut EventLog, counters: &Counters, seen: &mut Seen) {
+    let handed: Vec<Value> = counters
+        .pending_events
+        .lock()
+        .map(|mut pending| std::mem::take(&mut *pending))
+        .unwrap_or_default();
+    for mut fields in handed {
+        let event = fields
+            .as_object_mut()
+            .and_then(|f| f.remove("event"))
+            .and_then(|e| e.as_str().map(str::to_string))
+            .unwrap_or_default();
+        log.write(&event, fields);
+    }
     let pace = counters.pace.lock().ok().map(|p| p.clone());
     if pace != seen.pace {
         if let Some(note) = &pace {

@@ -67,6 +67,31 @@ pub struct Counters {
     /// What records written this run hold of answers paid by earlier runs (answers that
     /// failed `--json-schema`, kept in a batch state file): not this run's spend.
     pub paid_earlier: Mutex<Ledger>,
+    /// Events a stage reports for the event log (a batch submitted or collected), with their
+    /// fields, until the monitor's sampler writes them (at most [`PENDING_EVENTS`] wait).
+    pub(crate) pending_events: Mutex<Vec<serde_json::Value>>,
+}
+
+/// Events that may wait for the event log's sampler; more are dropped (the log is a record of
+/// the run, never a reason to hold memory).
+pub(crate) const PENDING_EVENTS: usize = 10_000;
+
+impl Counters {
+    /// Hands an event for the event log: `event` with `fields` (an object), stamped now.
+    pub(crate) fn log_event(&self, event: &str, fields: serde_json::Value) {
+        let mut line = serde_json::json!({
+            "at": crate::output::record::timestamp(SystemTime::now()),
+            "event": event,
+        });
+        if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+            line.extend(fields);
+        }
+        if let Ok(mut pending) = self.pending_events.lock() {
+            if pending.len() < PENDING_EVENTS {
+                pending.push(line);
+            }
+        }
+    }
 }
 
 /// What the pacing does now (`pacing.rs` sets it), for the progress display.

@@ -53,6 +53,7 @@ pub(crate) fn render(report: &Report) -> String {
     page.push_str(&errors(report));
     page.push_str(&slowest(report));
     page.push_str(&runs(report));
+    page.push_str(&batches(report));
     page.push_str("</body></html>\n");
     page
 }
@@ -318,6 +319,29 @@ fn runs(report: &Report) -> String {
             "<tr><td>{}</td><td>{}</td><td>{why}</td></tr>",
             esc(&run.started_at),
             esc(run.stopped_at.as_deref().unwrap_or("—")),
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// Each batch's life (`--via batch`).
+fn batches(report: &Report) -> String {
+    if report.batches.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from(
+        "<h2>Batches</h2><table><tr><th>batch</th><th>rows</th><th>submitted</th><th>collected</th><th>status</th></tr>",
+    );
+    for (i, b) in report.batches.iter().enumerate() {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td data-json=\"batches.{i}.rows\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&b.batch),
+            group(b.rows),
+            esc(&b.submitted_at),
+            esc(b.collected_at.as_deref().unwrap_or("—")),
+            esc(&b.status)
         );
     }
     html.push_str("</table>");

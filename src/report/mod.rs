@@ -36,6 +36,8 @@
 //! - `slowest`: up to 10 `{ "id", "model", "latency_ms", "status", "attempts" }`, slowest first
 //! - `runs`: from the event log, the last 50 `{ "started_at", "stopped_at", "reason",
 //!   "message" }` (`stopped_at` null: still running, or killed)
+//! - `batches`: from the event log (`--via batch`), the last 500 `{ "batch", "rows",
+//!   "submitted_at", "collected_at", "status" }`
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -115,6 +117,20 @@ pub struct Report {
     pub slowest: Vec<SlowRow>,
     /// The runs that wrote the output, from its event log (`OUTPUT.events.jsonl`), the last 50.
     pub runs: Vec<RunSpan>,
+    /// `--via batch`: each batch's life, from the event log, the last 500 submitted.
+    pub batches: Vec<BatchLife>,
+}
+
+/// One batch of a `--via batch` run, from the event log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchLife {
+    pub batch: String,
+    pub rows: u64,
+    pub submitted_at: String,
+    /// `null` while it runs (or when a run collected it without an event log).
+    pub collected_at: Option<String>,
+    /// Its final status (`completed`, `expired`, `failed`, `cancelled`), or `submitted`.
+    pub status: String,
 }
 
 /// Counts of records by tokens, in bins `0`, `1`, `2–3`, `4–7`, … (`bins` names them).
@@ -274,6 +290,9 @@ const EXAMPLES: usize = 3;
 /// Runs listed from the event log.
 const RUNS: usize = 50;
 
+/// Batches listed from the event log.
+const BATCHES: usize = 500;
+
 /// The histogram bin of `n` tokens.
 fn bin(n: u64) -> usize {
     (if n == 0 {
@@ -421,6 +440,7 @@ impl Stats {
                 .map(|Reverse(row)| row)
                 .collect(),
             runs: Vec::new(),
+            batches: Vec::new(),
         }
     }
 }
@@ -524,20 +544,31 @@ pub(crate) fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Repor
         stats.add(&record, prices);
     }
     let format = records.format().name();
-    let mut runs = Vec::new();
-    read_event_log(path, &mut stats.timeline, &mut runs);
+    let mut lives = Lives::default();
+    read_event_log(path, &mut stats.timeline, &mut lives);
     let mut report = stats.finish(path.display().to_string(), format, records.torn());
-    report.runs = runs;
+    report.runs = lives.runs;
+    report.batches = lives.batches.into();
     report.beside = crate::batch::beside(path)?;
     Ok(report)
 }
 
-/// Adds the event log's intervals to `timeline` and its runs to `runs` (the last [`RUNS`]).
+/// The runs and batches the event log tells of.
+#[derive(Default)]
+struct Lives {
+    runs: Vec<RunSpan>,
+    batches: std::collections::VecDeque<BatchLife>,
+}
+
+/// Adds the event log's intervals and pauses to `timeline`, its runs (the last [`RUNS`]) and
+/// batches (the last [`BATCHES`]) to `lives`.
 fn read_event_log(
     output: &std::path::Path,
     timeline: &mut timeline::TimelineBuilder,
-    runs: &mut Vec<RunSpan>,
+    lives: &mut Lives,
 ) {
+    let runs = &mut lives.runs;
+    let batches = &mut lives.batches;
     crate::monitor::event_log::read(output, |line| {
         let text = |key: &str| line.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let count = |key: &str| line.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -561,6 +592,25 @@ fn read_event_log(
                     started_at: at,
                     ..RunSpan::default()
                 });
+            }
+            Some("batch_submitted") => {
+                if batches.len() == BATCHES {
+                    batches.pop_front();
+                }
+                batches.push_back(BatchLife {
+                    batch: text("batch").unwrap_or_default(),
+                    rows: count("rows"),
+                    submitted_at: at,
+                    collected_at: None,
+                    status: "submitted".into(),
+                });
+            }
+            Some("batch_collected") => {
+                let id = text("batch").unwrap_or_default();
+                if let Some(life) = batches.iter_mut().rev().find(|b| b.batch == id) {
+                    life.collected_at = Some(at);
+                    life.status = text("status").unwrap_or_default();
+                }
             }
             Some("stop") => {
                 timeline.add_stop(&at);

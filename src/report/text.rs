@@ -326,6 +326,7 @@ pub(crate) mod tests {
             token_histogram: super::super::histogram(&[[0; super::super::HISTOGRAM_BINS]; 4]),
             slowest: Vec::new(),
             runs: Vec::new(),
+            batches: Vec::new(),
         }
     }
 
