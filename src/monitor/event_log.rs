@@ -5,7 +5,9 @@
 //! - `interval`: every `--event-interval` (10 s), what happened in it: `seconds`, `ok`,
 //!   `errors`, `retries`, `rate_limited` (429 answers), `server_errors` (5xx answers),
 //!   `paused_s`, then the state at its end: `done` (records this run), `in_flight`, `pace_rpm`
-//!   (null when not paced), `cost_usd` (this run, simulated included)
+//!   (null when not paced), `limit_rpm` (the server's request limit as the pacing knows it:
+//!   announced in its headers, less a 3 % margin, else learned from what it served; null while
+//!   unknown), `cost_usd` (this run, simulated included)
 //! - `pace`: the pacing changed: `rpm` (null: no pace), `why`
 //! - `pause`: the pool paused for the server's window, `until`
 //! - `batch_submitted` (`batch`, `rows`) and `batch_collected` (`batch`, `status`: the batch's
@@ -314,6 +316,8 @@ fn write_interval(log: &mut EventLog, counters: &Counters, seen: &mut Seen, took
             "done": now.ok + now.errors,
             "in_flight": counters.in_flight.load(Relaxed),
             "pace_rpm": now.pace.as_ref().and_then(|p| p.per_minute),
+            "limit_rpm": Some(f64::from_bits(counters.server_limit_rpm.load(Relaxed)))
+                .filter(|limit| *limit > 0.0),
             "cost_usd": costs.spent_usd() + costs.simulated_usd(),
         }),
     );

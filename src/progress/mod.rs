@@ -50,6 +50,10 @@ pub struct Counters {
     pub rate_limited: AtomicU64,
     /// 5xx answers received (every attempt, retried or not).
     pub server_errors: AtomicU64,
+    /// The server's request limit as the pacing knows it (announced in its headers, else
+    /// learned from what it served before refusing), requests per minute as `f64` bits; 0 while
+    /// unknown.
+    pub(crate) server_limit_rpm: AtomicU64,
     /// Time the pool spent paused, in ms.
     pub paused_ms: AtomicU64,
     /// The current pace and why it last changed.

@@ -122,7 +122,7 @@ fn charts(timeline: &Timeline) -> String {
         .render()
     };
     html.push_str(&chart(
-        "Rows finished per minute (ok and error records), against the pace",
+        "Rows finished per minute (ok and error records), against the pace and the server's limit",
         "per minute",
         vec![
             Series::new(
@@ -142,6 +142,12 @@ fn charts(timeline: &Timeline) -> String {
                 PACE,
                 Mark::Dashed,
                 values(&|x| x.pace_rpm),
+            ),
+            Series::new(
+                "server limit, as known (requests/min)",
+                GREY,
+                Mark::Dashed,
+                values(&|x| x.limit_rpm),
             ),
         ],
     ));

@@ -28,8 +28,9 @@
 //!   "reasoning_tokens" }`
 //! - `timeline`: `null` when no record has a `finished_at`, else `{ "start", "bucket_s",
 //!   "models", "buckets": [{ "t_s", "ok", "errors", "latency_ms", "cost_usd": [by model],
-//!   "rate_limited", "server_errors", "retries", "paused_s", "pace_rpm" }], "untimed_rows" }`:
-//!   at most 120 equal buckets by `finished_at` (`timeline.rs`); the last five fields come from
+//!   "rate_limited", "server_errors", "retries", "paused_s", "pace_rpm", "limit_rpm" }],
+//!   "untimed_rows" }`:
+//!   at most 120 equal buckets by `finished_at` (`timeline.rs`); the last six fields come from
 //!   the event log, `OUTPUT.events.jsonl`, when there is one
 //! - `token_histogram`: `{ "bins", "prompt", "cached", "completion", "reasoning" }`, records by
 //!   tokens in power-of-two bins
@@ -581,6 +582,7 @@ fn read_event_log(
                     server_errors: count("server_errors"),
                     retries: count("retries"),
                     pace_rpm: line.get("pace_rpm").and_then(|v| v.as_f64()),
+                    limit_rpm: line.get("limit_rpm").and_then(|v| v.as_f64()),
                 },
             ),
             Some("pause") => timeline.add_pause(&at, &text("until").unwrap_or_default()),

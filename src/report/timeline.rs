@@ -60,6 +60,9 @@ pub struct Bucket {
     /// From the event log: the pace in force at the bucket's end (requests per minute): its
     /// last interval's, else the one before it; null when not paced.
     pub pace_rpm: Option<f64>,
+    /// From the event log: the server's request limit as the run knew it at the bucket's last
+    /// interval (requests per minute); null while unknown.
+    pub limit_rpm: Option<f64>,
 }
 
 /// One bucket while the file is read.
@@ -75,6 +78,8 @@ struct Acc {
     paused_s: f64,
     /// (when, rpm) of the latest interval with a pace.
     pace: Option<(i64, f64)>,
+    /// (when, rpm) of the latest interval with a known server limit.
+    limit: Option<(i64, f64)>,
 }
 
 impl Acc {
@@ -96,10 +101,16 @@ impl Acc {
         self.server_errors += other.server_errors;
         self.retries += other.retries;
         self.paused_s += other.paused_s;
-        self.pace = match (self.pace, other.pace) {
-            (Some(a), Some(b)) => Some(if b.0 >= a.0 { b } else { a }),
-            (a, b) => a.or(b),
-        };
+        self.pace = latest(self.pace, other.pace);
+        self.limit = latest(self.limit, other.limit);
+    }
+}
+
+/// The later of two timed values.
+fn latest(a: Option<(i64, f64)>, b: Option<(i64, f64)>) -> Option<(i64, f64)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 >= a.0 { b } else { a }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -110,6 +121,7 @@ pub(crate) struct Interval {
     pub server_errors: u64,
     pub retries: u64,
     pub pace_rpm: Option<f64>,
+    pub limit_rpm: Option<f64>,
 }
 
 /// Builds a [`Timeline`] in one pass.
@@ -169,11 +181,9 @@ impl TimelineBuilder {
         bucket.rate_limited += interval.rate_limited;
         bucket.server_errors += interval.server_errors;
         bucket.retries += interval.retries;
-        if let Some(rpm) = interval.pace_rpm {
-            if bucket.pace.is_none_or(|(when, _)| when <= at_ms) {
-                bucket.pace = Some((at_ms, rpm));
-            }
-        }
+        let stamped = |rpm: Option<f64>| rpm.map(|rpm| (at_ms, rpm));
+        bucket.pace = latest(bucket.pace, stamped(interval.pace_rpm));
+        bucket.limit = latest(bucket.limit, stamped(interval.limit_rpm));
     }
 
     /// A `pause` line: the pool paused at `at` until `until` (both RFC 3339).
@@ -299,6 +309,7 @@ impl TimelineBuilder {
                         }
                         pace
                     },
+                    limit_rpm: acc.limit.map(|(_, rpm)| rpm),
                 }
             })
             .collect();

@@ -32,6 +32,8 @@ impl State {
         counters
             .paused_ms
             .store(self.totals.paused.as_millis() as u64, Relaxed);
+        let limit = self.pace.announced.or(self.pace.learned).unwrap_or(0.0) * 60.0;
+        counters.server_limit_rpm.store(limit.to_bits(), Relaxed);
         if std::mem::take(&mut self.display.pause_changed) {
             if let Some(until) = self.pause.paused_until {
                 counters.paused_for(until.saturating_duration_since(Instant::now()));
