@@ -67,13 +67,18 @@ fn report(output: &Path, html: &Path) -> (Value, String) {
     (json, std::fs::read_to_string(html).unwrap())
 }
 
-/// Every `data-json="PATH">TEXT<` of the page: the JSON path and the text shown.
+/// Every `data-json="PATH">TEXT<` of the page: the JSON path and the text shown (a rounded
+/// figure's exact value is its `<span data-value="…">`).
 fn figures(page: &str) -> Vec<(String, String)> {
     page.split("data-json=\"")
         .skip(1)
         .map(|rest| {
             let (path, rest) = rest.split_once('"').unwrap();
-            let text = rest.split_once('>').unwrap().1.split('<').next().unwrap();
+            let content = rest.split_once('>').unwrap().1;
+            let text = match content.strip_prefix("<span data-value=\"") {
+                Some(exact) => exact.split('"').next().unwrap(),
+                None => content.split('<').next().unwrap(),
+            };
             (path.to_string(), text.to_string())
         })
         .collect()

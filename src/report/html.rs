@@ -68,15 +68,29 @@ fn cards(report: &Report) -> String {
              <div class=\"value\" data-json=\"{path}\">{value}</div></div>"
         );
     };
+    // Money: rounded to the cent on the card (to 6 decimals below a dollar); the exact figure
+    // is its `data-value` and its tooltip.
+    let money = |value: f64| {
+        let shown = if value >= 1.0 {
+            format!("{:.2}", value)
+        } else {
+            usd((value * 1e6).round() / 1e6)
+        };
+        format!(
+            "<span data-value=\"{}\" title=\"{}\">{shown}</span>",
+            usd(value),
+            usd(value)
+        )
+    };
     card("records", "rows", group(report.rows));
     card("ok", "ok", group(report.ok));
     card("errors", "error", group(report.error));
-    card("cost (USD)", "cost.total_usd", usd(report.cost.total_usd));
+    card("cost (USD)", "cost.total_usd", money(report.cost.total_usd));
     if report.cost.simulated_usd > 0.0 {
         card(
             "simulated, not spent (USD)",
             "cost.simulated_usd",
-            usd(report.cost.simulated_usd),
+            money(report.cost.simulated_usd),
         );
     }
     card("tokens", "tokens.total", group(report.tokens.total));

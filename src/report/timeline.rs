@@ -232,7 +232,8 @@ impl TimelineBuilder {
 
     /// The bucket of time `at_ms`, widening the buckets first if it lies too far out.
     fn bucket_at(&mut self, at_ms: i64) -> &mut Acc {
-        let origin = *self.origin_ms.get_or_insert(at_ms);
+        // Buckets start on whole seconds.
+        let origin = *self.origin_ms.get_or_insert(at_ms.div_euclid(1000) * 1000);
         if self.width_ms == 0 {
             self.width_ms = 1000;
         }

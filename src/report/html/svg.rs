@@ -69,7 +69,7 @@ impl Chart<'_> {
             .max()
             .unwrap_or(0)
             .max(1);
-        let top = self.top(buckets).max(1e-9);
+        let top = nice(self.top(buckets));
         let plot_w = WIDTH - LEFT - RIGHT;
         let step = plot_w / buckets as f64;
         let y = |v: f64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v / top);
@@ -159,9 +159,14 @@ impl Chart<'_> {
         for k in 0..=5 {
             let t = span * f64::from(k) / 5.0;
             let x = LEFT + (WIDTH - LEFT - RIGHT) * f64::from(k) / 5.0;
+            let anchor = match k {
+                0 => "start",
+                5 => "end",
+                _ => "middle",
+            };
             let _ = write!(
                 svg,
-                "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
                 HEIGHT - 8.0,
                 elapsed(t)
             );
@@ -272,6 +277,20 @@ pub(super) fn histogram(kind: &str, bins: &[String], counts: &[u64], colour: &st
     svg
 }
 
+/// The axis' top: the smallest of 1, 2, 2.5, 5 × 10^k (so four gridlines fall on round values)
+/// at or above `max`.
+fn nice(max: f64) -> f64 {
+    if max <= 0.0 || !max.is_finite() {
+        return 1.0;
+    }
+    let power = 10f64.powf(max.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|step| step * power)
+        .find(|top| *top >= max * (1.0 - 1e-12))
+        .unwrap_or(10.0 * power)
+}
+
 /// A number for an axis or a tooltip: 1.2k, 3.4M, or up to 3 decimals.
 fn short(v: f64) -> String {
     if v >= 1e6 {
@@ -294,5 +313,22 @@ fn elapsed(seconds: f64) -> String {
         120..=7199 => format!("{}m", s / 60),
         7200..=172_799 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_top_out_at_round_values() {
+        assert_eq!(nice(5729.175 * 4.0 / 3.0), 10_000.0);
+        assert_eq!(nice(8171.906), 10_000.0);
+        assert_eq!(nice(2190.0), 2500.0);
+        assert_eq!(nice(0.0004), 0.0005);
+        assert_eq!(nice(100.0), 100.0);
+        assert_eq!(nice(0.0), 1.0);
+        assert_eq!(short(2500.0), "2500");
+        assert_eq!(short(12_500.0), "12.5k");
     }
 }
