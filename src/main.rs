@@ -478,6 +478,7 @@ fn command_line(stdin_as: Option<&str>) -> String {
             None => a,
         })
         .collect();
+    let (args, notify_left_out) = without_notify_url(args);
     let mut shown: Vec<_> = args.iter().map(without_user_info).collect();
     let url_redacted = shown != args;
     let before = shown.clone();
@@ -492,6 +493,11 @@ fn command_line(stdin_as: Option<&str>) -> String {
             "\n  (--api-key-env takes the NAME of the variable holding the key: the key given there is shown as [redacted])",
         );
     }
+    if notify_left_out {
+        line.push_str(
+            "\n  (--notify-url is left out, as its URL may hold a token: add it back to be notified)",
+        );
+    }
     if url_redacted {
         line.push_str(
             "\n  (a URL's user name and password are shown as [redacted]: put them back, or pass \
@@ -499,6 +505,25 @@ fn command_line(stdin_as: Option<&str>) -> String {
         );
     }
     line
+}
+
+/// The arguments without `--notify-url URL` (or `--notify-url=URL`), and whether it was there: a
+/// webhook's URL keeps its token in the path or the query, which is never printed.
+fn without_notify_url(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, bool) {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    let mut left_out = false;
+    while let Some(arg) = args.next() {
+        if arg == "--notify-url" {
+            args.next();
+            left_out = true;
+        } else if arg.as_encoded_bytes().starts_with(b"--notify-url=") {
+            left_out = true;
+        } else {
+            kept.push(arg);
+        }
+    }
+    (kept, left_out)
 }
 
 /// A key passed where `--api-key-env` wants a variable's name is shown as `[redacted]`.

@@ -1,7 +1,8 @@
 //! The prepare stage of a run, shared by both transports (live requests and `--via batch`):
 //! everything that can fail before the first request — the input's header and columns, the key
 //! (or the `--dry-run` simulator), the output's lock and real path, `--fresh`, the resume plan,
-//! the output's shape and extra columns, `--json-schema` compiled — ending in [`Prepared`].
+//! the output's shape and extra columns, `--json-schema` compiled, `--notify-url` — ending in
+//! [`Prepared`].
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,9 @@ pub(crate) struct Prepared {
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
 /// locks the output (backing it up with --fresh) and plans the resume.
 pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
+    // Options checked on their own first (`--notify-url`): nothing is read or locked for a
+    // run that cannot start.
+    opts.monitor.check()?;
     // Open (and so validate: header, columns) the input before anything else. A file is opened
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.

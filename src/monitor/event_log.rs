@@ -324,8 +324,8 @@ fn write_interval(log: &mut EventLog, counters: &Counters, seen: &mut Seen, took
     *seen = now;
 }
 
-/// The `stop` line's reason and message.
-fn stop_reason(stop: &StopReason) -> (&'static str, String) {
+/// The `stop` line's reason and message, and the `--notify-url` notification's `status`.
+pub(crate) fn stop_reason(stop: &StopReason) -> (&'static str, String) {
     match stop {
         StopReason::Completed => ("completed", String::new()),
         StopReason::Interrupted => ("interrupted", "Ctrl-C, SIGTERM or SIGHUP".into()),

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::job::Job;
 use crate::progress::{Counters, Summary};
@@ -20,6 +21,9 @@ pub(crate) struct Monitor {
     events: Option<event_log::Sampler>,
     metrics: Option<metrics::Server>,
     notify_url: Option<String>,
+    /// The run's counters and when watching began: what a failed run's notification counts.
+    counters: Arc<Counters>,
+    started: Instant,
 }
 
 impl Monitor {
@@ -38,6 +42,8 @@ impl Monitor {
             events,
             metrics,
             notify_url: monitor.notify_url.clone(),
+            counters: counters.clone(),
+            started: Instant::now(),
         }
     }
 
@@ -47,7 +53,8 @@ impl Monitor {
             events.failed(error).await;
         }
         if let Some(url) = &self.notify_url {
-            notify::send_failure(url, opts, error).await;
+            let elapsed = self.started.elapsed();
+            notify::send_failure(url, opts, error, &self.counters, elapsed).await;
         }
         if let Some(metrics) = self.metrics {
             metrics.stop().await;

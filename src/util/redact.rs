@@ -1,6 +1,7 @@
 //! Keeping secrets out of everything promptbatch shows or writes (logs, error messages, records,
 //! the summary, the printed resume command): a URL's user-info (`user:password@`) and literal
-//! secrets such as the API key are replaced by `[redacted]`.
+//! secrets such as the API key are replaced by `[redacted]`; a URL whose path and query may hold
+//! a token (a webhook's) is shown as its origin only ([`url_origin`]).
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -38,6 +39,23 @@ pub fn url_userinfo(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A URL shown as `scheme://host[:port]/…`: no user-info, path, query or fragment, where a
+/// webhook keeps its token (`https://hooks.slack.com/services/T0/B0/XXXX`, `…?token=…`). A text
+/// that is not an absolute URL with a host is shown as `[redacted]`: nothing of it can be told
+/// safe.
+pub fn url_origin(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(parsed) => match parsed.host_str() {
+            Some(host) => match parsed.port() {
+                Some(port) => format!("{}://{host}:{port}/…", parsed.scheme()),
+                None => format!("{}://{host}/…", parsed.scheme()),
+            },
+            None => REDACTED.to_string(),
+        },
+        Err(_) => REDACTED.to_string(),
+    }
 }
 
 /// Whether a value given where the NAME of an environment variable belongs (`--api-key-env`)
@@ -104,6 +122,24 @@ mod tests {
             "mail me@example.com",
         ] {
             assert_eq!(url_userinfo(text), text);
+        }
+    }
+
+    #[test]
+    fn a_url_is_shown_as_its_origin_only() {
+        assert_eq!(
+            url_origin("https://hooks.slack.com/services/T0/B0/XXXXSECRET"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            url_origin("http://alice:pw@127.0.0.1:8080/hook?token=abc#frag"),
+            "http://127.0.0.1:8080/…"
+        );
+        assert_eq!(url_origin("https://[::1]:9/x"), "https://[::1]:9/…");
+        // The default port is not shown; a text that is no URL shows nothing of itself.
+        assert_eq!(url_origin("https://h.example:443/x"), "https://h.example/…");
+        for text in ["not a url sk-secret", "mailto:me@example.com", "https://"] {
+            assert_eq!(url_origin(text), REDACTED, "{text}");
         }
     }
 
