@@ -128,13 +128,14 @@ fn killed_then_resumed(point: &str, sim_options: SimOptions) -> Value {
     let records = assert_one_ok_record_per_row(&s.output, 300);
     assert!(records.values().all(|r| r["attempts"] == 1));
     assert!(!s.state_file().exists());
-    // The downloads' temporary file is unlinked as soon as it is open: a kill leaves nothing.
+    // The downloads' temporary file is unlinked as soon as it is open: a kill leaves nothing
+    // (besides the output, its input and the run's event log).
     let mut left: Vec<String> = std::fs::read_dir(s.work.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["in.jsonl", "out.jsonl"]);
+    assert_eq!(left, ["in.jsonl", "out.jsonl", "out.jsonl.events.jsonl"]);
     before
 }
 
