@@ -182,3 +182,44 @@ fn a_batch_runs_batches_are_in_the_log_and_the_report() {
         250
     );
 }
+
+#[test]
+fn a_breaker_trip_and_a_budget_stop_are_in_the_log() {
+    let sim = Sim::plain();
+    let work = Workdir::new();
+    let refused: String = (0..30)
+        .map(|i| format!("{{\"id\": \"r{i}\", \"prompt\": \"p #sim:status=400\"}}\n"))
+        .collect();
+    let input = work.write("refused.jsonl", &refused);
+    let output = work.path("refused.out.jsonl");
+    let r = run(&sim, &input, &output, &["-c", "1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let log = events(&output);
+    let trip = log
+        .iter()
+        .find(|e| e["event"] == "breaker_trip")
+        .expect("a breaker_trip line");
+    assert_eq!(
+        (trip["model"].as_str(), trip["had_worked"].as_bool()),
+        (Some("gpt-5.2"), Some(false))
+    );
+    assert!(trip["error"].as_str().unwrap().contains("400"), "{trip}");
+    assert_eq!(log.last().unwrap()["reason"], "refused");
+
+    let input = work.write("in.jsonl", &rows(200, 1));
+    let output = work.path("budget.out.jsonl");
+    let r = run(
+        &sim,
+        &input,
+        &output,
+        &["-c", "2", "--max-cost", "0.002", "--max-tokens", "50"],
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let log = events(&output);
+    let budget = log
+        .iter()
+        .find(|e| e["event"] == "budget")
+        .expect("a budget line");
+    assert_eq!(budget["cap"], 0.002);
+    assert_eq!(log.last().unwrap()["reason"], "budget");
+}

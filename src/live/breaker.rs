@@ -102,6 +102,8 @@ pub(crate) struct Breaker {
     first_success: OnceLock<String>,
     /// Requests in flight by model (hashed into buckets).
     in_flight: [AtomicU32; IN_FLIGHT_BUCKETS],
+    /// Where a trip is reported for the event log (`breaker_trip`), when set.
+    events: Option<std::sync::Arc<crate::progress::Counters>>,
 }
 
 impl Default for Breaker {
@@ -147,7 +149,17 @@ impl Breaker {
             any_failure: AtomicBool::new(false),
             first_success: OnceLock::new(),
             in_flight: std::array::from_fn(|_| AtomicU32::new(0)),
+            events: None,
         }
+    }
+
+    /// The breaker, reporting each trip to `counters` for the event log.
+    pub(crate) fn reporting_to(
+        mut self,
+        counters: std::sync::Arc<crate::progress::Counters>,
+    ) -> Self {
+        self.events = Some(counters);
+        self
     }
 
     fn bucket(&self, model: &str) -> &AtomicU32 {
@@ -167,7 +179,7 @@ impl Breaker {
             // The answers in flight came back and none succeeded (a retried one is not in
             // flight while it waits): the streak stands.
             // Its parked records stay parked: the end of the run writes them.
-            self.trip(state);
+            self.trip(model, state);
             self.note_all_refused(&models);
             let state = models.get_mut(model).expect("just seen");
             return self.refuse(state);
@@ -279,7 +291,7 @@ impl Breaker {
             self.any_held.store(true, Release);
             return write;
         }
-        self.trip(state);
+        self.trip(model, state);
         write.extend(std::mem::take(&mut state.parked));
         self.note_all_refused(&models);
         write
@@ -288,8 +300,14 @@ impl Breaker {
     /// Trips the model: its streak is the refusal. Its parked records stay to be written, but
     /// with `--keep-errors` (which would keep them) they are dropped and their rows sent by the
     /// next run.
-    fn trip(&self, state: &mut ModelState) {
+    fn trip(&self, model: &str, state: &mut ModelState) {
         state.tripped = state.streak_start.take();
+        if let (Some(counters), Some((_, error))) = (&self.events, &state.tripped) {
+            counters.log_event(
+                "breaker_trip",
+                serde_json::json!({"model": model, "error": error, "had_worked": state.has_worked()}),
+            );
+        }
         state.suspect = false;
         self.any_held.store(true, Release);
         if self.keep_errors {

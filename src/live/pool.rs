@@ -91,6 +91,7 @@ pub(crate) async fn run(
     let mut workers = Workers::default();
     let dispatched = dispatch(row_queue, &ctx, &permits, &writer.sender, &mut workers).await;
     if matches!(dispatched, DispatchEnd::Budget) {
+        counters.log_event("budget", serde_json::json!({"cap": opts.cost.max_cost}));
         notice!("budget cap reached: no new rows are sent; waiting for the ones in flight");
     }
     wait_for_workers(&mut workers, &ctx.shutdown, opts.grace).await;
@@ -146,7 +147,8 @@ fn context(
         breaker: Breaker::new(
             plan.map(|p| p.worked).unwrap_or_default(),
             opts.output.keep_errors,
-        ),
+        )
+        .reporting_to(counters.clone()),
         carried: shared.carried,
         warnings: Repeats::default(),
         recovery: worker::Recovery::default(),

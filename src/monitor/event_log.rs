@@ -12,6 +12,9 @@
 //! - `pause`: the pool paused for the server's window, `until`
 //! - `batch_submitted` (`batch`, `rows`) and `batch_collected` (`batch`, `status`: the batch's
 //!   final status, `rows`), for `--via batch`
+//! - `breaker_trip`: the circuit breaker stopped sending to `model` after identical permanent
+//!   failures (`error`, `had_worked`: whether the model had answered ok before)
+//! - `budget`: `--max-cost` (`cap`) stopped the dispatch
 //! - `stop`: `reason` (`completed`, `interrupted`, `budget`, `refused`, `fatal`,
 //!   `unreachable`, `failed`, `crashed`, `detached`), `message`, `ok`, `errors`, `done_before`
 //!   (rows an earlier run had finished: a resume), `unrecorded`, `cost_usd`, `elapsed_s`
