@@ -124,52 +124,9 @@ fn finish(py: Python<'_>, output: &std::path::Path, summary: Summary) -> PyResul
     Err(error)
 }
 
-/// The end-of-run summary as plain data (what the command line prints at the end).
+/// The end-of-run summary as plain data (`Summary::to_json`).
 fn summary_dict(py: Python<'_>, summary: &Summary) -> PyResult<PyObject> {
-    let stop = match &summary.stop {
-        StopReason::Completed => "completed",
-        StopReason::Interrupted => "interrupted",
-        StopReason::Fatal(_) => "fatal",
-        StopReason::Unreachable(_) => "unreachable",
-        StopReason::Failed(_) => "failed",
-        StopReason::Budget { .. } => "budget",
-        StopReason::Crashed(_) => "crashed",
-        StopReason::Refused(_) => "refused",
-        StopReason::Detached { .. } => "detached",
-    };
-    let usage = &summary.usage;
-    let detached = match &summary.stop {
-        StopReason::Detached {
-            batches,
-            rows,
-            state,
-        } => serde_json::json!({"batches": batches, "rows": rows, "state": state}),
-        _ => serde_json::Value::Null,
-    };
-    let value = serde_json::json!({
-        "stop": stop,
-        "ok": summary.ok,
-        "errors": summary.errors,
-        "done_before": summary.done_before,
-        "kept_errors": summary.kept_errors,
-        "unrecorded": summary.unrecorded,
-        "transient_errors": summary.transient_errors,
-        "simulated": summary.simulated,
-        "cost_usd": summary.costs.spent_usd() + summary.costs.simulated_usd(),
-        "spent_usd": summary.costs.spent_usd(),
-        "tokens": {
-            "prompt": usage.prompt,
-            "cached": usage.cached,
-            "completion": usage.completion,
-            "reasoning": usage.reasoning,
-            "total": usage.total,
-        },
-        "rate_limited": summary.rate_limited,
-        "paused_s": summary.paused.as_secs_f64(),
-        "elapsed_s": summary.elapsed.as_secs_f64(),
-        "detached": detached,
-    });
-    to_python(py, &value)
+    to_python(py, &summary.to_json())
 }
 
 /// `json_schema` given as a dict or a pydantic model class (rather than a file, which the flag

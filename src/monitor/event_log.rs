@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::notice;
 use crate::job::Job;
-use crate::progress::{Counters, StopReason, Summary};
+use crate::progress::{Counters, Summary};
 
 /// Size past which the log moves to `OUTPUT.events.1.jsonl` and starts again.
 pub(crate) const MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -213,7 +213,7 @@ impl Sampler {
         };
         write_changes(&mut log, &self.counters, &mut seen);
         write_interval(&mut log, &self.counters, &mut seen, since.elapsed());
-        let (reason, message) = stop_reason(&summary.stop);
+        let (reason, message) = (summary.stop.word(), summary.stop.message());
         log.write(
             "stop",
             json!({
@@ -325,29 +325,4 @@ fn write_interval(log: &mut EventLog, counters: &Counters, seen: &mut Seen, took
         }),
     );
     *seen = now;
-}
-
-/// The `stop` line's reason and message, and the `--notify-url` notification's `status`.
-pub(crate) fn stop_reason(stop: &StopReason) -> (&'static str, String) {
-    match stop {
-        StopReason::Completed => ("completed", String::new()),
-        StopReason::Interrupted => ("interrupted", "Ctrl-C, SIGTERM or SIGHUP".into()),
-        StopReason::Budget { cap } => ("budget", format!("--max-cost {cap} reached")),
-        StopReason::Refused(refusals) => (
-            "refused",
-            refusals
-                .iter()
-                .map(|r| r.describe())
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        StopReason::Fatal(message) => ("fatal", message.clone()),
-        StopReason::Unreachable(message) => ("unreachable", message.clone()),
-        StopReason::Failed(error) => ("failed", error.to_string()),
-        StopReason::Crashed(what) => ("crashed", what.clone()),
-        StopReason::Detached { batches, rows, .. } => (
-            "detached",
-            format!("{batches} batches of {rows} rows submitted"),
-        ),
-    }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::events::notice;
 use crate::job::Job;
 use crate::progress::{Counters, StopReason, Summary};
-use crate::util::human::{count, format_usd, group, round_usd};
+use crate::util::human::{count, format_usd, group};
 use crate::util::redact;
 
 /// Tries of one notification.
@@ -31,7 +31,7 @@ const TEXT_MESSAGE_CHARS: usize = 200;
 
 /// Posts the summary of the run to `url`.
 pub(crate) async fn send(url: &str, opts: &Job, summary: &Summary) {
-    let (status, message) = super::event_log::stop_reason(&summary.stop);
+    let (status, message) = (summary.stop.word(), summary.stop.message());
     post(url, opts, &body(opts, summary, status, &message)).await;
 }
 
@@ -52,31 +52,12 @@ pub(crate) async fn send_failure(
 
 /// The JSON body: the summary's numbers, `status` and `message`, and the one-line `text`.
 fn body(opts: &Job, summary: &Summary, status: &str, message: &str) -> Value {
-    let usage = &summary.usage;
-    let spent = summary.costs.spent_usd();
-    let cost = spent + summary.costs.simulated_usd();
-    let mut body = json!({
-        "output": opts.output.path.display().to_string(),
-        "status": status,
-        "message": message,
-        "ok": summary.ok,
-        "errors": summary.errors,
-        "done_before": summary.done_before,
-        "unrecorded": summary.unrecorded,
-        "simulated": summary.simulated,
-        "cost_usd": round_usd(cost),
-        "spent_usd": round_usd(spent),
-        "tokens": {
-            "prompt": usage.prompt,
-            "cached": usage.cached,
-            "completion": usage.completion,
-            "reasoning": usage.reasoning,
-            "total": usage.total,
-        },
-        "elapsed_s": summary.elapsed.as_secs_f64(),
-        "rate_limited": summary.rate_limited,
-        "text": text(opts, summary, status, message, cost),
-    });
+    let cost = summary.costs.spent_usd() + summary.costs.simulated_usd();
+    let mut body = summary.to_json();
+    body["output"] = json!(opts.output.path.display().to_string());
+    body["status"] = json!(status);
+    body["message"] = json!(message);
+    body["text"] = json!(text(opts, summary, status, message, cost));
     if let Some(host) = hostname() {
         body["host"] = json!(host);
     }

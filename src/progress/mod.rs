@@ -432,6 +432,45 @@ pub enum StopReason {
     },
 }
 
+impl StopReason {
+    /// One word for why the run ended: `completed`, `interrupted`, `budget`, `refused`,
+    /// `fatal`, `unreachable`, `failed`, `crashed` or `detached` (the event log's `stop` line,
+    /// [`Summary::to_json`]'s `stop`).
+    pub fn word(&self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::Interrupted => "interrupted",
+            StopReason::Budget { .. } => "budget",
+            StopReason::Refused(_) => "refused",
+            StopReason::Fatal(_) => "fatal",
+            StopReason::Unreachable(_) => "unreachable",
+            StopReason::Failed(_) => "failed",
+            StopReason::Crashed(_) => "crashed",
+            StopReason::Detached { .. } => "detached",
+        }
+    }
+
+    /// What the reason says beyond its word (empty for a completed run).
+    pub fn message(&self) -> String {
+        match self {
+            StopReason::Completed => String::new(),
+            StopReason::Interrupted => "Ctrl-C, SIGTERM or SIGHUP".into(),
+            StopReason::Budget { cap } => format!("--max-cost {cap} reached"),
+            StopReason::Refused(refusals) => refusals
+                .iter()
+                .map(|r| r.describe())
+                .collect::<Vec<_>>()
+                .join("; "),
+            StopReason::Fatal(message) | StopReason::Unreachable(message) => message.clone(),
+            StopReason::Failed(error) => error.to_string(),
+            StopReason::Crashed(what) => what.clone(),
+            StopReason::Detached { batches, rows, .. } => {
+                format!("{batches} batches of {rows} rows submitted")
+            }
+        }
+    }
+}
+
 /// The end-of-run summary.
 #[derive(Debug)]
 pub struct Summary {
@@ -468,6 +507,47 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary as plain data, for a program, a notification or Python: `stop` (its
+    /// [`StopReason::word`]) and `message`, the counts, `cost_usd` (simulated included) and
+    /// `spent_usd` (rounded to 1e-9), `tokens` by kind, `rate_limited`, `paused_s`, `elapsed_s`,
+    /// and `detached` (`null`, or the batches a `--detach` run submitted and its state file).
+    pub fn to_json(&self) -> serde_json::Value {
+        let usd = crate::util::human::round_usd;
+        let usage = &self.usage;
+        let detached = match &self.stop {
+            StopReason::Detached {
+                batches,
+                rows,
+                state,
+            } => serde_json::json!({"batches": batches, "rows": rows, "state": state}),
+            _ => serde_json::Value::Null,
+        };
+        serde_json::json!({
+            "stop": self.stop.word(),
+            "message": self.stop.message(),
+            "ok": self.ok,
+            "errors": self.errors,
+            "done_before": self.done_before,
+            "kept_errors": self.kept_errors,
+            "unrecorded": self.unrecorded,
+            "transient_errors": self.transient_errors,
+            "simulated": self.simulated,
+            "cost_usd": usd(self.costs.spent_usd() + self.costs.simulated_usd()),
+            "spent_usd": usd(self.costs.spent_usd()),
+            "tokens": {
+                "prompt": usage.prompt,
+                "cached": usage.cached,
+                "completion": usage.completion,
+                "reasoning": usage.reasoning,
+                "total": usage.total,
+            },
+            "rate_limited": self.rate_limited,
+            "paused_s": self.paused.as_secs_f64(),
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "detached": detached,
+        })
+    }
+
     /// The summary of `counters` after `elapsed`.
     pub fn new(counters: &Counters, elapsed: Duration, stop: StopReason) -> Self {
         let paid_earlier = counters
