@@ -105,6 +105,18 @@ impl RecordFormat for Jsonl {
     }
 }
 
+impl Record {
+    /// The record as its JSONL output line (without the newline): the schema's fields, then the
+    /// kept columns, `parsed` and `response` the run added. (Here, beside the encoder it uses,
+    /// so `record.rs` does not depend on the formats.)
+    pub fn to_json(&self) -> String {
+        let mut line = Vec::new();
+        Jsonl.encode(self, &mut line);
+        line.pop();
+        String::from_utf8(line).expect("serde_json writes UTF-8")
+    }
+}
+
 /// The OpenAI Batch API's output line shape, so tools that read Batch results read ours:
 /// `{"id": "batch_req_…", "custom_id": ID, "response": {"status_code": 200, "request_id",
 /// "body"}, "error": null}` for an ok record (the body is the kept `response` with

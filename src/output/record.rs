@@ -195,16 +195,6 @@ pub struct RowInfo {
 }
 
 impl Record {
-    /// The record as its JSONL output line (without the newline): the schema's fields, then the
-    /// kept columns, `parsed` and `response` the run added.
-    pub fn to_json(&self) -> String {
-        use super::format::RecordFormat as _;
-        let mut line = Vec::new();
-        super::format::Jsonl.encode(self, &mut line);
-        line.pop();
-        String::from_utf8(line).expect("serde_json writes UTF-8")
-    }
-
     /// An ok record from an answer.
     pub fn ok(
         info: RowInfo,
