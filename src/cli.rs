@@ -18,8 +18,8 @@ use promptbatch::OutputFormat;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
-    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, RequestOptions, RetryPolicy, Shard,
-    SimOptions, Via,
+    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, RequestOptions, RetryPolicy,
+    ReuseOptions, Shard, SimOptions, Via,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -258,6 +258,20 @@ pub struct RunArgs {
     /// output, JSON text in a CSV column): tool calls, refusals, logprobs, system fingerprint.
     #[arg(long)]
     pub keep_response: bool,
+
+    /// Send every row, even one whose request (model, messages, options) repeats another
+    /// row's. By default such a row is not sent: it gets the first row's answer (or error), with
+    /// `duplicate_of` that row's id and cost 0 — also at a temperature above 0 (pass this to
+    /// sample each one).
+    #[arg(long)]
+    pub no_dedup: bool,
+
+    /// An earlier output (JSONL, CSV, or Parquet with its checkpoint) whose ok answers of
+    /// identical requests are taken instead of sending: their records say `reused_from`, cost
+    /// 0. Error records, and simulated answers (unless --dry-run), are never taken. Repeat for
+    /// several.
+    #[arg(long, value_name = "OUTPUT")]
+    pub reuse: Vec<PathBuf>,
 
     /// No key, no network, no cost: run the real pipeline against the built-in simulator on a
     /// free loopback port.
@@ -767,6 +781,10 @@ impl RunArgs {
             event_interval: self.event_interval,
             metrics_listen: self.metrics_listen,
             notify_url: self.notify_url,
+        };
+        job.reuse = ReuseOptions {
+            dedup: !self.no_dedup,
+            from: self.reuse,
         };
         job.dry_run = dry_run;
         job.grace = self.grace;

@@ -72,6 +72,7 @@ mod output;
 mod paths;
 mod progress;
 mod report;
+mod reuse;
 mod run;
 #[doc(hidden)]
 pub mod sim;
@@ -106,6 +107,7 @@ pub use output::{OutputOptions, Record, Status};
 pub use progress::refusal::Refusal;
 pub use progress::{Display, StopReason, Summary};
 pub use report::{report, write_html_report, Report};
+pub use reuse::ReuseOptions;
 pub use run::StopHandle;
 pub use sim::{AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
 pub use util::choice::Choice;

@@ -175,6 +175,7 @@ async fn run_prepared(
     shutdown: Shutdown,
     started: Instant,
 ) -> Result<Summary, Error> {
+    prepared.followers = crate::reuse::before_send(opts, &mut prepared, &counters).await?;
     if opts.via == Via::Batch {
         match crate::batch::run(opts, prepared, &counters, &shutdown, started).await? {
             BatchEnd::Done(summary) => return Ok(summary),

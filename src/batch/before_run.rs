@@ -41,6 +41,12 @@ pub(crate) fn carried_into_live_run(
     ))
 }
 
+/// Whether a `--via batch` state (batches that may still run, or paid answers no record
+/// holds yet) is beside `output`.
+pub(crate) fn has_state(output: &std::path::Path) -> bool {
+    state::path_for(output).exists()
+}
+
 /// Paid `--via batch` work beside an output that no record holds (yet), for `report`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Beside {

@@ -117,9 +117,17 @@ pub(crate) async fn run(
             let prepared = hand_to_live(opts, prepared, skip, handover, &counters)?;
             Ok(BatchEnd::Live(prepared, counters))
         }
-        Drive::Stopped(stop) => Ok(BatchEnd::Done(conclude(
-            opts, &prepared, stop, &counters, started,
-        ))),
+        Drive::Stopped(stop) => {
+            let followers = prepared.followers.take();
+            let fill_into = crate::reuse::WriteTo::of(&prepared);
+            let stop = match crate::reuse::after_send(opts, followers, fill_into, &counters).await {
+                Ok(()) => stop,
+                Err(e) => StopReason::Failed(e),
+            };
+            Ok(BatchEnd::Done(conclude(
+                opts, &prepared, stop, &counters, started,
+            )))
+        }
     }
 }
 
@@ -157,7 +165,8 @@ fn hand_to_live(
         "--fallback live: {} batch records written; the rows left are sent live now (at the live price)",
         crate::util::human::group(counters.done())
     );
-    counters.dispatched.fetch_add(counters.done(), Relaxed);
+    // Rows answered before the send (`reuse`) are counted as dispatched already.
+    counters.dispatched.fetch_max(counters.done(), Relaxed);
     // Answers of rows going live that failed --json-schema were paid: their live records
     // will hold them, and --max-cost counts them from the start.
     prepared.carried = Carried::new(

@@ -143,6 +143,16 @@ impl RowSet {
         self.words[word] |= 1 << (row % 64);
     }
 
+    /// Adds every number of `other`.
+    pub(crate) fn union_with(&mut self, other: &RowSet) {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (word, theirs) in self.words.iter_mut().zip(&other.words) {
+            *word |= theirs;
+        }
+    }
+
     /// Whether a row number is in the set.
     pub(crate) fn contains(&self, row: u64) -> bool {
         self.words

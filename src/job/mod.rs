@@ -28,6 +28,7 @@ use crate::money::cost::CostOptions;
 use crate::monitor::options::MonitorOptions;
 use crate::output::{OutputOptions, Record};
 use crate::progress::Display;
+use crate::reuse::ReuseOptions;
 use crate::sim::SimOptions;
 
 /// After a first interrupt, how long in-flight requests may still finish, unless set.
@@ -58,6 +59,8 @@ pub struct Job {
     pub via: Via,
     /// The Batch API's limits, polling and fallback (used with `Via::Batch`).
     pub batch: BatchOptions,
+    /// Paying once for each distinct request: duplicates answered once, earlier outputs reused.
+    pub reuse: ReuseOptions,
     /// How progress is shown on stderr (default: nothing until the end).
     pub display: Display,
     /// The event log, live metrics and the end-of-run notification.
@@ -86,6 +89,7 @@ impl std::fmt::Debug for Job {
             .field("cost", &self.cost)
             .field("via", &self.via)
             .field("batch", &self.batch)
+            .field("reuse", &self.reuse)
             .field("display", &self.display)
             .field("monitor", &self.monitor)
             .field("dry_run", &self.dry_run)
@@ -116,6 +120,7 @@ impl Job {
             cost: CostOptions::default(),
             via: Via::Live,
             batch: BatchOptions::default(),
+            reuse: ReuseOptions::default(),
             display: Display::Quiet,
             monitor: MonitorOptions::default(),
             dry_run: None,
@@ -225,6 +230,18 @@ impl Job {
     /// Store each answer's whole response body in its record (`response`).
     pub fn keep_response(mut self) -> Self {
         self.output.keep_response = true;
+        self
+    }
+
+    /// Send every row, even one whose request repeats another row's (sampling on purpose).
+    pub fn no_dedup(mut self) -> Self {
+        self.reuse.dedup = false;
+        self
+    }
+
+    /// Take the ok answers of identical requests from these earlier outputs instead of sending.
+    pub fn reuse_from<P: Into<PathBuf>>(mut self, outputs: impl IntoIterator<Item = P>) -> Self {
+        self.reuse.from = outputs.into_iter().map(Into::into).collect();
         self
     }
 

@@ -42,6 +42,9 @@ pub(crate) struct Prepared {
     pub schema: Option<AnswerSchema>,
     /// The shape of the output's lines.
     pub output_format: crate::output::format::OutputFormat,
+    /// Rows that repeat a row being sent, answered from its record after the send
+    /// (`reuse::before_send` sets it).
+    pub followers: Option<crate::reuse::Followers>,
     /// `--via batch --fallback live`: what the batch part paid for the rows handed to the live
     /// runner (answers that failed `--json-schema`), for their live records.
     pub carried: crate::money::spent::Carried,
@@ -53,6 +56,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     // Options checked on their own first (`--notify-url`): nothing is read or locked for a
     // run that cannot start.
     opts.monitor.check()?;
+    crate::reuse::check(opts)?;
     // Open (and so validate: header, columns) the input before anything else. A file is opened
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.
@@ -69,6 +73,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     let kept_columns = csv_kept_columns(opts)?;
     let schema = answer_schema(opts)?;
     let (lock, output) = take_output(opts, &client)?;
+    let kept_columns = crate::reuse::csv_columns(opts, &output, kept_columns)?;
     check_output_columns(&output, &kept_columns)?;
     let output_format = output_format(opts, &output)?;
     let (done_rows, plan) = plan_with_every_row_readable(opts, &output, &client).await?;
@@ -96,6 +101,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
         schema,
         output_format,
         done,
+        followers: None,
         carried,
     })
 }
@@ -173,7 +179,7 @@ fn kept_input_columns(opts: &Job) -> Result<Vec<String>, Error> {
 
 /// `--json-schema`: the compiled checker, and for a CSV output the parsed answer's
 /// `(column, property)` columns.
-fn answer_schema(opts: &Job) -> Result<Option<AnswerSchema>, Error> {
+pub(crate) fn answer_schema(opts: &Job) -> Result<Option<AnswerSchema>, Error> {
     let Some(schema) = &opts.request.json_schema else {
         return Ok(None);
     };

@@ -53,8 +53,14 @@ pub(crate) async fn run(
         schema,
         output_format,
         done: _,
+        followers,
         carried,
     } = prepared;
+    let fill_into = crate::reuse::WriteTo {
+        output: output.clone(),
+        format: output_format,
+        kept_columns: kept_columns.clone(),
+    };
     if !matches!(opts.display, crate::progress::Display::Quiet) {
         spawn_row_count(
             &opts.input,
@@ -98,6 +104,9 @@ pub(crate) async fn run(
     // Error records the circuit breaker still holds (streaks too short to trip) are written.
     send_released(&ctx, ctx.breaker.take_parked(), &writer.sender).await;
     let mut written = writer.finish();
+    if written.is_ok() {
+        written = crate::reuse::after_send(opts, followers, fill_into, &counters).await;
+    }
     reporter.finish().await;
     if opts.output.ordered && written.is_ok() {
         written = put_in_input_order(&output, &opts.request.models);

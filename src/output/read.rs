@@ -93,6 +93,8 @@ enum Source {
         reader: BufReader<File>,
         buf: Vec<u8>,
         line: u64,
+        /// Bytes read so far.
+        consumed: u64,
     },
     Csv {
         reader: Box<csv::Reader<BufReader<File>>>,
@@ -192,6 +194,8 @@ pub struct Records<T = Record> {
     source: Source,
     torn: Option<Torn>,
     done: bool,
+    /// Where the record last returned starts in the file (bytes).
+    last_start: u64,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -217,6 +221,7 @@ impl<T: DeserializeOwned> Records<T> {
                 reader: BufReader::with_capacity(1 << 16, file),
                 buf: Vec::new(),
                 line: 0,
+                consumed: 0,
             },
             Format::Csv => Source::csv(file, &path)?,
         };
@@ -226,6 +231,7 @@ impl<T: DeserializeOwned> Records<T> {
             source,
             torn: None,
             done: false,
+            last_start: 0,
             kind: PhantomData,
         })
     }
@@ -263,27 +269,16 @@ impl<T: DeserializeOwned> Records<T> {
     /// The fields of the record last returned beyond the output schema (kept input columns),
     /// by output name; `None` when it has none. For rewrites, which must keep them.
     pub fn last_extras(&self) -> Option<crate::input::Kept> {
-        let extras: serde_json::Map<String, serde_json::Value> = match &self.source {
-            Source::Jsonl { buf, .. } => {
-                let mut object: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(buf.trim_ascii()).ok()?;
-                if self.format == Format::OpenaiBatch {
-                    match object.remove(super::format::BATCH_RECORD_KEY) {
-                        Some(serde_json::Value::Object(record)) => object = record,
-                        _ => return None,
-                    }
-                }
-                object.retain(|name, _| !COLUMNS.contains(&name.as_str()));
-                object
-            }
-            Source::Csv { headers, last, .. } => headers
-                .iter()
-                .zip(last.iter())
-                .filter(|(name, _)| !COLUMNS.contains(name))
-                .map(|(name, value)| (name.to_string(), value.into()))
-                .collect(),
-        };
-        (!extras.is_empty()).then(|| Box::new(extras))
+        match &self.source {
+            Source::Jsonl { buf, .. } => jsonl_extras(buf, self.format),
+            Source::Csv { headers, last, .. } => csv_extras(headers, last),
+        }
+    }
+
+    /// Where the record last returned starts in the file (bytes): [`RecordAt::read`] reads it
+    /// again from there.
+    pub(crate) fn last_start(&self) -> u64 {
+        self.last_start
     }
 
     /// The torn last record that was skipped, once the iteration has ended.
@@ -292,14 +287,21 @@ impl<T: DeserializeOwned> Records<T> {
     }
 
     fn next_jsonl(&mut self) -> Option<Result<(u64, T), Error>> {
-        let Source::Jsonl { reader, buf, line } = &mut self.source else {
+        let Source::Jsonl {
+            reader,
+            buf,
+            line,
+            consumed,
+        } = &mut self.source
+        else {
             return None;
         };
         loop {
             buf.clear();
+            self.last_start = *consumed;
             match reader.read_until(b'\n', buf) {
                 Ok(0) => return None,
-                Ok(_) => {}
+                Ok(n) => *consumed += n as u64,
                 Err(e) => {
                     return Some(Err(Error::io(
                         format!("cannot read {} after line {line}", self.path.display()),
@@ -378,6 +380,7 @@ impl<T: DeserializeOwned> Records<T> {
             }
         };
         let line = record.position().map_or(0, csv_line);
+        self.last_start = record.position().map_or(0, csv::Position::byte);
         // A last record with fewer fields than the header is torn even when the file ends with a
         // newline: the cut fell right after a line break inside a quoted multi-line field.
         let short = record.len() < headers.len();
@@ -431,6 +434,116 @@ impl<T: DeserializeOwned> Iterator for Records<T> {
             self.done = true;
         }
         item
+    }
+}
+
+/// The fields of a JSONL line beyond the output schema; `None` when it has none.
+fn jsonl_extras(line: &[u8], format: Format) -> Option<crate::input::Kept> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(line.trim_ascii()).ok()?;
+    if format == Format::OpenaiBatch {
+        match object.remove(super::format::BATCH_RECORD_KEY) {
+            Some(serde_json::Value::Object(record)) => object = record,
+            _ => return None,
+        }
+    }
+    object.retain(|name, _| !COLUMNS.contains(&name.as_str()));
+    (!object.is_empty()).then(|| Box::new(object))
+}
+
+/// The values of a CSV record's columns beyond the output schema; `None` when it has none.
+fn csv_extras(
+    headers: &csv::StringRecord,
+    record: &csv::StringRecord,
+) -> Option<crate::input::Kept> {
+    let extras: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .zip(record.iter())
+        .filter(|(name, _)| !COLUMNS.contains(name))
+        .map(|(name, value)| (name.to_string(), value.into()))
+        .collect();
+    (!extras.is_empty()).then(|| Box::new(extras))
+}
+
+/// Reads single records of an output file again by where they start ([`Records::last_start`]),
+/// with their fields beyond the schema in [`Record::kept`].
+pub(crate) struct RecordAt {
+    path: PathBuf,
+    file: File,
+    format: Format,
+    /// A CSV file's header.
+    headers: Option<csv::StringRecord>,
+    buf: Vec<u8>,
+}
+
+impl RecordAt {
+    /// Opens the file a [`Records`] of `path` reads.
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let records = Records::<serde::de::IgnoredAny>::open(path)?;
+        let headers = match &records.source {
+            Source::Csv { headers, .. } => Some(headers.clone()),
+            Source::Jsonl { .. } => None,
+        };
+        let path = records.path.clone();
+        let file = File::open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        Ok(RecordAt {
+            format: records.format,
+            path,
+            file,
+            headers,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The record that starts at byte `start`.
+    pub(crate) fn read(&mut self, start: u64) -> Result<Record, Error> {
+        let unreadable = |e: String| {
+            Error::Config(format!(
+                "{}: the record at byte {start} cannot be read again ({e}): was the file changed during the run?",
+                self.path.display()
+            ))
+        };
+        self.file
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| unreadable(e.to_string()))?;
+        let reader = BufReader::with_capacity(1 << 13, &self.file);
+        match &self.headers {
+            Some(headers) => {
+                let mut csv = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .from_reader(reader);
+                let mut line = csv::StringRecord::new();
+                match csv.read_record(&mut line) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(unreadable("end of file".into())),
+                    Err(e) => return Err(unreadable(csv_error_message(&e))),
+                }
+                let mut record: Record = line
+                    .deserialize(Some(headers))
+                    .map_err(|e| unreadable(csv_error_message(&e)))?;
+                record.kept = csv_extras(headers, &line);
+                Ok(record)
+            }
+            None => {
+                let mut reader = reader;
+                self.buf.clear();
+                reader
+                    .read_until(b'\n', &mut self.buf)
+                    .map_err(|e| unreadable(e.to_string()))?;
+                let text = self.buf.trim_ascii();
+                let parsed = match self.format {
+                    Format::OpenaiBatch => {
+                        serde_json::from_slice::<BatchLine<Record>>(text).map(|l| l.promptbatch)
+                    }
+                    _ => serde_json::from_slice::<Record>(text),
+                };
+                let mut record = parsed.map_err(|e| unreadable(e.to_string()))?;
+                record.kept = jsonl_extras(text, self.format);
+                Ok(record)
+            }
+        }
     }
 }
 

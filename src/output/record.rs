@@ -88,7 +88,14 @@ pub const COLUMNS: [&str; 21] = [
 ];
 
 /// Names the output schema reserves besides [`COLUMNS`] (fields written by some options).
-const RESERVED: [&str; 2] = ["parsed", RESPONSE];
+const RESERVED: [&str; 5] = ["parsed", RESPONSE, DUPLICATE_OF, REUSED_FROM, SAVED_USD];
+
+/// The field naming the row whose paid answer a record copies (this output; `reuse`).
+pub(crate) const DUPLICATE_OF: &str = "duplicate_of";
+/// The field naming the earlier output a record's answer comes from (`--reuse`).
+pub(crate) const REUSED_FROM: &str = "reused_from";
+/// What the answer a record copies cost when it was bought.
+pub(crate) const SAVED_USD: &str = "saved_usd";
 
 /// The field `--keep-response` stores the whole response body in.
 pub(crate) const RESPONSE: &str = "response";

@@ -1,0 +1,313 @@
+//! Paying once for each distinct request (between the prepare stage and the transports).
+//!
+//! Before the send ([`before_send`]): the rows still to send are joined with the answers
+//! already held (`plan.rs`) — the ok records of `--reuse` outputs and of this output — and the
+//! rows so answered get their records at once (`fill.rs`); of the rest, with dedup on, only the
+//! first row of each distinct request is sent, the later ones (*followers*) are skipped. After
+//! the send ([`after_send`]), the followers are joined with this output again and get the
+//! record of the row they repeat: its answer, or its error. A kill at any point leaves rows
+//! without a record, which the same command answers the same way (or sends).
+//!
+//! Not with batches in flight: while `OUTPUT.batch.json` exists, a row may be in a batch, and
+//! an answer for it must not meet a record made here; those runs send every row.
+
+mod fill;
+pub(crate) mod options;
+pub(crate) mod plan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::events::notice;
+use crate::input::{self, RowSet};
+use crate::job::prepare::Prepared;
+use crate::job::Job;
+use crate::output::format::OutputFormat;
+use crate::output::Writer;
+use crate::progress::Counters;
+use crate::util::human::group;
+use plan::{Accept, AnswerSource, Counts};
+
+pub use options::ReuseOptions;
+
+pub(crate) use crate::output::record::{DUPLICATE_OF, REUSED_FROM, SAVED_USD};
+/// The fields a record answered without a request has, in the order a CSV output's columns have them.
+pub(crate) const MARKERS: [&str; 3] = [DUPLICATE_OF, REUSED_FROM, SAVED_USD];
+
+/// Rows skipped by the send because they repeat a row that is sent: filled after it.
+pub(crate) struct Followers {
+    units: RowSet,
+    count: u64,
+    accept: Accept,
+}
+
+/// Checks the options before anything is read: each `--reuse` output exists and can be read,
+/// and none is read only once.
+pub(crate) fn check(opts: &Job) -> Result<(), Error> {
+    if opts.reuse.from.is_empty() {
+        return Ok(());
+    }
+    if opts.input.reads_once() {
+        return Err(Error::Config(
+            "--reuse reads the input twice (to find the rows it answers, then to write their \
+             records), and standard input (or rows in memory) can be read only once: save the \
+             input to a file and pass that file"
+                .into(),
+        ));
+    }
+    for path in &opts.reuse.from {
+        crate::output::read::Records::<serde::de::IgnoredAny>::open(path)
+            .map_err(|e| Error::Config(format!("--reuse {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// A CSV output's extra columns with the markers a run writes on records answered without a
+/// request: after `kept`, for a new output (when the run may write them) or one that has them.
+pub(crate) fn csv_columns(
+    opts: &Job,
+    output: &Path,
+    mut kept: Vec<String>,
+) -> Result<Vec<String>, Error> {
+    if !crate::paths::is_csv(output) {
+        return Ok(kept);
+    }
+    let with_markers = || {
+        let mut columns = kept.clone();
+        columns.extend(MARKERS.iter().map(|m| m.to_string()));
+        columns
+    };
+    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
+    if !has_records {
+        if opts.reuse.any() {
+            kept = with_markers();
+        }
+        return Ok(kept);
+    }
+    let existing =
+        crate::output::read::Records::<crate::output::Record>::open(output)?.extra_columns();
+    if existing == with_markers() {
+        return Ok(existing);
+    }
+    if opts.reuse.any() && existing == kept {
+        notice!(
+            "{} has no {} columns (an older output): rows answered without a request still get cost 0, but their records do not say where the answer comes from",
+            output.display(),
+            MARKERS.join("/")
+        );
+    }
+    Ok(kept)
+}
+
+/// Before the send: writes the records of rows an answer already held covers, and takes the
+/// followers out of the rows to send. `None` when nothing waits for the send.
+pub(crate) async fn before_send(
+    opts: &Job,
+    prepared: &mut Prepared,
+    counters: &Arc<Counters>,
+) -> Result<Option<Followers>, Error> {
+    if !opts.reuse.any() || opts.input.reads_once() {
+        return Ok(None);
+    }
+    if crate::batch::before_run::has_state(&prepared.output) {
+        notice!(
+            "{} has batches or paid answers of an earlier --via batch run: this run sends every row it has left (no duplicate is answered from another row while a batch may answer it)",
+            prepared.output.display()
+        );
+        return Ok(None);
+    }
+    let mut sources: Vec<AnswerSource> = Vec::new();
+    for path in &opts.reuse.from {
+        if same_file(path, &prepared.output) {
+            continue;
+        }
+        sources.push(AnswerSource {
+            path: path.clone(),
+            own: false,
+            errors: false,
+        });
+    }
+    let has_records = std::fs::metadata(&prepared.output).is_ok_and(|m| m.len() > 0);
+    if opts.reuse.dedup && has_records {
+        sources.push(AnswerSource {
+            path: prepared.output.clone(),
+            own: true,
+            errors: false,
+        });
+    }
+    let accept = Accept {
+        simulated: opts.dry_run.is_some(),
+    };
+    let job = opts.clone();
+    let skip = prepared.done.clone().unwrap_or_default();
+    let writing = WriteTo::of(prepared);
+    let counters = counters.clone();
+    let (skip, followers, counts) = tokio::task::spawn_blocking(move || {
+        let mut skip = skip;
+        let rows = input::open(&job.input, &job.request, Some(skip.clone()))?;
+        let planned = plan::plan(
+            &sources,
+            accept,
+            rows,
+            job.request.models_per_row(),
+            None,
+            job.reuse.dedup,
+        )?;
+        let counts = planned.counts;
+        if counts.from_own + counts.from_earlier > 0 {
+            let rows = input::open(&job.input, &job.request, Some(skip.clone()))?;
+            writing.fill(&job, &counters, &sources, rows, planned.fills, &mut skip)?;
+        }
+        skip.union_with(&planned.followers);
+        Ok::<_, Error>((skip, planned.followers, counts))
+    })
+    .await
+    .map_err(|e| Error::Config(format!("the dedup plan stopped: {e}")))??;
+    say_plan(opts, &counts);
+    if counts.from_own + counts.from_earlier + counts.followers == 0 {
+        return Ok(None);
+    }
+    prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
+    prepared.done = Some(skip);
+    Ok((counts.followers > 0).then_some(Followers {
+        units: followers,
+        count: counts.followers,
+        accept,
+    }))
+}
+
+/// After the send: each follower gets the record of the row it repeats (its answer or its
+/// error). A follower whose row has no record yet (the run stopped first) keeps none: the same
+/// command answers it later.
+pub(crate) async fn after_send(
+    opts: &Job,
+    followers: Option<Followers>,
+    writing: WriteTo,
+    counters: &Arc<Counters>,
+) -> Result<(), Error> {
+    let Some(followers) = followers else {
+        return Ok(());
+    };
+    let job = opts.clone();
+    let counters = counters.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let sources = [AnswerSource {
+            path: writing.output.clone(),
+            own: true,
+            errors: true,
+        }];
+        let models = job.request.models_per_row();
+        let rows = input::open(&job.input, &job.request, None)?;
+        let planned = plan::plan(
+            &sources,
+            followers.accept,
+            rows,
+            models,
+            Some(&followers.units),
+            false,
+        )?;
+        let rows = input::open(&job.input, &job.request, None)?;
+        let mut filled = RowSet::default();
+        writing.fill(&job, &counters, &sources, rows, planned.fills, &mut filled)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("writing the duplicates' records stopped: {e}")))??;
+    let left = followers.count.saturating_sub(written);
+    if left > 0 {
+        notice!(
+            "{} rows repeat a request whose row has no record yet: they get none either; the same command sends or answers them",
+            group(left)
+        );
+    }
+    Ok(())
+}
+
+/// Where and how filled records are written (what the transports' writer is started with).
+#[derive(Clone)]
+pub(crate) struct WriteTo {
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    pub kept_columns: Vec<String>,
+}
+
+impl WriteTo {
+    pub(crate) fn of(prepared: &Prepared) -> Self {
+        WriteTo {
+            output: prepared.output.clone(),
+            format: prepared.output_format,
+            kept_columns: prepared.kept_columns.clone(),
+        }
+    }
+
+    /// Writes the records of `fills` with a writer of its own; adds their units to `filled`.
+    fn fill(
+        &self,
+        job: &Job,
+        counters: &Arc<Counters>,
+        sources: &[AnswerSource],
+        rows: input::RowStream,
+        fills: crate::util::spill::Sorted<[u64; 2]>,
+        filled: &mut RowSet,
+    ) -> Result<u64, Error> {
+        let schema = crate::job::prepare::answer_schema(job)?;
+        let models = job.request.models_per_row();
+        let writer = Writer::start(
+            &self.output,
+            256,
+            self.format,
+            self.kept_columns.clone(),
+            models,
+            crate::job::pipeline::writer_hooks(job, counters),
+        )?;
+        let ctx = fill::FillContext {
+            sources,
+            schema: schema.as_ref(),
+            keep_response: job.output.keep_response,
+            models,
+        };
+        let written = fill::write_fills(&ctx, rows, fills, &writer.sender, filled);
+        let finished = writer.finish();
+        let written = written?;
+        finished?;
+        counters
+            .dispatched
+            .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+        Ok(written)
+    }
+}
+
+/// Says what the plan found, before the send.
+fn say_plan(opts: &Job, counts: &Counts) {
+    if counts.from_earlier > 0 {
+        notice!(
+            "--reuse: {} rows are answered from earlier outputs (no request, cost 0)",
+            group(counts.from_earlier)
+        );
+    }
+    if counts.from_own > 0 {
+        notice!(
+            "{} rows repeat a request this output already answered: they get its answer (no request, cost 0)",
+            group(counts.from_own)
+        );
+    }
+    if counts.followers > 0 {
+        notice!(
+            "{} rows repeat a request of another row: it is sent once, and they get its answer (cost 0; --no-dedup sends each)",
+            group(counts.followers)
+        );
+        if opts.request.temperature.is_some_and(|t| t > 0.0) {
+            notice!(
+                "--temperature is above 0, and the repeated rows share one sampled answer: pass --no-dedup to sample each of them"
+            );
+        }
+    }
+}
+
+/// Whether two paths name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!(
+        (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+        (Ok(a), Ok(b)) if a == b
+    )
+}
