@@ -71,6 +71,14 @@ pub struct Counters {
     /// What records written this run hold of answers paid by earlier runs (answers that
     /// failed `--json-schema`, kept in a batch state file): not this run's spend.
     pub paid_earlier: Mutex<Ledger>,
+    /// Records written with another row's answer (`duplicate_of`) or an earlier output's
+    /// (`reused_from`), and what those answers cost when bought (nano-dollars): nothing was
+    /// sent for them.
+    pub deduplicated: AtomicU64,
+    pub reused: AtomicU64,
+    pub(crate) saved_nanos: AtomicU64,
+    /// Records written with a simulated answer (the endpoint is a simulator).
+    pub(crate) simulated_records: AtomicU64,
     /// Events a stage reports for the event log (a batch submitted or collected), with their
     /// fields, until the monitor's sampler writes them (at most [`PENDING_EVENTS`] wait).
     pub(crate) pending_events: Mutex<Vec<serde_json::Value>>,
@@ -132,6 +140,12 @@ impl Counters {
             Status::Ok => self.ok.fetch_add(1, Relaxed),
             Status::Error => self.errors.fetch_add(1, Relaxed),
         };
+        if let Some(extras) = record.kept.as_deref() {
+            self.count_unsent(extras);
+        }
+        if record.simulated {
+            self.simulated_records.fetch_add(1, Relaxed);
+        }
         self.prompt_tokens.fetch_add(record.prompt_tokens, Relaxed);
         self.cached_tokens.fetch_add(record.cached_tokens, Relaxed);
         self.completion_tokens
@@ -145,6 +159,22 @@ impl Counters {
                 record.cost_usd,
                 record.simulated,
             );
+        }
+    }
+
+    /// Counts a record answered without a request by its markers (`reuse`).
+    fn count_unsent(&self, extras: &serde_json::Map<String, serde_json::Value>) {
+        use crate::output::record::{DUPLICATE_OF, REUSED_FROM, SAVED_USD};
+        if extras.contains_key(DUPLICATE_OF) {
+            self.deduplicated.fetch_add(1, Relaxed);
+        } else if extras.contains_key(REUSED_FROM) {
+            self.reused.fetch_add(1, Relaxed);
+        } else {
+            return;
+        }
+        if let Some(saved) = extras.get(SAVED_USD).and_then(serde_json::Value::as_f64) {
+            self.saved_nanos
+                .fetch_add(crate::money::nanos::nearest(saved), Relaxed);
         }
     }
 
@@ -504,6 +534,12 @@ pub struct Summary {
     pub paused: Duration,
     /// Models each row goes to (`--model a,b`): above 1, the counts are of (row, model) pairs.
     pub models: u64,
+    /// Records of this run answered with another row's answer (its request repeated) and
+    /// with an earlier output's (`--reuse`): no request was sent for them.
+    pub deduplicated: u64,
+    pub reused: u64,
+    /// What the answers those records copy cost when they were bought (USD).
+    pub saved_usd: f64,
 }
 
 impl Summary {
@@ -541,6 +577,9 @@ impl Summary {
                 "reasoning": usage.reasoning,
                 "total": usage.total,
             },
+            "deduplicated": self.deduplicated,
+            "reused": self.reused,
+            "saved_usd": usd(self.saved_usd),
             "rate_limited": self.rate_limited,
             "paused_s": self.paused.as_secs_f64(),
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -575,6 +614,9 @@ impl Summary {
             paused: Duration::ZERO,
             unrecorded: 0,
             models: 1,
+            deduplicated: counters.deduplicated.load(Relaxed),
+            reused: counters.reused.load(Relaxed),
+            saved_usd: crate::money::nanos::usd(counters.saved_nanos.load(Relaxed)),
         }
     }
 }
@@ -611,6 +653,15 @@ impl fmt::Display for Summary {
             group(self.usage.reasoning),
             group(self.usage.total)
         )?;
+        if self.deduplicated + self.reused > 0 {
+            write!(
+                f,
+                "\nnot sent: {} repeated another row's request, {} answered from earlier outputs (--reuse); their answers cost {} when bought",
+                group(self.deduplicated),
+                group(self.reused),
+                format_usd(self.saved_usd)
+            )?;
+        }
         if self.rate_limited > 0 || !self.paused.is_zero() {
             write!(
                 f,

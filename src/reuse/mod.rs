@@ -136,34 +136,32 @@ pub(crate) async fn before_send(
             errors: false,
         });
     }
-    let accept = Accept {
+    let mut accept = Accept {
         simulated: opts.dry_run.is_some(),
     };
-    let job = opts.clone();
     let skip = prepared.done.clone().unwrap_or_default();
+    let mut planned = plan_blocking(opts, &sources, accept, &skip).await?;
+    // Simulated answers answer a run against a simulator only: asked of the endpoint only
+    // when some were left out (as the resume plan does).
+    if planned.counts.simulated_left_out > 0 && prepared.client.is_simulator().await {
+        accept.simulated = true;
+        planned = plan_blocking(opts, &sources, accept, &skip).await?;
+    }
+    let counts = planned.counts;
+    let job = opts.clone();
     let writing = WriteTo::of(prepared);
     let counters = counters.clone();
-    let (skip, followers, counts) = tokio::task::spawn_blocking(move || {
+    let (skip, followers) = tokio::task::spawn_blocking(move || {
         let mut skip = skip;
-        let rows = input::open(&job.input, &job.request, Some(skip.clone()))?;
-        let planned = plan::plan(
-            &sources,
-            accept,
-            rows,
-            job.request.models_per_row(),
-            None,
-            job.reuse.dedup,
-        )?;
-        let counts = planned.counts;
         if counts.from_own + counts.from_earlier > 0 {
             let rows = input::open(&job.input, &job.request, Some(skip.clone()))?;
             writing.fill(&job, &counters, &sources, rows, planned.fills, &mut skip)?;
         }
         skip.union_with(&planned.followers);
-        Ok::<_, Error>((skip, planned.followers, counts))
+        Ok::<_, Error>((skip, planned.followers))
     })
     .await
-    .map_err(|e| Error::Config(format!("the dedup plan stopped: {e}")))??;
+    .map_err(|e| Error::Config(format!("writing the records of rows already answered stopped: {e}")))??;
     say_plan(opts, &counts);
     if counts.from_own + counts.from_earlier + counts.followers == 0 {
         return Ok(None);
@@ -175,6 +173,23 @@ pub(crate) async fn before_send(
         count: counts.followers,
         accept,
     }))
+}
+
+/// The plan of the rows not in `skip`, on a blocking thread.
+async fn plan_blocking(
+    opts: &Job,
+    sources: &[AnswerSource],
+    accept: Accept,
+    skip: &RowSet,
+) -> Result<plan::Planned, Error> {
+    let (job, sources, skip) = (opts.clone(), sources.to_vec(), skip.clone());
+    tokio::task::spawn_blocking(move || {
+        let rows = input::open(&job.input, &job.request, Some(skip))?;
+        let models = job.request.models_per_row();
+        plan::plan(&sources, accept, rows, models, None, job.reuse.dedup)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("the dedup plan stopped: {e}")))?
 }
 
 /// After the send: each follower gets the record of the row it repeats (its answer or its
@@ -191,6 +206,11 @@ pub(crate) async fn after_send(
     };
     let job = opts.clone();
     let counters = counters.clone();
+    // This run's answers are simulated: the endpoint is a simulator.
+    let accept = Accept {
+        simulated: followers.accept.simulated
+            || counters.simulated_records.load(std::sync::atomic::Ordering::Relaxed) > 0,
+    };
     let written = tokio::task::spawn_blocking(move || {
         let sources = [AnswerSource {
             path: writing.output.clone(),
@@ -201,7 +221,7 @@ pub(crate) async fn after_send(
         let rows = input::open(&job.input, &job.request, None)?;
         let planned = plan::plan(
             &sources,
-            followers.accept,
+            accept,
             rows,
             models,
             Some(&followers.units),

@@ -80,6 +80,8 @@ pub(crate) struct Counts {
     pub from_earlier: u64,
     /// Units that wait for an identical unit's answer.
     pub followers: u64,
+    /// Answers left out because they are simulated.
+    pub simulated_left_out: u64,
 }
 
 /// The key of a request: its fingerprint and the hash of (model, prompt).
@@ -125,10 +127,10 @@ pub(crate) fn plan(
         )));
     }
     let mut keys: Sorter<[u64; 4]> = sorter();
-    for (index, source) in sources.iter().enumerate() {
-        index_answers(index as u64, source, accept, &mut keys)?;
-    }
     let mut counts = Counts::default();
+    for (index, source) in sources.iter().enumerate() {
+        counts.simulated_left_out += index_answers(index as u64, source, accept, &mut keys)?;
+    }
     for row in units {
         let row = row?;
         let RowContent::Request(request) = &row.content else {
@@ -182,13 +184,14 @@ pub(crate) fn plan(
     })
 }
 
-/// Pushes the key of each answer `source` holds.
+/// Pushes the key of each answer `source` holds; returns the simulated answers left out.
 fn index_answers(
     index: u64,
     source: &AnswerSource,
     accept: Accept,
     keys: &mut Sorter<[u64; 4]>,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
+    let mut simulated = 0;
     let mut records = Records::<Indexed>::open(&source.path)?;
     while let Some(item) = records.next() {
         let (_, record) = item?;
@@ -196,7 +199,11 @@ fn index_answers(
             Status::Ok => true,
             Status::Error => source.errors,
         };
-        if !usable || (record.simulated && !accept.simulated) {
+        if !usable {
+            continue;
+        }
+        if record.simulated && !accept.simulated {
+            simulated += 1;
             continue;
         }
         let start = records.last_start();
@@ -209,7 +216,7 @@ fn index_answers(
                 .map_err(spill_error)?;
         }
     }
-    Ok(())
+    Ok(simulated)
 }
 
 /// The source and byte offset of a fill's answer.
