@@ -259,19 +259,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_response: bool,
 
-    /// Send every row, even one whose request (model, messages, options) repeats another
-    /// row's. By default such a row is not sent: it gets the first row's answer (or error), with
-    /// `duplicate_of` that row's id and cost 0 — also at a temperature above 0 (pass this to
-    /// sample each one).
-    #[arg(long)]
-    pub no_dedup: bool,
-
-    /// An earlier output (JSONL, CSV, or Parquet with its checkpoint) whose ok answers of
-    /// identical requests are taken instead of sending: their records say `reused_from`, cost
-    /// 0. Error records, and simulated answers (unless --dry-run), are never taken. Repeat for
-    /// several.
-    #[arg(long, value_name = "OUTPUT")]
-    pub reuse: Vec<PathBuf>,
+    #[command(flatten)]
+    pub reuse: ReuseArgs,
 
     /// No key, no network, no cost: run the real pipeline against the built-in simulator on a
     /// free loopback port.
@@ -421,6 +410,33 @@ pub struct CancelArgs {
     pub ca_cert: Vec<PathBuf>,
 }
 
+/// Paying once for each distinct request (shared by `run` and `estimate`).
+#[derive(Debug, Clone, Args)]
+pub struct ReuseArgs {
+    /// Send every row, even one whose request (model, messages, options) repeats another
+    /// row's. By default such a row is not sent: it gets the first row's answer (or error), with
+    /// `duplicate_of` that row's id and cost 0 — also at a temperature above 0 (pass this to
+    /// sample each one).
+    #[arg(long)]
+    pub no_dedup: bool,
+
+    /// An earlier output (JSONL, CSV, or Parquet with its checkpoint) whose ok answers of
+    /// identical requests are taken instead of sending: their records say `reused_from`, cost
+    /// 0. Error records, and simulated answers (unless --dry-run), are never taken. Repeat for
+    /// several.
+    #[arg(long, value_name = "OUTPUT")]
+    pub reuse: Vec<PathBuf>,
+}
+
+impl ReuseArgs {
+    pub fn into_options(self) -> ReuseOptions {
+        ReuseOptions {
+            dedup: !self.no_dedup,
+            from: self.reuse,
+        }
+    }
+}
+
 /// Everything `promptbatch estimate` accepts.
 #[derive(Debug, Clone, Args)]
 pub struct EstimateArgs {
@@ -456,6 +472,9 @@ pub struct EstimateArgs {
     /// Price table overrides (TOML, same shape as the embedded prices.toml).
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub reuse: ReuseArgs,
 
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -782,10 +801,7 @@ impl RunArgs {
             metrics_listen: self.metrics_listen,
             notify_url: self.notify_url,
         };
-        job.reuse = ReuseOptions {
-            dedup: !self.no_dedup,
-            from: self.reuse,
-        };
+        job.reuse = self.reuse.into_options();
         job.dry_run = dry_run;
         job.grace = self.grace;
         job.handle_signals = true;
@@ -828,6 +844,7 @@ impl EstimateArgs {
             rpm: self.rpm,
             tpm: self.tpm,
             prices: self.prices,
+            reuse: self.reuse.into_options(),
             ..EstimateOptions::new(self.input.into_options())
         }
     }

@@ -88,7 +88,7 @@ pub use api::retry::RetryPolicy;
 pub use api::schema::JsonSchema;
 pub use batch::{cancel, BatchOptions, Fallback, Via};
 pub use error::Error;
-pub use estimate::{estimate, Estimate, EstimateOptions};
+pub use estimate::{estimate, Estimate, EstimateOptions, NotSent};
 pub use events::{clear_observer, set_observer, Event};
 pub use input::keep::KeepColumns;
 pub use input::validate::{validate, Validation};

@@ -106,6 +106,9 @@ pub struct EstimateOptions {
     pub tpm: Option<u32>,
     /// Price table overrides.
     pub prices: Option<std::path::PathBuf>,
+    /// Duplicates answered once, and `--reuse` outputs: the rows they answer are not sent,
+    /// and are counted apart (`not_sent`).
+    pub reuse: crate::reuse::ReuseOptions,
 }
 
 impl EstimateOptions {
@@ -120,6 +123,7 @@ impl EstimateOptions {
             rpm: None,
             tpm: None,
             prices: None,
+            reuse: crate::reuse::ReuseOptions::default(),
         }
     }
 }
@@ -140,8 +144,41 @@ pub fn estimate(opts: &EstimateOptions) -> Result<Estimate, Error> {
     let schema_tokens = opts.request.json_schema.as_ref().map_or(0, |schema| {
         counter.text(&schema.response_format()["json_schema"].to_string())
     });
-    let totals = count_rows(rows, &counter, &prices, &opts.input.path, schema_tokens)?;
-    Ok(Estimate::new(opts, totals, expected))
+    let not_sent = crate::reuse::units_not_sent(&opts.reuse, &opts.input, &opts.request)?;
+    let models = opts.request.models_per_row();
+    let (totals, saved) = count_rows(
+        rows,
+        &counter,
+        &prices,
+        (&opts.input.path, schema_tokens, models),
+        &not_sent,
+    )?;
+    let mut estimate = Estimate::new(opts, totals, expected.clone());
+    if let Some(not_sent) = not_sent {
+        let saved = Estimate::new(opts, saved, expected);
+        estimate.rows += saved.request_rows;
+        estimate.not_sent = Some(NotSent {
+            duplicate_rows: not_sent.duplicates,
+            reused_rows: not_sent.reused,
+            prompt_tokens: saved.prompt_tokens,
+            expected_cost_usd: saved.expected_cost_usd,
+            worst_cost_usd: saved.worst_cost_usd,
+        });
+    }
+    Ok(estimate)
+}
+
+/// The rows a run would answer without a request, and what sending them would cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotSent {
+    /// Rows whose request repeats an earlier row's (sent once: dedup).
+    pub duplicate_rows: u64,
+    /// Rows answered by the `--reuse` outputs.
+    pub reused_rows: u64,
+    pub prompt_tokens: u64,
+    /// Their expected and worst-case cost, were they sent: what dedup and reuse save.
+    pub expected_cost_usd: Option<f64>,
+    pub worst_cost_usd: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +187,8 @@ pub fn estimate(opts: &EstimateOptions) -> Result<Estimate, Error> {
 /// What the reader thread passes on for one row.
 enum Item {
     Request {
+        /// `row × models + slot`.
+        unit: u64,
         model: String,
         body: Bytes,
         max_tokens: Option<u64>,
@@ -254,26 +293,37 @@ impl Totals {
 
 /// Reads the rows on a thread of its own (parsing and body building) while this thread counts
 /// tokens; the rows are never all in memory (a few batches in flight).
+/// Returns the sums of the rows to send, and of the rows `not_sent` answers otherwise.
 fn count_rows(
     rows: input::RowStream,
     counter: &ChatTokenCounter,
     prices: &PriceTable,
-    path: &std::path::Path,
-    schema_tokens: u64,
-) -> Result<Totals, Error> {
+    (path, schema_tokens, models): (&std::path::Path, u64, u64),
+    not_sent: &Option<crate::reuse::NotSent>,
+) -> Result<(Totals, Totals), Error> {
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, Error>>(8);
     std::thread::scope(|scope| {
-        scope.spawn(move || send_rows(rows, &tx, path));
-        let mut totals = Totals {
+        scope.spawn(move || send_rows(rows, &tx, path, models));
+        let new = || Totals {
             schema_tokens,
             ..Totals::default()
         };
+        let (mut totals, mut saved) = (new(), new());
         for batch in rx {
             for item in batch? {
-                totals.count(item, counter, prices, path)?;
+                let skipped = match &item {
+                    Item::Request { unit, .. } => {
+                        not_sent.as_ref().is_some_and(|n| n.units.contains(*unit))
+                    }
+                    Item::Invalid { .. } => false,
+                };
+                match skipped {
+                    true => saved.count(item, counter, prices, path)?,
+                    false => totals.count(item, counter, prices, path)?,
+                }
             }
         }
-        Ok(totals)
+        Ok((totals, saved))
     })
 }
 
@@ -283,6 +333,7 @@ fn send_rows(
     rows: input::RowStream,
     tx: &mpsc::SyncSender<Result<Vec<Item>, Error>>,
     path: &std::path::Path,
+    models: u64,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     for row in rows {
@@ -294,7 +345,7 @@ fn send_rows(
                 return;
             }
         };
-        batch.push(Item::of(row, path));
+        batch.push(Item::of(row, path, models));
         if batch.len() == BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if tx.send(Ok(full)).is_err() {
@@ -306,9 +357,10 @@ fn send_rows(
 }
 
 impl Item {
-    fn of(row: input::Row, path: &std::path::Path) -> Item {
+    fn of(row: input::Row, path: &std::path::Path, models: u64) -> Item {
         match row.content {
             RowContent::Request(req) => Item::Request {
+                unit: crate::input::models::unit(row.row, u64::from(row.slot), models),
                 model: req.model,
                 body: req.body,
                 max_tokens: req.max_tokens,
@@ -336,6 +388,7 @@ impl Totals {
                 self.first_invalid.get_or_insert(problem);
             }
             Item::Request {
+                unit: _,
                 model,
                 body,
                 max_tokens,
@@ -518,6 +571,10 @@ pub struct Estimate {
     pub time: Option<TimeEstimate>,
     /// Requests in flight assumed for the latency-bound time.
     pub concurrency: u32,
+    /// Rows answered without a request (duplicates, `--reuse`): left out of every figure
+    /// above but `rows`; what sending them would cost. `None` with `--no-dedup` and no
+    /// `--reuse`.
+    pub not_sent: Option<NotSent>,
 }
 
 /// One model's part of the estimate.
@@ -744,6 +801,7 @@ impl Estimate {
             models: sums.models,
             time,
             concurrency: opts.concurrency,
+            not_sent: None,
         }
     }
 }

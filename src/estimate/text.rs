@@ -19,6 +19,7 @@ impl Estimate {
         let mut t = table(&[]);
         for row in [
             self.rows_line(),
+            self.not_sent_line(),
             self.prompt_line(),
             self.expected_output_line(),
             self.worst_output_line(),
@@ -54,6 +55,33 @@ impl Estimate {
             ));
         }
         line("rows", group(self.rows), note)
+    }
+
+    /// Rows answered without a request, and what they would cost sent (`None`: every row
+    /// is sent).
+    fn not_sent_line(&self) -> Line {
+        let Some(n) = &self.not_sent else {
+            return line(
+                "not sent",
+                "-".into(),
+                "--no-dedup: every row is sent".into(),
+            );
+        };
+        let rows = n.duplicate_rows + n.reused_rows;
+        let cost = match (n.expected_cost_usd, n.worst_cost_usd) {
+            (Some(expected), _) => format!(
+                "; sending them would cost {} (expected)",
+                format_usd(expected)
+            ),
+            (None, Some(worst)) => format!("; sending them would cost up to {}", format_usd(worst)),
+            (None, None) => String::new(),
+        };
+        let note = format!(
+            "{} repeat another row's request (sent once), {} answered by --reuse outputs; the figures below leave them out{cost}",
+            group(n.duplicate_rows),
+            group(n.reused_rows)
+        );
+        line("not sent", group(rows), note)
     }
 
     fn prompt_line(&self) -> Line {

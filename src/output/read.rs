@@ -275,6 +275,22 @@ impl<T: DeserializeOwned> Records<T> {
         }
     }
 
+    /// [`Records::last_extras`] of a record that holds one of `names` as a field, cheaply
+    /// `None` for a JSONL record whose line does not even contain one of them.
+    pub(crate) fn last_extras_naming(&self, names: &[&str]) -> Option<crate::input::Kept> {
+        if let Source::Jsonl { buf, .. } = &self.source {
+            let named = names.iter().any(|name| {
+                let quoted = format!("\"{name}\"");
+                memchr::memmem::find(buf, quoted.as_bytes()).is_some()
+            });
+            if !named {
+                return None;
+            }
+        }
+        self.last_extras()
+            .filter(|extras| names.iter().any(|name| extras.contains_key(*name)))
+    }
+
     /// Where the record last returned starts in the file (bytes): [`RecordAt::read`] reads it
     /// again from there.
     pub(crate) fn last_start(&self) -> u64 {

@@ -120,6 +120,22 @@ pub struct Report {
     pub runs: Vec<RunSpan>,
     /// `--via batch`: each batch's life, from the event log, the last 500 submitted.
     pub batches: Vec<BatchLife>,
+    /// Records by how their answer was had: paid for, copied from a row with the same
+    /// request (`duplicate_of`), or from an earlier output (`--reuse`).
+    pub answered: Answered,
+}
+
+/// Records by how their answer was had, and what the copied answers cost when bought.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Answered {
+    /// Records of a request sent (or of a row that could not be sent).
+    pub sent: u64,
+    pub deduplicated: u64,
+    pub reused: u64,
+    /// What the answers the deduplicated and reused records copy cost when they were bought:
+    /// what sending those rows would have cost again.
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
+    pub saved_usd: f64,
 }
 
 /// One batch of a `--via batch` run, from the event log.
@@ -277,6 +293,9 @@ struct Stats {
     histogram: [[u64; HISTOGRAM_BINS]; 4],
     /// The slowest records so far, the fastest of them on top.
     slowest: BinaryHeap<Reverse<SlowRow>>,
+    answered: Answered,
+    /// Σ saved_usd, in nano-dollars (exact whatever the order).
+    saved_nanos: u64,
 }
 
 /// Bins of the token histogram: `0`, `1`, `2–3`, … up to `2^30` and more.
@@ -305,7 +324,40 @@ fn bin(n: u64) -> usize {
 }
 
 impl Stats {
+    /// Counts a record that copies another's answer (`extras`: its fields beyond the schema,
+    /// when it has any of the markers): counted as a row and by status, never in latency,
+    /// tokens or attempts, which are of requests.
+    fn add_copy(&mut self, record: &Record, extras: &crate::input::Kept, prices: &PriceTable) {
+        use crate::output::record::{DUPLICATE_OF, SAVED_USD};
+        if extras.contains_key(DUPLICATE_OF) {
+            self.answered.deduplicated += 1;
+        } else {
+            self.answered.reused += 1;
+        }
+        let saved = extras.get(SAVED_USD).and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
+        if let Some(saved) = saved {
+            self.saved_nanos += crate::money::nanos::nearest(saved);
+        }
+        self.rows += 1;
+        match record.status {
+            Status::Ok => self.ok += 1,
+            Status::Error => self.error += 1,
+        }
+        let cost = self.add_cost(record, prices);
+        self.timeline.add_record(
+            record.finished_at.as_deref(),
+            record.status == Status::Ok,
+            record.latency_ms,
+            &record.model,
+            cost.unwrap_or(0.0),
+        );
+    }
+
     fn add(&mut self, record: &Record, prices: &PriceTable) {
+        self.answered.sent += 1;
         self.rows += 1;
         add_tokens(&mut self.tokens, record);
         for (kind, n) in [
@@ -442,6 +494,10 @@ impl Stats {
                 .collect(),
             runs: Vec::new(),
             batches: Vec::new(),
+            answered: Answered {
+                saved_usd: crate::money::nanos::usd(self.saved_nanos),
+                ..self.answered
+            },
         }
     }
 }
@@ -540,9 +596,13 @@ fn add_tokens(tokens: &mut Tokens, record: &Record) {
 pub(crate) fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Report, Error> {
     let mut records = Records::<Record>::open(path)?;
     let mut stats = Stats::default();
-    for item in records.by_ref() {
+    use crate::output::record::{DUPLICATE_OF, REUSED_FROM};
+    while let Some(item) = records.next() {
         let (_line, record) = item?;
-        stats.add(&record, prices);
+        match records.last_extras_naming(&[DUPLICATE_OF, REUSED_FROM]) {
+            Some(extras) => stats.add_copy(&record, &extras, prices),
+            None => stats.add(&record, prices),
+        }
     }
     let format = records.format().name();
     let mut lives = Lives::default();

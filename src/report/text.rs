@@ -120,6 +120,39 @@ impl Report {
                 "error records whose answers never matched --json-schema".to_string(),
             ]);
         }
+        let answered = &self.answered;
+        if answered.deduplicated + answered.reused > 0 {
+            for (name, n, note) in [
+                (
+                    "paid (sent)",
+                    answered.sent,
+                    "a request was sent (or the row could not be)",
+                ),
+                (
+                    "deduplicated",
+                    answered.deduplicated,
+                    "copied from a row with the same request (duplicate_of), cost 0",
+                ),
+                (
+                    "reused",
+                    answered.reused,
+                    "copied from earlier outputs (--reuse), cost 0",
+                ),
+            ] {
+                t.add_row(vec![
+                    name.to_string(),
+                    group(n),
+                    percent(n, self.rows),
+                    note.to_string(),
+                ]);
+            }
+            t.add_row(vec![
+                "saved".to_string(),
+                format_usd(answered.saved_usd),
+                String::new(),
+                "what the copied answers cost when they were bought".to_string(),
+            ]);
+        }
         if self.simulated > 0 {
             t.add_row(vec![
                 "simulated".to_string(),

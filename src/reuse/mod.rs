@@ -161,7 +161,11 @@ pub(crate) async fn before_send(
         Ok::<_, Error>((skip, planned.followers))
     })
     .await
-    .map_err(|e| Error::Config(format!("writing the records of rows already answered stopped: {e}")))??;
+    .map_err(|e| {
+        Error::Config(format!(
+            "writing the records of rows already answered stopped: {e}"
+        ))
+    })??;
     say_plan(opts, &counts);
     if counts.from_own + counts.from_earlier + counts.followers == 0 {
         return Ok(None);
@@ -209,7 +213,10 @@ pub(crate) async fn after_send(
     // This run's answers are simulated: the endpoint is a simulator.
     let accept = Accept {
         simulated: followers.accept.simulated
-            || counters.simulated_records.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            || counters
+                .simulated_records
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
     };
     let written = tokio::task::spawn_blocking(move || {
         let sources = [AnswerSource {
@@ -241,6 +248,56 @@ pub(crate) async fn after_send(
         );
     }
     Ok(())
+}
+
+/// The units of an input a run would not send (for `estimate`): those repeating an earlier
+/// unit's request (with dedup) and those a `--reuse` output answers. `None` when neither
+/// applies (dedup off and no `--reuse`, or an input read only once).
+pub(crate) struct NotSent {
+    pub units: RowSet,
+    pub duplicates: u64,
+    pub reused: u64,
+}
+
+/// [`NotSent`] of `input`: the same plan a run makes before its first request, without this
+/// run's output (an estimate has none).
+pub(crate) fn units_not_sent(
+    reuse: &ReuseOptions,
+    input: &crate::input::InputOptions,
+    request: &crate::api::request::RequestOptions,
+) -> Result<Option<NotSent>, Error> {
+    if !reuse.any() || input.reads_once() {
+        return Ok(None);
+    }
+    let sources: Vec<AnswerSource> = reuse
+        .from
+        .iter()
+        .map(|path| AnswerSource {
+            path: path.clone(),
+            own: false,
+            errors: false,
+        })
+        .collect();
+    let rows = input::open_reporting_all(input, request)?;
+    let accept = Accept { simulated: false };
+    let planned = plan::plan(
+        &sources,
+        accept,
+        rows,
+        request.models_per_row(),
+        None,
+        reuse.dedup,
+    )?;
+    let mut units = planned.followers;
+    for fill in planned.fills {
+        let [unit, _] = fill.map_err(|e| Error::io("cannot read the sorted plan back", e))?;
+        units.insert(unit);
+    }
+    Ok(Some(NotSent {
+        units,
+        duplicates: planned.counts.followers,
+        reused: planned.counts.from_earlier,
+    }))
 }
 
 /// Where and how filled records are written (what the transports' writer is started with).

@@ -1,0 +1,437 @@
+//! Paying once for each distinct request: rows repeating a request are sent once and every row
+//! still gets exactly one record (`duplicate_of`, cost 0); `--reuse` takes earlier outputs' ok
+//! answers (`reused_from`); both keep resume (kill -9), `--ordered`, `--shard`, `--model a,b`,
+//! `--via batch` and `--max-cost` whole. The real binary against the simulator over loopback.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use common::batch::{assert_one_ok_record_per_row, run_batch};
+use common::{kill_9_after_lines, read_jsonl, run, Scenario, Sim};
+use promptbatch::sim::{LatencySpec, SimOptions};
+use serde_json::Value;
+
+/// `n` JSONL rows `r1..rn` whose prompts take `distinct` values (`question {i % distinct}`).
+fn repeated_rows(n: usize, distinct: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"r{i}\", \"prompt\": \"question {}\"}}\n",
+                i % distinct
+            )
+        })
+        .collect()
+}
+
+fn by_id(records: &[Value]) -> HashMap<String, &Value> {
+    records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+/// Every row `r1..rn` has exactly one record (one per model); each record marked
+/// `duplicate_of` copies the answer of a paid record of the same request, at cost 0.
+/// Returns the number of such records.
+fn assert_whole_and_duplicates_consistent(output: &Path, n: usize, models: usize) -> usize {
+    let records = read_jsonl(output);
+    assert_eq!(records.len(), n * models, "one record per row and model");
+    let keys: HashSet<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["model"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), n * models, "no (row, model) twice");
+    let paid: HashMap<(String, String), &Value> = records
+        .iter()
+        .filter(|r| r.get("duplicate_of").is_none())
+        .map(|r| {
+            (
+                (
+                    r["id"].as_str().unwrap().into(),
+                    r["model"].as_str().unwrap().into(),
+                ),
+                r,
+            )
+        })
+        .collect();
+    let mut duplicates = 0;
+    for record in records.iter().filter(|r| r.get("duplicate_of").is_some()) {
+        duplicates += 1;
+        let first = record["duplicate_of"].as_str().unwrap().to_string();
+        let model = record["model"].as_str().unwrap().to_string();
+        let source = paid
+            .get(&(first.clone(), model))
+            .unwrap_or_else(|| panic!("{record}: duplicate_of {first} has no paid record"));
+        assert_eq!(record["prompt"], source["prompt"], "{record}");
+        assert_eq!(record["fingerprint"], source["fingerprint"], "{record}");
+        assert_eq!(record["completion"], source["completion"], "{record}");
+        assert_eq!(record["status"], source["status"], "{record}");
+        assert_eq!(record["cost_usd"].as_f64(), Some(0.0), "{record}");
+        assert_eq!(record["attempts"], 0, "{record}");
+        assert_eq!(record["prompt_tokens"], 0, "{record}");
+        assert_eq!(record["saved_usd"], source["cost_usd"], "{record}");
+    }
+    duplicates
+}
+
+#[test]
+fn each_distinct_request_is_sent_once_and_every_row_gets_its_record() {
+    let s = Scenario::new().input(&repeated_rows(300, 70));
+    let r = run(s.sim(), &s.input, &s.output, &["-c", "8"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 70, "one request per distinct prompt");
+    assert_eq!(
+        assert_whole_and_duplicates_consistent(&s.output, 300, 1),
+        230
+    );
+    assert!(
+        r.stderr.contains("230 rows repeat a request"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not sent: 230 repeated"), "{}", r.stderr);
+    // The first row of each request is the one that paid: `duplicate_of` names an earlier row.
+    let records = read_jsonl(&s.output);
+    let rows = by_id(&records);
+    for record in records.iter().filter(|r| r.get("duplicate_of").is_some()) {
+        let first = rows[record["duplicate_of"].as_str().unwrap()];
+        assert!(first["row"].as_u64() < record["row"].as_u64(), "{record}");
+    }
+}
+
+#[test]
+fn no_dedup_sends_every_row() {
+    let s = Scenario::new().input(&repeated_rows(60, 10));
+    let r = run(s.sim(), &s.input, &s.output, &["--no-dedup"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 60);
+    let records = read_jsonl(&s.output);
+    assert_eq!(records.len(), 60);
+    assert!(records.iter().all(|r| r.get("duplicate_of").is_none()));
+}
+
+#[test]
+fn a_first_rows_error_is_its_duplicates_error_and_a_rerun_sends_it_once_more() {
+    let mut input = repeated_rows(20, 5);
+    for i in 21..=24 {
+        input.push_str(&format!(
+            "{{\"id\": \"r{i}\", \"prompt\": \"broken #sim:status=400\"}}\n"
+        ));
+    }
+    let s = Scenario::new().input(&input);
+    let r = run(s.sim(), &s.input, &s.output, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        s.sim().requests(),
+        6,
+        "5 prompts and the broken one, once each"
+    );
+    assert_whole_and_duplicates_consistent(&s.output, 24, 1);
+    let records = read_jsonl(&s.output);
+    let errors: Vec<&Value> = records.iter().filter(|r| r["status"] == "error").collect();
+    assert_eq!(errors.len(), 4, "each broken row has its error record");
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|r| r.get("duplicate_of").is_some())
+            .count(),
+        3
+    );
+    // A re-run sends error rows again: the broken request once, not four times.
+    let r = run(s.sim(), &s.input, &s.output, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 7);
+    assert_whole_and_duplicates_consistent(&s.output, 24, 1);
+}
+
+#[test]
+fn kill_9_then_resume_pays_each_request_once_and_loses_no_row() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("15ms").unwrap(),
+        ..SimOptions::default()
+    });
+    let s = Scenario::new().input(&repeated_rows(400, 120));
+    let args = ["-c", "4"];
+    let left = kill_9_after_lines(&sim, &s.input, &s.output, &args, 40);
+    assert!(left < 400);
+    let r = run(&sim, &s.input, &s.output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_whole_and_duplicates_consistent(&s.output, 400, 1);
+    // At most the rows in flight at the kill (-c 4) were paid without a record.
+    let requests = sim.requests();
+    assert!((120..=124).contains(&requests), "{requests} requests");
+    // Run again: nothing is sent, nothing is written.
+    let r = run(&sim, &s.input, &s.output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sim.requests(), requests);
+    assert_eq!(read_jsonl(&s.output).len(), 400);
+}
+
+#[test]
+fn ordered_with_two_models_keeps_input_order_and_one_record_per_pair() {
+    let s = Scenario::new().input(&repeated_rows(50, 12));
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--model", "m-a,m-b", "--ordered", "-c", "6"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 24, "12 prompts × 2 models");
+    assert_eq!(assert_whole_and_duplicates_consistent(&s.output, 50, 2), 76);
+    let order: Vec<(u64, String)> = read_jsonl(&s.output)
+        .iter()
+        .map(|r| {
+            (
+                r["row"].as_u64().unwrap(),
+                r["model"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(
+        order, sorted,
+        "--ordered: input order, then the models' order"
+    );
+}
+
+#[test]
+fn a_shard_dedups_its_own_rows_and_the_merge_is_whole() {
+    let s = Scenario::new().input(&repeated_rows(120, 30));
+    let mut total = 0;
+    for k in 1..=2 {
+        let out = s.work.path(&format!("shard{k}.jsonl"));
+        let r = run(s.sim(), &s.input, &out, &["--shard", &format!("{k}/2")]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let records = read_jsonl(&out);
+        let distinct: HashSet<&str> = records
+            .iter()
+            .map(|r| r["prompt"].as_str().unwrap())
+            .collect();
+        total += distinct.len() as u64;
+        assert_eq!(
+            s.sim().requests(),
+            total,
+            "shard {k}: one request per distinct prompt"
+        );
+    }
+    let merged = s.work.path("all.jsonl");
+    let r = common::run_args(&[
+        "merge",
+        s.work.path("shard1.jsonl").to_str().unwrap(),
+        s.work.path("shard2.jsonl").to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_whole_and_duplicates_consistent(&merged, 120, 1);
+}
+
+#[test]
+fn max_cost_stops_and_a_resume_with_more_budget_pays_each_request_once() {
+    let s = Scenario::new().input(&repeated_rows(200, 50));
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--max-cost", "0.0009", "-c", "2"],
+    );
+    assert_ne!(r.code, 0, "the cap stops the run: {}", r.stderr);
+    let first = s.sim().requests();
+    assert!(first < 50, "{first} requests under the cap");
+    let spent: f64 = read_jsonl(&s.output)
+        .iter()
+        .filter_map(|r| r["cost_usd"].as_f64())
+        .sum();
+    assert!(spent <= 0.0009 + 1e-12, "spent {spent}");
+    let r = run(s.sim(), &s.input, &s.output, &["--max-cost", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        s.sim().requests(),
+        50,
+        "each prompt paid once over both runs"
+    );
+    assert_whole_and_duplicates_consistent(&s.output, 200, 1);
+}
+
+#[test]
+fn via_batch_submits_each_request_once_and_records_every_row() {
+    let s = Scenario::new().input(&repeated_rows(90, 25));
+    let r = run_batch(s.sim(), &s.input, &s.output, &[], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let stats = common::batch::batch_stats(s.sim());
+    let lines: u64 = stats["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lines, 25, "one batch line per distinct prompt: {stats}");
+    assert_eq!(s.sim().requests(), 0, "nothing sent live");
+    assert_one_ok_record_per_row(&s.output, 90);
+    assert_eq!(assert_whole_and_duplicates_consistent(&s.output, 90, 1), 65);
+}
+
+#[test]
+fn reuse_takes_ok_answers_of_identical_requests_from_earlier_outputs() {
+    let s = Scenario::new().input(&repeated_rows(40, 40));
+    let earlier = s.work.path("earlier.csv");
+    // The earlier output: rows 1..40, of which r7 failed.
+    let mut first = repeated_rows(40, 40);
+    first = first.replace("\"question 7\"", "\"question 7 #sim:status=400\"");
+    let first_input = s.work.write("first.jsonl", &first);
+    let r = run(s.sim(), &first_input, &earlier, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 40);
+    // This run: the same 40 prompts (question 7 without the directive: not the earlier
+    // request) plus 10 new ones, into another output.
+    let mut input = repeated_rows(40, 40);
+    for i in 41..=50 {
+        input.push_str(&format!("{{\"id\": \"n{i}\", \"prompt\": \"new {i}\"}}\n"));
+    }
+    std::fs::write(&s.input, input).unwrap();
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--reuse", earlier.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        s.sim().requests(),
+        40 + 11,
+        "question 7 and the 10 new prompts"
+    );
+    let records = read_jsonl(&s.output);
+    assert_eq!(records.len(), 50);
+    let reused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r.get("reused_from").is_some())
+        .collect();
+    assert_eq!(reused.len(), 39);
+    let earlier_rows: HashMap<String, Vec<String>> = {
+        let text = std::fs::read_to_string(&earlier).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                let field = |n: &str| r[headers.iter().position(|h| h == n).unwrap()].to_string();
+                (
+                    field("prompt"),
+                    vec![field("completion"), field("cost_usd")],
+                )
+            })
+            .collect()
+    };
+    for record in &reused {
+        assert_eq!(record["reused_from"], earlier.to_str().unwrap());
+        assert_eq!(record["cost_usd"].as_f64(), Some(0.0));
+        let source = &earlier_rows[record["prompt"].as_str().unwrap()];
+        assert_eq!(record["completion"].as_str().unwrap(), source[0]);
+        assert_eq!(record["saved_usd"].as_f64(), source[1].parse::<f64>().ok());
+    }
+    assert!(
+        r.stderr.contains("39 answered from earlier outputs"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn simulated_answers_are_never_reused_by_a_real_run() {
+    let s = Scenario::new().input(&repeated_rows(30, 30));
+    let simulated = s.work.path("dry.jsonl");
+    let r = common::run_args(&[
+        "run",
+        s.input.to_str().unwrap(),
+        "-o",
+        simulated.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--reuse", simulated.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 30, "every row sent to the real API");
+    let records = read_jsonl(&s.output);
+    assert!(records
+        .iter()
+        .all(|r| r.get("reused_from").is_none() && r["simulated"] == false));
+    // A dry run may reuse them.
+    let again = s.work.path("dry2.jsonl");
+    let r = common::run_args(&[
+        "run",
+        s.input.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+        "--dry-run",
+        "--reuse",
+        simulated.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        read_jsonl(&again)
+            .iter()
+            .filter(|r| r.get("reused_from").is_some())
+            .count(),
+        30
+    );
+}
+
+#[test]
+fn reuse_of_a_missing_output_is_refused_before_anything_is_sent() {
+    let s = Scenario::new().input(&repeated_rows(5, 5));
+    let missing = s.work.path("nope.jsonl");
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--reuse", missing.to_str().unwrap()],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--reuse") && r.stderr.contains("nope.jsonl"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.sim().requests(), 0);
+    assert!(!s.output.exists());
+}
+
+#[test]
+fn a_csv_output_has_the_marker_columns_and_resumes() {
+    let s = Scenario::new()
+        .input(&repeated_rows(30, 10))
+        .output("out.csv");
+    let r = run(s.sim(), &s.input, &s.output, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&s.output).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.ends_with(",duplicate_of,reused_from,saved_usd"),
+        "{header}"
+    );
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let duplicates = reader
+        .deserialize::<HashMap<String, String>>()
+        .filter(|r| !r.as_ref().unwrap()["duplicate_of"].is_empty())
+        .count();
+    assert_eq!(duplicates, 20);
+    let r = run(s.sim(), &s.input, &s.output, &["--no-dedup"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 10, "nothing left to send");
+}
