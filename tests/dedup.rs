@@ -8,7 +8,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use common::batch::{assert_one_ok_record_per_row, run_batch};
+use common::batch::run_batch;
 use common::{kill_9_after_lines, read_jsonl, run, Scenario, Sim};
 use promptbatch::sim::{LatencySpec, SimOptions};
 use serde_json::Value;
@@ -75,7 +75,11 @@ fn assert_whole_and_duplicates_consistent(output: &Path, n: usize, models: usize
         assert_eq!(record["status"], source["status"], "{record}");
         assert_eq!(record["cost_usd"].as_f64(), Some(0.0), "{record}");
         assert_eq!(record["attempts"], 0, "{record}");
-        assert_eq!(record["prompt_tokens"], 0, "{record}");
+        assert_eq!(record["latency_ms"], 0, "{record}");
+        assert_eq!(
+            record["completion_tokens"], source["completion_tokens"],
+            "the answer's"
+        );
         assert_eq!(record["saved_usd"], source["cost_usd"], "{record}");
     }
     duplicates
@@ -127,7 +131,7 @@ fn a_first_rows_error_is_its_duplicates_error_and_a_rerun_sends_it_once_more() {
     }
     let s = Scenario::new().input(&input);
     let r = run(s.sim(), &s.input, &s.output, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("done with errors"), "{}", r.stderr);
     assert_eq!(
         s.sim().requests(),
         6,
@@ -146,7 +150,7 @@ fn a_first_rows_error_is_its_duplicates_error_and_a_rerun_sends_it_once_more() {
     );
     // A re-run sends error rows again: the broken request once, not four times.
     let r = run(s.sim(), &s.input, &s.output, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("done with errors"), "{}", r.stderr);
     assert_eq!(s.sim().requests(), 7);
     assert_whole_and_duplicates_consistent(&s.output, 24, 1);
 }
@@ -207,7 +211,7 @@ fn ordered_with_two_models_keeps_input_order_and_one_record_per_pair() {
 fn a_shard_dedups_its_own_rows_and_the_merge_is_whole() {
     let s = Scenario::new().input(&repeated_rows(120, 30));
     let mut total = 0;
-    for k in 1..=2 {
+    for k in 0..2 {
         let out = s.work.path(&format!("shard{k}.jsonl"));
         let r = run(s.sim(), &s.input, &out, &["--shard", &format!("{k}/2")]);
         assert_eq!(r.code, 0, "{}", r.stderr);
@@ -226,8 +230,8 @@ fn a_shard_dedups_its_own_rows_and_the_merge_is_whole() {
     let merged = s.work.path("all.jsonl");
     let r = common::run_args(&[
         "merge",
+        s.work.path("shard0.jsonl").to_str().unwrap(),
         s.work.path("shard1.jsonl").to_str().unwrap(),
-        s.work.path("shard2.jsonl").to_str().unwrap(),
         "-o",
         merged.to_str().unwrap(),
     ]);
@@ -238,21 +242,24 @@ fn a_shard_dedups_its_own_rows_and_the_merge_is_whole() {
 #[test]
 fn max_cost_stops_and_a_resume_with_more_budget_pays_each_request_once() {
     let s = Scenario::new().input(&repeated_rows(200, 50));
-    let r = run(
-        s.sim(),
-        &s.input,
-        &s.output,
-        &["--max-cost", "0.0009", "-c", "2"],
+    let cap = ["--max-cost", "0.0006", "--max-tokens", "16", "-c", "2"];
+    let r = run(s.sim(), &s.input, &s.output, &cap);
+    assert!(
+        r.stderr.contains("budget cap"),
+        "the cap stops the run: {}",
+        r.stderr
     );
-    assert_ne!(r.code, 0, "the cap stops the run: {}", r.stderr);
     let first = s.sim().requests();
-    assert!(first < 50, "{first} requests under the cap");
-    let spent: f64 = read_jsonl(&s.output)
-        .iter()
-        .filter_map(|r| r["cost_usd"].as_f64())
-        .sum();
-    assert!(spent <= 0.0009 + 1e-12, "spent {spent}");
-    let r = run(s.sim(), &s.input, &s.output, &["--max-cost", "1"]);
+    assert!((1..50).contains(&first), "{first} requests under the cap");
+    let records = read_jsonl(&s.output);
+    let spent: f64 = records.iter().filter_map(|r| r["cost_usd"].as_f64()).sum();
+    assert!(spent <= 0.0006 + 1e-12, "spent {spent}");
+    assert!(
+        records.len() as u64 > first,
+        "the duplicates of the rows answered before the cap have their records"
+    );
+    let more = ["--max-cost", "1", "--max-tokens", "16"];
+    let r = run(s.sim(), &s.input, &s.output, &more);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         s.sim().requests(),
@@ -276,7 +283,11 @@ fn via_batch_submits_each_request_once_and_records_every_row() {
         .sum();
     assert_eq!(lines, 25, "one batch line per distinct prompt: {stats}");
     assert_eq!(s.sim().requests(), 0, "nothing sent live");
-    assert_one_ok_record_per_row(&s.output, 90);
+    let records = read_jsonl(&s.output);
+    assert!(
+        records.iter().all(|r| r["status"] == "ok"),
+        "every row answered"
+    );
     assert_eq!(assert_whole_and_duplicates_consistent(&s.output, 90, 1), 65);
 }
 
@@ -289,7 +300,7 @@ fn reuse_takes_ok_answers_of_identical_requests_from_earlier_outputs() {
     first = first.replace("\"question 7\"", "\"question 7 #sim:status=400\"");
     let first_input = s.work.write("first.jsonl", &first);
     let r = run(s.sim(), &first_input, &earlier, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("done with errors"), "{}", r.stderr);
     assert_eq!(s.sim().requests(), 40);
     // This run: the same 40 prompts (question 7 without the directive: not the earlier
     // request) plus 10 new ones, into another output.

@@ -140,11 +140,16 @@ impl Counters {
             Status::Ok => self.ok.fetch_add(1, Relaxed),
             Status::Error => self.errors.fetch_add(1, Relaxed),
         };
-        if let Some(extras) = record.kept.as_deref() {
-            self.count_unsent(extras);
-        }
         if record.simulated {
             self.simulated_records.fetch_add(1, Relaxed);
+        }
+        // A copy of another row's answer used no tokens: only its row and $0 are counted.
+        if record.kept.as_deref().is_some_and(|e| self.count_unsent(e)) {
+            if let Ok(mut costs) = self.costs.lock() {
+                let none = TokenUsage::default();
+                costs.add(&record.model, &none, Some(0.0), record.simulated);
+            }
+            return;
         }
         self.prompt_tokens.fetch_add(record.prompt_tokens, Relaxed);
         self.cached_tokens.fetch_add(record.cached_tokens, Relaxed);
@@ -162,20 +167,21 @@ impl Counters {
         }
     }
 
-    /// Counts a record answered without a request by its markers (`reuse`).
-    fn count_unsent(&self, extras: &serde_json::Map<String, serde_json::Value>) {
+    /// Counts a record answered without a request by its markers (`reuse`); whether it is one.
+    fn count_unsent(&self, extras: &serde_json::Map<String, serde_json::Value>) -> bool {
         use crate::output::record::{DUPLICATE_OF, REUSED_FROM, SAVED_USD};
         if extras.contains_key(DUPLICATE_OF) {
             self.deduplicated.fetch_add(1, Relaxed);
         } else if extras.contains_key(REUSED_FROM) {
             self.reused.fetch_add(1, Relaxed);
         } else {
-            return;
+            return false;
         }
         if let Some(saved) = extras.get(SAVED_USD).and_then(serde_json::Value::as_f64) {
             self.saved_nanos
                 .fetch_add(crate::money::nanos::nearest(saved), Relaxed);
         }
+        true
     }
 
     /// Notes that a record of `model` this run writes holds `spent`, paid by an earlier run.

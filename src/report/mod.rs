@@ -327,7 +327,7 @@ impl Stats {
     /// Counts a record that copies another's answer (`extras`: its fields beyond the schema,
     /// when it has any of the markers): counted as a row and by status, never in latency,
     /// tokens or attempts, which are of requests.
-    fn add_copy(&mut self, record: &Record, extras: &crate::input::Kept, prices: &PriceTable) {
+    fn add_copy(&mut self, record: &Record, extras: &crate::input::Kept) {
         use crate::output::record::{DUPLICATE_OF, SAVED_USD};
         if extras.contains_key(DUPLICATE_OF) {
             self.answered.deduplicated += 1;
@@ -346,13 +346,16 @@ impl Stats {
             Status::Ok => self.ok += 1,
             Status::Error => self.error += 1,
         }
-        let cost = self.add_cost(record, prices);
+        // Its tokens were used by the row it copies: counted there.
+        let none = crate::api::TokenUsage::default();
+        self.ledger
+            .add(&record.model, &none, Some(0.0), record.simulated);
         self.timeline.add_record(
             record.finished_at.as_deref(),
             record.status == Status::Ok,
             record.latency_ms,
             &record.model,
-            cost.unwrap_or(0.0),
+            0.0,
         );
     }
 
@@ -600,7 +603,7 @@ pub(crate) fn build(path: &std::path::Path, prices: &PriceTable) -> Result<Repor
     while let Some(item) = records.next() {
         let (_line, record) = item?;
         match records.last_extras_naming(&[DUPLICATE_OF, REUSED_FROM]) {
-            Some(extras) => stats.add_copy(&record, &extras, prices),
+            Some(extras) => stats.add_copy(&record, &extras),
             None => stats.add(&record, prices),
         }
     }

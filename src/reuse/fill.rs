@@ -1,8 +1,9 @@
 //! The records of rows answered without a request: each unit the plan (`plan.rs`) matched
 //! with an answer gets its own record — its id, row, prompt and kept columns, the answer's
-//! completion (or error), `duplicate_of` the row that paid (this output) or `reused_from` the
-//! earlier output, `saved_usd` what that answer cost, and cost, tokens and attempts 0 (nothing
-//! was bought for it). The input is read once, in order, beside the plan's fills (sorted by
+//! completion (or error) and its token counts, `duplicate_of` the row that paid (this output)
+//! or `reused_from` the earlier output, `saved_usd` what that answer cost, and cost, attempts
+//! and latency 0: nothing was bought for it (summaries and `report` leave its tokens out of
+//! what was used). The input is read once, in order, beside the plan's fills (sorted by
 //! unit); each answer is read again from its file by its byte offset.
 
 use std::time::SystemTime;
@@ -150,11 +151,11 @@ fn filled_record(
         completion: answer.completion,
         finish_reason: answer.finish_reason,
         model,
-        prompt_tokens: 0,
-        cached_tokens: 0,
-        completion_tokens: 0,
-        reasoning_tokens: 0,
-        total_tokens: 0,
+        prompt_tokens: answer.prompt_tokens,
+        cached_tokens: answer.cached_tokens,
+        completion_tokens: answer.completion_tokens,
+        reasoning_tokens: answer.reasoning_tokens,
+        total_tokens: answer.total_tokens,
         latency_ms: 0,
         attempts: 0,
         status: answer.status,

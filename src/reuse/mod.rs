@@ -63,41 +63,38 @@ pub(crate) fn check(opts: &Job) -> Result<(), Error> {
     Ok(())
 }
 
-/// A CSV output's extra columns with the markers a run writes on records answered without a
-/// request: after `kept`, for a new output (when the run may write them) or one that has them.
+/// A CSV output's extra columns: `kept`, and the markers of records answered without a
+/// request when the output has them. A new output gets them only once a run has such records
+/// ([`before_send`] adds them), so a run without duplicates writes the columns it always did.
 pub(crate) fn csv_columns(
     opts: &Job,
     output: &Path,
-    mut kept: Vec<String>,
+    kept: Vec<String>,
 ) -> Result<Vec<String>, Error> {
-    if !crate::paths::is_csv(output) {
-        return Ok(kept);
-    }
-    let with_markers = || {
-        let mut columns = kept.clone();
-        columns.extend(MARKERS.iter().map(|m| m.to_string()));
-        columns
-    };
     let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
-    if !has_records {
-        if opts.reuse.any() {
-            kept = with_markers();
-        }
+    if !crate::paths::is_csv(output) || !has_records {
         return Ok(kept);
     }
     let existing =
         crate::output::read::Records::<crate::output::Record>::open(output)?.extra_columns();
-    if existing == with_markers() {
+    if existing == with_markers(&kept) {
         return Ok(existing);
     }
     if opts.reuse.any() && existing == kept {
         notice!(
-            "{} has no {} columns (an older output): rows answered without a request still get cost 0, but their records do not say where the answer comes from",
+            "{} has no {} columns (it was written without them): rows answered without a request still get cost 0, but their records do not say where the answer comes from",
             output.display(),
             MARKERS.join("/")
         );
     }
     Ok(kept)
+}
+
+/// `kept` and the markers after them.
+fn with_markers(kept: &[String]) -> Vec<String> {
+    let mut columns = kept.to_vec();
+    columns.extend(MARKERS.iter().map(|m| m.to_string()));
+    columns
 }
 
 /// Before the send: writes the records of rows an answer already held covers, and takes the
@@ -148,6 +145,11 @@ pub(crate) async fn before_send(
         planned = plan_blocking(opts, &sources, accept, &skip).await?;
     }
     let counts = planned.counts;
+    let answered = counts.from_own + counts.from_earlier + counts.followers;
+    let new_output = std::fs::metadata(&prepared.output).map_or(true, |m| m.len() == 0);
+    if answered > 0 && new_output && crate::paths::is_csv(&prepared.output) {
+        prepared.kept_columns = with_markers(&prepared.kept_columns);
+    }
     let job = opts.clone();
     let writing = WriteTo::of(prepared);
     let counters = counters.clone();
@@ -167,7 +169,7 @@ pub(crate) async fn before_send(
         ))
     })??;
     say_plan(opts, &counts);
-    if counts.from_own + counts.from_earlier + counts.followers == 0 {
+    if answered == 0 {
         return Ok(None);
     }
     prepared.rows = input::open(&opts.input, &opts.request, Some(skip.clone()))?;
