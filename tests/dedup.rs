@@ -446,3 +446,65 @@ fn a_csv_output_has_the_marker_columns_and_resumes() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.sim().requests(), 10, "nothing left to send");
 }
+
+#[test]
+fn estimate_counts_rows_not_sent_and_report_splits_paid_deduplicated_and_reused() {
+    let s = Scenario::new().input(&repeated_rows(100, 40));
+    let input = s.input.to_str().unwrap();
+    let estimate = |extra: &[&str]| -> Value {
+        let mut args = vec!["estimate", input, "--expect-output", "50", "--json"];
+        args.extend_from_slice(extra);
+        let r = common::run_args(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let plain = estimate(&["--no-dedup"]);
+    let deduped = estimate(&[]);
+    assert!(plain["not_sent"].is_null());
+    assert_eq!(plain["request_rows"], 100);
+    assert_eq!(deduped["rows"], 100);
+    assert_eq!(deduped["request_rows"], 40);
+    assert_eq!(deduped["not_sent"]["duplicate_rows"], 60);
+    // The cost of what is sent plus what is not sent is the cost of sending every row.
+    let sum = deduped["expected_cost_usd"].as_f64().unwrap()
+        + deduped["not_sent"]["expected_cost_usd"].as_f64().unwrap();
+    let all = plain["expected_cost_usd"].as_f64().unwrap();
+    assert!((sum - all).abs() < 1e-9, "{sum} vs {all}");
+
+    // An earlier output answering 25 of the 40 prompts.
+    let earlier_input = s.work.write("earlier.jsonl", &repeated_rows(25, 25));
+    let earlier = s.work.path("earlier.out.jsonl");
+    let r = run(s.sim(), &earlier_input, &earlier, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reusing = estimate(&["--reuse", earlier.to_str().unwrap()]);
+    let reused = reusing["not_sent"]["reused_rows"].as_u64().unwrap();
+    let duplicates = reusing["not_sent"]["duplicate_rows"].as_u64().unwrap();
+    assert_eq!(
+        reusing["request_rows"], 15,
+        "40 prompts, 25 answered earlier"
+    );
+    assert_eq!(reused + duplicates, 85);
+
+    // The run does what the estimate said, and the report splits the records.
+    let before = s.sim().requests();
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--reuse", earlier.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests() - before, 15);
+    let r = common::run_args(&["report", "--json", s.output.to_str().unwrap()]);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    let answered = &report["answered"];
+    assert_eq!(answered["sent"], 15);
+    assert_eq!(answered["reused"].as_u64().unwrap(), reused);
+    assert_eq!(answered["deduplicated"].as_u64().unwrap(), duplicates);
+    let saved: f64 = read_jsonl(&s.output)
+        .iter()
+        .filter_map(|r| r["saved_usd"].as_f64())
+        .sum();
+    assert!((answered["saved_usd"].as_f64().unwrap() - saved).abs() < 1e-9);
+    assert_eq!(report["latency_ms"]["count"].as_u64().unwrap_or(15), 15);
+}

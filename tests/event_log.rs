@@ -188,7 +188,7 @@ fn a_breaker_trip_and_a_budget_stop_are_in_the_log() {
     let sim = Sim::plain();
     let work = Workdir::new();
     let refused: String = (0..30)
-        .map(|i| format!("{{\"id\": \"r{i}\", \"prompt\": \"p #sim:status=400\"}}\n"))
+        .map(|i| format!("{{\"id\": \"r{i}\", \"prompt\": \"p{i} #sim:status=400\"}}\n"))
         .collect();
     let input = work.write("refused.jsonl", &refused);
     let output = work.path("refused.out.jsonl");

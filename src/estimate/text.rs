@@ -390,6 +390,13 @@ mod tests {
                 output_basis: "worst",
             }),
             concurrency: 4,
+            not_sent: Some(crate::estimate::NotSent {
+                duplicate_rows: 30,
+                reused_rows: 12,
+                prompt_tokens: 420,
+                expected_cost_usd: Some(0.25),
+                worst_cost_usd: None,
+            }),
         }
     }
 

@@ -360,6 +360,12 @@ pub(crate) mod tests {
             slowest: Vec::new(),
             runs: Vec::new(),
             batches: Vec::new(),
+            answered: crate::report::Answered {
+                sent: 1158,
+                deduplicated: 30,
+                reused: 12,
+                saved_usd: 0.25,
+            },
         }
     }
 
