@@ -50,6 +50,8 @@ def run(
     keep_errors: bool = False,
     output_format: Literal['jsonl', 'csv', 'openai-batch'] | None = None,
     keep_response: bool = False,
+    no_dedup: bool = False,
+    reuse: _Path | Sequence[_Path] | None = None,
     dry_run: bool = False,
     dry_run_latency: _Duration = '0ms',
     max_retries: int = 8,
@@ -126,6 +128,8 @@ def run(
     keep_errors: When resuming, keep earlier error records instead of sending those rows again
     output_format: The shape of OUTPUT's lines: `jsonl`, `csv` (a .csv OUTPUT) or `openai-batch` (the OpenAI Batch API's output lines — `id`, `custom_id`, `response: {status_code, request_id, body}`, `error` — with the whole record under `promptbatch`, so it resumes like any output). Default: by extension, or the shape an existing OUTPUT has
     keep_response: Store each answer's whole response body in its record, as `response` (JSON in a JSONL output, JSON text in a CSV column): tool calls, refusals, logprobs, system fingerprint
+    no_dedup: Send every row, even one whose request (model, messages, options) repeats another row's. By default such a row is not sent: it gets the first row's answer (or error), with `duplicate_of` that row's id and cost 0 — also at a temperature above 0 (pass this to sample each one)
+    reuse: An earlier output (JSONL, CSV, or Parquet with its checkpoint) whose ok answers of identical requests are taken instead of sending: their records say `reused_from`, cost 0. Error records, and simulated answers (unless --dry-run), are never taken. Repeat for several
     dry_run: No key, no network, no cost: run the real pipeline against the built-in simulator on a free loopback port
     dry_run_latency (default: 0ms): Simulator latency for --dry-run, e.g. `0ms`, `50ms` or `20ms..200ms`
     max_retries (default: 8): Retries per row for transient failures (429, 5xx, timeouts, dropped connections)
@@ -177,6 +181,8 @@ def estimate(
     rpm: int | None = None,
     tpm: int | None = None,
     prices: _Path | None = None,
+    no_dedup: bool = False,
+    reuse: _Path | Sequence[_Path] | None = None,
 ) -> dict[str, Any]:
     """Counts the prompt tokens of `input` exactly (offline) and estimates the cost and time of a
     run: `promptbatch estimate INPUT --json`, as a dict. `input` is anything `run` takes; the
@@ -206,6 +212,8 @@ def estimate(
     rpm: Requests per minute the run would be allowed (for the time estimate)
     tpm: Tokens per minute the run would be allowed (for the time estimate)
     prices: Price table overrides (TOML, same shape as the embedded prices.toml)
+    no_dedup: Send every row, even one whose request (model, messages, options) repeats another row's. By default such a row is not sent: it gets the first row's answer (or error), with `duplicate_of` that row's id and cost 0 — also at a temperature above 0 (pass this to sample each one)
+    reuse: An earlier output (JSONL, CSV, or Parquet with its checkpoint) whose ok answers of identical requests are taken instead of sending: their records say `reused_from`, cost 0. Error records, and simulated answers (unless --dry-run), are never taken. Repeat for several
     """
 
 def report(output: _Path, *, prices: _Path | None = None, html: _Path | None = None) -> dict[str, Any]:

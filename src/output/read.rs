@@ -485,12 +485,20 @@ fn csv_extras(
 /// with their fields beyond the schema in [`Record::kept`].
 pub(crate) struct RecordAt {
     path: PathBuf,
-    file: File,
+    reader: BufReader<File>,
+    /// Where `reader` is in the file (`u64::MAX`: unknown, seek first).
+    at: u64,
     format: Format,
     /// A CSV file's header.
     headers: Option<csv::StringRecord>,
     buf: Vec<u8>,
 }
+
+/// How far ahead a JSONL read skips by reading on instead of seeking.
+const SKIP_AHEAD: u64 = 1 << 16;
+
+/// Names of the fields beyond the schema a copied answer takes from its record.
+const EXTRAS_TAKEN: [&str; 2] = [super::record::SAVED_USD, super::record::RESPONSE];
 
 impl RecordAt {
     /// Opens the file a [`Records`] of `path` reads.
@@ -506,60 +514,68 @@ impl RecordAt {
         Ok(RecordAt {
             format: records.format,
             path,
-            file,
+            reader: BufReader::with_capacity(1 << 16, file),
+            at: 0,
             headers,
             buf: Vec::new(),
         })
     }
 
-    /// The record that starts at byte `start`.
+    /// The record that starts at byte `start`, with its fields beyond the schema in
+    /// `kept` (for JSONL: only when it has `saved_usd` or `response`).
     pub(crate) fn read(&mut self, start: u64) -> Result<Record, Error> {
+        let path = self.path.clone();
         let unreadable = |e: String| {
             Error::Config(format!(
                 "{}: the record at byte {start} cannot be read again ({e}): was the file changed during the run?",
-                self.path.display()
+                path.display()
             ))
         };
-        self.file
-            .seek(SeekFrom::Start(start))
-            .map_err(|e| unreadable(e.to_string()))?;
-        let reader = BufReader::with_capacity(1 << 13, &self.file);
-        match &self.headers {
-            Some(headers) => {
-                let mut csv = csv::ReaderBuilder::new()
-                    .flexible(true)
-                    .has_headers(false)
-                    .from_reader(reader);
-                let mut line = csv::StringRecord::new();
-                match csv.read_record(&mut line) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(unreadable("end of file".into())),
-                    Err(e) => return Err(unreadable(csv_error_message(&e))),
+        let moved = match start.checked_sub(self.at) {
+            Some(ahead) if ahead <= SKIP_AHEAD => self.reader.seek_relative(ahead as i64),
+            _ => self.reader.seek(SeekFrom::Start(start)).map(|_| ()),
+        };
+        moved.map_err(|e| unreadable(e.to_string()))?;
+        let Some(headers) = &self.headers else {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| unreadable(e.to_string()))?;
+            self.at = start + n as u64;
+            let text = self.buf.trim_ascii();
+            let parsed = match self.format {
+                Format::OpenaiBatch => {
+                    serde_json::from_slice::<BatchLine<Record>>(text).map(|l| l.promptbatch)
                 }
-                let mut record: Record = line
-                    .deserialize(Some(headers))
-                    .map_err(|e| unreadable(csv_error_message(&e)))?;
-                record.kept = csv_extras(headers, &line);
-                Ok(record)
-            }
-            None => {
-                let mut reader = reader;
-                self.buf.clear();
-                reader
-                    .read_until(b'\n', &mut self.buf)
-                    .map_err(|e| unreadable(e.to_string()))?;
-                let text = self.buf.trim_ascii();
-                let parsed = match self.format {
-                    Format::OpenaiBatch => {
-                        serde_json::from_slice::<BatchLine<Record>>(text).map(|l| l.promptbatch)
-                    }
-                    _ => serde_json::from_slice::<Record>(text),
-                };
-                let mut record = parsed.map_err(|e| unreadable(e.to_string()))?;
+                _ => serde_json::from_slice::<Record>(text),
+            };
+            let mut record = parsed.map_err(|e| unreadable(e.to_string()))?;
+            let named = EXTRAS_TAKEN
+                .iter()
+                .any(|name| memchr::memmem::find(text, format!("\"{name}\"").as_bytes()).is_some());
+            if named {
                 record.kept = jsonl_extras(text, self.format);
-                Ok(record)
             }
+            return Ok(record);
+        };
+        // The CSV reader reads ahead: where it leaves the file is unknown.
+        self.at = u64::MAX;
+        let mut csv = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(&mut self.reader);
+        let mut line = csv::StringRecord::new();
+        match csv.read_record(&mut line) {
+            Ok(true) => {}
+            Ok(false) => return Err(unreadable("end of file".into())),
+            Err(e) => return Err(unreadable(csv_error_message(&e))),
         }
+        let mut record: Record = line
+            .deserialize(Some(headers))
+            .map_err(|e| unreadable(csv_error_message(&e)))?;
+        record.kept = csv_extras(headers, &line);
+        Ok(record)
     }
 }
 
