@@ -28,7 +28,7 @@ use crate::money::cost::CostOptions;
 use crate::monitor::options::MonitorOptions;
 use crate::output::{OutputOptions, Record};
 use crate::progress::Display;
-use crate::reuse::ReuseOptions;
+use crate::reuse::options::ReuseOptions;
 use crate::sim::SimOptions;
 
 /// After a first interrupt, how long in-flight requests may still finish, unless set.

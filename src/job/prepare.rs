@@ -44,10 +44,20 @@ pub(crate) struct Prepared {
     pub output_format: crate::output::format::OutputFormat,
     /// Rows that repeat a row being sent, answered from its record after the send
     /// (`reuse::before_send` sets it).
-    pub followers: Option<crate::reuse::Followers>,
+    pub followers: Option<Followers>,
     /// `--via batch --fallback live`: what the batch part paid for the rows handed to the live
     /// runner (answers that failed `--json-schema`), for their live records.
     pub carried: crate::money::spent::Carried,
+}
+
+/// Rows the send skips because they repeat a row that is sent: after the send, each gets the
+/// record of the row it repeats (`reuse::after_send`).
+pub(crate) struct Followers {
+    /// Their units (`row × models + slot`).
+    pub units: RowSet,
+    pub count: u64,
+    /// Simulated answers may answer them (a run against a simulator).
+    pub simulated: bool,
 }
 
 /// Checks the input (header, columns) and the options, connects (or starts the simulator),
@@ -56,7 +66,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     // Options checked on their own first (`--notify-url`): nothing is read or locked for a
     // run that cannot start.
     opts.monitor.check()?;
-    crate::reuse::check(opts)?;
+    opts.reuse.check(&opts.input)?;
     // Open (and so validate: header, columns) the input before anything else. A file is opened
     // again after the resume plan, to skip the rows it found done; standard input cannot be read
     // twice (and cannot be resumed), so its first opening is the one that is read.
@@ -73,7 +83,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     let kept_columns = csv_kept_columns(opts)?;
     let schema = answer_schema(opts)?;
     let (lock, output) = take_output(opts, &client)?;
-    let kept_columns = crate::reuse::csv_columns(opts, &output, kept_columns)?;
+    let kept_columns = with_existing_marker_columns(opts, &output, kept_columns)?;
     check_output_columns(&output, &kept_columns)?;
     let output_format = output_format(opts, &output)?;
     let (done_rows, plan) = plan_with_every_row_readable(opts, &output, &client).await?;
@@ -191,6 +201,34 @@ pub(crate) fn answer_schema(opts: &Job) -> Result<Option<AnswerSchema>, Error> {
         false => None,
     };
     Ok(Some((schema.checker()?, columns)))
+}
+
+/// A CSV output's extra columns: `kept`, and the markers of records answered without a
+/// request (`reuse`) when the output has them. A new output gets them only once a run has such
+/// records (`reuse::before_send` adds them), so a run without any writes the columns it always
+/// did.
+fn with_existing_marker_columns(
+    opts: &Job,
+    output: &Path,
+    kept: Vec<String>,
+) -> Result<Vec<String>, Error> {
+    use crate::output::record::{with_marker_columns, MARKERS};
+    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
+    if !crate::paths::is_csv(output) || !has_records {
+        return Ok(kept);
+    }
+    let existing = crate::output::read::Records::<Record>::open(output)?.extra_columns();
+    if existing == with_marker_columns(&kept) {
+        return Ok(existing);
+    }
+    if opts.reuse.any() && existing == kept {
+        notice!(
+            "{} has no {} columns (it was written without them): rows answered without a request still get cost 0, but their records do not say where the answer comes from",
+            output.display(),
+            MARKERS.join("/")
+        );
+    }
+    Ok(kept)
 }
 
 /// A CSV output that already has records must have the columns this run appends.

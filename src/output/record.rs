@@ -96,6 +96,15 @@ pub(crate) const DUPLICATE_OF: &str = "duplicate_of";
 pub(crate) const REUSED_FROM: &str = "reused_from";
 /// What the answer a record copies cost when it was bought.
 pub(crate) const SAVED_USD: &str = "saved_usd";
+/// The fields a record answered without a request has, in a CSV output's column order.
+pub(crate) const MARKERS: [&str; 3] = [DUPLICATE_OF, REUSED_FROM, SAVED_USD];
+
+/// A CSV output's extra columns `kept` followed by the [`MARKERS`].
+pub(crate) fn with_marker_columns(kept: &[String]) -> Vec<String> {
+    let mut columns = kept.to_vec();
+    columns.extend(MARKERS.iter().map(|m| m.to_string()));
+    columns
+}
 
 /// The field `--keep-response` stores the whole response body in.
 pub(crate) const RESPONSE: &str = "response";

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::events::notice;
 use crate::input::{self, RowSet};
-use crate::job::prepare::Prepared;
+use crate::job::prepare::{Followers, Prepared};
 use crate::job::Job;
 use crate::output::format::OutputFormat;
 use crate::output::Writer;
@@ -32,70 +32,6 @@ use plan::{Accept, AnswerSource, Counts};
 pub use options::ReuseOptions;
 
 pub(crate) use crate::output::record::{DUPLICATE_OF, REUSED_FROM, SAVED_USD};
-/// The fields a record answered without a request has, in the order a CSV output's columns have them.
-pub(crate) const MARKERS: [&str; 3] = [DUPLICATE_OF, REUSED_FROM, SAVED_USD];
-
-/// Rows skipped by the send because they repeat a row that is sent: filled after it.
-pub(crate) struct Followers {
-    units: RowSet,
-    count: u64,
-    accept: Accept,
-}
-
-/// Checks the options before anything is read: each `--reuse` output exists and can be read,
-/// and none is read only once.
-pub(crate) fn check(opts: &Job) -> Result<(), Error> {
-    if opts.reuse.from.is_empty() {
-        return Ok(());
-    }
-    if opts.input.reads_once() {
-        return Err(Error::Config(
-            "--reuse reads the input twice (to find the rows it answers, then to write their \
-             records), and standard input (or rows in memory) can be read only once: save the \
-             input to a file and pass that file"
-                .into(),
-        ));
-    }
-    for path in &opts.reuse.from {
-        crate::output::read::Records::<serde::de::IgnoredAny>::open(path)
-            .map_err(|e| Error::Config(format!("--reuse {}: {e}", path.display())))?;
-    }
-    Ok(())
-}
-
-/// A CSV output's extra columns: `kept`, and the markers of records answered without a
-/// request when the output has them. A new output gets them only once a run has such records
-/// ([`before_send`] adds them), so a run without duplicates writes the columns it always did.
-pub(crate) fn csv_columns(
-    opts: &Job,
-    output: &Path,
-    kept: Vec<String>,
-) -> Result<Vec<String>, Error> {
-    let has_records = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
-    if !crate::paths::is_csv(output) || !has_records {
-        return Ok(kept);
-    }
-    let existing =
-        crate::output::read::Records::<crate::output::Record>::open(output)?.extra_columns();
-    if existing == with_markers(&kept) {
-        return Ok(existing);
-    }
-    if opts.reuse.any() && existing == kept {
-        notice!(
-            "{} has no {} columns (it was written without them): rows answered without a request still get cost 0, but their records do not say where the answer comes from",
-            output.display(),
-            MARKERS.join("/")
-        );
-    }
-    Ok(kept)
-}
-
-/// `kept` and the markers after them.
-fn with_markers(kept: &[String]) -> Vec<String> {
-    let mut columns = kept.to_vec();
-    columns.extend(MARKERS.iter().map(|m| m.to_string()));
-    columns
-}
 
 /// Before the send: writes the records of rows an answer already held covers, and takes the
 /// followers out of the rows to send. `None` when nothing waits for the send.
@@ -137,6 +73,7 @@ pub(crate) async fn before_send(
         simulated: opts.dry_run.is_some(),
     };
     let skip = prepared.done.clone().unwrap_or_default();
+    let planning = std::time::Instant::now();
     let mut planned = plan_blocking(opts, &sources, accept, &skip).await?;
     // Simulated answers answer a run against a simulator only: asked of the endpoint only
     // when some were left out (as the resume plan does).
@@ -148,7 +85,7 @@ pub(crate) async fn before_send(
     let answered = counts.from_own + counts.from_earlier + counts.followers;
     let new_output = std::fs::metadata(&prepared.output).map_or(true, |m| m.len() == 0);
     if answered > 0 && new_output && crate::paths::is_csv(&prepared.output) {
-        prepared.kept_columns = with_markers(&prepared.kept_columns);
+        prepared.kept_columns = crate::output::record::with_marker_columns(&prepared.kept_columns);
     }
     let job = opts.clone();
     let writing = WriteTo::of(prepared);
@@ -168,7 +105,7 @@ pub(crate) async fn before_send(
             "writing the records of rows already answered stopped: {e}"
         ))
     })??;
-    say_plan(opts, &counts);
+    say_plan(opts, &counts, planning.elapsed());
     if answered == 0 {
         return Ok(None);
     }
@@ -177,7 +114,7 @@ pub(crate) async fn before_send(
     Ok((counts.followers > 0).then_some(Followers {
         units: followers,
         count: counts.followers,
-        accept,
+        simulated: accept.simulated,
     }))
 }
 
@@ -214,7 +151,7 @@ pub(crate) async fn after_send(
     let counters = counters.clone();
     // This run's answers are simulated: the endpoint is a simulator.
     let accept = Accept {
-        simulated: followers.accept.simulated
+        simulated: followers.simulated
             || counters
                 .simulated_records
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -357,7 +294,14 @@ impl WriteTo {
 }
 
 /// Says what the plan found, before the send.
-fn say_plan(opts: &Job, counts: &Counts) {
+fn say_plan(opts: &Job, counts: &Counts, took: std::time::Duration) {
+    if counts.from_own + counts.from_earlier + counts.followers > 0 {
+        notice!(
+            "pay once: {} rows still to send, planned in {:.1} s",
+            group(counts.units),
+            took.as_secs_f64()
+        );
+    }
     if counts.from_earlier > 0 {
         notice!(
             "--reuse: {} rows are answered from earlier outputs (no request, cost 0)",

@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::error::Error;
+use crate::input::InputOptions;
+use crate::output::read::Records;
+
 /// How a run avoids paying twice for the same request. The default answers each distinct
 /// request of a run once and reuses no other output.
 #[derive(Debug, Clone)]
@@ -31,5 +35,26 @@ impl ReuseOptions {
     /// Whether any answer may come from a record instead of a request.
     pub fn any(&self) -> bool {
         self.dedup || !self.from.is_empty()
+    }
+
+    /// Checks the options before anything is read: each `--reuse` output can be read, and the
+    /// input can be read twice.
+    pub(crate) fn check(&self, input: &InputOptions) -> Result<(), Error> {
+        if self.from.is_empty() {
+            return Ok(());
+        }
+        if input.reads_once() {
+            return Err(Error::Config(
+                "--reuse reads the input twice (to find the rows it answers, then to write their \
+                 records), and standard input (or rows in memory) can be read only once: save the \
+                 input to a file and pass that file"
+                    .into(),
+            ));
+        }
+        for path in &self.from {
+            Records::<serde::de::IgnoredAny>::open(path)
+                .map_err(|e| Error::Config(format!("--reuse {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 }
