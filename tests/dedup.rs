@@ -508,3 +508,73 @@ fn estimate_counts_rows_not_sent_and_report_splits_paid_deduplicated_and_reused(
     assert!((answered["saved_usd"].as_f64().unwrap() - saved).abs() < 1e-9);
     assert_eq!(report["latency_ms"]["count"].as_u64().unwrap_or(15), 15);
 }
+
+#[test]
+fn reuse_reads_parquet_outputs_with_or_without_their_checkpoint() {
+    let s = Scenario::new().input(&repeated_rows(30, 30));
+    // A Parquet output written by a run (its checkpoint beside it)…
+    let with_checkpoint = s.work.path("earlier.parquet");
+    let r = run(s.sim(), &s.input, &with_checkpoint, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // … and one exported from a JSONL output that is then removed.
+    let jsonl = s.work.path("other.jsonl");
+    let r = run(s.sim(), &s.input, &jsonl, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let exported = s.work.path("exported.parquet");
+    let r = common::run_args(&[
+        "export",
+        jsonl.to_str().unwrap(),
+        exported.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::remove_file(&jsonl).unwrap();
+    assert_eq!(s.sim().requests(), 60);
+    for (n, earlier) in [&with_checkpoint, &exported].into_iter().enumerate() {
+        let output = s.work.path(&format!("again{n}.jsonl"));
+        let r = run(
+            s.sim(),
+            &s.input,
+            &output,
+            &["--reuse", earlier.to_str().unwrap()],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            s.sim().requests(),
+            60,
+            "{}: nothing sent",
+            earlier.display()
+        );
+        let records = read_jsonl(&output);
+        assert_eq!(records.len(), 30);
+        for record in &records {
+            assert_eq!(record["reused_from"], earlier.to_str().unwrap());
+            let prompt = record["prompt"].as_str().unwrap();
+            assert_eq!(record["completion"], format!("echo: {prompt}"));
+            assert!(record["saved_usd"].as_f64().unwrap() > 0.0);
+        }
+    }
+    // Not an output: refused before anything is sent, naming what is missing.
+    let not_output = s.work.path("plain.parquet");
+    let ids: arrow_array::ArrayRef = std::sync::Arc::new(arrow_array::StringArray::from(vec!["a"]));
+    let batch =
+        arrow_array::RecordBatch::try_from_iter([("id", ids.clone()), ("prompt", ids)]).unwrap();
+    let file = std::fs::File::create(&not_output).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.work.path("x.jsonl"),
+        &["--reuse", not_output.to_str().unwrap()],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(
+            "not a promptbatch output (no column fingerprint, model, status, completion)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.sim().requests(), 60);
+}

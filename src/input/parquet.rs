@@ -307,6 +307,37 @@ fn projected_reader(
         })
 }
 
+/// Hands every row of the file at `path` to `each` as one JSON object of all its columns
+/// (the types [`json_at`] reads), in order, a batch of [`BATCH_ROWS`] decoded at a time.
+pub(crate) fn each_row_as_json(
+    path: &Path,
+    mut each: impl FnMut(serde_json::Map<String, Value>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let builder = builder(path)?;
+    let all: Vec<usize> = (0..builder.schema().fields().len()).collect();
+    let names = schema_names(&builder);
+    let mut row = 0u64;
+    for batch in projected_reader(builder, &all, path)? {
+        let batch = batch.map_err(|e| {
+            file_error(
+                path,
+                format!("cannot read the Parquet file ({e}); check the file is complete"),
+            )
+        })?;
+        for i in 0..batch.num_rows() {
+            row += 1;
+            let mut object = serde_json::Map::with_capacity(names.len());
+            for (name, column) in names.iter().zip(batch.columns()) {
+                let value = json_at(column.as_ref(), i)
+                    .map_err(|e| file_error(path, format!("row {row}, column `{name}`: {e}")))?;
+                object.insert(name.clone(), value);
+            }
+            each(object)?;
+        }
+    }
+    Ok(())
+}
+
 /// The file's top-level column names (for `validate`).
 pub(crate) fn column_names(path: &Path) -> Option<Vec<String>> {
     Some(schema_names(&builder(path).ok()?))

@@ -579,6 +579,76 @@ impl RecordAt {
     }
 }
 
+/// The records of a Parquet output without its checkpoint (e.g. written by `export`), as JSONL
+/// in a temporary file (unlinked: gone at exit, whatever the exit) for [`Records::of_copy`] and
+/// [`RecordAt::of_copy`].
+pub(crate) fn parquet_records_copy(path: &Path) -> Result<crate::util::spill::SpillFile, Error> {
+    use std::io::Write;
+    let dir = crate::util::spill::dir();
+    let failed = |e: std::io::Error| {
+        Error::io(
+            format!(
+                "cannot copy the records of {} to a temporary file in {}",
+                path.display(),
+                dir.display()
+            ),
+            e,
+        )
+    };
+    let copy = crate::util::spill::SpillFile::create(&dir).map_err(failed)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, &copy.file);
+    crate::input::parquet::each_row_as_json(path, |object| {
+        serde_json::to_writer(&mut out, &object).map_err(|e| failed(e.into()))?;
+        out.write_all(b"\n").map_err(failed)
+    })?;
+    out.flush().map_err(failed)?;
+    drop(out);
+    Ok(copy)
+}
+
+impl<T: DeserializeOwned> Records<T> {
+    /// The records of a JSONL `copy` ([`parquet_records_copy`]) of the output at `path`
+    /// (named in messages).
+    pub(crate) fn of_copy(copy: &File, path: &Path) -> Result<Self, Error> {
+        let mut file = copy
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot read the copy of {}", path.display()), e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(format!("cannot read the copy of {}", path.display()), e))?;
+        Ok(Records {
+            path: path.to_path_buf(),
+            format: Format::Jsonl,
+            source: Source::Jsonl {
+                reader: BufReader::with_capacity(1 << 16, file),
+                buf: Vec::new(),
+                line: 0,
+                consumed: 0,
+            },
+            torn: None,
+            done: false,
+            last_start: 0,
+            kind: PhantomData,
+        })
+    }
+}
+
+impl RecordAt {
+    /// Reads records of a JSONL `copy` ([`parquet_records_copy`]) of the output at `path`.
+    pub(crate) fn of_copy(copy: &File, path: &Path) -> Result<Self, Error> {
+        let file = copy
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot read the copy of {}", path.display()), e))?;
+        Ok(RecordAt {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            at: u64::MAX,
+            format: Format::Jsonl,
+            headers: None,
+            buf: Vec::new(),
+        })
+    }
+}
+
 /// The 1-based file line of a CSV position: after the header has been read, the csv crate counts
 /// record lines one short (its first record is reported at line 1).
 fn csv_line(position: &csv::Position) -> u64 {

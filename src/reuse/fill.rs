@@ -17,7 +17,6 @@ use crate::api::ChatRequest;
 use crate::error::Error;
 use crate::input::models::unit;
 use crate::input::{Row, RowContent, RowSet};
-use crate::output::read::RecordAt;
 use crate::output::record::{parsed_fields, rename_kept, timestamp, Status, RESPONSE};
 use crate::output::{Finished, Record};
 use crate::util::spill::Sorted;
@@ -45,7 +44,7 @@ pub(crate) fn write_fills(
     let mut readers = ctx
         .sources
         .iter()
-        .map(|source| RecordAt::open(&source.path))
+        .map(AnswerSource::record_at)
         .collect::<Result<Vec<_>, _>>()?;
     let mut fills = fills.peekable();
     let mut written = 0;

@@ -50,24 +50,10 @@ pub(crate) async fn before_send(
         );
         return Ok(None);
     }
-    let mut sources: Vec<AnswerSource> = Vec::new();
-    for path in &opts.reuse.from {
-        if same_file(path, &prepared.output) {
-            continue;
-        }
-        sources.push(AnswerSource {
-            path: path.clone(),
-            own: false,
-            errors: false,
-        });
-    }
+    let mut sources = earlier_outputs(&opts.reuse, Some(&prepared.output))?;
     let has_records = std::fs::metadata(&prepared.output).is_ok_and(|m| m.len() > 0);
     if opts.reuse.dedup && has_records {
-        sources.push(AnswerSource {
-            path: prepared.output.clone(),
-            own: true,
-            errors: false,
-        });
+        sources.push(AnswerSource::of(&prepared.output, true, false)?);
     }
     let mut accept = Accept {
         simulated: opts.dry_run.is_some(),
@@ -158,11 +144,7 @@ pub(crate) async fn after_send(
                 > 0,
     };
     let written = tokio::task::spawn_blocking(move || {
-        let sources = [AnswerSource {
-            path: writing.output.clone(),
-            own: true,
-            errors: true,
-        }];
+        let sources = [AnswerSource::of(&writing.output, true, true)?];
         let models = job.request.models_per_row();
         let rows = input::open(&job.input, &job.request, None)?;
         let planned = plan::plan(
@@ -208,15 +190,7 @@ pub(crate) fn units_not_sent(
     if !reuse.any() || input.reads_once() {
         return Ok(None);
     }
-    let sources: Vec<AnswerSource> = reuse
-        .from
-        .iter()
-        .map(|path| AnswerSource {
-            path: path.clone(),
-            own: false,
-            errors: false,
-        })
-        .collect();
+    let sources = earlier_outputs(reuse, None)?;
     let rows = input::open_reporting_all(input, request)?;
     let accept = Accept { simulated: false };
     let planned = plan::plan(
@@ -325,6 +299,19 @@ fn say_plan(opts: &Job, counts: &Counts, took: std::time::Duration) {
             );
         }
     }
+}
+
+/// The `--reuse` outputs as answer sources, but `output` (this run's own, read as such).
+fn earlier_outputs(
+    reuse: &ReuseOptions,
+    output: Option<&Path>,
+) -> Result<Vec<AnswerSource>, Error> {
+    reuse
+        .from
+        .iter()
+        .filter(|path| output.is_none_or(|output| !same_file(path, output)))
+        .map(|path| AnswerSource::of(path, false, false))
+        .collect()
 }
 
 /// Whether two paths name the same file.

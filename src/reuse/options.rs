@@ -52,9 +52,37 @@ impl ReuseOptions {
             ));
         }
         for path in &self.from {
+            if crate::paths::is_parquet(path) && !crate::paths::checkpoint(path).exists() {
+                check_parquet_output(path)?;
+                continue;
+            }
             Records::<serde::de::IgnoredAny>::open(path)
                 .map_err(|e| Error::Config(format!("--reuse {}: {e}", path.display())))?;
         }
         Ok(())
     }
+}
+
+/// A Parquet file given to `--reuse` without its checkpoint must have the columns of a run's
+/// records that a reused answer is found by.
+fn check_parquet_output(path: &std::path::Path) -> Result<(), Error> {
+    const NEEDED: [&str; 5] = ["fingerprint", "model", "prompt", "status", "completion"];
+    let Some(columns) = crate::input::parquet::column_names(path) else {
+        return Err(Error::Config(format!(
+            "--reuse {}: not a readable Parquet file (check the path, and that the file is complete)",
+            path.display()
+        )));
+    };
+    let missing: Vec<&str> = NEEDED
+        .into_iter()
+        .filter(|name| !columns.iter().any(|c| c == name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "--reuse {}: not a promptbatch output (no column {}); pass the output of a `promptbatch run` (JSONL, CSV, or Parquet as `run -o x.parquet` or `export` writes it)",
+            path.display(),
+            missing.join(", ")
+        )));
+    }
+    Ok(())
 }

@@ -13,17 +13,18 @@
 //!
 //! Memory: the sorters' buffers (2 MB each) and the bitset, whatever the sizes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::input::models::unit;
 use crate::input::{Row, RowContent, RowSet};
-use crate::output::read::Records;
+use crate::output::read::{RecordAt, Records};
 use crate::output::record::Status;
 use crate::util::fingerprint::{fnv1a, parse};
-use crate::util::spill::{self, Sorted, Sorter};
+use crate::util::spill::{self, Sorted, Sorter, SpillFile};
 
 /// Items each sorter holds in memory (32 bytes each: 2 MB).
 const SORT_ITEMS: usize = 1 << 16;
@@ -33,13 +34,48 @@ const ANSWER: u64 = 0;
 const UNIT: u64 = 1;
 
 /// Where an answer may come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct AnswerSource {
     pub path: PathBuf,
     /// This run's own output (its records are duplicates' answers), or an earlier one.
     pub own: bool,
     /// Error records count as answers (after the send: a duplicate gets its first row's error).
     pub errors: bool,
+    /// A Parquet output without its checkpoint: its records copied as JSONL, read instead.
+    pub copy: Option<Arc<SpillFile>>,
+}
+
+impl AnswerSource {
+    /// An output's answers, read from the file itself or, for a Parquet output without its
+    /// checkpoint, from a JSONL copy made now.
+    pub(crate) fn of(path: &Path, own: bool, errors: bool) -> Result<Self, Error> {
+        let bare_parquet =
+            crate::paths::is_parquet(path) && !crate::paths::checkpoint(path).exists();
+        let copy = match bare_parquet {
+            true => Some(Arc::new(crate::output::read::parquet_records_copy(path)?)),
+            false => None,
+        };
+        Ok(AnswerSource {
+            path: path.to_path_buf(),
+            own,
+            errors,
+            copy,
+        })
+    }
+
+    fn records<T: serde::de::DeserializeOwned>(&self) -> Result<Records<T>, Error> {
+        match &self.copy {
+            Some(copy) => Records::of_copy(&copy.file, &self.path),
+            None => Records::open(&self.path),
+        }
+    }
+
+    pub(crate) fn record_at(&self) -> Result<RecordAt, Error> {
+        match &self.copy {
+            Some(copy) => RecordAt::of_copy(&copy.file, &self.path),
+            None => RecordAt::open(&self.path),
+        }
+    }
 }
 
 /// Which records may answer other rows.
@@ -192,7 +228,7 @@ fn index_answers(
     keys: &mut Sorter<[u64; 4]>,
 ) -> Result<u64, Error> {
     let mut simulated = 0;
-    let mut records = Records::<Indexed>::open(&source.path)?;
+    let mut records = source.records::<Indexed>()?;
     while let Some(item) = records.next() {
         let (_, record) = item?;
         let usable = match record.status {
