@@ -531,18 +531,24 @@ impl RecordAt {
                 path.display()
             ))
         };
-        let moved = match start.checked_sub(self.at) {
-            Some(ahead) if ahead <= SKIP_AHEAD => self.reader.seek_relative(ahead as i64),
-            _ => self.reader.seek(SeekFrom::Start(start)).map(|_| ()),
-        };
-        moved.map_err(|e| unreadable(e.to_string()))?;
         let Some(headers) = &self.headers else {
             self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| unreadable(e.to_string()))?;
-            self.at = start + n as u64;
+            match start.checked_sub(self.at) {
+                // Just ahead: read on (a file read in order costs one read per 64 KB).
+                Some(ahead) if ahead <= SKIP_AHEAD => {
+                    self.reader
+                        .seek_relative(ahead as i64)
+                        .map_err(|e| unreadable(e.to_string()))?;
+                    let n = self
+                        .reader
+                        .read_until(b'\n', &mut self.buf)
+                        .map_err(|e| unreadable(e.to_string()))?;
+                    self.at = start + n as u64;
+                }
+                // Elsewhere: read the line alone, leaving the buffer where it is.
+                _ => read_line_at(self.reader.get_ref(), start, &mut self.buf)
+                    .map_err(|e| unreadable(e.to_string()))?,
+            }
             let text = self.buf.trim_ascii();
             let parsed = match self.format {
                 Format::OpenaiBatch => {
@@ -560,6 +566,9 @@ impl RecordAt {
             return Ok(record);
         };
         // The CSV reader reads ahead: where it leaves the file is unknown.
+        self.reader
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| unreadable(e.to_string()))?;
         self.at = u64::MAX;
         let mut csv = csv::ReaderBuilder::new()
             .flexible(true)
@@ -576,6 +585,27 @@ impl RecordAt {
             .map_err(|e| unreadable(csv_error_message(&e)))?;
         record.kept = csv_extras(headers, &line);
         Ok(record)
+    }
+}
+
+/// Reads the line starting at byte `start` of `file` into `buf` (newline included, if any), in
+/// small positioned reads.
+fn read_line_at(file: &File, start: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 2048;
+    let mut chunk = [0u8; CHUNK];
+    let mut at = start;
+    loop {
+        let n = file.read_at(&mut chunk, at)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(end) = memchr::memchr(b'\n', &chunk[..n]) {
+            buf.extend_from_slice(&chunk[..=end]);
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        at += n as u64;
     }
 }
 

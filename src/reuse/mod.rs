@@ -68,6 +68,7 @@ pub(crate) async fn before_send(
         planned = plan_blocking(opts, &sources, accept, &skip).await?;
     }
     let counts = planned.counts;
+    say_plan(opts, &counts, planning.elapsed());
     let answered = counts.from_own + counts.from_earlier + counts.followers;
     let new_output = std::fs::metadata(&prepared.output).map_or(true, |m| m.len() == 0);
     if answered > 0 && new_output && crate::paths::is_csv(&prepared.output) {
@@ -79,8 +80,15 @@ pub(crate) async fn before_send(
     let (skip, followers) = tokio::task::spawn_blocking(move || {
         let mut skip = skip;
         if counts.from_own + counts.from_earlier > 0 {
+            let filling = std::time::Instant::now();
             let rows = input::open(&job.input, &job.request, Some(skip.clone()))?;
-            writing.fill(&job, &counters, &sources, rows, planned.fills, &mut skip)?;
+            let written =
+                writing.fill(&job, &counters, &sources, rows, planned.fills, &mut skip)?;
+            notice!(
+                "wrote the records of {} rows answered by answers already held, in {:.1} s",
+                group(written),
+                filling.elapsed().as_secs_f64()
+            );
         }
         skip.union_with(&planned.followers);
         Ok::<_, Error>((skip, planned.followers))
@@ -91,7 +99,6 @@ pub(crate) async fn before_send(
             "writing the records of rows already answered stopped: {e}"
         ))
     })??;
-    say_plan(opts, &counts, planning.elapsed());
     if answered == 0 {
         return Ok(None);
     }
