@@ -18,8 +18,8 @@ use promptbatch::OutputFormat;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
-    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, RequestOptions, RetryPolicy, Shard,
-    SimOptions, Via,
+    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, PrefixCacheModel, RequestOptions,
+    RetryPolicy, Shard, SimOptions, Via,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -172,6 +172,15 @@ pub struct RequestArgs {
     /// becomes an error record naming the rule.
     #[arg(long, value_name = "FILE", value_parser = parse_schema)]
     pub json_schema: Option<JsonSchema>,
+
+    /// Send OpenAI's `prompt_cache_key` with every request whose messages before the last come
+    /// to at least 1,024 estimated tokens (a system prompt, a few-shot block): 16 hex digits of
+    /// a hash of those messages and the model, so the provider routes the rows of one prefix to
+    /// the same prompt cache. A `prompt_cache_key` the row or --param sets wins. The key is part
+    /// of the request body, so of the fingerprint resume compares: turning the flag on or off
+    /// between runs into one OUTPUT sends those rows again.
+    #[arg(long)]
+    pub prompt_cache_key: bool,
 }
 
 /// Everything `promptbatch run` accepts.
@@ -267,6 +276,11 @@ pub struct RunArgs {
     /// Simulator latency for --dry-run, e.g. `0ms`, `50ms` or `20ms..200ms`.
     #[arg(long, default_value = "0ms", value_parser = LatencySpec::parse)]
     pub dry_run_latency: LatencySpec,
+
+    /// What the --dry-run simulator reports as cached prompt tokens (see mock-server's
+    /// --prefix-cache): `recent` (a provider's prompt cache), `system` or `off`.
+    #[arg(long, value_parser = choice::<PrefixCacheModel>(), default_value = "recent", value_name = "MODEL")]
+    pub dry_run_prefix_cache: PrefixCacheModel,
 
     /// Retries per row for transient failures (429, 5xx, timeouts, dropped connections).
     #[arg(long, default_value_t = 8)]
@@ -653,6 +667,14 @@ pub struct SimArgs {
     #[arg(long)]
     pub chunked: bool,
 
+    /// What answers report as `usage.prompt_tokens_details.cached_tokens`: `recent` (OpenAI's
+    /// prompt cache: the messages before the last, when they come to at least 1,024 estimated
+    /// tokens and a request with the same ones and model was answered in the last 5 minutes,
+    /// rounded down to a multiple of 128; else 0), `system` (the leading system messages'
+    /// tokens, always) or `off` (0).
+    #[arg(long, value_parser = choice::<PrefixCacheModel>(), default_value = "recent", value_name = "MODEL")]
+    pub prefix_cache: PrefixCacheModel,
+
     /// Batch API: how long a batch takes from creation to its final status.
     #[arg(long, default_value = "0s", value_parser = promptbatch::internals::duration::parse)]
     pub batch_time: Duration,
@@ -717,6 +739,7 @@ impl RequestArgs {
             reasoning_effort: self.reasoning_effort,
             params: self.params,
             json_schema: self.json_schema,
+            prompt_cache_key: self.prompt_cache_key,
         }
     }
 }
@@ -727,6 +750,7 @@ impl RunArgs {
         let display = Display::choose(self.quiet, self.log_every);
         let dry_run = self.dry_run.then(|| SimOptions {
             latency: self.dry_run_latency,
+            prefix_cache: self.dry_run_prefix_cache,
             ..SimOptions::default()
         });
         let mut job = Job::with_input(self.input.into_options(), self.output);
@@ -865,6 +889,7 @@ impl SimArgs {
             no_batch: self.no_batch,
             // What mock-server answers is recorded as simulated, never as paid.
             unmarked: false,
+            prefix_cache: self.prefix_cache,
         }
     }
 }
@@ -929,6 +954,7 @@ mod tests {
         assert_eq!(sim.latency, library.latency);
         assert_eq!(sim.error_style, library.error_style);
         assert_eq!(sim.batch_time, library.batch_time);
+        assert_eq!(sim.prefix_cache, library.prefix_cache);
         assert_eq!(
             (
                 sim.batch_expire,
