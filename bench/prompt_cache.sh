@@ -61,7 +61,7 @@ python3 - "$ROWS" "$TMP" << 'EOF'
 import json, sys
 rows, tmp = int(sys.argv[1]), sys.argv[2]
 # ~2,000 estimated tokens (bytes / 4) of instructions.
-system = ("You label support tickets by urgency and product area. Answer with one word. " * 100)[:8000]
+system = ("You label support tickets by urgency and product area. Answer with one word. " * 110)[:8000]
 with open(f"{tmp}/shared.jsonl", "w") as f:
     for i in range(rows):
         messages = [{"role": "system", "content": system},

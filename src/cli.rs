@@ -1061,6 +1061,9 @@ mod tests {
             "--dry-run",
             "--dry-run-latency",
             "5ms",
+            "--dry-run-prefix-cache",
+            "system",
+            "--prompt-cache-key",
             "--grace",
             "4s",
             "--timeout",
@@ -1114,6 +1117,8 @@ mod tests {
         assert_eq!(job.output.path, PathBuf::from("out.csv"));
         let sim = job.dry_run.expect("dry run");
         assert_eq!(sim.latency.max, Duration::from_millis(5));
+        assert_eq!(sim.prefix_cache, PrefixCacheModel::System);
+        assert!(job.request.prompt_cache_key);
         assert_eq!(job.grace, Duration::from_secs(4));
         assert_eq!(job.endpoint.timeout, Duration::from_secs(8));
         assert_eq!(job.input.template.as_deref(), Some("{a}"));

@@ -32,7 +32,8 @@ fn run_shared_prefix(gate: bool, extra: &[&str]) -> (Scenario, Value) {
     .input(&input(300));
     let system = long_system_prompt();
     let mut cmd = scenario.command(&scenario.sim().base_url);
-    cmd.args(["-c", "64", "-q", "--system", &system]).args(extra);
+    cmd.args(["-c", "64", "-q", "--system", &system])
+        .args(extra);
     if !gate {
         cmd.env("PROMPTBATCH_PREFIX_GATE", "off");
     }
@@ -57,8 +58,14 @@ fn a_shared_long_prefix_is_cached_for_nine_tenths_of_prompt_tokens() {
     let (scenario, report) = run_shared_prefix(true, &["--prompt-cache-key"]);
     let records = read_jsonl(&scenario.output);
     assert_eq!(records.len(), 300);
-    let prompt: u64 = records.iter().map(|r| r["prompt_tokens"].as_u64().unwrap()).sum();
-    let cached: u64 = records.iter().map(|r| r["cached_tokens"].as_u64().unwrap()).sum();
+    let prompt: u64 = records
+        .iter()
+        .map(|r| r["prompt_tokens"].as_u64().unwrap())
+        .sum();
+    let cached: u64 = records
+        .iter()
+        .map(|r| r["cached_tokens"].as_u64().unwrap())
+        .sum();
     let misses = records.iter().filter(|r| r["cached_tokens"] == 0).count();
     let share = report["prompt_cache"]["cached_share"].as_f64().unwrap();
     assert!((share - cached as f64 / prompt as f64).abs() < 1e-9);

@@ -411,11 +411,7 @@ mod tests {
         let built = d
             .build_for(0, vec![user_message("x".into())], None)
             .unwrap();
-        assert_eq!(
-            built.prefix,
-            Some(hash),
-            "the system message is prepended"
-        );
+        assert_eq!(built.prefix, Some(hash), "the system message is prepended");
         let overrides: Map<String, Value> =
             serde_json::from_str(r#"{"model":"m2","prompt_cache_key":"mine"}"#).unwrap();
         let own = d.from_prompt("x".into(), Some(&overrides)).unwrap();

@@ -38,7 +38,8 @@ const BREAKER_POLL: Duration = Duration::from_millis(10);
 /// `LEND_FACTOR` (16) × `--concurrency` slots are lent at once, so at most that plus one times as
 /// many rows are open), and takes one back before its next attempt. Requests in flight never
 /// exceed `--concurrency`; a 429'd attempt is not billed, so the rows paid for without a record
-/// stay within it too.
+/// stay within it too. A row waiting for its prompt prefix's first request (`prefix_gate.rs`)
+/// lends its slot the same way.
 pub(crate) struct Slots {
     slots: Arc<tokio::sync::Semaphore>,
     lendable: Arc<tokio::sync::Semaphore>,
