@@ -115,3 +115,34 @@ fn short_prefixes_are_never_cached_nor_held() {
     let records = read_jsonl(&scenario.output);
     assert!(records.iter().all(|r| r["cached_tokens"] == 0));
 }
+
+/// The first request of a prefix fails (a permanent 400): the rows waiting for it go at once,
+/// cold, and the run ends with every other row answered — nothing waits on a failed leader.
+#[test]
+fn rows_waiting_for_a_failed_first_request_go() {
+    let mut rows = String::from("{\"id\": \"r0\", \"prompt\": \"first #sim:status=400\"}\n");
+    rows += &input(200);
+    let scenario = Scenario::with_sim(SimOptions {
+        latency: LatencySpec::parse("100ms").unwrap(),
+        ..SimOptions::default()
+    })
+    .input(&rows);
+    let system = long_system_prompt();
+    let r = run(
+        scenario.sim(),
+        &scenario.input,
+        &scenario.output,
+        &["-c", "64", "-q", "--system", &system],
+    );
+    assert_eq!(r.code, 3, "one error record: {}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(30), "{:?}", r.elapsed);
+    let records = read_jsonl(&scenario.output);
+    assert_eq!(records.len(), 201);
+    let ok = records.iter().filter(|r| r["status"] == "ok").count();
+    assert_eq!(ok, 200);
+    let cached = records.iter().filter(|r| r["cached_tokens"] != 0).count();
+    assert!(
+        cached > 100,
+        "later rows are served from the cache: {cached}"
+    );
+}
