@@ -229,7 +229,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub api_key_env: Option<String>,
 
-    /// Requests in flight at once.
+    /// Requests in flight at once. Rows sharing a long prompt prefix (every message but the
+    /// last, at least 1,024 estimated tokens: a system prompt, a few-shot block) go warm-first:
+    /// the first alone, the others once it is answered, so the provider's prompt cache serves
+    /// them (a waiting row lends its slot meanwhile; see --prompt-cache-key).
     #[arg(short = 'c', long, default_value_t = promptbatch::internals::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
