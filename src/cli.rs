@@ -18,8 +18,8 @@ use promptbatch::OutputFormat;
 use promptbatch::{
     BatchOptions, CostOptions, Display, EndpointOptions, ErrorStyle, EstimateOptions, Fallback,
     InputFormat, InputOptions, Job, JsonSchema, LatencySpec, LimitOptions, LimitSchedule,
-    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, RequestOptions, RetryPolicy,
-    ReuseOptions, Shard, SimOptions, Via,
+    LimitStyle, MergeOptions, MonitorOptions, OutputOptions, PrefixCacheModel, RequestOptions,
+    RetryPolicy, ReuseOptions, Shard, SimOptions, Via,
 };
 
 /// Exit codes, shown at the end of `--help`.
@@ -172,6 +172,15 @@ pub struct RequestArgs {
     /// becomes an error record naming the rule.
     #[arg(long, value_name = "FILE", value_parser = parse_schema)]
     pub json_schema: Option<JsonSchema>,
+
+    /// Send OpenAI's `prompt_cache_key` with every request whose messages before the last come
+    /// to at least 1,024 estimated tokens (a system prompt, a few-shot block): 16 hex digits of
+    /// a hash of those messages and the model, so the provider routes the rows of one prefix to
+    /// the same prompt cache. A `prompt_cache_key` the row or --param sets wins. The key is part
+    /// of the request body, so of the fingerprint resume compares: turning the flag on or off
+    /// between runs into one OUTPUT sends those rows again.
+    #[arg(long)]
+    pub prompt_cache_key: bool,
 }
 
 /// Everything `promptbatch run` accepts.
@@ -220,7 +229,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub api_key_env: Option<String>,
 
-    /// Requests in flight at once.
+    /// Requests in flight at once. Rows sharing a long prompt prefix (every message but the
+    /// last, at least 1,024 estimated tokens: a system prompt, a few-shot block) go warm-first:
+    /// the first alone, the others once it is answered, so the provider's prompt cache serves
+    /// them (a waiting row lends its slot meanwhile; see --prompt-cache-key).
     #[arg(short = 'c', long, default_value_t = promptbatch::internals::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
 
@@ -270,6 +282,11 @@ pub struct RunArgs {
     /// Simulator latency for --dry-run, e.g. `0ms`, `50ms` or `20ms..200ms`.
     #[arg(long, default_value = "0ms", value_parser = LatencySpec::parse)]
     pub dry_run_latency: LatencySpec,
+
+    /// What the --dry-run simulator reports as cached prompt tokens (see mock-server's
+    /// --prefix-cache): `recent` (a provider's prompt cache), `system` or `off`.
+    #[arg(long, value_parser = choice::<PrefixCacheModel>(), default_value = "recent", value_name = "MODEL")]
+    pub dry_run_prefix_cache: PrefixCacheModel,
 
     /// Retries per row for transient failures (429, 5xx, timeouts, dropped connections).
     #[arg(long, default_value_t = 8)]
@@ -686,6 +703,14 @@ pub struct SimArgs {
     #[arg(long)]
     pub chunked: bool,
 
+    /// What answers report as `usage.prompt_tokens_details.cached_tokens`: `recent` (OpenAI's
+    /// prompt cache: the messages before the last, when they come to at least 1,024 estimated
+    /// tokens and a request with the same ones and model was answered in the last 5 minutes,
+    /// rounded down to a multiple of 128; else 0), `system` (the leading system messages'
+    /// tokens, always) or `off` (0).
+    #[arg(long, value_parser = choice::<PrefixCacheModel>(), default_value = "recent", value_name = "MODEL")]
+    pub prefix_cache: PrefixCacheModel,
+
     /// Batch API: how long a batch takes from creation to its final status.
     #[arg(long, default_value = "0s", value_parser = promptbatch::internals::duration::parse)]
     pub batch_time: Duration,
@@ -750,6 +775,7 @@ impl RequestArgs {
             reasoning_effort: self.reasoning_effort,
             params: self.params,
             json_schema: self.json_schema,
+            prompt_cache_key: self.prompt_cache_key,
         }
     }
 }
@@ -760,6 +786,7 @@ impl RunArgs {
         let display = Display::choose(self.quiet, self.log_every);
         let dry_run = self.dry_run.then(|| SimOptions {
             latency: self.dry_run_latency,
+            prefix_cache: self.dry_run_prefix_cache,
             ..SimOptions::default()
         });
         let mut job = Job::with_input(self.input.into_options(), self.output);
@@ -900,6 +927,7 @@ impl SimArgs {
             no_batch: self.no_batch,
             // What mock-server answers is recorded as simulated, never as paid.
             unmarked: false,
+            prefix_cache: self.prefix_cache,
         }
     }
 }
@@ -964,6 +992,7 @@ mod tests {
         assert_eq!(sim.latency, library.latency);
         assert_eq!(sim.error_style, library.error_style);
         assert_eq!(sim.batch_time, library.batch_time);
+        assert_eq!(sim.prefix_cache, library.prefix_cache);
         assert_eq!(
             (
                 sim.batch_expire,
@@ -1070,6 +1099,9 @@ mod tests {
             "--dry-run",
             "--dry-run-latency",
             "5ms",
+            "--dry-run-prefix-cache",
+            "system",
+            "--prompt-cache-key",
             "--grace",
             "4s",
             "--timeout",
@@ -1123,6 +1155,8 @@ mod tests {
         assert_eq!(job.output.path, PathBuf::from("out.csv"));
         let sim = job.dry_run.expect("dry run");
         assert_eq!(sim.latency.max, Duration::from_millis(5));
+        assert_eq!(sim.prefix_cache, PrefixCacheModel::System);
+        assert!(job.request.prompt_cache_key);
         assert_eq!(job.grace, Duration::from_secs(4));
         assert_eq!(job.endpoint.timeout, Duration::from_secs(8));
         assert_eq!(job.input.template.as_deref(), Some("{a}"));

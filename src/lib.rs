@@ -109,7 +109,9 @@ pub use progress::{Display, StopReason, Summary};
 pub use report::{report, write_html_report, Report};
 pub use reuse::ReuseOptions;
 pub use run::StopHandle;
-pub use sim::{AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, SimOptions};
+pub use sim::{
+    AnswerBody, ErrorStyle, LatencySpec, LimitSchedule, LimitStyle, PrefixCacheModel, SimOptions,
+};
 pub use util::choice::Choice;
 
 /// What the binary, the property tests and the benchmarks reach that is not the library's API:

@@ -23,6 +23,59 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
     /// Hash of the body: any change to what is sent (messages, model, parameters) changes it.
     pub fingerprint: String,
+    /// The hash of the request's cacheable prefix ([`prefix_of`]): `None` when it is shorter
+    /// than [`CACHEABLE_PREFIX_TOKENS`] (a provider caches nothing then).
+    pub prefix: Option<u64>,
+}
+
+/// Providers cache a prompt prefix from this many tokens on (OpenAI: 1,024, then in steps of
+/// [`CACHE_STEP_TOKENS`]).
+pub(crate) const CACHEABLE_PREFIX_TOKENS: u64 = 1_024;
+/// A cached prefix is counted in steps of this many tokens (OpenAI: 128).
+pub(crate) const CACHE_STEP_TOKENS: u64 = 128;
+
+/// The prefix a provider's prompt cache can serve: every message but the last (a system
+/// prompt, a few-shot block), with the model (a cache is per model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Prefix {
+    /// FNV-1a of the model and the prefix messages' JSON: stable across runs and platforms
+    /// (`--prompt-cache-key` sends it, so the request fingerprint depends on it).
+    pub hash: u64,
+    /// Estimated tokens of the prefix ([`tokens::estimate`] + per-message overhead).
+    pub tokens: u64,
+}
+
+/// The cacheable prefix of a request to `model` with `messages`: `None` when it is shorter than
+/// [`CACHEABLE_PREFIX_TOKENS`] (one message only, or short ones). Hashes only long prefixes.
+pub(crate) fn prefix_of(model: &str, messages: &[Value]) -> Option<Prefix> {
+    let (_, prefix) = messages.split_last()?;
+    let tokens: u64 = prefix
+        .iter()
+        .map(|m| tokens::estimate(&message_str(m)) + tokens::PER_MESSAGE_OVERHEAD)
+        .sum();
+    if tokens < CACHEABLE_PREFIX_TOKENS {
+        return None;
+    }
+    let mut hash = crate::util::fingerprint::Fnv1a::default();
+    use std::io::Write;
+    let _ = hash.write_all(model.as_bytes());
+    for message in prefix {
+        let _ = hash.write_all(b"\n");
+        let _ = serde_json::to_writer(&mut hash, message);
+    }
+    Some(Prefix {
+        hash: hash.0,
+        tokens,
+    })
+}
+
+/// The tokens a warm prompt cache serves of a `prefix_tokens`-token prefix: rounded down to a
+/// step of [`CACHE_STEP_TOKENS`] (0 below [`CACHEABLE_PREFIX_TOKENS`]).
+pub(crate) fn cacheable_tokens(prefix_tokens: u64) -> u64 {
+    if prefix_tokens < CACHEABLE_PREFIX_TOKENS {
+        return 0;
+    }
+    prefix_tokens / CACHE_STEP_TOKENS * CACHE_STEP_TOKENS
 }
 
 /// Why a row cannot become a request.
@@ -57,6 +110,12 @@ pub struct RequestOptions {
     /// Structured outputs: every request's `response_format` is this schema (it wins over a
     /// `response_format` in `params`), and every answer is checked against it.
     pub json_schema: Option<JsonSchema>,
+    /// `--prompt-cache-key`: every request with a cacheable prefix (≥ 1,024 estimated tokens
+    /// before its last message) carries `prompt_cache_key`, 16 hex digits of the prefix's hash,
+    /// so a provider routes the requests of one prefix to the same cache (OpenAI). A
+    /// `prompt_cache_key` the row or `params` sets wins. It is part of the body, so of the
+    /// request fingerprint: turning it on or off makes resume send every such row again.
+    pub prompt_cache_key: bool,
 }
 
 impl Default for RequestOptions {
@@ -69,6 +128,7 @@ impl Default for RequestOptions {
             reasoning_effort: None,
             params: Vec::new(),
             json_schema: None,
+            prompt_cache_key: false,
         }
     }
 }
@@ -130,6 +190,8 @@ pub struct RequestDefaults {
     system: Option<String>,
     /// `--model`'s list (the first is in `fields`).
     models: Vec<String>,
+    /// `--prompt-cache-key`.
+    prompt_cache_key: bool,
 }
 
 impl RequestDefaults {
@@ -160,6 +222,7 @@ impl RequestDefaults {
             fields,
             system: opts.system.clone(),
             models: opts.models.clone(),
+            prompt_cache_key: opts.prompt_cache_key,
         }
     }
 
@@ -251,6 +314,11 @@ impl RequestDefaults {
         if all_blank {
             return Err(BuildError::EmptyPrompt { prompt });
         }
+        let prefix = prefix_of(&model, &messages).map(|p| p.hash);
+        if let (Some(hash), true) = (prefix, self.prompt_cache_key) {
+            body.entry("prompt_cache_key")
+                .or_insert_with(|| Value::String(format!("{hash:016x}")));
+        }
         let estimated_prompt_tokens = messages
             .iter()
             .map(|m| tokens::estimate(&message_str(m)) + tokens::PER_MESSAGE_OVERHEAD)
@@ -269,6 +337,7 @@ impl RequestDefaults {
             prompt,
             estimated_prompt_tokens,
             max_tokens,
+            prefix,
         })
     }
 }
@@ -322,6 +391,57 @@ mod tests {
         assert_eq!(b["messages"].as_array().unwrap().len(), 2);
         assert_eq!(b["messages"][0]["content"], "mine");
         assert_eq!(req.prompt, "a\nb");
+    }
+
+    /// The prefix is every message but the last, hashed with the model, only from 1,024
+    /// estimated tokens; `--prompt-cache-key` sends its hash, unless the row sets its own key.
+    #[test]
+    fn long_prefixes_are_hashed_and_keyed() {
+        let long = "word ".repeat(1_000); // 5,000 bytes: 1,250 tokens
+        let d = defaults(RequestOptions {
+            system: Some(long.clone()),
+            prompt_cache_key: true,
+            ..RequestOptions::default()
+        });
+        let a = d.from_prompt("one".into(), None).unwrap();
+        let b = d.from_prompt("two".into(), None).unwrap();
+        let hash = a.prefix.expect("a long prefix");
+        assert_eq!(b.prefix, Some(hash), "same prefix, another last message");
+        assert_eq!(body(&a)["prompt_cache_key"], format!("{hash:016x}"));
+        let built = d
+            .build_for(0, vec![user_message("x".into())], None)
+            .unwrap();
+        assert_eq!(built.prefix, Some(hash), "the system message is prepended");
+        let overrides: Map<String, Value> =
+            serde_json::from_str(r#"{"model":"m2","prompt_cache_key":"mine"}"#).unwrap();
+        let own = d.from_prompt("x".into(), Some(&overrides)).unwrap();
+        assert_ne!(own.prefix, Some(hash), "a cache is per model");
+        assert_eq!(
+            body(&own)["prompt_cache_key"],
+            "mine",
+            "the row's own key wins"
+        );
+
+        let short = defaults(RequestOptions {
+            system: Some("Be brief.".into()),
+            prompt_cache_key: true,
+            ..RequestOptions::default()
+        });
+        let s = short.from_prompt("x".into(), None).unwrap();
+        assert_eq!(s.prefix, None);
+        assert!(body(&s).get("prompt_cache_key").is_none());
+        let without = defaults(RequestOptions {
+            system: Some(long),
+            ..RequestOptions::default()
+        });
+        let w = without.from_prompt("one".into(), None).unwrap();
+        assert_eq!(w.prefix, Some(hash));
+        assert!(body(&w).get("prompt_cache_key").is_none());
+        assert_ne!(w.fingerprint, a.fingerprint, "the key is part of the body");
+
+        assert_eq!(cacheable_tokens(1_023), 0);
+        assert_eq!(cacheable_tokens(1_024), 1_024);
+        assert_eq!(cacheable_tokens(2_100), 2_048);
     }
 
     #[test]

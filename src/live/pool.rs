@@ -161,6 +161,7 @@ fn context(
         carried: shared.carried,
         warnings: Repeats::default(),
         recovery: worker::Recovery::default(),
+        prefix_gate: crate::live::prefix_gate::PrefixGate::from_env(),
     }
 }
 

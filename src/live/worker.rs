@@ -16,6 +16,7 @@ use crate::job::answer::{check_answer, complete_ok, cost_of};
 use crate::live::breaker::{Admission, Breaker, InFlight};
 use crate::live::limit::Limits;
 use crate::live::pacing::Answer;
+use crate::live::prefix_gate::{Pass, PrefixGate, Wait};
 use crate::money::budget::Budget;
 use crate::money::cost::PriceTable;
 use crate::money::spent::Spent;
@@ -37,7 +38,8 @@ const BREAKER_POLL: Duration = Duration::from_millis(10);
 /// `LEND_FACTOR` (16) × `--concurrency` slots are lent at once, so at most that plus one times as
 /// many rows are open), and takes one back before its next attempt. Requests in flight never
 /// exceed `--concurrency`; a 429'd attempt is not billed, so the rows paid for without a record
-/// stay within it too.
+/// stay within it too. A row waiting for its prompt prefix's first request (`prefix_gate.rs`)
+/// lends its slot the same way.
 pub(crate) struct Slots {
     slots: Arc<tokio::sync::Semaphore>,
     lendable: Arc<tokio::sync::Semaphore>,
@@ -61,14 +63,26 @@ impl Slots {
         wait: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> bool {
+        self.lend_while(tokio::time::sleep(wait), stop)
+            .await
+            .is_some()
+    }
+
+    /// Waits for `until` (ended early by `stop`: `None`), with the row's slot lent out meanwhile
+    /// when one may be lent, and taken back before returning.
+    async fn lend_while<T>(
+        &self,
+        until: impl std::future::Future<Output = T>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Option<T> {
         let lent = self.lendable.try_acquire().ok();
         if lent.is_some() {
             self.slots.add_permits(1);
         }
         let waited = tokio::select! {
             biased;
-            _ = stop => false,
-            _ = tokio::time::sleep(wait) => true,
+            _ = stop => None,
+            done = until => Some(done),
         };
         // Taken back even when stopping, so the run's count of free slots stays right (the
         // rows holding them finish or are aborted).
@@ -111,6 +125,9 @@ pub(crate) struct WorkerContext {
     pub warnings: Repeats,
     /// Rows backing off after a failure without advice, woken when an answer succeeds.
     pub recovery: Recovery,
+    /// Warm-first order for prompt caches: a row whose long prefix is cold waits for the
+    /// prefix's first request in flight (`prefix_gate.rs`).
+    pub prefix_gate: PrefixGate,
 }
 
 /// An outage (every request 5xx) ends while its rows back off exponentially (up to
@@ -316,6 +333,12 @@ async fn process_row(
 ) -> Option<Outcome> {
     #[cfg(debug_assertions)]
     fault_injection::panic_if_asked(info.row);
+    // Held over the first attempt: its answer warms the prefix for the rows waiting on it;
+    // dropped (whatever ends the attempt), it lets them go.
+    let mut pass = Some(match ctx.prefix_gate.enter(request.prefix) {
+        Ok(pass) => pass,
+        Err(wait) => wait_for_prefix(ctx, wait).await?,
+    });
     let mut row = RowAttempts {
         tokens: request.estimated_prompt_tokens + request.max_tokens.unwrap_or(0),
         info,
@@ -330,6 +353,9 @@ async fn process_row(
     loop {
         // Counted in flight for the breaker until it has heard this attempt's answer.
         let (outcome, latency_ms, may_lend, in_flight) = row.attempt(ctx).await?;
+        if let (Some(pass), true) = (pass.take(), outcome.is_ok()) {
+            pass.answered();
+        }
         let failure = match outcome {
             Ok(completion) => match row.answered(ctx, completion, latency_ms) {
                 Ok(outcome) => return Some(outcome),
@@ -577,6 +603,19 @@ impl RowAttempts {
             }
         }
     }
+}
+
+/// Waits for the first request of the row's prompt prefix to end (`prefix_gate.rs`), lending
+/// the row's concurrency slot meanwhile when it may; `None` when the run halts first.
+async fn wait_for_prefix<'c>(ctx: &'c WorkerContext, wait: Wait<'c>) -> Option<Pass<'c>> {
+    let abort = &ctx.shutdown.abort;
+    let stop = async {
+        tokio::select! {
+            _ = abort.cancelled() => {}
+            _ = ctx.shutdown.stop_dispatch.cancelled() => {}
+        }
+    };
+    ctx.slots.lend_while(wait.until_released(), stop).await
 }
 
 /// Waits before a row's next attempt, lending its concurrency slot while it does when the

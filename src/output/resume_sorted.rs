@@ -778,6 +778,7 @@ mod tests {
                 estimated_prompt_tokens: 0,
                 max_tokens: None,
                 fingerprint: unit_fp(fp, m),
+                prefix: None,
             })
         };
         Row {

@@ -18,6 +18,11 @@
 //! - `top_errors`: up to 5 `{ "message", "count", "examples" }` (the first 3 ids), most
 //!   frequent first
 //! - `tokens`: `{ "prompt", "cached", "completion", "reasoning", "total" }` summed over all rows
+//! - `prompt_cache`: `{ "cached_share", "saved_usd", "simulated_saved_usd", "unpriced_rows" }`:
+//!   cached ÷ prompt tokens (`null` without prompt tokens), and what the cached tokens saved,
+//!   cached × (input − cached_input) at the model's live rates for the record's prompt tier —
+//!   real rows in `saved_usd`, `--dry-run` rows apart; rows with cached tokens whose model has
+//!   no price are counted in `unpriced_rows`, not priced
 //! - `cost`: `{ "total_usd", "from_records_rows", "computed_rows", "unpriced_rows",
 //!   "unpriced_models", "by_model": [{ "model", "rows", "cost_usd", "unpriced_rows" }] }`;
 //!   `total_usd` sums the priced rows only (check `unpriced_rows`)
@@ -103,6 +108,8 @@ pub struct Report {
     pub torn_last_line: Option<TornLine>,
     pub top_errors: Vec<ErrorCount>,
     pub tokens: Tokens,
+    /// What providers' prompt caches did: the cached share of prompt tokens, the money saved.
+    pub prompt_cache: PromptCache,
     pub cost: Cost,
     pub latency_ms: Option<Latency>,
     pub attempts: BTreeMap<u32, u64>,
@@ -222,6 +229,22 @@ pub struct Tokens {
     pub total: u64,
 }
 
+/// What providers' prompt caches did (see the module docs, `prompt_cache`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PromptCache {
+    /// Cached ÷ prompt tokens over all records; `None` without prompt tokens.
+    pub cached_share: Option<f64>,
+    /// What the cached tokens of rows answered by a real API saved, against the same tokens
+    /// uncached.
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
+    pub saved_usd: f64,
+    /// The same for simulated (`--dry-run`) rows: not money anyone saved.
+    #[serde(serialize_with = "crate::util::human::serialize_usd")]
+    pub simulated_saved_usd: f64,
+    /// Rows with cached tokens whose model has no price: not in the savings.
+    pub unpriced_rows: u64,
+}
+
 /// Cost totals.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cost {
@@ -296,6 +319,9 @@ struct Stats {
     answered: Answered,
     /// Σ saved_usd, in nano-dollars (exact whatever the order).
     saved_nanos: u64,
+    /// What prompt caches saved: real rows, simulated rows (nano-dollars); unpriced rows.
+    cache_saved: [crate::money::nanos::Nanos; 2],
+    cache_unpriced: u64,
 }
 
 /// Bins of the token histogram: `0`, `1`, `2–3`, … up to `2^30` and more.
@@ -396,6 +422,7 @@ impl Stats {
             }
         }
         let cost = self.add_cost(record, prices);
+        self.add_cache_saving(record, prices);
         self.timeline.add_record(
             record.finished_at.as_deref(),
             record.status == Status::Ok,
@@ -437,6 +464,22 @@ impl Stats {
         if group.1.len() < EXAMPLES && !group.1.iter().any(|seen| seen == id) {
             group.1.push(id.to_string());
         }
+    }
+
+    /// What the record's cached tokens saved: cached × (input − cached_input), at its model's
+    /// live rates for its prompt's tier.
+    fn add_cache_saving(&mut self, record: &Record, prices: &PriceTable) {
+        if record.cached_tokens == 0 {
+            return;
+        }
+        let Some(price) = prices.get(&record.model) else {
+            self.cache_unpriced += 1;
+            return;
+        };
+        let rates = price.rates_for(record.prompt_tokens);
+        let cached = record.cached_tokens.min(record.prompt_tokens) as f64;
+        let saved = cached * (rates.input - rates.cached_input).max(0.0) / 1_000_000.0;
+        self.cache_saved[usize::from(record.simulated)] += crate::money::nanos::nearest(saved);
     }
 
     /// Adds the record's cost (its own, else from the price table) to its model's.
@@ -481,6 +524,13 @@ impl Stats {
                 reason: t.reason.clone(),
             }),
             top_errors: top_errors(self.errors),
+            prompt_cache: PromptCache {
+                cached_share: (self.tokens.prompt > 0)
+                    .then(|| self.tokens.cached as f64 / self.tokens.prompt as f64),
+                saved_usd: crate::money::nanos::usd(self.cache_saved[0]),
+                simulated_saved_usd: crate::money::nanos::usd(self.cache_saved[1]),
+                unpriced_rows: self.cache_unpriced,
+            },
             tokens: self.tokens,
             cost: Cost::of(&self.ledger, self.from_records, self.computed),
             latency_ms: latency(&self.latencies),

@@ -193,6 +193,9 @@ impl Report {
             t.add_row(vec![name.to_string(), group(n)]);
         }
         let mut s = render(t, &[1]);
+        if k.cached > 0 {
+            s += &self.prompt_cache_line();
+        }
         if let Some(m) = &self.mean_per_ok_row {
             s += &format!(
                 "  per ok row: prompt {:.1} · completion {:.1} · reasoning {:.1}\n",
@@ -200,6 +203,23 @@ impl Report {
             );
         }
         s
+    }
+
+    /// The cached share of prompt tokens and what it saved.
+    fn prompt_cache_line(&self) -> String {
+        let c = &self.prompt_cache;
+        let mut s = format!(
+            "  prompt cache: {} of prompt tokens cached, saved {}",
+            percent(self.tokens.cached, self.tokens.prompt),
+            format_usd(c.saved_usd)
+        );
+        if c.simulated_saved_usd > 0.0 {
+            s += &format!(" (+ {} simulated)", format_usd(c.simulated_saved_usd));
+        }
+        if c.unpriced_rows > 0 {
+            s += &format!(" (+ {} unpriced rows)", group(c.unpriced_rows));
+        }
+        s + "\n"
     }
 
     fn latency_table(&self) -> String {
@@ -286,7 +306,7 @@ fn model_note(m: &ModelCost) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::report::{ErrorCount, Latency, Means, Tokens, TornLine};
+    use crate::report::{ErrorCount, Latency, Means, PromptCache, Tokens, TornLine};
 
     /// Whitespace runs as one space: a note wrapped over lines reads as one.
     pub(crate) fn flat(s: &str) -> String {
@@ -328,6 +348,12 @@ pub(crate) mod tests {
                 completion: 45_678,
                 reasoning: 0,
                 total: 169_134,
+            },
+            prompt_cache: PromptCache {
+                cached_share: Some(1_000.0 / 123_456.0),
+                saved_usd: 0.0016,
+                simulated_saved_usd: 0.0,
+                unpriced_rows: 2,
             },
             cost: Cost {
                 total_usd: 1.5,
@@ -384,6 +410,7 @@ pub(crate) mod tests {
             "prompt 123,456",
             "total 169,134",
             "per ok row: prompt 100.0 · completion 40.0 · reasoning 0.0",
+            "prompt cache: 0.8% of prompt tokens cached, saved $0.0016 (+ 2 unpriced rows)",
             "gpt-5.2 1,150 $1.50",
             "模型中文 43 unpriced + 43 unpriced rows",
             "modèle-é 7 - + 7 simulated rows ($0.0070 not spent)",

@@ -485,6 +485,14 @@ impl Sim {
             return (status, answer);
         }
         self.mark(&mut answer);
+        // The lines of a batch are answered one after the other: each finds the cache as the
+        // lines before it left it.
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let prefix = self.prefix_on_arrival(body, messages);
+        self.cache_usage(&mut answer, prefix);
         let prompt = body
             .get("messages")
             .and_then(Value::as_array)

@@ -7,8 +7,11 @@
 //!   `finish_reason: "length"`, when longer); for a structured-outputs request
 //!   (`response_format.type: json_schema`) the text itself, minus its `#sim:` words, and for the
 //!   first N requests with `#sim:prose=N`, prose instead of JSON;
-//! - usage: prompt tokens = Σ over messages of (⌈bytes/4⌉ + 4); cached tokens = the share of
-//!   that from leading system messages (a shared prefix, as a provider's cache would serve it);
+//! - usage: prompt tokens = Σ over messages of (⌈bytes/4⌉ + 4); cached tokens by
+//!   `--prefix-cache` (`prefix_cache.rs`): by default as OpenAI's cache serves them, the tokens
+//!   before the last message, rounded down to a multiple of 128, when they are at least 1,024 and
+//!   a request with the same prefix was answered in the last 5 minutes, else 0 (`system`: the
+//!   leading system messages' share, always; `off`: 0);
 //!   reasoning tokens = 16/32/64 for `reasoning_effort` low/medium/high (0 otherwise);
 //!   completion tokens = ⌈content bytes/4⌉ + reasoning; total = prompt + completion.
 //!
@@ -59,12 +62,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::messages::{last_user_text, message_text};
+use crate::api::request::{cacheable_tokens, prefix_of, Prefix};
 use crate::tokens;
 use crate::util::fingerprint::fnv1a;
 
 mod batch;
+mod prefix_cache;
 mod server_limit;
 
+pub use prefix_cache::PrefixCacheModel;
 pub use server_limit::{LimitSchedule, LimitStyle};
 
 /// Most request arrivals kept for `/_sim/stats`.
@@ -201,6 +207,12 @@ pub struct SimOptions {
     /// `system_fingerprint`), so runs take them for a real API's: for tests that stand the
     /// simulator in for one. Marked answers are recorded `simulated` (never taken as paid).
     pub unmarked: bool,
+    /// What answers report as `cached_tokens` (`prefix_cache.rs`). `Recent` by default, for
+    /// `--dry-run` too: a dry run rehearses the real run, and a provider caches no prefix under
+    /// 1,024 tokens, nor one sent again before its first request was answered — always counting
+    /// the system prompt as cached made a dry run's cost and cached share look better than the
+    /// real run's would be, and could not show what the warm-first order is for.
+    pub prefix_cache: PrefixCacheModel,
 }
 
 /// `Retry-After` of injected 429s unless set.
@@ -237,6 +249,7 @@ impl Default for SimOptions {
             batch_no_list: false,
             unmarked: false,
             no_batch: false,
+            prefix_cache: PrefixCacheModel::Recent,
         }
     }
 }
@@ -296,6 +309,8 @@ struct Sim {
     limit: Mutex<server_limit::ServerLimit>,
     /// Files and batches of the Batch API.
     batches: batch::Store,
+    /// When each prompt prefix was last answered (`--prefix-cache recent`).
+    prefix_cache: prefix_cache::PrefixCache,
 }
 
 /// A running in-process simulator.
@@ -363,6 +378,7 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         fail_counts: Mutex::new(HashMap::new()),
         limit: Mutex::new(server_limit::ServerLimit::default()),
         batches: batch::Store::default(),
+        prefix_cache: prefix_cache::PrefixCache::default(),
     });
     loop {
         let stream = tokio::select! {
@@ -712,6 +728,9 @@ impl Sim {
         if let Some(v) = verdict.filter(|v| !v.admitted) {
             return Ok(self.rate_limited_for(v.advice.max(Duration::from_millis(1))));
         }
+        // Looked up as the request arrives: requests of a prefix sent while its first one is
+        // still being answered miss the cache, as on a provider's.
+        let prefix = self.prefix_on_arrival(request, messages);
         let delay = self.options.latency.sample() + directives.sleep;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -758,6 +777,7 @@ impl Sim {
         let answer = match self.options.answer {
             AnswerBody::Echo => {
                 let mut completion = completion_body(request, messages, prompt, body);
+                self.cache_usage(&mut completion, prefix);
                 self.mark(&mut completion);
                 self.prose_first(&mut completion, body, directives)?;
                 if directives.no_usage {
@@ -774,6 +794,40 @@ impl Sim {
             return Ok(json_bytes_response(200, answer.slice(..cut)));
         }
         Ok(json_bytes_response(200, answer))
+    }
+
+    /// Under `--prefix-cache recent`: the request's cacheable prefix, and whether the cache holds
+    /// it as the request arrives.
+    fn prefix_on_arrival(&self, request: &Value, messages: &[Value]) -> Option<(Prefix, bool)> {
+        if self.options.prefix_cache != PrefixCacheModel::Recent {
+            return None;
+        }
+        let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+        let prefix = prefix_of(model, messages)?;
+        Some((prefix, self.prefix_cache.warm(prefix.hash, Instant::now())))
+    }
+
+    /// Sets an answer's `cached_tokens` by `--prefix-cache`; under `recent`, its prefix (from
+    /// [`Self::prefix_on_arrival`]) is remembered as answered now.
+    fn cache_usage(&self, completion: &mut Value, prefix: Option<(Prefix, bool)>) {
+        let cached = match self.options.prefix_cache {
+            PrefixCacheModel::System => return,
+            PrefixCacheModel::Off => 0,
+            PrefixCacheModel::Recent => match prefix {
+                None => 0,
+                Some((prefix, warm)) => {
+                    self.prefix_cache.answered(prefix.hash, Instant::now());
+                    if warm {
+                        cacheable_tokens(prefix.tokens)
+                    } else {
+                        0
+                    }
+                }
+            },
+        };
+        if let Some(details) = completion.pointer_mut("/usage/prompt_tokens_details") {
+            details["cached_tokens"] = json!(cached);
+        }
     }
 
     /// `#sim:prose=N`: the first N requests with this exact body are answered prose instead of

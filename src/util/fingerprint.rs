@@ -37,6 +37,30 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// FNV-1a fed piece by piece (`std::io::Write`, e.g. `serde_json::to_writer`): the same hash
+/// as [`fnv1a`] of the pieces joined, without joining them.
+pub(crate) struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The fingerprint of a request body as stored in records: 16 lowercase hex digits.
 pub(crate) fn of_body(body: &[u8]) -> String {
     format!("{:016x}", fnv1a(body))
@@ -56,5 +80,9 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(of_body(b"a"), "af63dc4c8601ec8c");
         assert_eq!(parse("af63dc4c8601ec8c"), Some(fnv1a(b"a")));
+        let mut pieces = Fnv1a::default();
+        std::io::Write::write_all(&mut pieces, b"ab").unwrap();
+        std::io::Write::write_all(&mut pieces, b"c").unwrap();
+        assert_eq!(pieces.0, fnv1a(b"abc"));
     }
 }
