@@ -175,7 +175,9 @@ async fn run_prepared(
     shutdown: Shutdown,
     started: Instant,
 ) -> Result<Summary, Error> {
-    prepared.followers = crate::reuse::before_send(opts, &mut prepared, &counters).await?;
+    let output = prepared.output.clone();
+    let held = || crate::batch::before_run::rows_held(&output);
+    prepared.followers = crate::reuse::before_send(opts, &mut prepared, &counters, &held).await?;
     if opts.via == Via::Batch {
         match crate::batch::run(opts, prepared, &counters, &shutdown, started).await? {
             BatchEnd::Done(summary) => return Ok(summary),

@@ -578,3 +578,44 @@ fn reuse_reads_parquet_outputs_with_or_without_their_checkpoint() {
     );
     assert_eq!(s.sim().requests(), 60);
 }
+
+#[test]
+fn a_detached_batch_run_submits_each_request_once_and_the_collecting_run_copies_the_rest() {
+    let s = Scenario::new().input(&repeated_rows(90, 25));
+    let lines = |s: &Scenario| -> u64 {
+        common::batch::batch_stats(s.sim())["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["total"].as_u64().unwrap())
+            .sum()
+    };
+    let r = run_batch(s.sim(), &s.input, &s.output, &["--detach"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lines(&s), 25, "one batch line per distinct prompt");
+    assert!(common::batch::state_file(&s.output).exists());
+    // Meanwhile a row is inserted at the top with the request of a row in a batch (r1's).
+    let input = format!(
+        "{{\"id\": \"r0\", \"prompt\": \"question 1\"}}\n{}",
+        repeated_rows(90, 25)
+    );
+    std::fs::write(&s.input, input).unwrap();
+    // The collecting run: the batch's rows are their requests' first rows, whatever their
+    // place; the others wait for them instead of going into new batches.
+    let r = run_batch(s.sim(), &s.input, &s.output, &[], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lines(&s), 25, "nothing submitted twice: {}", r.stderr);
+    assert_eq!(s.sim().requests(), 0);
+    assert!(!common::batch::state_file(&s.output).exists());
+    let ids: Vec<String> = (0..=90).map(|i| format!("r{i}")).collect();
+    let records = read_jsonl(&s.output);
+    let rows = by_id(&records);
+    assert_eq!(records.len(), 91);
+    assert!(ids.iter().all(|id| rows.contains_key(id)));
+    assert_eq!(rows["r0"]["duplicate_of"], "r1", "r1 was in the batch");
+    assert!(rows["r1"].get("duplicate_of").is_none());
+    assert!(
+        !s.work.path("out.jsonl.unmatched.jsonl").exists(),
+        "no paid answer left over"
+    );
+}

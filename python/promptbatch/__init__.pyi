@@ -37,6 +37,7 @@ def run(
     reasoning_effort: str | None = None,
     param: Mapping[str, Any] | Sequence[str] | str | None = None,
     json_schema: _Path | Mapping[str, Any] | type | None = None,
+    prompt_cache_key: bool = False,
     prices: _Path | None = None,
     max_cost: float | None = None,
     base_url: str = 'https://api.evolink.ai/v1',
@@ -54,6 +55,7 @@ def run(
     reuse: _Path | Sequence[_Path] | None = None,
     dry_run: bool = False,
     dry_run_latency: _Duration = '0ms',
+    dry_run_prefix_cache: Literal['recent', 'system', 'off'] = 'recent',
     max_retries: int = 8,
     timeout: _Duration = '10m',
     connect_timeout: _Duration = '10s',
@@ -115,12 +117,13 @@ def run(
     reasoning_effort: `reasoning_effort` for every request (e.g. none, low, medium, high)
     param: Any other request body field, as KEY=JSON (repeatable), e.g. --param 'seed=7' --param 'response_format={"type":"json_object"}'. A bare word that is not JSON is sent as a string
     json_schema: Structured outputs: send this JSON Schema (a bare schema, or OpenAI's `{"name", "schema", "strict"}`) as every request's `response_format` and check every answer against it. A JSONL record gets the answer's value as `parsed`; a CSV output gets one column per top-level property. An answer that is not valid JSON or breaks the schema is retried (it counts as an attempt, its tokens and cost are added to the row), then becomes an error record naming the rule
+    prompt_cache_key: Send OpenAI's `prompt_cache_key` with every request whose messages before the last come to at least 1,024 estimated tokens (a system prompt, a few-shot block): 16 hex digits of a hash of those messages and the model, so the provider routes the rows of one prefix to the same prompt cache. A `prompt_cache_key` the row or --param sets wins. The key is part of the request body, so of the fingerprint resume compares: turning the flag on or off between runs into one OUTPUT sends those rows again
     prices: Price table overrides (TOML, same shape as the embedded prices.toml): USD per 1M tokens
     max_cost: Budget cap in USD for the total cost recorded in OUTPUT (earlier runs included). The run stops dispatching before spend plus the worst case of the requests in flight would pass it, and exits with code 4; raise the cap and re-run to continue
     base_url (default: https://api.evolink.ai/v1): API base URL; requests go to {base-url}/chat/completions. A user name and password in it (`https://user:pass@host/v1`) are never shown: logs and messages print `[redacted]`
     ca_cert: Also trust the CA certificates in FILE (PEM, one or more), e.g. a company's TLS-inspecting proxy's CA (repeatable). The bundled web roots and the operating system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured) are always trusted. Proxies come from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`, minus `NO_PROXY`
     api_key_env: Environment variable holding the API key. Default: EVOLINK_API_KEY, else OPENAI_API_KEY
-    concurrency (default: 16): Requests in flight at once
+    concurrency (default: 16): Requests in flight at once. Rows sharing a long prompt prefix (every message but the last, at least 1,024 estimated tokens: a system prompt, a few-shot block) go warm-first: the first alone, the others once it is answered, so the provider's prompt cache serves them (a waiting row lends its slot meanwhile; see --prompt-cache-key)
     rpm: Requests per minute cap (spread evenly, no burst at start-up)
     tpm: Tokens per minute cap, counted per request as estimated prompt tokens + --max-tokens
     ordered: Put the output in input order. Records are still appended as rows finish (so `kill -9` loses nothing); the file is sorted by row, in place, when the run ends
@@ -132,6 +135,7 @@ def run(
     reuse: An earlier output (JSONL, CSV, or Parquet with its checkpoint) whose ok answers of identical requests are taken instead of sending: their records say `reused_from`, cost 0. Error records, and simulated answers (unless --dry-run), are never taken. Repeat for several
     dry_run: No key, no network, no cost: run the real pipeline against the built-in simulator on a free loopback port
     dry_run_latency (default: 0ms): Simulator latency for --dry-run, e.g. `0ms`, `50ms` or `20ms..200ms`
+    dry_run_prefix_cache (default: recent): What the --dry-run simulator reports as cached prompt tokens (see mock-server's --prefix-cache): `recent` (a provider's prompt cache), `system` or `off`
     max_retries (default: 8): Retries per row for transient failures (429, 5xx, timeouts, dropped connections)
     timeout (default: 10m): Bound on one whole attempt, from connecting to the last byte of the answer
     connect_timeout (default: 10s): Bound on establishing a connection
@@ -175,6 +179,7 @@ def estimate(
     reasoning_effort: str | None = None,
     param: Mapping[str, Any] | Sequence[str] | str | None = None,
     json_schema: _Path | Mapping[str, Any] | type | None = None,
+    prompt_cache_key: bool = False,
     expect_output: int | None = None,
     from_output: _Path | None = None,
     concurrency: int = 16,
@@ -206,6 +211,7 @@ def estimate(
     reasoning_effort: `reasoning_effort` for every request (e.g. none, low, medium, high)
     param: Any other request body field, as KEY=JSON (repeatable), e.g. --param 'seed=7' --param 'response_format={"type":"json_object"}'. A bare word that is not JSON is sent as a string
     json_schema: Structured outputs: send this JSON Schema (a bare schema, or OpenAI's `{"name", "schema", "strict"}`) as every request's `response_format` and check every answer against it. A JSONL record gets the answer's value as `parsed`; a CSV output gets one column per top-level property. An answer that is not valid JSON or breaks the schema is retried (it counts as an attempt, its tokens and cost are added to the row), then becomes an error record naming the rule
+    prompt_cache_key: Send OpenAI's `prompt_cache_key` with every request whose messages before the last come to at least 1,024 estimated tokens (a system prompt, a few-shot block): 16 hex digits of a hash of those messages and the model, so the provider routes the rows of one prefix to the same prompt cache. A `prompt_cache_key` the row or --param sets wins. The key is part of the request body, so of the fingerprint resume compares: turning the flag on or off between runs into one OUTPUT sends those rows again
     expect_output: Expected completion tokens per row (reasoning included), for the expected-case cost
     from_output: A sample run's output (e.g. `run INPUT --limit 200 -o sample.jsonl`): its ok rows' measured completion, reasoning and cached tokens and latency project the whole input's cost and time, with a 95 % range
     concurrency (default: 16): Requests in flight the run would use (with --from-output: the time the sample's latency implies)

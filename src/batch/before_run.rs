@@ -41,10 +41,35 @@ pub(crate) fn carried_into_live_run(
     ))
 }
 
-/// Whether a `--via batch` state (batches that may still run, or paid answers no record
-/// holds yet) is beside `output`.
-pub(crate) fn has_state(output: &std::path::Path) -> bool {
-    state::path_for(output).exists()
+/// The rows a `--via batch` state beside `output` holds, for a run's dedup plan (`reuse`): a
+/// row in one of its batches (claimed by identity, the rule a submission pass uses), or one it
+/// keeps a retry or a paid answer for. `None` when there is no state. The plan never copies an
+/// answer into such a row (the batch will answer it) and counts it as its request's first row.
+pub(crate) fn rows_held(
+    output: &std::path::Path,
+) -> Result<Option<Box<dyn FnMut(&crate::input::Row) -> bool + Send>>, Error> {
+    let Some(state) = State::load(&state::path_for(output))? else {
+        return Ok(None);
+    };
+    let models = state.models_per_row();
+    let mut claims = super::claims::Claims::new();
+    for entry in &state.batches {
+        for row in &entry.rows {
+            claims.add(row.id(), row.fingerprint(), ());
+        }
+    }
+    let mut units = RowSet::default();
+    for &unit in state.retry.keys().chain(state.spent.keys()) {
+        units.insert(unit);
+    }
+    Ok(Some(Box::new(move |row: &crate::input::Row| {
+        let unit = crate::input::models::unit(row.row, u64::from(row.slot), models);
+        let custom_id = super::split::custom_id(&row.id, row.slot, models);
+        units.contains(unit)
+            || claims
+                .claim(&custom_id, row.explicit_id, row.fingerprint())
+                .is_some()
+    })))
 }
 
 /// Paid `--via batch` work beside an output that no record holds (yet), for `report`.

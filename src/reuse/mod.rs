@@ -31,23 +31,23 @@ use plan::{Accept, AnswerSource, Counts};
 
 pub use options::ReuseOptions;
 
+/// Makes the test of the rows another transport holds, for one plan (see [`before_send`]).
+pub(crate) type HeldRows<'a> = dyn Fn() -> Result<Option<plan::Held>, Error> + Sync + 'a;
+
 pub(crate) use crate::output::record::{DUPLICATE_OF, REUSED_FROM, SAVED_USD};
 
 /// Before the send: writes the records of rows an answer already held covers, and takes the
-/// followers out of the rows to send. `None` when nothing waits for the send.
+/// followers out of the rows to send. `None` when nothing waits for the send. `held` makes,
+/// for each plan, the test of the rows a `--via batch` state beside the output holds (`None`
+/// without one): they are neither copied into nor skipped, and they count as the first row
+/// of their request.
 pub(crate) async fn before_send(
     opts: &Job,
     prepared: &mut Prepared,
     counters: &Arc<Counters>,
+    held: &HeldRows<'_>,
 ) -> Result<Option<Followers>, Error> {
     if !opts.reuse.any() || opts.input.reads_once() {
-        return Ok(None);
-    }
-    if crate::batch::before_run::has_state(&prepared.output) {
-        notice!(
-            "{} has batches or paid answers of an earlier --via batch run: this run sends every row it has left (no duplicate is answered from another row while a batch may answer it)",
-            prepared.output.display()
-        );
         return Ok(None);
     }
     let mut sources = earlier_outputs(&opts.reuse, Some(&prepared.output))?;
@@ -60,12 +60,12 @@ pub(crate) async fn before_send(
     };
     let skip = prepared.done.clone().unwrap_or_default();
     let planning = std::time::Instant::now();
-    let mut planned = plan_blocking(opts, &sources, accept, &skip).await?;
+    let mut planned = plan_blocking(opts, &sources, accept, &skip, held()?).await?;
     // Simulated answers answer a run against a simulator only: asked of the endpoint only
     // when some were left out (as the resume plan does).
     if planned.counts.simulated_left_out > 0 && prepared.client.is_simulator().await {
         accept.simulated = true;
-        planned = plan_blocking(opts, &sources, accept, &skip).await?;
+        planned = plan_blocking(opts, &sources, accept, &skip, held()?).await?;
     }
     let counts = planned.counts;
     say_plan(opts, &counts, planning.elapsed());
@@ -117,12 +117,13 @@ async fn plan_blocking(
     sources: &[AnswerSource],
     accept: Accept,
     skip: &RowSet,
+    held: Option<plan::Held>,
 ) -> Result<plan::Planned, Error> {
     let (job, sources, skip) = (opts.clone(), sources.to_vec(), skip.clone());
     tokio::task::spawn_blocking(move || {
         let rows = input::open(&job.input, &job.request, Some(skip))?;
         let models = job.request.models_per_row();
-        plan::plan(&sources, accept, rows, models, None, job.reuse.dedup)
+        plan::plan(&sources, accept, rows, models, None, job.reuse.dedup, held)
     })
     .await
     .map_err(|e| Error::Config(format!("the dedup plan stopped: {e}")))?
@@ -161,6 +162,7 @@ pub(crate) async fn after_send(
             models,
             Some(&followers.units),
             false,
+            None,
         )?;
         let rows = input::open(&job.input, &job.request, None)?;
         let mut filled = RowSet::default();
@@ -207,6 +209,7 @@ pub(crate) fn units_not_sent(
         request.models_per_row(),
         None,
         reuse.dedup,
+        None,
     )?;
     let mut units = planned.followers;
     for fill in planned.fills {

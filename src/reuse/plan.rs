@@ -31,7 +31,12 @@ const SORT_ITEMS: usize = 1 << 16;
 /// Bits of a sorted item's value that hold a byte offset (the rest: the source's index).
 const OFFSET_BITS: u32 = 48;
 const ANSWER: u64 = 0;
-const UNIT: u64 = 1;
+/// A unit someone else answers (a batch in flight): its request's first row.
+const HELD: u64 = 1;
+const UNIT: u64 = 2;
+
+/// Tells the units another transport holds (`batch::before_run::rows_held`).
+pub(crate) type Held = Box<dyn FnMut(&Row) -> bool + Send>;
 
 /// Where an answer may come from.
 #[derive(Clone)]
@@ -154,6 +159,7 @@ pub(crate) fn plan(
     models: u64,
     only: Option<&RowSet>,
     dedup: bool,
+    mut held: Option<Held>,
 ) -> Result<Planned, Error> {
     if sources.len() >= 1 << (64 - OFFSET_BITS) {
         return Err(Error::Config(format!(
@@ -182,7 +188,11 @@ pub(crate) fn plan(
             continue;
         };
         counts.units += 1;
-        keys.push([fingerprint, second, UNIT, unit])
+        let kind = match held.as_mut().is_some_and(|held| held(&row)) {
+            true => HELD,
+            false => UNIT,
+        };
+        keys.push([fingerprint, second, kind, unit])
             .map_err(spill_error)?;
     }
     let mut fills: Sorter<[u64; 2]> = sorter();
@@ -198,6 +208,7 @@ pub(crate) fn plan(
         match (kind, answer) {
             (ANSWER, None) => answer = Some(value),
             (ANSWER, Some(_)) => {}
+            (HELD, _) => first_sent = true,
             (_, Some(answer)) => {
                 if sources[(answer >> OFFSET_BITS) as usize].own {
                     counts.from_own += 1;
