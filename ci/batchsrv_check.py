@@ -12,6 +12,9 @@ promptbatch binary (`--poll-every 100ms`, the server's `--process-s 1`) and chec
   (`/stats` `submitted_twice` is 0), unless the case says otherwise.
 
 Cases:
+  dedup              150 rows asking 50 questions, `--detach`, a repeating row inserted at the
+                     top, then collect: 50 rows submitted in all, every row one record with its
+                     own question's answer, the 101 repeats marked `duplicate_of`.
   happy              a plain batch run: 200 ok records.
   live-over-batches  `--detach`, then the same command without `--via batch`: refused (non-zero
                      exit), no live request (`/stats` `live` 0), output untouched; then the
@@ -545,7 +548,43 @@ def case_cost_this_run(a, tmp):
     srv.stop()
 
 
+def case_dedup(a, tmp):
+    """Repeated requests (issue 27): 150 rows asking 50 questions. A `--detach`ed run submits
+    each question once; a row repeating a question in a batch is then inserted at the top; the
+    collecting run submits nothing new (the batch's rows are their questions' first rows) and
+    every row gets one record with its own question's answer, the repeats marked
+    `duplicate_of`. Nothing submitted twice, no live request, no unmatched answer."""
+    case = "dedup"
+    srv = Server(tmp, case, process_s=2)
+    path = os.path.join(tmp, f"{case}.in.jsonl")
+    rows = [(f"r{i}", prompt_of(1 + i % 50)) for i in range(1, 151)]
+    write_rows(path, rows)
+    out = os.path.join(tmp, f"{case}.out.jsonl")
+    code, _, err = run(a, path, out, srv.url, ["--detach"])
+    expect_exit(case, code, 0, err, "--detach: ")
+    submitted = srv.submitted()
+    if len(submitted) != 50:
+        fail(case, f"the detached run submitted {len(submitted)} rows, expected one per question (50)")
+    rows = [("r0", prompt_of(2))] + rows
+    write_rows(path, rows)
+    code, _, err = run(a, path, out, srv.url)
+    expect_exit(case, code, 0, err, "collect: ")
+    recs = check_records(case, rows, out, expect_ok=len(rows))
+    copies = [r for r in recs if "duplicate_of" in r]
+    if len(copies) != len(rows) - 50:
+        fail(case, f"{len(copies)} records are copies, expected {len(rows) - 50}")
+    stats = check_once(case, srv)
+    if stats["submitted_total"] != 50 or stats["live"]:
+        fail(case, f"{stats['submitted_total']} rows submitted and {stats['live']} live requests, "
+                   "expected 50 and none")
+    if os.path.exists(out + ".unmatched.jsonl"):
+        fail(case, "answers left in OUTPUT.unmatched.jsonl")
+    srv.stop()
+    note(case, f"{stats['batches']} batches, {len(copies)} copies")
+
+
 CASES = {
+    "dedup": case_dedup,
     "happy": case_happy,
     "live-over-batches": case_live_over_batches,
     "insert-row": case_insert_row,

@@ -8,7 +8,10 @@ binary through it and checks what a user would check the morning after, from cou
   its own row's answer (faultsrv answers `ANSWER:<sha256(prompt)[:16]>`);
 - the server's retry advice was never broken: no row was sent again sooner than a 429 it got
   advised (faultsrv's request log, `retry_after`);
-- a re-run never removes a record that was on disk, and the breaker cases end with exit 3.
+- a re-run never removes a record that was on disk, and the breaker cases end with exit 3;
+- rows repeating a request (case `dedup`): each question is answered once (but for rows in
+  flight at a `kill -9`), every row still gets one record with its own question's answer, and
+  `--reuse` of that output sends only the questions that had no ok answer.
 
 Throughput is printed as a ratio to the clean run of the same script run (rows/s), never
 asserted: timing lives in the README's Performance table, not in a check that could flake.
@@ -338,7 +341,71 @@ def case_night(a, tmp):
         n, secs, None, f"{secs / ideal:.2f} × the ideal {ideal:.0f} s; {limited} of {attempts} attempts 429")
 
 
+def case_dedup(a, tmp):
+    """Repeated requests (issue 27): 1,200 rows asking 400 questions, 10 of them refused for
+    good (PERMFAIL), through 429s in LiteLLM's shape and 5xx; `kill -9` a third of the way, then
+    the same command. Every row gets one record holding its own answer (or its question's
+    refusal), each question is answered at most once per row in flight at the kill, and a run
+    reusing the output (`--reuse`) into a new file sends nothing."""
+    n, distinct, c = 1200, 400, 16
+
+    def prompt(i):
+        q = i % distinct
+        return f"[row:{q}] question number {q}" + (" PERMFAIL" if q < 10 else "")
+
+    inp = os.path.join(tmp, "dedup.jsonl")
+    write_input(inp, n, prompt)
+    srv = Server(tmp, "dedup", ["--latency", "fixed:40", "--p429", "0.05", "--ra-style", "litellm",
+                                "--retry-after", "1", "--p500", "0.03", "--max-faults-per-prompt", "4"])
+    out = os.path.join(tmp, "dedup.out.jsonl")
+    env = dict(os.environ, FAULT_KEY=KEY)
+    env.pop("PROMPTBATCH_BASE_URL", None)
+    cmd = [a.bin, "run", inp, "-o", out, "--base-url", srv.url, "--api-key-env", "FAULT_KEY",
+           "--model", "gpt-5.2", "-q", "-c", str(c)]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(records(out)) < distinct // 3 and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if child.poll() is not None:
+        fail("dedup", "the run ended before the kill")
+    child.kill()
+    child.wait()
+    killed_at = len(records(out))
+    code, secs, err = run(a.bin, inp, out, srv.url, ["-c", str(c)], 600)
+    if code not in (0, 3):
+        fail("dedup", f"exit {code}: {err[-400:]}")
+    recs = check_records("dedup", inp, out, expect_ok=n - 30)
+    copies = sum(1 for r in recs if "duplicate_of" in r)
+    errors = [r for r in recs if r.get("status") == "error"]
+    if len(errors) != 30 or any("PERMFAIL" not in r["prompt"] for r in errors):
+        fail("dedup", f"{len(errors)} error records, expected the 30 PERMFAIL rows")
+    answered = {}
+    for r in srv.requests():
+        if r.get("status") == 200 and "fault" not in r:
+            answered[r["key"]] = answered.get(r["key"], 0) + 1
+    twice = sum(v - 1 for v in answered.values())
+    if len(answered) != distinct - 10 or twice > c:
+        fail("dedup", f"{len(answered)} questions answered ({twice} more than once); expected "
+                      f"{distinct - 10}, at most {c} twice (rows in flight at the kill)")
+    srv.stop()
+    fresh = Server(tmp, "dedup-reuse", ["--latency", "fixed:40"])
+    again = os.path.join(tmp, "dedup.again.jsonl")
+    code, _, err = run(a.bin, inp, again, fresh.url, ["--reuse", out], 120)
+    sent = sum(1 for r in fresh.requests() if "key" in r)
+    fresh.stop()
+    reused = sum(1 for r in records(again) if "reused_from" in r)
+    check_records("dedup --reuse", inp, again)
+    if reused != n - 30 or sent != 10:
+        fail("dedup --reuse", f"{reused} rows reused and {sent} requests sent; expected {n - 30} "
+                              "reused and the 10 refused questions sent once each (errors are never "
+                              "reused; their 30 rows are deduplicated)")
+    row("dedup", f"{n:,} rows, {distinct} questions, 5 % 429s + 3 % 500s, kill -9 at "
+                 f"{killed_at} records", n, secs, None,
+        f"{copies} copies, {len(answered)} questions answered, {twice} twice")
+
+
 CASES = {
+    "dedup": case_dedup,
     "random": lambda a, tmp: case_random_429s(a, tmp, 3000 if a.mode == "ci" else 20000),
     "mixed": case_mixed,
     "window": case_window,
