@@ -148,6 +148,8 @@ fn rows_inserted_and_deleted_while_batches_run_are_matched_by_id_and_request() {
     assert!(collected.stderr.contains("r7"), "{}", collected.stderr);
 }
 
+/// Rows with the same request, each bought (`--no-dedup`: the claims by request are what is
+/// tested; `tests/dedup.rs` has the deduplicated runs).
 #[test]
 fn anonymous_rows_shifted_by_an_insert_keep_their_answers() {
     let sim = slow_batches(1);
@@ -157,10 +159,10 @@ fn anonymous_rows_shifted_by_an_insert_keep_their_answers() {
         .collect();
     let input = work.write("in.jsonl", &text);
     let output = work.path("out.jsonl");
-    let detached = run_batch(&sim, &input, &output, &["--detach"], &[]);
+    let detached = run_batch(&sim, &input, &output, &["--detach", "--no-dedup"], &[]);
     assert_eq!(detached.code, 0, "{}", detached.stderr);
     std::fs::write(&input, format!("{{\"prompt\": \"inserted\"}}\n{text}")).unwrap();
-    let collected = run_batch(&sim, &input, &output, &[], &[]);
+    let collected = run_batch(&sim, &input, &output, &["--no-dedup"], &[]);
     assert_eq!(collected.code, 0, "{}", collected.stderr);
     let records = records_by_id(&output);
     assert_eq!(records.len(), 13);

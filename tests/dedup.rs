@@ -619,3 +619,86 @@ fn a_detached_batch_run_submits_each_request_once_and_the_collecting_run_copies_
         "no paid answer left over"
     );
 }
+
+#[test]
+fn a_batch_run_killed_at_any_step_submits_each_request_once() {
+    for point in ["after-create", "during-download"] {
+        let s = Scenario::new().input(&repeated_rows(120, 30));
+        let r = s.run_batch_aborted_at(point, &["--batch-max-requests", "10"]);
+        assert_ne!(r.code, 0, "{point}: aborted");
+        let r = s.run_batch(&["--batch-max-requests", "10"]);
+        assert_eq!(r.code, 0, "{point}: {}", r.stderr);
+        let lines: u64 = s.batch_stats()["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["total"].as_u64().unwrap())
+            .sum();
+        assert_eq!(lines, 30, "{point}: one batch line per distinct prompt");
+        assert_eq!(
+            assert_whole_and_duplicates_consistent(&s.output, 120, 1),
+            90,
+            "{point}"
+        );
+        assert!(!s.state_file().exists(), "{point}");
+    }
+}
+
+#[test]
+fn kill_9_with_reuse_two_models_ordered_and_a_budget_loses_nothing_and_pays_once() {
+    let sim = Sim::start(SimOptions {
+        latency: LatencySpec::parse("10ms").unwrap(),
+        ..SimOptions::default()
+    });
+    let s = Scenario::new().input(&repeated_rows(300, 100));
+    // An earlier output answering the first 20 questions for gpt-5.2.
+    let earlier_input = s.work.write("earlier.jsonl", &repeated_rows(20, 20));
+    let earlier = s.work.path("earlier.out.jsonl");
+    let r = run(
+        &sim,
+        &earlier_input,
+        &earlier,
+        &["--model", "gpt-5.2", "--max-tokens", "16"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = sim.requests();
+    let reuse = earlier.to_str().unwrap();
+    let args = [
+        "--model",
+        "gpt-5.2,gemini-3.1-pro-preview",
+        "--ordered",
+        "--max-cost",
+        "10",
+        "--max-tokens",
+        "16",
+        "--reuse",
+        reuse,
+        "-c",
+        "4",
+    ];
+    let left = kill_9_after_lines(&sim, &s.input, &s.output, &args, 150);
+    assert!(left < 600);
+    let r = run(&sim, &s.input, &s.output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_whole_and_duplicates_consistent(&s.output, 300, 2);
+    // 100 questions × 2 models, less the 20 gpt-5.2 answers reused, plus at most the 4 rows in
+    // flight at the kill.
+    let sent = sim.requests() - before;
+    assert!((180..=184).contains(&sent), "{sent} requests");
+    let records = read_jsonl(&s.output);
+    let reused = records
+        .iter()
+        .filter(|r| r.get("reused_from").is_some())
+        .count();
+    assert_eq!(reused, 60, "3 rows × 20 questions for gpt-5.2");
+    assert!(records
+        .iter()
+        .filter(|r| r.get("reused_from").is_some())
+        .all(|r| r["model"] == "gpt-5.2"));
+    // --ordered: input order, then the order of --model's list.
+    let order: Vec<(u64, bool)> = records
+        .iter()
+        .map(|r| (r["row"].as_u64().unwrap(), r["model"] != "gpt-5.2"))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "--ordered");
+}

@@ -565,13 +565,15 @@ fn a_second_ctrl_c_stops_at_once_and_the_output_stays_whole() {
     assert_eq!(read_jsonl(&output).len(), 20);
 }
 
+/// Without dedup (`--no-dedup`): identical requests are each sent, and their records are told
+/// apart by row (with dedup the second row's record is a copy: `tests/dedup.rs`).
 #[test]
 fn identical_requests_finished_out_of_order_keep_one_record_per_row() {
     let sim = Sim::plain();
     let dir = Workdir::new();
     let input = dir.write("dup.csv", "prompt\nsame\nsame\nother\n");
     let output = dir.path("dup.jsonl");
-    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
+    assert_eq!(run(&sim, &input, &output, &["-q", "--no-dedup"]).code, 0);
     // As if killed before row 1's record was written, while row 2 (same request) was.
     let text = std::fs::read_to_string(&output).unwrap();
     let kept: String = text
@@ -580,7 +582,7 @@ fn identical_requests_finished_out_of_order_keep_one_record_per_row() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&output, kept).unwrap();
-    let r = run(&sim, &input, &output, &["-q"]);
+    let r = run(&sim, &input, &output, &["-q", "--no-dedup"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut rows: Vec<(String, u64)> = read_jsonl(&output)
         .iter()
@@ -600,6 +602,7 @@ fn identical_requests_finished_out_of_order_keep_one_record_per_row() {
     assert_eq!(sim.requests(), 4, "only one request was sent again");
 }
 
+/// Two rows with the same request, sent each (`--no-dedup`), one with an id and one without.
 #[test]
 fn mixed_explicit_and_missing_ids_resume_without_resending() {
     let sim = Sim::plain();
@@ -609,8 +612,8 @@ fn mixed_explicit_and_missing_ids_resume_without_resending() {
         "{\"id\":\"1\",\"prompt\":\"x\"}\n{\"prompt\":\"x\"}\n",
     );
     let output = dir.path("mix.out.jsonl");
-    assert_eq!(run(&sim, &input, &output, &["-q"]).code, 0);
-    let r = run(&sim, &input, &output, &["-q"]);
+    assert_eq!(run(&sim, &input, &output, &["-q", "--no-dedup"]).code, 0);
+    let r = run(&sim, &input, &output, &["-q", "--no-dedup"]);
     assert!(
         r.stderr
             .contains("all 2 rows have a record, nothing to send"),

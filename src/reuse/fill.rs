@@ -54,7 +54,8 @@ pub(crate) fn write_fills(
             Ok([unit, _]) => *unit,
             Err(_) => return Err(spill_error(fills.next())),
         };
-        let row = row?;
+        // Where the input stops the run, the plan stopped too (`plan.rs`): no fill lies beyond.
+        let Ok(row) = row else { break };
         let this = unit(row.row, u64::from(row.slot), ctx.models);
         if this < next {
             continue;

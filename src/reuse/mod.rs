@@ -8,8 +8,9 @@
 //! record of the row they repeat: its answer, or its error. A kill at any point leaves rows
 //! without a record, which the same command answers the same way (or sends).
 //!
-//! Not with batches in flight: while `OUTPUT.batch.json` exists, a row may be in a batch, and
-//! an answer for it must not meet a record made here; those runs send every row.
+//! A row a `--via batch` state beside the output holds (in a batch in flight, or waiting for a
+//! retry) is never copied into nor skipped: the batch answers it, and it counts as its request's
+//! first row, so the rows repeating it wait for that answer (`batch::before_run::rows_held`).
 
 mod fill;
 pub(crate) mod options;

@@ -174,7 +174,9 @@ pub(crate) fn plan(
         counts.simulated_left_out += index_answers(index as u64, source, accept, &mut keys)?;
     }
     for row in units {
-        let row = row?;
+        // A row that stops the run (a malformed line, a duplicate id) stops the plan there: the
+        // rows before it are planned, and the transport meets it and stops as without a plan.
+        let Ok(row) = row else { break };
         let RowContent::Request(request) = &row.content else {
             continue;
         };
