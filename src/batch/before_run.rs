@@ -47,7 +47,7 @@ pub(crate) fn carried_into_live_run(
 /// answer into such a row (the batch will answer it) and counts it as its request's first row.
 pub(crate) fn rows_held(
     output: &std::path::Path,
-) -> Result<Option<Box<dyn FnMut(&crate::input::Row) -> bool + Send>>, Error> {
+) -> Result<Option<crate::reuse::plan::Held>, Error> {
     let Some(state) = State::load(&state::path_for(output))? else {
         return Ok(None);
     };
