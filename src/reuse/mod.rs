@@ -56,15 +56,20 @@ pub(crate) async fn before_send(
     if opts.reuse.dedup && has_records {
         sources.push(AnswerSource::of(&prepared.output, true, false)?);
     }
+    let planning = std::time::Instant::now();
+    // Simulated answers answer a run against a simulator only: the endpoint is asked only
+    // when the answers look simulated (before the plan), or some were left out (then again).
+    let ask_first = opts.dry_run.is_none() && sources.iter().any(AnswerSource::looks_simulated);
     let mut accept = Accept {
-        simulated: opts.dry_run.is_some(),
+        simulated: opts.dry_run.is_some() || (ask_first && prepared.client.is_simulator().await),
     };
     let skip = prepared.done.clone().unwrap_or_default();
-    let planning = std::time::Instant::now();
     let mut planned = plan_blocking(opts, &sources, accept, &skip, held()?).await?;
-    // Simulated answers answer a run against a simulator only: asked of the endpoint only
-    // when some were left out (as the resume plan does).
-    if planned.counts.simulated_left_out > 0 && prepared.client.is_simulator().await {
+    if !accept.simulated
+        && !ask_first
+        && planned.counts.simulated_left_out > 0
+        && prepared.client.is_simulator().await
+    {
         accept.simulated = true;
         planned = plan_blocking(opts, &sources, accept, &skip, held()?).await?;
     }

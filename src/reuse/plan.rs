@@ -75,6 +75,19 @@ impl AnswerSource {
         }
     }
 
+    /// Whether the first of its first 100 records that could answer a row is simulated: the
+    /// cheap guess whether to ask the endpoint if it is a simulator before planning.
+    pub(crate) fn looks_simulated(&self) -> bool {
+        let Ok(records) = self.records::<Indexed>() else {
+            return false;
+        };
+        records
+            .take(100)
+            .map_while(Result::ok)
+            .find(|(_, r)| r.status == Status::Ok)
+            .is_some_and(|(_, r)| r.simulated)
+    }
+
     pub(crate) fn record_at(&self) -> Result<RecordAt, Error> {
         match &self.copy {
             Some(copy) => RecordAt::of_copy(&copy.file, &self.path),
