@@ -287,3 +287,22 @@ def test_other_python_threads_run_while_a_run_works(tmp_path, live):
     third = (end - start) / 3
     middle = [t for t in seen if start + third < t < end - third]
     assert len(middle) > 10, (len(middle), end - start)
+
+
+def test_repeated_questions_are_paid_once_and_reuse_takes_earlier_answers(tmp_path, live):
+    rows = [{"id": f"r{i}", "question": f"q{i % 7}"} for i in range(30)]
+    output = tmp_path / "out.jsonl"
+    estimate = promptbatch.estimate(pd.DataFrame(rows), template="{question}")
+    assert (estimate["request_rows"], estimate["not_sent"]["duplicate_rows"]) == (7, 23)
+    summary = promptbatch.run(pd.DataFrame(rows), output, template="{question}", **live)
+    assert (summary["ok"], summary["deduplicated"], summary["reused"]) == (30, 23, 0)
+    frame = promptbatch.read(output)
+    copies = frame[frame["duplicate_of"].notna()]
+    assert len(copies) == 23 and (copies["cost_usd"] == 0).all()
+    assert set(copies["duplicate_of"]) <= set(frame.loc[frame["duplicate_of"].isna(), "id"])
+    # Another output, the same questions asked again: every answer is taken from the first.
+    again = promptbatch.run(pd.DataFrame(rows), tmp_path / "again.jsonl", template="{question}",
+                            reuse=[output], **live)
+    assert (again["ok"], again["reused"], again["cost_usd"]) == (30, 30, 0)
+    report = promptbatch.report(tmp_path / "again.jsonl")
+    assert report["answered"]["reused"] == 30 and report["answered"]["sent"] == 0
