@@ -91,3 +91,12 @@ mod tests {
         );
     }
 }
+
+/// The event log beside an output (`OUTPUT.events.jsonl`, `monitor/event_log.rs`), and its
+/// rotated part (`OUTPUT.events.1.jsonl`).
+pub(crate) fn event_logs(output: &Path) -> [PathBuf; 2] {
+    [
+        suffixed(output, ".events.jsonl"),
+        suffixed(output, ".events.1.jsonl"),
+    ]
+}

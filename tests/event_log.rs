@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{kill_9_after_lines, read_jsonl, run, Sim, Workdir};
+use common::{kill_9_after_lines, read_jsonl, run, Scenario, Sim, Workdir};
 use promptbatch::SimOptions;
 use serde_json::Value;
 
@@ -222,4 +222,34 @@ fn a_breaker_trip_and_a_budget_stop_are_in_the_log() {
         .expect("a budget line");
     assert_eq!(budget["cap"], 0.002);
     assert_eq!(log.last().unwrap()["reason"], "budget");
+}
+
+#[test]
+fn fresh_moves_the_event_log_with_the_output() {
+    let s = Scenario::new().rows(5);
+    let r = run(s.sim(), &s.input, &s.output, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(s.sim(), &s.input, &s.output, &["--fresh"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let backup_log = s.work.path("out.jsonl.bak.events.jsonl");
+    let starts = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"event\":\"start\""))
+            .count()
+    };
+    assert_eq!(
+        starts(&backup_log),
+        1,
+        "the first run's log went with its output"
+    );
+    assert_eq!(
+        starts(&s.work.path("out.jsonl.events.jsonl")),
+        1,
+        "the new output's own run"
+    );
+    let r = common::run_args(&["report", "--json", s.output.to_str().unwrap()]);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 1);
 }

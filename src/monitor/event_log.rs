@@ -48,12 +48,14 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// The event log of `output`.
 pub(crate) fn path_for(output: &Path) -> PathBuf {
-    crate::paths::suffixed(output, ".events.jsonl")
+    let [log, _] = crate::paths::event_logs(output);
+    log
 }
 
 /// The log's previous part, after it passed [`MAX_BYTES`].
 pub(crate) fn rotated_path_for(output: &Path) -> PathBuf {
-    crate::paths::suffixed(output, ".events.1.jsonl")
+    let [_, rotated] = crate::paths::event_logs(output);
+    rotated
 }
 
 /// Appends whole lines to one output's event log.

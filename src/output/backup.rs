@@ -2,7 +2,7 @@
 //! `OUTPUT.bak.1`, `OUTPUT.bak.2`, … — an existing backup is never replaced, so re-running a
 //! failed `--fresh` run never overwrites paid records with fewer — and an output without records
 //! (empty, or a CSV header alone) is not backed up at all. The new, empty output gets the old
-//! one's mode, owner and group.
+//! one's mode, owner and group. The event log beside it moves with it.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -33,7 +33,21 @@ pub(crate) fn move_aside(path: &Path) -> Result<Option<PathBuf>, Error> {
         _ => {}
     }
     create_like(path, &meta, true).map_err(|e| io("cannot create", path, e))?;
+    move_event_logs(path, &backup);
     Ok(Some(backup))
+}
+
+/// The output's event log goes with it (`OUTPUT.bak.events.jsonl`): the new output's `report`
+/// tells of its own runs only. A log that cannot be moved stays (it is no paid work).
+fn move_event_logs(path: &Path, backup: &Path) {
+    for (log, moved) in crate::paths::event_logs(path)
+        .into_iter()
+        .zip(crate::paths::event_logs(backup))
+    {
+        if log.exists() && link_new(&log, &moved).is_ok() {
+            let _ = std::fs::remove_file(&log);
+        }
+    }
 }
 
 /// `OUTPUT.bak`, then `OUTPUT.bak.1`, …
