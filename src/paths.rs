@@ -68,6 +68,15 @@ pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The event log beside an output (`OUTPUT.events.jsonl`, `monitor/event_log.rs`), and its
+/// rotated part (`OUTPUT.events.1.jsonl`).
+pub(crate) fn event_logs(output: &Path) -> [PathBuf; 2] {
+    [
+        suffixed(output, ".events.jsonl"),
+        suffixed(output, ".events.1.jsonl"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,13 +99,4 @@ mod tests {
             Path::new("d/out.jsonl.bak.2")
         );
     }
-}
-
-/// The event log beside an output (`OUTPUT.events.jsonl`, `monitor/event_log.rs`), and its
-/// rotated part (`OUTPUT.events.1.jsonl`).
-pub(crate) fn event_logs(output: &Path) -> [PathBuf; 2] {
-    [
-        suffixed(output, ".events.jsonl"),
-        suffixed(output, ".events.1.jsonl"),
-    ]
 }
