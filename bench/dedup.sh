@@ -17,67 +17,10 @@
 
 set -euo pipefail
 
-BUILD=1
-for arg in "$@"; do
-    case "$arg" in
-        --skip-build) BUILD=0 ;;
-        -h | --help)
-            sed -n '2,16p' "$0"
-            exit 0
-            ;;
-        *)
-            echo "unknown option: $arg (see --help)" >&2
-            exit 2
-            ;;
-    esac
-done
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=${BIN:-$CARGO_TARGET_DIR/release/promptbatch}
+source "$(dirname "$0")/lib.sh"
+bench_init dedup 16 "$@"
 ROWS=${ROWS:-1000000}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/promptbatch-dedup.XXXXXX")
-SIM_PID=""
 RESULTS=()
-export EVOLINK_API_KEY=bench-not-a-secret
-unset PROMPTBATCH_BASE_URL
-
-log() { printf '[dedup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-stop_sim() {
-    if [[ -n $SIM_PID ]]; then
-        kill "$SIM_PID" 2> /dev/null || true
-        wait "$SIM_PID" 2> /dev/null || true
-        SIM_PID=""
-    fi
-}
-cleanup() {
-    stop_sim
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [[ $BUILD == 1 ]]; then
-    log "building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet)
-fi
-[[ -x /usr/bin/time ]] || {
-    echo "needs GNU time (/usr/bin/time: apt-get install time)" >&2
-    exit 1
-}
-
-start_sim() {
-    stop_sim
-    "$BIN" mock-server --listen 127.0.0.1:0 --latency 0ms 2> "$TMP/sim.log" &
-    SIM_PID=$!
-    for _ in $(seq 1 100); do
-        grep -q 'listening on' "$TMP/sim.log" && break
-        sleep 0.05
-    done
-    PORT=$(sed -n 's|.*http://127\.0\.0\.1:\([0-9]*\)/v1.*|\1|p' "$TMP/sim.log" | head -n 1)
-    BASE=http://127.0.0.1:$PORT/v1
-}
 
 sim_requests() {
     python3 -c "import json,urllib.request; print(json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/_sim/stats'))['requests'])"
@@ -118,25 +61,6 @@ records = sum(1 for _ in open(path))
 assert records == n and len(ids) == n, f"{path}: {records} records, {len(ids)} ids for {n} rows"
 print(copies)
 EOF
-}
-
-# timed NAME CMD... → WALL (s), RSS_MB, RC
-timed() {
-    local name=$1 t0 t1
-    shift
-    t0=$(date +%s.%N)
-    set +e
-    /usr/bin/time -v -o "$TMP/$name.time" "$@" > "$TMP/$name.out" 2> "$TMP/$name.err"
-    RC=$?
-    set -e
-    t1=$(date +%s.%N)
-    WALL=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
-    RSS_MB=$(python3 -c "print(round($(sed -n 's/.*Maximum resident set size (kbytes): //p' "$TMP/$name.time") / 1024, 1))")
-    if [[ $RC != 0 ]]; then
-        log "$name: exit $RC"
-        tail -n 5 "$TMP/$name.err" >&2
-    fi
-    log "$name: $RSS_MB MB, $WALL s, exit $RC"
 }
 
 NEW=$((ROWS / 20))

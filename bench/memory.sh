@@ -14,67 +14,10 @@
 
 set -euo pipefail
 
-BUILD=1
-for arg in "$@"; do
-    case "$arg" in
-        --skip-build) BUILD=0 ;;
-        -h | --help)
-            sed -n '2,13p' "$0"
-            exit 0
-            ;;
-        *)
-            echo "unknown option: $arg (see --help)" >&2
-            exit 2
-            ;;
-    esac
-done
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=${BIN:-$CARGO_TARGET_DIR/release/promptbatch}
+source "$(dirname "$0")/lib.sh"
+bench_init mem 13 "$@"
 ROWS=${ROWS:-10000000}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/promptbatch-mem.XXXXXX")
-SIM_PID=""
 RESULTS=()
-export EVOLINK_API_KEY=bench-not-a-secret
-unset PROMPTBATCH_BASE_URL
-
-log() { printf '[memory %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-stop_sim() {
-    if [[ -n $SIM_PID ]]; then
-        kill "$SIM_PID" 2> /dev/null || true
-        wait "$SIM_PID" 2> /dev/null || true
-        SIM_PID=""
-    fi
-}
-cleanup() {
-    stop_sim
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [[ $BUILD == 1 ]]; then
-    log "building the release binary"
-    (cd "$ROOT" && cargo build --release --quiet)
-fi
-[[ -x /usr/bin/time ]] || {
-    echo "needs GNU time (/usr/bin/time: apt-get install time)" >&2
-    exit 1
-}
-
-start_sim() {
-    stop_sim
-    "$BIN" mock-server --listen 127.0.0.1:0 --latency 0ms 2> "$TMP/sim.log" &
-    SIM_PID=$!
-    for _ in $(seq 1 100); do
-        grep -q 'listening on' "$TMP/sim.log" && break
-        sleep 0.05
-    done
-    PORT=$(sed -n 's|.*http://127\.0\.0\.1:\([0-9]*\)/v1.*|\1|p' "$TMP/sim.log" | head -n 1)
-    BASE=http://127.0.0.1:$PORT/v1
-}
 
 gen_ids() { # gen_ids ROWS FILE
     python3 - "$@" << 'EOF'
@@ -89,24 +32,12 @@ with open(path, "w", buffering=1 << 20) as f:
 EOF
 }
 
-# timed NAME CMD... → WALL (s), RSS_MB, RC
-timed() {
-    local name=$1 t0 t1
+# measured NAME CMD…: `timed`, then its row of the table.
+measured() {
+    timed "$@"
+    local name=$1
     shift
-    t0=$(date +%s.%N)
-    set +e
-    /usr/bin/time -v -o "$TMP/$name.time" "$@" > "$TMP/$name.out" 2> "$TMP/$name.err"
-    RC=$?
-    set -e
-    t1=$(date +%s.%N)
-    WALL=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
-    RSS_MB=$(python3 -c "print(round($(sed -n 's/.*Maximum resident set size (kbytes): //p' "$TMP/$name.time") / 1024, 1))")
-    if [[ $RC != 0 ]]; then
-        log "$name: exit $RC"
-        tail -n 5 "$TMP/$name.err" >&2
-    fi
     RESULTS+=("| $name | $RSS_MB MB | $WALL s | exit $RC | \`${*/#$TMP/\$TMP}\` |")
-    log "$name: $RSS_MB MB, $WALL s, exit $RC"
 }
 
 log "generating 100,000 and $ROWS rows with ids in $TMP"
@@ -114,13 +45,13 @@ gen_ids 100000 "$TMP/ids100k.jsonl"
 gen_ids "$ROWS" "$TMP/ids.jsonl"
 
 start_sim
-timed "run, 100,000 rows with ids" "$BIN" run "$TMP/ids100k.jsonl" -o "$TMP/ids100k.out.jsonl" --base-url "$BASE" -q -c 64
+measured "run, 100,000 rows with ids" "$BIN" run "$TMP/ids100k.jsonl" -o "$TMP/ids100k.out.jsonl" --base-url "$BASE" -q -c 64
 start_sim
-timed "run, $ROWS rows with ids" "$BIN" run "$TMP/ids.jsonl" -o "$TMP/ids.out.jsonl" --base-url "$BASE" -q -c 64
-timed "resume, $ROWS-record output, nothing to do" "$BIN" run "$TMP/ids.jsonl" -o "$TMP/ids.out.jsonl" --base-url "$BASE" -q -c 64
+measured "run, $ROWS rows with ids" "$BIN" run "$TMP/ids.jsonl" -o "$TMP/ids.out.jsonl" --base-url "$BASE" -q -c 64
+measured "resume, $ROWS-record output, nothing to do" "$BIN" run "$TMP/ids.jsonl" -o "$TMP/ids.out.jsonl" --base-url "$BASE" -q -c 64
 stop_sim
-timed "report, $ROWS records" "$BIN" report "$TMP/ids.out.jsonl"
-timed "estimate --from-output, $ROWS records" "$BIN" estimate "$TMP/ids100k.jsonl" --from-output "$TMP/ids.out.jsonl"
+measured "report, $ROWS records" "$BIN" report "$TMP/ids.out.jsonl"
+measured "estimate --from-output, $ROWS records" "$BIN" estimate "$TMP/ids100k.jsonl" --from-output "$TMP/ids.out.jsonl"
 
 echo "## promptbatch memory — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)"
 echo

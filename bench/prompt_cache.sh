@@ -17,44 +17,11 @@
 
 set -euo pipefail
 
-BUILD=1
-for arg in "$@"; do
-    case "$arg" in
-        --skip-build) BUILD=0 ;;
-        -h | --help)
-            sed -n '2,17p' "$0"
-            exit 0
-            ;;
-        *)
-            echo "unknown option: $arg (see --help)" >&2
-            exit 2
-            ;;
-    esac
-done
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$CARGO_TARGET_DIR/release/promptbatch
+source "$(dirname "$0")/lib.sh"
+bench_init cache 17 "$@"
 ROWS=${ROWS:-10000}
 LATENCY=${LATENCY:-200ms}
 CONCURRENCY=${CONCURRENCY:-64}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/promptbatch-cache.XXXXXX")
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-cleanup() {
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [[ $BUILD == 1 ]]; then
-    log "building the release binary (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-fi
-[[ -x $BIN ]] || {
-    echo "no binary at $BIN" >&2
-    exit 1
-}
 
 log "generating $ROWS rows (shared and grouped prefixes) in $TMP"
 python3 - "$ROWS" "$TMP" << 'EOF'

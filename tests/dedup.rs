@@ -25,6 +25,16 @@ fn repeated_rows(n: usize, distinct: usize) -> String {
         .collect()
 }
 
+/// The lines of every batch the simulator was sent (its requests bought through the Batch API).
+fn batch_lines(s: &Scenario) -> u64 {
+    s.batch_stats()["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total"].as_u64().unwrap())
+        .sum()
+}
+
 fn by_id(records: &[Value]) -> HashMap<String, &Value> {
     records
         .iter()
@@ -274,14 +284,7 @@ fn via_batch_submits_each_request_once_and_records_every_row() {
     let s = Scenario::new().input(&repeated_rows(90, 25));
     let r = run_batch(s.sim(), &s.input, &s.output, &[], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let stats = common::batch::batch_stats(s.sim());
-    let lines: u64 = stats["batches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["total"].as_u64().unwrap())
-        .sum();
-    assert_eq!(lines, 25, "one batch line per distinct prompt: {stats}");
+    assert_eq!(batch_lines(&s), 25, "one batch line per distinct prompt");
     assert_eq!(s.sim().requests(), 0, "nothing sent live");
     let records = read_jsonl(&s.output);
     assert!(
@@ -582,17 +585,9 @@ fn reuse_reads_parquet_outputs_with_or_without_their_checkpoint() {
 #[test]
 fn a_detached_batch_run_submits_each_request_once_and_the_collecting_run_copies_the_rest() {
     let s = Scenario::new().input(&repeated_rows(90, 25));
-    let lines = |s: &Scenario| -> u64 {
-        common::batch::batch_stats(s.sim())["batches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["total"].as_u64().unwrap())
-            .sum()
-    };
     let r = run_batch(s.sim(), &s.input, &s.output, &["--detach"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(lines(&s), 25, "one batch line per distinct prompt");
+    assert_eq!(batch_lines(&s), 25, "one batch line per distinct prompt");
     assert!(common::batch::state_file(&s.output).exists());
     // Meanwhile a row is inserted at the top with the request of a row in a batch (r1's).
     let input = format!(
@@ -604,7 +599,7 @@ fn a_detached_batch_run_submits_each_request_once_and_the_collecting_run_copies_
     // place; the others wait for them instead of going into new batches.
     let r = run_batch(s.sim(), &s.input, &s.output, &[], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(lines(&s), 25, "nothing submitted twice: {}", r.stderr);
+    assert_eq!(batch_lines(&s), 25, "nothing submitted twice: {}", r.stderr);
     assert_eq!(s.sim().requests(), 0);
     assert!(!common::batch::state_file(&s.output).exists());
     let ids: Vec<String> = (0..=90).map(|i| format!("r{i}")).collect();
@@ -628,13 +623,11 @@ fn a_batch_run_killed_at_any_step_submits_each_request_once() {
         assert_ne!(r.code, 0, "{point}: aborted");
         let r = s.run_batch(&["--batch-max-requests", "10"]);
         assert_eq!(r.code, 0, "{point}: {}", r.stderr);
-        let lines: u64 = s.batch_stats()["batches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["total"].as_u64().unwrap())
-            .sum();
-        assert_eq!(lines, 30, "{point}: one batch line per distinct prompt");
+        assert_eq!(
+            batch_lines(&s),
+            30,
+            "{point}: one batch line per distinct prompt"
+        );
         assert_eq!(
             assert_whole_and_duplicates_consistent(&s.output, 120, 1),
             90,
