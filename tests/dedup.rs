@@ -35,6 +35,14 @@ fn batch_lines(s: &Scenario) -> u64 {
         .sum()
 }
 
+/// A simulator standing in for a real API whose answers take `latency` (a kill lands mid-run).
+fn answering_in(latency: &str) -> Sim {
+    Sim::start(SimOptions {
+        latency: LatencySpec::parse(latency).unwrap(),
+        ..SimOptions::default()
+    })
+}
+
 fn by_id(records: &[Value]) -> HashMap<String, &Value> {
     records
         .iter()
@@ -167,10 +175,7 @@ fn a_first_rows_error_is_its_duplicates_error_and_a_rerun_sends_it_once_more() {
 
 #[test]
 fn kill_9_then_resume_pays_each_request_once_and_loses_no_row() {
-    let sim = Sim::start(SimOptions {
-        latency: LatencySpec::parse("15ms").unwrap(),
-        ..SimOptions::default()
-    });
+    let sim = answering_in("15ms");
     let s = Scenario::new().input(&repeated_rows(400, 120));
     let args = ["-c", "4"];
     let left = kill_9_after_lines(&sim, &s.input, &s.output, &args, 40);
@@ -639,10 +644,7 @@ fn a_batch_run_killed_at_any_step_submits_each_request_once() {
 
 #[test]
 fn kill_9_with_reuse_two_models_ordered_and_a_budget_loses_nothing_and_pays_once() {
-    let sim = Sim::start(SimOptions {
-        latency: LatencySpec::parse("10ms").unwrap(),
-        ..SimOptions::default()
-    });
+    let sim = answering_in("10ms");
     let s = Scenario::new().input(&repeated_rows(300, 100));
     // An earlier output answering the first 20 questions for gpt-5.2.
     let earlier_input = s.work.write("earlier.jsonl", &repeated_rows(20, 20));
