@@ -514,7 +514,34 @@ fn estimate_counts_rows_not_sent_and_report_splits_paid_deduplicated_and_reused(
         .filter_map(|r| r["saved_usd"].as_f64())
         .sum();
     assert!((answered["saved_usd"].as_f64().unwrap() - saved).abs() < 1e-9);
-    assert_eq!(report["latency_ms"]["count"].as_u64().unwrap_or(15), 15);
+    // The HTML page shows the same split.
+    let page = s.work.path("report.html");
+    let r = common::run_args(&[
+        "report",
+        s.output.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let html = std::fs::read_to_string(&page).unwrap();
+    for (path, value) in [
+        ("answered.reused", reused),
+        ("answered.deduplicated", duplicates),
+    ] {
+        assert!(
+            html.contains(&format!("data-json=\"{path}\">{value}<")),
+            "{path} = {value} on the page"
+        );
+    }
+    // The event log tells the plan.
+    let log = std::fs::read_to_string(s.work.path("out.jsonl.events.jsonl")).unwrap();
+    let plan: Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "pay_once")
+        .expect("a pay_once event");
+    assert_eq!(plan["reused"].as_u64(), Some(reused));
+    assert_eq!(plan["duplicates"].as_u64(), Some(duplicates));
 }
 
 #[test]

@@ -17,18 +17,22 @@ impl Estimate {
     /// The human-readable estimate: plain text.
     pub fn to_table(&self) -> String {
         let mut t = table(&[]);
+        let not_sent = self.not_sent_line();
         for row in [
-            self.rows_line(),
-            self.not_sent_line(),
-            self.prompt_line(),
-            self.expected_output_line(),
-            self.worst_output_line(),
-            self.expected_cost_line(),
-            self.worst_cost_line(),
-            self.batch_expected_line(),
-            self.batch_worst_line(),
-            self.time_line(),
-        ] {
+            Some(self.rows_line()),
+            not_sent,
+            Some(self.prompt_line()),
+            Some(self.expected_output_line()),
+            Some(self.worst_output_line()),
+            Some(self.expected_cost_line()),
+            Some(self.worst_cost_line()),
+            Some(self.batch_expected_line()),
+            Some(self.batch_worst_line()),
+            Some(self.time_line()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             t.add_row(row.to_vec());
         }
         let mut s = format!("Estimate for {}\n", self.input);
@@ -57,16 +61,10 @@ impl Estimate {
         line("rows", group(self.rows), note)
     }
 
-    /// Rows answered without a request, and what they would cost sent (`None`: every row
-    /// is sent).
-    fn not_sent_line(&self) -> Line {
-        let Some(n) = &self.not_sent else {
-            return line(
-                "not sent",
-                "-".into(),
-                "--no-dedup: every row is sent".into(),
-            );
-        };
+    /// Rows answered without a request, and what they would cost sent; none when every row
+    /// is sent (`--no-dedup` and no `--reuse`, or an input read once).
+    fn not_sent_line(&self) -> Option<Line> {
+        let n = self.not_sent.as_ref()?;
         let rows = n.duplicate_rows + n.reused_rows;
         let cost = match (n.expected_cost_usd, n.worst_cost_usd) {
             (Some(expected), _) => format!(
@@ -81,7 +79,7 @@ impl Estimate {
             group(n.duplicate_rows),
             group(n.reused_rows)
         );
-        line("not sent", group(rows), note)
+        Some(line("not sent", group(rows), note))
     }
 
     fn prompt_line(&self) -> Line {

@@ -15,6 +15,9 @@
 //! - `breaker_trip`: the circuit breaker stopped sending to `model` after identical permanent
 //!   failures (`error`, `had_worked`: whether the model had answered ok before)
 //! - `budget`: `--max-cost` (`cap`) stopped the dispatch
+//! - `pay_once`: the dedup plan before the send (`rows` still to send, `reused` from `--reuse`
+//!   outputs, `from_output` answered by this output's records, `duplicates` waiting for a row
+//!   with the same request, `plan_s`); `duplicates_copied` after the send (`rows`, `left`)
 //! - `stop`: `reason` (`completed`, `interrupted`, `budget`, `refused`, `fatal`,
 //!   `unreachable`, `failed`, `crashed`, `detached`), `message`, `ok`, `errors`, `done_before`
 //!   (rows an earlier run had finished: a resume), `unrecorded`, `cost_usd`, `elapsed_s`

@@ -94,6 +94,24 @@ fn cards(report: &Report) -> String {
         );
     }
     card("tokens", "tokens.total", group(report.tokens.total));
+    let answered = &report.answered;
+    if answered.deduplicated + answered.reused > 0 {
+        card(
+            "copied: repeated requests",
+            "answered.deduplicated",
+            group(answered.deduplicated),
+        );
+        card(
+            "copied: earlier outputs",
+            "answered.reused",
+            group(answered.reused),
+        );
+        card(
+            "the copies cost when bought (USD)",
+            "answered.saved_usd",
+            money(answered.saved_usd),
+        );
+    }
     if let Some(latency) = &report.latency_ms {
         card(
             "latency p50 (ms)",

@@ -75,6 +75,18 @@ pub(crate) async fn before_send(
     }
     let counts = planned.counts;
     say_plan(opts, &counts, planning.elapsed());
+    if counts.units > 0 {
+        counters.log_event(
+            "pay_once",
+            serde_json::json!({
+                "rows": counts.units,
+                "reused": counts.from_earlier,
+                "from_output": counts.from_own,
+                "duplicates": counts.followers,
+                "plan_s": planning.elapsed().as_secs_f64(),
+            }),
+        );
+    }
     let answered = counts.from_own + counts.from_earlier + counts.followers;
     let new_output = std::fs::metadata(&prepared.output).map_or(true, |m| m.len() == 0);
     if answered > 0 && new_output && crate::paths::is_csv(&prepared.output) {
@@ -148,7 +160,6 @@ pub(crate) async fn after_send(
         return Ok(());
     };
     let job = opts.clone();
-    let counters = counters.clone();
     // This run's answers are simulated: the endpoint is a simulator.
     let accept = Accept {
         simulated: followers.simulated
@@ -157,7 +168,9 @@ pub(crate) async fn after_send(
                 .load(std::sync::atomic::Ordering::Relaxed)
                 > 0,
     };
+    let filling = counters.clone();
     let written = tokio::task::spawn_blocking(move || {
+        let counters = filling;
         let sources = [AnswerSource::of(&writing.output, true, true)?];
         let models = job.request.models_per_row();
         let rows = input::open(&job.input, &job.request, None)?;
@@ -177,6 +190,10 @@ pub(crate) async fn after_send(
     .await
     .map_err(|e| Error::Config(format!("writing the duplicates' records stopped: {e}")))??;
     let left = followers.count.saturating_sub(written);
+    counters.log_event(
+        "duplicates_copied",
+        serde_json::json!({"rows": written, "left": left}),
+    );
     if left > 0 {
         notice!(
             "{} rows repeat a request whose row has no record yet: they get none either; the same command sends or answers them",
