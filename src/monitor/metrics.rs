@@ -95,29 +95,19 @@ impl Server {
 
 /// Accepts connections until `stop`, each served on its own task until it closes or `stop`.
 async fn serve(listener: TcpListener, registry: Arc<Registry>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
+    crate::util::serve::accept_until(listener, stop, |stream| {
         let registry = registry.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = answer(&request, &registry);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stop.cancelled() => {}
-            }
+        let service = service_fn(move |request| {
+            let response = answer(&request, &registry);
+            async move { Ok::<_, Infallible>(response) }
         });
-    }
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        async move {
+            let _ = connection.await;
+        }
+    })
+    .await
 }
 
 /// The answer to one request: the metrics for `GET /metrics` (or `HEAD`), else 404 or 405.

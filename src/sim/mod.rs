@@ -380,39 +380,29 @@ pub async fn serve(listener: TcpListener, options: SimOptions, stop: Cancellatio
         batches: batch::Store::default(),
         prefix_cache: prefix_cache::PrefixCache::default(),
     });
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
+    crate::util::serve::accept_until(listener, stop, |stream| {
         let _ = stream.set_nodelay(true);
         let sim = sim.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let sim = sim.clone();
-                async move {
-                    let response = sim.handle(req).await?;
-                    // A handler that sets Content-Length itself (a download cut short) has it
-                    // sent as it is, whatever the body holds.
-                    let chunked = sim.options.chunked
-                        || response
-                            .headers()
-                            .contains_key(hyper::header::CONTENT_LENGTH);
-                    Ok::<_, Dropped>(response.map(|inner| SimBody { inner, chunked }))
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
+        let service = service_fn(move |req| {
+            let sim = sim.clone();
+            async move {
+                let response = sim.handle(req).await?;
+                // A handler that sets Content-Length itself (a download cut short) has it
+                // sent as it is, whatever the body holds.
+                let chunked = sim.options.chunked
+                    || response
+                        .headers()
+                        .contains_key(hyper::header::CONTENT_LENGTH);
+                Ok::<_, Dropped>(response.map(|inner| SimBody { inner, chunked }))
             }
         });
-    }
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        async move {
+            let _ = connection.await;
+        }
+    })
+    .await
 }
 
 /// Why the service drops a connection instead of answering.
