@@ -724,3 +724,88 @@ fn kill_9_with_reuse_two_models_ordered_and_a_budget_loses_nothing_and_pays_once
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "--ordered");
 }
+
+#[test]
+fn a_shard_killed_and_resumed_pays_each_of_its_requests_once() {
+    let sim = answering_in("15ms");
+    let s = Scenario::new().input(&repeated_rows(400, 100));
+    let args = ["--shard", "1/2", "-c", "4"];
+    // What the shard holds: the same run, uninterrupted, into another output.
+    let whole = s.work.path("whole.jsonl");
+    let r = run(s.sim(), &s.input, &whole, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let expected: HashSet<String> = read_jsonl(&whole)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let distinct = s.sim().requests();
+    kill_9_after_lines(&sim, &s.input, &s.output, &args, 30);
+    let r = run(&sim, &s.input, &s.output, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records = read_jsonl(&s.output);
+    let ids: HashSet<String> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "one record per row of the shard"
+    );
+    assert_eq!(ids, expected);
+    let sent = sim.requests();
+    assert!(
+        (distinct..=distinct + 4).contains(&sent),
+        "{sent} requests for {distinct} distinct prompts"
+    );
+}
+
+#[test]
+fn fallback_live_after_an_expired_batch_pays_each_request_once() {
+    let s = Scenario::with_sim(SimOptions {
+        batch_expire: 1,
+        ..SimOptions::default()
+    })
+    .input(&repeated_rows(60, 20));
+    let r = s.run_batch(&["--fallback", "live"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let batch = batch_lines(&s);
+    let live = s.sim().requests();
+    assert_eq!(batch, 20, "one batch line per distinct prompt");
+    assert_eq!(
+        live,
+        20 - 10,
+        "the expired batch's unanswered half went live: {}",
+        r.stderr
+    );
+    assert_eq!(assert_whole_and_duplicates_consistent(&s.output, 60, 1), 40);
+}
+
+#[test]
+fn max_cost_with_an_unpriced_model_is_refused_before_any_record() {
+    let s = Scenario::new().input(&repeated_rows(20, 5));
+    let earlier = s.work.path("earlier.jsonl");
+    let r = run(s.sim(), &s.input, &earlier, &["--model", "no-such-price"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &[
+            "--model",
+            "no-such-price",
+            "--max-cost",
+            "1",
+            "--reuse",
+            earlier.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("--max-cost cannot be enforced: model `no-such-price` has no price"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.output.exists(), "nothing written");
+}

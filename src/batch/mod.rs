@@ -564,12 +564,10 @@ impl<'a> BatchRun<'a> {
         if self.opts.cost.max_cost.is_none() {
             return Ok(0.0);
         }
-        let price = self.prices.get(&request.model).ok_or_else(|| {
-            Error::Config(format!(
-                "--max-cost cannot be enforced: model `{}` has no price; add it with --prices FILE",
-                request.model
-            ))
-        })?;
+        let price = self
+            .prices
+            .get(&request.model)
+            .ok_or_else(|| crate::money::budget::unenforceable(&request.model))?;
         let prompt = request.estimated_prompt_tokens * 2;
         let output = request.max_tokens.unwrap_or(WORST_OUTPUT_TOKENS);
         let rates = price.rates_via(Billing::Batch, prompt);

@@ -72,6 +72,7 @@ pub(crate) async fn prepare(opts: &Job) -> Result<Prepared, Error> {
     // twice (and cannot be resumed), so its first opening is the one that is read.
     let early_rows = input::open(&opts.input, &opts.request, None)?;
     let prices = PriceTable::load(opts.cost.prices.as_deref())?;
+    crate::money::budget::check_models_priced(opts.cost.max_cost, &opts.request.models, &prices)?;
     let (client, simulator) = connect(opts).await?;
     refuse_output_over_input(opts)?;
     writer::check_folder(&opts.output.path)?;

@@ -120,18 +120,15 @@ impl Budget {
         nanos::usd(self.cap)
     }
 
-    /// The worst-case cost of a request, or an error when its model has no price.
+    /// The worst-case cost of a request, or an error when its model has no price ([`unenforceable`]).
     pub(crate) fn worst_case(
         &self,
         prices: &PriceTable,
         request: &ChatRequest,
     ) -> Result<f64, Error> {
-        let price = prices.get(&request.model).ok_or_else(|| {
-            Error::Config(format!(
-                "--max-cost cannot be enforced: model `{}` has no price; add it with --prices FILE",
-                request.model
-            ))
-        })?;
+        let price = prices
+            .get(&request.model)
+            .ok_or_else(|| unenforceable(&request.model))?;
         let prompt = request.estimated_prompt_tokens * 2;
         let output = match request.max_tokens {
             Some(n) => n,
@@ -183,6 +180,29 @@ impl Budget {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.lock()
+    }
+}
+
+/// Why `--max-cost` cannot hold a run to its cap: `model` has no price.
+pub(crate) fn unenforceable(model: &str) -> Error {
+    Error::Config(format!(
+        "--max-cost cannot be enforced: model `{model}` has no price; add it with --prices FILE"
+    ))
+}
+
+/// `--max-cost` needs a price for every model of `--model`'s list (a row naming its own model
+/// is checked when it is sent): refused before anything is read or written.
+pub(crate) fn check_models_priced(
+    max_cost: Option<f64>,
+    models: &[String],
+    prices: &PriceTable,
+) -> Result<(), Error> {
+    match models
+        .iter()
+        .find(|m| max_cost.is_some() && prices.get(m).is_none())
+    {
+        Some(model) => Err(unenforceable(model)),
+        None => Ok(()),
     }
 }
 
