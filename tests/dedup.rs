@@ -787,6 +787,11 @@ fn max_cost_with_an_unpriced_model_is_refused_before_any_record() {
     let earlier = s.work.path("earlier.jsonl");
     let r = run(s.sim(), &s.input, &earlier, &["--model", "no-such-price"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cost $0.00 when bought (+ 15 unpriced)"),
+        "copies of unpriced answers are said apart: {}",
+        r.stderr
+    );
     let r = run(
         s.sim(),
         &s.input,

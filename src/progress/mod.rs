@@ -77,6 +77,8 @@ pub struct Counters {
     pub deduplicated: AtomicU64,
     pub reused: AtomicU64,
     pub(crate) saved_nanos: AtomicU64,
+    /// Of those records, the ones whose answer had no price (nothing in `saved_nanos`).
+    pub unpriced_copies: AtomicU64,
     /// Records written with a simulated answer (the endpoint is a simulator).
     pub(crate) simulated_records: AtomicU64,
     /// Events a stage reports for the event log (a batch submitted or collected), with their
@@ -177,10 +179,12 @@ impl Counters {
         } else {
             return false;
         }
-        if let Some(saved) = extras.get(SAVED_USD).and_then(serde_json::Value::as_f64) {
-            self.saved_nanos
-                .fetch_add(crate::money::nanos::nearest(saved), Relaxed);
-        }
+        match extras.get(SAVED_USD).and_then(serde_json::Value::as_f64) {
+            Some(saved) => self
+                .saved_nanos
+                .fetch_add(crate::money::nanos::nearest(saved), Relaxed),
+            None => self.unpriced_copies.fetch_add(1, Relaxed),
+        };
         true
     }
 
@@ -544,8 +548,10 @@ pub struct Summary {
     /// with an earlier output's (`--reuse`): no request was sent for them.
     pub deduplicated: u64,
     pub reused: u64,
-    /// What the answers those records copy cost when they were bought (USD).
+    /// What the answers those records copy cost when they were bought (USD), and how many of
+    /// them had no price (not in `saved_usd`).
     pub saved_usd: f64,
+    pub unpriced_copies: u64,
 }
 
 impl Summary {
@@ -586,6 +592,7 @@ impl Summary {
             "deduplicated": self.deduplicated,
             "reused": self.reused,
             "saved_usd": usd(self.saved_usd),
+            "unpriced_copies": self.unpriced_copies,
             "rate_limited": self.rate_limited,
             "paused_s": self.paused.as_secs_f64(),
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -623,6 +630,7 @@ impl Summary {
             deduplicated: counters.deduplicated.load(Relaxed),
             reused: counters.reused.load(Relaxed),
             saved_usd: crate::money::nanos::usd(counters.saved_nanos.load(Relaxed)),
+            unpriced_copies: counters.unpriced_copies.load(Relaxed),
         }
     }
 }
@@ -667,6 +675,9 @@ impl fmt::Display for Summary {
                 group(self.reused),
                 format_usd(self.saved_usd)
             )?;
+            if self.unpriced_copies > 0 {
+                write!(f, " (+ {} unpriced)", group(self.unpriced_copies))?;
+            }
         }
         if self.rate_limited > 0 || !self.paused.is_zero() {
             write!(
