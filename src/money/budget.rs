@@ -197,10 +197,10 @@ pub(crate) fn check_models_priced(
     models: &[String],
     prices: &PriceTable,
 ) -> Result<(), Error> {
-    match models
-        .iter()
-        .find(|m| max_cost.is_some() && prices.get(m).is_none())
-    {
+    if max_cost.is_none() {
+        return Ok(());
+    }
+    match models.iter().find(|m| prices.get(m).is_none()) {
         Some(model) => Err(unenforceable(model)),
         None => Ok(()),
     }

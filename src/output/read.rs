@@ -279,11 +279,7 @@ impl<T: DeserializeOwned> Records<T> {
     /// `None` for a JSONL record whose line does not even contain one of them.
     pub(crate) fn last_extras_naming(&self, names: &[&str]) -> Option<crate::input::Kept> {
         if let Source::Jsonl { buf, .. } = &self.source {
-            let named = names.iter().any(|name| {
-                let quoted = format!("\"{name}\"");
-                memchr::memmem::find(buf, quoted.as_bytes()).is_some()
-            });
-            if !named {
+            if !names_any(buf, names) {
                 return None;
             }
         }
@@ -453,6 +449,15 @@ impl<T: DeserializeOwned> Iterator for Records<T> {
     }
 }
 
+/// Whether a JSONL line may have one of `names` as a field: it holds one of them in quotes (a
+/// quick test before parsing the line again; no allocation, on every record of a `report`).
+fn names_any(line: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|name| {
+        memchr::memmem::find_iter(line, name.as_bytes())
+            .any(|at| at > 0 && line[at - 1] == b'"' && line.get(at + name.len()) == Some(&b'"'))
+    })
+}
+
 /// The fields of a JSONL line beyond the output schema; `None` when it has none.
 fn jsonl_extras(line: &[u8], format: Format) -> Option<crate::input::Kept> {
     let mut object: serde_json::Map<String, serde_json::Value> =
@@ -557,10 +562,7 @@ impl RecordAt {
                 _ => serde_json::from_slice::<Record>(text),
             };
             let mut record = parsed.map_err(|e| unreadable(e.to_string()))?;
-            let named = EXTRAS_TAKEN
-                .iter()
-                .any(|name| memchr::memmem::find(text, format!("\"{name}\"").as_bytes()).is_some());
-            if named {
+            if names_any(text, &EXTRAS_TAKEN) {
                 record.kept = jsonl_extras(text, self.format);
             }
             return Ok(record);
