@@ -814,3 +814,55 @@ fn max_cost_with_an_unpriced_model_is_refused_before_any_record() {
     );
     assert!(!s.output.exists(), "nothing written");
 }
+
+#[test]
+fn an_output_saved_again_by_pandas_is_reused_and_reported() {
+    let s = Scenario::new().input(&repeated_rows(30, 30));
+    let earlier = s.work.path("earlier.csv");
+    let r = run(s.sim(), &s.input, &earlier, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // As `pd.read_csv(...).to_csv(...)` writes it back: an unnamed index column first, and
+    // booleans as `False`/`True`.
+    let text = std::fs::read_to_string(&earlier).unwrap();
+    let pandas: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line
+                .replace(",false,", ",False,")
+                .replace(",true,", ",True,");
+            match i {
+                0 => format!(",{line}\n"),
+                _ => format!("{},{line}\n", i - 1),
+            }
+        })
+        .collect();
+    assert!(
+        pandas.contains(",False,"),
+        "the rewrite changed the booleans"
+    );
+    let saved = s.work.write("pandas.csv", &pandas);
+    let r = run(
+        s.sim(),
+        &s.input,
+        &s.output,
+        &["--reuse", saved.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.sim().requests(), 30, "nothing sent again");
+    let reused = read_jsonl(&s.output)
+        .iter()
+        .filter(|r| r.get("reused_from").is_some())
+        .count();
+    assert_eq!(reused, 30);
+    let r = common::run_args(&["report", "--json", saved.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (report["rows"].as_u64(), report["simulated"].as_u64()),
+        (Some(30), Some(0))
+    );
+    let parquet = s.work.path("pandas.parquet");
+    let r = common::run_args(&["export", saved.to_str().unwrap(), parquet.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "export reads its booleans too: {}", r.stderr);
+}

@@ -490,7 +490,9 @@ pub(crate) fn convert<'a>(
         ),
         (ColumnType::Boolean, v) => Cell::Bool(match v {
             Value::Bool(b) => *b,
-            Value::String(s) if text && (s == "true" || s == "false") => s == "true",
+            Value::String(s) if text => {
+                super::record::bool_text(s).ok_or_else(|| wrong("true or false"))?
+            }
             _ => return Err(wrong("true or false")),
         }),
     })

@@ -46,7 +46,7 @@ pub struct Record {
     pub fingerprint: String,
     /// The answer came from the built-in simulator (`--dry-run`), not a real API: nothing was
     /// paid, and a real run never counts the row as done.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "any_bool")]
     pub simulated: bool,
     /// When the row's first attempt was sent (RFC 3339, UTC); for a row never sent, when its
     /// record was made.
@@ -60,6 +60,50 @@ pub struct Record {
     /// output fills it only on request (`Records::last_extras`, for rewrites).
     #[serde(skip)]
     pub kept: Option<Kept>,
+}
+
+/// A boolean schema field's text as other tools write it back: `true`, `True`, `TRUE`, `1`
+/// (and the same for false, or empty); `None` for anything else.
+pub(crate) fn bool_text(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// A boolean field as other tools write it back: JSON `true`/`false`, and in CSV `true`,
+/// `True`, `TRUE` (pandas, Excel), `1`/`0`, or empty (false). Anything else is an error.
+pub(crate) fn any_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct AnyBool;
+    impl serde::de::Visitor<'_> for AnyBool {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("true or false (or True, TRUE, 1, 0, empty)")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+            match v {
+                0 | 1 => Ok(v == 1),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
+            }
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<bool, E> {
+            self.visit_u64(u64::try_from(v).unwrap_or(u64::MAX))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            bool_text(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+    d.deserialize_any(AnyBool)
 }
 
 /// The column names, in order (the CSV header).

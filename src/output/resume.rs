@@ -53,7 +53,7 @@ pub(crate) struct Earlier {
     pub cost_usd: Option<f64>,
     #[serde(default)]
     pub fingerprint: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::output::record::any_bool")]
     pub simulated: bool,
     #[serde(default)]
     pub model: String,

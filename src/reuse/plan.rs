@@ -111,7 +111,7 @@ struct Indexed {
     model: String,
     prompt: String,
     status: Status,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::output::record::any_bool")]
     simulated: bool,
 }
 
